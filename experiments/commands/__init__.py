@@ -1,0 +1,1 @@
+"""Subcommands of the ``taskonomy`` console script, one module each."""

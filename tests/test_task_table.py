@@ -1,0 +1,59 @@
+"""The task table: 26 tasks whose names, domains and families agree."""
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+from taskonomy.datamodules.domains import DOMAINS
+from taskonomy.tasks.registry import get_spec, task_names
+from taskonomy.tasks.specs import BUILTIN_TASKS, CODE_NAMES, FAMILIES
+
+REFERENCE_CODE_NAMES = {
+    "autoencoder", "class_1000", "class_places", "class_selected", "colorization", "curvature",
+    "denoise", "edge2d", "edge3d", "ego_motion", "fix_pose", "impainting_whole", "jigsaw",
+    "keypoint2d", "keypoint3d", "non_fixated_pose", "point_match", "reshade", "rgb2depth",
+    "rgb2mist", "rgb2sfnorm", "room_layout", "segment25d", "segment2d", "segmentsemantic_rb",
+    "vanishing_point_well_defined",
+}
+SOURCE_ONLY = {"colorization", "inpainting", "jigsaw", "class_selected"}
+
+
+def test_26_tasks_with_unique_names() -> None:
+    names = [s.name for s in BUILTIN_TASKS]
+    assert len(names) == 26 == len(set(names))
+    assert set(CODE_NAMES) == REFERENCE_CODE_NAMES
+
+
+@pytest.mark.parametrize("spec", BUILTIN_TASKS, ids=lambda s: s.name)
+def test_spec_is_consistent(spec) -> None:
+    assert spec.family in FAMILIES
+    assert spec.domains[0] == "rgb"
+    assert all(d in DOMAINS for d in spec.domains), spec.domains
+    if spec.name in DOMAINS:  # a task named after a released folder reads that folder
+        assert spec.name in spec.domains
+    if spec.mask == "depth_valid":
+        assert "depth_zbuffer" in spec.domains
+    assert (spec.family == "multi_view") == (spec.views > 1)
+    assert spec.target == (spec.name not in SOURCE_ONLY)
+    assert get_spec(spec.name) is spec
+
+
+def test_unknown_task_lists_valid_names() -> None:
+    with pytest.raises(ValueError, match="valid tasks: autoencoding"):
+        get_spec("surface_normals")
+
+
+def test_targets_only() -> None:
+    assert len(task_names(targets_only=True)) == 22
+
+
+def test_tasks_command_prints_26_rows() -> None:
+    out = subprocess.run(
+        [sys.executable, "-m", "taskonomy.experiments.cli", "tasks", "--json"],
+        capture_output=True, text=True, check=True,
+    ).stdout
+    rows = json.loads(out)
+    assert len(rows) == 26
+    assert {r["name"] for r in rows} == {s.name for s in BUILTIN_TASKS}
