@@ -1,0 +1,1 @@
+"""Procedural synthetic indoor buildings in the released Taskonomy layout."""

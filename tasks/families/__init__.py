@@ -1,0 +1,1 @@
+"""Task families: one LightningModule class per kind of task."""

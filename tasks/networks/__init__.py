@@ -1,0 +1,1 @@
+"""Networks: plain nn.Modules (encoders, decoders, heads, readouts)."""
