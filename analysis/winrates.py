@@ -1,0 +1,161 @@
+"""Win rates over per-image losses: the tournament of one target, quality, gain and AHP.
+
+For a target t, every candidate (transfers of every order, the ``random`` baseline and ``self``,
+t's own fully supervised network) is compared with every other on the same test images:
+``w_ij`` = share of images where candidate i's loss is lower than j's. **Ties count half** for
+each side, so ``w_ij + w_ji = 1`` and ``w_ii = 0.5`` (the authors store the self-comparison as
+0.5 too). Quality = win rate vs ``self``; gain = win rate vs ``pixels`` (a network trained from
+scratch on the transfer data). ``pixels`` is a reference only, never a tournament candidate.
+Affinities are the AHP weights of the tournament (:mod:`taskonomy.analysis.ahp`); optional
+bootstrap confidence intervals resample test images with replacement.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+from numpy.typing import ArrayLike, NDArray
+
+from taskonomy.analysis.ahp import DEFAULT_CLIP, ahp_weights
+from taskonomy.analysis.losses_table import AlignedLosses, align_losses
+
+#: Reference candidates of quality and gain.
+SELF, PIXELS, RANDOM = "self", "pixels", "random"
+
+
+def _wins_against(losses: NDArray[np.float64], row: int) -> NDArray[np.float64]:
+    """Per image, 1 where candidate ``row`` beats each candidate, 0.5 on ties: ``(n, m)``."""
+    mine = losses[row][None, :]
+    return (mine < losses).astype(np.float64) + 0.5 * (mine == losses)
+
+
+def pairwise_win_rates(losses: ArrayLike, weights: ArrayLike | None = None) -> NDArray[np.float64]:
+    """The tournament matrix of per-image losses (lower loss wins; ties count half).
+
+    Args:
+        losses: ``(n_candidates, n_images)`` losses on the same images.
+        weights: Optional ``(n_images,)`` or ``(n_images, n_draws)`` image weights summing to 1
+            per draw (bootstrap); ``None`` weighs images equally.
+
+    Returns:
+        ``(n, n)`` matrix, or ``(n_draws, n, n)`` with 2-D weights.
+    """
+    values = np.asarray(losses, dtype=np.float64)
+    if values.ndim != 2 or values.shape[1] == 0:
+        raise ValueError(f"losses must be (candidates, images) with images > 0, got {values.shape}")
+    n, m = values.shape
+    w = np.full(m, 1.0 / m) if weights is None else np.asarray(weights, dtype=np.float64)
+    out = np.empty((n, n) + w.shape[1:])
+    for row in range(n):  # one row at a time keeps memory at O(n·m)
+        out[row] = _wins_against(values, row) @ w
+    return out if w.ndim == 1 else np.moveaxis(out, -1, 0)
+
+
+@dataclass(frozen=True)
+class Tournament:
+    """The tournament of one target.
+
+    Attributes:
+        target: The target task.
+        candidates: Tournament candidates (``self`` and ``random`` included, ``pixels`` not).
+        win_rates: ``(n, n)``, ``w_ij`` = share of images where candidate i beats j.
+        affinity: AHP weights, summing to 1.
+        quality: Win rate of each candidate vs ``self`` (NaN without a ``self`` candidate).
+        gain: Win rate of each candidate vs ``pixels`` (NaN without ``pixels`` losses).
+        alignment: The aligned losses the tournament was computed from (``pixels`` included).
+        ci: With a bootstrap, ``(low, high)`` arrays per quantity (``"affinity"``,
+            ``"quality"``, ``"gain"``) at the requested level; empty otherwise.
+    """
+
+    target: str
+    candidates: tuple[str, ...]
+    win_rates: NDArray[np.float64]
+    affinity: NDArray[np.float64]
+    quality: NDArray[np.float64]
+    gain: NDArray[np.float64]
+    alignment: AlignedLosses
+    ci: dict[str, tuple[NDArray[np.float64], NDArray[np.float64]]]
+
+    @property
+    def n_images(self) -> int:
+        """Number of test images compared."""
+        return len(self.alignment.keys)
+
+    def win_rate_frame(self) -> pd.DataFrame:
+        """The win-rate matrix as a labelled frame (rows beat columns)."""
+        return pd.DataFrame(self.win_rates, index=list(self.candidates),
+                            columns=list(self.candidates))
+
+    def frame(self) -> pd.DataFrame:
+        """One row per candidate: target, candidate, affinity, quality, gain (+ CI columns)."""
+        frame = pd.DataFrame({
+            "target": self.target, "candidate": list(self.candidates),
+            "affinity": self.affinity, "quality": self.quality, "gain": self.gain,
+        })
+        for name, (low, high) in self.ci.items():
+            frame[f"{name}_low"] = low
+            frame[f"{name}_high"] = high
+        frame["n_images"] = self.n_images
+        return frame
+
+
+def tournament(target: str, losses: Mapping[str, Mapping[str, float]], *, strict: bool = False,
+               bootstrap: int = 0, level: float = 0.95, seed: int = 0,
+               clip: tuple[float, float] = DEFAULT_CLIP) -> Tournament:
+    """Compute win rates, quality, gain and AHP affinities of one target.
+
+    Args:
+        target: The target task (for messages).
+        losses: Candidate name → (sample key → per-image test loss). May hold ``pixels``,
+            which is used for gain only.
+        strict: Raise on mismatched sample keys instead of comparing on the shared keys.
+        bootstrap: Number of bootstrap resamples of the test images (0: no intervals).
+        level: Confidence level of the bootstrap intervals.
+        seed: Seed of the bootstrap.
+        clip: AHP clipping range.
+
+    Raises:
+        ValueError: Fewer than two tournament candidates, or key mismatches (see
+            :func:`~taskonomy.analysis.losses_table.align_losses`).
+    """
+    players = [name for name in losses if name != PIXELS]
+    if len(players) < 2:
+        raise ValueError(
+            f"target {target!r}: a tournament needs at least two candidates besides 'pixels', "
+            f"got {players}; record transfers and the 'self'/'random' baselines of {target!r}"
+        )
+    if not 0 < level < 1:
+        raise ValueError(f"confidence level must be in (0, 1), got {level}")
+    ordered = {name: losses[name] for name in players}
+    if PIXELS in losses:
+        ordered[PIXELS] = losses[PIXELS]
+    aligned = align_losses(ordered, strict=strict, context=f"target {target!r}")
+    full = pairwise_win_rates(aligned.losses)
+    n = len(players)
+    quality_col = players.index(SELF) if SELF in players else None
+    gain_col = n if PIXELS in losses else None
+
+    def summarize(w: NDArray[np.float64]) -> tuple[NDArray[np.float64], ...]:
+        nan = np.full(n, np.nan)
+        return (
+            ahp_weights(w[:n, :n], clip),
+            w[:n, quality_col] if quality_col is not None else nan,
+            w[:n, gain_col] if gain_col is not None else nan,
+        )
+
+    affinity, quality, gain = summarize(full)
+    ci: dict[str, tuple[NDArray[np.float64], NDArray[np.float64]]] = {}
+    if bootstrap > 0:
+        m = len(aligned.keys)
+        rng = np.random.default_rng(seed)
+        weights = rng.multinomial(m, np.full(m, 1.0 / m), size=bootstrap).T / m
+        draws = [summarize(w) for w in pairwise_win_rates(aligned.losses, weights)]
+        tail = (1 - level) / 2 * 100
+        for i, name in enumerate(("affinity", "quality", "gain")):
+            stacked = np.stack([d[i] for d in draws])
+            low, high = np.percentile(stacked, [tail, 100 - tail], axis=0)
+            ci[name] = (low, high)
+    return Tournament(target, tuple(players), full[:n, :n], affinity, quality, gain, aligned, ci)
