@@ -4,7 +4,11 @@ This is the exchange format between the analysis (win rates → AHP, written by
 ``taskonomy analyze`` as ``affinities.csv``), the shipped paper data and the taxonomy solver.
 A candidate of a target is a set of source tasks (a transfer of order ``len(sources)``) or one of
 the baselines ``self`` (the target's own fully supervised network) and ``random`` (a readout on a
-random encoder), both of order 0.
+random encoder), both of order 0. A source set may contain the target itself: ``t → t`` is a
+readout trained on the transfer data on top of t's frozen encoder, a candidate distinct from
+``self`` (the authors' data has one per target). The random encoder may also be one member of a
+higher-order source set (the authors' beam search included it): it is not a task, needs no
+labels, and :meth:`AffinityTable.sources` does not list it.
 
 Columns:
 
@@ -37,6 +41,8 @@ from taskonomy.datamodules.domains import atomic_write_bytes
 SOURCE_SEPARATOR = "+"
 #: Candidates of the tournament that are not transfers (order 0).
 BASELINE_CANDIDATES = ("self", "random")
+#: The label-free random encoder, allowed as one member of a higher-order source set.
+RANDOM_SOURCE = "random"
 #: Required columns, in file order.
 REQUIRED_COLUMNS = ("target", "sources", "order", "affinity", "quality", "gain")
 #: Optional columns (a confidence interval of the affinity).
@@ -55,6 +61,8 @@ _FLOAT_COLUMNS = ("affinity", "quality", "gain", *OPTIONAL_COLUMNS)
 def join_sources(sources: Iterable[str]) -> str:
     """The canonical ``sources`` string of a source set: sorted names joined by ``"+"``.
 
+    ``random`` (the random encoder) may be one member of a set of two or more sources.
+
     Raises:
         ValueError: If the set is empty, repeats a name or a name is not usable.
     """
@@ -62,6 +70,8 @@ def join_sources(sources: Iterable[str]) -> str:
     if not names:
         raise ValueError("a transfer needs at least one source task")
     for name in names:
+        if name == RANDOM_SOURCE and len(names) > 1:
+            continue
         _check_task_name(name, "source")
     if len(set(names)) != len(names):
         raise ValueError(f"source set {names} repeats a task; list each source once")
@@ -109,8 +119,7 @@ class AffinityTable:
 
         Raises:
             ValueError: On missing columns, wrong types, bad names, an ``order`` that disagrees
-                with ``sources``, a source set containing its own target, or duplicate
-                (target, sources) rows.
+                with ``sources``, or duplicate (target, sources) rows.
         """
         return cls(frame)
 
@@ -153,6 +162,8 @@ class AffinityTable:
                 handle.write(data)
             data = buffer.getvalue()
         atomic_write_bytes(path, data)
+        # The temporary file behind the atomic write is private (0600); a table is shared data.
+        path.chmod(0o644)
         return path
 
     # ----------------------------------------------------------------------------------- views
@@ -179,6 +190,7 @@ class AffinityTable:
         names: set[str] = set()
         for sources in self._frame.loc[self._frame["order"] > 0, "sources"].unique():
             names.update(split_sources(sources))
+        names.discard(RANDOM_SOURCE)
         return sorted(names)
 
     def tasks(self) -> list[str]:
@@ -258,8 +270,9 @@ class AffinityTable:
                  max_order: int | None = None) -> AffinityTable:
         """Keep some targets, transfers whose sources all lie in a set, and orders ≤ a bound.
 
-        Baseline rows (``self``, ``random``) of kept targets are always kept. After a
-        restriction the affinities of a target no longer need to sum to 1.
+        Baseline rows (``self``, ``random``) of kept targets are always kept, and the label-free
+        random encoder counts as an allowed source. After a restriction the affinities of a
+        target no longer need to sum to 1.
 
         Raises:
             ValueError: On a name that is not a target (or source) of the table, listing the
@@ -275,6 +288,7 @@ class AffinityTable:
             allowed = set(sources)
             for name in allowed:
                 self._check_known(name, self.sources(), "source")
+            allowed.add(RANDOM_SOURCE)
             keep = [
                 order == 0 or set(split_sources(s)) <= allowed
                 for s, order in zip(frame["sources"], frame["order"], strict=True)
@@ -315,17 +329,12 @@ def _validate(frame: pd.DataFrame) -> pd.DataFrame:
         _check_task_name(name, "target")
     canonical = []
     orders = []
-    for target, sources in zip(out["target"], out["sources"], strict=True):
+    for sources in out["sources"]:
         if sources in BASELINE_CANDIDATES:
             canonical.append(sources)
             orders.append(0)
             continue
         names = sources.split(SOURCE_SEPARATOR)
-        if target in names:
-            raise ValueError(
-                f"transfer {sources} → {target} uses its own target as a source; the "
-                "target's own network is the baseline 'self'"
-            )
         canonical.append(join_sources(names))
         orders.append(len(names))
     out["sources"] = canonical

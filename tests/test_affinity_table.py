@@ -56,7 +56,6 @@ def test_join_and_split_sources():
         (lambda f: f.assign(order=[0, 0, 1, 1, 1, 0, 0, 2]), "does not match"),
         (lambda f: f.assign(quality=[2.0] + [0.5] * 7), r"\[0, 1\]"),
         (lambda f: f.assign(affinity=["x"] + [0.1] * 7), "numeric"),
-        (lambda f: f.assign(sources=["self"] * 7 + ["depth_zbuffer"]), "own target"),
         (lambda f: f.assign(target=["self"] + ["normal"] * 7), "baseline"),
     ],
 )
