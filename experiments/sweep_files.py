@@ -1,0 +1,168 @@
+"""W&B sweep files: loading, grid expansion and command lines, without a W&B server.
+
+A sweep file is an ordinary W&B sweep configuration (``method: grid``, ``parameters``, and a
+``command`` list with the macros ``${env}``, ``${interpreter}``, ``${program}``, ``${args}``,
+``${args_no_hyphens}``, ``${args_json}``). ``wandb sweep FILE`` + ``wandb agent`` run it on GPU
+boxes; :mod:`taskonomy.experiments.sweep_executor` runs the same file on one machine.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import itertools
+import json
+import re
+import shlex
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+_MACROS = ("${env}", "${interpreter}", "${program}", "${args}", "${args_no_hyphens}",
+           "${args_json}", "${args_json_file}")
+_DEFAULT_COMMAND = ["${env}", "${interpreter}", "${program}", "${args}"]
+
+
+@dataclass(frozen=True)
+class SweepPoint:
+    """One point of a sweep grid.
+
+    Attributes:
+        index: Position in the grid (row-major over the parameters in file order).
+        params: Parameter name → value, in file order.
+        run_id: A readable, deterministic id of the point (same params → same id).
+    """
+
+    index: int
+    params: dict[str, Any]
+    run_id: str
+
+
+@dataclass
+class SweepFile:
+    """A parsed W&B sweep file.
+
+    Attributes:
+        path: Where it was read from.
+        name: The sweep's ``name`` (or the file stem).
+        method: ``grid`` (the only method a local executor can enumerate).
+        program: The ``program`` entry (may be empty when ``command`` names the executable).
+        command: The command template with W&B macros.
+        parameters: Name → list of values (``value`` becomes a one-element list).
+        raw: The whole file as loaded.
+    """
+
+    path: Path
+    name: str
+    method: str
+    program: str
+    command: list[str]
+    parameters: dict[str, list[Any]]
+    raw: dict[str, Any] = field(repr=False, default_factory=dict)
+
+    def points(self) -> list[SweepPoint]:
+        """Every grid point, in order."""
+        names = list(self.parameters)
+        points = []
+        for index, values in enumerate(itertools.product(*(self.parameters[n] for n in names))):
+            params = dict(zip(names, values, strict=True))
+            points.append(SweepPoint(index, params, point_run_id(params)))
+        return points
+
+    def argv(self, params: dict[str, Any], extra: list[str] | None = None) -> list[str]:
+        """The command line of one point, with the W&B macros expanded as an agent would.
+
+        A leading ``taskonomy`` executable becomes ``python -m taskonomy.experiments.cli`` of the
+        current interpreter, so the command works when the console script is not on ``PATH``.
+        ``extra`` arguments (e.g. the local executor's run id) go right after ``${args}``.
+        """
+        args = [f"--{k}={format_value(v)}" for k, v in params.items()]
+        out: list[str] = []
+        for item in self.command:
+            if item == "${env}":
+                continue  # `/usr/bin/env` in W&B; the executor passes the environment itself
+            elif item == "${interpreter}":
+                out.append(sys.executable)
+            elif item == "${program}":
+                out.append(self.program)
+            elif item == "${args}":
+                out.extend(args + list(extra or []))
+            elif item == "${args_no_hyphens}":
+                out.extend([a[2:] for a in args] + list(extra or []))
+            elif item == "${args_json}":
+                out.append(json.dumps(params))
+            else:
+                out.append(item)
+        if out and out[0] == "taskonomy":
+            out = [sys.executable, "-m", "taskonomy.experiments.cli", *out[1:]]
+        return out
+
+
+def format_value(value: Any) -> str:
+    """Format a parameter value the way a W&B agent puts it on the command line."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, list | dict):
+        return json.dumps(value)
+    return str(value)
+
+
+def point_run_id(params: dict[str, Any]) -> str:
+    """A readable deterministic run id: the parameter values, then a short hash of all params."""
+    digest = hashlib.sha1(json.dumps(params, sort_keys=True, default=str).encode()).hexdigest()[:8]
+    parts = []
+    for value in params.values():
+        text = ",".join(map(str, value)) if isinstance(value, list) else str(value)
+        parts.append(re.sub(r"[^A-Za-z0-9_.,+-]+", "_", text))
+    slug = "-".join(parts)[:80].strip("-_") or "run"
+    return f"{slug}-{digest}"
+
+
+def load_sweep_file(path: str | Path) -> SweepFile:
+    """Read and check a W&B sweep file.
+
+    Raises:
+        FileNotFoundError: the file does not exist.
+        ValueError: the file is not a grid sweep the executor can run; the message says why.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"sweep file {path} does not exist")
+    raw = yaml.safe_load(path.read_text())
+    if not isinstance(raw, dict):
+        raise ValueError(f"{path}: a sweep file is a YAML mapping with method and parameters")
+    method = raw.get("method")
+    if method != "grid":
+        raise ValueError(
+            f"{path}: method {method!r} cannot be enumerated locally; use `method: grid` "
+            "(random and bayes sweeps need the W&B server: run them with `wandb agent`)"
+        )
+    parameters: dict[str, list[Any]] = {}
+    for name, spec in (raw.get("parameters") or {}).items():
+        if not isinstance(spec, dict) or not ({"values", "value"} & set(spec)):
+            raise ValueError(
+                f"{path}: parameter {name!r} needs `values: [...]` or `value: ...` for a grid sweep"
+            )
+        values = spec["values"] if "values" in spec else [spec["value"]]
+        if not isinstance(values, list) or not values:
+            raise ValueError(f"{path}: parameter {name!r} has an empty or non-list `values`")
+        parameters[str(name)] = values
+    if not parameters:
+        raise ValueError(f"{path}: no parameters to sweep")
+    command = raw.get("command", _DEFAULT_COMMAND)
+    if not isinstance(command, list) or not all(isinstance(c, str) for c in command):
+        raise ValueError(f"{path}: `command` must be a list of strings")
+    if "${args}" not in command and "${args_no_hyphens}" not in command:
+        raise ValueError(f"{path}: `command` must contain ${{args}} so parameters reach the CLI")
+    program = str(raw.get("program", ""))
+    if "${program}" in command and not program:
+        raise ValueError(f"{path}: `command` uses ${{program}} but the file has no `program`")
+    return SweepFile(path, str(raw.get("name", path.stem)), method, program, command,
+                     parameters, raw)
+
+
+def shell_line(argv: list[str]) -> str:
+    """A copy-pasteable shell line for an argv."""
+    return " ".join(shlex.quote(a) for a in argv)

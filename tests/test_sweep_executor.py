@@ -1,0 +1,114 @@
+"""The local sweep executor: grid expansion, skipping finished points, failures, resume."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from taskonomy.experiments.sweep_executor import record_status, run_sweep
+from taskonomy.experiments.sweep_files import load_sweep_file, point_run_id
+
+PROGRAM = r'''
+import argparse, json, os, sys, time
+from pathlib import Path
+p = argparse.ArgumentParser()
+p.add_argument("--task"); p.add_argument("--lr", type=float)
+p.add_argument("--run_id"); p.add_argument("--runs_dir")
+p.add_argument("--sleep", type=float, default=0)
+a = p.parse_args()
+out = Path(a.runs_dir) / a.run_id
+out.mkdir(parents=True, exist_ok=True)
+with open(Path(a.runs_dir) / "calls.txt", "a") as f:
+    f.write(a.run_id + "\n")
+time.sleep(a.sleep)
+if a.task == "boom":
+    sys.exit(3)
+(out / "record.json").write_text(json.dumps({"status": "finished", "task": a.task, "lr": a.lr}))
+'''
+
+
+def _sweep(tmp_path: Path, tasks: list[str], sleep: float = 0.0) -> Path:
+    program = tmp_path / "program.py"
+    program.write_text(PROGRAM)
+    sweep = tmp_path / "sweep.yaml"
+    sweep.write_text(
+        "name: demo\nmethod: grid\nprogram: " + str(program) + "\n"
+        "command: [\"${env}\", \"${interpreter}\", \"${program}\", \"${args}\"]\n"
+        "parameters:\n"
+        f"  task: {{values: {json.dumps(tasks)}}}\n"
+        "  lr: {values: [0.1, 0.01]}\n"
+        f"  sleep: {{value: {sleep}}}\n"
+    )
+    return sweep
+
+
+def test_grid_expansion_and_ids(tmp_path: Path) -> None:
+    sweep = load_sweep_file(_sweep(tmp_path, ["a", "b", "c"]))
+    points = sweep.points()
+    assert len(points) == 6
+    assert points[0].params == {"task": "a", "lr": 0.1, "sleep": 0.0}
+    assert len({p.run_id for p in points}) == 6
+    assert point_run_id({"task": "a", "lr": 0.1, "sleep": 0.0}) == points[0].run_id
+    argv = sweep.argv(points[0].params)
+    assert argv[0] == sys.executable and argv[-3:] == ["--task=a", "--lr=0.1", "--sleep=0.0"]
+
+
+def test_runs_skips_finished_and_survives_a_failure(tmp_path: Path) -> None:
+    sweep = load_sweep_file(_sweep(tmp_path, ["a", "boom"]))
+    runs = tmp_path / "runs"
+    results = run_sweep(sweep, runs, workers=2)
+    assert [r.outcome for r in results] == ["finished", "finished", "failed", "failed"]
+    ledger = json.loads((runs / ".sweeps" / "demo.json").read_text())
+    assert {v["status"] for v in ledger["points"].values()} == {"finished", "failed"}
+    again = run_sweep(sweep, runs, workers=2)
+    assert [r.outcome for r in again] == ["skipped", "skipped", "failed", "failed"]
+    calls = (runs / "calls.txt").read_text().split()
+    assert len(calls) == 6  # the two finished points ran once, the failing ones twice
+
+
+def test_killed_executor_resumes_without_rerunning(tmp_path: Path) -> None:
+    sweep_path = _sweep(tmp_path, ["a", "b", "c"], sleep=0.6)
+    runs = tmp_path / "runs"
+    code = (
+        "import sys; from taskonomy.experiments.sweep_executor import run_sweep;"
+        "from taskonomy.experiments.sweep_files import load_sweep_file;"
+        f"run_sweep(load_sweep_file({str(sweep_path)!r}), {str(runs)!r}, workers=1)"
+    )
+    proc = subprocess.Popen([sys.executable, "-c", code], start_new_session=True,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 60
+    points = load_sweep_file(sweep_path).points()
+    while time.monotonic() < deadline:
+        if sum(record_status(runs, p.run_id) == "finished" for p in points) >= 2:
+            break
+        time.sleep(0.05)
+    os.killpg(proc.pid, signal.SIGKILL)  # the executor and its running point die at once
+    proc.wait()
+    done_before = {p.run_id for p in points if record_status(runs, p.run_id) == "finished"}
+    assert 2 <= len(done_before) < 6
+    results = run_sweep(load_sweep_file(sweep_path), runs, workers=2)
+    assert all(r.outcome in {"skipped", "finished"} for r in results)
+    # Finished points are never rerun (a point that was running when the executor died may
+    # have finished on its own meanwhile, or is stopped and rerun).
+    assert done_before <= {r.point.run_id for r in results if r.outcome == "skipped"}
+    assert all(record_status(runs, p.run_id) == "finished" for p in points)
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("method: random\nparameters: {a: {values: [1]}}\n", "cannot be enumerated"),
+        ("method: grid\nparameters: {a: {min: 1, max: 2}}\n", "needs `values"),
+        ("method: grid\ncommand: [python, x.py]\nparameters: {a: {values: [1]}}\n", "args"),
+    ],
+)
+def test_bad_sweep_files(tmp_path: Path, text: str, message: str) -> None:
+    path = tmp_path / "bad.yaml"
+    path.write_text(text)
+    with pytest.raises(ValueError, match=message):
+        load_sweep_file(path)
