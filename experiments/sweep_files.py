@@ -110,12 +110,15 @@ def format_value(value: Any) -> str:
 
 
 def point_run_id(params: dict[str, Any]) -> str:
-    """A readable deterministic run id: the parameter values, then a short hash of all params."""
+    """A readable deterministic run id: the parameter values, then a short hash of all params.
+
+    Only letters, digits and ``_.+-`` appear, so the id is a valid run-record id and folder name.
+    """
     digest = hashlib.sha1(json.dumps(params, sort_keys=True, default=str).encode()).hexdigest()[:8]
     parts = []
     for value in params.values():
-        text = ",".join(map(str, value)) if isinstance(value, list) else str(value)
-        parts.append(re.sub(r"[^A-Za-z0-9_.,+-]+", "_", text))
+        text = "+".join(map(str, value)) if isinstance(value, list) else str(value)
+        parts.append(re.sub(r"[^A-Za-z0-9_.+-]+", "_", text))
     slug = "-".join(parts)[:80].strip("-_") or "run"
     return f"{slug}-{digest}"
 
