@@ -1,0 +1,366 @@
+"""Pack per-view Taskonomy files (released, Omnidata or synthetic buildings) into shards.
+
+The packer is resumable and safe to run on several machines at once:
+
+1. A **plan** (``ROOT/{split}/plan.json``) fixes the sample keys of every shard: views sorted by
+   building, point and view, cut into shards of about ``shard_size`` views without splitting
+   the views of one fixated point. The first packer writes it; later runs and other parts read
+   it, so everyone agrees on the shards. A root whose plan came from another source or building
+   list is refused.
+2. Each (shard, domain) is written to a temporary file and renamed when complete, then a small
+   record (checksum, missing files) is written beside it. A shard with a record is never
+   rewritten: rerunning resumes, and packing a new domain for existing keys adds one folder.
+3. ``--part K/N`` packs the shards whose index is ``K-1`` modulo ``N``. Whichever part finishes
+   the last shard writes ``manifest.json``; until then the split has no manifest and readers
+   refuse it.
+
+Every file is decoded once while packing; a missing or corrupt file becomes a ``.missing`` member
+(see :mod:`taskonomy.datamodules.shards`) and is listed in the manifest's ``skipped``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from collections.abc import Callable, Sequence
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from taskonomy.datamodules.domains import DOMAINS, atomic_write_bytes, decode_domain, get_domain
+from taskonomy.datamodules.layouts import (
+    KNOWN_CORRUPT_BUILDINGS,
+    SourceLayout,
+    ViewRef,
+    detect_layout,
+    parse_key,
+)
+from taskonomy.datamodules.shards import (
+    FORMAT,
+    FORMAT_VERSION,
+    ShardEntry,
+    shard_file_name,
+    write_domain_shard,
+    write_manifest,
+)
+
+PLAN_NAME = "plan.json"
+RECORDS_DIR = ".records"
+
+
+@dataclass
+class PackConfig:
+    """What to pack.
+
+    Attributes:
+        source: Source folder (released, Omnidata or synthetic layout).
+        out: Shard root.
+        split: Name of the output split folder (``train``, ``val``, ``test``...).
+        buildings: Buildings to pack (``None``: every building in the source).
+        domains: Domains to pack (``None``: every domain found in the first building, or the
+            plan's domains when resuming).
+        shard_size: Target views per shard (a point's views are never split).
+        workers: Parallel packing processes.
+        part: ``(K, N)``: pack only shards with ``index % N == K - 1``.
+        resume: Continue (or extend with new domains) a root packed from the same plan.
+        include_corrupt: Also pack the buildings known to be corrupt in the released data.
+    """
+
+    source: Path
+    out: Path
+    split: str
+    buildings: Sequence[str] | None = None
+    domains: Sequence[str] | None = None
+    shard_size: int = 1000
+    workers: int = 1
+    part: tuple[int, int] = (1, 1)
+    resume: bool = False
+    include_corrupt: bool = False
+
+
+@dataclass
+class PackResult:
+    """What a pack run did."""
+
+    split_dir: Path
+    shards_written: int = 0
+    shards_skipped: int = 0
+    manifest: dict[str, Any] | None = None
+    pending: int = 0
+    skipped_files: list[dict[str, str]] = field(default_factory=list)
+
+
+def parse_part(text: str) -> tuple[int, int]:
+    """Parse ``K/N`` (1-based part K of N).
+
+    Raises:
+        ValueError: not of the form ``K/N`` with ``1 <= K <= N``.
+    """
+    try:
+        k_text, n_text = text.split("/")
+        k, n = int(k_text), int(n_text)
+    except ValueError:
+        raise ValueError(f"--part must look like K/N (e.g. 2/4), got {text!r}") from None
+    if not 1 <= k <= n:
+        raise ValueError(f"--part {text}: K must be between 1 and N")
+    return k, n
+
+
+def plan_shards(views: Sequence[ViewRef], shard_size: int) -> list[list[ViewRef]]:
+    """Cut sorted views into shards of about ``shard_size``, never splitting a fixated point."""
+    if shard_size < 1:
+        raise ValueError(f"shard_size must be at least 1, got {shard_size}")
+    shards: list[list[ViewRef]] = []
+    current: list[ViewRef] = []
+    for i, ref in enumerate(views):
+        current.append(ref)
+        last = i + 1 == len(views)
+        point_ends = last or views[i + 1].point_key != ref.point_key
+        if point_ends and len(current) >= shard_size:
+            shards.append(current)
+            current = []
+    if current:
+        shards.append(current)
+    return shards
+
+
+def _identity(config: PackConfig, layout: SourceLayout, buildings: list[str]) -> dict[str, Any]:
+    return {
+        "source": str(Path(config.source).resolve()),
+        "layout": layout.kind,
+        "split": config.split,
+        "buildings_sha1": hashlib.sha1("\n".join(buildings).encode()).hexdigest(),
+        "shard_size": config.shard_size,
+    }
+
+
+def _image_resolution(layout: SourceLayout, views: Sequence[ViewRef]) -> int | None:
+    for ref in views[:20]:
+        try:
+            image = decode_domain("rgb", layout.file_path(ref, "rgb").read_bytes())
+        except (OSError, ValueError):
+            continue
+        return int(image.shape[0])
+    return None
+
+
+def _select_buildings(config: PackConfig, layout: SourceLayout) -> tuple[list[str], dict]:
+    present = set(layout.buildings())
+    wanted = list(config.buildings) if config.buildings is not None else sorted(present)
+    excluded = [] if config.include_corrupt else [b for b in wanted if b in KNOWN_CORRUPT_BUILDINGS]
+    absent = [b for b in wanted if b not in present and b not in excluded]
+    chosen = sorted(b for b in wanted if b in present and b not in excluded)
+    if not chosen:
+        raise ValueError(
+            f"none of the {len(wanted)} requested buildings are in {layout.root} "
+            f"({layout.kind} layout, {len(present)} buildings: "
+            f"{', '.join(sorted(present)[:10])}{'...' if len(present) > 10 else ''})"
+        )
+    return chosen, {"excluded_corrupt": excluded, "absent": absent}
+
+
+def _load_or_make_plan(config: PackConfig) -> dict[str, Any]:
+    layout = detect_layout(config.source)
+    buildings, notes = _select_buildings(config, layout)
+    identity = _identity(config, layout, buildings)
+    split_dir = Path(config.out) / config.split
+    plan_path = split_dir / PLAN_NAME
+    if plan_path.is_file():
+        plan = json.loads(plan_path.read_text())
+        if plan["identity"] != identity:
+            diff = [k for k in identity if plan["identity"].get(k) != identity[k]]
+            raise ValueError(
+                f"{split_dir} holds shards of another pack (differs in: {', '.join(diff)}; "
+                f"packed from {plan['identity']['source']}). Choose another --out or --split, "
+                "or repeat the original command with --resume"
+            )
+        if not config.resume:
+            raise FileExistsError(
+                f"{split_dir} was already packed (or is being packed) from this source; pass "
+                "--resume to finish it or to add domains"
+            )
+        return plan
+    first = layout.domains(buildings[0])
+    domains = list(config.domains) if config.domains is not None else first
+    views: list[ViewRef] = []
+    for building in buildings:
+        views.extend(layout.views(building))
+    if not views:
+        raise ValueError(f"no rgb files found for the selected buildings in {layout.root}")
+    shards = plan_shards(views, config.shard_size)
+    plan = {
+        "identity": identity,
+        "domains": domains,
+        "buildings": buildings,
+        "notes": notes,
+        "resolution": _image_resolution(layout, views),
+        "shards": [[ref.key for ref in shard] for shard in shards],
+    }
+    atomic_write_bytes(plan_path, json.dumps(plan).encode())
+    return plan
+
+
+def _record_path(split_dir: Path, domain: str, index: int) -> Path:
+    return split_dir / RECORDS_DIR / f"{domain}-{index:06d}.json"
+
+
+def _read_entry(layout: SourceLayout, ref: ViewRef, domain: str) -> ShardEntry:
+    path = layout.file_path(ref, domain)
+    try:
+        data = path.read_bytes()
+    except FileNotFoundError:
+        return ShardEntry(ref.key, None, "missing file")
+    except OSError as error:
+        return ShardEntry(ref.key, None, f"unreadable: {error}")
+    try:
+        decode_domain(domain, data)
+    except Exception as error:  # noqa: BLE001 - any decoder failure means a corrupt file
+        return ShardEntry(ref.key, None, f"corrupt: {error}")
+    return ShardEntry(ref.key, data)
+
+
+def _pack_one(source: str, layout_kind: str, split_dir: str, split: str, index: int,
+              domain: str, keys: list[str]) -> dict[str, Any]:
+    """Write one (shard, domain) and its record; runs in a worker process."""
+    layout = SourceLayout(Path(source), layout_kind)
+    entries = [_read_entry(layout, parse_key(key), domain) for key in keys]
+    path = Path(split_dir) / domain / shard_file_name(split, index)
+    stats = write_domain_shard(path, domain, entries)
+    record = {
+        "index": index,
+        "domain": domain,
+        **stats,
+        "skipped": [{"key": e.key, "domain": domain, "reason": e.reason}
+                    for e in entries if e.data is None],
+    }
+    atomic_write_bytes(_record_path(Path(split_dir), domain, index), json.dumps(record).encode())
+    return record
+
+
+def pack(config: PackConfig, *, progress: bool = True,
+         on_progress: Callable[[int, int], None] | None = None) -> PackResult:
+    """Pack (or resume packing) one split; see the module docstring.
+
+    Returns:
+        What was done; ``manifest`` is set when every shard of the split is complete.
+
+    Raises:
+        ValueError: unknown domains (valid ones listed), an unrecognised source layout, no
+            selected building in the source, or an output root packed from something else.
+        FileExistsError: the split was already packed from this plan and ``resume`` is off.
+    """
+    for domain in config.domains or ():
+        get_domain(domain)
+    if config.workers < 1:
+        raise ValueError(f"workers must be at least 1, got {config.workers}")
+    k, n = config.part
+    plan = _load_or_make_plan(config)
+    split_dir = Path(config.out) / config.split
+    domains = list(plan["domains"])
+    for domain in config.domains or ():
+        if domain not in domains:
+            domains.append(domain)
+    if domains != plan["domains"]:
+        plan["domains"] = domains
+        atomic_write_bytes(split_dir / PLAN_NAME, json.dumps(plan).encode())
+    source = plan["identity"]["source"]
+    layout_kind = plan["identity"]["layout"]
+    jobs = [
+        (index, domain, keys)
+        for index, keys in enumerate(plan["shards"])
+        if index % n == k - 1
+        for domain in domains
+        if not ((split_dir / domain / shard_file_name(config.split, index)).is_file()
+                and _record_path(split_dir, domain, index).is_file())
+    ]
+    result = PackResult(split_dir=split_dir)
+    result.shards_skipped = sum(1 for i in range(len(plan["shards"])) if i % n == k - 1) * len(
+        domains) - len(jobs)
+    _run_jobs(config, source, layout_kind, split_dir, jobs, result, progress, on_progress)
+    result.manifest = finalize(config.out, config.split)
+    if result.manifest is None:
+        result.pending = sum(
+            1 for i in range(len(plan["shards"])) for d in domains
+            if not _record_path(split_dir, d, i).is_file()
+        )
+    return result
+
+
+def _run_jobs(config: PackConfig, source: str, layout_kind: str, split_dir: Path,
+              jobs: list[tuple[int, str, list[str]]], result: PackResult, progress: bool,
+              on_progress: Callable[[int, int], None] | None) -> None:
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeRemainingColumn
+
+    views = sum(len(keys) for _, _, keys in jobs)
+    bar = Progress("[progress.description]{task.description}", BarColumn(),
+                   MofNCompleteColumn(), TimeRemainingColumn(), disable=not progress)
+    args = [(source, layout_kind, str(split_dir), config.split, i, d, keys) for i, d, keys in jobs]
+    done = 0
+    with bar:
+        task = bar.add_task(f"packing {config.split} (files)", total=views)
+
+        def advance(record: dict[str, Any]) -> None:
+            nonlocal done
+            result.shards_written += 1
+            result.skipped_files.extend(record["skipped"])
+            done += record["count"]
+            bar.update(task, completed=done)
+            if on_progress is not None:
+                on_progress(done, views)
+
+        if config.workers == 1:
+            for job in args:
+                advance(_pack_one(*job))
+        else:
+            with ProcessPoolExecutor(max_workers=config.workers) as pool:
+                for record in pool.map(_pack_one, *zip(*args, strict=True)) if args else ():
+                    advance(record)
+
+
+def finalize(out: str | os.PathLike[str], split: str) -> dict[str, Any] | None:
+    """Write the split's manifest if every (shard, domain) of the plan is complete.
+
+    Returns:
+        The manifest, or ``None`` while shards are still missing (other parts still packing).
+    """
+    split_dir = Path(out) / split
+    plan = json.loads((split_dir / PLAN_NAME).read_text())
+    records: dict[str, list[dict[str, Any]]] = {d: [] for d in plan["domains"]}
+    for domain in plan["domains"]:
+        for index in range(len(plan["shards"])):
+            path = _record_path(split_dir, domain, index)
+            if not path.is_file():
+                return None
+            records[domain].append(json.loads(path.read_text()))
+    manifest = {
+        "format": FORMAT,
+        "format_version": FORMAT_VERSION,
+        "split": split,
+        "source": plan["identity"]["source"],
+        "layout": plan["identity"]["layout"],
+        "resolution": plan["resolution"],
+        "count": sum(len(keys) for keys in plan["shards"]),
+        "buildings": plan["buildings"],
+        "excluded_buildings": plan["notes"]["excluded_corrupt"],
+        "absent_buildings": plan["notes"]["absent"],
+        "grouping": "views sorted by building, point, view; a shard never splits a point",
+        "shards": [
+            {"index": i, "file": shard_file_name(split, i), "count": len(keys), "keys": keys}
+            for i, keys in enumerate(plan["shards"])
+        ],
+        "domains": {
+            domain: {
+                "count": sum(r["count"] for r in recs),
+                "missing": sum(r["missing"] for r in recs),
+                "bytes": sum(r["bytes"] for r in recs),
+                "sha256": [r["sha256"] for r in recs],
+                "description": DOMAINS[domain].description if domain in DOMAINS else "",
+            }
+            for domain, recs in records.items()
+        },
+        "skipped": [s for recs in records.values() for r in recs for s in r["skipped"]],
+    }
+    write_manifest(out, split, manifest)
+    return manifest
