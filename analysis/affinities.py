@@ -1,0 +1,241 @@
+"""Run records → per-target tournaments → an :class:`AffinityTable` (affinity, quality, gain).
+
+Candidates of a target t in a data regime R (``"1k"``, ``"16k"``, ...):
+
+- every finished ``transfer`` record into t in R (name: sorted sources joined by ``+``);
+- the ``random`` baseline record of t in R;
+- ``self``: a ``("self",)`` baseline record of t in R if there is one, else t's ``task`` record
+  (its fully supervised network, usually trained in regime ``full``), evaluated on the test set;
+- ``pixels`` (gain reference only): the ``("pixels",)`` baseline record of t in R.
+
+When the same candidate has several finished records, the latest (by ``finished_at``) wins and
+a warning names the others.
+"""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from itertools import combinations
+
+import pandas as pd
+from rich.progress import Progress
+
+from taskonomy.analysis.affinity_table import AffinityTable
+from taskonomy.analysis.records import RunRecord, candidate_name
+from taskonomy.analysis.winrates import PIXELS, SELF, Tournament, tournament
+from taskonomy.tasks.registry import task_names
+
+
+class DuplicateRunWarning(UserWarning):
+    """Several finished runs claim the same candidate; the latest is used."""
+
+
+def transfer_regimes(records: Iterable[RunRecord]) -> list[str]:
+    """Data regimes of the transfer and baseline records, sorted."""
+    return sorted({r.regime for r in records if r.role in ("transfer", "baseline")})
+
+
+def choose_regime(records: Sequence[RunRecord], regime: str | None = None) -> str:
+    """The data regime to analyze: ``regime`` if given, else the only one present.
+
+    Raises:
+        ValueError: No transfer records, an absent regime, or several regimes and none chosen
+            (the regimes present are listed).
+    """
+    present = transfer_regimes(records)
+    if not present:
+        raise ValueError(
+            "no transfer or baseline records found; analysis needs finished transfer runs "
+            "(role 'transfer') into each target"
+        )
+    if regime is None:
+        if len(present) > 1:
+            raise ValueError(
+                f"records hold several data regimes {present}; choose one with --regime"
+            )
+        return present[0]
+    if regime not in present:
+        raise ValueError(f"no transfer records in regime {regime!r}; regimes present: {present}")
+    return regime
+
+
+def _latest(found: list[RunRecord], what: str) -> RunRecord:
+    if len(found) > 1:
+        found = sorted(found, key=lambda r: (r.finished_at or "", r.run_id))
+        others = ", ".join(r.run_id for r in found[:-1])
+        warnings.warn(
+            f"{what}: {len(found)} finished runs; using {found[-1].run_id!r}, ignoring {others}",
+            DuplicateRunWarning, stacklevel=3,
+        )
+    return found[-1]
+
+
+def candidate_records(records: Iterable[RunRecord], target: str, regime: str
+                      ) -> dict[str, RunRecord]:
+    """The record behind each candidate of ``target`` in ``regime`` (``pixels`` included).
+
+    Returns:
+        Candidate name → record, transfers first (by order, then name), then ``random``,
+        ``self``, ``pixels`` where present.
+    """
+    groups: dict[str, list[RunRecord]] = {}
+    task_runs: list[RunRecord] = []
+    for r in records:
+        if r.target != target or r.status != "finished":
+            continue
+        if r.role == "task":
+            task_runs.append(r)
+        elif r.regime == regime:
+            groups.setdefault(r.candidate, []).append(r)
+    if SELF not in groups and task_runs:
+        # The task network is trained on the full data, whatever the transfer regime.
+        full = [r for r in task_runs if r.regime == "full"] or task_runs
+        groups[SELF] = full
+    chosen = {name: _latest(found, f"candidate {name!r} of target {target!r}")
+              for name, found in groups.items()}
+    transfers = sorted((n for n in chosen if chosen[n].role == "transfer"),
+                       key=lambda n: (chosen[n].order, n))
+    baselines = [n for n in ("random", SELF, PIXELS) if n in chosen]
+    return {name: chosen[name] for name in transfers + baselines}
+
+
+def record_targets(records: Iterable[RunRecord], regime: str) -> list[str]:
+    """Targets with at least one finished transfer record in ``regime``, sorted."""
+    return sorted({r.target for r in records
+                   if r.role == "transfer" and r.regime == regime and r.status == "finished"})
+
+
+def check_task_names(names: Iterable[str], records: Iterable[RunRecord], what: str) -> None:
+    """Raise if a name is neither a registered task nor a task of the records.
+
+    Raises:
+        ValueError: Names the unknown tasks and lists the valid ones.
+    """
+    known = list(task_names())
+    seen = {r.target for r in records} | {s for r in records if r.role == "transfer"
+                                          for s in r.sources}
+    valid = known + sorted(seen - set(known))
+    unknown = [n for n in names if n not in valid]
+    if unknown:
+        raise ValueError(f"unknown {what} {unknown}; valid task names: {', '.join(valid)}")
+
+
+def missing_transfers(records: Sequence[RunRecord], targets: Iterable[str],
+                      sources: Iterable[str], regime: str, *, max_order: int = 1
+                      ) -> list[tuple[tuple[str, ...], str]]:
+    """(sources, target) pairs of order ≤ ``max_order`` without a finished transfer record."""
+    present = {(r.sources, r.target) for r in records
+               if r.role == "transfer" and r.regime == regime and r.status == "finished"}
+    source_list = sorted(set(sources))
+    missing = []
+    for target in targets:
+        for order in range(1, max_order + 1):
+            for combo in combinations(source_list, order):
+                if (combo, target) not in present:
+                    missing.append((combo, target))
+    return missing
+
+
+def describe_pairs(pairs: Sequence[tuple[tuple[str, ...], str]], limit: int = 30) -> str:
+    """``"a → t, a+b → t, ..."`` for messages, shortened after ``limit`` pairs."""
+    text = ", ".join(f"{candidate_name(s)} → {t}" for s, t in pairs[:limit])
+    if len(pairs) > limit:
+        text += f", ... ({len(pairs) - limit} more)"
+    return text
+
+
+@dataclass
+class AffinityResult:
+    """The affinities of a set of run records.
+
+    Attributes:
+        table: The affinity table (contract of :mod:`taskonomy.analysis.affinity_table`).
+        tournaments: Per target, its tournament (win rates, quality, gain, intervals).
+        regime: The data regime analyzed.
+        records: Per target, candidate name → the record used.
+    """
+
+    table: AffinityTable
+    tournaments: dict[str, Tournament]
+    regime: str
+    records: dict[str, dict[str, RunRecord]] = field(default_factory=dict)
+
+    def candidates_frame(self) -> pd.DataFrame:
+        """All targets' candidate rows (affinity, quality, gain, CIs, images compared)."""
+        frames = [t.frame() for t in self.tournaments.values()]
+        return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
+
+    def alignment_frame(self) -> pd.DataFrame:
+        """Per target: images compared, keys in the union, and keys missing per candidate."""
+        rows = []
+        for target, t in self.tournaments.items():
+            rows.append({
+                "target": target, "n_images": t.n_images, "n_union": t.alignment.n_union,
+                "n_dropped": t.alignment.n_dropped,
+                "missing": "; ".join(f"{k}: {v}" for k, v in sorted(t.alignment.missing.items())),
+            })
+        return pd.DataFrame(rows)
+
+
+def compute_affinities(records: Sequence[RunRecord], *, targets: Iterable[str] | None = None,
+                       regime: str | None = None, strict: bool = False, bootstrap: int = 0,
+                       level: float = 0.95, seed: int = 0,
+                       progress: bool = False) -> AffinityResult:
+    """Compute the tournament of every target and stack them into an affinity table.
+
+    Args:
+        records: Finished run records (other statuses are ignored).
+        targets: Targets to analyze (default: every target with transfer records).
+        regime: Data regime (default: the only one present).
+        strict: Raise on mismatched sample keys instead of comparing on shared keys.
+        bootstrap: Bootstrap resamples of the test images for confidence intervals (0: none).
+        level: Confidence level of the intervals.
+        seed: Bootstrap seed.
+        progress: Show a progress bar.
+
+    Raises:
+        ValueError: Unknown target names (valid names listed); a requested target without
+            transfer records (the missing first-order pairs listed); a target with fewer than two
+            candidates; mismatched keys in strict mode.
+    """
+    records = [r for r in records if r.status == "finished"]
+    regime = choose_regime(records, regime)
+    available = record_targets(records, regime)
+    if targets is None:
+        chosen = available
+    else:
+        chosen = list(dict.fromkeys(targets))
+        check_task_names(chosen, records, "target(s)")
+        absent = [t for t in chosen if t not in available]
+        if absent:
+            seen_sources = sorted({s for r in records if r.role == "transfer" for s in r.sources})
+            pairs = missing_transfers(records, absent, seen_sources, regime)
+            raise ValueError(
+                f"no transfer records into {absent} in regime {regime!r}; missing: "
+                f"{describe_pairs(pairs) or 'every transfer (no sources recorded at all)'}"
+            )
+    if not chosen:
+        raise ValueError(f"no finished transfer records in regime {regime!r}")
+    tournaments: dict[str, Tournament] = {}
+    used: dict[str, dict[str, RunRecord]] = {}
+    rows = []
+    with Progress(disable=not progress, transient=True) as bar:
+        task = bar.add_task("win rates and AHP", total=len(chosen))
+        for target in chosen:
+            found = candidate_records(records, target, regime)
+            losses = {name: r.per_image_losses for name, r in found.items()}
+            result = tournament(target, losses, strict=strict, bootstrap=bootstrap, level=level,
+                                seed=seed)
+            tournaments[target] = result
+            used[target] = found
+            frame = result.frame().rename(columns={"candidate": "sources"})
+            rows.append(frame)
+            bar.advance(task)
+    table_frame = pd.concat(rows, ignore_index=True)
+    columns = ["target", "sources", "affinity", "quality", "gain"]
+    if bootstrap > 0:
+        columns += ["affinity_low", "affinity_high"]
+    table = AffinityTable.from_frame(table_frame[columns])
+    return AffinityResult(table, tournaments, regime, used)

@@ -1,0 +1,246 @@
+"""Run records to and from Weights & Biases: the only module of the analysis that uses W&B.
+
+**How a run logs itself** (training and transfer code call :func:`log_record` once the run
+ends, with the same record they write to disk)::
+
+    from taskonomy.analysis.wandb_source import log_record
+    log_record(wandb_run, record)   # record: a finished RunRecord
+
+This puts the record's identity in ``config["taskonomy"]`` (run id, role, target, sources,
+regime), the resolved config in the rest of ``config``, the final metrics and status in the
+summary, and the per-image test losses as a ``wandb.Table`` named :data:`LOSS_TABLE` with
+columns :data:`LOSS_TABLE_COLUMNS`.
+
+**How analysis reads runs back**:
+
+- :func:`read_offline_runs` — offline run folders (``wandb/offline-run-*``), through the
+  ``wandb leet inspect --summary --json RUN_DIR`` command of wandb ≥ 0.31 (config, summary and
+  state from the binary ``.wandb`` log) plus the loss table file the run wrote under ``files/``.
+  A killed offline run loses its tail; local run records are the trusted source.
+- :func:`read_project` — an online project ``entity/project`` through the public API
+  (``wandb.Api()``): config, summary and the loss table file of each run.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import tempfile
+from collections import Counter
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+from typing import Any
+
+from taskonomy.analysis.records import RecordScan, RunRecord
+
+#: Name of the logged per-image loss table.
+LOSS_TABLE = "per_image_losses"
+#: Columns of the per-image loss table.
+LOSS_TABLE_COLUMNS = ("sample_key", "loss")
+#: Config section holding a run's identity.
+CONFIG_KEY = "taskonomy"
+#: Summary keys holding record fields that are not metrics.
+SUMMARY_FIELDS = {f"{CONFIG_KEY}/{name}": name
+                  for name in ("status", "checkpoint", "started_at", "finished_at", "error")}
+_STATE_TO_STATUS = {"finished": "finished", "failed": "failed", "crashed": "failed",
+                    "killed": "failed", "running": "running", "pending": "running"}
+
+
+def log_record(run: Any, record: RunRecord) -> None:
+    """Log a run record to a W&B run so that :func:`read_project` can rebuild it.
+
+    Args:
+        run: A ``wandb.Run`` (online or offline), e.g. ``WandbLogger.experiment``.
+        record: The run's record, usually finished.
+    """
+    import wandb
+
+    identity = {"run_id": record.run_id, "role": record.role, "target": record.target,
+                "sources": list(record.sources), "regime": record.regime,
+                "schema_version": record.schema_version}
+    run.config.update({**record.config, CONFIG_KEY: identity}, allow_val_change=True)
+    run.summary.update(dict(record.metrics))
+    for key, name in SUMMARY_FIELDS.items():
+        value = getattr(record, name)
+        if value is not None:
+            run.summary[key] = value
+    rows = [[key, loss] for key, loss in record.per_image_losses.items()]
+    run.log({LOSS_TABLE: wandb.Table(columns=list(LOSS_TABLE_COLUMNS), data=rows)})
+
+
+def record_from_wandb(config: Mapping[str, Any], summary: Mapping[str, Any], state: str,
+                      losses: Mapping[str, float], where: str) -> RunRecord:
+    """Rebuild a record from a W&B run's config, summary, state and loss table.
+
+    Raises:
+        ValueError: The run was not logged with :func:`log_record` (no ``config["taskonomy"]``).
+    """
+    identity = config.get(CONFIG_KEY)
+    if not isinstance(identity, Mapping):
+        raise ValueError(
+            f"{where}: config has no {CONFIG_KEY!r} section; log runs with "
+            "taskonomy.analysis.wandb_source.log_record"
+        )
+    status = _STATE_TO_STATUS.get(state, "running")
+    if status == "finished":
+        status = str(summary.get(f"{CONFIG_KEY}/status", status))
+    metrics = {
+        key: float(value) for key, value in summary.items()
+        if not key.startswith("_") and key not in SUMMARY_FIELDS and key != LOSS_TABLE
+        and isinstance(value, (int, float)) and not isinstance(value, bool)
+    }
+    fields = {name: summary.get(key) for key, name in SUMMARY_FIELDS.items()
+              if name != "status" and summary.get(key) is not None}
+    try:
+        return RunRecord(
+            run_id=str(identity["run_id"]), role=str(identity["role"]),
+            target=str(identity["target"]), sources=tuple(identity.get("sources") or ()),
+            regime=str(identity.get("regime", "full")), status=status,
+            config={k: v for k, v in config.items() if k != CONFIG_KEY and not k.startswith("_")},
+            metrics=metrics, per_image_losses=dict(losses), wandb=where, **fields,
+        )
+    except (KeyError, TypeError, ValueError) as error:
+        raise ValueError(f"{where}: cannot rebuild a run record: {error}") from error
+
+
+def _read_loss_table(path: Path) -> dict[str, float]:
+    data = json.loads(path.read_text(encoding="utf-8"))
+    columns = data.get("columns", [])
+    if list(columns) != list(LOSS_TABLE_COLUMNS):
+        raise ValueError(f"{path}: loss table columns {columns}, expected {LOSS_TABLE_COLUMNS}")
+    return {str(key): float(loss) for key, loss in data.get("data", [])}
+
+
+def _table_path(summary: Mapping[str, Any]) -> str | None:
+    entry = summary.get(LOSS_TABLE)
+    if isinstance(entry, Mapping) and isinstance(entry.get("path"), str):
+        return str(entry["path"])
+    return None
+
+
+# ---------------------------------------------------------------------------------- offline
+def inspect_offline_run(run_dir: str | os.PathLike[str]) -> dict[str, Any]:
+    """The output of ``wandb leet inspect --summary --json RUN_DIR`` as a dict.
+
+    Raises:
+        FileNotFoundError: ``run_dir`` does not exist.
+        ValueError: The command failed (its message is included) or printed no JSON.
+    """
+    path = Path(run_dir)
+    if not path.exists():
+        raise FileNotFoundError(f"offline W&B run folder {path} does not exist")
+    command = [sys.executable, "-m", "wandb", "leet", "inspect", "--summary", "--json", str(path)]
+    done = subprocess.run(command, capture_output=True, text=True, timeout=300, check=False)
+    if done.returncode != 0:
+        raise ValueError(
+            f"`wandb leet inspect` failed on {path} (exit {done.returncode}): "
+            f"{done.stderr.strip()[-500:]}; it needs wandb >= 0.31"
+        )
+    try:
+        result = json.loads(done.stdout)
+    except json.JSONDecodeError as error:
+        raise ValueError(f"`wandb leet inspect` printed no JSON for {path}: {error}") from error
+    if not isinstance(result, dict):
+        raise ValueError(f"`wandb leet inspect` printed unexpected JSON for {path}")
+    return result
+
+
+def read_offline_run(run_dir: str | os.PathLike[str]) -> RunRecord:
+    """Rebuild the record of one offline W&B run folder.
+
+    Raises:
+        FileNotFoundError: The folder or its loss table file is missing.
+        ValueError: The run cannot be inspected or was not logged with :func:`log_record`.
+    """
+    path = Path(run_dir)
+    info = inspect_offline_run(path)
+    summary = info.get("summary") or {}
+    losses: dict[str, float] = {}
+    table = _table_path(summary)
+    if table is not None:
+        table_file = path / "files" / table
+        if not table_file.is_file():
+            raise FileNotFoundError(f"{path}: loss table {table_file} is missing")
+        losses = _read_loss_table(table_file)
+    return record_from_wandb(info.get("config") or {}, summary, str(info.get("state", "")),
+                             losses, str(path))
+
+
+def find_offline_runs(path: str | os.PathLike[str]) -> list[Path]:
+    """Offline run folders (holding a ``.wandb`` log) under ``path``, or ``path`` itself."""
+    root = Path(path)
+    if not root.exists():
+        raise FileNotFoundError(f"W&B folder {root} does not exist")
+    if any(root.glob("*.wandb")):
+        return [root]
+    return sorted({log.parent for log in root.rglob("*.wandb")
+                   if not log.parent.is_symlink() and log.parent.name != "latest-run"})
+
+
+def read_offline_runs(path: str | os.PathLike[str], *,
+                      statuses: Iterable[str] = ("finished",)) -> RecordScan:
+    """Records of every offline run under ``path`` (a ``wandb`` folder or one run folder).
+
+    Runs not logged with :func:`log_record` are counted as ``"foreign"`` in ``skipped``.
+    """
+    return _collect(((str(p), lambda p=p: read_offline_run(p)) for p in find_offline_runs(path)),
+                    statuses)
+
+
+# ----------------------------------------------------------------------------------- online
+def read_project(project: str, *, api: Any = None, statuses: Iterable[str] = ("finished",)
+                 ) -> RecordScan:
+    """Records of the runs of an online W&B project through the public API.
+
+    Args:
+        project: ``entity/project``.
+        api: A ``wandb.Api`` (created when ``None``; needs a login or ``WANDB_API_KEY``).
+        statuses: Statuses to keep; others are counted in ``skipped``.
+
+    Raises:
+        ValueError: ``project`` is not ``entity/project``.
+    """
+    if project.count("/") != 1 or not all(project.split("/")):
+        raise ValueError(f"W&B project must be 'entity/project', got {project!r}")
+    if api is None:
+        import wandb
+
+        api = wandb.Api()
+
+    def rebuild(run: Any) -> RunRecord:
+        summary = dict(getattr(run.summary, "_json_dict", run.summary))
+        config = dict(run.config)
+        losses: dict[str, float] = {}
+        table = _table_path(summary)
+        if table is not None:
+            with tempfile.TemporaryDirectory() as tmp:
+                run.file(table).download(root=tmp, replace=True)
+                losses = _read_loss_table(Path(tmp) / table)
+        return record_from_wandb(config, summary, str(run.state), losses, "/".join(run.path))
+
+    return _collect(((f"{project}/{run.id}", lambda run=run: rebuild(run))
+                     for run in api.runs(project)), statuses)
+
+
+def _collect(readers: Iterable[tuple[str, Any]], statuses: Iterable[str] = ("finished",)
+             ) -> RecordScan:
+    keep = set(statuses)
+    records: dict[str, RunRecord] = {}
+    skipped: Counter[str] = Counter()
+    for where, read in readers:
+        try:
+            record = read()
+        except ValueError as error:
+            if f"no {CONFIG_KEY!r} section" in str(error):
+                skipped["foreign"] += 1  # a run of the project that is not a taskonomy run
+                continue
+            raise
+        if record.status not in keep:
+            skipped[record.status] += 1
+            continue
+        if record.run_id in records:
+            raise ValueError(f"run id {record.run_id!r} appears twice (again in {where})")
+        records[record.run_id] = record
+    return RecordScan([records[k] for k in sorted(records)], skipped)

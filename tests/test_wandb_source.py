@@ -1,0 +1,117 @@
+import json
+import os
+
+import pytest
+
+from taskonomy.analysis.records import RunRecord, records_to_frame, scan_records, write_record
+from taskonomy.analysis.wandb_source import (
+    LOSS_TABLE,
+    log_record,
+    read_offline_runs,
+    read_project,
+)
+
+
+def _records():
+    config = {"model": {"lr": 0.001, "width": 16}, "seed": 7}
+    a = RunRecord(run_id="normal__reshading", role="transfer", target="normal",
+                  sources=("reshading",), regime="16k", config=config)
+    b = RunRecord(run_id="normal__random", role="baseline", target="normal",
+                  sources=("random",), regime="16k", config=config)
+    return [
+        a.finished(metrics={"test/loss": 0.25, "test/l1": 0.2},
+                   per_image_losses={"b1-p0": 0.1, "b1-p1": 0.4}, checkpoint="a.ckpt"),
+        b.finished(metrics={"test/loss": 0.9, "test/l1": 0.8},
+                   per_image_losses={"b1-p0": 0.7, "b1-p1": 1.1}),
+    ]
+
+
+COMMON = ["run_id", "role", "target", "sources", "candidate", "order", "regime", "status",
+          "n_images", "checkpoint", "test/loss", "test/l1", "config.model.lr",
+          "config.model.width", "config.seed"]
+
+
+@pytest.mark.wandb
+def test_offline_wandb_runs_and_local_folder_give_the_same_table(tmp_path, monkeypatch):
+    wandb = pytest.importorskip("wandb")
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    monkeypatch.setenv("WANDB_SILENT", "true")
+    monkeypatch.setenv("WANDB_DIR", str(tmp_path))
+    runs_dir = tmp_path / "runs"
+    for record in _records():
+        write_record(record, runs_dir)
+        run = wandb.init(project="taskonomy-test", dir=str(tmp_path), mode="offline",
+                         id=record.run_id.replace("_", ""), config=record.config,
+                         settings=wandb.Settings(console="off", x_disable_stats=True))
+        log_record(run, record)
+        run.finish()
+    # A run that was not logged through log_record is counted, not mistaken for a record.
+    other = wandb.init(project="taskonomy-test", dir=str(tmp_path), mode="offline",
+                       settings=wandb.Settings(console="off", x_disable_stats=True))
+    other.finish()
+
+    offline = read_offline_runs(tmp_path / "wandb")
+    assert offline.skipped == {"foreign": 1}
+    local = scan_records(runs_dir)
+    from_wandb = records_to_frame(offline.records)[COMMON]
+    from_disk = records_to_frame(local.records)[COMMON]
+    assert from_wandb.to_dict("records") == from_disk.to_dict("records")
+    for mine, theirs in zip(local.records, offline.records, strict=True):
+        assert mine.per_image_losses == theirs.per_image_losses
+        assert theirs.wandb and os.path.isdir(theirs.wandb)
+
+
+class _FakeFile:
+    def __init__(self, payload, name):
+        self.payload, self.name = payload, name
+
+    def download(self, root, replace):
+        path = os.path.join(root, self.name)
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+        with open(path, "w") as handle:
+            json.dump(self.payload, handle)
+
+
+class _FakeRun:
+    """The public-API run surface the reader uses: id, path, state, config, summary, file()."""
+
+    def __init__(self, record, state="finished"):
+        self.id = record.run_id
+        self.path = ["me", "proj", record.run_id]
+        self.state = state
+        self.config = {**record.config, "taskonomy": {
+            "run_id": record.run_id, "role": record.role, "target": record.target,
+            "sources": list(record.sources), "regime": record.regime}}
+        table = f"media/table/{LOSS_TABLE}_1_abc.table.json"
+        self.summary = {**record.metrics, "_step": 1, "taskonomy/checkpoint": record.checkpoint,
+                        LOSS_TABLE: {"_type": "table-file", "path": table}}
+        self._table = _FakeFile({"columns": ["sample_key", "loss"],
+                                 "data": [[k, v] for k, v in record.per_image_losses.items()]},
+                                table)
+
+    def file(self, name):
+        assert name == self._table.name
+        return self._table
+
+
+class _FakeApi:
+    def __init__(self, runs):
+        self._runs = runs
+
+    def runs(self, project):
+        assert project == "me/proj"
+        return self._runs
+
+
+def test_online_project_reader_rebuilds_records():
+    records = _records()
+    crashed = RunRecord(run_id="crashed", role="task", target="normal")
+    api = _FakeApi([_FakeRun(r) for r in records] + [_FakeRun(crashed, state="crashed")])
+    scan = read_project("me/proj", api=api)
+    assert scan.skipped == {"failed": 1}
+    got = records_to_frame(scan.records)
+    want = records_to_frame(records)
+    assert got[COMMON].to_dict("records") == want[COMMON].to_dict("records")
+    assert scan.records[0].per_image_losses == records[1].per_image_losses
+    with pytest.raises(ValueError, match="entity/project"):
+        read_project("just-a-name", api=api)

@@ -1,0 +1,159 @@
+import itertools
+import warnings
+
+import numpy as np
+import pytest
+
+from taskonomy.analysis.affinities import compute_affinities
+from taskonomy.analysis.ahp import (
+    ahp_weights,
+    consistency_index,
+    consistent_tournament,
+    ratio_matrix,
+)
+from taskonomy.analysis.losses_table import SampleKeyWarning, align_losses
+from taskonomy.analysis.records import RunRecord
+from taskonomy.analysis.winrates import pairwise_win_rates, tournament
+
+
+def _losses(rng, offsets, n=80):
+    keys = [f"b{i // 10}-p{i}" for i in range(n)]
+    return {name: dict(zip(keys, rng.random(n) + off, strict=True))
+            for name, off in offsets.items()}
+
+
+# ------------------------------------------------------------------------------------------- AHP
+@pytest.mark.parametrize("seed", range(5))
+def test_ahp_on_consistent_matrix_returns_its_weights(seed):
+    rng = np.random.default_rng(seed)
+    strengths = rng.uniform(0.5, 3.0, size=7)  # ratios stay inside the clip range
+    weights = ahp_weights(consistent_tournament(strengths))
+    np.testing.assert_allclose(weights, strengths / strengths.sum(), rtol=1e-10)
+    assert consistency_index(consistent_tournament(strengths)) < 1e-10
+
+
+def test_ahp_is_invariant_to_candidate_order():
+    rng = np.random.default_rng(1)
+    losses = rng.random((6, 200)) + rng.random((6, 1))
+    w = pairwise_win_rates(losses)
+    base = ahp_weights(w)
+    for perm in itertools.islice(itertools.permutations(range(6)), 0, 720, 97):
+        p = np.array(perm)
+        np.testing.assert_allclose(ahp_weights(w[np.ix_(p, p)]), base[p], rtol=1e-10)
+
+
+def test_ahp_clips_before_the_ratio_and_sums_to_one():
+    w = np.array([[0.5, 1.0, 1.0], [0.0, 0.5, 0.7], [0.0, 0.3, 0.5]])
+    ratios = ratio_matrix(w)
+    assert ratios[0, 1] == pytest.approx(0.999 / 0.001)
+    np.testing.assert_allclose(ratios * ratios.T, 1.0)
+    weights = ahp_weights(w)
+    assert weights.sum() == pytest.approx(1.0)
+    assert weights[0] > weights[1] > weights[2] > 0
+
+
+def test_ahp_rejects_non_tournaments():
+    with pytest.raises(ValueError, match="square"):
+        ahp_weights(np.ones((2, 3)) * 0.5)
+    with pytest.raises(ValueError, match=r"\[0, 1\]"):
+        ahp_weights(np.array([[0.5, 1.5], [-0.5, 0.5]]))
+
+
+# ------------------------------------------------------------------------------------ win rates
+def test_win_rates_known_answer_with_ties_counting_half():
+    losses = np.array([[1.0, 2.0, 3.0, 4.0], [2.0, 2.0, 1.0, 5.0]])
+    w = pairwise_win_rates(losses)
+    # image 1: 1 < 2 win; image 2: tie; image 3: loss; image 4: win → (1 + 0.5 + 0 + 1) / 4
+    assert w[0, 1] == pytest.approx(2.5 / 4)
+    assert w[1, 0] == pytest.approx(1.5 / 4)
+    np.testing.assert_allclose(np.diag(w), 0.5)
+
+
+def test_quality_and_gain_on_planted_losses():
+    keys = [f"k{i}" for i in range(10)]
+    self_l = dict(zip(keys, np.full(10, 1.0), strict=True))
+    # transfer "a" beats self on exactly 3 images and pixels on exactly 8
+    a = dict(zip(keys, [0.5] * 3 + [2.0] * 7, strict=True))
+    pixels = dict(zip(keys, [3.0] * 8 + [0.1] * 2, strict=True))
+    rand = dict(zip(keys, np.full(10, 9.0), strict=True))
+    t = tournament("normal", {"a": a, "random": rand, "self": self_l, "pixels": pixels})
+    frame = t.frame().set_index("candidate")
+    assert "pixels" not in frame.index  # a reference, never a candidate
+    assert frame.loc["a", "quality"] == pytest.approx(0.3)
+    assert frame.loc["a", "gain"] == pytest.approx(0.8)
+    assert frame.loc["self", "quality"] == pytest.approx(0.5)
+    assert frame.loc["random", "quality"] == 0.0
+    assert frame["affinity"].sum() == pytest.approx(1.0)
+    assert frame["affinity"].idxmax() == "self" and frame["affinity"].idxmin() == "random"
+
+
+def test_bootstrap_intervals_contain_the_estimate():
+    rng = np.random.default_rng(3)
+    losses = _losses(rng, {"a": 0.1, "b": 0.3, "random": 1.0, "self": 0.0, "pixels": 0.5})
+    t = tournament("depth_zbuffer", losses, bootstrap=200, seed=1)
+    for name, estimate in (("affinity", t.affinity), ("quality", t.quality), ("gain", t.gain)):
+        low, high = t.ci[name]
+        assert np.all(low <= estimate + 1e-12) and np.all(estimate <= high + 1e-12)
+    low, high = t.ci["affinity"]
+    assert np.all(high - low > 0)
+    # the same seed gives the same intervals
+    again = tournament("depth_zbuffer", losses, bootstrap=200, seed=1)
+    np.testing.assert_array_equal(again.ci["affinity"][0], low)
+
+
+def test_mismatched_keys_warn_with_counts_or_raise_in_strict_mode():
+    rng = np.random.default_rng(0)
+    losses = _losses(rng, {"a": 0.1, "self": 0.0})
+    losses["a"] = dict(list(losses["a"].items())[:70])  # "a" lacks 10 images
+    with pytest.warns(SampleKeyWarning, match="70 of 80 sample keys.*a lacks 10"):
+        aligned = align_losses(losses)
+    assert aligned.losses.shape == (2, 70) and aligned.n_dropped == 10
+    with pytest.raises(ValueError, match="a lacks 10"):
+        align_losses(losses, strict=True)
+
+
+# -------------------------------------------------------------------------- records → affinities
+def _record(run_id, role, target, sources, losses, regime="16k"):
+    return RunRecord(run_id=run_id, role=role, target=target, sources=sources, regime=regime,
+                     status="finished", per_image_losses=losses, finished_at="2026-01-01T00:00:00")
+
+
+def test_affinities_from_records_recover_planted_ranking():
+    rng = np.random.default_rng(7)
+    offsets = {"a": 0.05, "b": 0.2, "c": 0.6, "a+b": 0.0, "random": 1.5, "self": -0.1,
+               "pixels": 0.4}
+    recs = []
+    for target in ("normal", "depth_zbuffer"):
+        for name, loss in _losses(rng, offsets, n=300).items():
+            if name in ("random", "pixels"):
+                recs.append(_record(f"{target}-{name}", "baseline", target, (name,), loss))
+            elif name == "self":
+                recs.append(_record(f"{target}-task", "task", target, (), loss, regime="full"))
+            else:
+                srcs = tuple(name.replace("a", "normal").replace("b", "reshading")
+                             .replace("c", "edge_texture").split("+"))
+                recs.append(_record(f"{target}-{name}", "transfer", target, srcs, loss))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        result = compute_affinities(recs)
+    table = result.table
+    assert table.targets() == ["depth_zbuffer", "normal"]
+    assert table.normalization_error().max() < 1e-9
+    ranking = list(table.candidates("normal")["sources"])
+    assert ranking[0] == "self" and ranking[-1] == "random"
+    assert ranking.index("normal") < ranking.index("reshading") < ranking.index("edge_texture")
+    matrix = table.first_order_matrix()
+    assert set(matrix.index) >= {"normal", "reshading", "edge_texture"}
+    orders = dict(zip(table.frame["sources"], table.frame["order"], strict=False))
+    assert orders["normal+reshading"] == 2 and orders["self"] == 0
+
+
+def test_requested_target_without_transfers_lists_missing_pairs():
+    rng = np.random.default_rng(0)
+    loss = _losses(rng, {"x": 0.0})["x"]
+    recs = [_record("t1", "transfer", "normal", ("reshading",), loss),
+            _record("t2", "baseline", "normal", ("random",), loss)]
+    with pytest.raises(ValueError, match="reshading → depth_zbuffer"):
+        compute_affinities(recs, targets=["depth_zbuffer"])
+    with pytest.raises(ValueError, match="valid task names: .*normal"):
+        compute_affinities(recs, targets=["not_a_task"])
