@@ -1,0 +1,377 @@
+"""The base LightningModule of every task family.
+
+A :class:`TaskModule` is configured by a task name (looked up in the registry) and plain options,
+so ``LightningCLI`` can build it from ``--model.task=normal``. It owns an encoder (16×-downsampled,
+8-channel representation) and a family-specific head, and implements the training loop the
+authors used: Adam at 1e-4, L2 weight decay on weights, LR ×0.1 at a step milestone, optional
+per-variable gradient clipping, and an optional cGAN term (0.996·L_task + 0.004·L_GAN after a
+warm-up of task-loss-only steps).
+
+Batches follow the datamodule contract: ``batch[task]`` holds ``"input"``, ``"target"`` and
+optionally ``"mask"``; ``batch["__key__"]`` the sample keys. At test time the per-image task losses
+are collected in :attr:`TaskModule.test_per_image_losses`, keyed by sample key.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any, cast
+
+import lightning as L
+import torch
+import torch.distributed as dist
+from torch import nn
+from torchmetrics import Metric
+
+from taskonomy.tasks.losses import Reduction, gan_discriminator_loss, gan_generator_loss
+from taskonomy.tasks.metrics import build_metrics
+from taskonomy.tasks.networks.discriminator import Pix2PixDiscriminator
+from taskonomy.tasks.networks.encoders import build_encoder, representation_shape
+from taskonomy.tasks.registry import get_spec
+from taskonomy.tasks.specs import TaskSpec, metric_key
+
+
+class NonFiniteLossError(FloatingPointError):
+    """A task loss became NaN or infinite; the message names the task, stage and step."""
+
+
+def per_variable_clip(parameters: Any, max_norm: float) -> None:
+    """Clip each parameter's gradient to ``max_norm`` on its own (``tf.clip_by_norm`` per var)."""
+    for p in parameters:
+        if p.grad is not None:
+            norm = p.grad.detach().norm()
+            if norm > max_norm:
+                p.grad.mul_(max_norm / (norm + 1e-6))
+
+
+class TaskModule(L.LightningModule):
+    """Base class of the task families: encoder + head, the task loss, metrics and loops.
+
+    Args:
+        task: Registered task name (``normal``, ``depth_zbuffer``, ...).
+        encoder: Encoder name (``resnet50`` is the paper's; ``resnet18``, ``resnet10``,
+            ``resnet10_tiny`` for CPU).
+        resolution: Input resolution (a multiple of 16); FC heads are sized for it.
+        decoder_width: Channel multiplier of the dense decoders (1.0 = the paper).
+        head_width: Multiplier of the hidden widths of FC heads (1.0 = the paper).
+        lr: Initial Adam learning rate.
+        weight_decay: L2 weight decay on weights (not BN or biases); ``None`` takes the spec's.
+        lr_milestone: Optimizer step at which the LR drops; ``None`` keeps it constant.
+        lr_gamma: Factor of the LR drop.
+        clip_norm: Per-variable gradient clip; ``None`` takes the family's default (1.0 for room
+            layout and vanishing points, off otherwise); ``0`` disables it.
+        gan: Add the cGAN term (dense regression tasks only).
+        gan_weight: Weight of the GAN term (the task loss gets ``1 − gan_weight``).
+        gan_warmup_steps: Generator steps on the task loss alone before the GAN term starts.
+        gan_lr: SGD learning rate of the discriminator.
+        gan_noise: Initial σ of the discriminator's instance noise (0.03 for depth in the paper).
+        class_weights: Per-class loss weights (semantic segmentation's class rebalancing).
+        metric_samples: Pixels per image of the metric loss (unsupervised segmentation).
+    """
+
+    #: Families whose outputs can be judged by the pix2pix discriminator set this.
+    supports_gan = False
+    #: Default per-variable gradient clip of the family (``None``: no clipping).
+    default_clip_norm: float | None = None
+
+    def __init__(
+        self,
+        task: str,
+        encoder: str = "resnet50",
+        resolution: int = 256,
+        decoder_width: float = 1.0,
+        head_width: float = 1.0,
+        lr: float = 1e-4,
+        weight_decay: float | None = None,
+        lr_milestone: int | None = 80_000,
+        lr_gamma: float = 0.1,
+        clip_norm: float | None = None,
+        gan: bool = False,
+        gan_weight: float = 0.004,
+        gan_warmup_steps: int = 25_000,
+        gan_lr: float = 1e-5,
+        gan_noise: float = 0.1,
+        class_weights: list[float] | None = None,
+        metric_samples: int = 300,
+    ) -> None:
+        super().__init__()
+        self.save_hyperparameters()
+        self.spec: TaskSpec = get_spec(task)
+        representation_shape(resolution)  # validates the resolution early
+        if lr <= 0:
+            raise ValueError(f"lr must be positive, got {lr}")
+        if gan and not self.supports_gan:
+            raise ValueError(
+                f"task {task!r} ({self.spec.family}) has no cGAN term; the paper uses it for "
+                "dense regression tasks only: drop gan=True"
+            )
+        if class_weights is not None and len(class_weights) != self.spec.output_channels:
+            raise ValueError(
+                f"class_weights has {len(class_weights)} values; task {task!r} has "
+                f"{self.spec.output_channels} classes"
+            )
+        self.weight_decay = self.spec.weight_decay if weight_decay is None else weight_decay
+        self.clip_norm = self.default_clip_norm if clip_norm is None else clip_norm
+        self.encoder = build_encoder(encoder, self.spec.input_channels)
+        self.head = self.make_head(self.encoder.out_channels)
+        self.discriminator: nn.Module | None = None
+        if gan:
+            channels = self.spec.input_channels + self.spec.output_channels
+            self.discriminator = Pix2PixDiscriminator(channels, width=decoder_width)
+            self.automatic_optimization = False
+        self.val_metrics = nn.ModuleDict(self.build_metrics())
+        self.test_metrics = nn.ModuleDict(self.build_metrics())
+        #: Per-image test task losses, keyed by sample key (filled by ``test_step``).
+        self.test_per_image_losses: dict[str, float] = {}
+
+    # ----------------------------------------------------------------- family hooks
+    def make_head(self, in_channels: int) -> nn.Module:
+        """A fresh head reading ``in_channels``-channel representations (transfers use 16)."""
+        raise NotImplementedError
+
+    def compute_loss(
+        self,
+        prediction: torch.Tensor,
+        task_batch: dict[str, Any],
+        reduction: Reduction = "mean",
+        keys: list[str] | None = None,
+    ) -> torch.Tensor:
+        """The task loss of a prediction (``reduction="none"``: one value per sample).
+
+        Args:
+            prediction: The head's output.
+            task_batch: ``batch[task]`` (``"target"``, optional ``"mask"``).
+            reduction: ``"mean"`` or ``"none"``.
+            keys: Sample keys, for losses that sample deterministically per image at eval time.
+        """
+        raise NotImplementedError
+
+    def build_metrics(self) -> dict[str, Metric]:
+        """Fresh metrics named as ``spec.metrics``."""
+        return build_metrics(self.spec)
+
+    # ----------------------------------------------------------------- forward
+    @property
+    def representation_shape(self) -> tuple[int, int, int]:
+        """Shape of one image's representation at the configured resolution."""
+        return representation_shape(self.hparams["resolution"])
+
+    def encode(self, x: torch.Tensor) -> torch.Tensor:
+        """Representation of images: ``B×C×H×W`` → ``B×8×h×w`` (``B×V×…`` keeps the view axis).
+
+        This is the frozen-source interface of transfers.
+        """
+        if x.ndim == 5:
+            b, v = x.shape[:2]
+            return self.encoder(x.flatten(0, 1)).unflatten(0, (b, v))
+        return self.encoder(x)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Prediction for an encoder input (``batch[task]["input"]``)."""
+        return self.head(self.encode(x))
+
+    # ----------------------------------------------------------------- steps
+    def _task_batch(self, batch: dict[str, Any]) -> dict[str, Any]:
+        if self.spec.name not in batch:
+            raise KeyError(
+                f"batch has no entry for task {self.spec.name!r} (keys: {sorted(batch)}); "
+                "the datamodule must be configured with this task"
+            )
+        return batch[self.spec.name]
+
+    def _check_finite(self, loss: torch.Tensor, stage: str) -> None:
+        if not torch.isfinite(loss).all():
+            raise NonFiniteLossError(
+                f"task {self.spec.name!r}: {stage} loss is {loss.detach().float().cpu().tolist()} "
+                f"at step {self.global_step} (epoch {self.current_epoch}); lower the learning "
+                "rate or check the data for NaN values"
+            )
+
+    def _log_loss(self, stage: str, loss: torch.Tensor, size: int) -> None:
+        on_step = stage == "train"
+        self.log(
+            metric_key(stage, "loss"),
+            loss,
+            on_step=on_step,
+            on_epoch=True,
+            prog_bar=True,
+            batch_size=size,
+            sync_dist=not on_step,
+        )
+
+    def training_step(self, batch: dict[str, Any], batch_idx: int) -> torch.Tensor | None:
+        """One optimization step (manual when the cGAN term is on)."""
+        task_batch = self._task_batch(batch)
+        prediction = self(task_batch["input"])
+        loss = self.compute_loss(prediction, task_batch, "mean")
+        self._check_finite(loss, "train")
+        self._log_loss("train", loss, prediction.shape[0])
+        if self.discriminator is None:
+            return loss
+        self._gan_step(task_batch, prediction, loss)
+        return None
+
+    def _instance_noise(self) -> float:
+        # σ0 / (1 + 0.2·step/1000): tf.train.inverse_time_decay as the authors anneal it.
+        return self.hparams["gan_noise"] / (1.0 + 0.2 * self.global_step / 1000.0)
+
+    def _gan_step(
+        self, task_batch: dict[str, Any], prediction: torch.Tensor, task_loss: torch.Tensor
+    ) -> None:
+        assert self.discriminator is not None
+        opt_g, opt_d = cast(list[Any], self.optimizers())
+        condition = task_batch["input"]
+        target = task_batch["target"].to(prediction.dtype)
+        active = self.global_step >= self.hparams["gan_warmup_steps"]
+        total = task_loss
+        sigma = self._instance_noise()
+        if active:
+            fake = self.discriminator(condition, prediction + sigma * torch.randn_like(prediction))
+            g_loss = gan_generator_loss(fake)
+            weight = self.hparams["gan_weight"]
+            total = (1 - weight) * task_loss + weight * g_loss
+            self.log(metric_key("train", "gan_generator"), g_loss, batch_size=len(target))
+        opt_g.zero_grad()
+        self.manual_backward(total)
+        if self.clip_norm:
+            per_variable_clip(self._generator_parameters(), self.clip_norm)
+        opt_g.step()
+        scheduler = self.lr_schedulers()
+        if scheduler is not None:
+            scheduler.step()  # type: ignore[union-attr]
+        if not active:
+            return
+        real = self.discriminator(condition, target + sigma * torch.randn_like(target))
+        fake = self.discriminator(
+            condition, prediction.detach() + sigma * torch.randn_like(prediction)
+        )
+        d_loss = gan_discriminator_loss(real, fake)
+        opt_d.zero_grad()
+        self.manual_backward(d_loss)
+        opt_d.step()
+        self.log(metric_key("train", "gan_discriminator"), d_loss, batch_size=len(target))
+
+    def _eval_step(self, batch: dict[str, Any], stage: str) -> tuple[torch.Tensor, torch.Tensor]:
+        task_batch = self._task_batch(batch)
+        keys = batch.get("__key__")
+        prediction = self(task_batch["input"])
+        per_image = self.compute_loss(prediction, task_batch, "none", keys=keys)
+        loss = self.compute_loss(prediction, task_batch, "mean", keys=keys)
+        self._check_finite(loss, stage)
+        self._log_loss(stage, loss, prediction.shape[0])
+        metrics = self.val_metrics if stage == "val" else self.test_metrics
+        for name, module in metrics.items():
+            metric = cast(Metric, module)
+            metric.update(prediction, task_batch)
+            self.log(
+                metric_key(stage, name),
+                metric,
+                on_step=False,
+                on_epoch=True,
+                batch_size=prediction.shape[0],
+            )
+        return per_image, loss
+
+    def validation_step(self, batch: dict[str, Any], batch_idx: int) -> torch.Tensor:
+        """Loss and metrics on a validation batch."""
+        return self._eval_step(batch, "val")[1]
+
+    def on_test_epoch_start(self) -> None:
+        """Start a fresh collection of per-image losses."""
+        self.test_per_image_losses = {}
+
+    def test_step(self, batch: dict[str, Any], batch_idx: int) -> torch.Tensor:
+        """Loss and metrics on a test batch; collects the per-image losses by sample key."""
+        per_image, loss = self._eval_step(batch, "test")
+        keys = batch.get("__key__")
+        if keys is None or len(keys) != len(per_image):
+            raise ValueError(
+                f"task {self.spec.name!r}: test batches need one '__key__' per sample to key "
+                "per-image losses; the datamodule must carry the sample keys"
+            )
+        for key, value in zip(keys, per_image.detach().float().cpu().tolist(), strict=True):
+            self.test_per_image_losses[str(key)] = value
+        return loss
+
+    def on_test_epoch_end(self) -> None:
+        """Merge per-image losses across DDP ranks so every rank holds all of them."""
+        if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
+            gathered: list[dict[str, float] | None] = [None] * dist.get_world_size()
+            dist.all_gather_object(gathered, self.test_per_image_losses)
+            merged: dict[str, float] = {}
+            for part in gathered:
+                merged.update(part or {})
+            self.test_per_image_losses = merged
+
+    def predict_step(self, batch: dict[str, Any], batch_idx: int) -> dict[str, Any]:
+        """Predictions and representations of a batch, with the sample keys."""
+        x = self._task_batch(batch)["input"]
+        representation = self.encode(x)
+        return {
+            "__key__": batch.get("__key__"),
+            "representation": representation,
+            "prediction": self.head(representation),
+        }
+
+    # ----------------------------------------------------------------- optimization
+    def _generator_parameters(self) -> list[nn.Parameter]:
+        return list(self.encoder.parameters()) + list(self.head.parameters())
+
+    def _param_groups(self, params: list[nn.Parameter], decay: float) -> list[dict[str, Any]]:
+        # L2 on weights only, as slim's regularizers: Adam's coupled weight_decay adds wd·w to
+        # the gradient, the gradient of wd·‖w‖²/2.
+        weights = [p for p in params if p.ndim > 1]
+        others = [p for p in params if p.ndim <= 1]
+        return [
+            {"params": weights, "weight_decay": decay},
+            {"params": others, "weight_decay": 0.0},
+        ]
+
+    def configure_optimizers(self) -> Any:
+        """Adam with an LR drop at a step milestone (+ SGD for the discriminator)."""
+        optimizer = torch.optim.Adam(
+            self._param_groups(self._generator_parameters(), self.weight_decay),
+            lr=self.hparams["lr"],
+        )
+        milestone = self.hparams["lr_milestone"]
+        schedulers = []
+        if milestone:
+            scheduler = torch.optim.lr_scheduler.MultiStepLR(
+                optimizer, milestones=[milestone], gamma=self.hparams["lr_gamma"]
+            )
+            schedulers.append({"scheduler": scheduler, "interval": "step"})
+        if self.discriminator is None:
+            return (
+                {"optimizer": optimizer, "lr_scheduler": schedulers[0]}
+                if schedulers
+                else (optimizer)
+            )
+        d_optimizer = torch.optim.SGD(
+            self._param_groups(list(self.discriminator.parameters()), 10 * self.weight_decay),
+            lr=self.hparams["gan_lr"],
+        )
+        return [optimizer, d_optimizer], schedulers
+
+    def configure_gradient_clipping(
+        self,
+        optimizer: torch.optim.Optimizer,
+        gradient_clip_val: float | int | None = None,
+        gradient_clip_algorithm: str | None = None,
+    ) -> None:
+        """Per-variable clipping where the task asks for it, then the Trainer's own clipping."""
+        if self.clip_norm:
+            per_variable_clip(self._generator_parameters(), self.clip_norm)
+        self.clip_gradients(optimizer, gradient_clip_val, gradient_clip_algorithm)
+
+
+def flat_features(in_channels: int, resolution: int) -> int:
+    """Flattened size of one image's representation with ``in_channels`` channels."""
+    _, h, w = representation_shape(resolution)
+    return in_channels * h * w
+
+
+def scaled(widths: tuple[int, ...], factor: float) -> tuple[int, ...]:
+    """Hidden widths multiplied by ``factor`` (at least 8 each)."""
+    if factor <= 0:
+        raise ValueError(f"head width multiplier must be positive, got {factor}")
+    return tuple(max(8, math.ceil(w * factor)) for w in widths)

@@ -1,0 +1,68 @@
+"""Dense families: per-pixel regression and per-pixel classification.
+
+Dense regression (depth, normals, curvature, edges, keypoints, reshading, autoencoding, denoising,
+inpainting): the 15-layer decoder with a tanh output, masked L1 (L2 for curvature), and the
+optional cGAN term. Dense classification: semantic segmentation (17 tanh-bounded logits, class-
+weighted cross-entropy with uncertain pixels masked) and colorization (313 ab-bin logits at a
+quarter of the resolution, soft-target cross-entropy weighted by the prior-boost mask).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from torch import nn
+
+from taskonomy.tasks.families.base import TaskModule
+from taskonomy.tasks.losses import Reduction, get_loss, soft_cross_entropy, weighted_cross_entropy
+from taskonomy.tasks.networks.decoders import ColorizationDecoder, DenseDecoder
+
+
+class DenseRegressionTask(TaskModule):
+    """Per-pixel regression in the paper's target encoding (``l1`` or ``l2`` loss)."""
+
+    supports_gan = True
+
+    def make_head(self, in_channels: int) -> nn.Module:
+        """The 15-layer decoder with a tanh output."""
+        return DenseDecoder(
+            in_channels, self.spec.output_channels, width=self.hparams["decoder_width"]
+        )
+
+    def compute_loss(
+        self,
+        prediction: torch.Tensor,
+        task_batch: dict[str, Any],
+        reduction: Reduction = "mean",
+        keys: list[str] | None = None,
+    ) -> torch.Tensor:
+        """Masked L1/L2 over valid pixel-channels."""
+        loss = get_loss(self.spec.loss)
+        return loss(prediction, task_batch["target"], task_batch.get("mask"), reduction)
+
+
+class DenseClassificationTask(TaskModule):
+    """Per-pixel classification: semantic segmentation or colorization (by ``output_kind``)."""
+
+    def make_head(self, in_channels: int) -> nn.Module:
+        """The 15-layer decoder (tanh-bounded logits) or the 64-resolution colorization one."""
+        width = self.hparams["decoder_width"]
+        if self.spec.output_kind == "dense_quarter":
+            return ColorizationDecoder(in_channels, self.spec.output_channels, width=width)
+        return DenseDecoder(in_channels, self.spec.output_channels, width=width)
+
+    def compute_loss(
+        self,
+        prediction: torch.Tensor,
+        task_batch: dict[str, Any],
+        reduction: Reduction = "mean",
+        keys: list[str] | None = None,
+    ) -> torch.Tensor:
+        """Class-weighted CE on hard labels, or prior-boost-weighted CE on soft targets."""
+        target, mask = task_batch["target"], task_batch.get("mask")
+        if target.is_floating_point():
+            return soft_cross_entropy(prediction, target, mask, reduction)
+        weights = self.hparams["class_weights"]
+        class_weights = None if weights is None else prediction.new_tensor(weights)
+        return weighted_cross_entropy(prediction, target, mask, reduction, class_weights)

@@ -1,0 +1,335 @@
+"""Per-task evaluation metrics as torchmetrics ``Metric`` objects.
+
+:func:`build_metrics` returns, for a spec, one metric per name in ``spec.metrics`` (the names the
+analysis reads). Every metric is updated with ``(prediction, task_batch)``, where ``task_batch`` is
+the task's part of a batch (``"target"``, optional ``"mask"``). Values are accumulated as weighted
+sums over valid elements, so they are exact over an epoch and under DDP (states sum across ranks).
+
+Units: depth metrics in metres (decoded from the log encoding), angles in degrees, shares in
+[0, 1]; room-layout errors are in the z-scored training encoding (the authors' statistics for it
+are not published), pose errors in radians→degrees and scene units after de-normalization.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torchmetrics import Metric
+
+from taskonomy.tasks.losses import METRIC_SAMPLES, sample_pixels
+from taskonomy.tasks.networks.pose import denormalize_pose, rotation_angle
+from taskonomy.tasks.specs import TaskSpec
+
+#: Tasks whose targets use the log depth encoding ``log(1 + d) / log(2^16)``, d in 1/512 m.
+LOG_DEPTH_TASKS = frozenset({"depth_zbuffer", "depth_euclidean"})
+#: Pose tasks z-scored with the non-fixated statistics.
+NONFIXATED_TASKS = frozenset({"nonfixated_pose"})
+#: ``d² < ln 3`` ⇔ the metric loss's σ > ½: two pixels are predicted to share a segment.
+SAME_SEGMENT_D2 = math.log(3.0)
+
+Values = tuple[torch.Tensor, torch.Tensor | None]
+ValueFn = Callable[[torch.Tensor, dict[str, Any]], Values]
+
+
+class WeightedMean(Metric):
+    """Weighted mean of per-element values, optionally transformed at the end (e.g. sqrt).
+
+    Args:
+        values: ``(prediction, task_batch) → (values, weights)``; weights broadcast to values
+            and may be ``None``.
+        finalize: Applied to the mean in :meth:`compute`.
+    """
+
+    full_state_update = False
+    higher_is_better: bool | None = None
+    total: torch.Tensor
+    count: torch.Tensor
+
+    def __init__(
+        self, values: ValueFn, finalize: Callable[[torch.Tensor], torch.Tensor] | None = None
+    ) -> None:
+        super().__init__()
+        self.values = values
+        self.finalize = finalize
+        zero = torch.tensor(0.0, dtype=torch.float64)
+        self.add_state("total", default=zero.clone(), dist_reduce_fx="sum")
+        self.add_state("count", default=zero.clone(), dist_reduce_fx="sum")
+
+    def update(self, prediction: torch.Tensor, task_batch: dict[str, Any]) -> None:
+        """Accumulate one batch."""
+        values, weights = self.values(prediction.detach().float(), task_batch)
+        values = values.double()
+        w = torch.ones_like(values) if weights is None else weights.double().expand_as(values)
+        self.total += (values * w).sum()
+        self.count += w.sum()
+
+    def compute(self) -> torch.Tensor:
+        """The weighted mean (NaN before any valid element)."""
+        mean = (self.total / self.count if self.count > 0 else self.total * math.nan).float()
+        return self.finalize(mean) if self.finalize is not None else mean
+
+
+class MeanIoU(Metric):
+    """Mean intersection-over-union from a confusion matrix, over classes that occur.
+
+    Args:
+        num_classes: Number of classes (17 for semantic segmentation).
+    """
+
+    full_state_update = False
+    higher_is_better = True
+    confusion: torch.Tensor
+
+    def __init__(self, num_classes: int) -> None:
+        super().__init__()
+        self.num_classes = num_classes
+        self.add_state(
+            "confusion",
+            default=torch.zeros(num_classes, num_classes, dtype=torch.long),
+            dist_reduce_fx="sum",
+        )
+
+    def update(self, prediction: torch.Tensor, task_batch: dict[str, Any]) -> None:
+        """Accumulate ``B×K×H×W`` logits against ``B×H×W`` labels (mask 0 = ignore)."""
+        labels = task_batch["target"].long()
+        valid = _valid(task_batch, labels) & (labels >= 0) & (labels < self.num_classes)
+        pred = prediction.argmax(1)[valid]
+        idx = labels[valid] * self.num_classes + pred
+        self.confusion += torch.bincount(idx, minlength=self.num_classes**2).reshape(
+            self.num_classes, self.num_classes
+        )
+
+    def compute(self) -> torch.Tensor:
+        """Mean IoU over classes present in the targets or predictions."""
+        conf = self.confusion.double()
+        inter = conf.diagonal()
+        union = conf.sum(0) + conf.sum(1) - inter
+        present = union > 0
+        if not present.any():
+            return torch.tensor(math.nan)
+        return (inter[present] / union[present]).mean().float()
+
+
+def _valid(task_batch: dict[str, Any], like: torch.Tensor) -> torch.Tensor:
+    """Boolean validity of each element of ``like`` (``B×H×W`` or ``B``) from the task mask."""
+    mask = task_batch.get("mask")
+    if mask is None:
+        return torch.ones_like(like, dtype=torch.bool)
+    mask = mask.reshape(like.shape) if mask.numel() == like.numel() else mask
+    return mask != 0
+
+
+def _mask(task_batch: dict[str, Any]) -> torch.Tensor | None:
+    mask = task_batch.get("mask")
+    return None if mask is None else (mask != 0).float()
+
+
+def decode_log_depth(encoded: torch.Tensor) -> torch.Tensor:
+    """Log-encoded depth → metres, floored at one raw unit (1/512 m) for bounded predictions."""
+    raw = torch.exp(encoded.clamp(max=1.0) * math.log(2.0**16)) - 1.0
+    return raw.clamp_min(1.0) / 512.0
+
+
+def _depth_pair(prediction: torch.Tensor, task_batch: dict[str, Any]) -> Values:
+    target = decode_log_depth(task_batch["target"].float())
+    weights = (task_batch["target"] > 0).float()
+    mask = _mask(task_batch)
+    return (
+        torch.stack((decode_log_depth(prediction), target)),
+        weights if mask is None else weights * mask,
+    )
+
+
+def _abs_rel(prediction: torch.Tensor, task_batch: dict[str, Any]) -> Values:
+    (pred, target), w = _depth_pair(prediction, task_batch)
+    return (pred - target).abs() / target, w
+
+
+def _delta1(prediction: torch.Tensor, task_batch: dict[str, Any]) -> Values:
+    (pred, target), w = _depth_pair(prediction, task_batch)
+    return (torch.maximum(pred / target, target / pred) < 1.25).float(), w
+
+
+def _depth_sq(prediction: torch.Tensor, task_batch: dict[str, Any]) -> Values:
+    (pred, target), w = _depth_pair(prediction, task_batch)
+    return (pred - target) ** 2, w
+
+
+def _abs(prediction: torch.Tensor, task_batch: dict[str, Any]) -> Values:
+    return (prediction - task_batch["target"].float()).abs(), _mask(task_batch)
+
+
+def _sq(prediction: torch.Tensor, task_batch: dict[str, Any]) -> Values:
+    return (prediction - task_batch["target"].float()) ** 2, _mask(task_batch)
+
+
+def _normal_angles(prediction: torch.Tensor, task_batch: dict[str, Any]) -> Values:
+    cos = F.cosine_similarity(prediction, task_batch["target"].float(), dim=1, eps=1e-6)
+    angles = torch.rad2deg(torch.acos(cos.clamp(-1.0, 1.0)))  # B×H×W
+    mask = _mask(task_batch)
+    return angles, None if mask is None else mask.reshape(angles.shape)
+
+
+def _normal_below(threshold: float) -> ValueFn:
+    def values(prediction: torch.Tensor, task_batch: dict[str, Any]) -> Values:
+        angles, w = _normal_angles(prediction, task_batch)
+        return (angles < threshold).float(), w
+
+    return values
+
+
+def _pixel_accuracy(prediction: torch.Tensor, task_batch: dict[str, Any]) -> Values:
+    labels = task_batch["target"].long()
+    valid = _valid(task_batch, labels) & (labels >= 0)
+    return (prediction.argmax(1) == labels).float(), valid.float()
+
+
+def _top1(prediction: torch.Tensor, task_batch: dict[str, Any]) -> Values:
+    target = task_batch["target"]
+    labels = target.argmax(1) if target.ndim == prediction.ndim else target.long()
+    correct = (prediction.argmax(1) == labels).float()
+    # Colorization's mask holds prior-boost weights, not validity: count every pixel.
+    valid = _valid(task_batch, correct) if prediction.ndim == 2 else None
+    return correct, None if valid is None else valid.float()
+
+
+def _kl(prediction: torch.Tensor, task_batch: dict[str, Any]) -> Values:
+    target = task_batch["target"].float()
+    log_q = F.log_softmax(prediction, dim=1)
+    kl = (target * (torch.log(target.clamp_min(1e-12)) - log_q)).sum(1)
+    return kl, _valid(task_batch, kl).float()
+
+
+def _pair_accuracy(prediction: torch.Tensor, task_batch: dict[str, Any]) -> Values:
+    segments = task_batch["target"].long()
+    b, c = prediction.shape[:2]
+    # Fixed pixels: the metric is deterministic for a given batch.
+    generator = torch.Generator().manual_seed(0)
+    idx = sample_pixels(b, segments[0].numel(), METRIC_SAMPLES, generator, prediction.device)
+    e = prediction.flatten(2).gather(2, idx.unsqueeze(1).expand(-1, c, -1)).transpose(1, 2)
+    s = segments.flatten(1).gather(1, idx)
+    d2 = torch.cdist(e, e) ** 2
+    same = s.unsqueeze(2) == s.unsqueeze(1)
+    correct = ((d2 < SAME_SEGMENT_D2) == same).float()
+    off_diagonal = 1.0 - torch.eye(idx.shape[1], device=prediction.device)
+    return correct, off_diagonal.expand_as(correct)
+
+
+def _slice_distance(start: int, stop: int) -> ValueFn:
+    def values(prediction: torch.Tensor, task_batch: dict[str, Any]) -> Values:
+        diff = prediction[:, start:stop] - task_batch["target"][:, start:stop].float()
+        return diff.norm(dim=1), None
+
+    return values
+
+
+def _vp_angle(prediction: torch.Tensor, task_batch: dict[str, Any]) -> Values:
+    pred = prediction.reshape(-1, 3, 3)
+    target = task_batch["target"].float().reshape(-1, 3, 3)
+    cos = F.cosine_similarity(pred, target, dim=2, eps=1e-6)
+    return torch.rad2deg(torch.acos(cos.clamp(-1.0, 1.0))), None
+
+
+def _poses(spec: TaskSpec) -> Callable[[torch.Tensor, dict[str, Any]], tuple[Any, Any]]:
+    fixated = spec.name not in NONFIXATED_TASKS
+
+    def split(prediction: torch.Tensor, task_batch: dict[str, Any]) -> tuple[Any, Any]:
+        pred = denormalize_pose(prediction.reshape(-1, 6), fixated)
+        target = denormalize_pose(task_batch["target"].float().reshape(-1, 6), fixated)
+        return pred, target
+
+    return split
+
+
+def _rotation_error(spec: TaskSpec) -> ValueFn:
+    split = _poses(spec)
+
+    def values(prediction: torch.Tensor, task_batch: dict[str, Any]) -> Values:
+        pred, target = split(prediction, task_batch)
+        return rotation_angle(pred[:, :3], target[:, :3]), None
+
+    return values
+
+
+def _translation_error(spec: TaskSpec) -> ValueFn:
+    split = _poses(spec)
+
+    def values(prediction: torch.Tensor, task_batch: dict[str, Any]) -> Values:
+        pred, target = split(prediction, task_batch)
+        return (pred[:, 3:] - target[:, 3:]).norm(dim=1), None
+
+    return values
+
+
+def _metric(spec: TaskSpec, name: str) -> Metric:
+    depth = spec.name in LOG_DEPTH_TASKS
+    if name == "l1":
+        return WeightedMean(_abs)
+    if name == "rmse":
+        return WeightedMean(_depth_sq if depth else _sq, torch.sqrt)
+    if name == "abs_rel":
+        return WeightedMean(_abs_rel)
+    if name == "delta1":
+        return WeightedMean(_delta1)
+    if name == "angle_mean":
+        return WeightedMean(_normal_angles)
+    if name == "angle_11_25":
+        return WeightedMean(_normal_below(11.25))
+    if name == "miou":
+        return MeanIoU(spec.output_channels)
+    if name == "pixel_accuracy":
+        return WeightedMean(_pixel_accuracy)
+    if name in ("top1", "accuracy"):
+        return WeightedMean(_top1)
+    if name == "kl":
+        return WeightedMean(_kl)
+    if name == "pair_accuracy":
+        return WeightedMean(_pair_accuracy)
+    if name == "centre_error":
+        return WeightedMean(_slice_distance(0, 3))
+    if name == "rotation_error" and spec.family == "low_dim_regression":
+        return WeightedMean(_slice_distance(3, 6))
+    if name == "angle_error":
+        return WeightedMean(_vp_angle)
+    if name == "rotation_error":
+        return WeightedMean(_rotation_error(spec))
+    if name == "translation_error":
+        return WeightedMean(_translation_error(spec))
+    raise ValueError(
+        f"task {spec.name!r}: no metric named {name!r}; known metrics: {', '.join(METRIC_NAMES)}. "
+        "A plugin task with new metrics overrides its family's build_metrics"
+    )
+
+
+#: Metric names :func:`build_metrics` knows.
+METRIC_NAMES = (
+    "l1",
+    "rmse",
+    "abs_rel",
+    "delta1",
+    "angle_mean",
+    "angle_11_25",
+    "miou",
+    "pixel_accuracy",
+    "top1",
+    "accuracy",
+    "kl",
+    "pair_accuracy",
+    "centre_error",
+    "rotation_error",
+    "angle_error",
+    "translation_error",
+)
+
+
+def build_metrics(spec: TaskSpec) -> dict[str, Metric]:
+    """One fresh metric per name in ``spec.metrics``.
+
+    Raises:
+        ValueError: A metric name is unknown.
+    """
+    return {name: _metric(spec, name) for name in spec.metrics}
