@@ -1,0 +1,396 @@
+"""``TaskonomyDataModule``: streaming training data from per-domain aligned shards.
+
+- Opens only the domain folders its tasks need and zips them by key (a mismatch is an error
+  naming both keys). A missing domain folder is an error before training starts.
+- Train: shards resampled with replacement, samples shuffled in a buffer, ``epoch_size``
+  samples per epoch split over ranks and workers (``with_epoch``).
+- Val/test: every shard read once, in order, split over ranks then workers, so every sample
+  key comes exactly once across the whole job; keys travel in the batch.
+- Bad samples (truncated shards, corrupt files, missing labels) are warned about, counted and
+  skipped; :class:`SkippedSamplesCallback` logs the count at every epoch end.
+- ``limit`` keeps a fixed, seeded subset of the training keys (the 1k/16k transfer regimes).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import multiprocessing
+import random
+import tarfile
+import warnings
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+import numpy as np
+import torch
+from torch.utils.data import DataLoader, IterableDataset, get_worker_info
+
+from taskonomy.datamodules.domains import DOMAINS
+from taskonomy.datamodules.multiview import MULTIVIEW_TASKS, build_units, group_by_point
+from taskonomy.datamodules.shards import (
+    ShardKeyMismatchError,
+    is_url,
+    iter_aligned_shard,
+    manifest_keys,
+    read_manifest,
+    shard_location,
+)
+from taskonomy.datamodules.task_samples import (
+    BadSampleError,
+    collate_batch,
+    decode_sample,
+    make_task_sample,
+)
+
+log = logging.getLogger(__name__)
+
+
+class SkipCounter:
+    """Counts skipped samples across DataLoader worker processes (a shared integer)."""
+
+    def __init__(self) -> None:
+        self._value = multiprocessing.Value("q", 0)
+
+    def add(self, reason: str) -> None:
+        """Count one skipped sample and warn with its reason."""
+        with self._value.get_lock():
+            self._value.value += 1
+        warnings.warn(f"skipped a bad sample: {reason}", RuntimeWarning, stacklevel=2)
+
+    @property
+    def count(self) -> int:
+        """Skipped samples since the last :meth:`reset`."""
+        return int(self._value.value)
+
+    def reset(self) -> int:
+        """Return the count and set it to 0."""
+        with self._value.get_lock():
+            value = int(self._value.value)
+            self._value.value = 0
+        return value
+
+
+def task_domains(tasks: Sequence[str]) -> list[str]:
+    """Domains the given tasks read, in :data:`DOMAINS` order.
+
+    Raises:
+        ValueError: an unknown task (the message lists valid tasks).
+    """
+    from taskonomy.tasks.registry import get_spec
+
+    needed = {d for task in tasks for d in get_spec(task).domains} | {"rgb"}
+    return [d for d in DOMAINS if d in needed] + sorted(needed - set(DOMAINS))
+
+
+def _node_info(rank: int | None, world_size: int | None) -> tuple[int, int]:
+    if rank is not None and world_size is not None:
+        return rank, world_size
+    if torch.distributed.is_available() and torch.distributed.is_initialized():
+        return torch.distributed.get_rank(), torch.distributed.get_world_size()
+    return 0, 1
+
+
+def _stable_seed(*parts: object) -> int:
+    digest = hashlib.sha256("|".join(map(str, parts)).encode()).digest()
+    return int.from_bytes(digest[:8], "little")
+
+
+class ShardStream(IterableDataset):
+    """The sample stream of one split (used through :class:`TaskonomyDataModule`).
+
+    Args:
+        root: Shard root (local folder, URL or ``pipe:`` prefix).
+        split: Split folder name.
+        domains: Domains to open.
+        tasks: Tasks whose samples are made (empty: only ``rgb`` and the raw domains).
+        resolution: Training resolution.
+        shards: Shard indices of this split to read.
+        keep: Keys to keep (``None``: all).
+        train: Resampled and shuffled with a fixed epoch length, or deterministic single pass.
+        epoch_size: Samples per epoch over all ranks and workers (train only).
+        seed: Base seed.
+        counter: Shared skipped-sample counter.
+        shuffle_buffer: Samples in the shuffle buffer (train only).
+        rank, world_size: Override the distributed rank (default: from ``torch.distributed``).
+        jigsaw_tile: Jigsaw tile size.
+    """
+
+    def __init__(self, root: str, split: str, domains: Sequence[str], tasks: Sequence[str],
+                 resolution: int, shards: Sequence[int], keep: frozenset[str] | None,
+                 train: bool, epoch_size: int, seed: int, counter: SkipCounter,
+                 shuffle_buffer: int = 256, rank: int | None = None,
+                 world_size: int | None = None, jigsaw_tile: int | None = None) -> None:
+        super().__init__()
+        self.root, self.split = root, split
+        self.domains, self.tasks = list(domains), list(tasks)
+        self.resolution, self.shards, self.keep = resolution, list(shards), keep
+        self.train, self.epoch_size, self.seed = train, epoch_size, seed
+        self.counter, self.shuffle_buffer = counter, shuffle_buffer
+        self.rank, self.world_size, self.jigsaw_tile = rank, world_size, jigsaw_tile
+        self.multiview = any(t in MULTIVIEW_TASKS for t in self.tasks)
+        self._iterations = 0
+        self._dry_shards = 0
+
+    # -- shard selection ----------------------------------------------------------------------
+
+    def _worker(self) -> tuple[int, int, int, int, int]:
+        rank, world = _node_info(self.rank, self.world_size)
+        info = get_worker_info()
+        worker, workers = (info.id, info.num_workers) if info is not None else (0, 1)
+        # DataLoader draws a fresh base seed per epoch; without workers count iterations.
+        epoch_seed = info.seed if info is not None else self._iterations
+        return rank, world, worker, workers, epoch_seed
+
+    def _eval_shards(self) -> list[int]:
+        rank, world, worker, workers, _ = self._worker()
+        slot, slots = rank * workers + worker, world * workers
+        return [s for i, s in enumerate(self.shards) if i % slots == slot]
+
+    def _train_shards(self, rng: random.Random) -> Iterator[int]:
+        self._dry_shards = 0
+        while True:
+            # Every sample of every shard failing would loop forever: stop with an error.
+            if self._dry_shards > 2 * len(self.shards) + 8:
+                raise RuntimeError(
+                    f"no usable sample in {self._dry_shards} shards of split {self.split!r} "
+                    f"under {self.root}; every sample was skipped (see the warnings)"
+                )
+            self._dry_shards += 1
+            yield self.shards[rng.randrange(len(self.shards))]
+
+    # -- reading ------------------------------------------------------------------------------
+
+    def _raw_samples(self, shard_ids: Iterator[int] | list[int]) -> Iterator[dict[str, Any]]:
+        for index in shard_ids:
+            locations = {d: shard_location(self.root, self.split, d, index) for d in self.domains}
+            try:
+                for sample in iter_aligned_shard(locations):
+                    if self.keep is None or sample["__key__"] in self.keep:
+                        self._dry_shards = 0
+                        yield sample
+            except ShardKeyMismatchError:
+                raise
+            except (tarfile.TarError, EOFError, OSError, ValueError) as error:
+                self.counter.add(f"shard {index} of {self.split} is unreadable from here on "
+                                 f"({type(error).__name__}: {error})")
+
+    def _decoded(self, raw: Iterator[dict[str, Any]]) -> Iterator[dict[str, Any]]:
+        for sample in raw:
+            try:
+                yield decode_sample(sample)
+            except BadSampleError as error:
+                self.counter.add(str(error))
+
+    def _single(self, decoded: dict[str, Any], rng: np.random.Generator) -> dict[str, Any]:
+        out: dict[str, Any] = {"__key__": decoded["__key__"]}
+        for task in self.tasks:
+            out[task] = make_task_sample(task, decoded, rng, resolution=self.resolution,
+                                         jigsaw_tile=self.jigsaw_tile)
+        return out
+
+    def _samples(self, decoded: Iterator[dict[str, Any]],
+                 rng_for: Any) -> Iterator[dict[str, Any]]:
+        from taskonomy.datamodules.encodings import rgb_encoding
+
+        if not self.multiview:
+            for item in decoded:
+                try:
+                    sample = self._single(item, rng_for(item["__key__"]))
+                    sample["rgb"] = torch.from_numpy(rgb_encoding(item["rgb"], self.resolution))
+                except BadSampleError as error:
+                    self.counter.add(str(error))
+                    continue
+                yield sample
+            return
+        for unit in build_units(group_by_point(decoded), self.tasks, rng_for):
+            rng = rng_for(unit["__key__"])
+            try:
+                sample = self._single({**unit["views"][0], "__key__": unit["__key__"]}, rng) \
+                    if not all(t in MULTIVIEW_TASKS for t in self.tasks) else \
+                    {"__key__": unit["__key__"]}
+                for task in self.tasks:
+                    if task in MULTIVIEW_TASKS:
+                        views = [unit["views"][i] for i in unit["roles"][task]]
+                        sample[task] = make_task_sample(task, {"views": views}, rng,
+                                                        resolution=self.resolution)
+                sample["rgb"] = torch.from_numpy(
+                    rgb_encoding(unit["views"][0]["rgb"], self.resolution))
+            except BadSampleError as error:
+                self.counter.add(str(error))
+                continue
+            yield sample
+
+    def __iter__(self) -> Iterator[dict[str, Any]]:
+        rank, world, worker, workers, epoch_seed = self._worker()
+        self._iterations += 1
+        if not self.train:
+            def eval_rng(key: str) -> np.random.Generator:
+                return np.random.default_rng(_stable_seed(self.seed, key))
+
+            yield from self._samples(self._decoded(self._raw_samples(self._eval_shards())),
+                                     eval_rng)
+            return
+        base = _stable_seed(self.seed, rank, worker, epoch_seed)
+        shard_rng = random.Random(base)
+        sample_rng = np.random.default_rng(base)
+        per_worker = max(1, self.epoch_size // (world * workers))
+        stream = self._samples(self._decoded(self._raw_samples(self._train_shards(shard_rng))),
+                               lambda _key: sample_rng)
+        buffer: list[dict[str, Any]] = []
+        produced = 0
+        for sample in stream:
+            buffer.append(sample)
+            if len(buffer) < self.shuffle_buffer:
+                continue
+            yield buffer.pop(shard_rng.randrange(len(buffer)))
+            produced += 1
+            if produced >= per_worker:
+                return
+        while buffer and produced < per_worker:  # only reached if the stream ran dry
+            yield buffer.pop(shard_rng.randrange(len(buffer)))
+            produced += 1
+
+
+def select_subset(keys: Sequence[str], limit: int, seed: int) -> frozenset[str]:
+    """A fixed subset of ``limit`` keys chosen by a seeded permutation (the 1k/16k regimes)."""
+    if limit <= 0:
+        raise ValueError(f"limit must be positive, got {limit}")
+    if limit > len(keys):
+        raise ValueError(f"limit {limit} exceeds the {len(keys)} samples of the split")
+    order = np.random.default_rng(seed).permutation(len(keys))[:limit]
+    return frozenset(keys[i] for i in order)
+
+
+class TaskonomyDataModule(L.LightningDataModule):
+    """Lightning datamodule over a shard root (see the module docstring).
+
+    Args:
+        root: Shard root: a local folder, a URL prefix or a ``pipe:`` command prefix.
+        tasks: Tasks whose samples each batch holds (``batch[task]``).
+        domains: Extra domains to open (with no tasks: a plain ``rgb`` stream).
+        resolution: Training resolution (files are resized on the fly).
+        batch_size: Samples per batch.
+        num_workers: DataLoader worker processes.
+        train_split, val_split, test_split: Split folder names (``None`` disables one).
+        limit: Keep a fixed subset of this many training samples (1k/16k regimes).
+        epoch_size: Training samples per epoch over all ranks (default: the training count).
+        seed: Seed of the subset, the shuffling and the self-supervised randomness.
+        shuffle_buffer: Training shuffle buffer in samples.
+        jigsaw_tile: Jigsaw tile size (default: ``resolution``).
+        rank, world_size: Simulate a distributed rank (tests); default from torch.distributed.
+    """
+
+    def __init__(self, root: str | Path, tasks: Sequence[str] = (),
+                 domains: Sequence[str] = (), resolution: int = 256, batch_size: int = 32,
+                 num_workers: int = 2, train_split: str | None = "train",
+                 val_split: str | None = "val", test_split: str | None = "test",
+                 limit: int | None = None, epoch_size: int | None = None, seed: int = 0,
+                 shuffle_buffer: int = 256, jigsaw_tile: int | None = None,
+                 rank: int | None = None, world_size: int | None = None) -> None:
+        super().__init__()
+        self.root = str(root)
+        self.tasks = list(tasks)
+        for domain in domains:
+            if domain not in DOMAINS:
+                raise ValueError(f"unknown domain {domain!r}; valid domains: {', '.join(DOMAINS)}")
+        self.domains = list(dict.fromkeys(task_domains(self.tasks) + list(domains)))
+        if resolution < 8:
+            raise ValueError(f"resolution must be at least 8, got {resolution}")
+        self.resolution, self.batch_size, self.num_workers = resolution, batch_size, num_workers
+        self.splits = {"train": train_split, "val": val_split, "test": test_split}
+        self.limit, self.epoch_size, self.seed = limit, epoch_size, seed
+        self.shuffle_buffer, self.jigsaw_tile = shuffle_buffer, jigsaw_tile
+        self.rank, self.world_size = rank, world_size
+        self.skipped = SkipCounter()
+        self.manifests: dict[str, dict[str, Any]] = {}
+
+    def _check_split(self, split: str) -> dict[str, Any]:
+        manifest = read_manifest(self.root, split)
+        packed = set(manifest["domains"])
+        for domain in self.domains:
+            folder = f"{self.root.rstrip('/')}/{split}/{domain}"
+            if domain not in packed or (not is_url(self.root) and not Path(folder).is_dir()):
+                raise FileNotFoundError(
+                    f"domain folder {folder} is missing (needed by tasks "
+                    f"{', '.join(self.tasks) or 'rgb'}); packed domains of {split!r}: "
+                    f"{', '.join(sorted(packed))}. Pack it with `taskonomy data pack SRC --out "
+                    f"{self.root} --split {split} --domains {domain} --resume`"
+                )
+        return manifest
+
+    def setup(self, stage: str | None = None) -> None:
+        """Read and check the manifests of the splits this stage uses."""
+        stages = {"fit": ("train", "val"), "validate": ("val",), "test": ("test",),
+                  "predict": ("test",)}
+        for role in stages.get(stage or "fit", ("train", "val", "test")):
+            split = self.splits[role]
+            if split is not None and split not in self.manifests:
+                self.manifests[split] = self._check_split(split)
+
+    def _stream(self, role: str) -> ShardStream:
+        split = self.splits[role]
+        if split is None:
+            raise ValueError(f"no {role} split configured")
+        if split not in self.manifests:
+            self.manifests[split] = self._check_split(split)
+        manifest = self.manifests[split]
+        keep = None
+        shards = [s["index"] for s in manifest["shards"]]
+        count = manifest["count"]
+        if role == "train" and self.limit is not None:
+            keep = select_subset(manifest_keys(manifest), self.limit, self.seed)
+            shards = [s["index"] for s in manifest["shards"] if keep.intersection(s["keys"])]
+            count = len(keep)
+        return ShardStream(
+            self.root, split, self.domains, self.tasks, self.resolution, shards, keep,
+            train=role == "train", epoch_size=self.epoch_size or count, seed=self.seed,
+            counter=self.skipped, shuffle_buffer=min(self.shuffle_buffer, count),
+            rank=self.rank, world_size=self.world_size, jigsaw_tile=self.jigsaw_tile,
+        )
+
+    def _loader(self, role: str) -> DataLoader:
+        return DataLoader(self._stream(role), batch_size=self.batch_size,
+                          num_workers=self.num_workers, collate_fn=collate_batch,
+                          pin_memory=torch.cuda.is_available(),
+                          drop_last=role == "train")
+
+    def train_dataloader(self) -> DataLoader:
+        """Resampled, shuffled training batches."""
+        return self._loader("train")
+
+    def val_dataloader(self) -> DataLoader:
+        """Deterministic validation batches, each key once across ranks and workers."""
+        return self._loader("val")
+
+    def test_dataloader(self) -> DataLoader:
+        """Deterministic test batches, each key once across ranks and workers."""
+        return self._loader("test")
+
+
+class SkippedSamplesCallback(L.Callback):
+    """Logs ``data/skipped`` (bad samples skipped during the epoch) at every epoch end."""
+
+    def _report(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
+        datamodule = getattr(trainer, "datamodule", None)
+        counter = getattr(datamodule, "skipped", None)
+        if not isinstance(counter, SkipCounter):
+            return
+        count = counter.reset()
+        pl_module.log(f"data/skipped_{stage}", float(count), on_epoch=True, sync_dist=True)
+        if count:
+            log.warning("%d bad samples were skipped during this %s epoch", count, stage)
+
+    def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        """Report training skips."""
+        self._report(trainer, pl_module, "train")
+
+    def on_validation_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        """Report validation skips."""
+        self._report(trainer, pl_module, "val")
+
+    def on_test_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        """Report test skips."""
+        self._report(trainer, pl_module, "test")

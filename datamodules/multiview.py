@@ -1,0 +1,140 @@
+"""Multi-view samples (pose, egomotion, point matching) from sequential shards.
+
+Shards are read front to back, so multi-view samples cannot fetch arbitrary views. The packer
+sorts views by building, point and view and never splits a point across shards; the stream
+therefore delivers all views of one fixated point consecutively, and:
+
+- **fixated pose** uses two views of one point, **egomotion** three (a *group* of views);
+- **point matching** pairs the first view with another view of the same point (label 1) or,
+  half of the time, with a view of a recently seen other point (label 0);
+- **non-fixated pose** pairs the first view with a view of a recently seen *other* point of the
+  same building whose image shows the first point, or whose point the first image shows
+  (``nonfixated_points_in_view`` / ``nonfixated_matches``); groups without such a partner in
+  the recent buffer are passed over.
+
+A *unit* is one training sample: its views (decoded domain dicts), and per multi-view task the
+indices of the views that task uses. Single-view tasks use view 0.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from typing import Any
+
+import numpy as np
+
+from taskonomy.datamodules.layouts import parse_key
+
+#: Views per sample of the built-in multi-view tasks.
+MULTIVIEW_TASKS: dict[str, int] = {
+    "fixated_pose": 2,
+    "nonfixated_pose": 2,
+    "egomotion": 3,
+    "point_matching": 2,
+}
+
+
+def point_key_of(sample: dict[str, Any]) -> str:
+    """``building__point`` of a view sample (from its ``__key__``)."""
+    return parse_key(sample["__key__"]).point_key
+
+
+def group_by_point(samples: Iterable[dict[str, Any]]) -> Iterator[list[dict[str, Any]]]:
+    """Group consecutive view samples of the same fixated point."""
+    group: list[dict[str, Any]] = []
+    for sample in samples:
+        if group and point_key_of(group[0]) != point_key_of(sample):
+            yield group
+            group = []
+        group.append(sample)
+    if group:
+        yield group
+
+
+def _point_id(sample: dict[str, Any]) -> str:
+    return parse_key(sample["__key__"]).point
+
+
+def _sees(viewer: dict[str, Any], point: str) -> bool:
+    info = viewer.get("point_info")
+    if isinstance(info, dict):
+        return point in {str(p) for p in info.get("nonfixated_points_in_view", [])}
+    return False
+
+
+def _listed_in_matches(sample: dict[str, Any], other: dict[str, Any]) -> bool:
+    """Whether ``sample``'s point is visible in ``other`` according to nonfixated_matches."""
+    matches = sample.get("nonfixated_matches")
+    if not isinstance(matches, dict):
+        return False
+    ref = parse_key(other["__key__"])
+    return any(
+        str(v.get("point_uuid")) == ref.point and str(v.get("view_id")) == ref.view
+        for v in matches.get("views", [])
+    )
+
+
+def overlapping(a: dict[str, Any], b: dict[str, Any]) -> bool:
+    """Whether two views of different points of one building see each other's point."""
+    ra, rb = parse_key(a["__key__"]), parse_key(b["__key__"])
+    if ra.building != rb.building or ra.point == rb.point:
+        return False
+    return (_sees(a, rb.point) or _sees(b, ra.point) or _listed_in_matches(a, b)
+            or _listed_in_matches(b, a))
+
+
+def build_units(groups: Iterable[Sequence[dict[str, Any]]], tasks: Sequence[str],
+                rng_for: Callable[[str], np.random.Generator],
+                buffer_size: int = 16) -> Iterator[dict[str, Any]]:
+    """Turn point groups into multi-view units.
+
+    Args:
+        groups: Consecutive views of one fixated point each (:func:`group_by_point`).
+        tasks: The configured tasks; multi-view ones decide which views a unit needs.
+        rng_for: Random generator for a group, given its first key (seed it from the key for a
+            deterministic evaluation order, from the worker for training).
+        buffer_size: Recently seen groups kept for negatives and non-fixated partners.
+
+    Yields:
+        ``{"__key__": "k0+k1...", "views": [...], "roles": {task: (view indices...)},
+        "point_match": 0|1}``; groups that cannot serve every configured task are passed over.
+    """
+    need_views = max([MULTIVIEW_TASKS.get(t, 1) for t in tasks if t != "nonfixated_pose"] + [1])
+    recent: deque[Sequence[dict[str, Any]]] = deque(maxlen=buffer_size)
+    for group in groups:
+        rng = rng_for(group[0]["__key__"])
+        order = rng.permutation(len(group)) if len(group) > 1 else np.zeros(1, int)
+        if len(group) < need_views:
+            recent.append(group)
+            continue
+        views = [group[int(i)] for i in order[:need_views]]
+        roles: dict[str, tuple[int, ...]] = {}
+        unit: dict[str, Any] = {}
+        if "fixated_pose" in tasks:
+            roles["fixated_pose"] = (0, 1)
+        if "egomotion" in tasks:
+            roles["egomotion"] = (0, 1, 2)
+        if "nonfixated_pose" in tasks:
+            partners = [v for g in recent for v in g if overlapping(views[0], v)]
+            if not partners:
+                recent.append(group)
+                continue
+            views.append(partners[int(rng.integers(len(partners)))])
+            roles["nonfixated_pose"] = (0, len(views) - 1)
+        if "point_matching" in tasks:
+            others = [v for g in recent for v in g if point_key_of(v) != point_key_of(views[0])]
+            positive = len(group) > 1 and (not others or rng.random() < 0.5)
+            if not positive and not others:
+                recent.append(group)
+                continue
+            if positive:
+                roles["point_matching"] = (0, 1)
+            else:
+                views.append(others[int(rng.integers(len(others)))])
+                roles["point_matching"] = (0, len(views) - 1)
+            unit["point_match"] = int(positive)
+        unit.update({"__key__": "+".join(v["__key__"] for v in views), "views": views,
+                     "roles": roles})
+        recent.append(group)
+        yield unit

@@ -1,0 +1,148 @@
+"""Inputs and targets of the self-supervised tasks, made on the fly from the RGB image.
+
+- Denoising: Gaussian noise of variance 0.01 on the [0,1] image, clipped (skimage
+  ``random_noise``), then → [-1,1].
+- Inpainting: the centre H/2×W/2 block of the [-1,1] image set to 0.
+- Colorization: the L channel of CIE Lab, [0,100] → [-1,1], as the input; the target is a soft
+  encoding of the ab channels over 313 quantized ab bins at H/4×W/4 (10 nearest bins, Gaussian
+  σ = 5), as in Zhang et al. 2016.
+- Jigsaw: a 3×3 grid; each tile is 90% of its cell at a random offset, resized; the tiles are
+  shuffled by one of 100 permutations chosen greedily for large Hamming distance.
+
+The authors' ``pts_in_hull.npy`` (the 313 bins) and ``jigsaw_max_hamming_set.npy`` are not
+shipped; both sets are rebuilt here deterministically by the same constructions.
+"""
+
+from __future__ import annotations
+
+import functools
+import itertools
+
+import cv2
+import numpy as np
+
+from taskonomy.datamodules.encodings import resize
+
+AB_BIN_COUNT = 313
+AB_GRID_STEP = 10.0
+COLOR_NEIGHBOURS = 10
+COLOR_SIGMA = 5.0
+JIGSAW_PERMUTATIONS = 100
+JIGSAW_TILE_FRACTION = 0.9
+DENOISE_VARIANCE = 0.01
+
+
+def denoising_input(rgb01: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """H×W×3 image in [0,1] → 3×H×W noisy image in [-1,1]."""
+    noisy = np.clip(rgb01 + rng.normal(0.0, DENOISE_VARIANCE**0.5, rgb01.shape), 0.0, 1.0)
+    return np.ascontiguousarray(noisy.transpose(2, 0, 1) * 2.0 - 1.0, dtype=np.float32)
+
+
+def inpainting_input(rgb_chw: np.ndarray) -> np.ndarray:
+    """3×H×W image in [-1,1] with its centre block (H/4:3H/4, W/4:3W/4) set to 0."""
+    out = rgb_chw.copy()
+    _, h, w = out.shape
+    out[:, h // 4 : 3 * h // 4, w // 4 : 3 * w // 4] = 0.0
+    return out
+
+
+def inpainting_mask(resolution: int) -> np.ndarray:
+    """1×R×R float mask of the inpainted centre block (1 inside)."""
+    mask = np.zeros((1, resolution, resolution), np.float32)
+    mask[:, resolution // 4 : 3 * resolution // 4, resolution // 4 : 3 * resolution // 4] = 1.0
+    return mask
+
+
+def rgb_to_lab(rgb01: np.ndarray) -> np.ndarray:
+    """H×W×3 sRGB in [0,1] → CIE Lab (L in [0,100], a/b roughly in [-110, 110])."""
+    return np.asarray(cv2.cvtColor(rgb01.astype(np.float32), cv2.COLOR_RGB2LAB))
+
+
+@functools.cache
+def ab_bins() -> np.ndarray:
+    """The 313 quantized ab bin centres (313×2, float32), in a fixed order.
+
+    Bins are the centres of a 10-unit ab grid. Every centre that some sRGB colour rounds to is
+    in the set (the in-gamut bins); the rest of the 313 are the grid centres nearest to the
+    gamut, ties broken by position. Ordered by a, then b.
+    """
+    levels = np.arange(0, 256, 3, dtype=np.float32) / 255.0
+    colours = np.stack(np.meshgrid(levels, levels, levels, indexing="ij"), -1).reshape(-1, 1, 3)
+    ab = rgb_to_lab(colours).reshape(-1, 3)[:, 1:]
+    grid = np.arange(-110.0, 111.0, AB_GRID_STEP)
+    centres = np.stack(np.meshgrid(grid, grid, indexing="ij"), -1).reshape(-1, 2)
+    occupied = np.unique(np.round(ab / AB_GRID_STEP).astype(int), axis=0) * AB_GRID_STEP
+    # Distance of every grid centre to the nearest sampled in-gamut ab value.
+    sample = ab[:: max(1, len(ab) // 20000)]
+    distance = np.sqrt(((centres[:, None, :] - sample[None, :, :]) ** 2).sum(-1)).min(1)
+    inside = (centres[:, None, :] == occupied[None, :, :]).all(-1).any(1)
+    distance[inside] = -1.0
+    order = np.lexsort((centres[:, 1], centres[:, 0], distance))[:AB_BIN_COUNT]
+    chosen = centres[np.sort(order)]
+    return chosen.astype(np.float32)
+
+
+def colorization_sample(rgb01: np.ndarray, resolution: int) -> tuple[np.ndarray, np.ndarray]:
+    """Colorization input and target from an H×W×3 image in [0,1].
+
+    Returns:
+        ``(L, soft)``: the 1×R×R lightness in [-1,1] and the 313×(R/4)×(R/4) soft ab encoding
+        (each pixel's weights over its 10 nearest bins, Gaussian σ=5, summing to 1).
+    """
+    image = resize(rgb01.astype(np.float32), resolution)
+    lab = rgb_to_lab(image)
+    lightness = (lab[:, :, 0] / 100.0 * 2.0 - 1.0)[None].astype(np.float32)
+    quarter = max(1, resolution // 4)
+    ab = cv2.resize(lab[:, :, 1:], (quarter, quarter), interpolation=cv2.INTER_AREA).reshape(-1, 2)
+    bins = ab_bins()
+    distance2 = ((ab[:, None, :] - bins[None, :, :]) ** 2).sum(-1)
+    nearest = np.argpartition(distance2, COLOR_NEIGHBOURS, axis=1)[:, :COLOR_NEIGHBOURS]
+    weights = np.exp(-np.take_along_axis(distance2, nearest, 1) / (2 * COLOR_SIGMA**2))
+    weights /= weights.sum(1, keepdims=True)
+    soft = np.zeros((ab.shape[0], AB_BIN_COUNT), np.float32)
+    np.put_along_axis(soft, nearest, weights.astype(np.float32), 1)
+    return lightness, np.ascontiguousarray(soft.T.reshape(AB_BIN_COUNT, quarter, quarter))
+
+
+@functools.cache
+def jigsaw_permutations() -> np.ndarray:
+    """The 100×9 permutation set (int64): greedy maximum total Hamming distance.
+
+    Starts from the identity and repeatedly adds the permutation of 0..8 whose summed Hamming
+    distance to the chosen ones is largest (the lowest index on ties), the authors' construction
+    (they started from a random permutation).
+    """
+    candidates = np.array(list(itertools.permutations(range(9))), dtype=np.int8)
+    chosen = [0]
+    total = np.zeros(len(candidates), dtype=np.int64)
+    available = np.ones(len(candidates), dtype=bool)
+    available[0] = False
+    while len(chosen) < JIGSAW_PERMUTATIONS:
+        total += (candidates != candidates[chosen[-1]]).sum(1)
+        best = int(np.argmax(np.where(available, total, -1)))
+        chosen.append(best)
+        available[best] = False
+    return candidates[chosen].astype(np.int64)
+
+
+def jigsaw_sample(rgb_chw: np.ndarray, rng: np.random.Generator,
+                  tile_size: int) -> tuple[np.ndarray, int]:
+    """Jigsaw tiles and label from a 3×H×W image in [-1,1].
+
+    Returns:
+        ``(tiles, k)``: 9×3×tile×tile tiles where tile i is cut from grid cell ``perm[k][i]``,
+        and the permutation index k.
+    """
+    k = int(rng.integers(JIGSAW_PERMUTATIONS))
+    permutation = jigsaw_permutations()[k]
+    image = rgb_chw.transpose(1, 2, 0)
+    h, w = image.shape[:2]
+    unit_h, unit_w = h // 3, w // 3
+    crop_h, crop_w = int(unit_h * JIGSAW_TILE_FRACTION), int(unit_w * JIGSAW_TILE_FRACTION)
+    tiles = np.empty((9, 3, tile_size, tile_size), np.float32)
+    for i, cell in enumerate(permutation):
+        top = (cell // 3) * unit_h + int(rng.integers(unit_h - crop_h + 1))
+        left = (cell % 3) * unit_w + int(rng.integers(unit_w - crop_w + 1))
+        piece = image[top : top + crop_h, left : left + crop_w]
+        tiles[i] = resize(np.ascontiguousarray(piece), tile_size).transpose(2, 0, 1)
+    return tiles, k
