@@ -1,0 +1,391 @@
+"""Analytic ray caster over boxes, spheres and capped cylinders, compiled with numba.
+
+A scene is a flat table of primitives (one row each, see :data:`PRIM_COLUMNS`) so the kernels
+loop over plain arrays. Kind 0 is the room shell: the inside of a box, hit where a ray leaves it,
+with normals pointing into the room. Each primitive has a local frame (rotation matrix stored
+row-major, local → world); boxes and cylinders are intersected in that frame, cylinders along
+their local z axis. A bounding-sphere test skips most primitives cheaply.
+
+Numba caches compiled kernels next to this module (``cache=True``); where the package folder is
+read-only (site-packages of a system install), ``NUMBA_CACHE_DIR`` is pointed at a user cache
+folder before numba is imported.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+
+
+def _ensure_writable_numba_cache() -> None:
+    """Point numba's cache at a user folder when this package folder is not writable."""
+    if os.environ.get("NUMBA_CACHE_DIR") or os.access(Path(__file__).parent, os.W_OK):
+        return
+    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(Path.home(), ".cache")
+    target = Path(base) / "taskonomy" / "numba"
+    try:
+        target.mkdir(parents=True, exist_ok=True)
+    except OSError:
+        target = Path(tempfile.gettempdir()) / "taskonomy-numba-cache"
+        target.mkdir(parents=True, exist_ok=True)
+    os.environ["NUMBA_CACHE_DIR"] = str(target)
+    import sys
+
+    if "numba" in sys.modules:  # imported earlier by someone else: set its config directly
+        sys.modules["numba"].config.CACHE_DIR = str(target)
+
+
+_ensure_writable_numba_cache()
+
+import numba  # noqa: E402
+import numpy as np  # noqa: E402
+
+#: Columns of the primitive table.
+PRIM_COLUMNS = (
+    "kind", "cx", "cy", "cz", "hx", "hy", "hz",
+    "r00", "r01", "r02", "r10", "r11", "r12", "r20", "r21", "r22", "bound",
+)
+#: Primitive kinds.
+ROOM, BOX, SPHERE, CYLINDER = 0, 1, 2, 3
+#: Surface kinds reported per hit (for analytic curvature).
+FACE_FLAT, FACE_SPHERE, FACE_CYLINDER = 0, 1, 2
+#: Material columns: colour a (3), colour b (3), pattern, pattern scale.
+MATERIAL_COLUMNS = ("ra", "ga", "ba", "rb", "gb", "bb", "pattern", "scale")
+#: Texture patterns.
+PLAIN, CHECKER, STRIPES, PLANKS, NOISE = 0, 1, 2, 3, 4
+
+_INF = 1e30
+
+
+@numba.njit(cache=True, fastmath=False)
+def _hit_primitive(p, i, ox, oy, oz, dx, dy, dz, tmin, tmax):  # noqa: C901
+    """Nearest hit of one primitive in (tmin, tmax): (t, nx, ny, nz, face) or t = -1."""
+    kind = int(p[i, 0])
+    cx, cy, cz = p[i, 1], p[i, 2], p[i, 3]
+    rx, ry, rz = ox - cx, oy - cy, oz - cz
+    if kind != ROOM:
+        # Bounding-sphere rejection.
+        tca = -(rx * dx + ry * dy + rz * dz)
+        r = p[i, 16]
+        d2 = rx * rx + ry * ry + rz * rz - tca * tca
+        if d2 > r * r or tca + r < tmin or tca - r > tmax:
+            return -1.0, 0.0, 0.0, 0.0, 0
+    # To the local frame: local = R^T (world).
+    lox = p[i, 7] * rx + p[i, 10] * ry + p[i, 13] * rz
+    loy = p[i, 8] * rx + p[i, 11] * ry + p[i, 14] * rz
+    loz = p[i, 9] * rx + p[i, 12] * ry + p[i, 15] * rz
+    ldx = p[i, 7] * dx + p[i, 10] * dy + p[i, 13] * dz
+    ldy = p[i, 8] * dx + p[i, 11] * dy + p[i, 14] * dz
+    ldz = p[i, 9] * dx + p[i, 12] * dy + p[i, 15] * dz
+    hx, hy, hz = p[i, 4], p[i, 5], p[i, 6]
+    t = -1.0
+    nlx, nly, nlz = 0.0, 0.0, 0.0
+    face = FACE_FLAT
+    if kind == ROOM or kind == BOX:
+        tnear, tfar = -_INF, _INF
+        axis_near, axis_far = 0, 0
+        sign_near, sign_far = 0.0, 0.0
+        for axis in range(3):
+            if axis == 0:
+                o, d, h = lox, ldx, hx
+            elif axis == 1:
+                o, d, h = loy, ldy, hy
+            else:
+                o, d, h = loz, ldz, hz
+            if abs(d) < 1e-12:
+                if o < -h or o > h:
+                    return -1.0, 0.0, 0.0, 0.0, 0
+                continue
+            t1 = (-h - o) / d
+            t2 = (h - o) / d
+            s1 = -1.0
+            if t1 > t2:
+                t1, t2 = t2, t1
+                s1 = 1.0
+            if t1 > tnear:
+                tnear, axis_near, sign_near = t1, axis, s1
+            if t2 < tfar:
+                tfar, axis_far, sign_far = t2, axis, -s1
+        if tnear > tfar:
+            return -1.0, 0.0, 0.0, 0.0, 0
+        if kind == ROOM:
+            t = tfar
+            # Exit face: its outward normal is sign_far along axis_far; the room faces inwards.
+            if axis_far == 0:
+                nlx = -sign_far
+            elif axis_far == 1:
+                nly = -sign_far
+            else:
+                nlz = -sign_far
+        else:
+            t = tnear
+            if axis_near == 0:
+                nlx = sign_near
+            elif axis_near == 1:
+                nly = sign_near
+            else:
+                nlz = sign_near
+    elif kind == SPHERE:
+        r = hx
+        b = lox * ldx + loy * ldy + loz * ldz
+        c = lox * lox + loy * loy + loz * loz - r * r
+        disc = b * b - c
+        if disc < 0.0:
+            return -1.0, 0.0, 0.0, 0.0, 0
+        sq = np.sqrt(disc)
+        t = -b - sq
+        if t <= tmin:
+            t = -b + sq
+        nlx = (lox + t * ldx) / r
+        nly = (loy + t * ldy) / r
+        nlz = (loz + t * ldz) / r
+        face = FACE_SPHERE
+    else:  # capped cylinder along local z
+        r = hx
+        best = _INF
+        a = ldx * ldx + ldy * ldy
+        if a > 1e-12:
+            b = lox * ldx + loy * ldy
+            c = lox * lox + loy * loy - r * r
+            disc = b * b - a * c
+            if disc >= 0.0:
+                sq = np.sqrt(disc)
+                for root in ((-b - sq) / a, (-b + sq) / a):
+                    if tmin < root < best:
+                        z = loz + root * ldz
+                        if -hz <= z <= hz:
+                            best = root
+                            nlx = (lox + root * ldx) / r
+                            nly = (loy + root * ldy) / r
+                            nlz = 0.0
+                            face = FACE_CYLINDER
+        if abs(ldz) > 1e-12:
+            for cap in (-hz, hz):
+                root = (cap - loz) / ldz
+                if tmin < root < best:
+                    x = lox + root * ldx
+                    y = loy + root * ldy
+                    if x * x + y * y <= r * r:
+                        best = root
+                        nlx, nly = 0.0, 0.0
+                        nlz = 1.0 if cap > 0 else -1.0
+                        face = FACE_FLAT
+        if best >= _INF:
+            return -1.0, 0.0, 0.0, 0.0, 0
+        t = best
+    if t <= tmin or t >= tmax:
+        return -1.0, 0.0, 0.0, 0.0, 0
+    # Back to world: n = R n_local.
+    nx = p[i, 7] * nlx + p[i, 8] * nly + p[i, 9] * nlz
+    ny = p[i, 10] * nlx + p[i, 11] * nly + p[i, 12] * nlz
+    nz = p[i, 13] * nlx + p[i, 14] * nly + p[i, 15] * nlz
+    return t, nx, ny, nz, face
+
+
+@numba.njit(cache=True)
+def intersect(prims, ox, oy, oz, dx, dy, dz, tmin, tmax):
+    """Nearest hit over all primitives: (t, index, nx, ny, nz, face); index −1 on a miss."""
+    best_t = tmax
+    best_i = -1
+    bnx, bny, bnz = 0.0, 0.0, 0.0
+    best_face = 0
+    for i in range(prims.shape[0]):
+        t, nx, ny, nz, face = _hit_primitive(prims, i, ox, oy, oz, dx, dy, dz, tmin, best_t)
+        if t > 0.0 and t < best_t:
+            best_t, best_i, bnx, bny, bnz, best_face = t, i, nx, ny, nz, face
+    return best_t, best_i, bnx, bny, bnz, best_face
+
+
+@numba.njit(cache=True)
+def occluded(prims, ox, oy, oz, dx, dy, dz, tmin, tmax):
+    """Whether anything lies on the ray between tmin and tmax (any hit, early exit)."""
+    for i in range(prims.shape[0]):
+        t, _, _, _, _ = _hit_primitive(prims, i, ox, oy, oz, dx, dy, dz, tmin, tmax)
+        if t > 0.0:
+            return True
+    return False
+
+
+@numba.njit(cache=True)
+def _hash(i, j, k):
+    h = (i * 73856093) ^ (j * 19349663) ^ (k * 83492791)
+    h = (h ^ (h >> 13)) * 1274126177
+    h = h ^ (h >> 16)
+    return (h & 0xFFFFFF) / 16777215.0
+
+
+@numba.njit(cache=True)
+def _value_noise(x, y, z):
+    ix, iy, iz = int(np.floor(x)), int(np.floor(y)), int(np.floor(z))
+    fx, fy, fz = x - ix, y - iy, z - iz
+    fx = fx * fx * (3.0 - 2.0 * fx)
+    fy = fy * fy * (3.0 - 2.0 * fy)
+    fz = fz * fz * (3.0 - 2.0 * fz)
+    result = 0.0
+    for a in range(2):
+        wx = fx if a else 1.0 - fx
+        for b in range(2):
+            wy = fy if b else 1.0 - fy
+            for c in range(2):
+                wz = fz if c else 1.0 - fz
+                result += wx * wy * wz * _hash(ix + a, iy + b, iz + c)
+    return result
+
+
+@numba.njit(cache=True)
+def _albedo(mat, x, y, z, nx, ny, nz):
+    """Procedural albedo of a material at a world point with normal n: (r, g, b)."""
+    pattern = int(mat[6])
+    s = mat[7]
+    # Surface coordinates: the two world axes most orthogonal to the normal.
+    ax, ay, az = abs(nx), abs(ny), abs(nz)
+    if az >= ax and az >= ay:
+        u, v = x, y
+    elif ax >= ay:
+        u, v = y, z
+    else:
+        u, v = x, z
+    w = 0.0
+    grain = 0.85 + 0.3 * _value_noise(x * 40.0, y * 40.0, z * 40.0)
+    if pattern == CHECKER:
+        w = float((int(np.floor(u * s)) + int(np.floor(v * s))) & 1)
+    elif pattern == STRIPES:
+        w = 1.0 if np.sin(u * s * 6.283185307) + np.sin(v * s * 0.5) * 0.2 > 0.3 else 0.0
+    elif pattern == PLANKS:
+        row = int(np.floor(v * s))
+        w = _hash(row, int(np.floor(u * s * 0.25 + _hash(row, 7, 1) * 4.0)), 3)
+        grain = 0.8 + 0.4 * _value_noise(u * 3.0, v * 60.0, float(row))
+    elif pattern == NOISE:
+        w = 0.65 * _value_noise(x * s, y * s, z * s) + 0.35 * _value_noise(
+            x * s * 3.1, y * s * 3.1, z * s * 3.1
+        )
+    else:
+        grain = 0.93 + 0.07 * _value_noise(x * 8.0, y * 8.0, z * 8.0)
+    r = (mat[0] * (1.0 - w) + mat[3] * w) * grain
+    g = (mat[1] * (1.0 - w) + mat[4] * w) * grain
+    b = (mat[2] * (1.0 - w) + mat[5] * w) * grain
+    return r, g, b
+
+
+@numba.njit(cache=True)
+def _shade(prims, mats, lights, i, x, y, z, nx, ny, nz):
+    """Linear radiance of a hit: ambient plus point lights with hard shadows."""
+    ar, ag, ab = _albedo(mats[i], x, y, z, nx, ny, nz)
+    lr, lg, lb = 0.3, 0.3, 0.32  # ambient (stand-in for light bounced off walls)
+    ex, ey, ez = x + nx * 1e-4, y + ny * 1e-4, z + nz * 1e-4
+    for k in range(lights.shape[0]):
+        lx, ly, lz = lights[k, 0] - x, lights[k, 1] - y, lights[k, 2] - z
+        dist = np.sqrt(lx * lx + ly * ly + lz * lz)
+        lx, ly, lz = lx / dist, ly / dist, lz / dist
+        cosine = nx * lx + ny * ly + nz * lz
+        if cosine <= 0.0:
+            continue
+        if occluded(prims, ex, ey, ez, lx, ly, lz, 1e-4, dist - 1e-3):
+            continue
+        falloff = cosine / (1.0 + 0.08 * dist * dist)
+        lr += lights[k, 3] * falloff
+        lg += lights[k, 4] * falloff
+        lb += lights[k, 5] * falloff
+    return ar * lr, ag * lg, ab * lb
+
+
+@numba.njit(cache=True)
+def trace(prims, mats, lights, origin, dirs, shade, out_t, out_index, out_normal, out_face,
+          out_rgb):
+    """Cast one ray per row of ``dirs`` from ``origin``; fill the output buffers.
+
+    Args:
+        prims: Primitive table (N×17).
+        mats: Material table (N×8).
+        lights: Point lights (L×6: position, linear RGB intensity).
+        origin: Ray origin (3,).
+        dirs: Unit ray directions (M×3).
+        shade: Whether to compute radiance into ``out_rgb``.
+        out_t: (M,) distance along the ray (euclidean depth), ``inf`` on a miss.
+        out_index: (M,) primitive index, −1 on a miss.
+        out_normal: (M×3) world normal facing the ray origin.
+        out_face: (M,) surface kind (flat, sphere, cylinder side).
+        out_rgb: (M×3) linear radiance (written only when ``shade``).
+    """
+    ox, oy, oz = origin[0], origin[1], origin[2]
+    for k in range(dirs.shape[0]):
+        dx, dy, dz = dirs[k, 0], dirs[k, 1], dirs[k, 2]
+        t, i, nx, ny, nz, face = intersect(prims, ox, oy, oz, dx, dy, dz, 1e-6, _INF)
+        out_index[k] = i
+        if i < 0:
+            out_t[k] = np.inf
+            out_normal[k, 0] = 0.0
+            out_normal[k, 1] = 0.0
+            out_normal[k, 2] = 0.0
+            out_face[k] = 0
+            if shade:
+                out_rgb[k, 0] = 0.0
+                out_rgb[k, 1] = 0.0
+                out_rgb[k, 2] = 0.0
+            continue
+        if nx * dx + ny * dy + nz * dz > 0.0:  # always face the viewer
+            nx, ny, nz = -nx, -ny, -nz
+        out_t[k] = t
+        out_normal[k, 0] = nx
+        out_normal[k, 1] = ny
+        out_normal[k, 2] = nz
+        out_face[k] = face
+        if shade:
+            r, g, b = _shade(prims, mats, lights, i, ox + t * dx, oy + t * dy, oz + t * dz,
+                             nx, ny, nz)
+            out_rgb[k, 0] = r
+            out_rgb[k, 1] = g
+            out_rgb[k, 2] = b
+
+
+@numba.njit(cache=True)
+def segments_visible(prims, origins, targets, tolerance):
+    """For each (origin, target) pair, whether the target is the first surface on the ray.
+
+    A target counts as visible when nothing is hit closer than ``|target − origin| −
+    tolerance``.
+    """
+    n = origins.shape[0]
+    result = np.zeros(n, dtype=np.bool_)
+    for k in range(n):
+        dx = targets[k, 0] - origins[k, 0]
+        dy = targets[k, 1] - origins[k, 1]
+        dz = targets[k, 2] - origins[k, 2]
+        dist = np.sqrt(dx * dx + dy * dy + dz * dz)
+        if dist <= tolerance:
+            result[k] = True
+            continue
+        dx, dy, dz = dx / dist, dy / dist, dz / dist
+        result[k] = not occluded(prims, origins[k, 0], origins[k, 1], origins[k, 2], dx, dy,
+                                 dz, 1e-6, dist - tolerance)
+    return result
+
+
+def trace_rays(prims: np.ndarray, mats: np.ndarray, lights: np.ndarray, origin: np.ndarray,
+               dirs: np.ndarray, shade: bool = True) -> dict[str, np.ndarray]:
+    """Cast rays and return the buffers as a dict (``t``, ``index``, ``normal``, ``face``, ``rgb``).
+
+    Args:
+        prims: Primitive table (N×17).
+        mats: Material table (N×8).
+        lights: Lights (L×6).
+        origin: Common ray origin (3,).
+        dirs: Unit directions (M×3).
+        shade: Compute the linear radiance ``rgb`` as well.
+    """
+    count = dirs.shape[0]
+    buffers: dict[str, np.ndarray] = {
+        "t": np.empty(count),
+        "index": np.empty(count, dtype=np.int32),
+        "normal": np.empty((count, 3)),
+        "face": np.empty(count, dtype=np.int8),
+        "rgb": np.zeros((count, 3) if shade else (1, 3)),
+    }
+    trace(np.ascontiguousarray(prims, dtype=np.float64),
+          np.ascontiguousarray(mats, dtype=np.float64),
+          np.ascontiguousarray(lights, dtype=np.float64).reshape(-1, 6),
+          np.ascontiguousarray(origin, dtype=np.float64),
+          np.ascontiguousarray(dirs, dtype=np.float64), shade, buffers["t"], buffers["index"],
+          buffers["normal"], buffers["face"], buffers["rgb"])
+    return buffers

@@ -1,0 +1,154 @@
+"""Render one camera view of a room: exact geometry buffers and an antialiased RGB image.
+
+Every label comes from the ray through each pixel centre. RGB is shaded at the same rays, and
+pixels on silhouettes (a neighbour hits another primitive or a very different normal) are
+re-shaded with four sub-pixel rays and averaged: the silhouettes are where one sample per pixel
+aliases, and supersampling only them costs a fraction of a full 2× render.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from taskonomy.datamodules.cameras import Camera
+from taskonomy.datamodules.synth import raycast
+from taskonomy.datamodules.synth.scene import Scene
+
+#: Sub-pixel offsets of the silhouette supersampling (a rotated grid).
+_SUBPIXELS = np.array([[-0.125, -0.375], [0.375, -0.125], [0.125, 0.375], [-0.375, 0.125]])
+
+
+@dataclass
+class ViewBuffers:
+    """Per-pixel ground truth of one view (H×W unless noted).
+
+    Attributes:
+        rgb: uint8 H×W×3 sRGB image.
+        distance: Euclidean distance to the camera centre (m), ``inf`` where nothing was hit.
+        zdepth: Depth along the optical axis (m).
+        normal: H×W×3 unit normals in the released camera frame (x right, y down, z towards the
+            camera), zero where nothing was hit.
+        reshading: Lambert term of a point light at the camera centre, in [0, 1].
+        curvature: H×W×2 principal curvatures (k1 ≥ k2, 1/m; convex positive).
+        prim: Index of the primitive hit (−1 on a miss).
+        semantic: Semantic label value per pixel (0 on a miss).
+        objects: Object instance id per pixel (0 = room shell).
+        rays: H×W×3 unit world ray directions.
+    """
+
+    rgb: np.ndarray
+    distance: np.ndarray
+    zdepth: np.ndarray
+    normal: np.ndarray
+    reshading: np.ndarray
+    curvature: np.ndarray
+    prim: np.ndarray
+    semantic: np.ndarray
+    objects: np.ndarray
+    rays: np.ndarray
+
+
+def camera_rays(camera: Camera, offsets: np.ndarray | None = None) -> np.ndarray:
+    """Unit world ray directions through pixel centres (H×W×3), optionally offset in pixels."""
+    v, u = np.mgrid[0 : camera.height, 0 : camera.width].astype(np.float64) + 0.5
+    if offsets is not None:
+        u, v = u + offsets[..., 0], v + offsets[..., 1]
+    k = camera.K
+    x = (u - k[0, 2]) / k[0, 0]
+    y = (v - k[1, 2]) / k[1, 1]
+    cam = np.stack([x, y, np.ones_like(x)], axis=-1)
+    cam /= np.linalg.norm(cam, axis=-1, keepdims=True)
+    return cam @ camera.world_to_camera[:3, :3]  # rows: cam @ R_wc == R_cw @ cam
+
+
+def _silhouettes(prim: np.ndarray, normal: np.ndarray) -> np.ndarray:
+    edge = np.zeros(prim.shape, dtype=bool)
+    for axis in (0, 1):
+        differs = np.diff(prim, axis=axis) != 0
+        bent = np.sum(np.diff(normal, axis=axis) ** 2, axis=-1) > 0.1
+        change = differs | bent
+        if axis == 0:
+            edge[1:] |= change
+            edge[:-1] |= change
+        else:
+            edge[:, 1:] |= change
+            edge[:, :-1] |= change
+    return edge
+
+
+def _to_srgb(linear: np.ndarray) -> np.ndarray:
+    # Auto exposure like a camera: the bright end of the image maps just under white.
+    bright = float(np.percentile(linear.max(axis=-1), 97)) if linear.size else 1.0
+    exposure = float(np.clip(0.9 / max(bright, 1e-6), 0.5, 3.0))
+    mapped = np.clip(linear * exposure, 0.0, 1.0) ** (1.0 / 2.2)
+    return np.round(mapped * 255.0).astype(np.uint8)
+
+
+def render_view(scene: Scene, camera: Camera, antialias: bool = True) -> ViewBuffers:
+    """Ray-cast every buffer of one view.
+
+    Args:
+        scene: The room.
+        camera: The view (OpenCV convention).
+        antialias: Supersample silhouette pixels of the RGB image.
+    """
+    height, width = camera.height, camera.width
+    rays = camera_rays(camera)
+    flat = rays.reshape(-1, 3)
+    origin = camera.centre
+    out = raycast.trace_rays(scene.prims, scene.materials, scene.lights, origin, flat, True)
+    distance = out["t"].reshape(height, width)
+    prim = out["index"].reshape(height, width)
+    normal_world = out["normal"].reshape(height, width, 3)
+    linear = out["rgb"].reshape(height, width, 3)
+    if antialias:
+        edge = _silhouettes(prim, normal_world)
+        rows, cols = np.nonzero(edge)
+        if len(rows):
+            samples = np.zeros((len(rows), 3))
+            for offset in _SUBPIXELS:
+                offsets = np.broadcast_to(offset, (len(rows), 2))
+                sub = _rays_at(camera, rows, cols, offsets)
+                samples += raycast.trace_rays(scene.prims, scene.materials, scene.lights, origin,
+                                              sub, True)["rgb"]
+            linear = linear.copy()
+            linear[rows, cols] = samples / len(_SUBPIXELS)
+    hit = prim >= 0
+    rotation = camera.world_to_camera[:3, :3]
+    normal_cv = normal_world @ rotation.T
+    normal = normal_cv * np.array([1.0, 1.0, -1.0])  # released frame: z towards the camera
+    forward = rotation[2]  # optical axis in world coordinates
+    zdepth = distance * (rays @ forward)
+    reshading = np.clip(-np.sum(normal_world * rays, axis=-1), 0.0, 1.0)
+    reshading[~hit] = 0.0
+    curvature = _curvature(scene, prim, out["face"].reshape(height, width))
+    semantic = np.where(hit, scene.labels[np.maximum(prim, 0)], 0)
+    objects = np.where(hit, scene.objects[np.maximum(prim, 0)], 0)
+    return ViewBuffers(
+        rgb=_to_srgb(linear), distance=distance, zdepth=np.where(hit, zdepth, np.inf),
+        normal=normal, reshading=reshading, curvature=curvature, prim=prim,
+        semantic=semantic.astype(np.int32), objects=objects.astype(np.int32), rays=rays,
+    )
+
+
+def _rays_at(camera: Camera, rows: np.ndarray, cols: np.ndarray,
+             offsets: np.ndarray) -> np.ndarray:
+    k = camera.K
+    u = cols + 0.5 + offsets[:, 0]
+    v = rows + 0.5 + offsets[:, 1]
+    cam = np.stack([(u - k[0, 2]) / k[0, 0], (v - k[1, 2]) / k[1, 1], np.ones_like(u)], axis=-1)
+    cam /= np.linalg.norm(cam, axis=-1, keepdims=True)
+    return np.ascontiguousarray(cam @ camera.world_to_camera[:3, :3])
+
+
+def _curvature(scene: Scene, prim: np.ndarray, face: np.ndarray) -> np.ndarray:
+    """Analytic principal curvatures: planes 0; spheres 1/r, 1/r; cylinder sides 1/r, 0."""
+    radius = scene.prims[np.maximum(prim, 0), 4]
+    inverse = np.where(radius > 0, 1.0 / np.maximum(radius, 1e-9), 0.0)
+    k1 = np.where((face == raycast.FACE_SPHERE) | (face == raycast.FACE_CYLINDER), inverse, 0.0)
+    k2 = np.where(face == raycast.FACE_SPHERE, inverse, 0.0)
+    k1[prim < 0] = 0.0
+    k2[prim < 0] = 0.0
+    return np.stack([k1, k2], axis=-1)
