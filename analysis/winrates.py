@@ -47,11 +47,13 @@ def pairwise_win_rates(losses: ArrayLike, weights: ArrayLike | None = None) -> N
     if values.ndim != 2 or values.shape[1] == 0:
         raise ValueError(f"losses must be (candidates, images) with images > 0, got {values.shape}")
     n, m = values.shape
-    w = np.full(m, 1.0 / m) if weights is None else np.asarray(weights, dtype=np.float64)
-    out = np.empty((n, n) + w.shape[1:])
+    w = None if weights is None else np.asarray(weights, dtype=np.float64)
+    out = np.empty((n, n) + (() if w is None else w.shape[1:]))
     for row in range(n):  # one row at a time keeps memory at O(n·m)
-        out[row] = _wins_against(values, row) @ w
-    return out if w.ndim == 1 else np.moveaxis(out, -1, 0)
+        wins = _wins_against(values, row)
+        out[row] = wins.mean(axis=1) if w is None else wins @ w
+    np.clip(out, 0.0, 1.0, out=out)  # weighted sums may overshoot 1 by rounding
+    return out if w is None or w.ndim == 1 else np.moveaxis(out, -1, 0)
 
 
 @dataclass(frozen=True)

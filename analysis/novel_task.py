@@ -1,0 +1,119 @@
+"""Placing a novel task: rank its sources from its transfer runs and re-solve the taxonomy.
+
+A task outside the dictionary (a plugin, or a new label set with few labels) is placed by
+training only the transfers *into* it from dictionary tasks (plus, where available, its
+``self``, ``random`` and ``pixels`` baselines). Its tournament is computed from those run
+records exactly as for any target; being AHP-normalized per target, its affinities join the
+dictionary's affinities (a results table of ours, or the shipped paper data) without rescaling
+the others. The taxonomy is then re-solved with the novel task among the targets.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+import pandas as pd
+
+from taskonomy.analysis.affinities import AffinityResult, compute_affinities
+from taskonomy.analysis.affinity_table import AffinityTable
+from taskonomy.analysis.records import RunRecord
+from taskonomy.analysis.taxonomy import DEFAULT_MAX_ORDER, NovelPlacement, place_novel_task
+
+
+@dataclass(frozen=True)
+class NovelTaskResult:
+    """A novel task placed in a taxonomy.
+
+    Attributes:
+        task: The novel task.
+        ranking: Its candidates, highest affinity first: ``sources``, ``order``, ``affinity``,
+            ``quality``, ``gain`` (+ CI columns with a bootstrap), ``n_images``.
+        unknown_sources: Sources of its transfers that are not tasks of the base affinities;
+            the taxonomy may still supervise them, but only the novel task can use them.
+        table: The base affinities with the novel task's rows added.
+        placement: The re-solved taxonomy (:class:`~taskonomy.analysis.taxonomy.NovelPlacement`).
+        analysis: The novel task's tournament.
+    """
+
+    task: str
+    ranking: pd.DataFrame
+    unknown_sources: tuple[str, ...]
+    table: AffinityTable
+    placement: NovelPlacement
+    analysis: AffinityResult
+
+    def best_sources(self, k: int = 5) -> list[str]:
+        """The ``k`` highest-affinity transfers (baselines excluded), as ``sources`` strings."""
+        transfers = self.ranking[self.ranking["order"] > 0]
+        return list(transfers["sources"].head(k))
+
+
+def merge_target(base: AffinityTable, addition: AffinityTable, task: str) -> AffinityTable:
+    """The base table with the rows of ``task`` from ``addition`` appended.
+
+    Raises:
+        ValueError: ``task`` is already a target of ``base``.
+    """
+    if task in base.targets():
+        raise ValueError(
+            f"{task!r} is already a target of the base affinities; a novel task needs a name "
+            "the base affinities do not use as a target"
+        )
+    rows = addition.frame
+    rows = rows[rows["target"] == task]
+    frame = pd.concat([base.frame, rows], ignore_index=True)
+    keep = [c for c in frame.columns if c in rows.columns and c in base.frame.columns]
+    return AffinityTable.from_frame(frame[keep])
+
+
+def place_novel_task_from_records(records: Sequence[RunRecord], task: str,
+                                  base: AffinityTable, budget: float, *,
+                                  targets: Sequence[str] | None = None, regime: str | None = None,
+                                  strict: bool = False, bootstrap: int = 0, seed: int = 0,
+                                  solver: str = "auto", max_order: int = DEFAULT_MAX_ORDER,
+                                  log: Callable[[str], None] | None = None) -> NovelTaskResult:
+    """Rank a novel task's sources from its run records and re-solve the taxonomy with it.
+
+    Args:
+        records: Finished run records holding the transfers into ``task`` (others are ignored).
+        task: The novel task (the ``target`` of its transfer records).
+        base: The dictionary's affinities, e.g. ``load_affinities("paper-2018-16k")``.
+        budget: Supervision budget of the re-solved taxonomy.
+        targets: Targets of the taxonomy besides ``task`` (default: all of ``base``).
+        regime: Data regime of the novel task's transfers (default: the only one present).
+        strict: Raise on mismatched sample keys.
+        bootstrap: Bootstrap resamples for confidence intervals of its affinities.
+        seed: Bootstrap seed.
+        solver: ``auto``, ``highs`` or ``gurobi``.
+        max_order: Highest transfer order in the taxonomy.
+        log: Receives one-line solver messages (e.g. a Gurobi fallback).
+
+    Raises:
+        ValueError: No transfer records into ``task``, ``task`` already a target of ``base``,
+            fewer than two candidates, or key mismatches in strict mode.
+        taskonomy.solvers.InfeasibleBudgetError: The budget cannot cover the targets.
+    """
+    own = [r for r in records if r.target == task]
+    if not any(r.role == "transfer" for r in own):
+        targets_seen = sorted({r.target for r in records})
+        raise ValueError(
+            f"no transfer records into the novel task {task!r}; record transfers whose target "
+            f"is {task!r} (targets in these records: {', '.join(targets_seen) or 'none'})"
+        )
+    if task in base.targets():
+        merge_target(base, base, task)  # raises the explanatory error
+    analysis = compute_affinities(own, targets=None, regime=regime, strict=strict,
+                                  bootstrap=bootstrap, seed=seed)
+    table = merge_target(base, analysis.table, task)
+    ranking = analysis.tournaments[task].frame().rename(columns={"candidate": "sources"})
+    orders = table.candidates(task).set_index("sources")["order"]
+    ranking.insert(2, "order", [int(orders[s]) for s in ranking["sources"]])
+    ranking = ranking.drop(columns="target").sort_values(
+        "affinity", ascending=False, kind="stable").reset_index(drop=True)
+    known = set(base.sources()) | set(base.targets())
+    unknown = sorted({s for r in own if r.role == "transfer" for s in r.sources} - known)
+    chosen = None if targets is None else [t for t in targets if t != task]
+    placement = place_novel_task(table, task, budget, targets=chosen, solver=solver,
+                                 max_order=max_order, log=log)
+    return NovelTaskResult(task, ranking, tuple(unknown), table, placement, analysis)

@@ -1,0 +1,89 @@
+import numpy as np
+import pytest
+
+from taskonomy.analysis.affinities import compute_affinities
+from taskonomy.analysis.affinity_table import load_affinities
+from taskonomy.analysis.novel_task import place_novel_task_from_records
+from taskonomy.analysis.records import RunRecord
+
+DICTIONARY = ["normal", "depth_zbuffer", "reshading", "edge_texture"]
+NOVEL = "surface_wetness"  # not a task of the dictionary
+
+
+def _add(recs, rng, keys, run_id, role, target, sources, offset):
+    losses = dict(zip(keys, rng.random(len(keys)) + offset, strict=True))
+    recs.append(RunRecord(run_id=run_id, role=role, target=target, sources=sources,
+                          regime="1k", status="finished", per_image_losses=losses))
+
+
+def _novel_records(rng, keys, offsets):
+    recs = []
+    for source, offset in offsets.items():
+        _add(recs, rng, keys, f"{NOVEL}-{source}", "transfer", NOVEL, (source,), offset)
+    _add(recs, rng, keys, f"{NOVEL}-pair", "transfer", NOVEL, ("normal", "reshading"), 0.15)
+    _add(recs, rng, keys, f"{NOVEL}-random", "baseline", NOVEL, ("random",), 2.0)
+    _add(recs, rng, keys, f"{NOVEL}-self", "baseline", NOVEL, ("self",), 0.0)
+    _add(recs, rng, keys, f"{NOVEL}-pixels", "baseline", NOVEL, ("pixels",), 0.8)
+    return recs
+
+
+def _base(rng, keys):
+    recs = []
+    for t in DICTIONARY:
+        for s in DICTIONARY:
+            _add(recs, rng, keys, f"{t}-{s}", "transfer", t, (s,), 0.1 if s == t else 0.5)
+        _add(recs, rng, keys, f"{t}-random", "baseline", t, ("random",), 2.0)
+        _add(recs, rng, keys, f"{t}-self", "baseline", t, ("self",), 0.0)
+    return compute_affinities(recs).table
+
+
+def test_novel_task_ranking_and_placement_on_constructed_records():
+    rng = np.random.default_rng(0)
+    keys = [f"k{i}" for i in range(150)]
+    base = _base(rng, keys)
+    planted = {"reshading": 0.1, "normal": 0.3, "depth_zbuffer": 0.6, "edge_texture": 1.0}
+    recs = _novel_records(rng, keys, planted)
+    result = place_novel_task_from_records(recs, NOVEL, base, budget=2, solver="highs")
+    transfers = [s for s in result.best_sources(10) if "+" not in s]
+    assert transfers == ["reshading", "normal", "depth_zbuffer", "edge_texture"]
+    assert result.ranking["affinity"].sum() == pytest.approx(1.0)
+    assert set(result.ranking["sources"]) >= {"self", "random", "normal+reshading"}
+    assert "pixels" not in set(result.ranking["sources"])
+    assert result.unknown_sources == ()
+    solution = result.placement.solution
+    assert NOVEL in solution.edges and len(solution.supervised) <= 2
+    # the novel task's edge is its best candidate among those the supervised set allows
+    edge = solution.edges[NOVEL]
+    rows = result.table.candidates(NOVEL)
+    allowed = [s for s, order in zip(rows["sources"], rows["order"], strict=True)
+               if order > 0 and set(s.split("+")) <= set(solution.supervised)
+               or (s == "self" and NOVEL in solution.supervised)]
+    assert edge.label == allowed[0]
+    # the dictionary's rows are unchanged
+    merged = result.table.frame.set_index(["target", "sources"])["affinity"]
+    original = base.frame.set_index(["target", "sources"])["affinity"]
+    assert (merged.loc[original.index] == original).all()
+
+
+def test_novel_task_against_the_paper_affinities():
+    rng = np.random.default_rng(1)
+    keys = [f"k{i}" for i in range(100)]
+    recs = _novel_records(rng, keys, {"normal": 0.1, "edge_texture": 0.9, "class_scene": 1.2})
+    base = load_affinities("paper-2018-16k")
+    result = place_novel_task_from_records(recs, NOVEL, base, budget=8, solver="highs",
+                                           max_order=2)
+    assert result.best_sources(1) in (["normal"], ["normal+reshading"])
+    assert NOVEL in result.placement.solution.edges
+    assert len(result.placement.solution.edges) == len(base.targets()) + 1
+
+
+def test_novel_task_bad_input():
+    rng = np.random.default_rng(2)
+    keys = [f"k{i}" for i in range(20)]
+    base = _base(rng, keys)
+    recs = _novel_records(rng, keys, {"normal": 0.1})
+    with pytest.raises(ValueError, match="no transfer records into the novel task 'other'"):
+        place_novel_task_from_records(recs, "other", base, budget=2)
+    moved = [RunRecord.from_dict({**r.to_dict(), "target": "normal"}) for r in recs]
+    with pytest.raises(ValueError, match="already a target of the base"):
+        place_novel_task_from_records(moved, "normal", base, budget=2)
