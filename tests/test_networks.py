@@ -1,0 +1,179 @@
+"""Networks: encoder shapes and layout, decoders, heads, pose geometry, readout, discriminator."""
+
+import math
+
+import pytest
+import torch
+
+from taskonomy.tasks.networks.decoders import ColorizationDecoder, DenseDecoder, SameDeconv2d
+from taskonomy.tasks.networks.discriminator import Pix2PixDiscriminator
+from taskonomy.tasks.networks.encoders import (
+    Bottleneck,
+    build_encoder,
+    encoder_names,
+    representation_shape,
+)
+from taskonomy.tasks.networks.heads import EgomotionCycleHead, FCHead, SiameseHead
+from taskonomy.tasks.networks.pose import (
+    compose_poses,
+    denormalize_pose,
+    euler_to_matrix,
+    matrix_to_euler,
+    normalize_pose,
+    rotation_angle,
+)
+from taskonomy.tasks.networks.readout import TransferReadout, clip_to_batch_sigma
+
+
+@pytest.mark.parametrize("name", ["resnet18", "resnet10", "resnet10_tiny"])
+@pytest.mark.parametrize("resolution", [32, 64])
+def test_small_encoders_give_16x_downsampled_8_channels(name, resolution) -> None:
+    encoder = build_encoder(name).eval()
+    with torch.no_grad():
+        out = encoder(torch.randn(2, 3, resolution, resolution))
+    assert out.shape == (2, 8, resolution // 16, resolution // 16)
+    assert (out >= 0).all()  # compress1 ends with a ReLU
+
+
+def test_paper_encoder_layout_and_256_representation() -> None:
+    encoder = build_encoder("resnet50").eval()
+    units = [m for m in encoder.blocks if isinstance(m, Bottleneck)]
+    assert len(units) == 16  # [3, 4, 6, 3]
+    assert [u.out_channels for u in units][-1] == 2048
+    # TF-slim strides: on the last unit of blocks 1 and 2 only.
+    strides = [u.shortcut.stride for u in units]
+    assert [i for i, s in enumerate(strides) if s == 2] == [2, 6]
+    backbone = sum(p.numel() for p in encoder.blocks.parameters())
+    assert 23e6 < backbone < 24e6  # ResNet-50's bottleneck stack
+    with torch.no_grad():
+        out = encoder(torch.randn(1, 3, 256, 256))
+    assert out.shape == (1, 8, 16, 16)
+
+
+def test_colorization_encoder_takes_one_channel() -> None:
+    encoder = build_encoder("resnet10_tiny", in_channels=1)
+    assert encoder(torch.randn(2, 1, 32, 32)).shape == (2, 8, 2, 2)
+    with pytest.raises(ValueError, match=r"B×1×H×W"):
+        encoder(torch.randn(2, 3, 32, 32))
+
+
+def test_unknown_encoder_and_bad_resolution() -> None:
+    with pytest.raises(ValueError, match="valid encoders: resnet50"):
+        build_encoder("vit")
+    assert "resnet50" in encoder_names()
+    assert representation_shape(256) == (8, 16, 16)
+    with pytest.raises(ValueError, match="multiple of 16"):
+        representation_shape(100)
+
+
+def test_same_deconv_matches_tf_alignment() -> None:
+    # TF SAME conv2d_transpose (k3, s2): input pixel i reaches output pixels 2i, 2i+1, 2i+2.
+    deconv = SameDeconv2d(1, 1)
+    torch.nn.init.ones_(deconv.conv.weight)
+    x = torch.zeros(1, 1, 4, 4)
+    x[0, 0, 1, 1] = 1.0
+    out = deconv(x)[0, 0]
+    assert out.shape == (8, 8)
+    rows, cols = torch.nonzero(out, as_tuple=True)
+    assert sorted(set(rows.tolist())) == [2, 3, 4]
+    assert sorted(set(cols.tolist())) == [2, 3, 4]
+
+
+def test_dense_decoder_upsamples_to_full_resolution_with_tanh() -> None:
+    decoder = DenseDecoder(8, 3, width=0.125)
+    out = decoder(torch.randn(2, 8, 2, 2) * 100)
+    assert out.shape == (2, 3, 32, 32)
+    assert out.abs().max() <= 1.0
+    convs = [
+        m for m in decoder.modules() if isinstance(m, torch.nn.Conv2d | torch.nn.ConvTranspose2d)
+    ]
+    assert len(convs) == 14  # 13 hidden layers + output (plus the encoder's compress1: 15)
+    linear = DenseDecoder(16, 2, width=0.125, activation="linear")
+    assert linear(torch.randn(2, 16, 2, 2) * 100).abs().max() > 1.0
+
+
+def test_colorization_decoder_outputs_quarter_resolution_logits() -> None:
+    decoder = ColorizationDecoder(8, 313, width=0.0625)
+    assert decoder(torch.randn(2, 8, 4, 4)).shape == (2, 313, 16, 16)
+
+
+def test_fc_and_siamese_heads() -> None:
+    head = FCHead(32, (16,), 5)
+    assert head(torch.randn(4, 8, 2, 2)).shape == (4, 5)
+    assert any(isinstance(m, torch.nn.Dropout) and m.p == 0.5 for m in head.modules())
+    siamese = SiameseHead(9, 32, (16, 16), 100)
+    assert siamese(torch.randn(3, 9, 8, 2, 2)).shape == (3, 100)
+    with pytest.raises(ValueError, match="B×9"):
+        siamese(torch.randn(3, 2, 8, 2, 2))
+
+
+def _random_rotation(n: int) -> torch.Tensor:
+    q, _ = torch.linalg.qr(torch.randn(n, 3, 3, dtype=torch.float64))
+    return q * torch.sign(torch.linalg.det(q)).reshape(-1, 1, 1)
+
+
+def test_euler_roundtrip() -> None:
+    euler = (torch.rand(50, 3, dtype=torch.float64) - 0.5) * torch.tensor([6.0, 3.0, 6.0])
+    assert torch.allclose(matrix_to_euler(euler_to_matrix(euler)), euler, atol=1e-9)
+    r = euler_to_matrix(euler)
+    assert torch.allclose(r @ r.transpose(1, 2), torch.eye(3, dtype=torch.float64), atol=1e-12)
+
+
+def _relative(r1, c1, r2, c2):
+    # The authors' definition: R_rel = R2ᵀR1 as sxyz Euler, t = R2ᵀ(c1 − c2).
+    rel = r2.transpose(1, 2) @ r1
+    t = (r2.transpose(1, 2) @ (c1 - c2).unsqueeze(-1)).squeeze(-1)
+    return torch.cat((matrix_to_euler(rel), t), dim=1)
+
+
+def test_pose_composition_follows_camera_definitions() -> None:
+    rotations = [_random_rotation(20) for _ in range(3)]
+    centres = [torch.randn(20, 3, dtype=torch.float64) * 3 for _ in range(3)]
+    p01 = _relative(rotations[0], centres[0], rotations[1], centres[1])
+    p12 = _relative(rotations[1], centres[1], rotations[2], centres[2])
+    p02 = _relative(rotations[0], centres[0], rotations[2], centres[2])
+    composed = compose_poses(p01, p12)
+    assert torch.allclose(composed[:, 3:], p02[:, 3:], atol=1e-9)
+    assert rotation_angle(composed[:, :3], p02[:, :3]).max() < 1e-4
+    assert torch.allclose(denormalize_pose(normalize_pose(p01)), p01)
+
+
+def test_egomotion_head_output_is_cycle_consistent() -> None:
+    head = EgomotionCycleHead(32, (16, 16)).eval()
+    out = head(torch.randn(4, 3, 8, 2, 2))
+    assert out.shape == (4, 18)
+    p01, p02, p12 = (denormalize_pose(x) for x in out.reshape(4, 3, 6).unbind(1))
+    assert torch.allclose(compose_poses(p01, p12), p02, atol=1e-4)
+
+
+def test_readout_shapes_and_training_time_clipping() -> None:
+    readout = TransferReadout(in_channels=16)
+    x = torch.randn(8, 16, 2, 2)
+    assert readout(x).shape == (8, 16, 2, 2)
+    assert readout.out_channels == 16
+    x[0, 0, 0, 0] = 1e6
+    bounded = clip_to_batch_sigma(x, 5.0)
+    mean, std = x[:, 0].mean(), x[:, 0].std(unbiased=False)
+    assert bounded[0, 0, 0, 0] <= mean + 5 * std + 1e-3
+    assert bounded[0, 0, 0, 0] < 1e6
+    assert torch.equal(bounded[:, 1:], x[:, 1:])  # other channels untouched
+    assert torch.equal(bounded[1:, 0], x[1:, 0])  # inliers untouched
+    with pytest.raises(ValueError, match="B×16"):
+        readout(torch.randn(2, 8, 2, 2))
+
+
+def test_discriminator_gives_4x4_logits_at_256() -> None:
+    disc = Pix2PixDiscriminator(3 + 1, width=0.125).eval()
+    with torch.no_grad():
+        logits = disc(torch.randn(1, 3, 256, 256), torch.randn(1, 1, 256, 256))
+    assert logits.shape == (1, 1, 4, 4)
+    small = disc(torch.randn(2, 3, 32, 32), torch.randn(2, 1, 32, 32))
+    assert small.shape == (2, 1, math.ceil(32 / 64), math.ceil(32 / 64))
+
+
+def test_bf16_autocast_forward_on_cpu() -> None:
+    encoder, decoder = build_encoder("resnet10_tiny"), DenseDecoder(8, 3, width=0.125)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        out = decoder(encoder(torch.randn(2, 3, 32, 32)))
+    assert out.dtype == torch.bfloat16
+    assert torch.isfinite(out.float()).all()
