@@ -1,0 +1,169 @@
+"""Losses: the authors' reductions, masks, per-sample values, and the metric and pose losses."""
+
+import math
+
+import pytest
+import torch
+
+from taskonomy.tasks.losses import (
+    cross_entropy,
+    gan_discriminator_loss,
+    gan_generator_loss,
+    get_loss,
+    masked_l1,
+    masked_l2,
+    metric_loss,
+    mse,
+    pose_cycle_loss,
+    pose_loss,
+    soft_cross_entropy,
+    weighted_cross_entropy,
+    weighted_mean,
+)
+from taskonomy.tasks.networks.pose import compose_poses, denormalize_pose, normalize_pose
+
+
+def test_masked_l1_is_mean_over_valid_pixel_channels() -> None:
+    pred = torch.zeros(2, 3, 4, 4)
+    target = torch.ones(2, 3, 4, 4)
+    target[0, :, 0, 0] = 100.0  # masked out below
+    mask = torch.ones(2, 1, 4, 4)
+    mask[0, :, 0, 0] = 0
+    assert masked_l1(pred, target, mask).item() == pytest.approx(1.0)
+    # TF-slim counts non-zero weights after broadcasting over channels.
+    mask[1] = 0
+    target[1] = 7.0
+    assert masked_l1(pred, target, mask).item() == pytest.approx(1.0)
+    per_sample = masked_l1(pred, target, mask, reduction="none")
+    assert per_sample.tolist() == pytest.approx([1.0, 0.0])  # no valid pixel → 0
+
+
+def test_masked_l2_and_mse() -> None:
+    pred, target = torch.zeros(2, 2, 3, 3), torch.full((2, 2, 3, 3), 2.0)
+    assert masked_l2(pred, target).item() == pytest.approx(4.0)
+    assert mse(torch.zeros(3, 9), torch.ones(3, 9), reduction="none").tolist() == [1.0] * 3
+
+
+def test_per_sample_mean_equals_batch_mean_with_equal_counts() -> None:
+    pred, target = torch.randn(4, 3, 8, 8), torch.randn(4, 3, 8, 8)
+    batch = masked_l1(pred, target)
+    assert masked_l1(pred, target, reduction="none").mean().item() == pytest.approx(batch.item())
+    with pytest.raises(ValueError, match="reduction"):
+        weighted_mean(pred, None, "sum")  # type: ignore[arg-type]
+
+
+def test_weighted_cross_entropy_masks_uncertain_and_weights_classes() -> None:
+    labels = torch.tensor([[[0, 1], [2, -1]]])  # -1: uncertain (label 0 in the file)
+    mask = (labels >= 0).float()
+    perfect = torch.nn.functional.one_hot(labels.clamp(0), 3).permute(0, 3, 1, 2).float() * 50
+    assert weighted_cross_entropy(perfect, labels, mask).item() < 1e-6
+    uniform = torch.zeros(1, 3, 2, 2)
+    assert weighted_cross_entropy(uniform, labels, mask).item() == pytest.approx(math.log(3))
+    # Class weights change the weighted sum but uniform logits still give log 3 per pixel.
+    weights = torch.tensor([0.5, 8.0, 8.0])
+    wrong = perfect.roll(1, dims=1)
+    plain = weighted_cross_entropy(wrong, labels, mask)
+    weighted = weighted_cross_entropy(wrong, labels, mask, class_weights=weights)
+    assert weighted.item() > plain.item() > 10
+
+
+def test_soft_cross_entropy_classification_and_colorization() -> None:
+    target = torch.nn.functional.one_hot(torch.tensor([1, 3]), 5).float()
+    assert soft_cross_entropy(target * 50, target).item() < 1e-6
+    assert soft_cross_entropy(-target * 50, target).item() > 10
+    # Invalid samples (mask 0) do not count; per-sample value 0.
+    mask = torch.tensor([1.0, 0.0])
+    logits = torch.zeros(2, 5)
+    assert soft_cross_entropy(logits, target, mask).item() == pytest.approx(math.log(5))
+    assert soft_cross_entropy(logits, target, mask, "none").tolist() == pytest.approx(
+        [math.log(5), 0.0]
+    )
+    # Colorization: soft targets over bins with per-pixel prior-boost weights.
+    probs = torch.rand(2, 313, 4, 4).softmax(1)
+    boost = torch.rand(2, 1, 4, 4) + 0.5
+    entropy = -(probs * probs.log()).sum(1)
+    at_target = soft_cross_entropy(probs.log(), probs, boost)
+    expected = (entropy * boost[:, 0]).sum() / boost.numel()
+    assert at_target.item() == pytest.approx(expected.item(), rel=1e-5)
+
+
+def test_cross_entropy_for_jigsaw_and_point_matching() -> None:
+    labels = torch.tensor([4, 0, 99])
+    logits = torch.nn.functional.one_hot(labels, 100).float() * 50
+    assert cross_entropy(logits, labels).item() < 1e-6
+    assert cross_entropy(torch.zeros(3, 100), labels, reduction="none").tolist() == pytest.approx(
+        [math.log(100)] * 3
+    )
+
+
+def _separated_embeddings(segments: torch.Tensor, channels: int = 16) -> torch.Tensor:
+    return torch.nn.functional.one_hot(segments, channels).permute(0, 3, 1, 2).float() * 5.0
+
+
+def test_metric_loss_prefers_embeddings_that_separate_segments() -> None:
+    torch.manual_seed(0)
+    segments = torch.zeros(2, 16, 16, dtype=torch.long)
+    segments[:, :, 8:] = 1
+    segments[:, 8:, :8] = 2
+    good = metric_loss(_separated_embeddings(segments), segments)
+    random = metric_loss(torch.randn(2, 16, 16, 16).tanh(), segments)
+    collapsed = metric_loss(torch.zeros(2, 16, 16, 16), segments)
+    assert good.item() < 1e-5
+    assert random.item() > 0.5
+    assert collapsed.item() > 5  # everything "same": different pairs cost −log(1e-7)
+
+
+def test_metric_loss_exact_value_on_fixed_pixels() -> None:
+    # Two pixels, same segment, at squared distance 1: −mean(log σ) with σ = 2/(1+e).
+    embeddings = torch.zeros(1, 1, 1, 2)
+    embeddings[0, 0, 0, 1] = 1.0
+    segments = torch.zeros(1, 1, 2, dtype=torch.long)
+    indices = torch.tensor([[0, 1]])
+    loss = metric_loss(embeddings, segments, indices=indices)
+    sigma_diag = 1 - 1e-7
+    expected = -(2 * math.log(sigma_diag) + 2 * math.log(2 / (1 + math.e))) / 4
+    assert loss.item() == pytest.approx(expected, rel=1e-5)
+    per_sample = metric_loss(embeddings, segments, reduction="none", indices=indices)
+    assert per_sample.shape == (1,)
+
+
+def test_pose_loss_is_a_per_sample_euclidean_norm() -> None:
+    pred = torch.zeros(2, 6)
+    target = torch.tensor([[3.0, 4, 0, 0, 0, 0], [0, 0, 0, 0, 0, 1]])
+    assert pose_loss(pred, target, reduction="none").tolist() == pytest.approx([5.0, 1.0])
+    assert pose_loss(pred, target).item() == pytest.approx(3.0)
+    perfect = target.clone().requires_grad_()
+    loss = pose_loss(perfect, target)
+    loss.backward()
+    assert loss.item() < 1e-5
+    assert torch.isfinite(perfect.grad).all()  # finite gradient at a perfect prediction
+
+
+def test_pose_cycle_loss_weights_the_composed_pair_by_half() -> None:
+    p01 = denormalize_pose(torch.randn(3, 6) * 0.3)
+    p12 = denormalize_pose(torch.randn(3, 6) * 0.3)
+    target = torch.cat([normalize_pose(p) for p in (p01, compose_poses(p01, p12), p12)], 1)
+    assert pose_cycle_loss(target, target).item() < 1e-5
+    offset = torch.zeros(3, 18)
+    offset[:, 6] = 2.0  # only the 0→2 pose is off by 2
+    assert pose_cycle_loss(target + offset, target).item() == pytest.approx(1.0, rel=1e-4)
+    with pytest.raises(ValueError, match="B×18"):
+        pose_cycle_loss(torch.zeros(2, 6), torch.zeros(2, 6))
+
+
+def test_gan_losses_use_one_sided_label_smoothing() -> None:
+    confident = torch.full((2, 1, 4, 4), 20.0)
+    # Real at 0.9: the minimum is at logit log(9), not at +∞.
+    best = torch.full((2, 1, 4, 4), math.log(9.0))
+    fake = torch.full((2, 1, 4, 4), -20.0)
+    assert gan_discriminator_loss(best, fake) < gan_discriminator_loss(confident, fake)
+    assert gan_generator_loss(confident).item() < 1e-6
+
+
+def test_every_table_loss_is_registered() -> None:
+    from taskonomy.tasks.specs import BUILTIN_TASKS
+
+    for spec in BUILTIN_TASKS:
+        assert callable(get_loss(spec.loss))
+    with pytest.raises(ValueError, match="valid losses: l1"):
+        get_loss("huber")
