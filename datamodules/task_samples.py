@@ -175,7 +175,10 @@ def _multi_view(task: str, views: Sequence[dict[str, Any]], r: int) -> dict[str,
 def _to_tensor(value: Any) -> torch.Tensor:
     if isinstance(value, torch.Tensor):
         return value
-    return torch.from_numpy(np.ascontiguousarray(np.asarray(value)))
+    array = np.asarray(value)
+    if array.ndim == 0:  # ascontiguousarray would turn a scalar into shape (1,)
+        return torch.tensor(array.item(), dtype=torch.from_numpy(array.reshape(1)).dtype)
+    return torch.from_numpy(np.ascontiguousarray(array))
 
 
 def make_task_sample(task: str, decoded_domains: dict[str, Any], rng: np.random.Generator, *,

@@ -1,0 +1,179 @@
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from taskonomy.datamodules.domains import DOMAINS, decode_domain, read_domain_file
+from taskonomy.datamodules.layouts import detect_layout, parse_key
+from taskonomy.datamodules.packer import PackConfig, pack, parse_part, plan_shards
+from taskonomy.datamodules.shards import iter_aligned_shard, read_manifest, shard_location
+from taskonomy.datamodules.splits import load_split, parse_split_csv, split_buildings
+from taskonomy.experiments.cli import main as cli_main
+
+
+def _all_samples(root: Path, split: str, domains: list[str]) -> list[dict]:
+    manifest = read_manifest(root, split)
+    samples = []
+    for shard in manifest["shards"]:
+        locations = {d: shard_location(root, split, d, shard["index"]) for d in domains}
+        samples.extend(iter_aligned_shard(locations))
+    return samples
+
+
+def test_released_split_csvs_parse():
+    tiny = load_split("tiny")
+    assert [len(tiny[p]) for p in ("train", "val", "test")] == [25, 5, 5]
+    assert len(split_buildings("fullplus", "all")) == 537
+    assert set(split_buildings("tiny", "all")) <= set(split_buildings("medium", "all"))
+    assert parse_split_csv("id,train,val,test\rfoo,1,0,0\rbar,0,0,1\r") == {
+        "train": ["foo"], "val": [], "test": ["bar"]}
+    with pytest.raises(ValueError, match="header"):
+        parse_split_csv("name,a\nfoo,1\n")
+    with pytest.raises(FileNotFoundError, match="give a released split"):
+        load_split("huge")
+
+
+def test_pack_is_lossless_and_aligned(tiny_source: Path, tiny_shards: Path):
+    manifest = read_manifest(tiny_shards, "train")
+    domains = list(manifest["domains"])
+    assert set(domains) == set(DOMAINS)
+    assert manifest["count"] == 27 and manifest["resolution"] == 32
+    assert manifest["skipped"] == []
+    layout = detect_layout(tiny_source)
+    samples = _all_samples(tiny_shards, "train", domains)
+    assert [s["__key__"] for s in samples] == [k for s in manifest["shards"] for k in s["keys"]]
+    for sample in samples:
+        ref = parse_key(sample["__key__"])
+        for domain in domains:
+            path = layout.file_path(ref, domain)
+            assert sample[domain] == path.read_bytes()  # byte for byte
+        depth = decode_domain("depth_zbuffer", sample["depth_zbuffer"])
+        assert depth.dtype == np.uint16
+        assert np.array_equal(depth, read_domain_file(layout.file_path(ref, "depth_zbuffer"),
+                                                      "depth_zbuffer"))
+    # A point's views never straddle two shards.
+    points = [{parse_key(k).point_key for k in s["keys"]} for s in manifest["shards"]]
+    assert sum(len(p) for p in points) == len(set().union(*points))
+
+
+def test_plan_never_splits_a_point():
+    from taskonomy.datamodules.layouts import ViewRef
+
+    views = [ViewRef("b", str(p), str(v)) for p in range(4) for v in range(p + 1)]
+    shards = plan_shards(views, 2)
+    assert [len(s) for s in shards] == [3, 3, 4]
+    assert sum(shards, []) == views
+
+
+def test_resume_refusal_and_added_domain(tiny_source: Path, tmp_path: Path, train_buildings):
+    out = tmp_path / "out"
+    base = PackConfig(source=tiny_source, out=out, split="train", buildings=[train_buildings[0]],
+                      domains=["rgb", "depth_zbuffer"], shard_size=3)
+    first = pack(base, progress=False)
+    assert first.shards_written == 6 and first.manifest is not None
+    with pytest.raises(FileExistsError, match="--resume"):
+        pack(base, progress=False)
+    again = pack(PackConfig(**{**base.__dict__, "resume": True}), progress=False)
+    assert again.shards_written == 0 and again.shards_skipped == 6
+    before = {p: (p.stat().st_mtime_ns, p.read_bytes()) for p in out.rglob("*.tar")}
+    added = pack(PackConfig(**{**base.__dict__, "resume": True, "domains": ["normal"]}),
+                 progress=False)
+    assert added.shards_written == 3
+    assert sorted(added.manifest["domains"]) == ["depth_zbuffer", "normal", "rgb"]
+    for path, (mtime, data) in before.items():  # nothing rewritten
+        assert path.stat().st_mtime_ns == mtime and path.read_bytes() == data
+    assert len(list((out / "train" / "normal").glob("*.tar"))) == 3
+    other = PackConfig(**{**base.__dict__, "buildings": list(train_buildings[:2]),
+                          "resume": True})
+    with pytest.raises(ValueError, match="another pack"):
+        pack(other, progress=False)
+
+
+def test_corrupt_files_and_known_corrupt_buildings(tmp_path: Path, building_factory):
+    source = tmp_path / "src"
+    building_factory(source, "hanson", points=2, views=2, seed=3)
+    building_factory(source, "mosquito", points=1, views=2, seed=4)
+    bad = source / "hanson" / "normal" / "point_0_view_1_domain_normal.png"
+    bad.write_bytes(bad.read_bytes()[:40])
+    (source / "hanson" / "reshading" / "point_1_view_0_domain_reshading.png").unlink()
+    result = pack(PackConfig(source=source, out=tmp_path / "out", split="train"), progress=False)
+    manifest = result.manifest
+    assert manifest["buildings"] == ["hanson"] and manifest["excluded_buildings"] == ["mosquito"]
+    reasons = {(s["key"], s["domain"]): s["reason"] for s in manifest["skipped"]}
+    assert reasons[("hanson__0__1", "normal")].startswith("corrupt")
+    assert reasons[("hanson__1__0", "reshading")] == "missing file"
+    assert manifest["domains"]["normal"]["missing"] == 1
+    with_corrupt = pack(PackConfig(source=source, out=tmp_path / "out2", split="train",
+                                   include_corrupt=True), progress=False)
+    assert "mosquito" in with_corrupt.manifest["buildings"]
+
+
+def test_parts_pack_disjoint_shards_and_last_part_writes_manifest(tiny_source: Path,
+                                                                  tmp_path: Path,
+                                                                  train_buildings):
+    out = tmp_path / "out"
+    config = dict(source=tiny_source, out=out, split="train", buildings=list(train_buildings),
+                  domains=["rgb"], shard_size=3, resume=True)
+    first = pack(PackConfig(**config, part=(1, 2)), progress=False)
+    assert first.manifest is None and first.pending == 4
+    assert not (out / "train" / "manifest.json").exists()
+    second = pack(PackConfig(**config, part=(2, 2), workers=2), progress=False)
+    assert second.shards_written == 4 and second.manifest["count"] == 27
+    with pytest.raises(ValueError, match="K/N"):
+        parse_part("3")
+    with pytest.raises(ValueError, match="between 1 and N"):
+        parse_part("3/2")
+
+
+def test_tiny_split_from_synthetic_buildings_with_real_names(tmp_path: Path, building_factory):
+    source = tmp_path / "src"
+    names = split_buildings("tiny", "all")
+    assert len(names) == 35
+    for i, name in enumerate(names):
+        building_factory(source, name, points=1, views=1, res=8, seed=i)
+    for part in ("train", "val", "test"):
+        code = cli_main(["data", "pack", str(source), "--out", str(tmp_path / "out"),
+                         "--split-file", "tiny", "--split", part, "--domains", "rgb",
+                         "point_info", "--quiet"])
+        assert code == 0
+    counts = {p: read_manifest(tmp_path / "out", p)["count"] for p in ("train", "val", "test")}
+    assert counts == {"train": 25, "val": 5, "test": 5}
+    assert read_manifest(tmp_path / "out", "val")["buildings"] == sorted(load_split("tiny")["val"])
+
+
+def test_omnidata_layout_packs_the_same_bytes(tiny_source: Path, tmp_path: Path,
+                                              train_buildings):
+    omni = tmp_path / "omni"
+    building = train_buildings[0]
+    for domain in ("rgb", "depth_zbuffer"):
+        shutil.copytree(tiny_source / building / domain, omni / domain / "taskonomy" / building)
+    assert detect_layout(omni).kind == "omnidata"
+    result = pack(PackConfig(source=omni, out=tmp_path / "out", split="val"), progress=False)
+    assert result.manifest["layout"] == "omnidata" and result.manifest["count"] == 9
+    sample = _all_samples(tmp_path / "out", "val", ["depth_zbuffer"])[0]
+    ref = parse_key(sample["__key__"])
+    original = tiny_source / building / "depth_zbuffer" / (
+        f"point_{ref.point}_view_{ref.view}_domain_depth_zbuffer.png")
+    assert sample["depth_zbuffer"] == original.read_bytes()
+
+
+def test_bad_input_messages(tmp_path: Path, tiny_source: Path, capsys):
+    (tmp_path / "junk" / "stuff").mkdir(parents=True)
+    with pytest.raises(ValueError, match="Accepted layouts: 'released'"):
+        detect_layout(tmp_path / "junk")
+    with pytest.raises(ValueError, match="valid domains: rgb"):
+        pack(PackConfig(source=tiny_source, out=tmp_path / "o", split="train",
+                        domains=["depht"]), progress=False)
+    code = cli_main(["data", "pack", str(tmp_path / "junk"), "--out", str(tmp_path / "o")])
+    assert code == 2 and "Accepted layouts" in capsys.readouterr().err
+
+
+def test_manifest_is_valid_json_with_checksums(tiny_shards: Path):
+    manifest = json.loads((tiny_shards / "train" / "manifest.json").read_text())
+    from taskonomy.datamodules.shards import file_sha256
+
+    rgb = manifest["domains"]["rgb"]
+    assert len(rgb["sha256"]) == len(manifest["shards"])
+    assert rgb["sha256"][0] == file_sha256(tiny_shards / "train" / "rgb" / "train-000000.tar")
