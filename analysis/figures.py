@@ -25,6 +25,7 @@ import numpy as np
 import pandas as pd
 from matplotlib.colors import LogNorm, Normalize
 from matplotlib.figure import Figure
+from matplotlib.ticker import MaxNLocator
 from scipy.cluster.hierarchy import dendrogram, fcluster, linkage
 from scipy.spatial.distance import pdist
 
@@ -223,6 +224,7 @@ def budget_curve_figure(sweep: pd.DataFrame, out_dir: str | os.PathLike[str], *,
         bad = data[data["status"].astype(str) != "optimal"]
         for budget in bad["budget"]:
             ax.axvspan(budget - 0.5, budget + 0.5, color="#f2dede", zorder=0)
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax.set_xlabel("supervision budget (tasks trained from scratch)")
     ax.set_title("Collective performance of taxonomies vs budget", fontsize=10)
     ax.legend(loc="upper left", fontsize=8)

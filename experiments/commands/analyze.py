@@ -1,0 +1,215 @@
+"""``taskonomy analyze``: run records → win rates, AHP affinities, figures and taxonomies."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import sys
+import warnings
+from pathlib import Path
+from typing import Any
+
+from rich.console import Console
+from rich.table import Table
+
+from taskonomy.analysis.affinities import AffinityResult, compute_affinities
+from taskonomy.analysis.affinity_table import RESULTS_FILE_NAME, load_affinities
+from taskonomy.analysis.figures import all_figures
+from taskonomy.analysis.losses_table import losses_frame, losses_summary
+from taskonomy.analysis.novel_task import place_novel_task_from_records
+from taskonomy.analysis.records import RecordScan, RunRecord, records_to_frame, scan_records
+from taskonomy.analysis.taxonomy import (
+    budget_sweep,
+    build_problem,
+    parse_range,
+    solution_record,
+    sweep_frame,
+)
+from taskonomy.analysis.taxonomy_figures import write_taxonomy_figure
+from taskonomy.datamodules.domains import atomic_write_bytes
+
+COMMAND = ("analyze",)
+HELP = "Turn run records into win rates, AHP affinities, quality/gain, figures and taxonomies."
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """Add the command's arguments."""
+    parser.add_argument("runs", nargs="?", type=Path,
+                        help="runs folder holding <run_id>/record.json (written by training)")
+    parser.add_argument("--out", type=Path, required=True, help="results folder to write")
+    parser.add_argument("--wandb-project", metavar="ENTITY/PROJECT",
+                        help="also read the runs of an online W&B project (public API)")
+    parser.add_argument("--wandb-offline", type=Path, metavar="DIR",
+                        help="also read offline W&B run folders under DIR (wandb leet inspect)")
+    parser.add_argument("--regime", help="data regime to analyze (default: the only one present)")
+    parser.add_argument("--targets", help="comma-separated targets (default: all with transfers)")
+    parser.add_argument("--strict", action="store_true",
+                        help="fail on mismatched sample keys instead of comparing shared keys")
+    parser.add_argument("--bootstrap", type=int, default=0, metavar="N",
+                        help="bootstrap resamples of test images for confidence intervals")
+    parser.add_argument("--level", type=float, default=0.95, help="confidence level")
+    parser.add_argument("--seed", type=int, default=0, help="bootstrap seed")
+    parser.add_argument("--budgets", default=None,
+                        help="taxonomy budgets, A..B or a comma list (default: 1..number of "
+                             "tasks); 'none' skips taxonomies")
+    parser.add_argument("--max-order", type=int, default=4, help="highest transfer order")
+    parser.add_argument("--solver", default="auto", choices=("auto", "highs", "gurobi"),
+                        help="BIP backend")
+    parser.add_argument("--novel-task", metavar="TASK",
+                        help="place TASK (its transfer records are in RUNS) onto --base")
+    parser.add_argument("--base", default="paper-2018-16k", metavar="AFFINITIES",
+                        help="base affinities for --novel-task: a shipped data set or a results "
+                             "folder (default: paper-2018-16k)")
+    parser.add_argument("--budget", type=float, default=None,
+                        help="budget for --novel-task (default: half the tasks, rounded up)")
+
+
+def _write_text(path: Path, text: str) -> Path:
+    atomic_write_bytes(path, text.encode("utf-8"))
+    return path
+
+
+def _load(args: argparse.Namespace, console: Console) -> list[RunRecord]:
+    """Records from the runs folder, the online project and offline W&B folders."""
+    if args.runs is None and not args.wandb_project and args.wandb_offline is None:
+        raise ValueError("give a runs folder, --wandb-project ENTITY/PROJECT or --wandb-offline")
+    scans: list[tuple[str, RecordScan]] = []
+    if args.runs is not None:
+        scans.append((str(args.runs), scan_records(args.runs)))
+    if args.wandb_offline is not None or args.wandb_project:
+        from taskonomy.analysis import wandb_source  # imports wandb, which is slow to load
+
+        if args.wandb_offline is not None:
+            scans.append((str(args.wandb_offline),
+                          wandb_source.read_offline_runs(args.wandb_offline)))
+        if args.wandb_project:
+            scans.append((args.wandb_project, wandb_source.read_project(args.wandb_project)))
+    records: dict[str, RunRecord] = {}
+    for where, scan in scans:
+        console.print(f"[bold]{where}[/]: {scan.describe()}")
+        for record in scan.records:
+            records.setdefault(record.run_id, record)  # the first source (local records) wins
+    if not records:
+        raise ValueError("no finished run records found; " + "; ".join(
+            f"{where}: {scan.describe()}" for where, scan in scans))
+    return list(records.values())
+
+
+def _write_tables(result: AffinityResult, records: list[RunRecord], out: Path) -> list[Path]:
+    paths = [
+        _write_text(out / "records.csv", records_to_frame(records).to_csv(index=False)),
+        _write_text(out / "losses_summary.csv",
+                    losses_summary(losses_frame(records)).to_csv(index=False)),
+        _write_text(out / "alignment.csv", result.alignment_frame().to_csv(index=False)),
+        _write_text(out / "candidates.csv",
+                    result.candidates_frame().to_csv(index=False, float_format="%.6g")),
+    ]
+    for target, tournament in result.tournaments.items():
+        paths.append(_write_text(out / "winrates" / f"{target}.csv",
+                                 tournament.win_rate_frame().to_csv(float_format="%.6g")))
+    paths.append(result.table.to_csv(out / RESULTS_FILE_NAME))
+    return paths
+
+
+def _taxonomies(result: AffinityResult, args: argparse.Namespace, out: Path,
+                console: Console) -> tuple[Any, list[Path]]:
+    """Budget sweep, one JSON and one figure per feasible budget; returns the sweep frame."""
+    table = result.table
+    budgets = parse_range(args.budgets) if args.budgets else list(range(1, len(table.tasks()) + 1))
+    problem = build_problem(table, targets=table.targets(), max_order=args.max_order)
+    points = budget_sweep(problem, budgets, solver=args.solver,
+                          log=lambda message: console.print(message))
+    sweep = sweep_frame(table, points)
+    paths = [_write_text(out / "taxonomies" / "sweep.csv", sweep.to_csv(index=False))]
+    for point in points:
+        stem = f"budget_{point.budget:g}"
+        if point.solution is None:
+            continue
+        record = solution_record(table, point.solution)
+        paths.append(_write_text(out / "taxonomies" / f"{stem}.json",
+                                 json.dumps(record, indent=1, default=str)))
+        paths += write_taxonomy_figure(point.solution, out / "taxonomies", stem=stem)
+    return sweep, paths
+
+
+def _place_novel(records: list[RunRecord], args: argparse.Namespace, out: Path,
+                 console: Console) -> list[Path]:
+    base = load_affinities(args.base)
+    budget = args.budget if args.budget is not None else math.ceil((len(base.tasks()) + 1) / 2)
+    result = place_novel_task_from_records(
+        records, args.novel_task, base, budget, regime=args.regime, strict=args.strict,
+        bootstrap=args.bootstrap, seed=args.seed, solver=args.solver, max_order=args.max_order,
+        log=lambda message: console.print(message))
+    folder = out / "novel_task"
+    record = solution_record(result.table, result.placement.solution)
+    record.update(task=result.task, base=args.base, unknown_sources=list(result.unknown_sources))
+    paths = [
+        _write_text(folder / "ranking.csv",
+                    result.ranking.to_csv(index=False, float_format="%.6g")),
+        _write_text(folder / "taxonomy.json", json.dumps(record, indent=1, default=str)),
+        result.table.to_csv(folder / RESULTS_FILE_NAME),
+        *write_taxonomy_figure(result.placement.solution, folder, stem="taxonomy"),
+    ]
+    edge = result.placement.solution.edges[result.task]
+    console.print(f"novel task [bold]{result.task}[/]: best sources "
+                  f"{', '.join(result.best_sources(3))}; in the taxonomy (budget {budget:g}) it "
+                  f"gets {edge.label} → {result.task}")
+    return paths
+
+
+def _print_summary(result: AffinityResult, console: Console) -> None:
+    table = Table(title=f"affinities, regime {result.regime}")
+    for column in ("target", "candidates", "images", "best transfer", "affinity", "quality",
+                   "gain"):
+        table.add_column(column)
+    for target, tournament in result.tournaments.items():
+        frame = tournament.frame()
+        transfers = frame[~frame["candidate"].isin(["self", "random"])]
+        best = transfers.sort_values("affinity", ascending=False).head(1)
+        if best.empty:
+            table.add_row(target, str(len(frame)), str(tournament.n_images), "-", "", "", "")
+            continue
+        row = best.iloc[0]
+        table.add_row(target, str(len(frame)), str(tournament.n_images), str(row["candidate"]),
+                      f"{row['affinity']:.3f}", f"{row['quality']:.2f}", f"{row['gain']:.2f}")
+    console.print(table)
+
+
+def run(args: argparse.Namespace) -> int:
+    """Read records, write tables, figures and taxonomies."""
+    console = Console(stderr=True)
+    if args.bootstrap < 0:
+        raise ValueError(f"--bootstrap must be ≥ 0, got {args.bootstrap}")
+    out: Path = args.out
+    if out.exists() and not out.is_dir():
+        raise NotADirectoryError(f"--out {out} exists and is not a folder; choose another path")
+    records = _load(args, console)
+    paths: list[Path] = []
+    if args.novel_task:
+        paths += _place_novel(records, args, out, console)
+        records = [r for r in records if r.target != args.novel_task]
+        if not any(r.role == "transfer" for r in records):
+            console.print(f"wrote {len(paths)} files to {out}")
+            return 0
+    targets = [t.strip() for t in args.targets.split(",") if t.strip()] if args.targets else None
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        result = compute_affinities(records, targets=targets, regime=args.regime,
+                                    strict=args.strict, bootstrap=args.bootstrap,
+                                    level=args.level, seed=args.seed, progress=sys.stderr.isatty())
+    for warning in caught:  # key mismatches and duplicate runs, with their counts
+        console.print(f"[yellow]warning:[/] {warning.message}")
+    paths += _write_tables(result, records, out)
+    sweep = None
+    if (args.budgets or "").lower() != "none" and len(result.table.targets()) > 0:
+        sweep, taxonomy_paths = _taxonomies(result, args, out, console)
+        paths += taxonomy_paths
+    paths += all_figures(result.table, out / "figures", sweep=sweep)
+    summary = {"regime": result.regime, "records": len(records),
+               "targets": result.table.targets(), "bootstrap": args.bootstrap,
+               "files": sorted(str(p.relative_to(out)) for p in paths)}
+    paths.append(_write_text(out / "summary.json", json.dumps(summary, indent=1)))
+    _print_summary(result, console)
+    console.print(f"wrote {len(paths)} files to {out}")
+    return 0

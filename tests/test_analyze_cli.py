@@ -1,0 +1,118 @@
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from taskonomy.analysis.affinity_table import AffinityTable
+from taskonomy.analysis.records import RunRecord, write_record
+from taskonomy.experiments.cli import main
+
+TASKS = ["normal", "reshading", "edge_texture"]
+NOVEL = "surface_wetness"
+
+
+def _write_runs(runs, *, skip=(), n=60, seed=0, drop_keys=None):
+    rng = np.random.default_rng(seed)
+    keys = [f"b0-p{i}" for i in range(n)]
+
+    def add(run_id, role, target, sources, offset, regime="1k"):
+        if run_id in skip:
+            return
+        use = keys[:-drop_keys[1]] if drop_keys and drop_keys[0] == run_id else keys
+        losses = dict(zip(use, rng.random(len(use)) + offset, strict=True))
+        record = RunRecord(run_id=run_id, role=role, target=target, sources=sources,
+                           regime=regime, config={"seed": seed})
+        write_record(record.finished(metrics={"test/loss": float(np.mean(list(losses.values())))},
+                                     per_image_losses=losses), runs)
+
+    for t in TASKS:
+        for s in TASKS:
+            add(f"{t}--{s}", "transfer", t, (s,), 0.1 if s == t else 0.4)
+        add(f"{t}--reshading+normal", "transfer", t, ("normal", "reshading"), 0.2)
+        add(f"{t}--random", "baseline", t, ("random",), 1.5)
+        add(f"{t}--pixels", "baseline", t, ("pixels",), 0.8)
+        add(f"{t}--task", "task", t, (), 0.0, regime="full")
+    write_record(RunRecord(run_id="still-running", role="transfer", target="normal",
+                           sources=("normal",), regime="1k"), runs)
+    return add
+
+
+def test_analyze_writes_tables_figures_and_taxonomies(tmp_path, capsys):
+    runs, out = tmp_path / "runs", tmp_path / "out"
+    _write_runs(runs)
+    assert main(["analyze", str(runs), "--out", str(out), "--budgets", "1..3",
+                 "--bootstrap", "20", "--solver", "highs"]) == 0
+    err = capsys.readouterr().err
+    assert "skipped 1 running" in err
+    table = AffinityTable.read_csv(out / "affinities.csv")
+    assert table.targets() == sorted(TASKS)
+    assert table.normalization_error().max() < 1e-6
+    assert table.has_confidence_intervals()
+    frame = table.frame.set_index(["target", "sources"])
+    assert frame.loc[("normal", "normal+reshading"), "order"] == 2
+    assert frame.loc[("normal", "self"), "quality"] == pytest.approx(0.5)
+    wins = pd.read_csv(out / "winrates" / "normal.csv", index_col=0)
+    np.testing.assert_allclose(wins.to_numpy() + wins.to_numpy().T, 1.0, atol=1e-9)
+    assert "pixels" not in wins.index
+    assert len(pd.read_csv(out / "records.csv")) == 3 * 7
+    assert (pd.read_csv(out / "losses_summary.csv")["n_images"] == 60).all()
+    for name in ("affinity_before_ahp", "affinity_after_ahp", "quality_gain", "similarity_tree",
+                 "budget_curve"):
+        assert (out / "figures" / f"{name}.png").is_file()
+        assert (out / "figures" / f"{name}.svg").is_file()
+    sweep = pd.read_csv(out / "taxonomies" / "sweep.csv")
+    assert list(sweep["budget"]) == [1, 2, 3]
+    best = json.loads((out / "taxonomies" / "budget_3.json").read_text())
+    # with every task supervised, each target takes its highest-affinity candidate
+    for edge in best["edges"]:
+        rows = table.candidates(edge["target"])
+        assert edge["label"] == rows[rows["sources"] != "random"]["sources"].iloc[0]
+    assert (out / "taxonomies" / "budget_1.png").is_file()
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["regime"] == "1k" and "affinities.csv" in summary["files"]
+
+
+def test_analyze_bad_input_is_reported(tmp_path, capsys):
+    runs = tmp_path / "runs"
+    _write_runs(runs, skip={"normal--edge_texture"}, drop_keys=("normal--reshading", 5))
+    out = tmp_path / "out"
+    assert main(["analyze", str(runs), "--out", str(out), "--targets", "normal,nope"]) == 2
+    err = capsys.readouterr().err
+    assert "unknown target(s) ['nope']" in err and "valid task names" in err
+    assert main(["analyze", str(runs), "--out", str(out), "--strict"]) == 2
+    assert "55 of 60 sample keys" in capsys.readouterr().err
+    assert main(["analyze", str(runs), "--out", str(out), "--budgets", "1..2"]) == 2
+    err = capsys.readouterr().err
+    assert "reshading lacks 5" in err  # key mismatch reported with counts
+    assert "(edge_texture → normal)" in err  # the missing transfer is named
+    assert main(["analyze", str(tmp_path / "none"), "--out", str(out)]) == 2
+    assert "does not exist" in capsys.readouterr().err
+
+
+def test_analyze_places_a_novel_task(tmp_path, capsys):
+    runs, out = tmp_path / "runs", tmp_path / "out"
+    _write_runs(runs)
+    assert main(["analyze", str(runs), "--out", str(out), "--budgets", "none"]) == 0
+    novel_runs = tmp_path / "novel"
+    rng = np.random.default_rng(5)
+    keys = [f"k{i}" for i in range(80)]
+    for source, offset in (("edge_texture", 0.0), ("normal", 0.5), ("reshading", 0.9)):
+        write_record(RunRecord(run_id=f"novel--{source}", role="transfer", target=NOVEL,
+                               sources=(source,), regime="1k", status="finished",
+                               per_image_losses=dict(zip(keys, rng.random(80) + offset,
+                                                         strict=True))), novel_runs)
+    write_record(RunRecord(run_id="novel--random", role="baseline", target=NOVEL,
+                           sources=("random",), regime="1k", status="finished",
+                           per_image_losses=dict(zip(keys, rng.random(80) + 2, strict=True))),
+                 novel_runs)
+    novel_out = tmp_path / "novel_out"
+    assert main(["analyze", str(novel_runs), "--out", str(novel_out), "--novel-task", NOVEL,
+                 "--base", str(out), "--budget", "2", "--solver", "highs"]) == 0
+    err = capsys.readouterr().err
+    assert f"novel task {NOVEL}: best sources edge_texture" in err
+    ranking = pd.read_csv(novel_out / "novel_task" / "ranking.csv")
+    assert list(ranking["sources"][:3]) == ["edge_texture", "normal", "reshading"]
+    placed = json.loads((novel_out / "novel_task" / "taxonomy.json").read_text())
+    assert NOVEL in [e["target"] for e in placed["edges"]]
+    assert (novel_out / "novel_task" / "taxonomy.png").is_file()
