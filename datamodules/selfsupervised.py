@@ -10,13 +10,16 @@
   shuffled by one of 100 permutations chosen greedily for large Hamming distance.
 
 The authors' ``pts_in_hull.npy`` (the 313 bins) and ``jigsaw_max_hamming_set.npy`` are not
-shipped; both sets are rebuilt here deterministically by the same constructions.
+public; both sets are rebuilt here deterministically by the same constructions
+(:func:`build_ab_bins`, :func:`build_jigsaw_permutations`) and shipped as package data
+(``ab_bins_313.npy``, ``jigsaw_permutations_100.npy``) because building them takes seconds.
 """
 
 from __future__ import annotations
 
 import functools
 import itertools
+from importlib import resources
 
 import cv2
 import numpy as np
@@ -58,8 +61,33 @@ def rgb_to_lab(rgb01: np.ndarray) -> np.ndarray:
     return np.asarray(cv2.cvtColor(rgb01.astype(np.float32), cv2.COLOR_RGB2LAB))
 
 
+AB_BINS_FILE = "ab_bins_313.npy"
+JIGSAW_FILE = "jigsaw_permutations_100.npy"
+
+
+def _packaged(name: str) -> np.ndarray | None:
+    path = resources.files("taskonomy.datamodules") / name
+    if not path.is_file():
+        return None
+    with path.open("rb") as handle:
+        return np.asarray(np.load(handle, allow_pickle=False))
+
+
 @functools.cache
 def ab_bins() -> np.ndarray:
+    """The 313 ab bin centres (313×2 float32): the shipped copy of :func:`build_ab_bins`."""
+    shipped = _packaged(AB_BINS_FILE)
+    return shipped if shipped is not None else build_ab_bins()
+
+
+@functools.cache
+def jigsaw_permutations() -> np.ndarray:
+    """The 100×9 permutations: the shipped copy of :func:`build_jigsaw_permutations`."""
+    shipped = _packaged(JIGSAW_FILE)
+    return shipped if shipped is not None else build_jigsaw_permutations()
+
+
+def build_ab_bins() -> np.ndarray:
     """The 313 quantized ab bin centres (313×2, float32), in a fixed order.
 
     Bins are the centres of a 10-unit ab grid. Every centre that some sRGB colour rounds to is
@@ -104,8 +132,7 @@ def colorization_sample(rgb01: np.ndarray, resolution: int) -> tuple[np.ndarray,
     return lightness, np.ascontiguousarray(soft.T.reshape(AB_BIN_COUNT, quarter, quarter))
 
 
-@functools.cache
-def jigsaw_permutations() -> np.ndarray:
+def build_jigsaw_permutations() -> np.ndarray:
     """The 100×9 permutation set (int64): greedy maximum total Hamming distance.
 
     Starts from the identity and repeatedly adds the permutation of 0..8 whose summed Hamming
