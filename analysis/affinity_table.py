@@ -115,7 +115,7 @@ class AffinityTable:
         """Validate a DataFrame and wrap it.
 
         ``sources`` strings are canonicalized (names sorted); ``quality``/``gain`` may be missing
-        (filled with NaN); ``order`` may be missing (computed from ``sources``).
+        (filled with NaN); ``order`` may be missing or NaN (computed from ``sources``).
 
         Raises:
             ValueError: On missing columns, wrong types, bad names, an ``order`` that disagrees
@@ -339,9 +339,11 @@ def _validate(frame: pd.DataFrame) -> pd.DataFrame:
         orders.append(len(names))
     out["sources"] = canonical
     if "order" in frame.columns:
-        given = pd.to_numeric(frame["order"], errors="coerce").to_numpy()
-        if np.isnan(given.astype(float)).any() or (given != np.asarray(orders)).any():
-            index = int(np.flatnonzero(given != np.asarray(orders))[0])
+        given = pd.to_numeric(frame["order"], errors="coerce").to_numpy(dtype=float)
+        # A missing order (e.g. rows concatenated from a frame without the column) is computed.
+        wrong = ~np.isnan(given) & (given != np.asarray(orders))
+        if wrong.any():
+            index = int(np.flatnonzero(wrong)[0])
             raise ValueError(
                 f"row {index}: order {frame['order'].iloc[index]!r} does not match sources "
                 f"{canonical[index]!r} (expected {orders[index]}; baselines have order 0)"

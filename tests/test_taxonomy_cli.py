@@ -1,0 +1,183 @@
+import json
+import re
+
+import pandas as pd
+import pytest
+
+from taskonomy.analysis.affinity_table import AffinityTable, load_affinities
+from taskonomy.analysis.taxonomy import (
+    budget_sweep,
+    build_problem,
+    missing_transfers,
+    parse_range,
+    place_novel_task,
+    sweep_frame,
+)
+from taskonomy.experiments.cli import main
+from taskonomy.solvers import solve
+
+
+def _results_table() -> AffinityTable:
+    """A small results table of ours: three tasks, complete first order, one order-2 edge."""
+    rows = []
+    tasks = ("normal", "reshading", "depth_zbuffer")
+    for target in tasks:
+        rows += [(target, "self", 0.5, 0.5, 0.9), (target, "random", 0.02, 0.0, 0.1)]
+        others = [t for t in tasks if t != target]
+        rows += [(target, others[0], 0.2, 0.3, 0.7), (target, others[1], 0.18, 0.25, 0.6)]
+        rows.append((target, "+".join(others), 0.1, 0.35, 0.8))
+    return AffinityTable.from_frame(
+        pd.DataFrame(rows, columns=["target", "sources", "affinity", "quality", "gain"]))
+
+
+def _run(capsys, *argv):
+    code = main(["taxonomy", *argv])
+    captured = capsys.readouterr()
+    return code, captured.out, captured.err
+
+
+def test_json_output_is_one_object_with_the_answer(capsys):
+    code, out, _ = _run(capsys, "--affinities", "paper-2018", "--budget", "3", "--json",
+                        "--solver", "highs")
+    assert code == 0
+    record = json.loads(out)  # exactly one JSON document on stdout
+    assert record["status"] == "optimal" and len(record["supervised"]) <= 3
+    assert {e["target"] for e in record["edges"]} == set(load_affinities("paper-2018").targets())
+    for edge in record["edges"]:
+        assert set(edge["sources"]) <= set(record["supervised"])
+    expected = solve(build_problem(load_affinities("paper-2018"), 3), "highs")
+    assert record["objective"] == pytest.approx(expected.objective)
+
+
+def test_out_writes_json_and_figures(tmp_path, capsys):
+    code, out, _ = _run(capsys, "--affinities", "paper-2018-1k", "--budget", "4",
+                        "--max-order", "3", "--out", str(tmp_path), "--solver", "highs")
+    assert code == 0 and "objective" in out and "supervised" in out
+    record = json.loads((tmp_path / "taxonomy.json").read_text())
+    assert max(e["order"] for e in record["edges"]) <= 3
+    for suffix in ("png", "svg"):
+        assert (tmp_path / f"taxonomy.{suffix}").stat().st_size > 10_000
+    assert (tmp_path / "taxonomy.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def test_options_reach_the_problem(tmp_path, capsys):
+    csv = _results_table().to_csv(tmp_path / "results" / "affinities.csv")
+    code, out, _ = _run(capsys, "--affinities", str(csv.parent), "--budget", "1", "--json",
+                        "--targets", "normal,reshading", "--sources", "depth_zbuffer,normal",
+                        "--importance", "normal=3", "--cost", "depth_zbuffer=1,normal=1",
+                        "--solver", "highs")
+    record = json.loads(out)
+    assert code == 0 and record["importance"] == {"normal": 3.0, "reshading": 1.0}
+    # Budget 1 with normal weighted 3×: supervise normal (self 0.5·3) and transfer
+    # normal → reshading (0.2) beats supervising depth_zbuffer for both (0.18·3 + 0.2).
+    assert record["supervised"] == ["normal"]
+    assert record["objective"] == pytest.approx(3 * 0.5 + 0.2)
+    # Without normal among the sources, it cannot feed reshading: depth_zbuffer feeds both.
+    code, out, _ = _run(capsys, "--affinities", str(csv), "--budget", "1", "--json",
+                        "--targets", "normal,reshading", "--sources", "depth_zbuffer",
+                        "--importance", "normal=3", "--solver", "highs")
+    record = json.loads(out)
+    assert record["supervised"] == ["depth_zbuffer"]
+    assert record["objective"] == pytest.approx(3 * 0.18 + 0.18)
+
+
+def test_budget_sweep_json_reports_each_status(capsys):
+    code, out, _ = _run(capsys, "--affinities", "paper-2018", "--budget-sweep", "0..3",
+                        "--json", "--solver", "highs")
+    record = json.loads(out)
+    assert code == 0 and [s["budget"] for s in record["solves"]] == [0, 1, 2, 3]
+    assert [s["status"] for s in record["solves"]] == ["infeasible"] + ["optimal"] * 3
+    assert record["solves"][0]["min_budget"] == 1
+    objectives = [s["objective"] for s in record["solves"][1:]]
+    assert objectives == sorted(objectives)  # more budget never hurts
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["--budget", "2", "--targets", "normal,warp"], "valid targets in these affinities: "),
+        (["--budget", "2", "--sources", "warp"], "valid sources"),
+        (["--budget", "0"], "smallest budget .* is 1"),
+        (["--budget", "2", "--importance", "normal"], "task=number"),
+        (["--budget", "2", "--cost", "warp=1"], "unknown task"),
+        (["--budget-sweep", "5..1"], "A..B"),
+        ([], "exactly one of --budget"),
+        (["--budget", "2", "--affinities", "nowhere.csv"], "neither a shipped data set"),
+        (["--budget", "2", "--max-order", "0"], "max-order"),
+    ],
+)
+def test_bad_input_exits_2_with_a_named_problem(capsys, argv, message):
+    code, out, err = _run(capsys, "--affinities", "paper-2018", *argv)
+    assert code == 2 and out == ""
+    assert re.search(message, err), err
+
+
+def test_missing_transfers_are_listed(tmp_path, capsys):
+    frame = _results_table().frame
+    frame = frame[~((frame["target"] == "normal") & (frame["sources"] == "reshading"))]
+    csv = AffinityTable.from_frame(frame).to_csv(tmp_path / "affinities.csv")
+    assert missing_transfers(AffinityTable.read_csv(csv), ["normal"],
+                             ["reshading", "normal"]) == [("reshading", "normal")]
+    code, _, err = _run(capsys, "--affinities", str(csv), "--budget", "2")
+    assert code == 2 and "(reshading → normal)" in err
+
+
+def test_sources_restriction_names_targets_without_edges():
+    frame = _results_table().frame
+    frame = frame[~((frame["target"] == "normal") & (frame["sources"] == "self"))]
+    table = AffinityTable.from_frame(frame)
+    with pytest.raises(ValueError, match=r"\['normal'\] have no eligible incoming edge"):
+        build_problem(table, 2, targets=["normal"], sources=["normal"], require_complete=False)
+
+
+def test_random_is_never_an_edge_and_is_free_inside_source_sets():
+    problem = build_problem(load_affinities("paper-2018-16k"), 5)
+    assert all("random" not in edge.sources for edge in problem.edges)
+    assert all(edge.label != "random" for edge in problem.edges)
+    with_random = [e for e in problem.edges if "random" in e.label.split("+")]
+    assert with_random and all(len(e.sources) == e.order - 1 for e in with_random)
+
+
+def test_shipped_16k_sweep_1_to_26_max_order_4():
+    table = load_affinities("paper-2018-16k")
+    problem = build_problem(table, max_order=4)
+    assert len(problem.targets) == 22
+    assert max(e.order for e in problem.edges) == 4
+    points = budget_sweep(problem, parse_range("1..26"), solver="highs")
+    frame = sweep_frame(table, points)
+    assert list(frame["status"]) == ["optimal"] * 26
+    assert frame["objective"].is_monotonic_increasing
+    # Once every target can afford its best edge, more budget changes nothing.
+    assert frame["objective"].iloc[-1] == pytest.approx(
+        sum(table.candidates(t)["affinity"].iloc[0] for t in table.targets()), rel=0.05)
+
+
+def test_novel_task_is_ranked_and_placed():
+    frame = _results_table().frame
+    novel = pd.DataFrame([("sketch", "self", 0.3), ("sketch", "random", 0.05),
+                          ("sketch", "normal", 0.45), ("sketch", "reshading", 0.2)],
+                         columns=["target", "sources", "affinity"])
+    table = AffinityTable.from_frame(pd.concat([frame, novel], ignore_index=True))
+    placement = place_novel_task(table, "sketch", budget=3, solver="highs")
+    assert list(placement.ranking["sources"][:2]) == ["normal", "self"]
+    assert "sketch" in placement.solution.edges
+    assert placement.solution.edges["sketch"].label == "normal"
+    with pytest.raises(ValueError, match="no transfers into 'nothing'"):
+        place_novel_task(table, "nothing", budget=3)
+
+
+def test_gurobi_banner_never_reaches_stdout(capsys):
+    pytest.importorskip("gurobipy")
+    code, out, _ = _run(capsys, "--affinities", "paper-2018", "--budget", "2", "--json",
+                        "--solver", "auto")
+    assert code == 0 and json.loads(out)["solver"] in ("gurobi", "highs")
+
+
+def test_help_lists_the_options(capsys):
+    with pytest.raises(SystemExit) as exited:
+        main(["taxonomy", "--help"])
+    assert exited.value.code == 0
+    out = capsys.readouterr().out
+    for option in ("--affinities", "--budget-sweep", "--max-order", "--importance", "--cost",
+                   "--solver", "--out", "--json"):
+        assert option in out
