@@ -1,0 +1,194 @@
+import io
+import shutil
+import tarfile
+from collections import Counter
+from pathlib import Path
+
+import pytest
+import torch
+
+from taskonomy.datamodules.datamodule import TaskonomyDataModule, select_subset
+from taskonomy.datamodules.layouts import parse_key
+from taskonomy.datamodules.shards import manifest_keys, read_manifest
+
+
+def _keys(loader) -> list[str]:
+    return [key for batch in loader for key in batch["__key__"]]
+
+
+def test_batch_contract_single_view_tasks(tiny_shards: Path):
+    tasks = ["depth_zbuffer", "segment_semantic", "class_scene", "colorization", "jigsaw",
+             "room_layout"]
+    dm = TaskonomyDataModule(tiny_shards, tasks=tasks, resolution=16, batch_size=4,
+                             num_workers=0, jigsaw_tile=8)
+    dm.setup("fit")
+    assert "normal" not in dm.domains and "depth_zbuffer" in dm.domains  # only needed folders
+    batch = next(iter(dm.train_dataloader()))
+    assert len(batch["__key__"]) == 4
+    assert batch["rgb"].shape == (4, 3, 16, 16) and batch["rgb"].abs().max() <= 1.0
+    depth = batch["depth_zbuffer"]
+    assert depth["target"].shape == depth["mask"].shape == depth["raw"].shape == (4, 1, 16, 16)
+    assert torch.equal(depth["input"], batch["rgb"])
+    semantic = batch["segment_semantic"]
+    assert semantic["target"].dtype == torch.int64 and semantic["target"].shape == (4, 16, 16)
+    assert semantic["target"].max() <= 16 and semantic["mask"].shape == (4, 16, 16)
+    assert batch["class_scene"]["target"].shape == (4, 63)
+    assert torch.allclose(batch["class_scene"]["target"].sum(1), torch.ones(4), atol=1e-4)
+    assert batch["class_scene"]["mask"].shape == (4,)
+    assert batch["colorization"]["input"].shape == (4, 1, 16, 16)
+    assert batch["colorization"]["target"].shape == (4, 313, 4, 4)
+    assert batch["jigsaw"]["input"].shape == (4, 9, 3, 8, 8)
+    assert batch["jigsaw"]["target"].shape == (4,)
+    assert batch["room_layout"]["target"].shape == (4, 9)
+
+
+def test_multi_view_units(tiny_shards: Path):
+    dm = TaskonomyDataModule(tiny_shards, tasks=["fixated_pose", "egomotion", "point_matching"],
+                             resolution=16, batch_size=2, num_workers=0)
+    batches = list(dm.val_dataloader())
+    units = [key for b in batches for key in b["__key__"]]
+    assert len(units) == 6  # one unit per fixated point of the 2 val buildings
+    for batch in batches:
+        assert batch["fixated_pose"]["input"].shape[1:] == (2, 3, 16, 16)
+        assert batch["egomotion"]["input"].shape[1:] == (3, 3, 16, 16)
+        assert batch["egomotion"]["target"].shape[1:] == (18,)
+        for key, label in zip(batch["__key__"], batch["point_matching"]["target"], strict=True):
+            views = [parse_key(k) for k in key.split("+")]
+            assert len({v.point_key for v in views[:3]}) == 1  # a group of one point
+            partner = views[1] if label == 1 else views[-1]
+            assert (partner.point_key == views[0].point_key) == bool(label)
+    again = _keys(dm.val_dataloader())
+    assert again == units  # deterministic evaluation units
+    nonfixated = TaskonomyDataModule(tiny_shards, tasks=["nonfixated_pose"], resolution=16,
+                                     batch_size=2, num_workers=0)
+    for key in _keys(nonfixated.val_dataloader()):
+        first, second = (parse_key(k) for k in key.split("+"))
+        assert first.building == second.building and first.point != second.point
+
+
+@pytest.mark.parametrize("split", ["val", "test"])
+def test_every_eval_key_once_across_two_ranks_and_two_workers(tiny_shards: Path, split: str):
+    expected = manifest_keys(read_manifest(tiny_shards, split))
+    seen: list[str] = []
+    for rank in range(2):
+        dm = TaskonomyDataModule(tiny_shards, tasks=["normal"], resolution=8, batch_size=2,
+                                 num_workers=2, rank=rank, world_size=2)
+        loader = dm.val_dataloader() if split == "val" else dm.test_dataloader()
+        keys = _keys(loader)
+        assert keys, f"rank {rank} got no samples"
+        seen.extend(keys)
+    assert Counter(seen) == Counter(expected)
+
+
+def _rewrite_member(path: Path, index: int, payload: bytes) -> str:
+    with tarfile.open(path) as tar:
+        members = [(m, tar.extractfile(m).read()) for m in tar.getmembers()]
+    name = members[index][0].name
+    with tarfile.open(path, "w") as tar:
+        for i, (member, data) in enumerate(members):
+            data = payload if i == index else data
+            member.size = len(data)
+            tar.addfile(member, io.BytesIO(data))
+    return name.split(".")[0]
+
+
+def test_corrupt_png_and_truncated_shard_are_skipped_and_counted(tiny_shards: Path,
+                                                                tmp_path: Path):
+    root = tmp_path / "root"
+    shutil.copytree(tiny_shards / "val", root / "val")
+    corrupt_key = _rewrite_member(root / "val" / "rgb" / "val-000001.tar", 1,
+                                  b"\x89PNG\r\n\x1a\n" + bytes(100))
+    truncated = root / "val" / "depth_zbuffer" / "val-000003.tar"
+    truncated.write_bytes(truncated.read_bytes()[:2000])
+    dm = TaskonomyDataModule(root, tasks=["depth_zbuffer"], resolution=8, batch_size=2,
+                             num_workers=0, train_split=None, test_split=None)
+    with pytest.warns(RuntimeWarning, match="skipped a bad sample"):
+        keys = _keys(dm.val_dataloader())
+    all_keys = manifest_keys(read_manifest(root, "val"))
+    lost = set(all_keys) - set(keys)
+    assert corrupt_key in lost
+    shard3 = read_manifest(root, "val")["shards"][3]["keys"]
+    assert len(lost) <= 1 + len(shard3) and lost - {corrupt_key} <= set(shard3)
+    assert dm.skipped.count == 2  # one corrupt sample, one unreadable shard tail
+    assert dm.skipped.reset() == 2 and dm.skipped.count == 0
+    # Training keeps going over the bad data and completes its epoch.
+    train = TaskonomyDataModule(root, tasks=["depth_zbuffer"], resolution=8, batch_size=2,
+                                num_workers=0, train_split="val", val_split=None,
+                                test_split=None, epoch_size=30, shuffle_buffer=4)
+    with pytest.warns(RuntimeWarning):
+        assert len(_keys(train.train_dataloader())) == 30
+
+
+def test_missing_domain_folder_is_an_error_before_training(tiny_shards: Path, tmp_path: Path):
+    root = tmp_path / "root"
+    shutil.copytree(tiny_shards / "train", root / "train")
+    shutil.rmtree(root / "train" / "normal")
+    dm = TaskonomyDataModule(root, tasks=["normal"], num_workers=0, val_split=None,
+                             test_split=None)
+    with pytest.raises(FileNotFoundError, match=r"train/normal is missing.*--domains normal"):
+        dm.setup("fit")
+    with pytest.raises(ValueError, match="valid domains"):
+        TaskonomyDataModule(root, domains=["depht"])
+    with pytest.raises(ValueError, match="valid tasks"):
+        TaskonomyDataModule(root, tasks=["depht"])
+
+
+def test_limit_selects_a_fixed_subset_and_epochs_have_fixed_length(tiny_shards: Path):
+    keys = manifest_keys(read_manifest(tiny_shards, "train"))
+    subset = select_subset(keys, 5, seed=3)
+    assert subset == select_subset(keys, 5, seed=3) and len(subset) == 5
+    assert subset != select_subset(keys, 5, seed=4)
+    dm = TaskonomyDataModule(tiny_shards, tasks=["autoencoding"], resolution=8, batch_size=1,
+                             num_workers=2, limit=5, seed=3, epoch_size=12)
+    epochs = [_keys(dm.train_dataloader()) for _ in range(2)]
+    for epoch in epochs:
+        assert len(epoch) == 12 and set(epoch) <= subset
+    assert epochs[0] != epochs[1]  # reshuffled every epoch
+    with pytest.raises(ValueError, match="exceeds"):
+        select_subset(keys, 1000, seed=0)
+
+
+def test_pipe_root_streams_like_a_local_root(tiny_shards: Path):
+    local = TaskonomyDataModule(tiny_shards, tasks=["edge_texture"], resolution=8,
+                                batch_size=3, num_workers=0)
+    piped = TaskonomyDataModule(f"pipe:cat {tiny_shards}", tasks=["edge_texture"],
+                                resolution=8, batch_size=3, num_workers=0)
+    a, b = list(local.val_dataloader()), list(piped.val_dataloader())
+    assert [x["__key__"] for x in a] == [x["__key__"] for x in b]
+    assert all(torch.equal(x["edge_texture"]["target"], y["edge_texture"]["target"])
+               for x, y in zip(a, b, strict=True))
+
+
+def test_trainer_epoch_end_reports_skipped_samples(tiny_shards: Path, tmp_path: Path):
+    import lightning as L
+
+    from taskonomy.datamodules.datamodule import SkippedSamplesCallback
+
+    root = tmp_path / "root"
+    shutil.copytree(tiny_shards / "train", root / "train")
+    for shard in (root / "train" / "rgb").glob("*.tar"):
+        _rewrite_member(shard, 0, b"not a png")
+
+    class Probe(L.LightningModule):
+        def __init__(self) -> None:
+            super().__init__()
+            self.layer = torch.nn.Conv2d(3, 1, 1)
+
+        def training_step(self, batch, _):
+            out = self.layer(batch["depth_zbuffer"]["input"])
+            target, mask = batch["depth_zbuffer"]["target"], batch["depth_zbuffer"]["mask"]
+            return ((out - target).abs() * mask).sum() / mask.sum().clamp(min=1)
+
+        def configure_optimizers(self):
+            return torch.optim.SGD(self.parameters(), lr=0.01)
+
+    dm = TaskonomyDataModule(root, tasks=["depth_zbuffer"], resolution=8, batch_size=3,
+                             num_workers=0, val_split=None, test_split=None, epoch_size=27,
+                             shuffle_buffer=4, seed=1)
+    trainer = L.Trainer(max_epochs=2, accelerator="cpu", logger=False,
+                        enable_checkpointing=False, enable_progress_bar=False,
+                        enable_model_summary=False, callbacks=[SkippedSamplesCallback()],
+                        default_root_dir=tmp_path)
+    with pytest.warns(RuntimeWarning):
+        trainer.fit(Probe(), datamodule=dm)
+    assert trainer.callback_metrics["data/skipped_train"] >= 1
