@@ -143,7 +143,8 @@ def plan_building(name: str, seed: int, resolution: int, points: int, views: int
                   ) -> tuple[list[Scene], list[FixatedPoint]]:
     """Rooms and fixated points (with their cameras) of one building."""
     rng = building_rng(seed, name)
-    room_count = max(1, min(points, int(rng.integers(1, 4))))
+    # One to three rooms, with at least three points per room so views share points.
+    room_count = max(1, min(int(rng.integers(1, 4)), points // 3))
     scenes: list[Scene] = []
     x = 0.0
     for _ in range(room_count):

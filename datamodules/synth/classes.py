@@ -145,7 +145,7 @@ def object_distribution(class_areas: dict[str, float], smoothing: float = 0.02) 
     """
     # Objects count more than the shell per pixel: a classifier names the salient thing.
     weighted = {
-        name: area * (0.2 if name == "background" else 1.0)
+        name: area * (0.05 if name == "background" else 1.0)
         for name, area in class_areas.items()
         if area > 0
     }

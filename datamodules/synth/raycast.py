@@ -58,7 +58,7 @@ PLAIN, CHECKER, STRIPES, PLANKS, NOISE = 0, 1, 2, 3, 4
 _INF = 1e30
 
 
-@numba.njit(cache=True, fastmath=False)
+@numba.njit(cache=True, error_model="numpy")
 def _hit_primitive(p, i, ox, oy, oz, dx, dy, dz, tmin, tmax):  # noqa: C901
     """Nearest hit of one primitive in (tmin, tmax): (t, nx, ny, nz, face) or t = -1."""
     kind = int(p[i, 0])
@@ -183,7 +183,7 @@ def _hit_primitive(p, i, ox, oy, oz, dx, dy, dz, tmin, tmax):  # noqa: C901
     return t, nx, ny, nz, face
 
 
-@numba.njit(cache=True)
+@numba.njit(cache=True, error_model="numpy")
 def intersect(prims, ox, oy, oz, dx, dy, dz, tmin, tmax):
     """Nearest hit over all primitives: (t, index, nx, ny, nz, face); index −1 on a miss."""
     best_t = tmax
@@ -197,7 +197,7 @@ def intersect(prims, ox, oy, oz, dx, dy, dz, tmin, tmax):
     return best_t, best_i, bnx, bny, bnz, best_face
 
 
-@numba.njit(cache=True)
+@numba.njit(cache=True, error_model="numpy")
 def occluded(prims, ox, oy, oz, dx, dy, dz, tmin, tmax):
     """Whether anything lies on the ray between tmin and tmax (any hit, early exit)."""
     for i in range(prims.shape[0]):
@@ -207,7 +207,7 @@ def occluded(prims, ox, oy, oz, dx, dy, dz, tmin, tmax):
     return False
 
 
-@numba.njit(cache=True)
+@numba.njit(cache=True, error_model="numpy")
 def _hash(i, j, k):
     h = (i * 73856093) ^ (j * 19349663) ^ (k * 83492791)
     h = (h ^ (h >> 13)) * 1274126177
@@ -215,7 +215,7 @@ def _hash(i, j, k):
     return (h & 0xFFFFFF) / 16777215.0
 
 
-@numba.njit(cache=True)
+@numba.njit(cache=True, error_model="numpy")
 def _value_noise(x, y, z):
     ix, iy, iz = int(np.floor(x)), int(np.floor(y)), int(np.floor(z))
     fx, fy, fz = x - ix, y - iy, z - iz
@@ -233,7 +233,7 @@ def _value_noise(x, y, z):
     return result
 
 
-@numba.njit(cache=True)
+@numba.njit(cache=True, error_model="numpy")
 def _albedo(mat, x, y, z, nx, ny, nz):
     """Procedural albedo of a material at a world point with normal n: (r, g, b)."""
     pattern = int(mat[6])
@@ -268,7 +268,7 @@ def _albedo(mat, x, y, z, nx, ny, nz):
     return r, g, b
 
 
-@numba.njit(cache=True)
+@numba.njit(cache=True, error_model="numpy")
 def _shade(prims, mats, lights, i, x, y, z, nx, ny, nz):
     """Linear radiance of a hit: ambient plus point lights with hard shadows."""
     ar, ag, ab = _albedo(mats[i], x, y, z, nx, ny, nz)
@@ -290,7 +290,7 @@ def _shade(prims, mats, lights, i, x, y, z, nx, ny, nz):
     return ar * lr, ag * lg, ab * lb
 
 
-@numba.njit(cache=True)
+@numba.njit(cache=True, error_model="numpy")
 def trace(prims, mats, lights, origin, dirs, shade, out_t, out_index, out_normal, out_face,
           out_rgb):
     """Cast one ray per row of ``dirs`` from ``origin``; fill the output buffers.
@@ -339,7 +339,7 @@ def trace(prims, mats, lights, origin, dirs, shade, out_t, out_index, out_normal
             out_rgb[k, 2] = b
 
 
-@numba.njit(cache=True)
+@numba.njit(cache=True, error_model="numpy")
 def segments_visible(prims, origins, targets, tolerance):
     """For each (origin, target) pair, whether the target is the first surface on the ray.
 

@@ -1,0 +1,255 @@
+import json
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from taskonomy.datamodules.cameras import camera_from_point_info
+from taskonomy.datamodules.domains import DEPTH_MISSING, DOMAINS, read_domain_file
+from taskonomy.datamodules.synth import MANIFEST, SPLIT_FILE, read_split_csv, synthesize
+from taskonomy.datamodules.synth.classes import places_home_workspace_mask
+from taskonomy.experiments.cli import main
+
+RES = 48
+POINTS, VIEWS = 3, 2
+
+
+@pytest.fixture(scope="module")
+def dataset(tmp_path_factory):
+    out = tmp_path_factory.mktemp("synth") / "out"
+    synthesize(out, buildings=3, resolution=RES, seed=7, points=POINTS, views=VIEWS)
+    return out
+
+
+def _views(building: Path):
+    for path in sorted((building / "point_info").iterdir()):
+        record = read_domain_file(path, "point_info")
+        yield record["point_uuid"], record["view_id"], record
+
+
+def _load(building: Path, domain: str, point, view):
+    spec = DOMAINS[domain]
+    return read_domain_file(building / spec.name / spec.file_name(point, view), domain)
+
+
+def _buildings(dataset: Path):
+    return sorted(p for p in dataset.iterdir() if p.is_dir())
+
+
+def _to_camera_units(record):
+    """Unit directions from each pixel centre towards the camera, in the released normal frame."""
+    camera = camera_from_point_info(record)
+    v, u = np.mgrid[0:RES, 0:RES] + 0.5
+    rays = np.stack([(u - camera.K[0, 2]) / camera.K[0, 0], (v - camera.K[1, 2]) / camera.K[1, 1],
+                     np.ones_like(u)], axis=-1)
+    rays /= np.linalg.norm(rays, axis=-1, keepdims=True)
+    # Towards the camera is -ray (OpenCV); the released frame has z pointing at the camera.
+    return np.stack([-rays[..., 0], -rays[..., 1], rays[..., 2]], axis=-1), rays
+
+
+def test_every_domain_file_exists_and_decodes(dataset):
+    for building in _buildings(dataset):
+        assert sorted(p.name for p in building.iterdir()) == sorted(DOMAINS)
+        for name, spec in DOMAINS.items():
+            files = sorted((building / spec.name).iterdir())
+            assert len(files) == (POINTS if spec.per_point else POINTS * VIEWS), name
+            for path in files:
+                assert not path.name.startswith(".")
+                value = read_domain_file(path, name)
+                if spec.kind in ("rgb8", "gray8", "gray16"):
+                    assert value.shape[:2] == (RES, RES), (name, path.name)
+                elif name == "class_object":
+                    assert value.shape == (1000,) and value.sum() == pytest.approx(1, abs=1e-4)
+                elif name == "class_scene":
+                    assert value.shape == (365,) and value.sum() == pytest.approx(1, abs=1e-4)
+                    assert value[places_home_workspace_mask()].sum() > 0.99
+
+
+def test_point_info_has_every_released_field(dataset):
+    released = {
+        "vanishing_points_gaussian_sphere", "nonfixated_points_in_view", "point_pitch",
+        "camera_rotation_from_original_to_final", "camera_location", "camera_rotation_original",
+        "view_id", "point_location", "camera_distance", "bounding_box_ranges",
+        "obliqueness_angle", "resolution", "point_uuid", "point_normal", "camera_rotation_final",
+        "vanishing_points_image", "camera_uuid", "field_of_view_rads", "room",
+    }
+    fovs = []
+    for building in _buildings(dataset):
+        for _, _, record in _views(building):
+            assert set(record) == released
+            assert record["resolution"] == RES
+            fovs.append(record["field_of_view_rads"])
+    assert 0.85 <= min(fovs) and max(fovs) <= 1.28
+
+
+def test_fixated_point_projects_to_image_centre_and_depth_agrees(dataset):
+    for building in _buildings(dataset):
+        for point, view, record in _views(building):
+            camera = camera_from_point_info(record)
+            pixels, depth = camera.project(np.array(record["point_location"]))
+            assert np.allclose(pixels[0], [RES / 2, RES / 2], atol=1e-6)
+            assert depth[0] > 0
+            euclid = _load(building, "depth_euclidean", point, view) / 512.0
+            centre = euclid[RES // 2 - 1 : RES // 2 + 1, RES // 2 - 1 : RES // 2 + 1]
+            assert np.min(np.abs(centre - record["camera_distance"])) < 0.05 * depth[0] + 0.01
+
+
+def test_nonfixated_matches_project_to_their_pixels(dataset):
+    seen_other = 0
+    for building in _buildings(dataset):
+        records = {(str(p), str(v)): r for p, v, r in _views(building)}
+        for path in (building / "nonfixated_matches").iterdir():
+            match = read_domain_file(path, "nonfixated_matches")
+            own = [v for v in match["views"] if v["point_uuid"] == match["point_uuid"]]
+            assert len(own) == VIEWS  # a fixated point is visible in all of its own views
+            for sighting in match["views"]:
+                record = records[(sighting["point_uuid"], str(sighting["view_id"]))]
+                assert sighting["camera_uuid"] == record["camera_uuid"]
+                pixels, _ = camera_from_point_info(record).project(
+                    np.array(match["point_location"]))
+                assert np.allclose(pixels[0], [sighting["nonfixated_pixel_x"],
+                                               sighting["nonfixated_pixel_y"]], atol=1e-6)
+                if sighting["point_uuid"] != match["point_uuid"]:
+                    seen_other += 1
+                    assert int(match["point_uuid"]) in record["nonfixated_points_in_view"]
+    assert seen_other > 0
+
+
+def test_zbuffer_depth_never_exceeds_euclidean_depth(dataset):
+    for building in _buildings(dataset):
+        for point, view, _ in _views(building):
+            z = _load(building, "depth_zbuffer", point, view).astype(int)
+            e = _load(building, "depth_euclidean", point, view).astype(int)
+            valid = (z < DEPTH_MISSING) & (e < DEPTH_MISSING)
+            assert valid.mean() > 0.99  # closed rooms: every ray hits something
+            assert np.all(z[valid] <= e[valid] + 1)
+            assert np.any(z[valid] < e[valid])
+
+
+def test_normals_unit_length_facing_camera_and_reshading_is_their_lambert_term(dataset):
+    for building in _buildings(dataset):
+        for point, view, record in _views(building):
+            normal = (_load(building, "normal", point, view) / 255.0 - 0.5) * 2.0
+            norms = np.linalg.norm(normal, axis=-1)
+            assert np.all(np.abs(norms - 1.0) < 0.02)
+            to_camera, _ = _to_camera_units(record)
+            cosine = np.sum(normal * to_camera, axis=-1)
+            assert np.all(cosine > -0.02)
+            shading = _load(building, "reshading", point, view)
+            assert np.array_equal(shading[..., 0], shading[..., 1])
+            lambert = np.clip(cosine, 0, 1)
+            assert np.abs(shading[..., 0] / 255.0 - lambert).max() < 0.03
+
+
+def test_occlusion_edges_sit_on_depth_discontinuities(dataset):
+    total = 0
+    for building in _buildings(dataset):
+        for point, view, _ in _views(building):
+            edges = _load(building, "edge_occlusion", point, view)
+            z = _load(building, "depth_zbuffer", point, view) / 512.0
+            padded = np.pad(z, 1, mode="edge")
+            jump = np.max(np.abs(np.stack([padded[:-2, 1:-1], padded[2:, 1:-1],
+                                           padded[1:-1, :-2], padded[1:-1, 2:]]) - z), axis=0)
+            on = edges > 0
+            total += on.sum()
+            assert np.all(jump[on] > 0.015)
+            # The stored strength is the jump itself (1 cm units).
+            assert np.allclose(edges[on] / 100.0, jump[on], atol=0.01)
+    assert total > 0
+
+
+def test_labels_are_in_their_ranges(dataset):
+    for building in _buildings(dataset):
+        for point, view, _ in _views(building):
+            semantic = _load(building, "segment_semantic", point, view)
+            assert semantic.max() <= 17 and (semantic == 1).any()
+            curvature = _load(building, "principal_curvature", point, view)
+            assert np.all(curvature[..., 0] >= curvature[..., 1])  # k1 >= k2
+            flat = semantic == 1  # room shell and background furniture: all planes
+            assert np.all(curvature[..., 0][flat & (curvature[..., 0] != 127)] >= 127)
+            for name in ("segment_unsup2d", "segment_unsup25d"):
+                assert len(np.unique(_load(building, name, point, view))) >= 2
+
+
+def test_split_file_is_released_format_and_disjoint(dataset):
+    split = read_split_csv(dataset / SPLIT_FILE)
+    assert sorted(split) == sorted(p.name for p in _buildings(dataset))
+    assert sorted(split.values()) == ["test", "train", "val"]
+    lines = (dataset / SPLIT_FILE).read_text().splitlines()
+    assert lines[0] == "id,train,val,test"
+    assert all(sum(map(int, line.split(",")[1:])) == 1 for line in lines[1:])
+
+
+def _tree_bytes(root: Path) -> dict[str, bytes]:
+    return {str(p.relative_to(root)): p.read_bytes() for p in sorted(root.rglob("*"))
+            if p.is_file()}
+
+
+def test_same_seed_same_bytes_and_names_and_splits_given(tmp_path):
+    kwargs = dict(buildings=["hanson", "merom"], resolution=32, points=2, views=2,
+                  split_names={"hanson": "train", "merom": "test"})
+    synthesize(tmp_path / "a", seed=3, **kwargs)
+    synthesize(tmp_path / "b", seed=3, **kwargs)
+    synthesize(tmp_path / "c", seed=4, **kwargs)
+    a, b, c = (_tree_bytes(tmp_path / n) for n in "abc")
+    assert a == b
+    assert a.keys() == c.keys() and a != c
+    assert read_split_csv(tmp_path / "a" / SPLIT_FILE) == {"hanson": "train", "merom": "test"}
+
+
+def test_interrupted_run_resumes(tmp_path):
+    out = tmp_path / "out"
+    settings = dict(buildings=2, resolution=32, seed=5, points=2, views=1)
+    synthesize(out, **settings)
+    reference = _tree_bytes(out)
+    # Simulate a kill while the second building was being written.
+    (out / "synth001").rename(out / ".partial-synth001")
+    (out / ".partial-synth001" / "rgb" / "point_0_view_0_domain_rgb.png").write_bytes(b"junk")
+    kept = (out / "synth000" / "rgb" / "point_0_view_0_domain_rgb.png").stat().st_mtime_ns
+    synthesize(out, **settings)
+    assert not (out / ".partial-synth001").exists()
+    assert _tree_bytes(out) == reference
+    assert (out / "synth000" / "rgb" / "point_0_view_0_domain_rgb.png").stat().st_mtime_ns == kept
+
+
+def test_bad_input_is_refused(tmp_path):
+    foreign = tmp_path / "foreign"
+    foreign.mkdir()
+    (foreign / "notes.txt").write_text("mine")
+    with pytest.raises(FileExistsError, match="not synthetic buildings"):
+        synthesize(foreign, buildings=1, resolution=32, points=1, views=1)
+    assert (foreign / "notes.txt").read_text() == "mine"
+    out = tmp_path / "out"
+    synthesize(out, buildings=1, resolution=32, seed=1, points=1, views=1)
+    with pytest.raises(ValueError, match="other settings"):
+        synthesize(out, buildings=1, resolution=32, seed=2, points=1, views=1)
+    (out / "stray").mkdir()
+    with pytest.raises(FileExistsError, match="stray"):
+        synthesize(out, buildings=1, resolution=32, seed=1, points=1, views=1)
+    with pytest.raises(ValueError, match="resolution"):
+        synthesize(tmp_path / "x", buildings=1, resolution=4)
+    with pytest.raises(ValueError, match="unique"):
+        synthesize(tmp_path / "x", buildings=["a", "a"], resolution=32)
+    with pytest.raises(ValueError, match="train, val, test"):
+        synthesize(tmp_path / "x", buildings=["a"], resolution=32, split_names={"a": "dev"})
+    assert not (tmp_path / "x").exists()
+
+
+def test_cli_synth_and_its_errors(tmp_path, capsys):
+    out = tmp_path / "cli"
+    assert main(["data", "synth", "--out", str(out), "--buildings", "1", "--resolution", "32",
+                 "--points", "1", "--views", "1"]) == 0
+    manifest = json.loads((out / MANIFEST).read_text())
+    assert manifest["buildings"] == ["synth000"] and manifest["resolution"] == 32
+    assert main(["data", "synth", "--out", str(out), "--buildings", "1", "--resolution", "32",
+                 "--points", "1", "--views", "1", "--seed", "9"]) == 2
+    assert "other settings" in capsys.readouterr().err
+
+
+@pytest.mark.skipif((os.cpu_count() or 1) < 2, reason="needs two cores")
+def test_worker_processes_do_not_change_the_bytes(tmp_path):
+    settings = dict(buildings=2, resolution=32, seed=11, points=1, views=2)
+    synthesize(tmp_path / "one", workers=1, **settings)
+    synthesize(tmp_path / "two", workers=2, **settings)
+    assert _tree_bytes(tmp_path / "one") == _tree_bytes(tmp_path / "two")
