@@ -71,6 +71,12 @@ def test_analyze_writes_tables_figures_and_taxonomies(tmp_path, capsys):
     assert (out / "taxonomies" / "budget_1.png").is_file()
     summary = json.loads((out / "summary.json").read_text())
     assert summary["regime"] == "1k" and "affinities.csv" in summary["files"]
+    # the results folder is an --affinities source for `taskonomy taxonomy`
+    capsys.readouterr()
+    assert main(["taxonomy", "--affinities", str(out), "--budget", "3", "--json",
+                 "--solver", "highs"]) == 0
+    solved = json.loads(capsys.readouterr().out)
+    assert solved["objective"] == pytest.approx(best["objective"])
 
 
 def test_analyze_bad_input_is_reported(tmp_path, capsys):
