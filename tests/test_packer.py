@@ -177,3 +177,28 @@ def test_manifest_is_valid_json_with_checksums(tiny_shards: Path):
     rgb = manifest["domains"]["rgb"]
     assert len(rgb["sha256"]) == len(manifest["shards"])
     assert rgb["sha256"][0] == file_sha256(tiny_shards / "train" / "rgb" / "train-000000.tar")
+
+
+def test_inspect_shards_summary_and_views(tiny_shards: Path, tmp_path: Path, capsys):
+    from taskonomy.datamodules.shard_inspect import (
+        inspect_shard_root,
+        inspect_shards,
+        is_shard_root,
+        shard_samples,
+    )
+
+    assert is_shard_root(tiny_shards) and not is_shard_root(tmp_path)
+    summary = inspect_shards(tiny_shards)
+    train = summary["splits"]["train"]
+    assert train["count"] == 27 and train["shards"] == 9 and train["skipped"] == 0
+    depth = train["domains"]["depth_zbuffer"]
+    assert depth["dtype"] == "uint16" and depth["max"] == 65535 and depth["missing_fraction"] > 0
+    assert train["domains"]["rgb"]["bytes_per_sample"] > 0
+    samples = shard_samples(tiny_shards, "train", views=4)
+    assert len(samples) == 4
+    assert len({s["key"].split("_view_")[0] for s in samples}) == 4  # four different points
+    assert samples[0]["rgb"].shape == (32, 32, 3) and "point_info" in samples[0]
+    pytest.importorskip("taskonomy.datamodules.visualize")
+    assert inspect_shard_root(tiny_shards, tmp_path / "sheet.png", views=2, size=64) == 0
+    assert (tmp_path / "sheet.png").stat().st_size > 0
+    assert "27 samples in 9 shards" in capsys.readouterr().out
