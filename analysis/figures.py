@@ -99,10 +99,9 @@ def affinity_matrices(table: AffinityTable, out_dir: str | os.PathLike[str]) -> 
     ``affinity_after_ahp.*``.
     """
     paths: list[Path] = []
-    annotate = False
     quality = _ordered_matrix(table, "quality")
+    annotate = max(quality.shape) <= 12  # numbers in cells stay legible on small matrices
     if quality.notna().any().any():
-        annotate = max(quality.shape) <= 12
         fig = _heatmap(quality, "Before AHP: win rate of s → t against t's own network",
                        "quality (win rate vs self)", Normalize(0, 1), "viridis", annotate)
         paths += save_figure(fig, out_dir, "affinity_before_ahp", quality)

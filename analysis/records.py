@@ -208,6 +208,17 @@ def _number(value: Any) -> float:
         return math.nan
 
 
+def _json_default(value: Any) -> Any:
+    """Plain forms of the non-JSON values a resolved config commonly holds."""
+    if isinstance(value, os.PathLike):
+        return os.fspath(value)
+    if hasattr(value, "item") and callable(value.item):  # numpy scalars
+        return value.item()
+    if isinstance(value, (set, frozenset)):
+        return sorted(value)
+    raise TypeError(f"object of type {type(value).__name__} is not JSON serializable")
+
+
 def record_path(runs_dir: str | os.PathLike[str], run_id: str) -> Path:
     """The conventional path of a run's record: ``runs_dir/<run_id>/record.json``."""
     return Path(runs_dir) / run_id / RECORD_FILE
@@ -223,7 +234,14 @@ def write_record(record: RunRecord, runs_dir: str | os.PathLike[str]) -> Path:
         The path of the record file.
     """
     path = record_path(runs_dir, record.run_id)
-    text = json.dumps(record.to_dict(), indent=1, sort_keys=True, allow_nan=True)
+    try:
+        text = json.dumps(record.to_dict(), indent=1, sort_keys=True, allow_nan=True,
+                          default=_json_default)
+    except TypeError as error:
+        raise ValueError(
+            f"run record {record.run_id!r}: config or metrics are not JSON-serializable "
+            f"({error}); pass plain values (numbers, strings, lists, dicts)"
+        ) from error
     atomic_write_bytes(path, text.encode("utf-8"))
     return path
 

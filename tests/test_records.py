@@ -109,3 +109,15 @@ def test_tidy_frames():
         warnings.simplefilter("error")
         assert records_to_frame([]).empty and losses_summary(losses_frame([])).empty
     assert np.isfinite(summary["std"]).all()
+
+
+def test_config_values_are_made_plain_or_rejected(tmp_path):
+    from pathlib import Path
+
+    rec = _finished("paths", config={"data": {"root": Path("/data/shards")},
+                                     "lr": np.float32(0.5)})
+    back = read_record(write_record(rec, tmp_path))
+    assert back.config == {"data": {"root": "/data/shards"}, "lr": 0.5}
+    with pytest.raises(ValueError, match="not JSON-serializable"):
+        write_record(_finished("obj", config={"model": object()}), tmp_path)
+    assert not (tmp_path / "obj" / "record.json").exists()
