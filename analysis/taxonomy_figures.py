@@ -33,7 +33,7 @@ from taskonomy.solvers import Edge, TaxonomySolution
 ORDER_COLOURS = ("#4c72b0", "#dd8452", "#55a868", "#c44e52", "#8172b3")
 _SUPERVISED_FACE = "#dbe7f5"
 _TARGET_FACE = "#ffffff"
-_X_LEFT, _X_RIGHT, _BOX_W, _BOX_H = 0.0, 1.0, 0.36, 0.62
+_X_LEFT, _X_RIGHT, _BOX_W, _BOX_H = 0.0, 1.0, 0.42, 0.62
 
 
 def _order_colour(order: int) -> str:
@@ -156,7 +156,7 @@ def plot_taxonomy(solution: TaxonomySolution, *, title: str | None = None,
     if handles:
         axes.legend(handles=handles, loc="upper center", bbox_to_anchor=(0.5, 0.0),
                     ncol=len(handles), frameon=False, fontsize=8)
-    axes.set_xlim(-0.6, 1.95)
+    axes.set_xlim(-0.65, 2.0)
     axes.set_ylim(-0.8, rows + 0.4)
     budget = "∞" if math.isinf(solution.budget) else f"{solution.budget:g}"
     axes.set_title(title or (f"taxonomy: budget {budget}, {len(solution.supervised)} supervised, "

@@ -181,3 +181,13 @@ def test_help_lists_the_options(capsys):
     for option in ("--affinities", "--budget-sweep", "--max-order", "--importance", "--cost",
                    "--solver", "--out", "--json"):
         assert option in out
+
+
+def test_sweep_out_writes_budget_curve(tmp_path, capsys):
+    code, out, _ = _run(capsys, "--affinities", "paper-2018", "--budget-sweep", "1,3",
+                        "--out", str(tmp_path), "--solver", "highs")
+    assert code == 0 and "budget sweep" in out
+    curve = pd.read_csv(tmp_path / "budget_curve.csv")
+    assert list(curve["budget"]) == [1, 3] and curve["mean_gain"].between(0, 1).all()
+    assert (tmp_path / "budget_curve.png").stat().st_size > 10_000
+    assert len(json.loads((tmp_path / "taxonomy.json").read_text())["solves"]) == 2
