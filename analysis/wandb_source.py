@@ -8,8 +8,10 @@ ends, with the same record they write to disk)::
 
 This puts the record's identity in ``config["taskonomy"]`` (run id, role, target, sources,
 regime), the resolved config in the rest of ``config``, the final metrics and status in the
-summary, and the per-image test losses as a ``wandb.Table`` named :data:`LOSS_TABLE` with
-columns :data:`LOSS_TABLE_COLUMNS`.
+summary, and the per-image test losses twice: in full as the run file :data:`LOSS_FILE`
+(``{sample_key: loss}``, what the readers use) and as a ``wandb.Table`` named :data:`LOSS_TABLE`
+with columns :data:`LOSS_TABLE_COLUMNS` for dashboards (W&B truncates logged tables to
+``wandb.Table.MAX_ROWS`` rows, so readers use the table only when the file is absent).
 
 **How analysis reads runs back**:
 
@@ -34,11 +36,14 @@ from pathlib import Path
 from typing import Any
 
 from taskonomy.analysis.records import RecordScan, RunRecord
+from taskonomy.datamodules.domains import atomic_write_bytes
 
 #: Name of the logged per-image loss table.
 LOSS_TABLE = "per_image_losses"
 #: Columns of the per-image loss table.
 LOSS_TABLE_COLUMNS = ("sample_key", "loss")
+#: Run file (under the run's files) holding every per-image loss as ``{sample_key: loss}``.
+LOSS_FILE = "per_image_losses.json"
 #: Config section holding a run's identity.
 CONFIG_KEY = "taskonomy"
 #: Summary keys holding record fields that are not metrics.
@@ -66,6 +71,9 @@ def log_record(run: Any, record: RunRecord) -> None:
         value = getattr(record, name)
         if value is not None:
             run.summary[key] = value
+    loss_file = Path(run.dir) / LOSS_FILE
+    atomic_write_bytes(loss_file, json.dumps(record.per_image_losses).encode("utf-8"))
+    run.save(str(loss_file), base_path=run.dir, policy="now")
     rows = [[key, loss] for key, loss in record.per_image_losses.items()]
     run.log({LOSS_TABLE: wandb.Table(columns=list(LOSS_TABLE_COLUMNS), data=rows)})
 
@@ -111,6 +119,13 @@ def _read_loss_table(path: Path) -> dict[str, float]:
     if list(columns) != list(LOSS_TABLE_COLUMNS):
         raise ValueError(f"{path}: loss table columns {columns}, expected {LOSS_TABLE_COLUMNS}")
     return {str(key): float(loss) for key, loss in data.get("data", [])}
+
+
+def _read_loss_file(path: Path) -> dict[str, float]:
+    data = json.loads(path.read_text(encoding="utf-8"))
+    if not isinstance(data, dict):
+        raise ValueError(f"{path}: expected a JSON object {{sample_key: loss}}")
+    return {str(key): float(loss) for key, loss in data.items()}
 
 
 def _table_path(summary: Mapping[str, Any]) -> str | None:
@@ -159,7 +174,9 @@ def read_offline_run(run_dir: str | os.PathLike[str]) -> RunRecord:
     summary = info.get("summary") or {}
     losses: dict[str, float] = {}
     table = _table_path(summary)
-    if table is not None:
+    if (path / "files" / LOSS_FILE).is_file():
+        losses = _read_loss_file(path / "files" / LOSS_FILE)
+    elif table is not None:
         table_file = path / "files" / table
         if not table_file.is_file():
             raise FileNotFoundError(f"{path}: loss table {table_file} is missing")
@@ -214,8 +231,12 @@ def read_project(project: str, *, api: Any = None, statuses: Iterable[str] = ("f
         config = dict(run.config)
         losses: dict[str, float] = {}
         table = _table_path(summary)
-        if table is not None:
-            with tempfile.TemporaryDirectory() as tmp:
+        names = {getattr(f, "name", None) for f in run.files()}
+        with tempfile.TemporaryDirectory() as tmp:
+            if LOSS_FILE in names:
+                run.file(LOSS_FILE).download(root=tmp, replace=True)
+                losses = _read_loss_file(Path(tmp) / LOSS_FILE)
+            elif table is not None:
                 run.file(table).download(root=tmp, replace=True)
                 losses = _read_loss_table(Path(tmp) / table)
         return record_from_wandb(config, summary, str(run.state), losses, "/".join(run.path))

@@ -5,6 +5,7 @@ import pytest
 
 from taskonomy.analysis.records import RunRecord, records_to_frame, scan_records, write_record
 from taskonomy.analysis.wandb_source import (
+    LOSS_FILE,
     LOSS_TABLE,
     log_record,
     read_offline_runs,
@@ -37,6 +38,8 @@ def test_offline_wandb_runs_and_local_folder_give_the_same_table(tmp_path, monke
     monkeypatch.setenv("WANDB_MODE", "offline")
     monkeypatch.setenv("WANDB_SILENT", "true")
     monkeypatch.setenv("WANDB_DIR", str(tmp_path))
+    # W&B truncates logged tables; the full losses travel as a run file
+    monkeypatch.setattr(wandb.Table, "MAX_ROWS", 1)
     runs_dir = tmp_path / "runs"
     for record in _records():
         write_record(record, runs_dir)
@@ -75,7 +78,7 @@ class _FakeFile:
 class _FakeRun:
     """The public-API run surface the reader uses: id, path, state, config, summary, file()."""
 
-    def __init__(self, record, state="finished"):
+    def __init__(self, record, state="finished", with_file=True):
         self.id = record.run_id
         self.path = ["me", "proj", record.run_id]
         self.state = state
@@ -89,9 +92,13 @@ class _FakeRun:
                                  "data": [[k, v] for k, v in record.per_image_losses.items()]},
                                 table)
 
+        self._loss_file = _FakeFile(record.per_image_losses, LOSS_FILE) if with_file else None
+
+    def files(self):
+        return [f for f in (self._table, self._loss_file) if f is not None]
+
     def file(self, name):
-        assert name == self._table.name
-        return self._table
+        return {f.name: f for f in self.files()}[name]
 
 
 class _FakeApi:
@@ -106,12 +113,15 @@ class _FakeApi:
 def test_online_project_reader_rebuilds_records():
     records = _records()
     crashed = RunRecord(run_id="crashed", role="task", target="normal")
-    api = _FakeApi([_FakeRun(r) for r in records] + [_FakeRun(crashed, state="crashed")])
+    # one run with the full loss file, one with only the (dashboard) table
+    api = _FakeApi([_FakeRun(records[0]), _FakeRun(records[1], with_file=False),
+                    _FakeRun(crashed, state="crashed")])
     scan = read_project("me/proj", api=api)
     assert scan.skipped == {"failed": 1}
     got = records_to_frame(scan.records)
     want = records_to_frame(records)
     assert got[COMMON].to_dict("records") == want[COMMON].to_dict("records")
     assert scan.records[0].per_image_losses == records[1].per_image_losses
+    assert scan.records[1].per_image_losses == records[0].per_image_losses
     with pytest.raises(ValueError, match="entity/project"):
         read_project("just-a-name", api=api)
