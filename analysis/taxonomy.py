@@ -129,21 +129,26 @@ def build_problem(table: AffinityTable, budget: float = math.inf, *,
     )
 
 
+def _score_lookup(table: AffinityTable) -> dict[tuple[str, str], tuple[float, float]]:
+    frame = table.frame
+    return {(t, s): (float(q), float(g)) for t, s, q, g in zip(
+        frame["target"], frame["sources"], frame["quality"], frame["gain"], strict=True)}
+
+
 def edge_scores(table: AffinityTable, edge: Edge) -> dict[str, float]:
     """Quality and gain of an edge's candidate in the table (NaN where unknown)."""
-    frame = table.frame
-    row = frame[(frame["target"] == edge.target) & (frame["sources"] == edge.label)]
-    if row.empty:
-        return {"quality": math.nan, "gain": math.nan}
-    return {"quality": float(row["quality"].iloc[0]), "gain": float(row["gain"].iloc[0])}
+    quality, gain = _score_lookup(table).get((edge.target, edge.label), (math.nan, math.nan))
+    return {"quality": quality, "gain": gain}
 
 
 def solution_record(table: AffinityTable, solution: TaxonomySolution) -> dict[str, Any]:
     """A JSON-ready solution whose edges carry quality and gain, plus their means."""
     record = solution.to_dict()
+    lookup = _score_lookup(table)
     qualities, gains = [], []
     for edge_record, edge in zip(record["edges"], solution.edges.values(), strict=True):
-        scores = edge_scores(table, edge)
+        quality, gain = lookup.get((edge.target, edge.label), (math.nan, math.nan))
+        scores = {"quality": quality, "gain": gain}
         edge_record.update({k: (None if math.isnan(v) else v) for k, v in scores.items()})
         qualities.append(scores["quality"])
         gains.append(scores["gain"])

@@ -23,7 +23,8 @@ from taskonomy.solvers.problem import (
 #: GurobiError codes: size-limited licence exceeded; no licence / licence not valid.
 SIZE_LIMIT_ERROR = 10010
 LICENCE_ERRORS = frozenset({10009, 10030, 10032})
-_STATUS = {2: "optimal", 3: "infeasible", 9: "time_limit"}
+# 4 (infeasible or unbounded) can only mean infeasible: every variable is bounded.
+_STATUS = {2: "optimal", 3: "infeasible", 4: "infeasible", 9: "time_limit"}
 
 
 def _import_gurobipy() -> Any:
@@ -68,6 +69,7 @@ def solve_gurobi(problem: TaxonomyProblem, *, time_limit: float | None = None,
     gp = _import_gurobipy()
     form = build_matrix_form(problem)
     env = _quiet_env(gp)
+    model = None
     try:
         model = gp.Model("taxonomy", env=env)
         model.Params.MIPGap = 0.0
@@ -99,8 +101,9 @@ def solve_gurobi(problem: TaxonomyProblem, *, time_limit: float | None = None,
         if model.SolCount == 0:
             raise RuntimeError(f"Gurobi stopped with status {status!r} and no solution")
         edges = decode_edges(problem, form, x.X)
-        model.dispose()
     finally:
+        if model is not None:
+            model.dispose()
         env.dispose()
     return TaxonomySolution.from_edges(problem, edges, status=status, solver="gurobi",
                                        seconds=seconds, notes=notes)
