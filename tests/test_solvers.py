@@ -15,6 +15,9 @@ from taskonomy.solvers import (
 )
 from taskonomy.solvers import gurobi as gurobi_backend
 
+needs_gurobi = pytest.mark.skipif(not gurobi_backend.gurobi_available(),
+                                  reason="gurobipy is not importable or not licensed here")
+
 
 def random_problem(seed: int) -> TaxonomyProblem:
     """A small random instance: 3–6 tasks, orders ≤ 2, random weights, costs and budget."""
@@ -69,6 +72,7 @@ def test_highs_matches_brute_force_on_random_instances():
 
 
 @pytest.mark.gurobi
+@needs_gurobi
 def test_gurobi_matches_brute_force_on_random_instances():
     for seed in range(50):
         _check_agreement(random_problem(seed), "gurobi")
@@ -158,6 +162,7 @@ def test_auto_without_gurobipy_falls_back_with_one_message(monkeypatch):
 
 
 @pytest.mark.gurobi
+@needs_gurobi
 def test_size_limited_licence_falls_back_to_highs(monkeypatch):
     import gurobipy
 
@@ -172,6 +177,7 @@ def test_size_limited_licence_falls_back_to_highs(monkeypatch):
 
 
 @pytest.mark.gurobi
+@needs_gurobi
 def test_real_size_limit_falls_back_on_a_large_problem():
     rng = np.random.default_rng(0)
     targets = tuple(f"t{i}" for i in range(30))
@@ -193,6 +199,7 @@ def test_real_size_limit_falls_back_on_a_large_problem():
 
 
 @pytest.mark.gurobi
+@needs_gurobi
 @pytest.mark.parametrize("name", ["paper-2018", "paper-2018-16k"])
 def test_highs_and_gurobi_agree_on_the_paper_scale_problem(name):
     from taskonomy.analysis.affinity_table import load_affinities
