@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from taskonomy.analysis.affinity_table import PAPER_DATASETS, load_affinities, paper_dataset_path
-from taskonomy.analysis.paper_data import build_table, convert_reference, parse_key
+from taskonomy.analysis.paper_data import build_table, convert_reference, main, parse_key
 from taskonomy.tasks.registry import task_names
 
 
@@ -82,3 +82,8 @@ def test_converter_writes_reproducible_files(tmp_path):
         assert first[name].read_bytes() == second[name].read_bytes()
     with pytest.raises(FileNotFoundError, match="does not exist"):
         convert_reference(tmp_path / "missing", tmp_path / "c")
+    # The `python -m` entry point writes the same bytes, and reports bad input with status 2.
+    assert main([str(ref), "--out", str(tmp_path / "d")]) == 0
+    assert (tmp_path / "d" / "paper-2018-16k.csv.gz").read_bytes() == first[
+        "paper-2018-16k"].read_bytes()
+    assert main([str(tmp_path / "missing"), "--out", str(tmp_path / "e")]) == 2
