@@ -122,3 +122,17 @@ def test_analyze_places_a_novel_task(tmp_path, capsys):
     placed = json.loads((novel_out / "novel_task" / "taxonomy.json").read_text())
     assert NOVEL in [e["target"] for e in placed["edges"]]
     assert (novel_out / "novel_task" / "taxonomy.png").is_file()
+
+
+def test_analyze_draws_an_affinity_source_without_records(tmp_path, capsys):
+    out = tmp_path / "paper"
+    assert main(["analyze", "--affinities", "paper-2018", "--out", str(out), "--budgets", "4",
+                 "--max-order", "2", "--solver", "highs"]) == 0
+    for name in ("affinity_before_ahp", "affinity_after_ahp", "quality_gain", "similarity_tree",
+                 "budget_curve"):
+        assert (out / "figures" / f"{name}.png").is_file()
+    solved = json.loads((out / "taxonomies" / "budget_4.json").read_text())
+    assert solved["status"] == "optimal" and len(solved["supervised"]) <= 4
+    assert main(["analyze", str(tmp_path), "--affinities", "paper-2018", "--out",
+                 str(out)]) == 2
+    assert "drop RUNS" in capsys.readouterr().err

@@ -14,7 +14,7 @@ from rich.console import Console
 from rich.table import Table
 
 from taskonomy.analysis.affinities import AffinityResult, compute_affinities
-from taskonomy.analysis.affinity_table import RESULTS_FILE_NAME, load_affinities
+from taskonomy.analysis.affinity_table import RESULTS_FILE_NAME, AffinityTable, load_affinities
 from taskonomy.analysis.figures import all_figures
 from taskonomy.analysis.losses_table import losses_frame, losses_summary
 from taskonomy.analysis.novel_task import place_novel_task_from_records
@@ -37,6 +37,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Add the command's arguments."""
     parser.add_argument("runs", nargs="?", type=Path,
                         help="runs folder holding <run_id>/record.json (written by training)")
+    parser.add_argument("--affinities", metavar="SPEC",
+                        help="instead of run records, draw the figures and taxonomies of an "
+                             "affinity source: paper-2018, paper-2018-1k, paper-2018-16k, a "
+                             "results folder or an affinities CSV")
     parser.add_argument("--out", type=Path, required=True, help="results folder to write")
     parser.add_argument("--wandb-project", metavar="ENTITY/PROJECT",
                         help="also read the runs of an online W&B project (public API)")
@@ -112,10 +116,9 @@ def _write_tables(result: AffinityResult, records: list[RunRecord], out: Path) -
     return paths
 
 
-def _taxonomies(result: AffinityResult, args: argparse.Namespace, out: Path,
+def _taxonomies(table: AffinityTable, args: argparse.Namespace, out: Path,
                 console: Console) -> tuple[Any, list[Path]]:
     """Budget sweep, one JSON and one figure per feasible budget; returns the sweep frame."""
-    table = result.table
     budgets = parse_range(args.budgets) if args.budgets else list(range(1, len(table.tasks()) + 1))
     problem = build_problem(table, targets=table.targets(), max_order=args.max_order)
     points = budget_sweep(problem, budgets, solver=args.solver,
@@ -131,6 +134,15 @@ def _taxonomies(result: AffinityResult, args: argparse.Namespace, out: Path,
                                  json.dumps(record, indent=1, default=str)))
         paths += write_taxonomy_figure(point.solution, out / "taxonomies", stem=stem)
     return sweep, paths
+
+
+def _figures_and_taxonomies(table: AffinityTable, args: argparse.Namespace, out: Path,
+                            console: Console) -> list[Path]:
+    paths: list[Path] = []
+    sweep = None
+    if (args.budgets or "").lower() != "none":
+        sweep, paths = _taxonomies(table, args, out, console)
+    return paths + all_figures(table, out / "figures", sweep=sweep)
 
 
 def _place_novel(records: list[RunRecord], args: argparse.Namespace, out: Path,
@@ -184,6 +196,13 @@ def run(args: argparse.Namespace) -> int:
     out: Path = args.out
     if out.exists() and not out.is_dir():
         raise NotADirectoryError(f"--out {out} exists and is not a folder; choose another path")
+    if args.affinities:
+        if args.runs is not None or args.novel_task:
+            raise ValueError("--affinities replaces run records; drop RUNS and --novel-task")
+        table = load_affinities(args.affinities)
+        written = _figures_and_taxonomies(table, args, out, console)
+        console.print(f"{table!r}: wrote {len(written)} files to {out}")
+        return 0
     records = _load(args, console)
     paths: list[Path] = []
     if args.novel_task:
@@ -201,11 +220,7 @@ def run(args: argparse.Namespace) -> int:
     for warning in caught:  # key mismatches and duplicate runs, with their counts
         console.print(f"[yellow]warning:[/] {warning.message}")
     paths += _write_tables(result, records, out)
-    sweep = None
-    if (args.budgets or "").lower() != "none" and len(result.table.targets()) > 0:
-        sweep, taxonomy_paths = _taxonomies(result, args, out, console)
-        paths += taxonomy_paths
-    paths += all_figures(result.table, out / "figures", sweep=sweep)
+    paths += _figures_and_taxonomies(result.table, args, out, console)
     summary = {"regime": result.regime, "records": len(records),
                "targets": result.table.targets(), "bootstrap": args.bootstrap,
                "files": sorted(str(p.relative_to(out)) for p in paths)}
