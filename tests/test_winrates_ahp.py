@@ -179,3 +179,21 @@ def test_ahp_agrees_with_the_released_affinities():
         rank_agreement.append(spearmanr(weights, rows["affinity"]).statistic)
     assert len(rank_agreement) == 22
     assert np.median(rank_agreement) > 0.9
+
+
+def test_duplicate_runs_use_the_latest_and_self_prefers_the_baseline_record():
+    from taskonomy.analysis.affinities import DuplicateRunWarning, candidate_records
+
+    rng = np.random.default_rng(4)
+    loss = _losses(rng, {"a": 0.0, "b": 1.0, "c": 0.5, "d": 0.2})
+    old = _record("old", "transfer", "normal", ("reshading",), loss["a"])
+    new = RunRecord.from_dict({**old.to_dict(), "run_id": "new",
+                               "finished_at": "2026-02-01T00:00:00",
+                               "per_image_losses": loss["b"]})
+    task = _record("task", "task", "normal", (), loss["c"], regime="full")
+    self_baseline = _record("self16k", "baseline", "normal", ("self",), loss["d"])
+    with pytest.warns(DuplicateRunWarning, match="using 'new', ignoring old"):
+        found = candidate_records([old, new, task], "normal", "16k")
+    assert found["reshading"].run_id == "new" and found["self"].run_id == "task"
+    found = candidate_records([new, task, self_baseline], "normal", "16k")
+    assert found["self"].run_id == "self16k"
