@@ -198,8 +198,11 @@ class ShardStream(IterableDataset):
         if not self.multiview:
             for item in decoded:
                 try:
+                    if item.get("rgb") is None:
+                        raise BadSampleError(f"sample {item['__key__']}: no usable 'rgb' file")
+                    item["__rgb__"] = rgb_encoding(item["rgb"], self.resolution)
                     sample = self._single(item, rng_for(item["__key__"]))
-                    sample["rgb"] = torch.from_numpy(rgb_encoding(item["rgb"], self.resolution))
+                    sample["rgb"] = torch.from_numpy(item["__rgb__"])
                 except BadSampleError as error:
                     self.counter.add(str(error))
                     continue

@@ -90,7 +90,10 @@ def _dense(target: np.ndarray, mask: np.ndarray | None = None) -> dict[str, Any]
 
 def _single_view(task: str, d: dict[str, Any], rng: np.random.Generator, r: int,
                  jigsaw_tile: int) -> dict[str, Any]:
-    rgb = enc.rgb_encoding(_need(d, "rgb"), r)
+    # The datamodule passes the RGB encoding it already made for ``batch["rgb"]``.
+    ready = d.get("__rgb__")
+    rgb = ready if ready is not None and ready.shape[-1] == r else enc.rgb_encoding(
+        _need(d, "rgb"), r)
     if task == "autoencoding":
         return {"input": rgb, "target": rgb}
     if task == "denoising":

@@ -202,3 +202,22 @@ def test_inspect_shards_summary_and_views(tiny_shards: Path, tmp_path: Path, cap
     assert inspect_shard_root(tiny_shards, tmp_path / "sheet.png", views=2, size=64) == 0
     assert (tmp_path / "sheet.png").stat().st_size > 0
     assert "27 samples in 9 shards" in capsys.readouterr().out
+
+
+def test_pack_time_resize_keeps_depth_values_and_halves_the_side(tiny_source: Path,
+                                                                 tmp_path: Path,
+                                                                 train_buildings):
+    result = pack(PackConfig(source=tiny_source, out=tmp_path / "out", split="train",
+                             buildings=[train_buildings[0]], shard_size=3, resolution=16,
+                             domains=["rgb", "depth_zbuffer", "segment_semantic", "point_info"]),
+                  progress=False)
+    assert result.manifest["resolution"] == 16 and result.manifest["source_resolution"] == 32
+    layout = detect_layout(tiny_source)
+    for sample in _all_samples(tmp_path / "out", "train", ["rgb", "depth_zbuffer",
+                                                           "point_info"]):
+        ref = parse_key(sample["__key__"])
+        depth = decode_domain("depth_zbuffer", sample["depth_zbuffer"])
+        original = read_domain_file(layout.file_path(ref, "depth_zbuffer"), "depth_zbuffer")
+        assert depth.shape == (16, 16) and set(np.unique(depth)) <= set(np.unique(original))
+        assert decode_domain("rgb", sample["rgb"]).shape == (16, 16, 3)
+        assert sample["point_info"] == layout.file_path(ref, "point_info").read_bytes()

@@ -31,6 +31,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "domains are added for the existing keys")
     parser.add_argument("--shard-size", type=int, default=1000, help="views per shard (target)")
     parser.add_argument("--workers", type=int, default=1, help="parallel packing processes")
+    parser.add_argument("--resolution", type=int, default=None,
+                        help="resize images to this side while packing (default: keep the "
+                             "files unchanged, lossless); e.g. 256 for the released 512² data")
     parser.add_argument("--part", default="1/1", help="pack part K of N (K/N), for N machines")
     parser.add_argument("--resume", action="store_true",
                         help="continue an interrupted pack, or add domains to a packed split")
@@ -48,6 +51,7 @@ def run(args: argparse.Namespace) -> int:
         source=args.source, out=args.out, split=args.split, buildings=buildings,
         domains=args.domains, shard_size=args.shard_size, workers=args.workers,
         part=parse_part(args.part), resume=args.resume, include_corrupt=args.include_corrupt,
+        resolution=args.resolution,
     )
     result = pack(config, progress=not args.quiet)
     console = Console()
