@@ -101,7 +101,7 @@ def plan_point(scene: Scene, rng: np.random.Generator, point_id: int, room: int,
         if centre is None:
             return None
         furniture = np.nonzero(scene.objects > 0)[0]
-        if len(furniture) and rng.random() < 0.65:
+        if len(furniture) and rng.random() < 0.8:
             # Mostly look at furniture, as people placing a camera would.
             target = scene.prims[int(rng.choice(furniture)), 1:4] + rng.normal(0.0, 0.05, 3)
             direction = target - centre

@@ -144,11 +144,15 @@ def _segmenter(sigma: float, k: float, min_size: int) -> Any:
 
 def _compact_ids(labels: np.ndarray) -> np.ndarray:
     """Renumber segment ids by first appearance in raster order; ids beyond 255 become 255."""
-    flat = labels.reshape(-1)
-    _, first = np.unique(flat, return_index=True)
-    order = np.argsort(np.argsort(first))  # rank of each unique id by first appearance
-    _, inverse = np.unique(flat, return_inverse=True)
-    return np.minimum(order[inverse], 255).astype(np.uint8).reshape(labels.shape)
+    flat = labels.reshape(-1).astype(np.int64)
+    flat -= flat.min()
+    count = int(flat.max()) + 1
+    first = np.full(count, flat.size, dtype=np.int64)
+    # Fancy assignment keeps the last write: writing in reverse leaves each id's first pixel.
+    first[flat[::-1]] = np.arange(flat.size - 1, -1, -1)
+    rank = np.empty(count, dtype=np.int64)
+    rank[np.argsort(first, kind="stable")] = np.arange(count)
+    return np.minimum(rank[flat], 255).astype(np.uint8).reshape(labels.shape)
 
 
 def _min_size(shape: tuple[int, ...]) -> int:
