@@ -28,7 +28,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 
-from taskonomy.datamodules.domains import DOMAINS
+from taskonomy.datamodules.domains import DOMAINS, get_domain
 from taskonomy.datamodules.multiview import MULTIVIEW_TASKS, build_units, group_by_point
 from taskonomy.datamodules.shards import (
     ShardKeyMismatchError,
@@ -42,6 +42,7 @@ from taskonomy.datamodules.task_samples import (
     BadSampleError,
     collate_batch,
     decode_sample,
+    domain_tensor,
     make_task_sample,
 )
 
@@ -116,14 +117,17 @@ class ShardStream(IterableDataset):
         shuffle_buffer: Samples in the shuffle buffer (train only).
         rank, world_size: Override the distributed rank (default: from ``torch.distributed``).
         jigsaw_tile: Jigsaw tile size.
+        raw_domains: Domains delivered as ``sample["domains"][d]`` in stored units.
     """
 
     def __init__(self, root: str, split: str, domains: Sequence[str], tasks: Sequence[str],
                  resolution: int, shards: Sequence[int], keep: frozenset[str] | None,
                  train: bool, epoch_size: int, seed: int, counter: SkipCounter,
                  shuffle_buffer: int = 256, rank: int | None = None,
-                 world_size: int | None = None, jigsaw_tile: int | None = None) -> None:
+                 world_size: int | None = None, jigsaw_tile: int | None = None,
+                 raw_domains: Sequence[str] = ()) -> None:
         super().__init__()
+        self.raw_domains = [d for d in raw_domains if d != "rgb"]
         self.root, self.split = root, split
         self.domains, self.tasks = list(domains), list(tasks)
         self.resolution, self.shards, self.keep = resolution, list(shards), keep
@@ -189,6 +193,15 @@ class ShardStream(IterableDataset):
         for task in self.tasks:
             out[task] = make_task_sample(task, decoded, rng, resolution=self.resolution,
                                          jigsaw_tile=self.jigsaw_tile)
+        if self.raw_domains:
+            tensors = {}
+            for domain in self.raw_domains:
+                tensor = domain_tensor(domain, decoded.get(domain), self.resolution)
+                if tensor is None and get_domain(domain).kind != "json":
+                    raise BadSampleError(f"sample {decoded['__key__']}: no usable {domain!r}")
+                if tensor is not None:
+                    tensors[domain] = tensor
+            out["domains"] = tensors
         return out
 
     def _samples(self, decoded: Iterator[dict[str, Any]],
@@ -273,7 +286,8 @@ class TaskonomyDataModule(L.LightningDataModule):
     Args:
         root: Shard root: a local folder, a URL prefix or a ``pipe:`` command prefix.
         tasks: Tasks whose samples each batch holds (``batch[task]``).
-        domains: Extra domains to open (with no tasks: a plain ``rgb`` stream).
+        domains: Domains delivered as ``batch["domains"][d]`` in their stored units (besides
+            or instead of tasks).
         resolution: Training resolution (files are resized on the fly).
         batch_size: Samples per batch.
         num_workers: DataLoader worker processes.
@@ -299,6 +313,7 @@ class TaskonomyDataModule(L.LightningDataModule):
         for domain in domains:
             if domain not in DOMAINS:
                 raise ValueError(f"unknown domain {domain!r}; valid domains: {', '.join(DOMAINS)}")
+        self.requested_domains = list(domains)
         self.domains = list(dict.fromkeys(task_domains(self.tasks) + list(domains)))
         if resolution < 8:
             raise ValueError(f"resolution must be at least 8, got {resolution}")
@@ -352,6 +367,7 @@ class TaskonomyDataModule(L.LightningDataModule):
             train=role == "train", epoch_size=self.epoch_size or count, seed=self.seed,
             counter=self.skipped, shuffle_buffer=min(self.shuffle_buffer, count),
             rank=self.rank, world_size=self.world_size, jigsaw_tile=self.jigsaw_tile,
+            raw_domains=self.requested_domains,
         )
 
     def _loader(self, role: str) -> DataLoader:

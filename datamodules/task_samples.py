@@ -7,6 +7,8 @@ read with :func:`taskonomy.datamodules.domains.read_domain_file`).
 Batch contract (after :func:`collate_batch`): ``batch["__key__"]`` is a list of sample keys,
 ``batch["rgb"]`` is B×3×H×W in [-1,1], and ``batch[task]`` holds ``"input"``, ``"target"`` and,
 when the task has them, ``"mask"`` and ``"raw"`` tensors (shapes in :func:`make_task_sample`).
+Domains requested by name (not through tasks) arrive as ``batch["domains"][domain]`` in their
+stored units (:func:`domain_tensor`).
 """
 
 from __future__ import annotations
@@ -222,6 +224,25 @@ def make_task_sample(task: str, decoded_domains: dict[str, Any], rng: np.random.
         r = resolution or int(_need(decoded_domains, "rgb").shape[0])
         sample = _single_view(task, decoded_domains, rng, r, jigsaw_tile or r)
     return {name: _to_tensor(value) for name, value in sample.items()}
+
+
+def domain_tensor(domain: str, value: Any, resolution: int) -> torch.Tensor | None:
+    """A decoded domain value as a tensor in its released units, resized to ``resolution``.
+
+    Images become C×R×R float32 of the stored values (bilinear for colour, nearest for depth,
+    labels and 16-bit responses, so stored codes such as 65535 survive); class files become
+    float vectors; JSON domains have no tensor form (``None``).
+    """
+    from taskonomy.datamodules.domains import get_domain
+
+    kind = get_domain(domain).kind
+    if kind == "json" or value is None:
+        return None
+    if kind == "npy":
+        return torch.from_numpy(np.asarray(value, dtype=np.float32).reshape(-1))
+    image = np.asarray(value)
+    resized = enc.resize(image.astype(np.float32), resolution, nearest=kind != "rgb8")
+    return torch.from_numpy(enc._chw(resized))
 
 
 def collate_batch(samples: Sequence[dict[str, Any]]) -> dict[str, Any]:

@@ -192,3 +192,14 @@ def test_trainer_epoch_end_reports_skipped_samples(tiny_shards: Path, tmp_path: 
     with pytest.warns(RuntimeWarning):
         trainer.fit(Probe(), datamodule=dm)
     assert trainer.callback_metrics["data/skipped_train"] >= 1
+
+
+def test_domains_arrive_in_stored_units(tiny_shards: Path):
+    dm = TaskonomyDataModule(tiny_shards, domains=["depth_zbuffer", "class_object", "point_info"],
+                             resolution=16, batch_size=3, num_workers=0)
+    batch = next(iter(dm.val_dataloader()))
+    assert set(batch) == {"__key__", "rgb", "domains"}
+    depth = batch["domains"]["depth_zbuffer"]
+    assert depth.shape == (3, 1, 16, 16) and depth.max() == 65535  # missing code kept
+    assert batch["domains"]["class_object"].shape == (3, 1000)
+    assert "point_info" not in batch["domains"]  # JSON has no tensor form
