@@ -80,8 +80,10 @@ def _heatmap(matrix: pd.DataFrame, title: str, label: str, norm: Normalize, cmap
     if annotate:
         for (i, j), v in np.ndenumerate(matrix.to_numpy(dtype=float)):
             if np.isfinite(v):
+                red, green, blue, _ = image.cmap(norm(v))
+                dark = 0.299 * red + 0.587 * green + 0.114 * blue < 0.5  # perceived luminance
                 ax.text(j, i, f"{v:.2f}", ha="center", va="center", fontsize=6,
-                        color="white" if norm(v) < 0.5 else "black")
+                        color="white" if dark else "black")
     return fig
 
 
@@ -113,6 +115,29 @@ def affinity_matrices(table: AffinityTable, out_dir: str | os.PathLike[str]) -> 
                    "AHP affinity (log scale)", norm, "magma", annotate)
     paths += save_figure(fig, out_dir, "affinity_after_ahp", affinity)
     return paths
+
+
+def win_rate_figure(win_rates: pd.DataFrame, target: str, out_dir: str | os.PathLike[str], *,
+                    name: str | None = None) -> list[Path]:
+    """One target's tournament: share of test images where the row candidate beats the column.
+
+    Args:
+        win_rates: Square frame labelled by candidate (``Tournament.win_rate_frame()``); it is
+            drawn strongest first (by mean win rate).
+        target: The target task (title).
+        out_dir: Output folder.
+        name: Base name of the files (default: the target).
+    """
+    order = win_rates.mean(axis=1).sort_values(ascending=False).index
+    matrix = win_rates.loc[order, order]
+    labels = [_short(str(c)) for c in matrix.index]
+    shown = pd.DataFrame(matrix.to_numpy(), index=labels, columns=labels)
+    fig = _heatmap(shown, f"Tournament of {target}: row beats column on this share of images",
+                   "win rate", Normalize(0, 1), "RdBu", max(matrix.shape) <= 12)
+    axes = fig.axes[0]
+    axes.set_xlabel("candidate")
+    axes.set_ylabel("candidate")
+    return save_figure(fig, out_dir, name or target, matrix)
 
 
 def best_transfers(table: AffinityTable, chosen: Mapping[str, str] | None = None

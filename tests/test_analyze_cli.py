@@ -52,6 +52,7 @@ def test_analyze_writes_tables_figures_and_taxonomies(tmp_path, capsys):
     frame = table.frame.set_index(["target", "sources"])
     assert frame.loc[("normal", "normal+reshading"), "order"] == 2
     assert frame.loc[("normal", "self"), "quality"] == pytest.approx(0.5)
+    assert (out / "winrates" / "normal.png").is_file()
     wins = pd.read_csv(out / "winrates" / "normal.csv", index_col=0)
     np.testing.assert_allclose(wins.to_numpy() + wins.to_numpy().T, 1.0, atol=1e-9)
     assert "pixels" not in wins.index

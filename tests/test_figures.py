@@ -101,3 +101,15 @@ def test_collective_performance_and_budget_curve(tmp_path):
     paths = budget_curve_figure(pd.DataFrame({"budget": [2, 1], "objective": [3.0, 2.0]}),
                                 tmp_path)
     assert list(pd.read_csv(paths[-1])["budget"]) == [1, 2]
+
+
+def test_win_rate_figure_orders_strongest_first(tmp_path):
+    result = compute_affinities(_records())
+    from taskonomy.analysis.figures import win_rate_figure
+
+    paths = win_rate_figure(result.tournaments["normal"].win_rate_frame(), "normal", tmp_path)
+    _check_outputs(paths, ["normal"])
+    matrix = pd.read_csv(tmp_path / "normal.csv", index_col=0)
+    assert list(matrix.index) == list(matrix.columns)
+    assert matrix.index[0] == "self" and matrix.index[-1] == "random"
+    np.testing.assert_allclose(matrix.to_numpy() + matrix.to_numpy().T, 1.0, atol=1e-6)

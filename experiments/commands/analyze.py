@@ -15,7 +15,7 @@ from rich.table import Table
 
 from taskonomy.analysis.affinities import AffinityResult, compute_affinities
 from taskonomy.analysis.affinity_table import RESULTS_FILE_NAME, AffinityTable, load_affinities
-from taskonomy.analysis.figures import all_figures
+from taskonomy.analysis.figures import all_figures, win_rate_figure
 from taskonomy.analysis.losses_table import losses_frame, losses_summary
 from taskonomy.analysis.novel_task import place_novel_task_from_records
 from taskonomy.analysis.records import RecordScan, RunRecord, records_to_frame, scan_records
@@ -110,8 +110,8 @@ def _write_tables(result: AffinityResult, records: list[RunRecord], out: Path) -
                     result.candidates_frame().to_csv(index=False, float_format="%.6g")),
     ]
     for target, tournament in result.tournaments.items():
-        paths.append(_write_text(out / "winrates" / f"{target}.csv",
-                                 tournament.win_rate_frame().to_csv(float_format="%.6g")))
+        # the matrix as CSV (rows beat columns), drawn beside it
+        paths += win_rate_figure(tournament.win_rate_frame(), target, out / "winrates")
     paths.append(result.table.to_csv(out / RESULTS_FILE_NAME))
     return paths
 
