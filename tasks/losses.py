@@ -195,8 +195,11 @@ def sample_pixels(
     generator: torch.Generator | None = None,
     device: torch.device | None = None,
 ) -> torch.Tensor:
-    """``B×samples`` random flat pixel indices (with replacement, as ``segment_pixel_sample``)."""
-    idx = torch.randint(0, pixels, (batch, samples), generator=generator)
+    """``B×n`` distinct random flat pixel indices per image, ``n = min(samples, pixels)``.
+
+    Drawn without replacement, as the authors' ``segment_pixel_sample`` (``random.sample``).
+    """
+    idx = torch.rand(batch, pixels, generator=generator).argsort(dim=1)[:, :samples]
     return idx.to(device) if device is not None else idx
 
 

@@ -6,8 +6,8 @@ the task's part of a batch (``"target"``, optional ``"mask"``). Values are accum
 sums over valid elements, so they are exact over an epoch and under DDP (states sum across ranks).
 
 Units: depth metrics in metres (decoded from the log encoding), angles in degrees, shares in
-[0, 1]; room-layout errors are in the z-scored training encoding (the authors' statistics for it
-are not published), pose errors in radians→degrees and scene units after de-normalization.
+[0, 1]; room-layout and pose errors are computed after undoing the authors' z-scoring (centre and
+translation errors in scene units, rotation errors as geodesic angles in degrees).
 """
 
 from __future__ import annotations
@@ -28,6 +28,30 @@ from taskonomy.tasks.specs import TaskSpec
 LOG_DEPTH_TASKS = frozenset({"depth_zbuffer", "depth_euclidean"})
 #: Pose tasks z-scored with the non-fixated statistics.
 NONFIXATED_TASKS = frozenset({"nonfixated_pose"})
+#: z-score statistics of the room-layout vector [box centre (3), camera sxyz Euler (3), box
+#: extents (3)], the authors' values (``load_ops.room_layout``).
+ROOM_LAYOUT_MEAN = (
+    0.006072743318127848,
+    0.010272365569691076,
+    -3.135909774145468,
+    1.5603802322235532,
+    5.6228218371102496e-05,
+    -1.5669352793761442,
+    5.622875878174759,
+    4.082800262277375,
+    2.7713941642895956,
+)
+ROOM_LAYOUT_STD = (
+    0.8669452525283652,
+    0.687915294956501,
+    2.080513632043758,
+    0.19627420479282623,
+    0.014680602791251812,
+    0.4183827359302299,
+    3.991778013006544,
+    2.703495278378409,
+    1.2269185938626304,
+)
 #: ``d² < ln 3`` ⇔ the metric loss's σ > ½: two pixels are predicted to share a segment.
 SAME_SEGMENT_D2 = math.log(3.0)
 
@@ -219,12 +243,19 @@ def _pair_accuracy(prediction: torch.Tensor, task_batch: dict[str, Any]) -> Valu
     return correct, off_diagonal.expand_as(correct)
 
 
-def _slice_distance(start: int, stop: int) -> ValueFn:
-    def values(prediction: torch.Tensor, task_batch: dict[str, Any]) -> Values:
-        diff = prediction[:, start:stop] - task_batch["target"][:, start:stop].float()
-        return diff.norm(dim=1), None
+def _room_layout(prediction: torch.Tensor, task_batch: dict[str, Any]) -> tuple[Any, Any]:
+    mean, std = prediction.new_tensor(ROOM_LAYOUT_MEAN), prediction.new_tensor(ROOM_LAYOUT_STD)
+    return prediction * std + mean, task_batch["target"].float() * std + mean
 
-    return values
+
+def _layout_centre_error(prediction: torch.Tensor, task_batch: dict[str, Any]) -> Values:
+    pred, target = _room_layout(prediction, task_batch)
+    return (pred[:, :3] - target[:, :3]).norm(dim=1), None
+
+
+def _layout_rotation_error(prediction: torch.Tensor, task_batch: dict[str, Any]) -> Values:
+    pred, target = _room_layout(prediction, task_batch)
+    return rotation_angle(pred[:, 3:6], target[:, 3:6]), None
 
 
 def _vp_angle(prediction: torch.Tensor, task_batch: dict[str, Any]) -> Values:
@@ -290,9 +321,9 @@ def _metric(spec: TaskSpec, name: str) -> Metric:
     if name == "pair_accuracy":
         return WeightedMean(_pair_accuracy)
     if name == "centre_error":
-        return WeightedMean(_slice_distance(0, 3))
+        return WeightedMean(_layout_centre_error)
     if name == "rotation_error" and spec.family == "low_dim_regression":
-        return WeightedMean(_slice_distance(3, 6))
+        return WeightedMean(_layout_rotation_error)
     if name == "angle_error":
         return WeightedMean(_vp_angle)
     if name == "rotation_error":

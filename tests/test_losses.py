@@ -167,3 +167,125 @@ def test_every_table_loss_is_registered() -> None:
         assert callable(get_loss(spec.loss))
     with pytest.raises(ValueError, match="valid losses: l1"):
         get_loss("huber")
+
+
+# ---------------------------------------------------------------------------- metrics
+
+
+def _metrics(name: str) -> dict:
+    from taskonomy.tasks.metrics import build_metrics
+    from taskonomy.tasks.registry import get_spec
+
+    return build_metrics(get_spec(name))
+
+
+def _encode_depth(metres: torch.Tensor) -> torch.Tensor:
+    return torch.log1p(metres * 512.0) / math.log(2.0**16)
+
+
+def test_depth_metrics_in_metres_with_mask() -> None:
+    metrics = _metrics("depth_zbuffer")
+    target = torch.full((1, 1, 2, 2), 2.0)
+    pred = torch.tensor([[[[2.2, 2.2], [3.0, 50.0]]]])
+    mask = torch.tensor([[[[1.0, 1.0], [1.0, 0.0]]]])  # the 50 m pixel is invalid
+    batch = {"target": _encode_depth(target), "mask": mask}
+    for metric in metrics.values():
+        metric.update(_encode_depth(pred), batch)
+    assert metrics["abs_rel"].compute().item() == pytest.approx((0.1 + 0.1 + 0.5) / 3, rel=1e-4)
+    assert metrics["delta1"].compute().item() == pytest.approx(2 / 3)
+    expected_rmse = math.sqrt((0.04 + 0.04 + 1.0) / 3)
+    assert metrics["rmse"].compute().item() == pytest.approx(expected_rmse, rel=1e-4)
+
+
+def test_normal_angle_metrics() -> None:
+    metrics = _metrics("normal")
+    target = torch.zeros(1, 3, 1, 2)
+    target[:, 2] = 1.0  # both pixels face the camera
+    pred = target.clone()
+    pred[0, :, 0, 1] = torch.tensor([1.0, 0.0, 0.0])  # second pixel off by 90°
+    for metric in metrics.values():
+        metric.update(pred * 0.5, {"target": target, "mask": torch.ones(1, 1, 1, 2)})
+    assert metrics["angle_mean"].compute().item() == pytest.approx(45.0, abs=1e-3)
+    assert metrics["angle_11_25"].compute().item() == pytest.approx(0.5)
+
+
+def test_semantic_miou_and_pixel_accuracy_ignore_uncertain() -> None:
+    metrics = _metrics("segment_semantic")
+    labels = torch.tensor([[[0, 0, 1, 1]]])
+    predicted = torch.tensor([[[0, 1, 1, 1]]])
+    logits = torch.nn.functional.one_hot(predicted, 17).permute(0, 3, 1, 2).float()
+    mask = torch.ones(1, 1, 1, 4)
+    batch = {"target": labels, "mask": mask}
+    for metric in metrics.values():
+        metric.update(logits, batch)
+    # class 0: inter 1, union 2; class 1: inter 2, union 3.
+    assert metrics["miou"].compute().item() == pytest.approx((1 / 2 + 2 / 3) / 2)
+    assert metrics["pixel_accuracy"].compute().item() == pytest.approx(0.75)
+    uncertain = {"target": torch.tensor([[[5, 5, 5, 5]]]), "mask": torch.zeros(1, 1, 1, 4)}
+    for metric in metrics.values():
+        metric.update(logits, uncertain)  # masked out: nothing changes
+    assert metrics["pixel_accuracy"].compute().item() == pytest.approx(0.75)
+
+
+def test_classification_top1_and_kl() -> None:
+    metrics = _metrics("class_scene")
+    target = torch.rand(3, 63).softmax(1)
+    mask = torch.tensor([1.0, 1.0, 0.0])
+    for metric in metrics.values():
+        metric.update(target.log(), {"target": target, "mask": mask})
+    assert metrics["kl"].compute().item() == pytest.approx(0.0, abs=1e-5)
+    assert metrics["top1"].compute().item() == pytest.approx(1.0)
+
+
+def test_pose_and_room_layout_errors_are_in_scene_units() -> None:
+    from taskonomy.tasks.metrics import ROOM_LAYOUT_STD
+    from taskonomy.tasks.networks.pose import FIXATED_POSE_STD
+
+    pose = _metrics("fixated_pose")
+    target = torch.randn(4, 6) * 0.1
+    pred = target.clone()
+    pred[:, 5] += 1.0  # one std of the z translation
+    for metric in pose.values():
+        metric.update(pred, {"target": target})
+    assert pose["translation_error"].compute().item() == pytest.approx(FIXATED_POSE_STD[5], 1e-4)
+    assert pose["rotation_error"].compute().item() == pytest.approx(0.0, abs=1e-2)
+    layout = _metrics("room_layout")
+    target = torch.randn(4, 9) * 0.1
+    pred = target.clone()
+    pred[:, 0] += 2.0
+    for metric in layout.values():
+        metric.update(pred, {"target": target})
+    assert layout["centre_error"].compute().item() == pytest.approx(2 * ROOM_LAYOUT_STD[0], 1e-4)
+    assert layout["rotation_error"].compute().item() == pytest.approx(0.0, abs=1e-2)
+
+
+def test_pair_accuracy_of_separating_embeddings_is_one() -> None:
+    metrics = _metrics("segment_unsup2d")
+    segments = torch.zeros(2, 16, 16, dtype=torch.long)
+    segments[:, :, 8:] = 1
+    metrics["pair_accuracy"].update(_separated_embeddings(segments, 64), {"target": segments})
+    assert metrics["pair_accuracy"].compute().item() == pytest.approx(1.0)
+    collapsed = _metrics("segment_unsup2d")["pair_accuracy"]
+    collapsed.update(torch.zeros(2, 64, 16, 16), {"target": segments})
+    assert 0.3 < collapsed.compute().item() < 0.7  # "all same" is right only for same pairs
+
+
+def test_metrics_accumulate_exactly_over_batches() -> None:
+    one, two = _metrics("edge_texture")["l1"], _metrics("edge_texture")["l1"]
+    pred, target = torch.randn(4, 1, 8, 8), torch.randn(4, 1, 8, 8)
+    one.update(pred, {"target": target})
+    two.update(pred[:1], {"target": target[:1]})
+    two.update(pred[1:], {"target": target[1:]})
+    assert two.compute().item() == pytest.approx(one.compute().item(), rel=1e-6)
+    assert one.compute().item() == pytest.approx((pred - target).abs().mean().item(), rel=1e-5)
+
+
+def test_metric_loss_pixels_are_distinct_and_seedable() -> None:
+    from taskonomy.tasks.losses import sample_pixels
+
+    idx = sample_pixels(3, 1024, 300, torch.Generator().manual_seed(1))
+    assert idx.shape == (3, 300)
+    assert all(len(set(row.tolist())) == 300 for row in idx)  # without replacement
+    again = sample_pixels(3, 1024, 300, torch.Generator().manual_seed(1))
+    assert torch.equal(idx, again)
+    assert sample_pixels(1, 100, 300).shape == (1, 100)  # small images: every pixel once
