@@ -22,6 +22,8 @@ from numpy.typing import ArrayLike, NDArray
 from taskonomy.analysis.ahp import DEFAULT_CLIP, ahp_weights
 from taskonomy.analysis.losses_table import AlignedLosses, align_losses
 
+#: Elements of one block of per-image outcomes (float32: 64 MiB).
+_CHUNK_ELEMENTS = 16 * 1024 * 1024
 #: Reference candidates of quality and gain.
 SELF, PIXELS, RANDOM = "self", "pixels", "random"
 
@@ -43,15 +45,18 @@ def pairwise_win_rates(losses: ArrayLike, weights: ArrayLike | None = None) -> N
     n, m = values.shape
     w = np.full(m, 1.0 / m) if weights is None else np.asarray(weights, dtype=np.float64)
     # Per-image outcomes are 0, 0.5 or 1, exact in float32, which halves the matmul cost.
-    w32 = w.astype(np.float32)
+    w32 = np.ascontiguousarray(w, dtype=np.float32)
+    rows, cols = np.triu_indices(n, k=1)  # only i < j: w_ji = 1 - w_ij
+    upper = np.empty((len(rows),) + w.shape[1:])
+    chunk = max(1, _CHUNK_ELEMENTS // m)  # pairs per block: large BLAS calls, bounded memory
+    for start in range(0, len(rows), chunk):
+        left, right = values[rows[start:start + chunk]], values[cols[start:start + chunk]]
+        outcomes = (left < right).astype(np.float32) + np.float32(0.5) * (left == right)
+        upper[start:start + chunk] = outcomes @ w32
+    np.clip(upper, 0.0, 1.0, out=upper)  # float32 sums may overshoot 1 by rounding
     out = np.full((n, n) + w.shape[1:], 0.5)
-    for row in range(n - 1):  # upper triangle only (w_ji = 1 - w_ij); memory O(n·m)
-        mine, others = values[row][None, :], values[row + 1:]
-        wins = (mine < others).astype(np.float32) + np.float32(0.5) * (mine == others)
-        out[row, row + 1:] = wins @ w32
-    upper = np.triu_indices(n, k=1)
-    np.clip(out, 0.0, 1.0, out=out)  # float32 sums may overshoot 1 by rounding
-    out[upper[1], upper[0]] = 1.0 - out[upper]
+    out[rows, cols] = upper
+    out[cols, rows] = 1.0 - upper
     return out if w.ndim == 1 else np.moveaxis(out, -1, 0)
 
 
