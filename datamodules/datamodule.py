@@ -55,6 +55,18 @@ class SkipCounter:
     def __init__(self) -> None:
         self._value = multiprocessing.Value("q", 0)
 
+    def __getstate__(self) -> dict[str, Any]:
+        # Shared memory travels only to processes being started (DataLoader workers); any
+        # other pickling (ddp_spawn, deepcopy) carries the current count into a new counter.
+        from multiprocessing.context import get_spawning_popen
+
+        if get_spawning_popen() is not None:
+            return {"value": self._value}
+        return {"count": self.count}
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self._value = state.get("value") or multiprocessing.Value("q", state["count"])
+
     def add(self, reason: str) -> None:
         """Count one skipped sample and warn with its reason."""
         with self._value.get_lock():

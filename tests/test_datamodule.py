@@ -203,3 +203,14 @@ def test_domains_arrive_in_stored_units(tiny_shards: Path):
     assert depth.shape == (3, 1, 16, 16) and depth.max() == 65535  # missing code kept
     assert batch["domains"]["class_object"].shape == (3, 1000)
     assert "point_info" not in batch["domains"]  # JSON has no tensor form
+
+
+def test_skip_counter_survives_pickling(tiny_shards: Path):
+    import copy
+    import pickle
+
+    dm = TaskonomyDataModule(tiny_shards, tasks=["normal"], num_workers=0)
+    with pytest.warns(RuntimeWarning):
+        dm.skipped.add("test")
+    clone = pickle.loads(pickle.dumps(dm))
+    assert clone.skipped.count == 1 and copy.deepcopy(dm).skipped.count == 1
