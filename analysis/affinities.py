@@ -32,6 +32,10 @@ class DuplicateRunWarning(UserWarning):
     """Several finished runs claim the same candidate; the latest is used."""
 
 
+class MissingTransferWarning(UserWarning):
+    """A requested target lacks first-order transfers from sources that other targets have."""
+
+
 def transfer_regimes(records: Iterable[RunRecord]) -> list[str]:
     """Data regimes of the transfer and baseline records, sorted."""
     return sorted({r.regime for r in records if r.role in ("transfer", "baseline")})
@@ -215,6 +219,15 @@ def compute_affinities(records: Sequence[RunRecord], *, targets: Iterable[str] |
             raise ValueError(
                 f"no transfer records into {absent} in regime {regime!r}; missing: "
                 f"{describe_pairs(pairs) or 'every transfer (no sources recorded at all)'}"
+            )
+        seen_sources = sorted({s for r in records if r.role == "transfer"
+                               and r.regime == regime for s in r.sources})
+        gaps = missing_transfers(records, chosen, seen_sources, regime)
+        if gaps:
+            warnings.warn(
+                f"{len(gaps)} first-order transfers are missing for the requested targets: "
+                f"{describe_pairs(gaps)}; their tournaments leave them out",
+                MissingTransferWarning, stacklevel=2,
             )
     if not chosen:
         raise ValueError(f"no finished transfer records in regime {regime!r}")

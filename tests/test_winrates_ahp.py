@@ -197,3 +197,17 @@ def test_duplicate_runs_use_the_latest_and_self_prefers_the_baseline_record():
     assert found["reshading"].run_id == "new" and found["self"].run_id == "task"
     found = candidate_records([new, task, self_baseline], "normal", "16k")
     assert found["self"].run_id == "self16k"
+
+
+def test_requested_target_with_gaps_warns_with_the_missing_pairs():
+    from taskonomy.analysis.affinities import MissingTransferWarning
+
+    rng = np.random.default_rng(0)
+    loss = _losses(rng, {"x": 0.0, "y": 0.5, "z": 1.0})
+    recs = [_record("n-r", "transfer", "normal", ("reshading",), loss["x"]),
+            _record("n-rand", "baseline", "normal", ("random",), loss["z"]),
+            _record("d-n", "transfer", "depth_zbuffer", ("normal",), loss["y"])]
+    with pytest.warns(MissingTransferWarning, match="1 first-order transfers are missing for "
+                                                    "the requested targets: normal → normal;"):
+        result = compute_affinities(recs, targets=["normal"])
+    assert result.table.targets() == ["normal"]
