@@ -184,13 +184,17 @@ def _hit_primitive(p, i, ox, oy, oz, dx, dy, dz, tmin, tmax):  # noqa: C901
 
 
 @numba.njit(cache=True, error_model="numpy")
-def intersect(prims, ox, oy, oz, dx, dy, dz, tmin, tmax):
-    """Nearest hit over all primitives: (t, index, nx, ny, nz, face); index −1 on a miss."""
+def intersect(prims, candidates, ox, oy, oz, dx, dy, dz, tmin, tmax):
+    """Nearest hit over the candidate primitives: (t, index, nx, ny, nz, face); index −1 on a miss.
+
+    ``candidates`` lists the primitive rows to test (all rows, or those in a camera's frustum).
+    """
     best_t = tmax
     best_i = -1
     bnx, bny, bnz = 0.0, 0.0, 0.0
     best_face = 0
-    for i in range(prims.shape[0]):
+    for k in range(candidates.shape[0]):
+        i = candidates[k]
         t, nx, ny, nz, face = _hit_primitive(prims, i, ox, oy, oz, dx, dy, dz, tmin, best_t)
         if t > 0.0 and t < best_t:
             best_t, best_i, bnx, bny, bnz, best_face = t, i, nx, ny, nz, face
@@ -198,10 +202,10 @@ def intersect(prims, ox, oy, oz, dx, dy, dz, tmin, tmax):
 
 
 @numba.njit(cache=True, error_model="numpy")
-def occluded(prims, ox, oy, oz, dx, dy, dz, tmin, tmax):
-    """Whether anything lies on the ray between tmin and tmax (any hit, early exit)."""
-    for i in range(prims.shape[0]):
-        t, _, _, _, _ = _hit_primitive(prims, i, ox, oy, oz, dx, dy, dz, tmin, tmax)
+def occluded(prims, rows, count, ox, oy, oz, dx, dy, dz, tmin, tmax):
+    """Whether a primitive among ``rows[:count]`` lies on the ray in (tmin, tmax) (any hit)."""
+    for k in range(count):
+        t, _, _, _, _ = _hit_primitive(prims, rows[k], ox, oy, oz, dx, dy, dz, tmin, tmax)
         if t > 0.0:
             return True
     return False
@@ -269,8 +273,11 @@ def _albedo(mat, x, y, z, nx, ny, nz):
 
 
 @numba.njit(cache=True, error_model="numpy")
-def _shade(prims, mats, lights, i, x, y, z, nx, ny, nz):
-    """Linear radiance of a hit: ambient plus point lights with hard shadows."""
+def _shade(prims, mats, lights, occluders, counts, i, x, y, z, nx, ny, nz):
+    """Linear radiance of a hit: ambient plus point lights with hard shadows.
+
+    Shadow rays towards light k test the rows ``occluders[k, :counts[k]]``.
+    """
     ar, ag, ab = _albedo(mats[i], x, y, z, nx, ny, nz)
     lr, lg, lb = 0.3, 0.3, 0.32  # ambient (stand-in for light bounced off walls)
     ex, ey, ez = x + nx * 1e-4, y + ny * 1e-4, z + nz * 1e-4
@@ -281,7 +288,7 @@ def _shade(prims, mats, lights, i, x, y, z, nx, ny, nz):
         cosine = nx * lx + ny * ly + nz * lz
         if cosine <= 0.0:
             continue
-        if occluded(prims, ex, ey, ez, lx, ly, lz, 1e-4, dist - 1e-3):
+        if occluded(prims, occluders[k], counts[k], ex, ey, ez, lx, ly, lz, 1e-4, dist - 1e-3):
             continue
         falloff = cosine / (1.0 + 0.08 * dist * dist)
         lr += lights[k, 3] * falloff
@@ -291,14 +298,17 @@ def _shade(prims, mats, lights, i, x, y, z, nx, ny, nz):
 
 
 @numba.njit(cache=True, error_model="numpy")
-def trace(prims, mats, lights, origin, dirs, shade, out_t, out_index, out_normal, out_face,
-          out_rgb):
+def trace(prims, candidates, mats, lights, occluders, counts, origin, dirs, shade, out_t,
+          out_index, out_normal, out_face, out_rgb):
     """Cast one ray per row of ``dirs`` from ``origin``; fill the output buffers.
 
     Args:
         prims: Primitive table (N×17).
+        candidates: Rows of ``prims`` the rays may hit (shadow rays test every row).
         mats: Material table (N×8).
         lights: Point lights (L×6: position, linear RGB intensity).
+        occluders: L×N rows that may shadow each light (see :func:`shadow_candidates`).
+        counts: (L,) valid entries per row of ``occluders``.
         origin: Ray origin (3,).
         dirs: Unit ray directions (M×3).
         shade: Whether to compute radiance into ``out_rgb``.
@@ -311,7 +321,7 @@ def trace(prims, mats, lights, origin, dirs, shade, out_t, out_index, out_normal
     ox, oy, oz = origin[0], origin[1], origin[2]
     for k in range(dirs.shape[0]):
         dx, dy, dz = dirs[k, 0], dirs[k, 1], dirs[k, 2]
-        t, i, nx, ny, nz, face = intersect(prims, ox, oy, oz, dx, dy, dz, 1e-6, _INF)
+        t, i, nx, ny, nz, face = intersect(prims, candidates, ox, oy, oz, dx, dy, dz, 1e-6, _INF)
         out_index[k] = i
         if i < 0:
             out_t[k] = np.inf
@@ -332,11 +342,28 @@ def trace(prims, mats, lights, origin, dirs, shade, out_t, out_index, out_normal
         out_normal[k, 2] = nz
         out_face[k] = face
         if shade:
-            r, g, b = _shade(prims, mats, lights, i, ox + t * dx, oy + t * dy, oz + t * dz,
-                             nx, ny, nz)
+            r, g, b = _shade(prims, mats, lights, occluders, counts, i, ox + t * dx,
+                             oy + t * dy, oz + t * dz, nx, ny, nz)
             out_rgb[k, 0] = r
             out_rgb[k, 1] = g
             out_rgb[k, 2] = b
+
+
+@numba.njit(cache=True, error_model="numpy")
+def shade_hits(prims, mats, lights, occluders, counts, points, normals, index, out_rgb):
+    """Shade known hits (points, normals facing the viewer, primitive index; −1 = miss)."""
+    for k in range(points.shape[0]):
+        i = index[k]
+        if i < 0:
+            out_rgb[k, 0] = 0.0
+            out_rgb[k, 1] = 0.0
+            out_rgb[k, 2] = 0.0
+            continue
+        r, g, b = _shade(prims, mats, lights, occluders, counts, i, points[k, 0], points[k, 1],
+                         points[k, 2], normals[k, 0], normals[k, 1], normals[k, 2])
+        out_rgb[k, 0] = r
+        out_rgb[k, 1] = g
+        out_rgb[k, 2] = b
 
 
 @numba.njit(cache=True, error_model="numpy")
@@ -348,6 +375,7 @@ def segments_visible(prims, origins, targets, tolerance):
     """
     n = origins.shape[0]
     result = np.zeros(n, dtype=np.bool_)
+    rows = np.arange(prims.shape[0])
     for k in range(n):
         dx = targets[k, 0] - origins[k, 0]
         dy = targets[k, 1] - origins[k, 1]
@@ -357,13 +385,48 @@ def segments_visible(prims, origins, targets, tolerance):
             result[k] = True
             continue
         dx, dy, dz = dx / dist, dy / dist, dz / dist
-        result[k] = not occluded(prims, origins[k, 0], origins[k, 1], origins[k, 2], dx, dy,
-                                 dz, 1e-6, dist - tolerance)
+        result[k] = not occluded(prims, rows, rows.shape[0], origins[k, 0], origins[k, 1],
+                                 origins[k, 2], dx, dy, dz, 1e-6, dist - tolerance)
     return result
 
 
+Occluders = tuple[np.ndarray, np.ndarray]
+
+
+def all_occluders(prims: np.ndarray, lights: np.ndarray) -> Occluders:
+    """Shadow-ray candidate lists that test every primitive for every light."""
+    count = len(np.asarray(lights).reshape(-1, 6))
+    rows = np.tile(np.arange(len(prims), dtype=np.int64), (max(count, 1), 1))
+    return rows, np.full(max(count, 1), len(prims), dtype=np.int64)
+
+
+def shadow_candidates(prims: np.ndarray, lights: np.ndarray, lo: np.ndarray,
+                      hi: np.ndarray) -> Occluders:
+    """Per light, the primitives that can shadow points inside the box ``lo``..``hi``.
+
+    A shadow ray from a point in the box to a light stays inside the bounding box of the box and
+    the light, so only primitives whose bounding sphere meets that box can block it. The room
+    shell never does (lights hang inside it).
+    """
+    lights = np.asarray(lights, dtype=np.float64).reshape(-1, 6)
+    centres, radius = prims[:, 1:4], prims[:, 16]
+    lists = np.full((max(len(lights), 1), len(prims)), -1, dtype=np.int64)
+    counts = np.zeros(max(len(lights), 1), dtype=np.int64)
+    for k, light in enumerate(lights):
+        box_lo = np.minimum(lo, light[:3])
+        box_hi = np.maximum(hi, light[:3])
+        nearest = np.clip(centres, box_lo, box_hi)
+        meets = np.sum((nearest - centres) ** 2, axis=1) <= radius**2
+        meets &= prims[:, 0] != ROOM
+        rows = np.nonzero(meets)[0]
+        lists[k, : len(rows)] = rows
+        counts[k] = len(rows)
+    return lists, counts
+
+
 def trace_rays(prims: np.ndarray, mats: np.ndarray, lights: np.ndarray, origin: np.ndarray,
-               dirs: np.ndarray, shade: bool = True) -> dict[str, np.ndarray]:
+               dirs: np.ndarray, shade: bool = True, candidates: np.ndarray | None = None,
+               occluders: Occluders | None = None) -> dict[str, np.ndarray]:
     """Cast rays and return the buffers as a dict (``t``, ``index``, ``normal``, ``face``, ``rgb``).
 
     Args:
@@ -373,6 +436,8 @@ def trace_rays(prims: np.ndarray, mats: np.ndarray, lights: np.ndarray, origin: 
         origin: Common ray origin (3,).
         dirs: Unit directions (M×3).
         shade: Compute the linear radiance ``rgb`` as well.
+        candidates: Rows the rays may hit (see :func:`frustum_candidates`); all rows if None.
+        occluders: Shadow candidates per light (see :func:`shadow_candidates`); all if None.
     """
     count = dirs.shape[0]
     buffers: dict[str, np.ndarray] = {
@@ -382,10 +447,50 @@ def trace_rays(prims: np.ndarray, mats: np.ndarray, lights: np.ndarray, origin: 
         "face": np.empty(count, dtype=np.int8),
         "rgb": np.zeros((count, 3) if shade else (1, 3)),
     }
-    trace(np.ascontiguousarray(prims, dtype=np.float64),
-          np.ascontiguousarray(mats, dtype=np.float64),
-          np.ascontiguousarray(lights, dtype=np.float64).reshape(-1, 6),
+    prims = np.ascontiguousarray(prims, dtype=np.float64)
+    lights = np.ascontiguousarray(lights, dtype=np.float64).reshape(-1, 6)
+    rows = np.arange(len(prims), dtype=np.int64) if candidates is None else candidates
+    lists, counts = all_occluders(prims, lights) if occluders is None else occluders
+    trace(prims, np.ascontiguousarray(rows, np.int64),
+          np.ascontiguousarray(mats, dtype=np.float64), lights, lists, counts,
           np.ascontiguousarray(origin, dtype=np.float64),
           np.ascontiguousarray(dirs, dtype=np.float64), shade, buffers["t"], buffers["index"],
           buffers["normal"], buffers["face"], buffers["rgb"])
     return buffers
+
+
+def shade_points(prims: np.ndarray, mats: np.ndarray, lights: np.ndarray, points: np.ndarray,
+                 normals: np.ndarray, index: np.ndarray,
+                 occluders: Occluders | None = None) -> np.ndarray:
+    """Linear radiance (M×3) of known hits; ``index`` −1 marks misses (black)."""
+    prims = np.ascontiguousarray(prims, dtype=np.float64)
+    lights = np.ascontiguousarray(lights, dtype=np.float64).reshape(-1, 6)
+    lists, counts = all_occluders(prims, lights) if occluders is None else occluders
+    rgb = np.zeros((len(points), 3))
+    shade_hits(prims, np.ascontiguousarray(mats, dtype=np.float64), lights, lists, counts,
+               np.ascontiguousarray(points, dtype=np.float64),
+               np.ascontiguousarray(normals, dtype=np.float64),
+               np.ascontiguousarray(index, dtype=np.int64), rgb)
+    return rgb
+
+
+def frustum_candidates(prims: np.ndarray, world_to_camera: np.ndarray, tan_x: float,
+                       tan_y: float) -> np.ndarray:
+    """Rows of ``prims`` whose bounding sphere may meet a camera's view frustum.
+
+    Args:
+        prims: Primitive table (N×17).
+        world_to_camera: 4×4 OpenCV world-to-camera transform.
+        tan_x: tan of half the horizontal field of view (with a margin for sub-pixel rays).
+        tan_y: Same, vertical.
+    """
+    centres = prims[:, 1:4] @ world_to_camera[:3, :3].T + world_to_camera[:3, 3]
+    radius = prims[:, 16]
+    x, y, z = centres[:, 0], centres[:, 1], centres[:, 2]
+    inside = (
+        (z > -radius)
+        & (np.abs(x) - z * tan_x <= radius * np.sqrt(1.0 + tan_x * tan_x))
+        & (np.abs(y) - z * tan_y <= radius * np.sqrt(1.0 + tan_y * tan_y))
+    )
+    inside |= prims[:, 0] == ROOM  # the shell has no bounding sphere
+    return np.nonzero(inside)[0].astype(np.int64)

@@ -101,11 +101,27 @@ def render_view(scene: Scene, camera: Camera, antialias: bool = True) -> ViewBuf
     rays = camera_rays(camera)
     flat = rays.reshape(-1, 3)
     origin = camera.centre
-    out = raycast.trace_rays(scene.prims, scene.materials, scene.lights, origin, flat, True)
+    # Primary rays only test primitives in the view frustum.
+    margin = 1.0 / camera.focal  # sub-pixel rays leave the pixel-centre frustum by half a pixel
+    candidates = raycast.frustum_candidates(
+        scene.prims, camera.world_to_camera, camera.width / 2 / camera.focal + margin,
+        camera.height / 2 / camera.focal + margin)
+    out = raycast.trace_rays(scene.prims, scene.materials, scene.lights, origin, flat, False,
+                             candidates)
     distance = out["t"].reshape(height, width)
     prim = out["index"].reshape(height, width)
     normal_world = out["normal"].reshape(height, width, 3)
-    linear = out["rgb"].reshape(height, width, 3)
+    hit_flat = out["index"] >= 0
+    points = origin + np.where(hit_flat, out["t"], 0.0)[:, None] * flat
+    # Shadow rays only test primitives between the visible surfaces and each light.
+    if hit_flat.any():
+        lo = points[hit_flat].min(axis=0) - 0.05
+        hi = points[hit_flat].max(axis=0) + 0.05
+        occluders = raycast.shadow_candidates(scene.prims, scene.lights, lo, hi)
+    else:
+        occluders = raycast.all_occluders(scene.prims, scene.lights)
+    linear = raycast.shade_points(scene.prims, scene.materials, scene.lights, points,
+                                  out["normal"], out["index"], occluders).reshape(height, width, 3)
     if antialias:
         edge = _silhouettes(prim, normal_world)
         rows, cols = np.nonzero(edge)
@@ -114,9 +130,9 @@ def render_view(scene: Scene, camera: Camera, antialias: bool = True) -> ViewBuf
             for offset in _SUBPIXELS:
                 offsets = np.broadcast_to(offset, (len(rows), 2))
                 sub = _rays_at(camera, rows, cols, offsets)
+                # Sub-pixel hits lie between primary hits: the occluder lists still hold.
                 samples += raycast.trace_rays(scene.prims, scene.materials, scene.lights, origin,
-                                              sub, True)["rgb"]
-            linear = linear.copy()
+                                              sub, True, candidates, occluders)["rgb"]
             linear[rows, cols] = samples / len(_SUBPIXELS)
     hit = prim >= 0
     rotation = camera.world_to_camera[:3, :3]
