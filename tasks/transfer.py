@@ -1,0 +1,722 @@
+"""Transfers: frozen source encoders read out into a target (``TransferTask``), and baselines.
+
+A transfer for target t from sources S (order |S| = 1..4, or longer beam chains):
+
+1. each source's encoder is taken from its finished task run (found through the run records of
+   ``task_runs``; the record names the checkpoint), frozen and kept in eval mode;
+2. the sources' representations of the image (``B×8×h×w`` each; colorization's encoder reads the
+   L channel) are concatenated channel-wise (``8·|S|`` channels);
+3. the paper's readout (:class:`~taskonomy.tasks.networks.readout.TransferReadout`) maps them to
+   16 channels, and a freshly initialized copy of t's head (``make_head(16)`` of t's family)
+   predicts t; multi-view targets apply the readout per view with shared weights;
+4. t's loss, metrics and per-image test losses are used unchanged.
+
+The same module runs the baselines (``kind``): ``pixels`` (a small from-scratch network instead
+of frozen sources), ``random`` (the readout on a random frozen encoder) and ``self`` (t's own
+task network, evaluated only). With ``cache_dir`` set, representations come from the
+representation cache (:mod:`taskonomy.tasks.representations`) by sample key.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, cast
+
+import lightning as L
+import numpy as np
+import torch
+import torch.distributed as dist
+from torch import nn
+from torchmetrics import Metric
+
+from taskonomy.analysis.records import RunRecord, record_path, scan_records, write_record
+from taskonomy.datamodules.domains import atomic_write_bytes
+from taskonomy.datamodules.selfsupervised import rgb_to_lab
+from taskonomy.tasks.baselines import (
+    PixelsEncoder,
+    freeze,
+    load_checkpoint,
+    random_encoder,
+    random_fingerprint,
+)
+from taskonomy.tasks.build import build_task, family_class
+from taskonomy.tasks.families.base import NonFiniteLossError, TaskModule, per_variable_clip
+from taskonomy.tasks.losses import Reduction
+from taskonomy.tasks.networks.encoders import (
+    ENCODERS,
+    REPRESENTATION_CHANNELS,
+    TaskonomyEncoder,
+    build_encoder,
+    representation_shape,
+)
+from taskonomy.tasks.networks.readout import TransferReadout
+from taskonomy.tasks.registry import get_spec
+from taskonomy.tasks.representations import RepresentationCache, checkpoint_fingerprint
+from taskonomy.tasks.specs import BASELINES, TaskSpec, metric_key
+
+#: What a :class:`TransferTask` trains: a transfer or one of the baselines.
+KINDS = ("transfer", "pixels", "random", "self")
+
+#: The encoder of CPU settings, used to build the (encoder-less) loss module of a target.
+_LOSS_MODULE_ENCODER = "resnet10_tiny"
+
+#: Weight decay of first-order transfers and of higher orders / ``pixels`` (spec §3.6).
+FIRST_ORDER_WEIGHT_DECAY = 1e-5
+HIGHER_ORDER_WEIGHT_DECAY = 1e-6
+
+
+# --------------------------------------------------------------------------- finding source runs
+def find_task_runs(runs_dir: str | os.PathLike[str], tasks: Sequence[str]) -> dict[str, RunRecord]:
+    """The latest finished task run of each task under a runs folder.
+
+    Args:
+        runs_dir: Folder of run records (``<run_id>/record.json``).
+        tasks: Tasks whose task-specific networks are needed.
+
+    Raises:
+        FileNotFoundError: ``runs_dir`` does not exist.
+        ValueError: Some tasks have no finished task run; the message lists them all and how to
+            train them.
+    """
+    wanted = list(dict.fromkeys(tasks))
+    scan = scan_records(runs_dir, statuses=("finished", "running", "failed"))
+    found: dict[str, RunRecord] = {}
+    unfinished: dict[str, str] = {}
+    for record in scan.records:
+        if record.role != "task" or record.target not in wanted:
+            continue
+        if record.status != "finished":
+            unfinished[record.target] = f"{record.run_id} ({record.status})"
+            continue
+        best = found.get(record.target)
+        if best is None or (record.finished_at or "", record.run_id) > (
+            best.finished_at or "", best.run_id
+        ):
+            found[record.target] = record
+    missing = [t for t in wanted if t not in found]
+    if missing:
+        details = ", ".join(
+            f"{t} (only {unfinished[t]})" if t in unfinished else t for t in missing
+        )
+        raise ValueError(
+            f"no finished task run under {runs_dir} for source(s): {details}; train them first, "
+            f"e.g. `taskonomy train fit --model.task={missing[0]} --runs_dir={runs_dir}`, or "
+            "point --model.task_runs at the folder holding their run records"
+        )
+    return {t: found[t] for t in wanted}
+
+
+def resolve_checkpoint(record: RunRecord, runs_dir: str | os.PathLike[str]) -> Path:
+    """The checkpoint file of a finished run (relative paths: run folder, then as given).
+
+    Raises:
+        ValueError: The record names no checkpoint.
+        FileNotFoundError: The checkpoint file is missing.
+    """
+    if not record.checkpoint:
+        raise ValueError(
+            f"task run {record.run_id!r} ({record.target}) has no checkpoint in its record; "
+            "rerun it so that it saves one"
+        )
+    path = Path(record.checkpoint)
+    candidates = [path] if path.is_absolute() else [
+        record_path(runs_dir, record.run_id).parent / path, path
+    ]
+    for candidate in candidates:
+        if candidate.is_file():
+            return candidate
+    raise FileNotFoundError(
+        f"task run {record.run_id!r} ({record.target}): checkpoint {record.checkpoint} not "
+        f"found (looked in {', '.join(map(str, candidates))}); rerun that task run"
+    )
+
+
+# --------------------------------------------------------------------------- frozen sources
+def source_input(spec: TaskSpec, images: torch.Tensor) -> torch.Tensor:
+    """The image in the form a source's encoder reads: RGB in [-1,1], or colorization's L.
+
+    Jigsaw's encoder reads the whole image, not tiles (as the authors extracted it).
+    """
+    if spec.input_channels == 3:
+        return images
+    if spec.input_channels == 1:
+        rgb01 = ((images.detach().float().cpu() + 1.0) / 2.0).clamp(0.0, 1.0)
+        lightness = [
+            rgb_to_lab(np.ascontiguousarray(image.permute(1, 2, 0).numpy()))[:, :, 0]
+            for image in rgb01
+        ]
+        out = torch.from_numpy(np.stack(lightness) / 100.0 * 2.0 - 1.0).float()[:, None]
+        return out.to(images.device)
+    raise ValueError(
+        f"source {spec.name!r} reads {spec.input_channels}-channel inputs; transfers can make "
+        "RGB (3) or lightness (1) inputs only"
+    )
+
+
+class FrozenSource(nn.Module):
+    """A frozen encoder of one source task; always in eval mode, never trained.
+
+    Args:
+        spec: The source task's spec (its input form).
+        encoder: The encoder with trained (or, for ``random``, seeded) weights.
+        run_id: The task run it came from (keys the representation cache).
+        fingerprint: Identity of its weights for the representation cache.
+    """
+
+    def __init__(self, spec: TaskSpec, encoder: TaskonomyEncoder, run_id: str,
+                 fingerprint: str) -> None:
+        super().__init__()
+        self.spec = spec
+        self.encoder = freeze(encoder)
+        self.run_id = run_id
+        self.fingerprint = fingerprint
+
+    def train(self, mode: bool = True) -> FrozenSource:
+        """Stay in eval mode whatever the parent does (BN statistics are part of the source)."""
+        return super().train(False)
+
+    @torch.no_grad()
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        """``B×3×H×W`` (or ``B×V×3×H×W``) → ``B×8×h×w`` (or ``B×V×8×h×w``)."""
+        if images.ndim == 5:
+            b, v = images.shape[:2]
+            flat = self.encoder(source_input(self.spec, images.flatten(0, 1)))
+            return flat.unflatten(0, (b, v))
+        return self.encoder(source_input(self.spec, images))
+
+
+def load_source(record: RunRecord, runs_dir: str | os.PathLike[str], *, resolution: int,
+                encoder: str | None = None) -> FrozenSource:
+    """The frozen encoder of a finished task run.
+
+    Args:
+        record: The source's finished task-run record.
+        runs_dir: Its runs folder (resolves a relative checkpoint path).
+        resolution: The transfer's resolution; the source must have been trained at it.
+        encoder: The encoder architecture the transfer expects (``None``: the checkpoint's).
+
+    Raises:
+        ValueError: The checkpoint is not a task checkpoint, is of another task, resolution or
+            architecture, or its weights do not fit the architecture it declares.
+    """
+    path = resolve_checkpoint(record, runs_dir)
+    what = f"source {record.target!r} (task run {record.run_id!r})"
+    data = load_checkpoint(path, what)
+    hparams = dict(data["hyper_parameters"])
+    task = hparams.get("task")
+    if task != record.target:
+        raise ValueError(f"{what}: checkpoint {path} is of task {task!r}, not {record.target!r}")
+    arch = hparams.get("encoder")
+    if arch not in ENCODERS:
+        raise ValueError(
+            f"{what}: checkpoint {path} declares encoder {arch!r}, which is not a known "
+            f"architecture ({', '.join(ENCODERS)})"
+        )
+    if encoder is not None and arch != encoder:
+        raise ValueError(
+            f"{what}: checkpoint {path} holds a {arch!r} encoder but this transfer expects "
+            f"{encoder!r}; set --model.encoder={arch} or retrain the source with {encoder}"
+        )
+    trained_at = hparams.get("resolution")
+    if trained_at != resolution:
+        raise ValueError(
+            f"{what}: trained at resolution {trained_at}, the transfer runs at {resolution}; "
+            "use the same resolution for the task runs and their transfers"
+        )
+    spec = get_spec(record.target)
+    network = build_encoder(arch, spec.input_channels)
+    state = {k[len("encoder."):]: v for k, v in data["state_dict"].items()
+             if k.startswith("encoder.")}
+    try:
+        network.load_state_dict(state, strict=True)
+    except RuntimeError as error:
+        first = str(error).splitlines()[:3]
+        raise ValueError(
+            f"{what}: the encoder weights in {path} do not fit the {arch!r} architecture "
+            f"({' '.join(first)}); the checkpoint was written by another network version — "
+            "retrain the source"
+        ) from error
+    return FrozenSource(spec, network, record.run_id, checkpoint_fingerprint(path))
+
+
+# --------------------------------------------------------------------------- the module
+@dataclass(frozen=True)
+class TransferIdentity:
+    """What a transfer run is, for its run record.
+
+    Attributes:
+        role: ``"transfer"`` or ``"baseline"``.
+        target: The target task.
+        sources: Sorted sources, or the baseline's name as a 1-tuple.
+    """
+
+    role: str
+    target: str
+    sources: tuple[str, ...]
+
+
+def parse_transfer(text: str) -> tuple[str, list[str]]:
+    """Parse ``"target:source+source"`` (or ``"target:pixels"``) into target and sources.
+
+    Raises:
+        ValueError: The text is not of that form.
+    """
+    target, sep, rest = text.partition(":")
+    sources = [s for s in rest.split("+") if s]
+    if not sep or not target or not sources:
+        raise ValueError(
+            f"transfer {text!r} must read 'target:source[+source...]', e.g. "
+            "'normal:reshading+depth_zbuffer' or 'normal:pixels'"
+        )
+    return target, sources
+
+
+class TransferTask(L.LightningModule):
+    """A transfer (frozen sources → readout → fresh target head) or a baseline of a target.
+
+    Args:
+        target: The target task.
+        sources: Source tasks (``kind="transfer"``); their finished task runs are looked up in
+            ``task_runs``. Order = number of sources.
+        kind: ``transfer``, ``pixels``, ``random`` or ``self`` (see the module docstring).
+        transfer: Alternative spelling of target and sources, ``"target:src+src"``; a baseline
+            name as the only source selects that kind (``"normal:pixels"``). Sweep files use it
+            for explicit (target, sources) combinations.
+        task_runs: Runs folder holding the task runs of the sources (and of the target for
+            ``self``); the CLI defaults it to the run's own runs folder.
+        cache_dir: Representation cache folder (``None``: encode every batch).
+        encoder: Encoder architecture the sources must have (``None``: whatever they have); the
+            ``random`` baseline builds this architecture (default ``resnet50``).
+        resolution: Input resolution of the transfer data (the sources' training resolution).
+        decoder_width: Channel multiplier of the target's fresh dense decoder.
+        head_width: Width multiplier of the target's fresh FC head.
+        lr: Adam learning rate (the authors': the target's, 1e-4).
+        weight_decay: L2 on weights; ``None``: 1e-5 for first order and ``random``, 1e-6 for
+            higher orders and ``pixels`` (the authors' values).
+        lr_milestone: Step of the ×``lr_gamma`` LR drop (5,000 in the paper).
+        lr_gamma: Factor of the LR drop.
+        random_seed: Seed of the ``random`` baseline's encoder.
+        target_options: Extra options of the target's family (e.g. ``class_weights``).
+    """
+
+    def __init__(
+        self,
+        target: str | None = None,
+        sources: list[str] | None = None,
+        kind: str = "transfer",
+        transfer: str | None = None,
+        task_runs: str | None = None,
+        cache_dir: str | None = None,
+        encoder: str | None = None,
+        resolution: int = 256,
+        decoder_width: float = 1.0,
+        head_width: float = 1.0,
+        lr: float = 1e-4,
+        weight_decay: float | None = None,
+        lr_milestone: int | None = 5_000,
+        lr_gamma: float = 0.1,
+        random_seed: int = 0,
+        target_options: dict[str, Any] | None = None,
+    ) -> None:
+        super().__init__()
+        self.save_hyperparameters()
+        target, source_list, kind = self._resolve_identity(target, sources, kind, transfer)
+        self.target = target
+        self.kind = kind
+        self.spec: TaskSpec = get_spec(target)
+        if not self.spec.target:
+            raise ValueError(
+                f"task {target!r} is source-only (the paper never reads out into it); "
+                "choose a target task (`taskonomy tasks` lists their roles)"
+            )
+        representation_shape(resolution)
+        if lr <= 0:
+            raise ValueError(f"lr must be positive, got {lr}")
+        self.source_names = tuple(source_list)
+        self.resolution = resolution
+        self.multi_view = self.spec.views > 1
+        self.strict_loading = False  # frozen sources are rebuilt from their runs, not stored
+        runs = task_runs
+        if kind in ("transfer", "self") and runs is None:
+            raise ValueError(
+                f"a {kind!r} run needs the folder of the task runs: set --model.task_runs "
+                "(the CLI sets it to --runs_dir by default)"
+            )
+        self.cache = RepresentationCache(cache_dir) if cache_dir else None
+
+        self.sources = nn.ModuleList()
+        self.readout: nn.Module | None = None
+        self.pixels: PixelsEncoder | None = None
+        self.network: TaskModule | None = None
+        if kind == "self":
+            record = find_task_runs(cast(str, runs), [target])[target]
+            self.network = self._load_task_network(record, cast(str, runs))
+            loss_module: TaskModule = self.network
+            self.head: nn.Module = nn.Identity()
+        else:
+            loss_module = build_task(
+                target, encoder=_LOSS_MODULE_ENCODER, resolution=resolution,
+                decoder_width=decoder_width, head_width=head_width, lr=lr,
+                **(target_options or {}),
+            )
+            if kind == "transfer":
+                records = find_task_runs(cast(str, runs), source_list)
+                for name in source_list:
+                    self.sources.append(load_source(records[name], cast(str, runs),
+                                                    resolution=resolution, encoder=encoder))
+            elif kind == "random":
+                arch = encoder or "resnet50"
+                network = random_encoder(arch, 3, random_seed)
+                self.sources.append(FrozenSource(get_spec(target).replace(input_channels=3),
+                                                 network, f"random-{arch}-seed{random_seed}",
+                                                 random_fingerprint(arch, 3, random_seed)))
+            if kind == "pixels":
+                self.pixels = PixelsEncoder(resolution)
+            else:
+                self.readout = TransferReadout(REPRESENTATION_CHANNELS * len(self.sources))
+            self.head = loss_module.make_head(16)
+            # Only the loss and metric logic of the target's module is used.
+            loss_module.encoder = nn.Identity()
+            loss_module.head = nn.Identity()
+        # Not a submodule: its weights are either unused or already registered as `network`.
+        self._loss_holder = [loss_module]
+        self.clip_norm = loss_module.clip_norm
+        self.weight_decay = self._default_weight_decay() if weight_decay is None else weight_decay
+        self.val_metrics = nn.ModuleDict(loss_module.build_metrics())
+        self.test_metrics = nn.ModuleDict(loss_module.build_metrics())
+        #: Per-image test task losses, keyed by sample key (filled by ``test_step``).
+        self.test_per_image_losses: dict[str, float] = {}
+
+    # ----------------------------------------------------------------- identity
+    @staticmethod
+    def _resolve_identity(target: str | None, sources: list[str] | None, kind: str,
+                          transfer: str | None) -> tuple[str, list[str], str]:
+        source_list = list(sources or [])
+        if transfer is not None:
+            parsed_target, parsed = parse_transfer(transfer)
+            if target is not None and target != parsed_target:
+                raise ValueError(
+                    f"--model.transfer={transfer} names target {parsed_target!r} but "
+                    f"--model.target={target}; give one of them"
+                )
+            if source_list and sorted(source_list) != sorted(parsed):
+                raise ValueError(
+                    f"--model.transfer={transfer} and --model.sources={source_list} disagree; "
+                    "give one of them"
+                )
+            target = parsed_target
+            if len(parsed) == 1 and parsed[0] in BASELINES:
+                kind, source_list = parsed[0], []
+            else:
+                source_list = parsed
+        if target is None:
+            raise ValueError("no target: set --model.target=TASK (or --model.transfer=T:S+S)")
+        if kind not in KINDS:
+            raise ValueError(f"unknown kind {kind!r}; valid kinds: {', '.join(KINDS)}")
+        if kind == "transfer":
+            if not source_list:
+                raise ValueError(
+                    f"a transfer into {target!r} needs sources: --model.sources=[a,b]"
+                )
+            bad = [s for s in source_list if s in BASELINES]
+            if bad:
+                raise ValueError(
+                    f"{bad} are baselines, not sources; use --model.kind={bad[0]} instead"
+                )
+            if len(set(source_list)) != len(source_list):
+                raise ValueError(f"duplicate sources in {source_list}")
+            for name in source_list:
+                get_spec(name)  # unknown names list the valid ones
+        elif source_list:
+            raise ValueError(
+                f"the {kind!r} baseline takes no sources (got {source_list}); drop "
+                "--model.sources or use --model.kind=transfer"
+            )
+        return target, source_list, kind
+
+    @property
+    def identity(self) -> TransferIdentity:
+        """Role, target and sorted sources for this run's record."""
+        if self.kind == "transfer":
+            return TransferIdentity("transfer", self.target, tuple(sorted(self.source_names)))
+        return TransferIdentity("baseline", self.target, (self.kind,))
+
+    @property
+    def order(self) -> int:
+        """Number of sources (0 for baselines)."""
+        return len(self.source_names)
+
+    @property
+    def loss_module(self) -> TaskModule:
+        """The target's family module whose loss and metrics this run uses."""
+        return self._loss_holder[0]
+
+    def _default_weight_decay(self) -> float:
+        if self.kind == "pixels" or self.order > 1:
+            return HIGHER_ORDER_WEIGHT_DECAY
+        return FIRST_ORDER_WEIGHT_DECAY
+
+    def _load_task_network(self, record: RunRecord, runs: str) -> TaskModule:
+        path = resolve_checkpoint(record, runs)
+        data = load_checkpoint(path, f"target {record.target!r} (task run {record.run_id!r})")
+        hparams = dict(data["hyper_parameters"])
+        if hparams.get("resolution") != self.resolution:
+            raise ValueError(
+                f"the task run {record.run_id!r} of {record.target!r} was trained at resolution "
+                f"{hparams.get('resolution')}; evaluate it at that resolution "
+                f"(--model.resolution={hparams.get('resolution')})"
+            )
+        hparams.pop("task", None)
+        network = family_class(record.target)(task=record.target, **hparams)
+        try:
+            network.load_state_dict(data["state_dict"], strict=True)
+        except RuntimeError as error:
+            raise ValueError(
+                f"checkpoint {path} of task run {record.run_id!r} does not fit its declared "
+                f"architecture ({str(error).splitlines()[0]}); retrain it"
+            ) from error
+        return cast(TaskModule, freeze(network))
+
+    # ----------------------------------------------------------------- representations
+    def images(self, batch: dict[str, Any]) -> torch.Tensor:
+        """The images a batch's representations are made of (``B×3×H×W`` or ``B×V×3×H×W``)."""
+        if self.multi_view:
+            return cast(torch.Tensor, self._task_batch(batch)["input"])
+        if "rgb" not in batch:
+            raise KeyError("transfer batches need the clean image under 'rgb' (batch contract)")
+        return cast(torch.Tensor, batch["rgb"])
+
+    def _split(self, stage: str) -> str:
+        datamodule = getattr(self._trainer, "datamodule", None) if self._trainer else None
+        splits = getattr(datamodule, "splits", None)
+        if isinstance(splits, dict) and splits.get(stage):
+            return str(splits[stage])
+        return stage
+
+    def frozen_representation(self, batch: dict[str, Any], stage: str) -> torch.Tensor:
+        """The sources' concatenated representation of a batch (through the cache if set)."""
+        images = self.images(batch)
+        parts = []
+        for source in self.sources:
+            source = cast(FrozenSource, source)
+            if self.cache is None:
+                parts.append(source(images))
+                continue
+            kind = f"views-{self.target}" if self.multi_view else "rgb"
+            store = self.cache.store(source.run_id, self._split(stage), kind, self.resolution,
+                                     source.fingerprint, source)
+            parts.append(store.get([str(k) for k in batch["__key__"]], images))
+        return torch.cat(parts, dim=-3)
+
+    def _per_view(self, module: nn.Module, x: torch.Tensor) -> torch.Tensor:
+        if x.ndim == 5:  # multi-view: shared weights over the views
+            b, v = x.shape[:2]
+            return cast(torch.Tensor, module(x.flatten(0, 1))).unflatten(0, (b, v))
+        return cast(torch.Tensor, module(x))
+
+    def predict_batch(self, batch: dict[str, Any], stage: str) -> torch.Tensor:
+        """The target prediction of a batch."""
+        if self.network is not None:
+            return cast(torch.Tensor, self.network(self._task_batch(batch)["input"]))
+        if self.pixels is not None:
+            features = self._per_view(self.pixels, self.images(batch))
+        else:
+            assert self.readout is not None
+            features = self._per_view(self.readout, self.frozen_representation(batch, stage))
+        return cast(torch.Tensor, self.head(features))
+
+    def predict_images(self, images: torch.Tensor) -> torch.Tensor:
+        """The target prediction from images alone (no cache; ``self`` reads its own input)."""
+        if self.network is not None:
+            return cast(torch.Tensor, self.network(images))
+        if self.pixels is not None:
+            features = self._per_view(self.pixels, images)
+        else:
+            assert self.readout is not None
+            parts = [source(images) for source in self.sources]
+            features = self._per_view(self.readout, torch.cat(parts, dim=-3))
+        return cast(torch.Tensor, self.head(features))
+
+    def forward(self, x: torch.Tensor | dict[str, Any]) -> torch.Tensor:
+        """The target prediction of a batch dict (datamodule contract) or of images.
+
+        Images are what :meth:`images` returns for a batch (``B×3×H×W`` RGB in [-1,1], or
+        ``B×V×3×H×W`` for multi-view targets); prediction panels call this form.
+        """
+        if isinstance(x, dict):
+            return self.predict_batch(x, "test")
+        return self.predict_images(x)
+
+    # ----------------------------------------------------------------- steps
+    def _task_batch(self, batch: dict[str, Any]) -> dict[str, Any]:
+        if self.target not in batch:
+            raise KeyError(
+                f"batch has no entry for target {self.target!r} (keys: {sorted(batch)}); the "
+                "datamodule must be configured with tasks=[target]"
+            )
+        return cast(dict[str, Any], batch[self.target])
+
+    def _loss(self, prediction: torch.Tensor, batch: dict[str, Any], reduction: str,
+              keys: list[str] | None = None) -> torch.Tensor:
+        module = self.loss_module
+        if module is not self.network:
+            module.train(self.training)  # losses sample pixels differently in train and eval
+        return module.compute_loss(prediction, self._task_batch(batch),
+                                   cast(Reduction, reduction), keys=keys)
+
+    def _check_finite(self, loss: torch.Tensor, stage: str) -> None:
+        if not torch.isfinite(loss).all():
+            raise NonFiniteLossError(
+                f"transfer into {self.target!r}: {stage} loss is not finite at step "
+                f"{self.global_step}; lower the learning rate or check the data"
+            )
+
+    def training_step(self, batch: dict[str, Any], batch_idx: int) -> torch.Tensor:
+        """One optimization step of the readout and head (or the pixels network)."""
+        if self.kind == "self":
+            raise RuntimeError("the 'self' baseline is evaluated only; run `test`, not `fit`")
+        prediction = self.predict_batch(batch, "train")
+        loss = self._loss(prediction, batch, "mean")
+        self._check_finite(loss, "train")
+        self.log(metric_key("train", "loss"), loss, on_step=True, on_epoch=True, prog_bar=True,
+                 batch_size=prediction.shape[0])
+        return loss
+
+    def _eval_step(self, batch: dict[str, Any], stage: str) -> tuple[torch.Tensor, torch.Tensor]:
+        keys = [str(k) for k in batch.get("__key__", [])] or None
+        prediction = self.predict_batch(batch, stage)
+        per_image = self._loss(prediction, batch, "none", keys)
+        loss = self._loss(prediction, batch, "mean", keys)
+        self._check_finite(loss, stage)
+        size = prediction.shape[0]
+        self.log(metric_key(stage, "loss"), loss, on_epoch=True, prog_bar=True, batch_size=size,
+                 sync_dist=True)
+        metrics = self.val_metrics if stage == "val" else self.test_metrics
+        for name, module in metrics.items():
+            metric = cast(Metric, module)
+            metric.update(prediction, self._task_batch(batch))
+            self.log(metric_key(stage, name), metric, on_step=False, on_epoch=True,
+                     batch_size=size)
+        return per_image, loss
+
+    def validation_step(self, batch: dict[str, Any], batch_idx: int) -> torch.Tensor:
+        """Loss and metrics on a validation batch."""
+        return self._eval_step(batch, "val")[1]
+
+    def on_test_epoch_start(self) -> None:
+        """Start a fresh collection of per-image losses."""
+        self.test_per_image_losses = {}
+
+    def test_step(self, batch: dict[str, Any], batch_idx: int) -> torch.Tensor:
+        """Loss and metrics on a test batch; collects per-image losses by sample key."""
+        per_image, loss = self._eval_step(batch, "test")
+        keys = batch.get("__key__")
+        if keys is None or len(keys) != len(per_image):
+            raise ValueError(
+                f"transfer into {self.target!r}: test batches need one '__key__' per sample"
+            )
+        for key, value in zip(keys, per_image.detach().float().cpu().tolist(), strict=True):
+            self.test_per_image_losses[str(key)] = value
+        return loss
+
+    def on_test_epoch_end(self) -> None:
+        """Save new cached representations; merge per-image losses across DDP ranks."""
+        self._save_cache()
+        if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
+            gathered: list[dict[str, float] | None] = [None] * dist.get_world_size()
+            dist.all_gather_object(gathered, self.test_per_image_losses)
+            merged: dict[str, float] = {}
+            for part in gathered:
+                merged.update(part or {})
+            self.test_per_image_losses = merged
+
+    def on_train_epoch_end(self) -> None:
+        """Save the representations first seen in this epoch."""
+        self._save_cache()
+
+    def on_validation_epoch_end(self) -> None:
+        """Save the representations first seen in this validation pass."""
+        self._save_cache()
+
+    def _save_cache(self) -> None:
+        if self.cache is not None:
+            self.cache.save()
+
+    def predict_step(self, batch: dict[str, Any], batch_idx: int) -> dict[str, Any]:
+        """Predictions of a batch with the sample keys."""
+        return {"__key__": batch.get("__key__"), "prediction": self.predict_batch(batch, "test")}
+
+    # ----------------------------------------------------------------- optimization
+    def trainable_parameters(self) -> list[nn.Parameter]:
+        """Parameters the transfer trains: readout (or pixels network) and head."""
+        modules = [m for m in (self.readout, self.pixels, self.head) if m is not None]
+        return [p for m in modules for p in m.parameters() if p.requires_grad]
+
+    def configure_optimizers(self) -> Any:
+        """Adam (L2 on weights only) with a ×``lr_gamma`` drop at ``lr_milestone`` steps."""
+        params = self.trainable_parameters()
+        if not params:
+            raise ValueError("the 'self' baseline has nothing to train; run `test`, not `fit`")
+        groups = [
+            {"params": [p for p in params if p.ndim > 1], "weight_decay": self.weight_decay},
+            {"params": [p for p in params if p.ndim <= 1], "weight_decay": 0.0},
+        ]
+        optimizer = torch.optim.Adam(groups, lr=self.hparams["lr"])
+        milestone = self.hparams["lr_milestone"]
+        if not milestone:
+            return optimizer
+        scheduler = torch.optim.lr_scheduler.MultiStepLR(
+            optimizer, milestones=[milestone], gamma=self.hparams["lr_gamma"]
+        )
+        return {"optimizer": optimizer,
+                "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
+
+    def configure_gradient_clipping(
+        self,
+        optimizer: torch.optim.Optimizer,
+        gradient_clip_val: float | int | None = None,
+        gradient_clip_algorithm: str | None = None,
+    ) -> None:
+        """The target's per-variable clipping (e.g. room layout), then the Trainer's."""
+        if self.clip_norm:
+            per_variable_clip(self.trainable_parameters(), self.clip_norm)
+        self.clip_gradients(optimizer, gradient_clip_val, gradient_clip_algorithm)
+
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        """Leave frozen sources out of checkpoints: their task runs hold them already."""
+        state = checkpoint.get("state_dict", {})
+        for key in [k for k in state if k.startswith(("sources.", "network."))]:
+            del state[key]
+
+
+def register_task_run(module: TaskModule, runs_dir: str | os.PathLike[str], *,
+                      run_id: str | None = None, regime: str = "full",
+                      metrics: dict[str, float] | None = None,
+                      per_image_losses: dict[str, float] | None = None) -> RunRecord:
+    """Save a task network as a finished task run, so transfers can use it as a source.
+
+    For networks trained outside ``taskonomy train`` (an external encoder, a test fixture): the
+    weights go to ``RUNS_DIR/RUN_ID/checkpoints/last.ckpt`` in Lightning's layout and a finished
+    ``task`` record points at them (relative to the run folder).
+
+    Returns:
+        The written record.
+    """
+    task = module.spec.name
+    run_id = run_id or f"task__{task}__{regime}__registered"
+    folder = record_path(runs_dir, run_id).parent
+    checkpoint = Path("checkpoints") / "last.ckpt"
+    buffer = io.BytesIO()
+    torch.save({"state_dict": module.state_dict(), "hyper_parameters": dict(module.hparams)},
+               buffer)
+    atomic_write_bytes(folder / checkpoint, buffer.getvalue())
+    record = RunRecord(run_id=run_id, role="task", target=task, regime=regime,
+                       config={"model": dict(module.hparams)}).finished(
+        metrics=metrics or {}, per_image_losses=per_image_losses or {},
+        checkpoint=str(checkpoint))
+    write_record(record, runs_dir)
+    return record
