@@ -253,3 +253,98 @@ def test_worker_processes_do_not_change_the_bytes(tmp_path):
     synthesize(tmp_path / "one", workers=1, **settings)
     synthesize(tmp_path / "two", workers=2, **settings)
     assert _tree_bytes(tmp_path / "one") == _tree_bytes(tmp_path / "two")
+
+
+def _oracle_hits(prims, origin, dirs):
+    """Brute-force numpy ray caster for rooms, spheres and oriented boxes (a test oracle)."""
+    best = np.full(len(dirs), np.inf)
+    index = np.full(len(dirs), -1)
+    for i, row in enumerate(prims):
+        kind, centre, half = int(row[0]), row[1:4], row[4:7]
+        rotation = row[7:16].reshape(3, 3)
+        local_o = (origin - centre) @ rotation
+        local_d = dirs @ rotation
+        if kind == 2:  # sphere
+            b = local_d @ local_o
+            c = local_o @ local_o - half[0] ** 2
+            disc = b * b - c
+            root = np.sqrt(np.maximum(disc, 0))
+            t = np.where(disc >= 0, -b - root, np.inf)
+            t = np.where(t > 1e-6, t, np.where(disc >= 0, -b + root, np.inf))
+        else:  # box slabs; the room is hit where the ray leaves it
+            with np.errstate(divide="ignore", invalid="ignore"):
+                t1 = (-half - local_o) / local_d
+                t2 = (half - local_o) / local_d
+            near = np.max(np.minimum(t1, t2), axis=1)
+            far = np.min(np.maximum(t1, t2), axis=1)
+            t = np.where(near <= far, far if kind == 0 else near, np.inf)
+        t = np.where(t > 1e-6, t, np.inf)
+        closer = t < best
+        best[closer], index[closer] = t[closer], i
+    return best, index
+
+
+def test_ray_caster_matches_a_numpy_oracle_and_frustum_culling_changes_nothing():
+    from taskonomy.datamodules.synth import raycast
+    from taskonomy.datamodules.synth.render import camera_rays
+    from taskonomy.datamodules.synth.scene import _Builder, _material, _yaw
+
+    builder = _Builder()
+    grey = _material(np.array([0.5, 0.5, 0.5]))
+    builder.add(raycast.ROOM, np.array([2.0, 2.0, 1.5]), (2.0, 2.0, 1.5), np.eye(3), grey, 1, 0)
+    builder.add(raycast.SPHERE, np.array([2.0, 2.0, 1.0]), (0.5, 0.5, 0.5), np.eye(3), grey, 2, 1)
+    builder.add(raycast.BOX, np.array([1.0, 3.0, 1.0]), (0.2, 0.3, 0.4), _yaw(0.5), grey, 3, 2)
+    builder.add(raycast.BOX, np.array([3.0, 1.0, 0.5]), (0.4, 0.2, 0.5), _yaw(-1.1), grey, 3, 3)
+    prims = np.array(builder.prims)
+    mats = np.array(builder.materials)
+    lights = np.array([[2.0, 2.0, 2.8, 1.0, 1.0, 1.0]])
+    rng = np.random.default_rng(0)
+    origin = np.array([0.5, 0.7, 1.4])
+    dirs = rng.normal(size=(4000, 3))
+    dirs /= np.linalg.norm(dirs, axis=1, keepdims=True)
+    out = raycast.trace_rays(prims, mats, lights, origin, dirs, shade=False)
+    t, index = _oracle_hits(prims, origin, dirs)
+    assert np.array_equal(out["index"], index)
+    assert np.allclose(out["t"], t, rtol=1e-9, atol=1e-9)
+    assert {0, 1, 2, 3} <= set(index.tolist())
+    # Known hit: straight up to the ceiling, normal pointing back into the room.
+    up = raycast.trace_rays(prims, mats, lights, origin, np.array([[0.0, 0.0, 1.0]]), False)
+    assert up["t"][0] == pytest.approx(1.6) and np.allclose(up["normal"][0], [0, 0, -1])
+
+    from taskonomy.datamodules.synth.point_info import look_at_camera
+
+    camera = look_at_camera(origin, np.array([3.0, 1.0, 0.5]), 0.9, 32)
+    rays = camera_rays(camera).reshape(-1, 3)
+    candidates = raycast.frustum_candidates(prims, camera.world_to_camera, 0.5, 0.5)
+    assert len(candidates) < len(prims)
+    culled = raycast.trace_rays(prims, mats, lights, origin, rays, True, candidates)
+    full = raycast.trace_rays(prims, mats, lights, origin, rays, True)
+    for key in ("t", "index", "normal", "rgb"):
+        assert np.array_equal(culled[key], full[key]), key
+
+
+def test_unknown_names_list_the_valid_ones():
+    from taskonomy.datamodules.synth.classes import room_type, semantic_label
+
+    with pytest.raises(ValueError, match="valid: living_room"):
+        room_type("garage")
+    with pytest.raises(ValueError, match="valid: background, bottle"):
+        semantic_label("teddy bear")
+
+
+def test_read_only_package_folder_moves_the_numba_cache(tmp_path, monkeypatch):
+    import numba
+
+    from taskonomy.datamodules.synth import raycast
+
+    monkeypatch.delenv("NUMBA_CACHE_DIR", raising=False)
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
+    monkeypatch.setattr(raycast.os, "access", lambda path, mode: False)
+    previous = numba.config.CACHE_DIR
+    try:
+        raycast._ensure_writable_numba_cache()
+        target = tmp_path / "taskonomy" / "numba"
+        assert os.environ["NUMBA_CACHE_DIR"] == str(target) and target.is_dir()
+        assert numba.config.CACHE_DIR == str(target)
+    finally:
+        numba.config.CACHE_DIR = previous
