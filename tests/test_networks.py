@@ -25,6 +25,15 @@ from taskonomy.tasks.networks.pose import (
 from taskonomy.tasks.networks.readout import TransferReadout, clip_to_batch_sigma
 
 
+@pytest.fixture(autouse=True)
+def _single_thread():
+    # One intra-op thread: on a few shared cores, more threads only contend.
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 @pytest.mark.parametrize("name", ["resnet18", "resnet10", "resnet10_tiny"])
 @pytest.mark.parametrize("resolution", [32, 64])
 def test_small_encoders_give_16x_downsampled_8_channels(name, resolution) -> None:

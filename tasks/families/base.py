@@ -24,7 +24,7 @@ from torch import nn
 from torchmetrics import Metric
 
 from taskonomy.tasks.losses import Reduction, gan_discriminator_loss, gan_generator_loss
-from taskonomy.tasks.metrics import build_metrics
+from taskonomy.tasks.metrics import LOG_DEPTH_TASKS, build_metrics
 from taskonomy.tasks.networks.discriminator import Pix2PixDiscriminator
 from taskonomy.tasks.networks.encoders import build_encoder, representation_shape
 from taskonomy.tasks.registry import get_spec
@@ -64,7 +64,8 @@ class TaskModule(L.LightningModule):
         gan_weight: Weight of the GAN term (the task loss gets ``1 − gan_weight``).
         gan_warmup_steps: Generator steps on the task loss alone before the GAN term starts.
         gan_lr: SGD learning rate of the discriminator.
-        gan_noise: Initial σ of the discriminator's instance noise (0.03 for depth in the paper).
+        gan_noise: Initial σ of the discriminator's instance noise; ``None`` takes the paper's
+            (0.03 for depth and distance, 0.1 otherwise).
         class_weights: Per-class loss weights (semantic segmentation's class rebalancing).
         metric_samples: Pixels per image of the metric loss (unsupervised segmentation).
     """
@@ -90,7 +91,7 @@ class TaskModule(L.LightningModule):
         gan_weight: float = 0.004,
         gan_warmup_steps: int = 25_000,
         gan_lr: float = 1e-5,
-        gan_noise: float = 0.1,
+        gan_noise: float | None = None,
         class_weights: list[float] | None = None,
         metric_samples: int = 300,
     ) -> None:
@@ -213,7 +214,10 @@ class TaskModule(L.LightningModule):
 
     def _instance_noise(self) -> float:
         # σ0 / (1 + 0.2·step/1000): tf.train.inverse_time_decay as the authors anneal it.
-        return self.hparams["gan_noise"] / (1.0 + 0.2 * self.global_step / 1000.0)
+        sigma0 = self.hparams["gan_noise"]
+        if sigma0 is None:
+            sigma0 = 0.03 if self.spec.name in LOG_DEPTH_TASKS else 0.1
+        return float(sigma0) / (1.0 + 0.2 * self.global_step / 1000.0)
 
     def _gan_step(
         self, task_batch: dict[str, Any], prediction: torch.Tensor, task_loss: torch.Tensor
