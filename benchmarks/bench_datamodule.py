@@ -4,9 +4,9 @@ For a one-task run (rgb + depth_zbuffer + its mask) at 256² this prints:
 
 1. samples/s from shards (TaskonomyDataModule, one process, one thread) vs from the
    per-building file tree (list the building folders, open and decode the same files per
-   sample, same sample builder), on the same samples, in the same process. The buildings are
-   rendered at the released 512²; shards are compared both as packed losslessly (512²) and as
-   packed at the training resolution (``--resolution 256``);
+   sample, same sample builder and batching), on the same samples, in the same process. The
+   buildings are rendered at the released 512²; shards are compared both as packed losslessly
+   (512²) and as packed at the training resolution (``--resolution 256``);
 2. bytes read per sample from the aligned per-domain folders vs one tar holding all domains;
 3. resident memory after each of 3 training epochs (must stay flat).
 
@@ -29,9 +29,10 @@ from taskonomy.datamodules.domains import read_domain_file
 from taskonomy.datamodules.layouts import detect_layout
 from taskonomy.datamodules.packer import PackConfig, pack
 from taskonomy.datamodules.shards import read_manifest
-from taskonomy.datamodules.task_samples import make_task_sample
+from taskonomy.datamodules.task_samples import collate_batch, make_task_sample
 
 TASK = "depth_zbuffer"
+BATCH = 8
 
 
 def rss_mib() -> float:
@@ -46,18 +47,23 @@ def from_tree(source: Path, resolution: int) -> int:
     layout = detect_layout(source)
     rng = np.random.default_rng(0)
     count = 0
+    pending: list[dict] = []
     for building in layout.buildings():
         for ref in layout.views(building):
             decoded = {d: read_domain_file(layout.file_path(ref, d), d)
                        for d in ("rgb", "depth_zbuffer")}
-            sample = make_task_sample(TASK, decoded, rng, resolution=resolution)
-            assert sample["target"].shape[-1] == resolution
-            count += 1
-    return count
+            sample = {"__key__": ref.key,
+                      TASK: make_task_sample(TASK, decoded, rng, resolution=resolution)}
+            sample["rgb"] = sample[TASK]["input"]
+            pending.append(sample)
+            if len(pending) == BATCH:  # the same batching as the datamodule
+                count += len(collate_batch(pending)["__key__"])
+                pending = []
+    return count + (len(collate_batch(pending)["__key__"]) if pending else 0)
 
 
 def from_shards(root: Path | str, resolution: int) -> int:
-    dm = TaskonomyDataModule(root, tasks=[TASK], resolution=resolution, batch_size=8,
+    dm = TaskonomyDataModule(root, tasks=[TASK], resolution=resolution, batch_size=BATCH,
                              num_workers=0, train_split=None, test_split=None)
     return sum(len(batch["__key__"]) for batch in dm.val_dataloader())
 
