@@ -14,6 +14,10 @@ Conventions of the released data (checked on a real record, see the tests):
   directions: it is ``(W/2 + f·v_x/(2 − v_z), W/2 − f·v_y/(2 − v_z))``, i.e. the direction's point
   on the unit sphere projected from the sphere point (0, 0, 2) onto the image plane, which stays
   finite for directions behind the camera. Both were fitted to the released record to 1e-13 px.
+- ``bounding_box_ranges`` (the room box) swaps the horizontal axes: its ``x`` range runs along
+  the world y axis and its ``y`` range along the world x axis (on the released record, the camera
+  and the fixated point lie inside the box only when read that way). :func:`room_box_world`
+  returns the box in world axes.
 
 :class:`Camera` exposes the OpenCV convention (x right, y down, z forward) that users expect.
 """
@@ -226,3 +230,23 @@ def vanishing_point_pixels(camera: Camera) -> dict[str, np.ndarray | None]:
         uvw = camera.K @ direction
         result[axis] = uvw[:2] / uvw[2]
     return result
+
+
+def room_box_world(record: Mapping[str, Any]) -> tuple[np.ndarray, np.ndarray]:
+    """The room box of a ``point_info`` record as world-axis ``(lo, hi)`` corners.
+
+    Undoes the released x/y swap of ``bounding_box_ranges`` (see the module notes).
+    """
+    ranges = record["bounding_box_ranges"]
+    lo = np.array([ranges["y"][0], ranges["x"][0], ranges["z"][0]], dtype=np.float64)
+    hi = np.array([ranges["y"][1], ranges["x"][1], ranges["z"][1]], dtype=np.float64)
+    return lo, hi
+
+
+def bounding_box_ranges(lo: np.ndarray, hi: np.ndarray) -> dict[str, list[float]]:
+    """The released ``bounding_box_ranges`` of a world-axis box (x and y swapped)."""
+    return {
+        "x": [float(lo[1]), float(hi[1])],
+        "y": [float(lo[0]), float(hi[0])],
+        "z": [float(lo[2]), float(hi[2])],
+    }

@@ -19,7 +19,12 @@ from typing import Any
 import cv2
 import numpy as np
 
-from taskonomy.datamodules.cameras import Camera, camera_from_point_info, vanishing_point_pixels
+from taskonomy.datamodules.cameras import (
+    Camera,
+    camera_from_point_info,
+    room_box_world,
+    vanishing_point_pixels,
+)
 from taskonomy.datamodules.domains import (
     DEPTH_MISSING,
     DEPTH_UNITS_PER_METRE,
@@ -180,13 +185,14 @@ def _clip_segment(a: np.ndarray, b: np.ndarray, near: float = 0.05
 
 def draw_room_layout(image: np.ndarray, record: Mapping[str, Any],
                      colour: tuple[int, int, int] = (255, 220, 0)) -> np.ndarray:
-    """Draw the 12 edges of the record's ``bounding_box_ranges`` room box on a copy of ``image``.
+    """Draw the 12 edges of the record's room box (``bounding_box_ranges``) on a copy of ``image``.
 
     The image may have any size; the camera is scaled to it.
     """
     camera = _camera_for(record, image)
-    ranges = record["bounding_box_ranges"]
-    corners = np.array([[x, y, z] for x in ranges["x"] for y in ranges["y"] for z in ranges["z"]])
+    lo, hi = room_box_world(record)
+    corners = np.array([[x, y, z] for x in (lo[0], hi[0]) for y in (lo[1], hi[1])
+                        for z in (lo[2], hi[2])])
     cam = camera.to_camera(corners)
     out = np.ascontiguousarray(image.copy())
     thickness = max(1, image.shape[0] // 128)

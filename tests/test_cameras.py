@@ -9,6 +9,7 @@ from taskonomy.datamodules.cameras import (
     camera_from_point_info,
     camera_from_pose,
     relative_pose,
+    room_box_world,
     vanishing_point_pixels,
     vanishing_points_gaussian_sphere,
     vanishing_points_image,
@@ -117,3 +118,15 @@ def test_missing_fields_name_the_problem():
     with pytest.raises(ValueError, match="field of view"):
         camera_from_point_info({**REAL_RECORD, "field_of_view_rads": 4.0})
 
+
+
+def test_room_box_swaps_x_and_y_and_holds_camera_and_point():
+    lo, hi = room_box_world(REAL_RECORD)
+    for key in ("camera_location", "point_location"):
+        position = np.array(REAL_RECORD[key])
+        assert np.all(position >= lo - 1e-6) and np.all(position <= hi + 1e-6), key
+    ranges = REAL_RECORD["bounding_box_ranges"]
+    raw_lo = np.array([ranges[a][0] for a in "xyz"])
+    raw_hi = np.array([ranges[a][1] for a in "xyz"])
+    point = np.array(REAL_RECORD["point_location"])
+    assert not (np.all(point >= raw_lo) and np.all(point <= raw_hi))  # unswapped: outside

@@ -5,7 +5,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from taskonomy.datamodules.cameras import camera_from_point_info
+from taskonomy.datamodules.cameras import camera_from_point_info, room_box_world
 from taskonomy.datamodules.domains import DEPTH_MISSING, DOMAINS, read_domain_file
 from taskonomy.datamodules.synth import MANIFEST, SPLIT_FILE, read_split_csv, synthesize
 from taskonomy.datamodules.synth.classes import places_home_workspace_mask
@@ -86,6 +86,10 @@ def test_point_info_has_every_released_field(dataset):
 def test_fixated_point_projects_to_image_centre_and_depth_agrees(dataset):
     for building in _buildings(dataset):
         for point, view, record in _views(building):
+            lo, hi = room_box_world(record)  # the released x/y swap, as on real records
+            for key in ("camera_location", "point_location"):
+                position = np.array(record[key])
+                assert np.all(position >= lo - 1e-6) and np.all(position <= hi + 1e-6)
             camera = camera_from_point_info(record)
             pixels, depth = camera.project(np.array(record["point_location"]))
             assert np.allclose(pixels[0], [RES / 2, RES / 2], atol=1e-6)

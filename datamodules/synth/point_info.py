@@ -6,7 +6,8 @@ extrinsic xyz Euler angle of the OpenGL-frame camera-to-world rotation, the fixa
 record exactly. ``camera_rotation_original`` is the level camera with the same heading (as a
 scanner on a tripod would hold it) and ``camera_rotation_from_original_to_final`` is the rotation
 D with R_final = D · R_original, both as extrinsic xyz Euler angles (the relation holds on the
-released record).
+released record). ``bounding_box_ranges`` is the room box with the released x/y swap
+(:func:`taskonomy.datamodules.cameras.room_box_world` undoes it).
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from scipy.spatial.transform import Rotation
 
 from taskonomy.datamodules.cameras import (
     Camera,
+    bounding_box_ranges,
     camera_from_pose,
     vanishing_points_gaussian_sphere,
     vanishing_points_image,
@@ -94,10 +96,7 @@ def point_info_record(camera: Camera, *, point_id: int, view_id: int, camera_uui
         "view_id": int(view_id),
         "point_location": [float(v) for v in point],
         "camera_distance": distance,
-        "bounding_box_ranges": {
-            axis: [float(room_bounds[0][k]), float(room_bounds[1][k])]
-            for k, axis in enumerate("xyz")
-        },
+        "bounding_box_ranges": bounding_box_ranges(room_bounds[0], room_bounds[1]),
         "obliqueness_angle": float(math.acos(cosine)),
         "resolution": int(camera.width),
         "point_uuid": str(point_id),
