@@ -185,6 +185,15 @@ def test_split_file_is_released_format_and_disjoint(dataset):
     assert all(sum(map(int, line.split(",")[1:])) == 1 for line in lines[1:])
 
 
+def test_split_csv_reader_accepts_released_line_ends(tmp_path):
+    path = tmp_path / "tiny.csv"
+    path.write_bytes(b"id,train,val,test\rhanson,1,0,0\rwiconisco,0,1,0\rihlen,0,0,1")
+    assert read_split_csv(path) == {"hanson": "train", "wiconisco": "val", "ihlen": "test"}
+    path.write_text("id,train,val,test\nhanson,1,1,0\n")
+    with pytest.raises(ValueError, match="exactly one split"):
+        read_split_csv(path)
+
+
 def _tree_bytes(root: Path) -> dict[str, bytes]:
     return {str(p.relative_to(root)): p.read_bytes() for p in sorted(root.rglob("*"))
             if p.is_file()}

@@ -16,8 +16,8 @@ from __future__ import annotations
 import json
 import os
 import shutil
-from collections.abc import Mapping, Sequence
-from concurrent.futures import ProcessPoolExecutor
+from collections.abc import Callable, Mapping, Sequence
+from concurrent.futures import ProcessPoolExecutor, as_completed
 from multiprocessing import get_context
 from pathlib import Path
 from typing import Any
@@ -145,7 +145,8 @@ def _prepare_output(out: Path, manifest: dict[str, Any]) -> None:
     atomic_write_bytes(manifest_path, (json.dumps(manifest, indent=1) + "\n").encode())
 
 
-def _build_one(out: str, name: str, seed: int, resolution: int, points: int, views: int) -> int:
+def _build_one(out: str, name: str, seed: int, resolution: int, points: int, views: int,
+               on_view: Callable[[], None] | None = None) -> int:
     """Write one building through a partial folder and rename it into place."""
     from taskonomy.datamodules.synth.building import write_building
 
@@ -154,7 +155,7 @@ def _build_one(out: str, name: str, seed: int, resolution: int, points: int, vie
     if partial.exists():
         shutil.rmtree(partial)
     partial.mkdir()
-    count = write_building(partial, name, seed, resolution, points, views)
+    count = write_building(partial, name, seed, resolution, points, views, on_view)
     os.replace(partial, final)
     return count
 
@@ -195,18 +196,20 @@ def synthesize(out: str | os.PathLike[str], buildings: int | Sequence[str] = 3,
     todo = [n for n in names if not (out / n).is_dir()]
     from rich.progress import Progress
 
+    per_building = points * views
     with Progress(disable=not progress, transient=False) as bar:
-        task = bar.add_task("buildings", total=len(names), completed=len(names) - len(todo))
+        task = bar.add_task("views", total=len(names) * per_building,
+                            completed=(len(names) - len(todo)) * per_building)
         if workers == 1 or len(todo) <= 1:
             for name in todo:
-                _build_one(str(out), name, seed, resolution, points, views)
-                bar.advance(task)
-        else:
+                _build_one(str(out), name, seed, resolution, points, views,
+                           lambda: bar.advance(task))
+        else:  # workers report whole buildings
             with ProcessPoolExecutor(max_workers=min(workers, len(todo)),
                                      mp_context=get_context("spawn")) as pool:
                 futures = [pool.submit(_build_one, str(out), n, seed, resolution, points, views)
                            for n in todo]
-                for future in futures:
+                for future in as_completed(futures):
                     future.result()
-                    bar.advance(task)
+                    bar.advance(task, per_building)
     return manifest
