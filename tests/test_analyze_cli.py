@@ -126,14 +126,21 @@ def test_analyze_places_a_novel_task(tmp_path, capsys):
 
 
 def test_analyze_draws_an_affinity_source_without_records(tmp_path, capsys):
+    from taskonomy.analysis.affinity_table import load_affinities
+
+    # a slice of the paper's data keeps the test fast (its full figures are in test_figures)
+    tasks = ["normal", "reshading", "depth_zbuffer", "edge_texture", "keypoints2d"]
+    small = load_affinities("paper-2018").restrict(targets=tasks, sources=tasks, max_order=2)
+    source = small.to_csv(tmp_path / "slice.csv")
     out = tmp_path / "paper"
-    assert main(["analyze", "--affinities", "paper-2018", "--out", str(out), "--budgets", "4",
-                 "--max-order", "2", "--solver", "highs"]) == 0
+    assert main(["analyze", "--affinities", str(source), "--out", str(out), "--budgets", "2..4",
+                 "--solver", "highs"]) == 0
     for name in ("affinity_before_ahp", "affinity_after_ahp", "quality_gain", "similarity_tree",
                  "budget_curve"):
         assert (out / "figures" / f"{name}.png").is_file()
     solved = json.loads((out / "taxonomies" / "budget_4.json").read_text())
     assert solved["status"] == "optimal" and len(solved["supervised"]) <= 4
+    assert len(pd.read_csv(out / "taxonomies" / "sweep.csv")) == 3
     assert main(["analyze", str(tmp_path), "--affinities", "paper-2018", "--out",
                  str(out)]) == 2
     assert "drop RUNS" in capsys.readouterr().err

@@ -10,7 +10,9 @@ import warnings
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 from rich.console import Console
+from rich.progress import Progress
 from rich.table import Table
 
 from taskonomy.analysis.affinities import AffinityResult, compute_affinities
@@ -57,6 +59,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--budgets", default=None,
                         help="taxonomy budgets, A..B or a comma list (default: 1..number of "
                              "tasks); 'none' skips taxonomies")
+    parser.add_argument("--figure-budgets", default=None,
+                        help="budgets whose taxonomy graph is drawn, A..B or a comma list "
+                             "(default: 4 spread over the feasible budgets)")
     parser.add_argument("--max-order", type=int, default=4, help="highest transfer order")
     parser.add_argument("--solver", default="auto", choices=("auto", "highs", "gurobi"),
                         help="BIP backend")
@@ -116,23 +121,42 @@ def _write_tables(result: AffinityResult, records: list[RunRecord], out: Path) -
     return paths
 
 
+def _spread(values: list[float], count: int) -> list[float]:
+    """Up to ``count`` values spread evenly over a sorted list, ends included."""
+    if len(values) <= count:
+        return values
+    picks = np.linspace(0, len(values) - 1, count).round().astype(int)
+    return [values[i] for i in sorted(set(picks.tolist()))]
+
+
 def _taxonomies(table: AffinityTable, args: argparse.Namespace, out: Path,
                 console: Console) -> tuple[Any, list[Path]]:
-    """Budget sweep, one JSON and one figure per feasible budget; returns the sweep frame."""
+    """Budget sweep: JSON for every budget, graphs for a few; returns the sweep frame."""
     budgets = parse_range(args.budgets) if args.budgets else list(range(1, len(table.tasks()) + 1))
     problem = build_problem(table, targets=table.targets(), max_order=args.max_order)
-    points = budget_sweep(problem, budgets, solver=args.solver,
-                          log=lambda message: console.print(message))
+    with Progress(console=console, transient=True) as bar:
+        task = bar.add_task("taxonomies", total=len(budgets))
+        points = budget_sweep(problem, budgets, solver=args.solver,
+                              log=lambda message: console.print(message),
+                              progress=lambda point: bar.advance(task))
     sweep = sweep_frame(table, points)
     paths = [_write_text(out / "taxonomies" / "sweep.csv", sweep.to_csv(index=False))]
+    solved = [p for p in points if p.solution is not None]
+    drawn = (set(parse_range(args.figure_budgets)) if args.figure_budgets
+             else set(_spread([p.budget for p in solved], 4)))
     for point in points:
-        stem = f"budget_{point.budget:g}"
         if point.solution is None:
             continue
+        stem = f"budget_{point.budget:g}"
         record = solution_record(table, point.solution)
         paths.append(_write_text(out / "taxonomies" / f"{stem}.json",
                                  json.dumps(record, indent=1, default=str)))
-        paths += write_taxonomy_figure(point.solution, out / "taxonomies", stem=stem)
+        if point.budget in drawn:
+            paths += write_taxonomy_figure(point.solution, out / "taxonomies", stem=stem)
+    infeasible = [p for p in points if p.solution is None]
+    if infeasible and infeasible[0].min_budget is not None:
+        console.print(f"infeasible budgets {[f'{p.budget:g}' for p in infeasible]}; the "
+                      f"smallest feasible budget is {infeasible[0].min_budget:g}")
     return sweep, paths
 
 
