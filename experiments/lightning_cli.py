@@ -1,0 +1,347 @@
+"""``TaskonomyCLI``: a ``LightningCLI`` that owns the life cycle of one run.
+
+Every training stage of the suite (task-specific networks, transfers, baselines) is a subclass.
+The base class adds three top-level arguments to each subcommand:
+
+- ``--run_id``: the run's name and folder (default: derived from the record identity, the data
+  regime and a hash of the resolved config, so repeating a command finds the same run);
+- ``--runs_dir``: the folder of runs (default ``runs``);
+- ``--regime``: the data regime written to the record (default ``full``).
+
+``fit`` then does, in ``RUNS_DIR/RUN_ID``:
+
+1. writes the run record with status ``running`` (:mod:`taskonomy.analysis.records`);
+2. trains with checkpoints in ``checkpoints/`` (best by validation loss, and ``last.ckpt``);
+   if ``checkpoints/last.ckpt`` exists and no ``--ckpt_path`` was given, training resumes from
+   it, so killing a run and repeating its command continues it;
+3. tests the best (else the last) checkpoint on the test split and collects the model's
+   ``test_per_image_losses``;
+4. writes the record ``finished`` (checkpoint, resolved config, test metrics, per-image losses,
+   W&B run) and logs it to W&B with :func:`taskonomy.analysis.wandb_source.log_record`.
+
+Any exception marks the record ``failed`` with the error message and is raised again (a NaN
+loss raises :class:`~taskonomy.tasks.families.base.NonFiniteLossError`, which names the task
+and step). A W&B logger is the default (project ``taskonomy``, named after the run, with an id
+that is stable per run id, saving into the run folder); it runs offline unless the user set
+``WANDB_MODE`` or a sweep agent drives the run (``WANDB_SWEEP_ID``).
+
+Subclasses override :meth:`TaskonomyCLI.record_identity` (role, target, sources) and may add
+callbacks with :meth:`TaskonomyCLI.default_callbacks`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+import yaml
+from lightning.pytorch.callbacks import Callback, ModelCheckpoint
+from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
+from lightning.pytorch.loggers import Logger, WandbLogger
+
+from taskonomy.analysis.records import RunRecord, read_record, record_path, write_record
+from taskonomy.datamodules.datamodule import SkippedSamplesCallback, TaskonomyDataModule
+from taskonomy.tasks.specs import metric_key
+
+#: Top-level arguments the base class adds to every subcommand.
+RUN_ARGUMENTS = ("run_id", "runs_dir", "regime")
+#: Config keys left out of the run-id hash: they name the run or where it lives, not what it is.
+_UNHASHED = (*RUN_ARGUMENTS, "config", "ckpt_path")
+#: Name of the checkpoint folder inside a run folder.
+CHECKPOINT_DIR = "checkpoints"
+#: The checkpoint that resumes a run.
+LAST_CHECKPOINT = "last.ckpt"
+#: Default W&B project.
+WANDB_PROJECT = "taskonomy"
+
+_WANDB_ID_BAD = re.compile(r"[^A-Za-z0-9_-]+")
+
+
+def configure_wandb_mode(environ: dict[str, str] | Any = None) -> str | None:
+    """Make W&B offline unless the user chose a mode or a sweep agent drives the run.
+
+    Args:
+        environ: The environment to update (default ``os.environ``).
+
+    Returns:
+        The ``WANDB_MODE`` now in effect (``None`` when a sweep agent decides).
+    """
+    env = os.environ if environ is None else environ
+    if "WANDB_MODE" not in env and "WANDB_SWEEP_ID" not in env:
+        env["WANDB_MODE"] = "offline"
+    return env.get("WANDB_MODE")
+
+
+def wandb_run_id(run_id: str) -> str:
+    """A W&B run id that is stable per run id (W&B ids allow letters, digits, ``_`` and ``-``).
+
+    A resumed run reuses it, so an online run continues the same W&B run.
+    """
+    readable = _WANDB_ID_BAD.sub("-", run_id)[:48].strip("-")
+    digest = hashlib.sha1(run_id.encode("utf-8")).hexdigest()[:10]
+    return f"{readable}-{digest}" if readable else digest
+
+
+def config_hash(config: dict[str, Any], length: int = 8) -> str:
+    """A short stable hash of a resolved config, ignoring run naming and location keys."""
+    kept = {k: v for k, v in config.items() if k not in _UNHASHED}
+    text = json.dumps(kept, sort_keys=True, default=str)
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()[:length]
+
+
+def default_run_id(role: str, target: str, sources: tuple[str, ...], regime: str,
+                   config: dict[str, Any]) -> str:
+    """The deterministic run id of a config, e.g. ``task__normal__full__1a2b3c4d``.
+
+    Transfers read ``transfer__normal__from__depth_zbuffer+reshading__16k__<hash>``.
+    """
+    parts = [role, target]
+    if sources:
+        parts += ["from", "+".join(sorted(sources))]
+    parts += [regime, config_hash(config)]
+    return "__".join(parts)
+
+
+def _global_rank() -> int:
+    # Before the Trainer exists, the launcher's environment tells which process this is.
+    for name in ("RANK", "SLURM_PROCID", "LOCAL_RANK"):
+        if name in os.environ:
+            return int(os.environ[name])
+    return 0
+
+
+class TaskonomyCLI(LightningCLI):
+    """A LightningCLI with run folders, run records, resume and W&B logging.
+
+    Construct it like ``LightningCLI`` (``model_class``, ``datamodule_class``, ``args``, ...);
+    ``parser_mode`` is ``"omegaconf"``, the seed defaults to 0 (so the derived run id is
+    stable), and the saved ``config.yaml`` is overwritten when a run resumes.
+
+    Attributes:
+        role: Record role of the runs of this CLI (``task``, ``transfer``, ``baseline``).
+        monitor: Metric that picks the best checkpoint (lower is better).
+        run_id: The run's id (set before the classes are instantiated).
+        run_dir: ``runs_dir / run_id``.
+        record: The run record as last written (``None`` until ``fit`` starts).
+    """
+
+    role = "task"
+    monitor = metric_key("val", "loss")
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        parser_kwargs = dict(kwargs.pop("parser_kwargs", None) or {})
+        parser_kwargs.setdefault("parser_mode", "omegaconf")
+        save_config_kwargs = dict(kwargs.pop("save_config_kwargs", None) or {})
+        save_config_kwargs.setdefault("overwrite", True)
+        kwargs.setdefault("seed_everything_default", 0)
+        self.run_id = ""
+        self.run_dir = Path()
+        self.record: RunRecord | None = None
+        self.resumed_from: str | None = None
+        kwargs["parser_kwargs"] = parser_kwargs
+        kwargs["save_config_kwargs"] = save_config_kwargs
+        super().__init__(*args, **kwargs)
+
+    # ------------------------------------------------------------------ hooks for subclasses
+    def record_identity(self) -> tuple[str, str, tuple[str, ...]]:
+        """The record's ``(role, target, sources)``, read from :meth:`subcommand_config`.
+
+        The base implementation reads ``model.task`` (a task run with no sources); transfer
+        and baseline CLIs override it.
+        """
+        task = self.subcommand_config().get("model", {}).get("task")
+        if not task:
+            raise ValueError("no task given; pass --model.task=NAME (see `taskonomy tasks`)")
+        return self.role, str(task), ()
+
+    def default_callbacks(self) -> list[Callback]:
+        """Callbacks every run of this CLI gets (besides those in ``trainer.callbacks``)."""
+        return [SkippedSamplesCallback()]
+
+    # ------------------------------------------------------------------ parser
+    def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
+        """Add ``--run_id``, ``--runs_dir`` and ``--regime``."""
+        parser.add_argument("--run_id", type=str | None, default=None,
+                            help="Run id and folder name (default: derived from the config).")
+        parser.add_argument("--runs_dir", type=str, default="runs",
+                            help="Folder of runs; the run lives in RUNS_DIR/RUN_ID.")
+        parser.add_argument("--regime", type=str, default="full",
+                            help="Data regime written to the run record (full, 1k, 16k, ...).")
+
+    # ------------------------------------------------------------------ config helpers
+    def subcommand_config(self) -> dict[str, Any]:
+        """The resolved config of the running subcommand as plain data (JSON-ready)."""
+        dumped = yaml.safe_load(self.parser.dump(self.config, skip_link_targets=False,
+                                                 skip_none=False, format="yaml"))
+        if self.subcommand is not None:
+            dumped = dumped.get(self.subcommand, dumped)
+        return dict(dumped)
+
+    def _namespace(self) -> Any:
+        return self.config[self.subcommand] if self.subcommand is not None else self.config
+
+    def before_instantiate_classes(self) -> None:
+        """Fix the run id and folder, and the W&B mode, before anything is built."""
+        configure_wandb_mode()
+        if self.subcommand is None:
+            return
+        namespace = self._namespace()
+        role, target, sources = self.record_identity()
+        regime = str(namespace.get("regime") or "full")
+        self.run_id = namespace.get("run_id") or default_run_id(
+            role, target, sources, regime, self.subcommand_config())
+        # Validates the run id (it names a folder) before anything is written.
+        RunRecord(run_id=self.run_id, role=role, target=target, sources=sources, regime=regime)
+        self.run_dir = Path(namespace.get("runs_dir") or "runs") / self.run_id
+        namespace["run_id"] = self.run_id
+        if namespace.get("trainer") is not None:
+            namespace.trainer.default_root_dir = str(self.run_dir)
+
+    # ------------------------------------------------------------------ trainer
+    def make_logger(self) -> Logger:
+        """The default logger: W&B, saving into the run folder, resumable by run id."""
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        return WandbLogger(project=WANDB_PROJECT, name=self.run_id, id=wandb_run_id(self.run_id),
+                           save_dir=str(self.run_dir), resume="allow", job_type=self.role)
+
+    def instantiate_trainer(self, **kwargs: Any) -> L.Trainer:
+        """Build the Trainer with the run's logger, checkpoints and default callbacks."""
+        trainer_config = self._get(self.config_init, "trainer", default={})
+        if self.subcommand is not None and self.run_id:
+            logger = trainer_config.get("logger")
+            if logger is None or logger is True:
+                kwargs["logger"] = self.make_logger()
+            callbacks = list(kwargs.get("callbacks") or trainer_config.get("callbacks") or [])
+            checkpoints = [c for c in callbacks if isinstance(c, ModelCheckpoint)]
+            if not checkpoints and trainer_config.get("enable_checkpointing", True) is not False:
+                callbacks.append(ModelCheckpoint(
+                    dirpath=self.run_dir / CHECKPOINT_DIR, filename="best-{step}",
+                    monitor=self.monitor, mode="min", save_top_k=1, save_last=True))
+            for checkpoint in checkpoints:
+                if checkpoint.dirpath is None:
+                    checkpoint.dirpath = str(self.run_dir / CHECKPOINT_DIR)
+            known = {type(c) for c in callbacks}
+            callbacks += [c for c in self.default_callbacks() if type(c) not in known]
+            kwargs["callbacks"] = callbacks
+        return super().instantiate_trainer(**kwargs)
+
+    # ------------------------------------------------------------------ records
+    def _write(self, record: RunRecord) -> None:
+        self.record = record
+        if _global_rank() == 0 and (getattr(self, "trainer", None) is None
+                                    or self.trainer.is_global_zero):
+            write_record(record, self.run_dir.parent)
+
+    def _start_record(self) -> RunRecord:
+        namespace = self._namespace()
+        role, target, sources = self.record_identity()
+        config = self.subcommand_config()
+        config["ckpt_path"] = self.resumed_from or config.get("ckpt_path")
+        started = None
+        previous = record_path(self.run_dir.parent, self.run_id)
+        if previous.is_file() and self.resumed_from:
+            try:
+                started = read_record(previous).started_at
+            except ValueError:
+                started = None
+        record = RunRecord(run_id=self.run_id, role=role, target=target, sources=sources,
+                           regime=str(namespace.get("regime") or "full"), status="running",
+                           config=config, wandb=self._wandb_location(),
+                           **({"started_at": started} if started else {}))
+        self._write(record)
+        return record
+
+    def _wandb_run(self) -> Any:
+        for logger in self.trainer.loggers:
+            if isinstance(logger, WandbLogger):
+                return logger.experiment
+        return None
+
+    def _wandb_location(self) -> str | None:
+        run = self._wandb_run()
+        if run is None:
+            return None
+        if getattr(run, "offline", False) or os.environ.get("WANDB_MODE") in ("offline",
+                                                                               "dryrun"):
+            return str(Path(run.dir).parent)
+        return "/".join(run.path) if isinstance(run.path, (list, tuple)) else str(run.path)
+
+    def _finish_wandb(self, record: RunRecord, exit_code: int) -> None:
+        if not self.trainer.is_global_zero:
+            return
+        run = self._wandb_run()
+        if run is None:
+            return
+        from taskonomy.analysis.wandb_source import log_record
+
+        log_record(run, record)
+        run.finish(exit_code=exit_code)
+
+    # ------------------------------------------------------------------ data checks
+    def check_data(self, datamodule: Any) -> None:
+        """Check before training that every split the run needs has the domains it reads.
+
+        A missing domain folder raises ``FileNotFoundError`` (naming the folder and the pack
+        command) here rather than after training.
+        """
+        if isinstance(datamodule, TaskonomyDataModule):
+            for stage in ("fit", "test"):
+                datamodule.setup(stage)
+
+    def resume_checkpoint(self) -> str | None:
+        """``RUN_DIR/checkpoints/last.ckpt`` if it exists, else ``None``."""
+        last = self.run_dir / CHECKPOINT_DIR / LAST_CHECKPOINT
+        return str(last) if last.is_file() else None
+
+    def best_checkpoint(self) -> str | None:
+        """The checkpoint to test: the best by :attr:`monitor`, else the last one saved."""
+        callback = self.trainer.checkpoint_callback
+        if isinstance(callback, ModelCheckpoint):
+            for path in (callback.best_model_path, callback.last_model_path):
+                if path and Path(path).is_file():
+                    return str(path)
+        return self.resume_checkpoint()
+
+    # ------------------------------------------------------------------ the fit subcommand
+    def fit(self, model: L.LightningModule, datamodule: Any = None, ckpt_path: str | None = None,
+            **kwargs: Any) -> None:
+        """Train (resuming from ``last.ckpt``), test the best checkpoint, write the record.
+
+        Raises:
+            Exception: Whatever stopped the run, after its record was marked ``failed``.
+        """
+        if ckpt_path is None:
+            ckpt_path = self.resume_checkpoint()
+        self.resumed_from = ckpt_path
+        record = self._start_record()
+        try:
+            self.check_data(datamodule)
+            self.trainer.fit(model, datamodule=datamodule, ckpt_path=ckpt_path, **kwargs)
+            if self.trainer.interrupted:
+                raise KeyboardInterrupt("training was interrupted")
+            checkpoint = self.best_checkpoint()
+            results = self.trainer.test(model, datamodule=datamodule, ckpt_path=checkpoint)
+            metrics = {k: float(v) for result in results for k, v in result.items()}
+            losses = dict(getattr(model, "test_per_image_losses", {}) or {})
+            if not losses:
+                raise ValueError(
+                    f"run {self.run_id!r}: the test split gave no per-image losses; check that "
+                    "the datamodule has a test split with samples"
+                )
+            record = record.finished(metrics=metrics, per_image_losses=losses,
+                                     checkpoint=checkpoint)
+            self._write(record)
+            self._finish_wandb(record, exit_code=0)
+        except BaseException as error:
+            failed = (self.record or record).failed(f"{type(error).__name__}: {error}")
+            self._write(failed)
+            try:
+                self._finish_wandb(failed, exit_code=1)
+            except Exception:  # noqa: BLE001 - never hide the original error
+                pass
+            raise
