@@ -130,6 +130,8 @@ class ShardStream(IterableDataset):
         rank, world_size: Override the distributed rank (default: from ``torch.distributed``).
         jigsaw_tile: Jigsaw tile size.
         raw_domains: Domains delivered as ``sample["domains"][d]`` in stored units.
+        batch_size, num_workers: The DataLoader's; a training epoch gives every worker a whole
+            number of batches, so ``len(dataloader)`` is exact.
     """
 
     def __init__(self, root: str, split: str, domains: Sequence[str], tasks: Sequence[str],
@@ -137,8 +139,10 @@ class ShardStream(IterableDataset):
                  train: bool, epoch_size: int, seed: int, counter: SkipCounter,
                  shuffle_buffer: int = 256, rank: int | None = None,
                  world_size: int | None = None, jigsaw_tile: int | None = None,
-                 raw_domains: Sequence[str] = ()) -> None:
+                 raw_domains: Sequence[str] = (), batch_size: int = 1,
+                 num_workers: int = 0) -> None:
         super().__init__()
+        self.batch_size, self.num_workers = batch_size, num_workers
         self.raw_domains = [d for d in raw_domains if d != "rgb"]
         self.root, self.split = root, split
         self.domains, self.tasks = list(domains), list(tasks)
@@ -251,6 +255,18 @@ class ShardStream(IterableDataset):
                 continue
             yield sample
 
+    def _per_worker(self, world: int, workers: int) -> int:
+        share = self.epoch_size // (world * workers)
+        return max(self.batch_size, share // self.batch_size * self.batch_size)
+
+    def __len__(self) -> int:
+        """Training samples per rank and epoch (evaluation streams have no length)."""
+        if not self.train:
+            raise TypeError("evaluation streams read every shard once and have no fixed length")
+        rank_world = _node_info(self.rank, self.world_size)[1]
+        workers = max(1, self.num_workers)
+        return self._per_worker(rank_world, workers) * workers
+
     def __iter__(self) -> Iterator[dict[str, Any]]:
         rank, world, worker, workers, epoch_seed = self._worker()
         self._iterations += 1
@@ -264,7 +280,7 @@ class ShardStream(IterableDataset):
         base = _stable_seed(self.seed, rank, worker, epoch_seed)
         shard_rng = random.Random(base)
         sample_rng = np.random.default_rng(base)
-        per_worker = max(1, self.epoch_size // (world * workers))
+        per_worker = self._per_worker(world, workers)
         stream = self._samples(self._decoded(self._raw_samples(self._train_shards(shard_rng))),
                                lambda _key: sample_rng)
         buffer: list[dict[str, Any]] = []
@@ -379,7 +395,8 @@ class TaskonomyDataModule(L.LightningDataModule):
             train=role == "train", epoch_size=self.epoch_size or count, seed=self.seed,
             counter=self.skipped, shuffle_buffer=min(self.shuffle_buffer, count),
             rank=self.rank, world_size=self.world_size, jigsaw_tile=self.jigsaw_tile,
-            raw_domains=self.requested_domains,
+            raw_domains=self.requested_domains, batch_size=self.batch_size,
+            num_workers=self.num_workers,
         )
 
     def _loader(self, role: str) -> DataLoader:
