@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import multiprocessing as mp
+import os
 import resource
 import tempfile
 import time
@@ -26,17 +27,17 @@ def _peak_rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0  # Linux: kB
 
 
-def _worker(args: tuple) -> tuple[int, float, float]:
+def _worker(args: tuple) -> tuple[int, float, float, float]:
     names, barrier, root, seed, resolution, points, views = args
     from taskonomy.datamodules.synth.building import write_building
 
     write_building(Path(root) / f"warm-{names[0]}", "warm", seed, 32, 1, 1)
     barrier.wait()
-    start = time.perf_counter()
+    start, cpu = time.perf_counter(), time.process_time()
     count = 0
     for name in names:
         count += write_building(Path(root) / name, name, seed, resolution, points, views)
-    return count, time.perf_counter() - start, _peak_rss_mb()
+    return count, time.perf_counter() - start, _peak_rss_mb(), time.process_time() - cpu
 
 
 def throughput(workers: int, buildings: int, resolution: int, points: int, views: int,
@@ -54,7 +55,8 @@ def throughput(workers: int, buildings: int, resolution: int, points: int, views
     total = sum(r[0] for r in results)
     seconds = max(r[1] for r in results)
     return {"views": total, "seconds": seconds, "views_per_s": total / seconds,
-            "peak_rss_mb": max(r[2] for r in results)}
+            "peak_rss_mb": max(r[2] for r in results),
+            "cpu_ms_per_view": 1000.0 * sum(r[3] for r in results) / total}
 
 
 def stages(resolution: int, points: int, views: int, seed: int = 0) -> dict[str, float]:
@@ -100,6 +102,8 @@ def main() -> None:
     parser.add_argument("--workers", type=int, nargs="+", default=[1, 2])
     args = parser.parse_args()
 
+    print(f"load average before: {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores "
+          "(other processes compete for the cores when this exceeds 0)")
     per_view = stages(args.resolution, args.points, args.views)
     baseline = per_view["ray cast only (baseline)"]
     print(f"stages per view at {args.resolution}² (this process):")
@@ -110,7 +114,11 @@ def main() -> None:
         result = throughput(workers, args.buildings, args.resolution, args.points, args.views)
         print(f"workers={workers}: {result['views']:.0f} views in {result['seconds']:.1f} s = "
               f"{result['views_per_s']:.1f} views/s with every label; "
-              f"peak RSS per process {result['peak_rss_mb']:.0f} MB")
+              f"peak RSS per process {result['peak_rss_mb']:.0f} MB; "
+              f"{result['cpu_ms_per_view']:.0f} ms CPU per view "
+              f"(= {1000 * workers / result['cpu_ms_per_view']:.1f} views/s on {workers} free "
+              "cores)")
+    print(f"load average after: {os.getloadavg()[0]:.1f}")
 
 
 if __name__ == "__main__":
