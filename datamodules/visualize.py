@@ -394,22 +394,38 @@ def contact_sheet(samples: Sequence[Mapping[str, Any]], size: int = 192,
     return np.concatenate(rows, axis=0)
 
 
-def write_contact_sheet(building_dir: str | os.PathLike[str], out: str | os.PathLike[str],
-                        views: int = 4, size: int = 192) -> Path:
-    """Render the contact sheet of a building and write it as a PNG (atomically).
+def save_contact_sheet(samples: Sequence[Mapping[str, Any]], out: str | os.PathLike[str],
+                       size: int = 192) -> Path:
+    """Render :func:`contact_sheet` of decoded samples and write it as a PNG (atomically).
+
+    Any source of samples works: a building folder (:func:`building_samples`) or, later, shards.
 
     Raises:
-        ValueError: ``views`` or ``size`` is not positive, or ``out`` is not a ``.png`` path.
-        FileNotFoundError: the building folder is missing or holds no views.
+        ValueError: ``size`` is below 32 px, ``out`` is not a ``.png`` path, or no samples.
     """
-    if views < 1 or size < 32:
-        raise ValueError(f"--views must be ≥ 1 and the tile size ≥ 32, got {views} and {size}")
+    if size < 32:
+        raise ValueError(f"the tile size must be at least 32 px, got {size}")
     out = Path(out)
     if out.suffix.lower() != ".png":
         raise ValueError(f"--out must end in .png, got {out}")
-    sheet = contact_sheet(building_samples(building_dir, views), size)
+    sheet = contact_sheet(samples, size)
     ok, data = cv2.imencode(".png", cv2.cvtColor(sheet, cv2.COLOR_RGB2BGR))
     if not ok:
         raise ValueError(f"could not encode a sheet of shape {sheet.shape}")
     atomic_write_bytes(out, data.tobytes())
     return out
+
+
+def write_contact_sheet(building_dir: str | os.PathLike[str], out: str | os.PathLike[str],
+                        views: int = 4, size: int = 192) -> Path:
+    """Write the contact sheet of ``views`` views of a released-layout building folder.
+
+    Raises:
+        ValueError: ``views`` is not positive, or see :func:`save_contact_sheet`.
+        FileNotFoundError: the building folder is missing or holds no views.
+    """
+    if views < 1:
+        raise ValueError(f"--views must be at least 1, got {views}")
+    if Path(out).suffix.lower() != ".png":  # fail before reading the building
+        raise ValueError(f"--out must end in .png, got {out}")
+    return save_contact_sheet(building_samples(building_dir, views), out, size)
