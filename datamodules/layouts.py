@@ -114,16 +114,23 @@ class SourceLayout:
     def buildings(self) -> list[str]:
         """Buildings present in the source, sorted."""
         if self.kind == "released":
+            # Hidden folders are unfinished writes (e.g. a renderer's ``.partial-*``).
             return sorted(
                 p.name for p in self.root.iterdir()
-                if p.is_dir() and any((p / d).is_dir() for d in DOMAINS)
+                if p.is_dir() and not p.name.startswith(".")
+                and any((p / d).is_dir() for d in DOMAINS)
             )
         found: set[str] = set()
         for domain in DOMAINS:
             base = self.root / domain / "taskonomy"
             if base.is_dir():
-                found.update(p.name for p in base.iterdir() if p.is_dir())
+                found.update(p.name for p in base.iterdir()
+                             if p.is_dir() and not p.name.startswith("."))
         return sorted(found)
+
+    def split_files(self) -> list[Path]:
+        """Split CSVs inside the source (``train_val_test_*.csv``, which the renderer writes)."""
+        return sorted(self.root.glob("train_val_test_*.csv"))
 
     def domains(self, building: str) -> list[str]:
         """Domains present for a building, in :data:`DOMAINS` order."""
@@ -152,6 +159,8 @@ class SourceLayout:
 
 def _looks_released(root: Path) -> bool:
     for building in root.iterdir():
+        if building.name.startswith("."):
+            continue
         if building.is_dir() and any((building / d).is_dir() for d in DOMAINS):
             return True
     return False

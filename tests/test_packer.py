@@ -250,3 +250,19 @@ def test_synthetic_renderer_buildings_pack_losslessly_and_feed_every_task(tmp_pa
         assert batches and dm.skipped.count == 0
         for task in tasks:
             assert torch.isfinite(batches[0][task]["target"].float()).all()
+
+
+def test_source_split_file_is_used_and_partial_buildings_ignored(tmp_path: Path,
+                                                                 building_factory):
+    source = tmp_path / "src"
+    for i, name in enumerate(("synth000", "synth001", "synth002")):
+        building_factory(source, name, points=1, views=2, res=8, seed=i)
+    building_factory(source, ".partial-synth003", points=1, views=2, res=8, seed=9)
+    (source / "train_val_test_synth.csv").write_text(
+        "id,train,val,test\nsynth000,1,0,0\nsynth001,1,0,0\nsynth002,0,1,0\n")
+    assert detect_layout(source).buildings() == ["synth000", "synth001", "synth002"]
+    for part in ("train", "val"):
+        assert cli_main(["data", "pack", str(source), "--out", str(tmp_path / "out"),
+                         "--split", part, "--quiet"]) == 0
+    assert read_manifest(tmp_path / "out", "train")["buildings"] == ["synth000", "synth001"]
+    assert read_manifest(tmp_path / "out", "val")["count"] == 2

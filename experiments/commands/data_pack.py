@@ -7,6 +7,7 @@ from pathlib import Path
 
 from rich.console import Console
 
+from taskonomy.datamodules.layouts import detect_layout
 from taskonomy.datamodules.packer import PackConfig, pack, parse_part
 from taskonomy.datamodules.splits import SPLIT_NAMES, split_buildings
 
@@ -21,7 +22,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--split-file", default=None,
         help=f"released split ({', '.join(SPLIT_NAMES)}) or an id,train,val,test CSV; "
-             "default: every building of the source",
+             "default: the source's own train_val_test_*.csv if it has one (synthetic "
+             "buildings), else every building of the source",
     )
     parser.add_argument("--split", default="train",
                         help="part of the split file to pack (train, val, test, all); also the "
@@ -45,8 +47,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     """Pack one split."""
     buildings = None
-    if args.split_file is not None:
-        buildings = split_buildings(args.split_file, args.split)
+    split_file = args.split_file
+    if split_file is None:
+        # Synthetic sources carry their own split CSV; use it when it is the only one.
+        found = detect_layout(args.source).split_files()
+        if len(found) == 1:
+            split_file = found[0]
+            Console().print(f"using the split file {split_file} of the source")
+    if split_file is not None:
+        buildings = split_buildings(split_file, args.split)
     config = PackConfig(
         source=args.source, out=args.out, split=args.split, buildings=buildings,
         domains=args.domains, shard_size=args.shard_size, workers=args.workers,
