@@ -251,21 +251,22 @@ def _albedo(mat, x, y, z, nx, ny, nz):
     else:
         u, v = x, z
     w = 0.0
-    grain = 0.85 + 0.3 * _value_noise(x * 40.0, y * 40.0, z * 40.0)
+    if pattern == PLANKS:  # wood grain along the planks
+        row = int(np.floor(v * s))
+        w = _hash(row, int(np.floor(u * s * 0.25 + _hash(row, 7, 1) * 4.0)), 3)
+        grain = 0.8 + 0.4 * _value_noise(u * 3.0, v * 60.0, float(row))
+    elif pattern == PLAIN:  # paint: faint low-frequency blotches
+        grain = 0.93 + 0.07 * _value_noise(x * 8.0, y * 8.0, z * 8.0)
+    else:  # patterned materials get a fine grain
+        grain = 0.85 + 0.3 * _value_noise(x * 40.0, y * 40.0, z * 40.0)
     if pattern == CHECKER:
         w = float((int(np.floor(u * s)) + int(np.floor(v * s))) & 1)
     elif pattern == STRIPES:
         w = 1.0 if np.sin(u * s * 6.283185307) + np.sin(v * s * 0.5) * 0.2 > 0.3 else 0.0
-    elif pattern == PLANKS:
-        row = int(np.floor(v * s))
-        w = _hash(row, int(np.floor(u * s * 0.25 + _hash(row, 7, 1) * 4.0)), 3)
-        grain = 0.8 + 0.4 * _value_noise(u * 3.0, v * 60.0, float(row))
     elif pattern == NOISE:
         w = 0.65 * _value_noise(x * s, y * s, z * s) + 0.35 * _value_noise(
             x * s * 3.1, y * s * 3.1, z * s * 3.1
         )
-    else:
-        grain = 0.93 + 0.07 * _value_noise(x * 8.0, y * 8.0, z * 8.0)
     r = (mat[0] * (1.0 - w) + mat[3] * w) * grain
     g = (mat[1] * (1.0 - w) + mat[4] * w) * grain
     b = (mat[2] * (1.0 - w) + mat[5] * w) * grain

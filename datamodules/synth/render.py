@@ -58,11 +58,9 @@ def camera_rays(camera: Camera, offsets: np.ndarray | None = None) -> np.ndarray
     if offsets is not None:
         u, v = u + offsets[..., 0], v + offsets[..., 1]
     k = camera.K
-    x = (u - k[0, 2]) / k[0, 0]
-    y = (v - k[1, 2]) / k[1, 1]
-    cam = np.stack([x, y, np.ones_like(x)], axis=-1)
-    cam /= np.linalg.norm(cam, axis=-1, keepdims=True)
-    return cam @ camera.world_to_camera[:3, :3]  # rows: cam @ R_wc == R_cw @ cam
+    local = np.stack([(u - k[0, 2]) / k[0, 0], (v - k[1, 2]) / k[1, 1], np.ones_like(u)], axis=-1)
+    local /= np.linalg.norm(local, axis=-1, keepdims=True)
+    return local @ camera.world_to_camera[:3, :3]  # rows: cam @ R_wc == R_cw @ cam
 
 
 def _silhouettes(prim: np.ndarray, normal: np.ndarray) -> np.ndarray:
