@@ -35,6 +35,8 @@ import hashlib
 import json
 import os
 import re
+import warnings
+import zipfile
 from pathlib import Path
 from typing import Any
 
@@ -294,9 +296,23 @@ class TaskonomyCLI(LightningCLI):
                 datamodule.setup(stage)
 
     def resume_checkpoint(self) -> str | None:
-        """``RUN_DIR/checkpoints/last.ckpt`` if it exists, else ``None``."""
-        last = self.run_dir / CHECKPOINT_DIR / LAST_CHECKPOINT
-        return str(last) if last.is_file() else None
+        """``RUN_DIR/checkpoints/last.ckpt`` if it exists and is complete, else ``None``.
+
+        A process killed while writing leaves a truncated file (no zip directory at its end):
+        the newest complete checkpoint of the folder is used instead, with a warning.
+        """
+        folder = self.run_dir / CHECKPOINT_DIR
+        last = folder / LAST_CHECKPOINT
+        if not last.is_file():
+            return None
+        if zipfile.is_zipfile(last):
+            return str(last)
+        others = sorted((p for p in folder.glob("*.ckpt") if p != last and zipfile.is_zipfile(p)),
+                        key=lambda p: p.stat().st_mtime)
+        fallback = str(others[-1]) if others else None
+        warnings.warn(f"{last} is incomplete (the run was killed while saving); resuming from "
+                      f"{fallback or 'scratch'}", RuntimeWarning, stacklevel=2)
+        return fallback
 
     def best_checkpoint(self) -> str | None:
         """The checkpoint to test: the best by :attr:`monitor`, else the last one saved."""

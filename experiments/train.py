@@ -11,6 +11,7 @@ validation epoch by :class:`~taskonomy.experiments.panels.PredictionPanels`.
 from __future__ import annotations
 
 import sys
+import warnings
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -155,8 +156,11 @@ class TrainCLI(TaskonomyCLI):
 
 def run_cli(argv: Sequence[str] | None = None) -> TrainCLI:
     """Parse ``argv`` (``fit --config ... --model.task=...``) and run it; raises on failure."""
-    return TrainCLI(task_model, TaskonomyDataModule,
-                    args=list(sys.argv[1:] if argv is None else argv))
+    with warnings.catch_warnings():
+        # The console script passes its own argv on; LightningCLI warns when sys.argv is set too.
+        warnings.filterwarnings("ignore", message="LightningCLI's args parameter")
+        return TrainCLI(task_model, TaskonomyDataModule,
+                        args=list(sys.argv[1:] if argv is None else argv))
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -1,0 +1,175 @@
+"""``taskonomy train fit``: records, W&B offline runs, per-image keys, panels and bad input."""
+
+from __future__ import annotations
+
+import math
+import shutil
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+
+from taskonomy.analysis.records import read_record, read_records, record_path
+from taskonomy.datamodules.shards import manifest_keys, read_manifest
+from taskonomy.experiments.cli import main as taskonomy_main
+from taskonomy.experiments.lightning_cli import (
+    configure_wandb_mode,
+    default_run_id,
+    wandb_run_id,
+)
+from taskonomy.tasks.families.dense import DenseRegressionTask
+
+TINY = {
+    "trainer": {"accelerator": "cpu", "devices": 1, "precision": "bf16-mixed", "max_steps": 4,
+                "max_epochs": -1, "log_every_n_steps": 1, "num_sanity_val_steps": 0,
+                "limit_val_batches": 2, "enable_progress_bar": False,
+                "enable_model_summary": False},
+    "model": {"encoder": "resnet10_tiny", "resolution": 32, "decoder_width": 0.125,
+              "head_width": 0.125, "lr": 1e-3, "lr_milestone": None},
+    "data": {"batch_size": 4, "num_workers": 0, "epoch_size": 8, "shuffle_buffer": 8},
+}
+
+
+def tiny_config(tmp_path: Path, root: Path, **trainer: object) -> Path:
+    config = {**TINY, "data": {**TINY["data"], "root": str(root)},
+              "trainer": {**TINY["trainer"], **trainer}}
+    path = tmp_path / "tiny.yaml"
+    path.write_text(yaml.safe_dump(config))
+    return path
+
+
+@pytest.fixture(scope="module")
+def wandb_run(tiny_shards: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """One finished ``normal`` run with an offline W&B run; returns the runs folder."""
+    tmp = tmp_path_factory.mktemp("train_cli")
+    runs = tmp / "runs"
+    with pytest.MonkeyPatch.context() as mp:
+        mp.delenv("WANDB_MODE", raising=False)
+        mp.delenv("WANDB_SWEEP_ID", raising=False)
+        mp.setenv("WANDB_SILENT", "true")
+        code = taskonomy_main(["train", "fit", "--config", str(tiny_config(tmp, tiny_shards)),
+                               "--model.task=normal", f"--runs_dir={runs}"])
+    assert code == 0
+    return runs
+
+
+def test_run_leaves_a_finished_record_keyed_by_test_shard_keys(wandb_run: Path,
+                                                                tiny_shards: Path) -> None:
+    (record,) = read_records(wandb_run)
+    assert record.status == "finished" and record.role == "task" and record.target == "normal"
+    assert record.run_id.startswith("task__normal__full__")
+    test_keys = manifest_keys(read_manifest(tiny_shards, "test"))
+    assert sorted(record.per_image_losses) == sorted(test_keys)
+    assert all(math.isfinite(v) and v > 0 for v in record.per_image_losses.values())
+    # The record's test loss is the mean of the per-image losses (equal batch weights).
+    mean = sum(record.per_image_losses.values()) / len(record.per_image_losses)
+    assert record.metrics["test/loss"] == pytest.approx(mean, rel=0.05)
+    assert {"test/angle_mean", "test/angle_11_25"} <= set(record.metrics)
+    assert record.config["model"]["task"] == "normal"
+    assert record.config["data"]["tasks"] == ["normal"]
+    assert record.config["data"]["resolution"] == 32
+    checkpoint = Path(record.checkpoint or "")
+    assert checkpoint.is_file() and checkpoint.parent == wandb_run / record.run_id / "checkpoints"
+    assert torch.load(checkpoint, map_location="cpu", weights_only=False)["global_step"] == 4
+    assert (wandb_run / record.run_id / "checkpoints" / "last.ckpt").is_file()
+    assert (wandb_run / record.run_id / "config.yaml").is_file()
+
+
+@pytest.mark.wandb
+def test_offline_wandb_run_reads_back_like_the_record(wandb_run: Path) -> None:
+    from taskonomy.analysis.wandb_source import read_offline_run
+
+    (record,) = read_records(wandb_run)
+    assert record.wandb is not None and Path(record.wandb).is_dir()
+    assert Path(record.wandb).is_relative_to(wandb_run / record.run_id)
+    from_wandb = read_offline_run(record.wandb)
+    assert from_wandb.run_id == record.run_id and from_wandb.status == "finished"
+    assert from_wandb.config["model"] == record.config["model"]
+    assert from_wandb.per_image_losses == pytest.approx(record.per_image_losses)
+    for key in ("test/loss", "test/angle_mean"):
+        assert from_wandb.metrics[key] == pytest.approx(record.metrics[key])
+    panels = list(Path(record.wandb).rglob("panels/normal_*.png"))
+    assert panels, "the prediction panels were not logged to W&B"
+
+
+def test_run_ids_are_deterministic_and_wandb_safe() -> None:
+    config = {"model": {"task": "normal", "lr": 1e-3}, "run_id": None}
+    first = default_run_id("task", "normal", (), "full", config)
+    assert first == default_run_id("task", "normal", (), "full", {**config, "run_id": "x"})
+    assert first != default_run_id("task", "normal", (), "full",
+                                   {"model": {"task": "normal", "lr": 1e-4}})
+    transfer = default_run_id("transfer", "normal", ("reshading", "depth_zbuffer"), "16k", config)
+    assert transfer.startswith("transfer__normal__from__depth_zbuffer+reshading__16k__")
+    wid = wandb_run_id(transfer)
+    assert wid == wandb_run_id(transfer) and set(wid) <= set(
+        "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_-")
+    assert wandb_run_id("a+b") != wandb_run_id("a=b")
+
+
+def test_wandb_is_offline_unless_chosen_or_swept() -> None:
+    assert configure_wandb_mode({}) == "offline"
+    assert configure_wandb_mode({"WANDB_MODE": "online"}) == "online"
+    env = {"WANDB_SWEEP_ID": "abc"}
+    configure_wandb_mode(env)
+    assert "WANDB_MODE" not in env
+
+
+def _no_wandb_args(tmp_path: Path, root: Path, task: str) -> list[str]:
+    return ["train", "fit", "--config", str(tiny_config(tmp_path, root)), f"--model.task={task}",
+            f"--runs_dir={tmp_path / 'runs'}", "--run_id=case", "--trainer.logger=false"]
+
+
+def test_unknown_task_lists_valid_names(tmp_path: Path, tiny_shards: Path,
+                                        capsys: pytest.CaptureFixture[str]) -> None:
+    assert taskonomy_main(_no_wandb_args(tmp_path, tiny_shards, "nromal")) == 2
+    message = capsys.readouterr().err
+    assert "unknown task 'nromal'" in message
+    assert "normal" in message and "depth_zbuffer" in message and "egomotion" in message
+
+
+def test_missing_domain_fails_before_training(tmp_path: Path, tiny_shards: Path,
+                                              capsys: pytest.CaptureFixture[str]) -> None:
+    root = tmp_path / "shards"
+    shutil.copytree(tiny_shards, root)
+    shutil.rmtree(root / "train" / "normal")
+    assert taskonomy_main(_no_wandb_args(tmp_path, root, "normal")) == 2
+    message = capsys.readouterr().err
+    assert str(root / "train" / "normal") in message and "taskonomy data pack" in message
+    record = read_record(record_path(tmp_path / "runs", "case"))
+    assert record.status == "failed" and "normal" in (record.error or "")
+    assert not (tmp_path / "runs" / "case" / "checkpoints").exists()
+
+
+def test_nan_loss_stops_the_run_and_fails_its_record(
+        tmp_path: Path, tiny_shards: Path, monkeypatch: pytest.MonkeyPatch,
+        capsys: pytest.CaptureFixture[str]) -> None:
+    original = DenseRegressionTask.compute_loss
+
+    def poisoned(self, prediction, task_batch, reduction="mean", keys=None):  # type: ignore[no-untyped-def]
+        loss = original(self, prediction, task_batch, reduction, keys)
+        return loss * float("nan") if self.training and self.global_step >= 1 else loss
+
+    monkeypatch.setattr(DenseRegressionTask, "compute_loss", poisoned)
+    assert taskonomy_main(_no_wandb_args(tmp_path, tiny_shards, "normal")) == 1
+    assert "diverged" in capsys.readouterr().err
+    record = read_record(record_path(tmp_path / "runs", "case"))
+    assert record.status == "failed"
+    assert "NonFiniteLossError" in (record.error or "")
+    assert "'normal'" in (record.error or "") and "at step 1" in (record.error or "")
+    assert record.per_image_losses == {}
+
+
+def test_panels_are_png_files_without_wandb(tmp_path: Path, tiny_shards: Path) -> None:
+    args = _no_wandb_args(tmp_path, tiny_shards, "segment_semantic")
+    assert taskonomy_main(args) == 0
+    run_dir = tmp_path / "runs" / "case"
+    panels = sorted((run_dir / "panels").glob("segment_semantic_step*.png"))
+    assert [p.name for p in panels] == ["segment_semantic_step0000002.png",
+                                        "segment_semantic_step0000004.png"]
+    import cv2
+
+    panel = cv2.imread(str(panels[-1]))
+    assert panel.shape == (4 * 128, 3 * 128, 3)  # 4 samples × (input, target, prediction)
+    record = read_record(record_path(tmp_path / "runs", "case"))
+    assert record.status == "finished" and record.wandb is None
