@@ -204,9 +204,10 @@ class ShardStream(IterableDataset):
             except BadSampleError as error:
                 self.counter.add(str(error))
 
-    def _single(self, decoded: dict[str, Any], rng: np.random.Generator) -> dict[str, Any]:
+    def _single(self, decoded: dict[str, Any], rng: np.random.Generator,
+                tasks: Sequence[str]) -> dict[str, Any]:
         out: dict[str, Any] = {"__key__": decoded["__key__"]}
-        for task in self.tasks:
+        for task in tasks:
             out[task] = make_task_sample(task, decoded, rng, resolution=self.resolution,
                                          jigsaw_tile=self.jigsaw_tile)
         if self.raw_domains:
@@ -230,26 +231,29 @@ class ShardStream(IterableDataset):
                     if item.get("rgb") is None:
                         raise BadSampleError(f"sample {item['__key__']}: no usable 'rgb' file")
                     item["__rgb__"] = rgb_encoding(item["rgb"], self.resolution)
-                    sample = self._single(item, rng_for(item["__key__"]))
+                    sample = self._single(item, rng_for(item["__key__"]), self.tasks)
                     sample["rgb"] = torch.from_numpy(item["__rgb__"])
                 except BadSampleError as error:
                     self.counter.add(str(error))
                     continue
                 yield sample
             return
+        single_tasks = [t for t in self.tasks if t not in MULTIVIEW_TASKS]
         for unit in build_units(group_by_point(decoded), self.tasks, rng_for):
             rng = rng_for(unit["__key__"])
+            first = {**unit["views"][0], "__key__": unit["__key__"]}
             try:
-                sample = self._single({**unit["views"][0], "__key__": unit["__key__"]}, rng) \
-                    if not all(t in MULTIVIEW_TASKS for t in self.tasks) else \
-                    {"__key__": unit["__key__"]}
+                if first.get("rgb") is None:
+                    raise BadSampleError(f"sample {first['__key__']}: no usable 'rgb' file")
+                # Single-view tasks configured beside multi-view ones use the unit's first view.
+                first["__rgb__"] = rgb_encoding(first["rgb"], self.resolution)
+                sample = self._single(first, rng, single_tasks)
                 for task in self.tasks:
                     if task in MULTIVIEW_TASKS:
                         views = [unit["views"][i] for i in unit["roles"][task]]
                         sample[task] = make_task_sample(task, {"views": views}, rng,
                                                         resolution=self.resolution)
-                sample["rgb"] = torch.from_numpy(
-                    rgb_encoding(unit["views"][0]["rgb"], self.resolution))
+                sample["rgb"] = torch.from_numpy(first["__rgb__"])
             except BadSampleError as error:
                 self.counter.add(str(error))
                 continue

@@ -215,3 +215,12 @@ def test_skip_counter_survives_pickling(tiny_shards: Path):
         dm.skipped.add("test")
     clone = pickle.loads(pickle.dumps(dm))
     assert clone.skipped.count == 1 and copy.deepcopy(dm).skipped.count == 1
+
+
+def test_single_view_tasks_beside_multi_view_ones_use_the_first_view(tiny_shards: Path):
+    dm = TaskonomyDataModule(tiny_shards, tasks=["fixated_pose", "depth_zbuffer"],
+                             resolution=16, batch_size=2, num_workers=0)
+    batch = next(iter(dm.val_dataloader()))
+    assert batch["depth_zbuffer"]["target"].shape == (2, 1, 16, 16)
+    assert torch.equal(batch["fixated_pose"]["input"][:, 0], batch["rgb"])
+    assert torch.equal(batch["depth_zbuffer"]["input"], batch["rgb"])
