@@ -275,6 +275,60 @@ def parse_transfer(text: str) -> tuple[str, list[str]]:
     return target, sources
 
 
+def resolve_identity(target: str | None, sources: Sequence[str] | None, kind: str = "transfer",
+                     transfer: str | None = None) -> TransferIdentity:
+    """Check and normalize what a transfer run is from its arguments (see :class:`TransferTask`).
+
+    Raises:
+        ValueError: No target, an unknown kind or task, sources for a baseline, baselines or
+            duplicates among sources, or ``transfer`` contradicting ``target``/``sources``.
+    """
+    source_list = list(sources or [])
+    if transfer is not None:
+        parsed_target, parsed = parse_transfer(transfer)
+        if target is not None and target != parsed_target:
+            raise ValueError(
+                f"--model.transfer={transfer} names target {parsed_target!r} but "
+                f"--model.target={target}; give one of them"
+            )
+        if source_list and sorted(source_list) != sorted(parsed):
+            raise ValueError(
+                f"--model.transfer={transfer} and --model.sources={source_list} disagree; "
+                "give one of them"
+            )
+        target = parsed_target
+        if len(parsed) == 1 and parsed[0] in BASELINES:
+            kind, source_list = parsed[0], []
+        else:
+            source_list = parsed
+    if target is None:
+        raise ValueError("no target: set --model.target=TASK (or --model.transfer=T:S+S)")
+    if kind not in KINDS:
+        raise ValueError(f"unknown kind {kind!r}; valid kinds: {', '.join(KINDS)}")
+    if kind == "transfer":
+        if not source_list:
+            raise ValueError(
+                f"a transfer into {target!r} needs sources: --model.sources=[a,b]"
+            )
+        bad = [s for s in source_list if s in BASELINES]
+        if bad:
+            raise ValueError(
+                f"{bad} are baselines, not sources; use --model.kind={bad[0]} instead"
+            )
+        if len(set(source_list)) != len(source_list):
+            raise ValueError(f"duplicate sources in {source_list}")
+        for name in source_list:
+            get_spec(name)  # unknown names list the valid ones
+    elif source_list:
+        raise ValueError(
+            f"the {kind!r} baseline takes no sources (got {source_list}); drop "
+            "--model.sources or use --model.kind=transfer"
+        )
+    if kind == "transfer":
+        return TransferIdentity("transfer", target, tuple(sorted(source_list)))
+    return TransferIdentity("baseline", target, (kind,))
+
+
 class TransferTask(L.LightningModule):
     """A transfer (frozen sources → readout → fresh target head) or a baseline of a target.
 
@@ -324,7 +378,10 @@ class TransferTask(L.LightningModule):
     ) -> None:
         super().__init__()
         self.save_hyperparameters()
-        target, source_list, kind = self._resolve_identity(target, sources, kind, transfer)
+        identity = resolve_identity(target, sources, kind, transfer)
+        target = identity.target
+        kind = "transfer" if identity.role == "transfer" else identity.sources[0]
+        source_list = list(identity.sources) if kind == "transfer" else []
         self.target = target
         self.kind = kind
         self.spec: TaskSpec = get_spec(target)
@@ -352,6 +409,8 @@ class TransferTask(L.LightningModule):
         self.readout: nn.Module | None = None
         self.pixels: PixelsEncoder | None = None
         self.network: TaskModule | None = None
+        #: The checkpoint of the target's task network (``self`` baseline only).
+        self.network_checkpoint: str | None = None
         if kind == "self":
             record = find_task_runs(cast(str, runs), [target])[target]
             self.network = self._load_task_network(record, cast(str, runs))
@@ -392,52 +451,6 @@ class TransferTask(L.LightningModule):
         self.test_per_image_losses: dict[str, float] = {}
 
     # ----------------------------------------------------------------- identity
-    @staticmethod
-    def _resolve_identity(target: str | None, sources: list[str] | None, kind: str,
-                          transfer: str | None) -> tuple[str, list[str], str]:
-        source_list = list(sources or [])
-        if transfer is not None:
-            parsed_target, parsed = parse_transfer(transfer)
-            if target is not None and target != parsed_target:
-                raise ValueError(
-                    f"--model.transfer={transfer} names target {parsed_target!r} but "
-                    f"--model.target={target}; give one of them"
-                )
-            if source_list and sorted(source_list) != sorted(parsed):
-                raise ValueError(
-                    f"--model.transfer={transfer} and --model.sources={source_list} disagree; "
-                    "give one of them"
-                )
-            target = parsed_target
-            if len(parsed) == 1 and parsed[0] in BASELINES:
-                kind, source_list = parsed[0], []
-            else:
-                source_list = parsed
-        if target is None:
-            raise ValueError("no target: set --model.target=TASK (or --model.transfer=T:S+S)")
-        if kind not in KINDS:
-            raise ValueError(f"unknown kind {kind!r}; valid kinds: {', '.join(KINDS)}")
-        if kind == "transfer":
-            if not source_list:
-                raise ValueError(
-                    f"a transfer into {target!r} needs sources: --model.sources=[a,b]"
-                )
-            bad = [s for s in source_list if s in BASELINES]
-            if bad:
-                raise ValueError(
-                    f"{bad} are baselines, not sources; use --model.kind={bad[0]} instead"
-                )
-            if len(set(source_list)) != len(source_list):
-                raise ValueError(f"duplicate sources in {source_list}")
-            for name in source_list:
-                get_spec(name)  # unknown names list the valid ones
-        elif source_list:
-            raise ValueError(
-                f"the {kind!r} baseline takes no sources (got {source_list}); drop "
-                "--model.sources or use --model.kind=transfer"
-            )
-        return target, source_list, kind
-
     @property
     def identity(self) -> TransferIdentity:
         """Role, target and sorted sources for this run's record."""
@@ -462,6 +475,7 @@ class TransferTask(L.LightningModule):
 
     def _load_task_network(self, record: RunRecord, runs: str) -> TaskModule:
         path = resolve_checkpoint(record, runs)
+        self.network_checkpoint = str(path)
         data = load_checkpoint(path, f"target {record.target!r} (task run {record.run_id!r})")
         hparams = dict(data["hyper_parameters"])
         if hparams.get("resolution") != self.resolution:

@@ -1,0 +1,167 @@
+"""Transfers and baselines: ``taskonomy transfer fit --config CONFIG --model.target=normal ...``.
+
+Examples::
+
+    taskonomy transfer fit --config experiments/configs/transfer_cpu.yaml
+        --model.target=normal --model.sources=[reshading]            # one line in a shell
+    taskonomy transfer fit --config ... --model.transfer=normal:reshading+depth_zbuffer
+    taskonomy transfer fit --config ... --model.target=normal --model.kind=pixels   # or random
+    taskonomy transfer fit --config ... --model.target=normal --model.kind=self     # test only
+
+The model is :class:`~taskonomy.tasks.transfer.TransferTask`; ``model.target`` (or
+``model.transfer``) and ``model.resolution`` are linked into ``data.tasks`` and
+``data.resolution``. Besides the run arguments of
+:class:`~taskonomy.experiments.lightning_cli.TaskonomyCLI`:
+
+- ``model.task_runs`` defaults to ``--runs_dir``: the sources' task runs are found there;
+- ``--cache`` (default true) puts the representation cache in ``RUNS_DIR/representations``
+  unless ``model.cache_dir`` is set, so every transfer of a sweep shares it;
+- ``--regime=auto`` names the data regime after ``data.limit`` (1000 → ``1k``, 16000 → ``16k``,
+  64 → ``64``, no limit → ``full``).
+
+Records carry role ``transfer`` (sorted sources, order) or ``baseline`` (``pixels``, ``random``,
+``self``). The ``self`` baseline trains nothing: ``fit`` only tests the target's task network
+and records it with the task run's checkpoint.
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+from lightning.pytorch.callbacks import Callback
+from lightning.pytorch.cli import LightningArgumentParser
+
+from taskonomy.datamodules.datamodule import TaskonomyDataModule
+from taskonomy.experiments.lightning_cli import TaskonomyCLI
+from taskonomy.experiments.panels import PredictionPanels
+from taskonomy.tasks.families.base import NonFiniteLossError
+from taskonomy.tasks.transfer import TransferTask, parse_transfer, resolve_identity
+
+#: Sub-folder of the runs folder holding the shared representation cache.
+CACHE_FOLDER = "representations"
+
+
+def regime_name(limit: int | None) -> str:
+    """The data regime of a training subset size: ``1k``, ``16k``, ``64`` or ``full``."""
+    if limit is None:
+        return "full"
+    if limit >= 1000 and limit % 1000 == 0:
+        return f"{limit // 1000}k"
+    return str(limit)
+
+
+def _data_tasks(target: str | None, transfer: str | None) -> list[str]:
+    if transfer:
+        return [parse_transfer(transfer)[0]]
+    return [target] if target else []
+
+
+class TransferCLI(TaskonomyCLI):
+    """The transfer CLI: role ``transfer``, or ``baseline`` for ``pixels``/``random``/``self``."""
+
+    role = "transfer"
+
+    def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
+        """Run arguments, ``--cache``, and the links of target and resolution into the data."""
+        super().add_arguments_to_parser(parser)
+        parser.add_argument("--cache", type=bool, default=True,
+                            help="Share source representations through RUNS_DIR/"
+                                 f"{CACHE_FOLDER} (unless model.cache_dir is set).")
+        parser.link_arguments(("model.target", "model.transfer"), "data.tasks",
+                              compute_fn=_data_tasks)
+        parser.link_arguments("model.resolution", "data.resolution")
+
+    def record_identity(self) -> tuple[str, str, tuple[str, ...]]:
+        """Role, target and sources from ``model.target/sources/kind/transfer``."""
+        model = self.subcommand_config().get("model", {})
+        identity = resolve_identity(model.get("target"), model.get("sources"),
+                                    model.get("kind") or "transfer", model.get("transfer"))
+        self.role = identity.role
+        return identity.role, identity.target, identity.sources
+
+    def before_instantiate_classes(self) -> None:
+        """Resolve the regime, then the run id (base), then task-run and cache folders."""
+        namespace = self._namespace() if self.subcommand is not None else None
+        if namespace is not None and namespace.get("regime") in (None, "auto"):
+            data = namespace.get("data")
+            namespace["regime"] = regime_name(data.get("limit") if data is not None else None)
+        super().before_instantiate_classes()
+        if namespace is None:
+            return
+        model = namespace.get("model")
+        runs_dir = str(namespace.get("runs_dir") or "runs")
+        if model is not None:
+            if model.get("task_runs") is None:
+                model["task_runs"] = runs_dir
+            if namespace.get("cache", True) and model.get("cache_dir") is None:
+                model["cache_dir"] = str(Path(runs_dir) / CACHE_FOLDER)
+
+    def default_callbacks(self) -> list[Callback]:
+        """Skipped-sample counts and prediction panels of the target."""
+        return [*super().default_callbacks(), PredictionPanels()]
+
+    def fit(self, model: L.LightningModule, datamodule: Any = None, ckpt_path: str | None = None,
+            **kwargs: Any) -> None:
+        """Train and test (transfers, ``pixels``, ``random``) or only test (``self``)."""
+        if isinstance(model, TransferTask) and model.kind == "self":
+            self.evaluate_only(model, datamodule)
+            return
+        super().fit(model, datamodule=datamodule, ckpt_path=ckpt_path, **kwargs)
+
+    def evaluate_only(self, model: TransferTask, datamodule: Any) -> None:
+        """Test the target's task network and write a finished ``self`` baseline record.
+
+        Raises:
+            Exception: Whatever stopped the run, after its record was marked ``failed``.
+        """
+        record = self._start_record()
+        try:
+            if isinstance(datamodule, TaskonomyDataModule):
+                datamodule.setup("test")
+            results = self.trainer.test(model, datamodule=datamodule)
+            metrics = {k: float(v) for result in results for k, v in result.items()}
+            losses = dict(model.test_per_image_losses)
+            if not losses:
+                raise ValueError(
+                    f"run {self.run_id!r}: the test split gave no per-image losses; check that "
+                    "the datamodule has a test split with samples"
+                )
+            record = record.finished(metrics=metrics, per_image_losses=losses,
+                                     checkpoint=model.network_checkpoint)
+            self._write(record)
+            self._finish_wandb(record, exit_code=0)
+        except BaseException as error:
+            failed = (self.record or record).failed(f"{type(error).__name__}: {error}")
+            self._write(failed)
+            try:
+                self._finish_wandb(failed, exit_code=1)
+            except Exception:  # noqa: BLE001 - never hide the original error
+                pass
+            raise
+
+
+def build_cli(argv: Sequence[str], *, run: bool = True) -> TransferCLI:
+    """The transfer CLI on ``argv``; with ``run=False`` it only parses and builds the objects."""
+    return TransferCLI(TransferTask, TaskonomyDataModule, args=list(argv), run=run)
+
+
+def run_cli(argv: Sequence[str] | None = None) -> TransferCLI:
+    """Parse ``argv`` (``fit --config ... --model.target=...``) and run it; raises on failure."""
+    return build_cli(list(sys.argv[1:] if argv is None else argv))
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of ``taskonomy transfer``: 0 on success, 2 on bad input, 1 on a failed run."""
+    try:
+        run_cli(argv)
+    except (ValueError, FileNotFoundError, NotADirectoryError) as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    except NonFiniteLossError as error:
+        print(f"error: the run diverged: {error}", file=sys.stderr)
+        return 1
+    return 0
