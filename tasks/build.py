@@ -7,7 +7,10 @@ may bring its own family class, otherwise the spec's family picks one of the bui
 from __future__ import annotations
 
 import inspect
+from pathlib import Path
 from typing import Any
+
+import torch
 
 from taskonomy.tasks.families.base import TaskModule
 from taskonomy.tasks.families.classification import ClassificationTask
@@ -66,3 +69,30 @@ def build_task(name: str, **options: Any) -> TaskModule:
             f"{', '.join(accepted)}"
         )
     return cls(task=name, **options)
+
+
+def load_task(checkpoint: str | Path, **overrides: Any) -> TaskModule:
+    """Load a trained task module from a Lightning checkpoint, whatever its family.
+
+    The task name saved in the checkpoint's hyper-parameters picks the family class, so a caller
+    (e.g. a transfer that freezes a source encoder) needs only the path.
+
+    Args:
+        checkpoint: Path of a ``.ckpt`` written by a Trainer.
+        **overrides: Hyper-parameters to change on load (e.g. ``lr``).
+
+    Raises:
+        FileNotFoundError: No file at ``checkpoint``.
+        ValueError: The checkpoint was not written by a task module.
+    """
+    path = Path(checkpoint)
+    if not path.is_file():
+        raise FileNotFoundError(f"no checkpoint at {path}; pass the path of a .ckpt file")
+    saved = torch.load(path, map_location="cpu", weights_only=False)
+    hparams = saved.get("hyper_parameters", {}) if isinstance(saved, dict) else {}
+    if "task" not in hparams:
+        raise ValueError(
+            f"{path} has no 'task' hyper-parameter: it was not written by a taskonomy task module"
+        )
+    cls = family_class(hparams["task"])
+    return cls.load_from_checkpoint(path, map_location="cpu", **overrides)

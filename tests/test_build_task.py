@@ -124,3 +124,34 @@ def test_family_arguments_parse_from_the_command_line() -> None:
     assert isinstance(model, DenseRegressionTask)
     assert model.hparams["lr_milestone"] is None
     assert model.hparams["encoder"] == "resnet10_tiny"
+
+
+def test_load_task_restores_the_family_and_weights(tmp_path) -> None:
+    from taskonomy.tasks.build import load_task
+    from taskonomy.tasks.families.multi_view import MultiViewTask
+
+    model = build_task("fixated_pose", **TINY)
+    batch = fake_batch(model.spec, 2, 32)
+    trainer = L.Trainer(
+        accelerator="cpu",
+        max_steps=1,
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        limit_val_batches=0,
+    )
+    trainer.fit(model, DataLoader([batch], batch_size=None))
+    path = tmp_path / "pose.ckpt"
+    trainer.save_checkpoint(path)
+    loaded = load_task(path)
+    assert isinstance(loaded, MultiViewTask)
+    assert loaded.spec.name == "fixated_pose"
+    views = batch["fixated_pose"]["input"]
+    with torch.no_grad():
+        assert torch.equal(loaded.eval().encode(views), model.eval().encode(views))
+    with pytest.raises(FileNotFoundError, match="no checkpoint"):
+        load_task(tmp_path / "missing.ckpt")
+    torch.save({"state_dict": {}}, tmp_path / "other.ckpt")
+    with pytest.raises(ValueError, match="not written by a taskonomy task"):
+        load_task(tmp_path / "other.ckpt")

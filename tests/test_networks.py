@@ -96,7 +96,7 @@ def test_dense_decoder_upsamples_to_full_resolution_with_tanh() -> None:
     convs = [
         m for m in decoder.modules() if isinstance(m, torch.nn.Conv2d | torch.nn.ConvTranspose2d)
     ]
-    assert len(convs) == 14  # 13 hidden layers + output (plus the encoder's compress1: 15)
+    assert len(convs) == 14  # 13 hidden layers + the output conv
     linear = DenseDecoder(16, 2, width=0.125, activation="linear")
     assert linear(torch.randn(2, 16, 2, 2) * 100).abs().max() > 1.0
 
