@@ -79,3 +79,18 @@ def test_inspect_cli(building, tmp_path, capsys):
     assert main(["data", "inspect", str(tmp_path), "--out", str(out)]) == 2
     assert "no rgb/ or point_info/" in capsys.readouterr().err
     assert main(["data", "inspect", str(building), "--out", str(tmp_path / "x.jpg")]) == 2
+
+
+def test_inspect_cli_needs_out_for_a_building(building, capsys):
+    assert main(["data", "inspect", str(building)]) == 2
+    assert "give --out" in capsys.readouterr().err
+
+
+def test_inspect_cli_draws_a_shard_root(building, tmp_path, capsys):
+    packer = pytest.importorskip("taskonomy.datamodules.packer")
+    packer.pack(packer.PackConfig(source=building.parent, out=tmp_path / "shards", split="train",
+                                  shard_size=3), progress=False)
+    out = tmp_path / "shards.png"
+    assert main(["data", "inspect", str(tmp_path / "shards"), "--out", str(out), "--views", "2",
+                 "--size", "48"]) == 0
+    assert cv2.imread(str(out)) is not None

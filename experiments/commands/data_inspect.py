@@ -1,29 +1,41 @@
-"""``taskonomy data inspect``: a contact sheet of every domain of a few views."""
+"""``taskonomy data inspect``: a contact sheet of every domain of a few views.
+
+``ROOT`` is either a building folder of the released layout (``BUILDING/rgb/...``), drawn from
+its files, or a shard root (split folders with manifests), summarized and drawn from decoded
+shard samples by :mod:`taskonomy.datamodules.shard_inspect`.
+"""
 
 from __future__ import annotations
 
 import argparse
 
 COMMAND = ("data", "inspect")
-HELP = "Draw every domain of a few views of a building (released layout) into one PNG."
+HELP = "Draw every domain of a few views of a building folder or shard root into one PNG."
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Add the command's arguments."""
-    parser.add_argument("building_dir", metavar="BUILDING_DIR",
-                        help="a building folder of the released layout (BUILDING/rgb/..., ...)")
-    # A shard-root mode only needs another source of samples for save_contact_sheet.
-    parser.add_argument("--out", required=True, help="PNG file to write")
+    parser.add_argument("building_dir", metavar="ROOT",
+                        help="a building folder of the released layout (BUILDING/rgb/..., ...) "
+                             "or a shard root")
+    parser.add_argument("--out", default=None,
+                        help="PNG file to write (required for a building folder; optional for a "
+                             "shard root, which also prints a summary)")
     parser.add_argument("--views", type=int, default=4, help="views to show (rows)")
     parser.add_argument("--size", type=int, default=192, help="tile side in pixels")
 
 
 def run(args: argparse.Namespace) -> int:
-    """Write the sheet."""
+    """Write the sheet (and, for a shard root, print its summary)."""
+    from taskonomy.datamodules.shard_inspect import inspect_shard_root, is_shard_root
     from taskonomy.datamodules.visualize import building_samples, save_contact_sheet
 
     if args.views < 1:
         raise ValueError(f"--views must be at least 1, got {args.views}")
+    if is_shard_root(args.building_dir):
+        return inspect_shard_root(args.building_dir, args.out, views=args.views, size=args.size)
+    if args.out is None:
+        raise ValueError("give --out sheet.png: the contact sheet of a building folder is a PNG")
     samples = building_samples(args.building_dir, args.views)
     path = save_contact_sheet(samples, args.out, size=args.size)
     print(f"wrote {path}")
