@@ -25,6 +25,11 @@ METRIC_SAMPLES = 300
 CYCLE_WEIGHT = 0.5
 
 
+def full_precision(like: torch.Tensor) -> torch.autocast:
+    """A context that turns autocast off on ``like``'s device (for float32 geometry)."""
+    return torch.autocast(device_type=like.device.type, enabled=False)
+
+
 def _check_reduction(reduction: str) -> None:
     if reduction not in ("mean", "none"):
         raise ValueError(f"reduction must be 'mean' or 'none', got {reduction!r}")
@@ -239,7 +244,9 @@ def metric_loss(
     e = e.transpose(1, 2)  # B×N×C
     s = segments.flatten(1).gather(1, indices)
     sq = (e**2).sum(-1)
-    d2 = (sq.unsqueeze(2) + sq.unsqueeze(1) - 2 * e @ e.transpose(1, 2)).clamp(0.0, 80.0)
+    with full_precision(e):  # autocast would run the Gram matrix in bf16
+        gram = e @ e.transpose(1, 2)
+    d2 = (sq.unsqueeze(2) + sq.unsqueeze(1) - 2 * gram).clamp(0.0, 80.0)
     sigma = (2.0 / (1.0 + torch.exp(d2))).clamp(1e-7, 1 - 1e-7)
     same = (s.unsqueeze(2) == s.unsqueeze(1)).float()
     per_pair = -(same * torch.log(sigma) + (1 - same) * torch.log1p(-sigma))

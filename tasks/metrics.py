@@ -20,7 +20,7 @@ import torch
 import torch.nn.functional as F
 from torchmetrics import Metric
 
-from taskonomy.tasks.losses import METRIC_SAMPLES, sample_pixels
+from taskonomy.tasks.losses import METRIC_SAMPLES, full_precision, sample_pixels
 from taskonomy.tasks.networks.pose import denormalize_pose, rotation_angle
 from taskonomy.tasks.specs import TaskSpec
 
@@ -84,8 +84,9 @@ class WeightedMean(Metric):
         self.add_state("count", default=zero.clone(), dist_reduce_fx="sum")
 
     def update(self, prediction: torch.Tensor, task_batch: dict[str, Any]) -> None:
-        """Accumulate one batch."""
-        values, weights = self.values(prediction.detach().float(), task_batch)
+        """Accumulate one batch (in float32, even inside an autocast region)."""
+        with full_precision(prediction):
+            values, weights = self.values(prediction.detach().float(), task_batch)
         values = values.double()
         w = torch.ones_like(values) if weights is None else weights.double().expand_as(values)
         self.total += (values * w).sum()

@@ -119,5 +119,7 @@ class EgomotionCycleHead(nn.Module):
         _check_towers(x, 3)
         flat = x.flatten(1)
         p01, p12 = self.head01(flat), self.head12(flat)
-        p02 = compose_poses(denormalize_pose(p01.float()), denormalize_pose(p12.float()))
+        # Compose in float32 even under autocast: rotation products lose too much in bf16.
+        with torch.autocast(device_type=flat.device.type, enabled=False):
+            p02 = compose_poses(denormalize_pose(p01.float()), denormalize_pose(p12.float()))
         return torch.cat((p01, normalize_pose(p02).to(p01.dtype), p12), dim=1)
