@@ -84,6 +84,25 @@ _FILE_RE = re.compile(
 )
 
 
+def register_domain(domain: Domain) -> None:
+    """Add a domain (e.g. the labels of a novel or plugin task) so it can be packed and read.
+
+    Raises:
+        ValueError: a different domain with the same name is already registered.
+    """
+    existing = DOMAINS.get(domain.name)
+    if existing is not None and existing != domain:
+        raise ValueError(
+            f"domain {domain.name!r} is already registered as {existing}; choose another name"
+        )
+    if domain.kind not in {"rgb8", "gray8", "gray16", "npy", "json"}:
+        raise ValueError(
+            f"domain {domain.name!r}: unknown kind {domain.kind!r}; "
+            "valid kinds: rgb8, gray8, gray16, npy, json"
+        )
+    DOMAINS[domain.name] = domain
+
+
 def get_domain(name: str) -> Domain:
     """The domain called ``name``; the error lists the valid domains."""
     if name not in DOMAINS:

@@ -57,3 +57,37 @@ def test_tasks_command_prints_26_rows() -> None:
     rows = json.loads(out)
     assert len(rows) == 26
     assert {r["name"] for r in rows} == {s.name for s in BUILTIN_TASKS}
+
+
+def test_domain_codecs_round_trip_exactly() -> None:
+    import numpy as np
+
+    from taskonomy.datamodules.domains import decode_domain, encode_domain
+
+    rng = np.random.default_rng(0)
+    values = {
+        "rgb": rng.integers(0, 256, (8, 9, 3), dtype=np.uint8),
+        "depth_zbuffer": rng.integers(0, 65536, (8, 9), dtype=np.uint16),
+        "segment_semantic": rng.integers(0, 18, (8, 9), dtype=np.uint8),
+        "class_object": rng.random(1000).astype(np.float32),
+        "point_info": {"resolution": 9, "point_uuid": "3"},
+    }
+    for domain, value in values.items():
+        back = decode_domain(domain, encode_domain(domain, value))
+        if isinstance(value, dict):
+            assert back == value
+        else:
+            assert back.dtype == value.dtype and np.array_equal(back, value), domain
+
+
+def test_register_domain_refuses_a_clash() -> None:
+    from taskonomy.datamodules.domains import DOMAINS, Domain, register_domain
+
+    novel = Domain("my_labels", "my_labels", "png", "gray8")
+    try:
+        register_domain(novel)
+        register_domain(novel)  # the same definition again is fine
+        with pytest.raises(ValueError, match="already registered"):
+            register_domain(Domain("my_labels", "my_labels", "png", "gray16"))
+    finally:
+        DOMAINS.pop("my_labels", None)
