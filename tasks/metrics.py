@@ -160,12 +160,20 @@ def decode_log_depth(encoded: torch.Tensor) -> torch.Tensor:
 
 
 def _depth_pair(prediction: torch.Tensor, task_batch: dict[str, Any]) -> Values:
-    target = decode_log_depth(task_batch["target"].float())
-    weights = (task_batch["target"] > 0).float()
+    # The metric target is the raw depth in metres when the batch carries it (exact, not
+    # resized in the log domain), else the decoded training target.
+    raw = task_batch.get("raw")
+    if raw is not None:
+        target = raw.float().reshape(prediction.shape)
+        weights = (target > 0).float()
+        target = target.clamp_min(1.0 / 512.0)
+    else:
+        target = decode_log_depth(task_batch["target"].float())
+        weights = (task_batch["target"] > 0).float()
     mask = _mask(task_batch)
     return (
         torch.stack((decode_log_depth(prediction), target)),
-        weights if mask is None else weights * mask,
+        weights if mask is None else weights * mask.reshape(weights.shape),
     )
 
 

@@ -1,13 +1,14 @@
 """Fake batches that follow the datamodule's batch contract, for tests and benchmarks.
 
 :func:`fake_batch` builds ``{"__key__": [...], "rgb": B×3×H×W, task: {"input", "target",
-"mask"?}}`` for any spec with random but well-formed values: dense targets in the training
+"mask"?, "raw"?}}`` for any spec with random but well-formed values: dense targets in the training
 encoding's range, class indices, probability vectors, piecewise-constant segment maps, and
 egomotion poses whose 0→2 entry is the composition of the other two.
 """
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import torch
@@ -69,6 +70,9 @@ def _target(spec: TaskSpec, batch: int, resolution: int, g: torch.Generator) -> 
         out["target"] = torch.randn(batch, *shape, generator=g)
     if spec.mask == "depth_valid":
         out["mask"] = _dense_mask(batch, resolution, g)
+    if "log(1+d)" in spec.encoding:  # depth: metres beside the log target, 0 where missing
+        metres = (torch.exp(out["target"] * math.log(2.0**16)) - 1.0) / 512.0
+        out["raw"] = metres * out.get("mask", torch.ones_like(metres))
     elif spec.mask == "semantic_certain":
         out["mask"] = _dense_mask(batch, resolution, g)
         out["target"] = torch.where(out["mask"][:, 0] > 0, out["target"], -1)

@@ -195,6 +195,13 @@ def test_depth_metrics_in_metres_with_mask() -> None:
     assert metrics["delta1"].compute().item() == pytest.approx(2 / 3)
     expected_rmse = math.sqrt((0.04 + 0.04 + 1.0) / 3)
     assert metrics["rmse"].compute().item() == pytest.approx(expected_rmse, rel=1e-4)
+    # Raw metres, when the batch has them, are the target; 0 m (missing) pixels do not count.
+    raw_metrics = _metrics("depth_euclidean")
+    raw = torch.tensor([[[[2.0, 2.0], [0.0, 4.0]]]])
+    with_raw = {"target": torch.zeros(1, 1, 2, 2), "raw": raw, "mask": torch.ones(1, 1, 2, 2)}
+    for metric in raw_metrics.values():
+        metric.update(_encode_depth(torch.tensor([[[[2.2, 2.2], [9.0, 4.0]]]])), with_raw)
+    assert raw_metrics["abs_rel"].compute().item() == pytest.approx(0.2 / 3, rel=1e-4)
 
 
 def test_normal_angle_metrics() -> None:
