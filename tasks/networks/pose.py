@@ -11,11 +11,25 @@ from __future__ import annotations
 import torch
 
 #: z-score statistics of fixated relative poses ([euler(3), translation(3)], the authors' values).
-FIXATED_POSE_MEAN = (-0.267, -0.0119, 0.0114, 0.0011, 0.0211, -4.020)
-FIXATED_POSE_STD = (10.12, 8.11, 1.09, 1.22, 0.26, 10.06)
+FIXATED_POSE_MEAN = (
+    -2.67375523e-01,
+    -1.19147040e-02,
+    1.14497274e-02,
+    1.10903410e-03,
+    2.10509948e-02,
+    -4.02013549e00,
+)
+FIXATED_POSE_STD = (10.12015407, 8.1103528, 1.09171896, 1.21579016, 0.26040945, 10.05966329)
 #: z-score statistics of non-fixated relative poses.
-NONFIXATED_POSE_MEAN = (-0.0095, -0.0011, -0.0108, 0.0209, -0.0928, -2.5805)
-NONFIXATED_POSE_STD = (1.023, 0.665, 1.038, 5.757, 1.376, 7.432)
+NONFIXATED_POSE_MEAN = (
+    -9.53197445e-03,
+    -1.05196691e-03,
+    -1.07545642e-02,
+    2.08785638e-02,
+    -9.27858049e-02,
+    -2.58052205e00,
+)
+NONFIXATED_POSE_STD = (1.02316223, 0.66477511, 1.03806996, 5.75692889, 1.37604962, 7.43157247)
 
 
 def pose_statistics(fixated: bool) -> tuple[tuple[float, ...], tuple[float, ...]]:
