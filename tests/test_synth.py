@@ -126,7 +126,8 @@ def test_zbuffer_depth_never_exceeds_euclidean_depth(dataset):
             z = _load(building, "depth_zbuffer", point, view).astype(int)
             e = _load(building, "depth_euclidean", point, view).astype(int)
             valid = (z < DEPTH_MISSING) & (e < DEPTH_MISSING)
-            assert valid.mean() > 0.99  # closed rooms: every ray hits something
+            assert np.array_equal(z < DEPTH_MISSING, e < DEPTH_MISSING)  # windows miss in both
+            assert valid.mean() > 0.3
             assert np.all(z[valid] <= e[valid] + 1)
             assert np.any(z[valid] < e[valid])
 
@@ -134,15 +135,17 @@ def test_zbuffer_depth_never_exceeds_euclidean_depth(dataset):
 def test_normals_unit_length_facing_camera_and_reshading_is_their_lambert_term(dataset):
     for building in _buildings(dataset):
         for point, view, record in _views(building):
+            valid = _load(building, "depth_zbuffer", point, view) < DEPTH_MISSING
             normal = (_load(building, "normal", point, view) / 255.0 - 0.5) * 2.0
             norms = np.linalg.norm(normal, axis=-1)
-            assert np.all(np.abs(norms - 1.0) < 0.02)
+            assert np.all(np.abs(norms[valid] - 1.0) < 0.02)
+            assert np.all(norms[~valid] < 0.01)  # no surface through a window
             to_camera, _ = _to_camera_units(record)
             cosine = np.sum(normal * to_camera, axis=-1)
-            assert np.all(cosine > -0.02)
+            assert np.all(cosine[valid] > -0.02)
             shading = _load(building, "reshading", point, view)
             assert np.array_equal(shading[..., 0], shading[..., 1])
-            lambert = np.clip(cosine, 0, 1)
+            lambert = np.where(valid, np.clip(cosine, 0, 1), 0.0)
             assert np.abs(shading[..., 0] / 255.0 - lambert).max() < 0.03
 
 
@@ -151,11 +154,14 @@ def test_occlusion_edges_sit_on_depth_discontinuities(dataset):
     for building in _buildings(dataset):
         for point, view, _ in _views(building):
             edges = _load(building, "edge_occlusion", point, view)
-            z = _load(building, "depth_zbuffer", point, view) / 512.0
+            raw = _load(building, "depth_zbuffer", point, view)
+            z = np.where(raw < DEPTH_MISSING, raw / 512.0, np.nan)
             padded = np.pad(z, 1, mode="edge")
-            jump = np.max(np.abs(np.stack([padded[:-2, 1:-1], padded[2:, 1:-1],
-                                           padded[1:-1, :-2], padded[1:-1, 2:]]) - z), axis=0)
+            around = np.stack([padded[:-2, 1:-1], padded[2:, 1:-1], padded[1:-1, :-2],
+                               padded[1:-1, 2:]])
+            jump = np.nanmax(np.abs(np.where(np.isnan(around), z, around) - z), axis=0)
             on = edges > 0
+            assert not np.any(on & np.isnan(z))  # no edges in windows
             total += on.sum()
             assert np.all(jump[on] > 0.015)
             # The stored strength is the jump itself (1 cm units).
@@ -164,6 +170,7 @@ def test_occlusion_edges_sit_on_depth_discontinuities(dataset):
 
 
 def test_labels_are_in_their_ranges(dataset):
+    counts: dict[str, list[int]] = {"segment_unsup2d": [], "segment_unsup25d": []}
     for building in _buildings(dataset):
         for point, view, _ in _views(building):
             semantic = _load(building, "segment_semantic", point, view)
@@ -173,7 +180,9 @@ def test_labels_are_in_their_ranges(dataset):
             flat = semantic == 1  # room shell and background furniture: all planes
             assert np.all(curvature[..., 0][flat & (curvature[..., 0] != 127)] >= 127)
             for name in ("segment_unsup2d", "segment_unsup25d"):
-                assert len(np.unique(_load(building, name, point, view))) >= 2
+                counts[name].append(len(np.unique(_load(building, name, point, view))))
+    for name, values in counts.items():  # a bare wall may be one segment; most views are not
+        assert np.mean(np.array(values) >= 2) > 0.5, (name, values)
 
 
 def test_split_file_is_released_format_and_disjoint(dataset):

@@ -97,18 +97,22 @@ def occlusion_strength(depth: np.ndarray) -> np.ndarray:
 
     Inverse z-depth is affine in the pixel coordinates on a plane, so its discrete Laplacian
     vanishes on every plane and only discontinuities (and, weakly, curved surfaces) remain.
+    Missing depth (windows) has no geometry: it neither makes nor carries edges.
     """
     finite = np.isfinite(depth)
-    z = np.where(finite, depth, np.nanmax(np.where(finite, depth, np.nan)) if finite.any() else 1)
+    z = np.where(finite, depth, 0.0)
+    padded_z = np.pad(z, 1, mode="edge")
+    padded_ok = np.pad(finite, 1, mode="edge")
+    neighbours = []
+    for rows, cols in ((slice(None, -2), slice(1, -1)), (slice(2, None), slice(1, -1)),
+                       (slice(1, -1), slice(None, -2)), (slice(1, -1), slice(2, None))):
+        # A missing neighbour stands in with the pixel's own depth: no jump towards it.
+        neighbours.append(np.where(padded_ok[rows, cols], padded_z[rows, cols], z))
+    stack = np.stack(neighbours)
     inverse = 1.0 / np.maximum(z, 1e-6)
-    padded = np.pad(inverse, 1, mode="edge")
-    laplacian = np.abs(
-        padded[:-2, 1:-1] + padded[2:, 1:-1] + padded[1:-1, :-2] + padded[1:-1, 2:] - 4 * inverse
-    )
-    zp = np.pad(z, 1, mode="edge")
-    jump = np.max(np.abs(np.stack([zp[:-2, 1:-1], zp[2:, 1:-1], zp[1:-1, :-2], zp[1:-1, 2:]])
-                         - z), axis=0)
-    discontinuity = (laplacian > 0.02 * inverse) & (jump > 0.02 + 0.02 * z)
+    laplacian = np.abs(np.sum(1.0 / np.maximum(stack, 1e-6), axis=0) - 4 * inverse)
+    jump = np.max(np.abs(stack - z), axis=0)
+    discontinuity = finite & (laplacian > 0.02 * inverse) & (jump > 0.02 + 0.02 * z)
     return np.where(discontinuity, jump, 0.0)
 
 

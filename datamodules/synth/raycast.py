@@ -2,9 +2,11 @@
 
 A scene is a flat table of primitives (one row each, see :data:`PRIM_COLUMNS`) so the kernels
 loop over plain arrays. Kind 0 is the room shell: the inside of a box, hit where a ray leaves it,
-with normals pointing into the room. Each primitive has a local frame (rotation matrix stored
-row-major, local → world); boxes and cylinders are intersected in that frame, cylinders along
-their local z axis. A bounding-sphere test skips most primitives cheaply.
+with normals pointing into the room. Kind 4 is a window: a box around an opening in the shell;
+rays that would hit the shell inside a window leave the room and hit nothing (missing depth, sky
+colour), as rays through windows do in the released scans. Each primitive has a local frame
+(rotation matrix stored row-major, local → world); boxes and cylinders are intersected in that
+frame, cylinders along their local z axis. A bounding-sphere test skips most primitives cheaply.
 
 Numba caches compiled kernels next to this module (``cache=True``); where the package folder is
 read-only (site-packages of a system install), ``NUMBA_CACHE_DIR`` is pointed at a user cache
@@ -47,7 +49,7 @@ PRIM_COLUMNS = (
     "r00", "r01", "r02", "r10", "r11", "r12", "r20", "r21", "r22", "bound",
 )
 #: Primitive kinds.
-ROOM, BOX, SPHERE, CYLINDER = 0, 1, 2, 3
+ROOM, BOX, SPHERE, CYLINDER, WINDOW = 0, 1, 2, 3, 4
 #: Surface kinds reported per hit (for analytic curvature).
 FACE_FLAT, FACE_SPHERE, FACE_CYLINDER = 0, 1, 2
 #: Material columns: colour a (3), colour b (3), pattern, pattern scale.
@@ -56,12 +58,16 @@ MATERIAL_COLUMNS = ("ra", "ga", "ba", "rb", "gb", "bb", "pattern", "scale")
 PLAIN, CHECKER, STRIPES, PLANKS, NOISE = 0, 1, 2, 3, 4
 
 _INF = 1e30
+#: Linear radiance seen through windows (bright overcast sky).
+SKY = (1.6, 1.7, 1.9)
 
 
 @numba.njit(cache=True, error_model="numpy")
 def _hit_primitive(p, i, ox, oy, oz, dx, dy, dz, tmin, tmax):  # noqa: C901
     """Nearest hit of one primitive in (tmin, tmax): (t, nx, ny, nz, face) or t = -1."""
     kind = int(p[i, 0])
+    if kind == WINDOW:  # openings are not surfaces
+        return -1.0, 0.0, 0.0, 0.0, 0
     cx, cy, cz = p[i, 1], p[i, 2], p[i, 3]
     rx, ry, rz = ox - cx, oy - cy, oz - cz
     if kind != ROOM:
@@ -198,7 +204,26 @@ def intersect(prims, candidates, ox, oy, oz, dx, dy, dz, tmin, tmax):
         t, nx, ny, nz, face = _hit_primitive(prims, i, ox, oy, oz, dx, dy, dz, tmin, best_t)
         if t > 0.0 and t < best_t:
             best_t, best_i, bnx, bny, bnz, best_face = t, i, nx, ny, nz, face
+    if best_i >= 0 and int(prims[best_i, 0]) == ROOM and _in_window(
+        prims, ox + best_t * dx, oy + best_t * dy, oz + best_t * dz
+    ):
+        return tmax, -1, 0.0, 0.0, 0.0, 0
     return best_t, best_i, bnx, bny, bnz, best_face
+
+
+@numba.njit(cache=True, error_model="numpy")
+def _in_window(p, x, y, z):
+    """Whether a point of the room shell lies inside one of the window boxes."""
+    for i in range(p.shape[0]):
+        if int(p[i, 0]) != WINDOW:
+            continue
+        rx, ry, rz = x - p[i, 1], y - p[i, 2], z - p[i, 3]
+        lx = p[i, 7] * rx + p[i, 10] * ry + p[i, 13] * rz
+        ly = p[i, 8] * rx + p[i, 11] * ry + p[i, 14] * rz
+        lz = p[i, 9] * rx + p[i, 12] * ry + p[i, 15] * rz
+        if abs(lx) <= p[i, 4] and abs(ly) <= p[i, 5] and abs(lz) <= p[i, 6]:
+            return True
+    return False
 
 
 @numba.njit(cache=True, error_model="numpy")
@@ -331,9 +356,9 @@ def trace(prims, candidates, mats, lights, occluders, counts, origin, dirs, shad
             out_normal[k, 2] = 0.0
             out_face[k] = 0
             if shade:
-                out_rgb[k, 0] = 0.0
-                out_rgb[k, 1] = 0.0
-                out_rgb[k, 2] = 0.0
+                out_rgb[k, 0] = SKY[0]
+                out_rgb[k, 1] = SKY[1]
+                out_rgb[k, 2] = SKY[2]
             continue
         if nx * dx + ny * dy + nz * dz > 0.0:  # always face the viewer
             nx, ny, nz = -nx, -ny, -nz
@@ -352,13 +377,13 @@ def trace(prims, candidates, mats, lights, occluders, counts, origin, dirs, shad
 
 @numba.njit(cache=True, error_model="numpy")
 def shade_hits(prims, mats, lights, occluders, counts, points, normals, index, out_rgb):
-    """Shade known hits (points, normals facing the viewer, primitive index; −1 = miss)."""
+    """Shade known hits (points, normals facing the viewer, primitive index; −1 = sky)."""
     for k in range(points.shape[0]):
         i = index[k]
         if i < 0:
-            out_rgb[k, 0] = 0.0
-            out_rgb[k, 1] = 0.0
-            out_rgb[k, 2] = 0.0
+            out_rgb[k, 0] = SKY[0]
+            out_rgb[k, 1] = SKY[1]
+            out_rgb[k, 2] = SKY[2]
             continue
         r, g, b = _shade(prims, mats, lights, occluders, counts, i, points[k, 0], points[k, 1],
                          points[k, 2], normals[k, 0], normals[k, 1], normals[k, 2])
@@ -418,7 +443,7 @@ def shadow_candidates(prims: np.ndarray, lights: np.ndarray, lo: np.ndarray,
         box_hi = np.maximum(hi, light[:3])
         nearest = np.clip(centres, box_lo, box_hi)
         meets = np.sum((nearest - centres) ** 2, axis=1) <= radius**2
-        meets &= prims[:, 0] != ROOM
+        meets &= (prims[:, 0] != ROOM) & (prims[:, 0] != WINDOW)
         rows = np.nonzero(meets)[0]
         lists[k, : len(rows)] = rows
         counts[k] = len(rows)
@@ -463,7 +488,7 @@ def trace_rays(prims: np.ndarray, mats: np.ndarray, lights: np.ndarray, origin: 
 def shade_points(prims: np.ndarray, mats: np.ndarray, lights: np.ndarray, points: np.ndarray,
                  normals: np.ndarray, index: np.ndarray,
                  occluders: Occluders | None = None) -> np.ndarray:
-    """Linear radiance (M×3) of known hits; ``index`` −1 marks misses (black)."""
+    """Linear radiance (M×3) of known hits; ``index`` −1 marks misses (sky colour)."""
     prims = np.ascontiguousarray(prims, dtype=np.float64)
     lights = np.ascontiguousarray(lights, dtype=np.float64).reshape(-1, 6)
     lists, counts = all_occluders(prims, lights) if occluders is None else occluders

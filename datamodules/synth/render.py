@@ -78,9 +78,9 @@ def _silhouettes(prim: np.ndarray, normal: np.ndarray) -> np.ndarray:
     return edge
 
 
-def _to_srgb(linear: np.ndarray) -> np.ndarray:
-    # Auto exposure like a camera: the bright end of the image maps just under white.
-    sample = linear[::4, ::4].max(axis=-1)
+def _to_srgb(linear: np.ndarray, hit: np.ndarray) -> np.ndarray:
+    # Auto exposure like a camera: the bright end of the room (not the sky) maps near white.
+    sample = linear[::4, ::4].max(axis=-1)[hit[::4, ::4]]
     bright = float(np.percentile(sample, 97)) if sample.size else 1.0
     exposure = float(np.clip(0.9 / max(bright, 1e-6), 0.5, 3.0))
     mapped = np.clip(linear * exposure, 0.0, 1.0) ** (1.0 / 2.2)
@@ -141,12 +141,13 @@ def render_view(scene: Scene, camera: Camera, antialias: bool = True) -> ViewBuf
     reshading = np.clip(-np.sum(normal_world * rays, axis=-1), 0.0, 1.0)
     reshading[~hit] = 0.0
     curvature = _curvature(scene, prim, out["face"].reshape(height, width))
-    curvature = _add_creases(curvature, origin + distance[..., None] * rays, normal_world,
+    surface = origin + np.where(hit, distance, 0.0)[..., None] * rays
+    curvature = _add_creases(curvature, surface, normal_world,
                              distance, hit, 1.0 / camera.focal)
     semantic = np.where(hit, scene.labels[np.maximum(prim, 0)], 0)
     objects = np.where(hit, scene.objects[np.maximum(prim, 0)], 0)
     return ViewBuffers(
-        rgb=_to_srgb(linear), distance=distance, zdepth=np.where(hit, zdepth, np.inf),
+        rgb=_to_srgb(linear, hit), distance=distance, zdepth=np.where(hit, zdepth, np.inf),
         normal=normal, reshading=reshading, curvature=curvature, prim=prim,
         semantic=semantic.astype(np.int32), objects=objects.astype(np.int32), rays=rays,
     )

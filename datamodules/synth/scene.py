@@ -435,6 +435,7 @@ def generate_room(rng: np.random.Generator, origin: np.ndarray,
     ceiling = _material(_colour(rng, (0.92, 0.92, 0.9), 0.02))
     builder.add(raycast.BOX, np.array([*centre_xy, hi[2] - 0.005]),
                 (half_xy[0] + 0.05, half_xy[1] + 0.05, 0.005), _IDENTITY, ceiling, BACKGROUND, 0)
+    windows = _add_windows(builder, rng, lo, hi, int(rng.integers(0, 3)))
     floor_z = lo[2] + 0.01
     footprints: list[tuple[float, float, float, float]] = []
     surfaces: list[tuple[np.ndarray, float, tuple[float, float], float]] = []
@@ -511,9 +512,9 @@ def generate_room(rng: np.random.Generator, origin: np.ndarray,
         obj += 1
     # Wall decoration: pictures (background) and sometimes a wall clock.
     for _ in range(int(rng.integers(0, 3))):
-        _wall_item(builder, rng, lo, hi, _picture(rng), 0)
+        _wall_item(builder, rng, lo, hi, _picture(rng), 0, windows)
     if "clock" in kinds and rng.random() < 0.5:
-        _wall_item(builder, rng, lo, hi, _clock(rng), obj)
+        _wall_item(builder, rng, lo, hi, _clock(rng), obj, windows)
         obj += 1
     lights = []
     for _ in range(int(rng.integers(1, 4))):
@@ -539,19 +540,67 @@ def _picture(rng: np.random.Generator) -> Template:
                      _box((0, 0.012, h), (w - 0.03, 0.008, h - 0.03), art, BACKGROUND)], (w, 0.02))
 
 
-def _wall_item(builder: _Builder, rng: np.random.Generator, lo: np.ndarray, hi: np.ndarray,
-               template: Template, obj: int) -> None:
-    """Hang a template on a random wall at eye height, facing into the room."""
-    side = int(rng.integers(4))
+#: A window on a wall: (side, start, end) along the wall, bottom and top heights above the floor.
+WindowSpan = tuple[int, float, float, float, float]
+
+
+def _wall_frame(side: int, lo: np.ndarray, hi: np.ndarray, along: float, offset: float
+                ) -> tuple[np.ndarray, float]:
+    """World (x, y) of a point ``along`` a wall at ``offset`` into the room, and the yaw facing in.
+
+    Sides: 0 is the wall at ymin, 1 at xmax, 2 at ymax, 3 at xmin.
+    """
     yaw = (0.0, math.pi / 2, math.pi, -math.pi / 2)[side]
-    z = lo[2] + rng.uniform(1.3, 1.7)
-    depth = template.footprint[1] + 0.003
     if side == 0:
-        pos = [rng.uniform(lo[0] + 0.6, hi[0] - 0.6), lo[1] + depth]
-    elif side == 1:
-        pos = [hi[0] - depth, rng.uniform(lo[1] + 0.6, hi[1] - 0.6)]
-    elif side == 2:
-        pos = [rng.uniform(lo[0] + 0.6, hi[0] - 0.6), hi[1] - depth]
-    else:
-        pos = [lo[0] + depth, rng.uniform(lo[1] + 0.6, hi[1] - 0.6)]
-    builder.place(template, np.array([pos[0], pos[1], z]), yaw, obj)
+        return np.array([along, lo[1] + offset]), yaw
+    if side == 1:
+        return np.array([hi[0] - offset, along]), yaw
+    if side == 2:
+        return np.array([along, hi[1] - offset]), yaw
+    return np.array([lo[0] + offset, along]), yaw
+
+
+def _wall_range(side: int, lo: np.ndarray, hi: np.ndarray) -> tuple[float, float]:
+    return (float(lo[0]), float(hi[0])) if side in (0, 2) else (float(lo[1]), float(hi[1]))
+
+
+def _add_windows(builder: _Builder, rng: np.random.Generator, lo: np.ndarray, hi: np.ndarray,
+                 count: int) -> list[WindowSpan]:
+    """Cut ``count`` windows (openings with a sill) into the walls."""
+    spans: list[WindowSpan] = []
+    sill = _plain(rng, ((0.95, 0.95, 0.93), (0.55, 0.4, 0.25)))
+    for _ in range(count):
+        side = int(rng.integers(4))
+        start, end = _wall_range(side, lo, hi)
+        width = rng.uniform(0.6, min(1.4, (end - start) - 1.0))
+        centre = rng.uniform(start + 0.5 + width / 2, end - 0.5 - width / 2)
+        bottom = rng.uniform(0.8, 1.0)
+        top = min(bottom + rng.uniform(0.8, 1.3), hi[2] - lo[2] - 0.25)
+        if any(s == side and not (centre + width / 2 < a - 0.3 or centre - width / 2 > b + 0.3)
+               for s, a, b, _, _ in spans):
+            continue
+        spans.append((side, centre - width / 2, centre + width / 2, bottom, top))
+        position, yaw = _wall_frame(side, lo, hi, centre, 0.0)
+        rotation = _yaw(yaw)
+        builder.add(raycast.WINDOW, np.array([*position, lo[2] + (bottom + top) / 2]),
+                    (width / 2, 0.05, (top - bottom) / 2), rotation, sill, BACKGROUND, 0)
+        ledge, _ = _wall_frame(side, lo, hi, centre, 0.06)
+        builder.add(raycast.BOX, np.array([*ledge, lo[2] + bottom - 0.02]),
+                    (width / 2 + 0.05, 0.06, 0.02), rotation, sill, BACKGROUND, 0)
+    return spans
+
+
+def _wall_item(builder: _Builder, rng: np.random.Generator, lo: np.ndarray, hi: np.ndarray,
+               template: Template, obj: int, windows: list[WindowSpan]) -> None:
+    """Hang a template on a random wall at eye height, facing into the room, off the windows."""
+    half = template.footprint[0]
+    for _ in range(20):
+        side = int(rng.integers(4))
+        start, end = _wall_range(side, lo, hi)
+        along = rng.uniform(start + 0.6, end - 0.6)
+        if any(s == side and a - half - 0.1 < along < b + half + 0.1 for s, a, b, _, _ in windows):
+            continue
+        position, yaw = _wall_frame(side, lo, hi, along, template.footprint[1] + 0.003)
+        z = lo[2] + rng.uniform(1.3, 1.7)
+        builder.place(template, np.array([position[0], position[1], z]), yaw, obj)
+        return
