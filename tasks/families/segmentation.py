@@ -3,7 +3,8 @@
 The decoder outputs a 64-d tanh embedding per pixel; the metric loss pulls pixels of one segment
 together and pushes others apart over 300 sampled pixels per image. At evaluation the pixels are
 drawn from a generator seeded by the sample key, so every model is judged on the same pixels of
-an image and per-image losses are comparable across models (win rates).
+an image and per-image losses are comparable across models (win rates). The rule is keyed on the
+``keys`` argument, not on the module's mode: callers pass keys exactly when they evaluate.
 """
 
 from __future__ import annotations
@@ -46,11 +47,11 @@ class MetricSegmentationTask(TaskModule):
         reduction: Reduction = "mean",
         keys: list[str] | None = None,
     ) -> torch.Tensor:
-        """The metric loss; random pixels in training, key-seeded pixels at evaluation."""
+        """The metric loss: key-seeded pixels when ``keys`` are given (evaluation), else random."""
         segments = task_batch["target"]
         samples = self.hparams["metric_samples"]
         indices = None
-        if keys is not None and not self.training:
+        if keys is not None:
             indices = keyed_pixel_indices(
                 [str(k) for k in keys], segments[0].numel(), samples, prediction.device
             )
