@@ -305,7 +305,9 @@ def _shade(prims, mats, lights, occluders, counts, i, x, y, z, nx, ny, nz):
     Shadow rays towards light k test the rows ``occluders[k, :counts[k]]``.
     """
     ar, ag, ab = _albedo(mats[i], x, y, z, nx, ny, nz)
-    lr, lg, lb = 0.3, 0.3, 0.32  # ambient (stand-in for light bounced off walls)
+    # Ambient stand-in for light bounced off the walls, plus the floor's bounce on ceilings.
+    bounce = 0.3 * max(0.0, -nz)
+    lr, lg, lb = 0.3 + bounce, 0.3 + bounce * 0.95, 0.32 + bounce * 0.9
     ex, ey, ez = x + nx * 1e-4, y + ny * 1e-4, z + nz * 1e-4
     for k in range(lights.shape[0]):
         lx, ly, lz = lights[k, 0] - x, lights[k, 1] - y, lights[k, 2] - z
