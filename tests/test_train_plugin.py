@@ -1,0 +1,88 @@
+"""A third-party task (entry point ``taskonomy.tasks``) trains through ``taskonomy train fit``."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from taskonomy.analysis.records import read_record, record_path
+from taskonomy.datamodules.shards import manifest_keys, read_manifest
+from taskonomy.experiments.cli import main as taskonomy_main
+from taskonomy.tasks.registry import get_registered, reload_registry, task_names
+
+PLUGIN = '''
+"""A third-party task: predict the grey level of the image."""
+
+from taskonomy.datamodules import encodings
+from taskonomy.datamodules.task_samples import register_sample_builder
+from taskonomy.tasks.specs import TaskSpec
+
+GRAYSCALE = TaskSpec("grayscale", "grayscale", "dense_regression", ("rgb",), 1, "dense",
+                     "mean of the RGB encoding, in [-1,1]", "l1", ("l1", "rmse"))
+
+
+def _sample(decoded, rng, resolution):
+    rgb = encodings.rgb_encoding(decoded["rgb"], resolution)
+    return {"input": rgb, "target": rgb.mean(axis=0, keepdims=True)}
+
+
+register_sample_builder("grayscale", _sample)
+'''
+
+
+@pytest.fixture
+def installed_plugin(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    """The plugin package and the ``.dist-info`` that installing it leaves, on ``sys.path``.
+
+    The entry point is what the package's pyproject declares under
+    ``[project.entry-points."taskonomy.tasks"]``.
+    """
+    site = tmp_path / "site"
+    (site / "grayscale_task").mkdir(parents=True)
+    (site / "grayscale_task" / "__init__.py").write_text(PLUGIN)
+    info = site / "grayscale_task-0.1.dist-info"
+    info.mkdir()
+    (info / "METADATA").write_text("Metadata-Version: 2.1\nName: grayscale-task\nVersion: 0.1\n")
+    (info / "entry_points.txt").write_text(
+        "[taskonomy.tasks]\ngrayscale = grayscale_task:GRAYSCALE\n")
+    monkeypatch.syspath_prepend(str(site))
+    reload_registry()
+    yield site
+    monkeypatch.delitem(sys.modules, "grayscale_task", raising=False)
+    monkeypatch.undo()
+    reload_registry()
+
+
+def test_plugin_task_trains_through_the_train_command(installed_plugin: Path, tmp_path: Path,
+                                                      tiny_shards: Path) -> None:
+    assert "grayscale" in task_names()
+    assert "entry point 'grayscale'" in get_registered("grayscale").origin
+    config = {
+        "trainer": {"accelerator": "cpu", "devices": 1, "precision": "bf16-mixed",
+                    "max_steps": 2, "max_epochs": -1, "num_sanity_val_steps": 0,
+                    "limit_val_batches": 1, "enable_progress_bar": False,
+                    "enable_model_summary": False, "logger": False},
+        "model": {"encoder": "resnet10_tiny", "resolution": 32, "decoder_width": 0.125,
+                  "lr_milestone": None},
+        "data": {"root": str(tiny_shards), "batch_size": 4, "num_workers": 0, "epoch_size": 8,
+                 "shuffle_buffer": 8},
+    }
+    path = tmp_path / "tiny.yaml"
+    path.write_text(yaml.safe_dump(config))
+    runs = tmp_path / "runs"
+    code = taskonomy_main(["train", "fit", "--config", str(path), "--model.task=grayscale",
+                           f"--runs_dir={runs}", "--run_id=plugin"])
+    assert code == 0
+    record = read_record(record_path(runs, "plugin"))
+    assert record.status == "finished" and record.target == "grayscale"
+    assert sorted(record.per_image_losses) == sorted(
+        manifest_keys(read_manifest(tiny_shards, "test")))
+    assert {"test/loss", "test/l1", "test/rmse"} <= set(record.metrics)
+    assert list((runs / "plugin" / "panels").glob("grayscale_step*.png"))
+
+
+def test_plugin_is_gone_after_uninstall() -> None:
+    assert "grayscale" not in task_names()
