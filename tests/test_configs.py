@@ -1,4 +1,4 @@
-"""Every training config in ``experiments/configs`` parses through the ``taskonomy train`` parser."""
+"""Every training config in ``experiments/configs`` parses through the train CLI parser."""
 
 from __future__ import annotations
 
@@ -6,6 +6,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 
 import taskonomy.experiments as experiments_package
 from taskonomy.datamodules.datamodule import TaskonomyDataModule
@@ -93,7 +94,7 @@ def test_top_level_config_parses_with_a_sample_task(path: Path) -> None:
                          ids=lambda v: v if isinstance(v, str) else v.name)
 def test_group_config_parses_as_its_section(section: str, path: Path) -> None:
     config = parse("--data.root=shards", f"--{section}", str(path), "--model.task=normal").config
-    for key, value in __import__("yaml").safe_load(path.read_text()).items():
+    for key, value in yaml.safe_load(path.read_text()).items():
         assert config[section][key] == value, f"{path.name}: {section}.{key}"
 
 
