@@ -297,12 +297,12 @@ def resolve_identity(target: str | None, sources: Sequence[str] | None, kind: st
                 "give one of them"
             )
         target = parsed_target
-        if len(parsed) == 1 and parsed[0] in BASELINES:
-            kind, source_list = parsed[0], []
-        else:
-            source_list = parsed
+        source_list = parsed
     if target is None:
         raise ValueError("no target: set --model.target=TASK (or --model.transfer=T:S+S)")
+    if kind == "transfer" and len(source_list) == 1 and source_list[0] in BASELINES:
+        # A baseline name as the only source selects it: sweep grids over target × sources.
+        kind, source_list = source_list[0], []
     if kind not in KINDS:
         raise ValueError(f"unknown kind {kind!r}; valid kinds: {', '.join(KINDS)}")
     if kind == "transfer":
@@ -335,7 +335,8 @@ class TransferTask(L.LightningModule):
     Args:
         target: The target task.
         sources: Source tasks (``kind="transfer"``); their finished task runs are looked up in
-            ``task_runs``. Order = number of sources.
+            ``task_runs``. Order = number of sources. A baseline name as the only source
+            (``[pixels]``) selects that baseline, so a sweep can grid over target × sources.
         kind: ``transfer``, ``pixels``, ``random`` or ``self`` (see the module docstring).
         transfer: Alternative spelling of target and sources, ``"target:src+src"``; a baseline
             name as the only source selects that kind (``"normal:pixels"``). Sweep files use it

@@ -1,0 +1,154 @@
+"""Beam search over higher-order transfers, from first-order results (spec §4.4).
+
+Per target, the first-order sources are ranked by their AHP affinity in the first-order
+tournament (every first-order transfer into the target, ``random`` and ``self``); as in the
+authors' ``ranked_first_order_transfers`` the target itself and the baselines are left out of the
+ranking. Then:
+
+- order 2 and order 3: every combination of the top-5 sources (C(5,2) = C(5,3) = 10);
+- order 4: every combination of the top-6 (C(6,4) = 15);
+- orders ≥ 5 (optional): beam width 1, the first k sources of the ranking.
+
+The result is written as a W&B grid sweep file with a single parameter ``model.transfer`` whose
+values are explicit ``"target:source+source"`` combinations (a grid is a product, so the
+combinations themselves are the grid); the transfer CLI accepts that spelling.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterable, Sequence
+from itertools import combinations
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from taskonomy.analysis.affinities import compute_affinities
+from taskonomy.analysis.records import RunRecord
+from taskonomy.datamodules.domains import atomic_write_bytes
+from taskonomy.tasks.specs import BASELINES
+
+#: Sources whose combinations make orders 2 and 3 (the authors' top-5).
+TOP_LOW_ORDERS = 5
+#: Sources whose combinations make order 4 (the authors' top-6).
+TOP_ORDER_FOUR = 6
+
+#: Transfer CLI configs by setting, for the sweep file's command.
+DEFAULT_CONFIG = "experiments/configs/transfer_cpu.yaml"
+
+
+def first_order_records(records: Iterable[RunRecord]) -> list[RunRecord]:
+    """Finished first-order transfers and baselines (higher orders are left out of the ranking)."""
+    return [r for r in records if r.status == "finished"
+            and (r.role in ("task", "baseline") or (r.role == "transfer" and r.order == 1))]
+
+
+def rank_sources(records: Sequence[RunRecord], *, targets: Iterable[str] | None = None,
+                 regime: str | None = None, include_target: bool = False
+                 ) -> dict[str, list[str]]:
+    """Per target, its first-order sources from best to worst AHP affinity.
+
+    Args:
+        records: Run records (first-order transfers into the targets, ``random``, ``self``).
+        targets: Targets to rank for (default: every target with first-order transfers).
+        regime: Data regime of the transfers (default: the only one present).
+        include_target: Keep the target as a source of itself (the authors did not).
+
+    Raises:
+        ValueError: No first-order transfer records, several regimes and none chosen, or a
+            target with fewer than two tournament candidates (see
+            :func:`~taskonomy.analysis.affinities.compute_affinities`).
+    """
+    result = compute_affinities(first_order_records(records), targets=targets, regime=regime)
+    ranking: dict[str, list[str]] = {}
+    for target, tournament in result.tournaments.items():
+        scored = [
+            (float(a), name) for name, a in zip(tournament.candidates, tournament.affinity,
+                                                strict=True)
+            if name not in BASELINES and (include_target or name != target)
+        ]
+        ranking[target] = [name for _, name in sorted(scored, key=lambda x: (-x[0], x[1]))]
+    return ranking
+
+
+def beam_combinations(ranked: Sequence[str], max_order: int = 4) -> list[tuple[str, ...]]:
+    """Higher-order source sets of one target from its ranked first-order sources.
+
+    Orders 2 and 3 combine the top-5, order 4 the top-6, orders ≥ 5 take the first k sources;
+    with fewer ranked sources the available ones are used. Each set is sorted; order 1 is not
+    included (those are the first-order transfers already run).
+
+    Raises:
+        ValueError: ``max_order`` below 2.
+    """
+    if max_order < 2:
+        raise ValueError(f"max order must be at least 2 (higher orders), got {max_order}")
+    ranked = list(dict.fromkeys(ranked))
+    out: list[tuple[str, ...]] = []
+    for order in range(2, max_order + 1):
+        if order <= 3:
+            pool = ranked[:TOP_LOW_ORDERS]
+        elif order == 4:
+            pool = ranked[:TOP_ORDER_FOUR]
+        else:
+            if len(ranked) >= order:
+                out.append(tuple(sorted(ranked[:order])))
+            continue
+        out.extend(tuple(sorted(c)) for c in combinations(pool, order))
+    return list(dict.fromkeys(out))
+
+
+def transfer_value(target: str, sources: Sequence[str]) -> str:
+    """The ``model.transfer`` value of a combination: ``"target:a+b"``."""
+    return f"{target}:{'+'.join(sorted(sources))}"
+
+
+def beam_transfers(records: Sequence[RunRecord], *, max_order: int = 4,
+                   targets: Iterable[str] | None = None, regime: str | None = None,
+                   include_target: bool = False) -> dict[str, list[tuple[str, ...]]]:
+    """Per target, the higher-order source sets the beam search selects."""
+    ranking = rank_sources(records, targets=targets, regime=regime,
+                           include_target=include_target)
+    return {t: beam_combinations(r, max_order) for t, r in ranking.items()}
+
+
+def beam_sweep(transfers: dict[str, list[tuple[str, ...]]], *, name: str = "higher_order",
+               config: str = DEFAULT_CONFIG) -> dict[str, Any]:
+    """The W&B grid sweep of the selected transfers (one ``model.transfer`` parameter).
+
+    Raises:
+        ValueError: No combination was selected.
+    """
+    values = [transfer_value(t, s) for t, sets in transfers.items() for s in sets]
+    if not values:
+        raise ValueError(
+            "the beam search selected no higher-order transfers; each target needs at least "
+            "two ranked first-order sources"
+        )
+    sweep: dict[str, Any] = {
+        "name": name,
+        "description": "Higher-order transfers selected by beam search over first-order "
+                       "affinities (orders 2-3 from the top-5 sources, order 4 from the top-6).",
+        "program": "taskonomy",
+        "method": "grid",
+        "metric": {"name": "test/loss", "goal": "minimize"},
+        "command": ["taskonomy", "transfer", "fit", "--config", config, "${args}"],
+        "parameters": {"model.transfer": {"values": values}},
+    }
+    return sweep
+
+
+def ranking_comment(ranking: dict[str, list[str]]) -> str:
+    """The per-target rankings as YAML comment lines (W&B rejects unknown top-level keys)."""
+    lines = ["First-order ranking per target (best first), from AHP affinities:"]
+    lines += [f"  {t}: {', '.join(r)}" for t, r in ranking.items()]
+    return "".join(f"# {line}\n" for line in lines)
+
+
+def write_sweep(sweep: dict[str, Any], out: str | os.PathLike[str], header: str = "") -> Path:
+    """Write a sweep file atomically (YAML, keys in insertion order, optional comment header)."""
+    path = Path(out)
+    text = header + yaml.safe_dump(sweep, sort_keys=False, width=100)
+    atomic_write_bytes(path, text.encode("utf-8"))
+    return path

@@ -1,0 +1,59 @@
+"""``taskonomy sweep beam``: write the higher-order transfer sweep from first-order results.
+
+Example: ``taskonomy sweep beam --runs runs --max-order 4 --out sweeps/higher_order.yaml``.
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from rich.console import Console
+
+COMMAND = ("sweep", "beam")
+HELP = ("write the higher-order transfer sweep file by beam search over first-order "
+        "affinities (orders 2-3 from the top-5 sources, 4 from the top-6)")
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """Add the command's arguments."""
+    parser.add_argument("--runs", required=True, help="runs folder with first-order records")
+    parser.add_argument("--max-order", type=int, default=4, help="highest transfer order (≥ 2)")
+    parser.add_argument("--out", required=True, help="sweep file to write (YAML)")
+    parser.add_argument("--regime", default=None,
+                        help="data regime of the transfers (default: the only one present)")
+    parser.add_argument("--targets", nargs="+", default=None,
+                        help="targets (default: every target with first-order transfers)")
+    parser.add_argument("--config", default=None,
+                        help="transfer config of the sweep's command "
+                             "(default: experiments/configs/transfer_cpu.yaml)")
+    parser.add_argument("--name", default=None, help="sweep name (default: the file stem)")
+    parser.add_argument("--include-target", action="store_true",
+                        help="let a target be a source of its own higher-order transfers")
+
+
+def run(args: argparse.Namespace) -> int:
+    """Rank, select and write the sweep file."""
+    from taskonomy.analysis.records import read_records
+    from taskonomy.experiments.beam import (
+        DEFAULT_CONFIG,
+        beam_combinations,
+        beam_sweep,
+        rank_sources,
+        ranking_comment,
+        write_sweep,
+    )
+
+    if args.max_order < 2:
+        raise ValueError(f"--max-order must be at least 2, got {args.max_order}")
+    records = read_records(args.runs)
+    ranking = rank_sources(records, targets=args.targets, regime=args.regime,
+                           include_target=args.include_target)
+    transfers = {t: beam_combinations(r, args.max_order) for t, r in ranking.items()}
+    out = Path(args.out)
+    sweep = beam_sweep(transfers, name=args.name or out.stem,
+                       config=args.config or DEFAULT_CONFIG)
+    path = write_sweep(sweep, out, header=ranking_comment(ranking))
+    total = sum(len(v) for v in transfers.values())
+    Console().print(f"{total} higher-order transfers for {len(transfers)} targets → {path}")
+    return 0

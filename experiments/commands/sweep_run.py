@@ -1,0 +1,221 @@
+"""``taskonomy sweep run FILE``: run a W&B grid sweep file locally, without a W&B server.
+
+Every grid point is first parsed in-process by the CLI it targets (so a sweep file with an unknown
+or renamed parameter is rejected before any run starts); then
+:func:`taskonomy.experiments.sweep_executor.run_sweep` runs each point as its own process,
+skipping points whose run record is finished (an interrupted sweep resumes where it stopped).
+``--dry-run`` lists the points and their command lines.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import io
+from collections.abc import Sequence
+from typing import Any
+
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+COMMAND = ("sweep", "run")
+HELP = "run a W&B grid sweep file locally (skips finished points; resumable)"
+
+
+class _Parsed(Exception):
+    """Raised by a checking CLI once its arguments are parsed, before anything is built."""
+
+
+def _checking(cli_class: type, holder: list[Any]) -> type:
+    class Checking(cli_class):
+        def before_instantiate_classes(self) -> None:
+            holder.append(self)
+            # The record identity checks target, sources and kind names as a run would.
+            if self.subcommand is not None:
+                self.record_identity()
+            raise _Parsed
+
+    return Checking
+
+
+class LightningChecker:
+    """Parses argument lists with a LightningCLI class, building its parser only once.
+
+    Args:
+        cli_class: The CLI class (a :class:`TaskonomyCLI` subclass).
+        model: Its model class or factory.
+    """
+
+    def __init__(self, cli_class: type, model: Any) -> None:
+        self.cli_class, self.model = cli_class, model
+        self._cli: Any = None
+
+    def __call__(self, argv: list[str]) -> None:
+        """Parse ``argv`` (``fit --config ... --model.x=...``); exits like the CLI on errors."""
+        from taskonomy.datamodules.datamodule import TaskonomyDataModule
+
+        if self._cli is None:
+            holder: list[Any] = []
+            with contextlib.suppress(_Parsed):
+                _checking(self.cli_class, holder)(self.model, TaskonomyDataModule, args=argv)
+            self._cli = holder[0] if holder else None
+            return
+        cli = self._cli
+        cli.parse_arguments(cli.parser, argv)
+        cli.subcommand = cli.config["subcommand"]
+        cli.record_identity()
+
+
+_CHECKERS: dict[str, LightningChecker] = {}
+
+
+def _lightning_checker(command: str) -> LightningChecker | None:
+    """The in-process parser of a LightningCLI command (``train``, ``transfer``), if known."""
+    if command not in _CHECKERS:
+        if command == "transfer":
+            from taskonomy.experiments.transfer import TransferCLI
+            from taskonomy.tasks.transfer import TransferTask
+
+            _CHECKERS[command] = LightningChecker(TransferCLI, TransferTask)
+        elif command == "train":
+            from taskonomy.experiments.train import TrainCLI, task_model
+
+            _CHECKERS[command] = LightningChecker(TrainCLI, task_model)
+        else:
+            return None
+    return _CHECKERS[command]
+
+
+def _cli_arguments(argv: Sequence[str]) -> list[str] | None:
+    """The ``taskonomy`` arguments of a point's command line (``None``: not a taskonomy CLI)."""
+    argv = list(argv)
+    for i, item in enumerate(argv):
+        if item == "taskonomy.experiments.cli" and i > 0 and argv[i - 1] == "-m":
+            return argv[i + 1:]
+        if item == "taskonomy" or item.endswith("/taskonomy"):
+            return argv[i + 1:]
+    return None
+
+
+def check_point_arguments(argv: Sequence[str]) -> None:
+    """Parse one point's command line with the CLI it runs, without running anything.
+
+    Raises:
+        ValueError: The CLI rejects the arguments; the message holds the parser's complaint.
+    """
+    from taskonomy.experiments import cli
+
+    args = _cli_arguments(argv)
+    if args is None:
+        raise ValueError(
+            f"the command {' '.join(argv)} does not run the taskonomy CLI; sweep files run "
+            "`taskonomy ...` or `${interpreter} -m taskonomy.experiments.cli ...`"
+        )
+    modules = cli._command_modules()
+    stderr = io.StringIO()
+    try:
+        with contextlib.redirect_stderr(stderr), contextlib.redirect_stdout(io.StringIO()):
+            for module in modules:
+                path = list(module.COMMAND)
+                if getattr(module, "PASSTHROUGH", False) and args[: len(path)] == path:
+                    checker = _lightning_checker(path[0])
+                    if checker is None:
+                        raise ValueError(f"no in-process parser for `taskonomy {path[0]}`")
+                    checker(args[len(path):])
+                    return
+            cli.build_parser(modules).parse_args(args)
+    except SystemExit as error:
+        message = stderr.getvalue().strip().splitlines()
+        detail = " ".join(line.strip() for line in message[-3:]) or f"exit status {error.code}"
+        raise ValueError(detail) from None
+
+
+def check_sweep(sweep: Any, runs_dir: str, extra: Sequence[str] = (),
+                limit: int | None = None, progress: bool = False) -> int:
+    """Parse every grid point (or the first ``limit``) of a sweep; returns the count checked.
+
+    Raises:
+        ValueError: A point's arguments are rejected; the message names the point, the sweep
+            file and the parser's complaint.
+    """
+    points = sweep.points()
+    if limit is not None:
+        points = points[:limit]
+    bar = Progress(TextColumn("checking points"), BarColumn(), MofNCompleteColumn(),
+                   TimeElapsedColumn(), disable=not progress, transient=True)
+    with bar:
+        for point in bar.track(points):
+            _check_point(sweep, point, runs_dir, extra)
+    return len(points)
+
+
+def _check_point(sweep: Any, point: Any, runs_dir: str, extra: Sequence[str]) -> None:
+    argv = sweep.argv(point.params, [f"--run_id={point.run_id}", f"--runs_dir={runs_dir}",
+                                     *extra])
+    try:
+        check_point_arguments(argv)
+    except ValueError as error:
+        raise ValueError(
+            f"{sweep.path}: point {point.index} {point.params} is rejected by the CLI "
+            f"({error}); fix the sweep file — nothing was run"
+        ) from None
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """Add the command's arguments."""
+    parser.add_argument("file", help="W&B sweep file (method: grid)")
+    parser.add_argument("--workers", type=int, default=1, help="points run at once")
+    parser.add_argument("--runs", default="runs", help="runs folder (records, logs, ledger)")
+    parser.add_argument("--dry-run", action="store_true",
+                        help="list the points and their command lines, run nothing")
+    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                        help="extra argument for every point, e.g. --set data.root=/data "
+                             "(repeatable)")
+
+
+def _extra_arguments(pairs: Sequence[str]) -> list[str]:
+    extra = []
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or not key:
+            raise ValueError(f"--set takes KEY=VALUE, got {pair!r} (e.g. --set data.root=/data)")
+        extra.append(f"--{key.lstrip('-')}={value}")
+    return extra
+
+
+def run(args: argparse.Namespace) -> int:
+    """Check every point, then run the sweep (or list it with ``--dry-run``)."""
+    from taskonomy.experiments.sweep_executor import record_status, run_sweep
+    from taskonomy.experiments.sweep_files import load_sweep_file, shell_line
+
+    if args.workers < 1:
+        raise ValueError(f"--workers must be at least 1, got {args.workers}")
+    sweep = load_sweep_file(args.file)
+    extra = _extra_arguments(args.set)
+    console = Console()
+    checked = check_sweep(sweep, args.runs, extra, progress=True)
+    points = sweep.points()
+    if args.dry_run:
+        from pathlib import Path
+
+        table = Table(title=f"{sweep.name}: {checked} points (all parsed)")
+        for column in ("#", "run id", "status", "command"):
+            table.add_column(column, overflow="fold")
+        for point in points:
+            argv = sweep.argv(point.params, [f"--run_id={point.run_id}",
+                                             f"--runs_dir={args.runs}", *extra])
+            status = record_status(Path(args.runs), point.run_id) or "todo"
+            table.add_row(str(point.index), point.run_id, status, shell_line(argv))
+        Console(width=max(console.width, 160)).print(table)
+        return 0
+    results = run_sweep(sweep, args.runs, workers=args.workers, extra_args=extra)
+    counts: dict[str, int] = {}
+    for result in results:
+        counts[result.outcome] = counts.get(result.outcome, 0) + 1
+    console.print(f"{sweep.name}: " + ", ".join(f"{n} {o}" for o, n in sorted(counts.items())))
+    failed = [r for r in results if r.outcome == "failed"]
+    for result in failed:
+        console.print(f"[red]failed[/red] {result.point.run_id} (exit {result.returncode}); "
+                      f"log: {args.runs}/{result.point.run_id}/executor.log")
+    return 1 if failed else 0
