@@ -103,7 +103,7 @@ def main() -> None:
     args = parser.parse_args()
 
     print(f"load average before: {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores "
-          "(other processes compete for the cores when this exceeds 0)")
+          "(above 0 before the run, other processes compete for the cores)")
     per_view = stages(args.resolution, args.points, args.views)
     baseline = per_view["ray cast only (baseline)"]
     print(f"stages per view at {args.resolution}² (this process):")
