@@ -262,3 +262,14 @@ def test_optimizer_follows_spec_weight_decay_and_lr_milestone() -> None:
     assert build_task("normal", **TINY, lr_milestone=None).configure_optimizers().__class__ is (
         torch.optim.Adam
     )
+
+
+def test_bad_batches_are_clear_value_errors() -> None:
+    model = build_task("depth_zbuffer", **TINY)
+    batch = fake_batch(model.spec, 2, 32)
+    wrong = {**batch["depth_zbuffer"], "target": batch["depth_zbuffer"]["target"][:, 0]}
+    prediction = model(batch["depth_zbuffer"]["input"])
+    with pytest.raises(ValueError, match=r"task 'depth_zbuffer': target shape \(2, 32, 32\)"):
+        model.compute_loss(prediction, wrong)
+    with pytest.raises(ValueError, match="no entry for task 'depth_zbuffer'"):
+        model.validation_step({"__key__": ["a"], "normal": batch["depth_zbuffer"]}, 0)

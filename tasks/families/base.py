@@ -174,7 +174,7 @@ class TaskModule(L.LightningModule):
     # ----------------------------------------------------------------- steps
     def _task_batch(self, batch: dict[str, Any]) -> dict[str, Any]:
         if self.spec.name not in batch:
-            raise KeyError(
+            raise ValueError(
                 f"batch has no entry for task {self.spec.name!r} (keys: {sorted(batch)}); "
                 "the datamodule must be configured with this task"
             )
@@ -366,6 +366,20 @@ class TaskModule(L.LightningModule):
         if self.clip_norm:
             per_variable_clip(self._generator_parameters(), self.clip_norm)
         self.clip_gradients(optimizer, gradient_clip_val, gradient_clip_algorithm)
+
+
+def check_same_shape(task: str, prediction: torch.Tensor, target: torch.Tensor) -> None:
+    """Raise a clear error when a regression target does not match the prediction's shape.
+
+    Element-wise losses would otherwise broadcast a mismatch silently (e.g. B×H×W against
+    B×1×H×W gives B×B×H×W).
+    """
+    if prediction.shape != target.shape:
+        raise ValueError(
+            f"task {task!r}: target shape {tuple(target.shape)} does not match the prediction "
+            f"{tuple(prediction.shape)}; check that the data resolution equals the model's "
+            "`resolution` and that the datamodule encodes this task's target"
+        )
 
 
 def flat_features(in_channels: int, resolution: int) -> int:

@@ -14,7 +14,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from taskonomy.tasks.families.base import TaskModule
+from taskonomy.tasks.families.base import TaskModule, check_same_shape
 from taskonomy.tasks.losses import Reduction, get_loss, soft_cross_entropy, weighted_cross_entropy
 from taskonomy.tasks.networks.decoders import ColorizationDecoder, DenseDecoder
 
@@ -38,6 +38,7 @@ class DenseRegressionTask(TaskModule):
         keys: list[str] | None = None,
     ) -> torch.Tensor:
         """Masked L1/L2 over valid pixel-channels."""
+        check_same_shape(self.spec.name, prediction, task_batch["target"])
         loss = get_loss(self.spec.loss)
         return loss(prediction, task_batch["target"], task_batch.get("mask"), reduction)
 

@@ -11,7 +11,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from taskonomy.tasks.families.base import TaskModule, flat_features, scaled
+from taskonomy.tasks.families.base import TaskModule, check_same_shape, flat_features, scaled
 from taskonomy.tasks.losses import Reduction, get_loss
 from taskonomy.tasks.networks.heads import FCHead
 
@@ -37,5 +37,6 @@ class LowDimRegressionTask(TaskModule):
         keys: list[str] | None = None,
     ) -> torch.Tensor:
         """The spec's loss (MSE for the built-in tasks)."""
+        check_same_shape(self.spec.name, prediction, task_batch["target"])
         loss = get_loss(self.spec.loss)
         return loss(prediction, task_batch["target"], task_batch.get("mask"), reduction)

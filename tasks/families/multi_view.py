@@ -13,7 +13,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from taskonomy.tasks.families.base import TaskModule, flat_features, scaled
+from taskonomy.tasks.families.base import TaskModule, check_same_shape, flat_features, scaled
 from taskonomy.tasks.losses import Reduction, get_loss
 from taskonomy.tasks.networks.heads import EgomotionCycleHead, SiameseHead
 
@@ -46,5 +46,7 @@ class MultiViewTask(TaskModule):
         keys: list[str] | None = None,
     ) -> torch.Tensor:
         """Pose, cycle or cross-entropy loss as the spec says."""
+        if task_batch["target"].is_floating_point():
+            check_same_shape(self.spec.name, prediction, task_batch["target"])
         loss = get_loss(self.spec.loss)
         return loss(prediction, task_batch["target"], task_batch.get("mask"), reduction)
