@@ -253,6 +253,8 @@ def test_bad_input_is_refused(tmp_path):
         synthesize(tmp_path / "x", buildings=1, resolution=4)
     with pytest.raises(ValueError, match="unique"):
         synthesize(tmp_path / "x", buildings=["a", "a"], resolution=32)
+    with pytest.raises(ValueError, match="plain folder names"):
+        synthesize(tmp_path / "x", buildings=[MANIFEST], resolution=32)
     with pytest.raises(ValueError, match="train, val, test"):
         synthesize(tmp_path / "x", buildings=["a"], resolution=32, split_names={"a": "dev"})
     assert not (tmp_path / "x").exists()

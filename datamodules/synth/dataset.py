@@ -84,7 +84,8 @@ def _validate(buildings: int | Sequence[str], resolution: int, points: int, view
         names = [str(b) for b in buildings]
         if not names:
             raise ValueError("give at least one building name")
-        bad = [n for n in names if not n or "/" in n or n.startswith(".") or n != n.strip()]
+        bad = [n for n in names if not n or "/" in n or n.startswith(".") or n != n.strip()
+               or n in (MANIFEST, SPLIT_FILE)]
         if bad or len(set(names)) != len(names):
             raise ValueError(
                 f"building names must be unique plain folder names, got {bad or names}"
