@@ -97,7 +97,7 @@ def semantic_to_rgb(labels: np.ndarray) -> np.ndarray:
 def text_panel(lines: Sequence[str], size: int = 256, scale: float | None = None) -> np.ndarray:
     """A dark square panel with lines of text."""
     panel = np.full((size, size, 3), 24, dtype=np.uint8)
-    scale = scale if scale is not None else max(0.3, size / 640)
+    scale = scale if scale is not None else max(0.35, size / 420)
     step = int(math.ceil(24 * scale / 0.6))
     for row, line in enumerate(lines):
         y = step * (row + 1)
@@ -376,7 +376,7 @@ def contact_sheet(samples: Sequence[Mapping[str, Any]], size: int = 192,
         raise ValueError("no views to show; the building folder holds no views")
     header = max(18, size // 8)
     label_width = max(90, size // 2)
-    scale = max(0.35, size / 512)
+    scale = max(0.35, size / 400)
     rows = []
     top = np.full((header, label_width + size * len(columns), 3), 255, dtype=np.uint8)
     for index, column in enumerate(columns):
