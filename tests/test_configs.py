@@ -84,7 +84,7 @@ def test_top_level_config_parses_with_a_sample_task(path: Path) -> None:
     assert config["model"]["task"] == "depth_zbuffer"
     assert config["data"]["tasks"] == ["depth_zbuffer"]
     assert config["data"]["resolution"] == config["model"]["resolution"]
-    assert config["trainer"]["precision"] == "bf16-mixed"
+    assert config["trainer"]["precision"] in ("bf16-mixed", "32-true")
     assert parsed.run_id.startswith("task__depth_zbuffer__full__")
     # The same command names the same run (resume relies on it).
     assert parse("--config", str(path), "--model.task=depth_zbuffer").run_id == parsed.run_id
@@ -108,6 +108,7 @@ def test_cpu_and_paper_settings() -> None:
     assert paper["model"]["lr_milestone"] == 80_000 and paper["model"]["lr_gamma"] == 0.1
     assert paper["data"]["batch_size"] == 32
     assert paper["trainer"]["strategy"] == "ddp" and paper["trainer"]["devices"] == "auto"
+    assert paper["trainer"]["precision"] == "bf16-mixed"
 
 
 @pytest.mark.parametrize("task", ["jigsaw", "egomotion", "principal_curvature", "class_scene",

@@ -1,0 +1,208 @@
+"""Train every dense and low-dimensional task briefly and compare it to a constant predictor.
+
+For each task, ``taskonomy train fit`` (the CPU setting, shortened) trains a network on synthetic
+shards and tests it; then the best *constant* prediction (one value per output channel, fitted
+with the task's own loss on the training split) is scored on the same test images with the same
+loss. A task passes when the network's mean per-image test loss is clearly below the constant's
+(``--margin``, default 5 % lower). The table goes to the terminal and to ``RUNS/quality.csv``.
+
+    python benchmarks/task_quality.py --data SHARDS --runs RUNS [--tasks normal depth_zbuffer]
+        [--steps 300] [--resolution 32] [--precision 32-true]
+
+Without ``--data``, synthetic buildings are rendered and packed under ``RUNS/data`` first.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import math
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+from rich.console import Console
+from rich.progress import Progress
+from rich.table import Table
+
+from taskonomy.analysis.records import RunRecord, read_record, record_path
+from taskonomy.datamodules.datamodule import TaskonomyDataModule
+from taskonomy.experiments.train import run_cli
+from taskonomy.tasks.families.base import TaskModule
+from taskonomy.tasks.registry import all_specs
+
+#: Families whose tasks the runner covers by default.
+FAMILIES = ("dense_regression", "dense_classification", "metric_segmentation",
+            "low_dim_regression")
+
+
+def default_tasks() -> list[str]:
+    """Every registered dense and low-dimensional task."""
+    return [s.name for s in all_specs() if s.family in FAMILIES]
+
+
+def make_synthetic_shards(out: Path, buildings: int = 8, resolution: int = 64) -> Path:
+    """Render ``buildings`` synthetic buildings and pack them (train / 1 val / 2 test)."""
+    from taskonomy.datamodules.packer import PackConfig, pack
+    from taskonomy.datamodules.synth import synthesize
+
+    names = [f"synth{i:03d}" for i in range(buildings)]
+    splits = {n: "test" if i >= buildings - 2 else "val" if i == buildings - 3 else "train"
+              for i, n in enumerate(names)}
+    synthesize(out / "buildings", buildings=names, resolution=resolution, seed=0,
+               split_names=splits, progress=True)
+    for split in ("train", "val", "test"):
+        members = [n for n in names if splits[n] == split]
+        pack(PackConfig(source=out / "buildings", out=out / "shards", split=split,
+                        buildings=members, shard_size=12), progress=False)
+    return out / "shards"
+
+
+class ConstantPredictor(torch.nn.Module):
+    """One learnable value per output channel, broadcast to the task's output shape."""
+
+    def __init__(self, shape: Sequence[int]) -> None:
+        super().__init__()
+        self.shape = tuple(shape)
+        self.value = torch.nn.Parameter(torch.zeros(self.shape[0]))
+
+    def forward(self, batch_size: int) -> torch.Tensor:
+        """The constant prediction for a batch."""
+        view = self.value.view(1, -1, *([1] * (len(self.shape) - 1)))
+        return view.expand(batch_size, *self.shape)
+
+
+def _batches(datamodule: TaskonomyDataModule, stage: str) -> list[dict[str, Any]]:
+    datamodule.setup("fit" if stage == "train" else "test")
+    loader = datamodule.train_dataloader() if stage == "train" else datamodule.test_dataloader()
+    return list(loader)
+
+
+def constant_baseline(module: TaskModule, root: str | Path, resolution: int,
+                      batch_size: int = 16, steps: int = 400, lr: float = 0.1
+                      ) -> dict[str, float]:
+    """Per-image test losses of the best constant prediction of ``module``'s task.
+
+    The constant is fitted with Adam (cosine-decayed learning rate) on one epoch of training
+    batches, using ``module.compute_loss``, and scored on the test split with the same loss
+    (``reduction="none"``), keyed by sample key.
+    """
+    task = module.spec.name
+    datamodule = TaskonomyDataModule(root, tasks=[task], resolution=resolution,
+                                     batch_size=batch_size, num_workers=0, seed=0)
+    train, test = _batches(datamodule, "train"), _batches(datamodule, "test")
+    constant = ConstantPredictor(module.spec.output_shape(resolution))
+    optimizer = torch.optim.Adam(constant.parameters(), lr=lr)
+    schedule = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, steps)
+    module.eval()
+    for step in range(steps):
+        batch = train[step % len(train)]
+        prediction = constant(len(batch["__key__"]))
+        loss = module.compute_loss(prediction, batch[task], "mean", keys=batch["__key__"])
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+        schedule.step()
+    losses: dict[str, float] = {}
+    with torch.no_grad():
+        for batch in test:
+            keys = batch["__key__"]
+            per_image = module.compute_loss(constant(len(keys)), batch[task], "none", keys=keys)
+            losses.update(zip(keys, per_image.float().tolist(), strict=True))
+    return losses
+
+
+def train_task(task: str, root: str | Path, runs: Path, *, steps: int, resolution: int,
+               precision: str, batch_size: int, extra: Sequence[str] = ()) -> RunRecord:
+    """Train and test one task with the CPU setting, shortened; returns its run record."""
+    configs = Path(__file__).resolve().parents[1] / "experiments" / "configs"
+    run_id = f"quality__{task}"
+    args = ["fit", "--config", str(configs / "cpu.yaml"), f"--model.task={task}",
+            f"--model.resolution={resolution}", f"--data.root={root}",
+            f"--data.batch_size={batch_size}", "--data.num_workers=0",
+            f"--trainer.max_steps={steps}", f"--trainer.precision={precision}",
+            "--trainer.logger=false", "--trainer.enable_progress_bar=false",
+            "--trainer.enable_model_summary=false", f"--runs_dir={runs}", f"--run_id={run_id}",
+            *extra]
+    run_cli(args)
+    return read_record(record_path(runs, run_id))
+
+
+def mean(values: dict[str, float]) -> float:
+    """Mean of a dict's values."""
+    return sum(values.values()) / len(values)
+
+
+def compare(task: str, root: str | Path, runs: Path, *, steps: int, resolution: int,
+            precision: str, batch_size: int, margin: float, extra: Sequence[str] = ()
+            ) -> dict[str, Any]:
+    """Train one task, fit its constant baseline, and return the comparison row."""
+    start = time.perf_counter()
+    record = train_task(task, root, runs, steps=steps, resolution=resolution,
+                        precision=precision, batch_size=batch_size, extra=extra)
+    seconds = time.perf_counter() - start
+    from taskonomy.experiments.train import task_model
+
+    module = task_model(task, encoder="resnet10_tiny", resolution=resolution)
+    baseline = constant_baseline(module, root, resolution, batch_size=batch_size)
+    if set(baseline) != set(record.per_image_losses):
+        raise ValueError(f"{task}: the baseline and the run saw different test images")
+    network, constant = mean(record.per_image_losses), mean(baseline)
+    ratio = network / constant if constant > 0 else math.inf
+    return {"task": task, "family": module.spec.family, "steps": steps,
+            "train_seconds": round(seconds, 1), "network_loss": network,
+            "constant_loss": constant, "ratio": ratio,
+            "wins": sum(record.per_image_losses[k] < baseline[k] for k in baseline) / len(baseline),
+            "pass": ratio < 1.0 - margin}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--data", type=Path, default=None, help="shard root (default: render)")
+    parser.add_argument("--runs", type=Path, default=Path("runs/quality"))
+    parser.add_argument("--tasks", nargs="+", default=None)
+    parser.add_argument("--steps", type=int, default=300)
+    parser.add_argument("--resolution", type=int, default=32)
+    parser.add_argument("--batch-size", type=int, default=16)
+    parser.add_argument("--precision", default="32-true")
+    parser.add_argument("--margin", type=float, default=0.05)
+    parser.add_argument("--encoder", default=None, help="override model/cpu.yaml's encoder")
+    parser.add_argument("--decoder-width", type=float, default=None)
+    parser.add_argument("--lr", type=float, default=None)
+    args = parser.parse_args()
+    extra = [f"--model.{name}={value}" for name, value in (
+        ("encoder", args.encoder), ("decoder_width", args.decoder_width),
+        ("head_width", args.decoder_width), ("lr", args.lr)) if value is not None]
+    torch.set_num_threads(max(1, torch.get_num_threads()))
+    root = args.data or make_synthetic_shards(args.runs / "data")
+    tasks = args.tasks or default_tasks()
+    rows = []
+    with Progress(transient=True) as progress:
+        bar = progress.add_task("training", total=len(tasks))
+        for task in tasks:
+            progress.update(bar, description=f"training {task}")
+            rows.append(compare(task, root, args.runs, steps=args.steps,
+                                resolution=args.resolution, precision=args.precision,
+                                batch_size=args.batch_size, margin=args.margin,
+                                extra=extra))
+            progress.advance(bar)
+    table = Table(title=f"{args.steps} steps at {args.resolution} px, {args.precision}: "
+                        "test loss of the network vs the best constant")
+    for column in ("task", "family", "s", "network", "constant", "ratio", "wins", "pass"):
+        table.add_column(column, justify="left" if column in ("task", "family") else "right")
+    for row in rows:
+        table.add_row(row["task"], row["family"], f"{row['train_seconds']:.0f}",
+                      f"{row['network_loss']:.4f}", f"{row['constant_loss']:.4f}",
+                      f"{row['ratio']:.3f}", f"{row['wins']:.0%}", "yes" if row["pass"] else "NO")
+    Console().print(table)
+    args.runs.mkdir(parents=True, exist_ok=True)
+    with (args.runs / "quality.csv").open("w", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
+
+
+if __name__ == "__main__":
+    main()
