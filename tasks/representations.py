@@ -71,7 +71,7 @@ def _read(path: Path, fingerprint: str) -> dict[str, torch.Tensor]:
         return {}
     try:
         data = torch.load(path, map_location="cpu", weights_only=True)
-    except (OSError, RuntimeError, EOFError, ValueError):
+    except Exception:  # noqa: BLE001 - any unreadable file is treated as absent
         return {}  # a foreign or damaged file: rebuilt from scratch on the next save
     if (not isinstance(data, dict) or data.get("version") != CACHE_VERSION
             or data.get("fingerprint") != fingerprint):

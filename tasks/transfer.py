@@ -19,9 +19,10 @@ representation cache (:mod:`taskonomy.tasks.representations`) by sample key.
 
 from __future__ import annotations
 
+import contextlib
 import io
 import os
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, cast
@@ -244,6 +245,24 @@ def load_source(record: RunRecord, runs_dir: str | os.PathLike[str], *, resoluti
 
 
 # --------------------------------------------------------------------------- the module
+@contextlib.contextmanager
+def _own_hyperparameters() -> Iterator[None]:
+    """Let inner LightningModules record their own hyper-parameters.
+
+    LightningCLI hands the outer model's config to every ``save_hyperparameters`` call made
+    while the outer model is built (a context variable); the target's family module and the
+    ``self`` network built inside a :class:`TransferTask` would otherwise record the transfer's
+    arguments as theirs (and read wrong decoder widths, class weights, ...).
+    """
+    from lightning.pytorch.core.mixins.hparams_mixin import _given_hyperparameters
+
+    token = _given_hyperparameters.set(None)
+    try:
+        yield
+    finally:
+        _given_hyperparameters.reset(token)
+
+
 @dataclass(frozen=True)
 class TransferIdentity:
     """What a transfer run is, for its run record.
@@ -405,7 +424,16 @@ class TransferTask(L.LightningModule):
                 "(the CLI sets it to --runs_dir by default)"
             )
         self.cache = RepresentationCache(cache_dir) if cache_dir else None
+        with _own_hyperparameters():
+            self._build(kind, target, source_list, runs, encoder, resolution, decoder_width,
+                        head_width, lr, random_seed, target_options)
+        self.weight_decay = self._default_weight_decay() if weight_decay is None else weight_decay
+        #: Per-image test task losses, keyed by sample key (filled by ``test_step``).
+        self.test_per_image_losses: dict[str, float] = {}
 
+    def _build(self, kind: str, target: str, source_list: list[str], runs: str | None,
+               encoder: str | None, resolution: int, decoder_width: float, head_width: float,
+               lr: float, random_seed: int, target_options: dict[str, Any] | None) -> None:
         self.sources = nn.ModuleList()
         self.readout: nn.Module | None = None
         self.pixels: PixelsEncoder | None = None
@@ -445,11 +473,8 @@ class TransferTask(L.LightningModule):
         # Not a submodule: its weights are either unused or already registered as `network`.
         self._loss_holder = [loss_module]
         self.clip_norm = loss_module.clip_norm
-        self.weight_decay = self._default_weight_decay() if weight_decay is None else weight_decay
         self.val_metrics = nn.ModuleDict(loss_module.build_metrics())
         self.test_metrics = nn.ModuleDict(loss_module.build_metrics())
-        #: Per-image test task losses, keyed by sample key (filled by ``test_step``).
-        self.test_per_image_losses: dict[str, float] = {}
 
     # ----------------------------------------------------------------- identity
     @property
@@ -492,7 +517,7 @@ class TransferTask(L.LightningModule):
         except RuntimeError as error:
             raise ValueError(
                 f"checkpoint {path} of task run {record.run_id!r} does not fit its declared "
-                f"architecture ({str(error).splitlines()[0]}); retrain it"
+                f"architecture ({' '.join(str(error).split())[:400]}); retrain it"
             ) from error
         return cast(TaskModule, freeze(network))
 

@@ -1,0 +1,231 @@
+"""TransferTask: source runs, frozen encoders, readout + fresh head, errors, CLI records."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+from taskonomy.analysis.records import RunRecord, read_record, write_record
+from taskonomy.tasks.build import build_task
+from taskonomy.tasks.registry import get_spec
+from taskonomy.tasks.testing import fake_batch
+from taskonomy.tasks.transfer import (
+    TransferTask,
+    find_task_runs,
+    parse_transfer,
+    register_task_run,
+    resolve_identity,
+    source_input,
+)
+
+RES = 32
+SMALL = {"encoder": "resnet10_tiny", "resolution": RES, "decoder_width": 0.25,
+         "head_width": 0.05}
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    folder = tmp_path_factory.mktemp("runs")
+    torch.manual_seed(0)
+    for task in ("reshading", "depth_zbuffer", "colorization", "normal"):
+        register_task_run(build_task(task, encoder="resnet10_tiny", resolution=RES,
+                                     decoder_width=0.25), folder)
+    return folder
+
+
+def transfer(runs: Path, target: str = "normal", sources: list[str] | None = None,
+             **options: object) -> TransferTask:
+    return TransferTask(target=target, sources=sources or ["reshading"], task_runs=str(runs),
+                        **{**SMALL, **options})  # type: ignore[arg-type]
+
+
+def test_identity_sorts_sources_and_names_baselines() -> None:
+    ident = resolve_identity("normal", ["reshading", "depth_zbuffer"])
+    assert (ident.role, ident.target, ident.sources) == (
+        "transfer", "normal", ("depth_zbuffer", "reshading"))
+    assert resolve_identity("normal", ["pixels"]).sources == ("pixels",)
+    assert resolve_identity("normal", None, "self").role == "baseline"
+    spelled = resolve_identity(None, None, transfer="normal:reshading+depth_zbuffer")
+    assert spelled == ident
+    assert parse_transfer("room_layout:random") == ("room_layout", ["random"])
+    with pytest.raises(ValueError, match="target:source"):
+        parse_transfer("normal")
+    with pytest.raises(ValueError, match="unknown kind"):
+        resolve_identity("normal", None, "bogus")
+    with pytest.raises(ValueError, match="takes no sources"):
+        resolve_identity("normal", ["reshading"], "pixels")
+    with pytest.raises(ValueError, match="duplicate"):
+        resolve_identity("normal", ["reshading", "reshading"])
+    with pytest.raises(ValueError, match="unknown task"):
+        resolve_identity("normal", ["not_a_task"])
+
+
+def test_missing_source_runs_are_all_listed(runs: Path) -> None:
+    with pytest.raises(ValueError) as error:
+        transfer(runs, sources=["reshading", "keypoints2d", "edge_texture"])
+    message = str(error.value)
+    assert "keypoints2d" in message and "edge_texture" in message
+    assert "taskonomy train fit" in message
+    # An unfinished run is named as such.
+    write_record(RunRecord(run_id="task__keypoints2d__running", role="task",
+                           target="keypoints2d", status="running"), runs)
+    with pytest.raises(ValueError, match=r"keypoints2d \(only task__keypoints2d__running"):
+        find_task_runs(runs, ["keypoints2d"])
+
+
+def test_checkpoint_of_another_architecture_is_rejected(runs: Path, tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match="holds a 'resnet10_tiny' encoder but this transfer "
+                                         "expects 'resnet18'"):
+        transfer(runs, encoder="resnet18")
+    # Weights that do not fit the architecture the checkpoint declares.
+    record = register_task_run(build_task("reshading", encoder="resnet10_tiny", resolution=RES),
+                               tmp_path)
+    path = tmp_path / record.run_id / "checkpoints" / "last.ckpt"
+    data = torch.load(path, weights_only=False)
+    data["hyper_parameters"]["encoder"] = "resnet10"
+    torch.save(data, path)
+    with pytest.raises(ValueError, match="do not fit the 'resnet10' architecture"):
+        TransferTask(target="normal", sources=["reshading"], task_runs=str(tmp_path),
+                     resolution=RES)
+    data["hyper_parameters"]["encoder"] = "resnet10_tiny"
+    data["hyper_parameters"]["resolution"] = 64
+    torch.save(data, path)
+    with pytest.raises(ValueError, match="trained at resolution 64"):
+        TransferTask(target="normal", sources=["reshading"], task_runs=str(tmp_path),
+                     resolution=RES)
+
+
+def test_source_only_task_is_not_a_target(runs: Path) -> None:
+    with pytest.raises(ValueError, match="source-only"):
+        transfer(runs, target="colorization")
+
+
+def test_frozen_sources_load_the_task_run_weights(runs: Path) -> None:
+    model = transfer(runs, sources=["reshading", "depth_zbuffer"])
+    record = find_task_runs(runs, ["depth_zbuffer"])["depth_zbuffer"]
+    saved = torch.load(runs / record.run_id / "checkpoints" / "last.ckpt", weights_only=False)
+    loaded = model.sources[0].encoder.state_dict()  # sorted: depth_zbuffer first
+    for key, value in loaded.items():
+        assert torch.equal(value, saved["state_dict"][f"encoder.{key}"]), key
+    assert model.readout is not None and model.readout.in_channels == 16  # 8 per source
+
+
+def test_training_moves_readout_and_head_only(runs: Path) -> None:
+    model = transfer(runs, sources=["reshading", "colorization"], lr=5e-3)
+    frozen = {k: v.clone() for k, v in model.sources.state_dict().items()}
+    batch = fake_batch(get_spec("normal"), 2, RES, seed=1)
+    batch["normal"]["target"] = torch.full_like(batch["normal"]["target"], 0.5)  # learnable
+    configured = model.configure_optimizers()
+    optimizer = configured["optimizer"]  # with the LR drop at lr_milestone
+    assert isinstance(optimizer, torch.optim.Adam)
+    assert configured["lr_scheduler"]["scheduler"].milestones == {5000: 1}
+    model.train()
+    assert all(not m.training for source in model.sources for m in source.modules())
+    first = None
+    for _ in range(8):  # the readout and head can fit one fixed batch
+        optimizer.zero_grad()
+        loss = model.training_step(batch, 0)
+        loss.backward()
+        optimizer.step()
+        first = loss.item() if first is None else first
+    assert loss.item() < 0.7 * first
+    for key, value in model.sources.state_dict().items():
+        assert torch.equal(value, frozen[key]), key
+    assert all(p.grad is None for p in model.sources.parameters())
+
+
+def test_higher_orders_and_weight_decay(runs: Path) -> None:
+    first = transfer(runs)
+    second = transfer(runs, sources=["reshading", "depth_zbuffer", "normal"])
+    assert first.weight_decay == 1e-5 and second.weight_decay == 1e-6
+    assert second.order == 3 and second.identity.sources == ("depth_zbuffer", "normal",
+                                                             "reshading")
+    batch = fake_batch(get_spec("normal"), 2, RES)
+    second.eval()
+    assert second.frozen_representation(batch, "test").shape == (2, 24, 2, 2)
+    assert second(batch).shape == (2, 3, RES, RES)
+
+
+def test_multi_view_target_reads_each_view(runs: Path) -> None:
+    model = transfer(runs, target="fixated_pose")
+    batch = fake_batch(get_spec("fixated_pose"), 2, RES)
+    model.eval()
+    representation = model.frozen_representation(batch, "test")
+    assert representation.shape == (2, 2, 8, 2, 2)
+    assert model(batch).shape == (2, 6)
+
+
+def test_colorization_source_reads_lightness() -> None:
+    rgb = torch.rand(2, 3, RES, RES) * 2 - 1
+    lightness = source_input(get_spec("colorization"), rgb)
+    assert lightness.shape == (2, 1, RES, RES)
+    assert lightness.min() >= -1.0 and lightness.max() <= 1.0
+    white = source_input(get_spec("colorization"), torch.ones(1, 3, 4, 4))
+    assert torch.allclose(white, torch.ones_like(white), atol=1e-3)
+    assert source_input(get_spec("normal"), rgb) is rgb
+
+
+def test_checkpoints_leave_frozen_sources_out(runs: Path) -> None:
+    model = transfer(runs)
+    checkpoint = {"state_dict": model.state_dict()}
+    model.on_save_checkpoint(checkpoint)
+    assert checkpoint["state_dict"] and not any(
+        k.startswith("sources.") for k in checkpoint["state_dict"])
+
+
+def test_cli_transfer_writes_its_record(runs: Path, tiny_shards: Path, tmp_path: Path,
+                                        monkeypatch: pytest.MonkeyPatch) -> None:
+    from taskonomy.experiments.transfer import main
+
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    runs_dir = tmp_path / "runs"
+    for record_file in runs.glob("task__*__registered/**/*"):
+        if record_file.is_file():
+            target = runs_dir / record_file.relative_to(runs)
+            target.parent.mkdir(parents=True, exist_ok=True)
+            target.write_bytes(record_file.read_bytes())
+    argv = ["fit", "--model.transfer=normal:reshading+depth_zbuffer",
+            "--model.encoder=resnet10_tiny", f"--model.resolution={RES}",
+            "--model.decoder_width=0.25", "--model.head_width=0.25",
+            f"--data.root={tiny_shards}", "--data.batch_size=4", "--data.num_workers=0",
+            "--data.limit=8", "--regime=auto", "--trainer.max_steps=2",
+            "--trainer.logger=false", "--trainer.enable_progress_bar=false",
+            "--trainer.num_sanity_val_steps=0", f"--runs_dir={runs_dir}", "--run_id=t1"]
+    assert main(argv) == 0
+    record = read_record(runs_dir / "t1" / "record.json")
+    assert record.status == "finished" and record.role == "transfer"
+    assert (record.target, record.sources, record.order, record.regime) == (
+        "normal", ("depth_zbuffer", "reshading"), 2, "8")
+    assert len(record.per_image_losses) == 18 and "test/loss" in record.metrics
+    assert record.checkpoint and Path(record.checkpoint).is_file()
+    assert (runs_dir / "representations").is_dir()
+    config = json.loads((runs_dir / "t1" / "record.json").read_text())["config"]
+    assert config["model"]["task_runs"] == str(runs_dir)
+
+
+def test_cli_reports_missing_sources(tiny_shards: Path, tmp_path: Path,
+                                     capsys: pytest.CaptureFixture[str]) -> None:
+    from taskonomy.experiments.transfer import main
+
+    (tmp_path / "runs").mkdir()
+    code = main(["fit", "--model.target=normal", "--model.sources=[reshading,normal]",
+                 f"--model.resolution={RES}", f"--data.root={tiny_shards}",
+                 "--trainer.logger=false", f"--runs_dir={tmp_path / 'runs'}", "--run_id=x"])
+    assert code == 2
+    err = capsys.readouterr().err
+    assert "reshading" in err and "normal" in err and "no finished task run" in err
+
+
+def test_inner_modules_keep_their_own_hyperparameters_under_the_cli() -> None:
+    from taskonomy.experiments.transfer import build_cli
+
+    cli = build_cli(["--model.target=segment_semantic", "--model.kind=pixels",
+                     f"--model.resolution={RES}", "--model.decoder_width=0.25",
+                     "--data.root=unused", "--trainer.logger=false"], run=False)
+    assert isinstance(cli.model, TransferTask)
+    hparams = cli.model.loss_module.hparams
+    assert hparams["task"] == "segment_semantic" and "class_weights" in hparams
+    assert cli.datamodule.tasks == ["segment_semantic"] and cli.datamodule.resolution == RES
