@@ -265,6 +265,8 @@ class TaskonomyCLI(LightningCLI):
         return None
 
     def _wandb_location(self) -> str | None:
+        if _global_rank() != 0 or not self.trainer.is_global_zero:
+            return None  # other ranks hold a placeholder experiment
         run = self._wandb_run()
         if run is None:
             return None
@@ -354,7 +356,10 @@ class TaskonomyCLI(LightningCLI):
             self._write(record)
             self._finish_wandb(record, exit_code=0)
         except BaseException as error:
-            failed = (self.record or record).failed(f"{type(error).__name__}: {error}")
+            message = f"{type(error).__name__}: {error}"
+            if isinstance(error, (SystemExit, KeyboardInterrupt)) and self.trainer.interrupted:
+                message = "interrupted; repeat the command to resume from the last checkpoint"
+            failed = (self.record or record).failed(message)
             self._write(failed)
             try:
                 self._finish_wandb(failed, exit_code=1)

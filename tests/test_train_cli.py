@@ -19,6 +19,7 @@ from taskonomy.experiments.lightning_cli import (
     wandb_run_id,
 )
 from taskonomy.tasks.families.dense import DenseRegressionTask
+from taskonomy.tasks.registry import task_names
 
 TINY = {
     "trainer": {"accelerator": "cpu", "devices": 1, "precision": "bf16-mixed", "max_steps": 4,
@@ -173,3 +174,39 @@ def test_panels_are_png_files_without_wandb(tmp_path: Path, tiny_shards: Path) -
     assert panel.shape == (4 * 128, 3 * 128, 3)  # 4 samples × (input, target, prediction)
     record = read_record(record_path(tmp_path / "runs", "case"))
     assert record.status == "finished" and record.wandb is None
+
+
+#: One task per renderer: dense encodings, colorization, jigsaw, embeddings, labels, text.
+PANEL_TASKS = ("depth_zbuffer", "principal_curvature", "edge_occlusion", "colorization", "jigsaw",
+               "segment_unsup2d", "segment_semantic", "class_scene", "room_layout", "egomotion",
+               "point_matching")
+
+
+def test_panel_tasks_cover_every_family() -> None:
+    from taskonomy.tasks.registry import get_spec
+
+    assert {get_spec(t).family for t in PANEL_TASKS} == {
+        get_spec(t).family for t in task_names()}
+
+
+@pytest.mark.parametrize("task", PANEL_TASKS)
+def test_panels_render_a_task_of_every_kind(task: str) -> None:
+    from taskonomy.experiments.panels import render_panel, render_tile
+    from taskonomy.experiments.train import task_model
+    from taskonomy.tasks.testing import fake_batch
+
+    module = task_model(task, encoder="resnet10_tiny", resolution=32, decoder_width=0.125,
+                        head_width=0.125).eval()
+    batch = fake_batch(module.spec, 2, 32)[task]
+    with torch.no_grad():
+        prediction = module(batch["input"])
+    samples = [{**{k: batch[k][i].float().numpy() for k in ("input", "target", "mask")
+                   if k in batch}, "prediction": prediction[i].float().numpy()}
+               for i in range(2)]
+    panel = render_panel(module, samples, size=48)
+    assert panel.shape == (2 * 48, 3 * 48, 3) and panel.dtype.name == "uint8"
+    if module.spec.family == "dense_regression":
+        # A perfect prediction is drawn exactly like its target.
+        perfect = {**samples[0], "prediction": samples[0]["target"]}
+        assert (render_tile(module, "prediction", perfect, 48)
+                == render_tile(module, "target", perfect, 48)).all()
