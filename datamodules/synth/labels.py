@@ -18,9 +18,13 @@ Choices where the released data fixes no exact formula (documented here once):
   negatives clipped, ``round(R · KEYPOINT2D_SCALE)``.
 - ``keypoints3d``: Harris response summed over the three normal channels plus the z-depth
   (scaled by 1/2 m), ``round(R · KEYPOINT3D_SCALE)``: corners of geometry, blind to texture.
-- ``segment_unsup2d`` / ``segment_unsup25d``: OpenCV's Felzenszwalb graph segmentation on RGB,
+- ``segment_unsup2d`` / ``segment_unsup25d``: Felzenszwalb graph segmentation (the algorithm
+  and parameters of OpenCV's ximgproc implementation, compiled in :mod:`.felzenszwalb`) on RGB,
   and on a 5-channel image of depth, normals and curvature; ids ordered by first appearance,
   capped at 255.
+
+Per-pixel encodings run as small numba kernels (one sweep, no temporaries): with two worker
+processes on two cores, numpy's temporaries cost as much as the labels themselves.
 - ``segment_semantic``: label per pixel; pixels whose 4-neighbours carry another object label
   are 0 (uncertain), as detector-made pseudo labels are along object borders.
 """
@@ -28,12 +32,13 @@ Choices where the released data fixes no exact formula (documented here once):
 from __future__ import annotations
 
 import math
-from typing import Any
 
 import cv2
+import numba
 import numpy as np
 
 from taskonomy.datamodules.domains import DEPTH_MISSING, DEPTH_UNITS_PER_METRE
+from taskonomy.datamodules.synth import felzenszwalb
 from taskonomy.datamodules.synth.classes import (
     BACKGROUND,
     SEMANTIC_CLASSES,
@@ -48,36 +53,60 @@ OCCLUSION_UNITS_PER_METRE = 100.0
 KEYPOINT2D_SCALE = 65535.0 * 4.0
 KEYPOINT3D_SCALE = 65535.0 * 2.0
 
-_SEGMENTER_CACHE: dict[tuple[float, float, int], Any] = {}
-
 
 def encode_depth(metres: np.ndarray) -> np.ndarray:
     """Metres → uint16 in 1/512 m, with 65535 where the depth is missing or out of range."""
-    raw = np.round(np.where(np.isfinite(metres), metres, 0.0) * DEPTH_UNITS_PER_METRE)
-    valid = np.isfinite(metres) & (raw < DEPTH_MISSING)
-    return np.where(valid, raw, DEPTH_MISSING).astype(np.uint16)
+    return _encode_depth(np.ascontiguousarray(metres, dtype=np.float64))
+
+
+@numba.njit(cache=True, error_model="numpy")
+def _encode_depth(metres):
+    out = np.empty(metres.shape, dtype=np.uint16)
+    flat, target = metres.reshape(-1), out.reshape(-1)
+    for i in range(flat.size):
+        value = flat[i]
+        raw = np.round(value * DEPTH_UNITS_PER_METRE) if np.isfinite(value) else DEPTH_MISSING
+        target[i] = raw if raw < DEPTH_MISSING else DEPTH_MISSING
+    return out
+
+
+@numba.njit(cache=True, error_model="numpy")
+def _quantize(values, shift, scale, offset, high, out):
+    """``out = clip(round((values + shift) · scale + offset), 0, high)`` elementwise."""
+    flat, target = values.reshape(-1), out.reshape(-1)
+    for i in range(flat.size):
+        target[i] = min(max(np.round((flat[i] + shift) * scale + offset), 0.0), high)
 
 
 def encode_unit(values: np.ndarray) -> np.ndarray:
     """Values in [-1, 1] → uint8 with 127.5-centred encoding ``(v/255 − 0.5)·2``."""
-    return np.clip(np.round((values + 1.0) * 127.5), 0, 255).astype(np.uint8)
+    values = np.ascontiguousarray(values, dtype=np.float64)
+    out = np.empty(values.shape, dtype=np.uint8)
+    _quantize(values, 1.0, 127.5, 0.0, 255.0, out)
+    return out
 
 
 def encode_grey_rgb(values: np.ndarray) -> np.ndarray:
     """Values in [0, 1] → uint8 grey stored as RGB."""
-    grey = np.clip(np.round(values * 255.0), 0, 255).astype(np.uint8)
+    grey = np.empty(values.shape, dtype=np.uint8)
+    _quantize(np.ascontiguousarray(values, dtype=np.float64), 0.0, 255.0, 0.0, 255.0, grey)
     return np.repeat(grey[..., None], 3, axis=-1)
 
 
 def encode_curvature(curvature: np.ndarray) -> np.ndarray:
     """H×W×2 principal curvatures (1/m) → uint8 RGB, channels k1, k2, 0."""
     out = np.zeros((*curvature.shape[:2], 3), dtype=np.uint8)
-    out[..., :2] = np.clip(np.round(127.0 + CURVATURE_SCALE * curvature), 0, 255)
+    both = np.empty(curvature.shape[:2] + (2,), dtype=np.uint8)
+    _quantize(np.ascontiguousarray(curvature, dtype=np.float64), 0.0, CURVATURE_SCALE, 127.0,
+              255.0, both)
+    out[..., :2] = both
     return out
 
 
 def _to_u16(values: np.ndarray) -> np.ndarray:
-    return np.clip(np.round(values), 0, 65535).astype(np.uint16)
+    out = np.empty(values.shape, dtype=np.uint16)
+    _quantize(np.ascontiguousarray(values, dtype=np.float64), 0.0, 1.0, 0.0, 65535.0, out)
+    return out
 
 
 def _grey(rgb: np.ndarray) -> np.ndarray:
@@ -99,21 +128,33 @@ def occlusion_strength(depth: np.ndarray) -> np.ndarray:
     vanishes on every plane and only discontinuities (and, weakly, curved surfaces) remain.
     Missing depth (windows) has no geometry: it neither makes nor carries edges.
     """
-    finite = np.isfinite(depth)
-    z = np.where(finite, depth, 0.0)
-    padded_z = np.pad(z, 1, mode="edge")
-    padded_ok = np.pad(finite, 1, mode="edge")
-    neighbours = []
-    for rows, cols in ((slice(None, -2), slice(1, -1)), (slice(2, None), slice(1, -1)),
-                       (slice(1, -1), slice(None, -2)), (slice(1, -1), slice(2, None))):
-        # A missing neighbour stands in with the pixel's own depth: no jump towards it.
-        neighbours.append(np.where(padded_ok[rows, cols], padded_z[rows, cols], z))
-    stack = np.stack(neighbours)
-    inverse = 1.0 / np.maximum(z, 1e-6)
-    laplacian = np.abs(np.sum(1.0 / np.maximum(stack, 1e-6), axis=0) - 4 * inverse)
-    jump = np.max(np.abs(stack - z), axis=0)
-    discontinuity = finite & (laplacian > 0.02 * inverse) & (jump > 0.02 + 0.02 * z)
-    return np.where(discontinuity, jump, 0.0)
+    return _occlusion_strength(np.ascontiguousarray(depth, dtype=np.float64))
+
+
+@numba.njit(cache=True, error_model="numpy")
+def _occlusion_strength(depth):
+    height, width = depth.shape
+    out = np.zeros((height, width))
+    for r in range(height):
+        for c in range(width):
+            z = depth[r, c]
+            if not np.isfinite(z):
+                continue
+            inverse = 1.0 / max(z, 1e-6)
+            total = 0.0
+            jump = 0.0
+            for dr, dc in ((-1, 0), (1, 0), (0, -1), (0, 1)):
+                # Outside the image or missing, a neighbour stands in with the pixel's own depth.
+                rr, cc = min(max(r + dr, 0), height - 1), min(max(c + dc, 0), width - 1)
+                other = depth[rr, cc]
+                if not np.isfinite(other):
+                    other = z
+                total += 1.0 / max(other, 1e-6)
+                jump = max(jump, abs(other - z))
+            laplacian = abs(total - 4 * inverse)
+            if laplacian > 0.02 * inverse and jump > 0.02 + 0.02 * z:
+                out[r, c] = jump
+    return out
 
 
 def edge_occlusion(depth: np.ndarray) -> np.ndarray:
@@ -137,71 +178,66 @@ def keypoints3d(normal: np.ndarray, depth: np.ndarray) -> np.ndarray:
     return _to_u16(np.maximum(response, 0.0) * KEYPOINT3D_SCALE)
 
 
-def _segmenter(sigma: float, k: float, min_size: int) -> Any:
-    key = (sigma, k, min_size)
-    if key not in _SEGMENTER_CACHE:
-        _SEGMENTER_CACHE[key] = cv2.ximgproc.segmentation.createGraphSegmentation(
-            sigma=sigma, k=k, min_size=min_size
-        )
-    return _SEGMENTER_CACHE[key]
-
-
-def _compact_ids(labels: np.ndarray) -> np.ndarray:
-    """Renumber segment ids by first appearance in raster order; ids beyond 255 become 255."""
-    flat = labels.reshape(-1).astype(np.int64)
-    flat -= flat.min()
-    count = int(flat.max()) + 1
-    first = np.full(count, flat.size, dtype=np.int64)
-    # Fancy assignment keeps the last write: writing in reverse leaves each id's first pixel.
-    first[flat[::-1]] = np.arange(flat.size - 1, -1, -1)
-    rank = np.empty(count, dtype=np.int64)
-    rank[np.argsort(first, kind="stable")] = np.arange(count)
-    return np.minimum(rank[flat], 255).astype(np.uint8).reshape(labels.shape)
-
-
 def _min_size(shape: tuple[int, ...]) -> int:
     return max(8, shape[0] * shape[1] // 600)
 
 
 def segment_unsup2d(rgb: np.ndarray) -> np.ndarray:
     """8-bit Felzenszwalb superpixels of the RGB image."""
-    labels = _segmenter(0.8, 400.0, _min_size(rgb.shape)).processImage(rgb)
-    return _compact_ids(labels)
+    return felzenszwalb.segment(rgb, 0.8, 400.0, _min_size(rgb.shape))
 
 
 def segment_unsup25d(depth: np.ndarray, normal: np.ndarray, curvature: np.ndarray) -> np.ndarray:
     """8-bit Felzenszwalb superpixels of a depth + normals + curvature image."""
+    depth = np.ascontiguousarray(depth, dtype=np.float64)
     finite = np.isfinite(depth)
-    z = np.where(finite, depth, 0.0)
-    log_depth = np.log1p(z) / max(float(np.log1p(z.max())), 1e-6)
-    stack = np.concatenate(
-        [log_depth[..., None] * 255.0, (normal + 1.0) * 127.5,
-         np.clip(curvature[..., :1] * 10.0, 0.0, 255.0)],
-        axis=-1,
-    ).astype(np.float32)
-    labels = _segmenter(0.5, 600.0, _min_size(depth.shape)).processImage(stack)
-    return _compact_ids(labels)
+    top = float(depth[finite].max()) if finite.any() else 0.0
+    stack = _geometry_image(depth, np.ascontiguousarray(normal, dtype=np.float64),
+                            np.ascontiguousarray(curvature, dtype=np.float64),
+                            max(float(np.log1p(top)), 1e-6))
+    return felzenszwalb.segment(stack, 0.5, 600.0, _min_size(depth.shape))
+
+
+@numba.njit(cache=True, error_model="numpy")
+def _geometry_image(depth, normal, curvature, log_top):
+    """5-channel float32 image: log depth (0..255), normals (0..255), k1 (clipped 0..255)."""
+    height, width = depth.shape
+    out = np.empty((height, width, 5), dtype=np.float32)
+    for r in range(height):
+        for c in range(width):
+            z = depth[r, c]
+            out[r, c, 0] = np.log1p(z if np.isfinite(z) else 0.0) / log_top * 255.0
+            for k in range(3):
+                out[r, c, 1 + k] = (normal[r, c, k] + 1.0) * 127.5
+            out[r, c, 4] = min(max(curvature[r, c, 0] * 10.0, 0.0), 255.0)
+    return out
 
 
 def segment_semantic(buffers: ViewBuffers) -> np.ndarray:
     """8-bit semantic labels: 1 background, 2..17 classes, 0 along object borders and misses."""
-    semantic = buffers.semantic.astype(np.uint8)
-    objects = buffers.objects
-    border = np.zeros(objects.shape, dtype=bool)
-    for axis in (0, 1):
-        change = (np.diff(objects, axis=axis) != 0) & (
-            np.diff(semantic.astype(np.int16), axis=axis) != 0
-        )
-        if axis == 0:
-            border[1:] |= change
-            border[:-1] |= change
-        else:
-            border[:, 1:] |= change
-            border[:, :-1] |= change
-    # Borders between two background surfaces stay background.
-    border &= semantic != BACKGROUND
-    out = np.where(border | (buffers.prim < 0), UNCERTAIN, semantic)
-    return out.astype(np.uint8)
+    return _segment_semantic(np.ascontiguousarray(buffers.semantic, dtype=np.int32),
+                             np.ascontiguousarray(buffers.objects, dtype=np.int32),
+                             np.ascontiguousarray(buffers.prim, dtype=np.int32))
+
+
+@numba.njit(cache=True, error_model="numpy")
+def _segment_semantic(semantic, objects, prim):
+    height, width = semantic.shape
+    out = np.empty((height, width), dtype=np.uint8)
+    for r in range(height):
+        for c in range(width):
+            label = semantic[r, c]
+            border = False
+            # Borders between two background surfaces stay background.
+            if label != BACKGROUND:
+                for dr, dc in ((-1, 0), (1, 0), (0, -1), (0, 1)):
+                    rr, cc = r + dr, c + dc
+                    if (0 <= rr < height and 0 <= cc < width and objects[rr, cc] != objects[r, c]
+                            and semantic[rr, cc] != label):
+                        border = True
+                        break
+            out[r, c] = UNCERTAIN if border or prim[r, c] < 0 else label
+    return out
 
 
 def class_object(buffers: ViewBuffers) -> np.ndarray:

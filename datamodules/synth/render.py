@@ -12,14 +12,12 @@ import math
 from dataclasses import dataclass
 
 import cv2
+import numba
 import numpy as np
 
 from taskonomy.datamodules.cameras import Camera
-from taskonomy.datamodules.synth import raycast
+from taskonomy.datamodules.synth import raycast, tiles
 from taskonomy.datamodules.synth.scene import Scene
-
-#: Sub-pixel offsets of the silhouette supersampling (a rotated grid).
-_SUBPIXELS = np.array([[-0.125, -0.375], [0.375, -0.125], [0.125, 0.375], [-0.375, 0.125]])
 
 
 @dataclass
@@ -63,28 +61,25 @@ def camera_rays(camera: Camera, offsets: np.ndarray | None = None) -> np.ndarray
     return local @ camera.world_to_camera[:3, :3]  # rows: cam @ R_wc == R_cw @ cam
 
 
-def _silhouettes(prim: np.ndarray, normal: np.ndarray) -> np.ndarray:
-    edge = np.zeros(prim.shape, dtype=bool)
-    for axis in (0, 1):
-        differs = np.diff(prim, axis=axis) != 0
-        bent = np.sum(np.diff(normal, axis=axis) ** 2, axis=-1) > 0.1
-        change = differs | bent
-        if axis == 0:
-            edge[1:] |= change
-            edge[:-1] |= change
-        else:
-            edge[:, 1:] |= change
-            edge[:, :-1] |= change
-    return edge
-
-
 def _to_srgb(linear: np.ndarray, hit: np.ndarray) -> np.ndarray:
     # Auto exposure like a camera: the bright end of the room (not the sky) maps near white.
     sample = linear[::4, ::4].max(axis=-1)[hit[::4, ::4]]
     bright = float(np.percentile(sample, 97)) if sample.size else 1.0
     exposure = float(np.clip(0.9 / max(bright, 1e-6), 0.5, 3.0))
-    mapped = np.clip(linear * exposure, 0.0, 1.0) ** (1.0 / 2.2)
-    return np.round(mapped * 255.0).astype(np.uint8)
+    return _tone_map(linear, exposure)
+
+
+@numba.njit(cache=True, error_model="numpy")
+def _tone_map(linear, exposure):
+    """uint8 sRGB-like image: ``round(255 · clip(exposure · linear, 0, 1)^(1/2.2))``."""
+    height, width, channels = linear.shape
+    out = np.empty((height, width, channels), dtype=np.uint8)
+    for r in range(height):
+        for c in range(width):
+            for k in range(channels):
+                value = min(max(linear[r, c, k] * exposure, 0.0), 1.0)
+                out[r, c, k] = np.uint8(np.round(value ** (1.0 / 2.2) * 255.0))
+    return out
 
 
 def render_view(scene: Scene, camera: Camera, antialias: bool = True) -> ViewBuffers:
@@ -97,89 +92,88 @@ def render_view(scene: Scene, camera: Camera, antialias: bool = True) -> ViewBuf
     """
     height, width = camera.height, camera.width
     rays = camera_rays(camera)
-    flat = rays.reshape(-1, 3)
-    origin = camera.centre
-    # Primary rays only test primitives in the view frustum.
-    margin = 1.0 / camera.focal  # sub-pixel rays leave the pixel-centre frustum by half a pixel
-    candidates = raycast.frustum_candidates(
-        scene.prims, camera.world_to_camera, camera.width / 2 / camera.focal + margin,
-        camera.height / 2 / camera.focal + margin)
-    out = raycast.trace_rays(scene.prims, scene.materials, scene.lights, origin, flat, False,
-                             candidates)
-    distance = out["t"].reshape(height, width)
-    prim = out["index"].reshape(height, width)
-    normal_world = out["normal"].reshape(height, width, 3)
-    hit_flat = out["index"] >= 0
-    points = origin + np.where(hit_flat, out["t"], 0.0)[:, None] * flat
-    # Shadow rays only test primitives between the visible surfaces and each light.
-    if hit_flat.any():
-        lo = points[hit_flat].min(axis=0) - 0.05
-        hi = points[hit_flat].max(axis=0) + 0.05
-        occluders = raycast.shadow_candidates(scene.prims, scene.lights, lo, hi)
-    else:
-        occluders = raycast.all_occluders(scene.prims, scene.lights)
-    linear = raycast.shade_points(scene.prims, scene.materials, scene.lights, points,
-                                  out["normal"], out["index"], occluders).reshape(height, width, 3)
-    if antialias:
-        edge = _silhouettes(prim, normal_world)
-        rows, cols = np.nonzero(edge)
-        if len(rows):
-            samples = np.zeros((len(rows), 3))
-            for offset in _SUBPIXELS:
-                offsets = np.broadcast_to(offset, (len(rows), 2))
-                sub = _rays_at(camera, rows, cols, offsets)
-                # Sub-pixel hits lie between primary hits: the occluder lists still hold.
-                samples += raycast.trace_rays(scene.prims, scene.materials, scene.lights, origin,
-                                              sub, True, candidates, occluders)["rgb"]
-            linear[rows, cols] = samples / len(_SUBPIXELS)
+    origin = np.ascontiguousarray(camera.centre, dtype=np.float64)
+    rotation = np.ascontiguousarray(camera.world_to_camera[:3, :3], dtype=np.float64)
+    prims = np.ascontiguousarray(scene.prims, dtype=np.float64)
+    cam_centres = np.ascontiguousarray(prims[:, 1:4] @ rotation.T + camera.world_to_camera[:3, 3])
+    distance = np.empty((height, width))
+    prim = np.empty((height, width), dtype=np.int32)
+    normal_world = np.empty((height, width, 3))
+    face = np.empty((height, width), dtype=np.int8)
+    linear = np.empty((height, width, 3))
+    edge = np.zeros((height, width), dtype=bool)
+    k = camera.K
+    tiles.render_tiles(prims, np.ascontiguousarray(scene.materials, dtype=np.float64),
+                       np.ascontiguousarray(scene.lights, dtype=np.float64).reshape(-1, 6),
+                       origin, rays, rotation, cam_centres, float(k[0, 0]), float(k[1, 1]),
+                       float(k[0, 2]), float(k[1, 2]), antialias, distance, prim, normal_world,
+                       face, linear, edge)
     hit = prim >= 0
-    rotation = camera.world_to_camera[:3, :3]
-    normal_cv = normal_world @ rotation.T
-    normal = normal_cv * np.array([1.0, 1.0, -1.0])  # released frame: z towards the camera
-    forward = rotation[2]  # optical axis in world coordinates
-    zdepth = distance * (rays @ forward)
-    reshading = np.clip(-np.sum(normal_world * rays, axis=-1), 0.0, 1.0)
-    reshading[~hit] = 0.0
-    curvature = _curvature(scene, prim, out["face"].reshape(height, width))
-    surface = origin + np.where(hit, distance, 0.0)[..., None] * rays
-    curvature = _add_creases(curvature, surface, normal_world,
-                             distance, hit, 1.0 / camera.focal)
-    semantic = np.where(hit, scene.labels[np.maximum(prim, 0)], 0)
-    objects = np.where(hit, scene.objects[np.maximum(prim, 0)], 0)
+    normal = np.empty((height, width, 3))
+    zdepth = np.empty((height, width))
+    reshading = np.empty((height, width))
+    curvature = np.empty((height, width, 2))
+    semantic = np.empty((height, width), dtype=np.int32)
+    objects = np.empty((height, width), dtype=np.int32)
+    _geometry(prims, np.asarray(scene.labels, dtype=np.int64),
+              np.asarray(scene.objects, dtype=np.int64), rays, rotation, distance, prim,
+              normal_world, face, normal, zdepth, reshading, curvature, semantic, objects)
+    curvature = _add_creases(curvature, origin, rays, normal_world, distance, hit,
+                             1.0 / camera.focal)
     return ViewBuffers(
-        rgb=_to_srgb(linear, hit), distance=distance, zdepth=np.where(hit, zdepth, np.inf),
-        normal=normal, reshading=reshading, curvature=curvature, prim=prim,
-        semantic=semantic.astype(np.int32), objects=objects.astype(np.int32), rays=rays,
+        rgb=_to_srgb(linear, hit), distance=distance, zdepth=zdepth, normal=normal,
+        reshading=reshading, curvature=curvature, prim=prim, semantic=semantic, objects=objects,
+        rays=rays,
     )
 
 
-def _rays_at(camera: Camera, rows: np.ndarray, cols: np.ndarray,
-             offsets: np.ndarray) -> np.ndarray:
-    k = camera.K
-    u = cols + 0.5 + offsets[:, 0]
-    v = rows + 0.5 + offsets[:, 1]
-    cam = np.stack([(u - k[0, 2]) / k[0, 0], (v - k[1, 2]) / k[1, 1], np.ones_like(u)], axis=-1)
-    cam /= np.linalg.norm(cam, axis=-1, keepdims=True)
-    return np.ascontiguousarray(cam @ camera.world_to_camera[:3, :3])
+@numba.njit(cache=True, error_model="numpy")
+def _geometry(prims, labels, objects, rays, rotation, distance, prim, normal_world, face,
+              out_normal, out_zdepth, out_reshading, out_curvature, out_semantic, out_objects):
+    """Per-pixel geometry labels from the hits, in one sweep.
 
-
-def _curvature(scene: Scene, prim: np.ndarray, face: np.ndarray) -> np.ndarray:
-    """Analytic principal curvatures: planes 0; spheres 1/r, 1/r; cylinder sides 1/r, 0."""
-    radius = scene.prims[np.maximum(prim, 0), 4]
-    inverse = np.where(radius > 0, 1.0 / np.maximum(radius, 1e-9), 0.0)
-    k1 = np.where((face == raycast.FACE_SPHERE) | (face == raycast.FACE_CYLINDER), inverse, 0.0)
-    k2 = np.where(face == raycast.FACE_SPHERE, inverse, 0.0)
-    k1[prim < 0] = 0.0
-    k2[prim < 0] = 0.0
-    return np.stack([k1, k2], axis=-1)
+    Normals go to the released camera frame (OpenCV x and y, z towards the camera); z-depth is
+    the distance times the cosine to the optical axis; reshading is the Lambert term of a light
+    at the camera; analytic principal curvatures are 0 on planes, 1/r and 1/r on spheres, 1/r and
+    0 on cylinder sides. Misses get 0 (z-depth ``inf``).
+    """
+    height, width = distance.shape
+    for r in range(height):
+        for c in range(width):
+            i = prim[r, c]
+            nx, ny, nz = normal_world[r, c, 0], normal_world[r, c, 1], normal_world[r, c, 2]
+            for j in range(3):
+                value = rotation[j, 0] * nx + rotation[j, 1] * ny + rotation[j, 2] * nz
+                out_normal[r, c, j] = -value if j == 2 else value
+            dx, dy, dz = rays[r, c, 0], rays[r, c, 1], rays[r, c, 2]
+            if i < 0:
+                out_zdepth[r, c] = np.inf
+                out_reshading[r, c] = 0.0
+                out_curvature[r, c, 0] = 0.0
+                out_curvature[r, c, 1] = 0.0
+                out_semantic[r, c] = 0
+                out_objects[r, c] = 0
+                continue
+            out_zdepth[r, c] = distance[r, c] * (
+                dx * rotation[2, 0] + dy * rotation[2, 1] + dz * rotation[2, 2])
+            out_reshading[r, c] = min(max(-(nx * dx + ny * dy + nz * dz), 0.0), 1.0)
+            radius = prims[i, 4]
+            inverse = 1.0 / max(radius, 1e-9) if radius > 0 else 0.0
+            kind = face[r, c]
+            curved = kind == raycast.FACE_SPHERE or kind == raycast.FACE_CYLINDER
+            out_curvature[r, c, 0] = inverse if curved else 0.0
+            out_curvature[r, c, 1] = inverse if kind == raycast.FACE_SPHERE else 0.0
+            out_semantic[r, c] = labels[i]
+            out_objects[r, c] = objects[i]
 
 
 #: Width (m) over which a crease between two flat faces bends, like a scanned mesh's edge.
 CREASE_WIDTH = 0.1
 
 
-def _add_creases(curvature: np.ndarray, points: np.ndarray, normals: np.ndarray,
-                 distance: np.ndarray, hit: np.ndarray, pixel_angle: float) -> np.ndarray:
+def _add_creases(curvature: np.ndarray, origin: np.ndarray, rays: np.ndarray,
+                 normals: np.ndarray, distance: np.ndarray, hit: np.ndarray,
+                 pixel_angle: float) -> np.ndarray:
     """Add the curvature of creases where surfaces meet (box edges, wall corners).
 
     Analytic curvature is zero on every face of a box, but the authors' labels come from mesh
@@ -190,28 +184,9 @@ def _add_creases(curvature: np.ndarray, points: np.ndarray, normals: np.ndarray,
     """
     convex: np.ndarray = np.zeros(hit.shape)
     concave: np.ndarray = np.zeros(hit.shape)
-    footprint = np.where(hit, distance, 0.0) * pixel_angle  # metres per pixel
-    for axis in (0, 1):
-        first = (slice(None, -1), slice(None)) if axis == 0 else (slice(None), slice(None, -1))
-        second = (slice(1, None), slice(None)) if axis == 0 else (slice(None), slice(1, None))
-        cosine = np.einsum("ijk,ijk->ij", normals[first], normals[second])
-        candidate = cosine < math.cos(math.radians(20.0))  # normals turn: a crease or an edge
-        if not candidate.any():
-            continue
-        rows, cols = np.nonzero(candidate)
-        a = (rows, cols)
-        b = (rows + 1, cols) if axis == 0 else (rows, cols + 1)
-        dp = points[b] - points[a]
-        gap = np.linalg.norm(dp, axis=-1)
-        # One continuous surface: the two hits are a few pixel footprints apart, no depth jump.
-        keep = hit[a] & hit[b] & (gap < 4.0 * footprint[a])
-        angle = np.arccos(np.clip(cosine[a], -1.0, 1.0))
-        sign = np.sign(np.sum((normals[b] - normals[a]) * dp, axis=-1))
-        value = np.where(keep, sign * angle / CREASE_WIDTH, 0.0)
-        for r, c in (a, b):
-            np.maximum.at(convex, (r, c), np.maximum(value, 0.0))
-            np.minimum.at(concave, (r, c), np.minimum(value, 0.0))
-    typical = float(np.median(footprint[hit])) if hit.any() else 1.0
+    _crease_pairs(origin, rays, normals, distance, pixel_angle, math.cos(math.radians(20.0)),
+                  convex, concave)
+    typical = float(np.median(distance[hit])) * pixel_angle if hit.any() else 1.0
     radius = int(np.clip(round(CREASE_WIDTH / 2 / max(typical, 1e-6)), 0, 3))
     if radius > 0:
         kernel = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * radius + 1, 2 * radius + 1))
@@ -221,3 +196,38 @@ def _add_creases(curvature: np.ndarray, points: np.ndarray, normals: np.ndarray,
     out[..., 0] = np.where(hit, np.maximum(out[..., 0], convex), 0.0)
     out[..., 1] = np.where(hit, np.minimum(out[..., 1], concave), 0.0)
     return out
+
+
+@numba.njit(cache=True, error_model="numpy")
+def _crease_pairs(origin, rays, normals, distance, pixel_angle, cos_min, convex, concave):
+    """Signed crease curvature of every 4-neighbour pair whose normals turn by > acos(cos_min).
+
+    A pair counts when both pixels hit and their surface points lie within four pixel footprints
+    of each other (one continuous surface); each pixel keeps its largest convex and most negative
+    concave value.
+    """
+    height, width = distance.shape
+    for axis in range(2):
+        for r in range(height - 1 if axis == 0 else height):
+            for c in range(width if axis == 0 else width - 1):
+                r2, c2 = (r + 1, c) if axis == 0 else (r, c + 1)
+                cosine = (normals[r, c, 0] * normals[r2, c2, 0] + normals[r, c, 1]
+                          * normals[r2, c2, 1] + normals[r, c, 2] * normals[r2, c2, 2])
+                if not cosine < cos_min:
+                    continue
+                ta, tb = distance[r, c], distance[r2, c2]
+                if not (np.isfinite(ta) and np.isfinite(tb)):
+                    continue
+                gap2 = 0.0
+                bend = 0.0
+                for k in range(3):
+                    step = (origin[k] + tb * rays[r2, c2, k]) - (origin[k] + ta * rays[r, c, k])
+                    gap2 += step * step
+                    bend += (normals[r2, c2, k] - normals[r, c, k]) * step
+                if not np.sqrt(gap2) < 4.0 * ta * pixel_angle:
+                    continue
+                angle = np.arccos(min(max(cosine, -1.0), 1.0))
+                value = np.sign(bend) * angle / CREASE_WIDTH
+                for rr, cc in ((r, c), (r2, c2)):
+                    convex[rr, cc] = max(convex[rr, cc], value)
+                    concave[rr, cc] = min(concave[rr, cc], value)
