@@ -209,7 +209,12 @@ def run(args: argparse.Namespace) -> int:
             table.add_row(str(point.index), point.run_id, status, shell_line(argv))
         Console(width=max(console.width, 160)).print(table)
         return 0
-    results = run_sweep(sweep, args.runs, workers=args.workers, extra_args=extra)
+    try:
+        results = run_sweep(sweep, args.runs, workers=args.workers, extra_args=extra)
+    except KeyboardInterrupt:
+        console.print(f"[yellow]interrupted[/yellow]: finished points are kept; run the same "
+                      f"command again to run the rest (runs folder {args.runs})")
+        return 130
     counts: dict[str, int] = {}
     for result in results:
         counts[result.outcome] = counts.get(result.outcome, 0) + 1

@@ -1,0 +1,120 @@
+"""Beam search over higher-order transfers: ranking, combinations, the sweep file, the command."""
+
+from __future__ import annotations
+
+from itertools import combinations
+from pathlib import Path
+
+import numpy as np
+import pytest
+import yaml
+
+from taskonomy.analysis.records import RunRecord, write_record
+from taskonomy.experiments.beam import (
+    beam_combinations,
+    beam_sweep,
+    beam_transfers,
+    rank_sources,
+    transfer_value,
+)
+from taskonomy.experiments.cli import main
+from taskonomy.experiments.sweep_files import load_sweep_file
+from taskonomy.tasks.transfer import resolve_identity
+
+SOURCES = ["autoencoding", "depth_zbuffer", "edge_texture", "keypoints2d", "normal", "reshading",
+           "segment_unsup2d", "principal_curvature"]
+KEYS = [f"img{i:03d}" for i in range(60)]
+
+
+def first_order_records(target: str, strengths: dict[str, float], seed: int = 0
+                        ) -> list[RunRecord]:
+    """Records whose per-image losses make stronger sources win more often."""
+    rng = np.random.default_rng(seed)
+    records = []
+    for name, strength in strengths.items():
+        losses = {k: float(rng.normal(1.0 - strength, 0.05)) for k in KEYS}
+        if name in ("random", "self"):
+            record = RunRecord(run_id=f"{target}-{name}", role="baseline", target=target,
+                               sources=(name,), regime="1k")
+        else:
+            record = RunRecord(run_id=f"{target}-{name}", role="transfer", target=target,
+                               sources=(name,), regime="1k")
+        records.append(record.finished(metrics={}, per_image_losses=losses))
+    return records
+
+
+def strengths_for(target: str) -> dict[str, float]:
+    # Strength decreases along SOURCES; the target itself is the strongest (and excluded).
+    values = {s: 0.9 - 0.08 * i for i, s in enumerate(SOURCES)}
+    values[target] = 0.99
+    values["random"] = 0.01
+    values["self"] = 0.95
+    return values
+
+
+def test_combinations_follow_the_papers_counts() -> None:
+    ranked = [f"s{i}" for i in range(10)]
+    sets = beam_combinations(ranked, max_order=4)
+    by_order = {k: [s for s in sets if len(s) == k] for k in (2, 3, 4)}
+    assert [len(by_order[k]) for k in (2, 3, 4)] == [10, 10, 15]
+    assert set(by_order[2]) == set(combinations(ranked[:5], 2))
+    assert set(by_order[3]) == set(combinations(ranked[:5], 3))
+    assert set(by_order[4]) == set(combinations(ranked[:6], 4))
+    # Orders >= 5: beam width 1 (prefixes of the ranking).
+    longer = beam_combinations(ranked, max_order=6)
+    assert tuple(sorted(ranked[:5])) in longer and tuple(sorted(ranked[:6])) in longer
+    assert len(longer) == 35 + 2
+    # Few sources: what exists is combined.
+    assert beam_combinations(["a", "b", "c"], 4) == [("a", "b"), ("a", "c"), ("b", "c"),
+                                                     ("a", "b", "c")]
+    with pytest.raises(ValueError, match="at least 2"):
+        beam_combinations(ranked, max_order=1)
+
+
+def test_ranking_uses_first_order_affinities() -> None:
+    records = first_order_records("normal", strengths_for("normal"))
+    # A strong higher-order record must not influence the first-order ranking.
+    records.append(RunRecord(run_id="normal-hi", role="transfer", target="normal",
+                             sources=("edge_texture", "keypoints2d"), regime="1k").finished(
+        metrics={}, per_image_losses={k: -5.0 for k in KEYS}))
+    ranking = rank_sources(records)["normal"]
+    assert "normal" not in ranking and "random" not in ranking and "self" not in ranking
+    expected = [s for s in SOURCES if s != "normal"]
+    assert ranking == expected
+    assert rank_sources(records, include_target=True)["normal"][0] == "normal"
+
+
+def test_beam_sweep_file_is_valid_and_parsable(tmp_path: Path) -> None:
+    records = first_order_records("normal", strengths_for("normal"))
+    records += first_order_records("reshading", strengths_for("reshading"), seed=1)
+    transfers = beam_transfers(records, max_order=4)
+    assert {t: len(v) for t, v in transfers.items()} == {"normal": 35, "reshading": 35}
+    sweep = beam_sweep(transfers, name="hi")
+    path = tmp_path / "hi.yaml"
+    path.write_text(yaml.safe_dump(sweep, sort_keys=False))
+    loaded = load_sweep_file(path)
+    assert loaded.method == "grid" and "${args}" in loaded.command
+    values = loaded.parameters["model.transfer"]
+    assert len(loaded.points()) == 70 == len(values)
+    top5 = [s for s in SOURCES if s != "normal"][:5]
+    assert transfer_value("normal", top5[:2]) in values
+    for value in values:
+        identity = resolve_identity(None, None, transfer=value)
+        assert identity.role == "transfer" and 2 <= len(identity.sources) <= 4
+
+
+def test_sweep_beam_command(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    runs = tmp_path / "runs"
+    for record in first_order_records("normal", strengths_for("normal")):
+        write_record(record, runs)
+    out = tmp_path / "sweeps" / "higher_order.yaml"
+    assert main(["sweep", "beam", "--runs", str(runs), "--max-order", "3",
+                 "--out", str(out)]) == 0
+    text = out.read_text()
+    assert text.startswith("# First-order ranking per target")
+    sweep = load_sweep_file(out)
+    assert sweep.name == "higher_order" and len(sweep.points()) == 20
+    assert "20 higher-order transfers" in capsys.readouterr().out
+    assert main(["sweep", "beam", "--runs", str(tmp_path / "nope"), "--out", str(out)]) == 2
+    assert main(["sweep", "beam", "--runs", str(runs), "--max-order", "1",
+                 "--out", str(out)]) == 2

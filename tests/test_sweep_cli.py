@@ -1,0 +1,123 @@
+"""``taskonomy sweep run``: checks before running, dry runs, and kill/resume of a real sweep."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+from taskonomy.analysis.records import read_record
+from taskonomy.experiments.cli import main
+from taskonomy.tasks.build import build_task
+from taskonomy.tasks.transfer import register_task_run
+
+ROOT = Path(__file__).resolve().parents[1]
+RES = 32
+
+
+def write_sweep(path: Path, parameters: dict, extra: tuple[str, ...] = ()) -> Path:
+    command = ["taskonomy", "transfer", "fit", "--config",
+               str(ROOT / "experiments" / "configs" / "transfer_cpu.yaml"), *extra, "${args}"]
+    path.write_text(json.dumps({"name": path.stem, "method": "grid", "command": command,
+                                "parameters": parameters}))
+    return path
+
+
+def test_unknown_parameter_rejects_the_sweep_before_any_run(tmp_path: Path,
+                                                            capsys: pytest.CaptureFixture[str]
+                                                            ) -> None:
+    sweep = write_sweep(tmp_path / "bad.yaml", {
+        "model.target": {"values": ["normal", "reshading"]},
+        "model.sources": {"values": [["reshading"]]},
+        "model.readout_width": {"values": [8]},
+    })
+    runs = tmp_path / "runs"
+    assert main(["sweep", "run", str(sweep), "--runs", str(runs)]) == 2
+    err = capsys.readouterr().err
+    assert "model.readout_width" in err and "nothing was run" in err
+    assert not runs.exists()
+
+
+def test_bad_values_are_rejected_too(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    sweep = write_sweep(tmp_path / "bad.yaml", {
+        "model.target": {"values": ["normal"]},
+        "model.sources": {"values": [["reshading"], ["not_a_task"]]},
+    })
+    assert main(["sweep", "run", str(sweep), "--runs", str(tmp_path / "r"), "--dry-run"]) == 2
+    assert "not_a_task" in capsys.readouterr().err
+    assert main(["sweep", "run", str(sweep), "--set", "novalue"]) == 2
+
+
+def test_dry_run_lists_points_and_their_status(tmp_path: Path,
+                                               capsys: pytest.CaptureFixture[str]) -> None:
+    sweep = write_sweep(tmp_path / "ok.yaml", {
+        "model.target": {"values": ["normal", "room_layout"]},
+        "model.sources": {"values": [["reshading"], ["pixels"]]},
+    })
+    runs = tmp_path / "runs"
+    assert main(["sweep", "run", str(sweep), "--runs", str(runs), "--dry-run",
+                 "--set", "data.root=/data/shards"]) == 0
+    out = capsys.readouterr().out
+    assert "4 points" in out and out.count("todo") == 4
+    assert "--data.root=/data/shards" in out.replace("\n", "").replace("│", "").replace(" ", "")
+    assert not (runs / ".sweeps").exists()
+
+
+def _sweep_process(sweep: Path, runs: Path, shards: Path) -> subprocess.Popen[bytes]:
+    env = {**os.environ, "WANDB_MODE": "offline"}
+    return subprocess.Popen(
+        [sys.executable, "-m", "taskonomy.experiments.cli", "sweep", "run", str(sweep),
+         "--runs", str(runs), "--set", f"data.root={shards}"],
+        cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+
+def _finished(runs: Path) -> dict[str, str]:
+    out = {}
+    for path in runs.glob("*/record.json"):
+        record = read_record(path)
+        if record.status == "finished" and record.role != "task":
+            out[record.run_id] = str(record.finished_at)
+    return out
+
+
+@pytest.mark.slow
+def test_killed_sweep_resumes_without_rerunning_or_losing_points(tiny_shards: Path,
+                                                                 tmp_path: Path) -> None:
+    runs = tmp_path / "runs"
+    torch.manual_seed(0)
+    for task in ("normal", "reshading"):
+        register_task_run(build_task(task, encoder="resnet10_tiny", resolution=RES,
+                                     decoder_width=0.25), runs)
+    sweep = write_sweep(tmp_path / "tiny.yaml", {
+        "model.target": {"values": ["normal", "reshading"]},
+        "model.sources": {"values": [["reshading"], ["normal"], ["pixels"], ["random"],
+                                     ["self"]]},
+    }, extra=("--model.encoder=resnet10_tiny", f"--model.resolution={RES}",
+              "--trainer.max_steps=2", "--trainer.logger=false", "--data.limit=8",
+              "--data.batch_size=4", "--data.num_workers=0"))
+    first = _sweep_process(sweep, runs, tiny_shards)
+    deadline = time.monotonic() + 600
+    while len(_finished(runs)) < 2 and time.monotonic() < deadline:
+        time.sleep(1)
+    first.send_signal(signal.SIGTERM)  # kill the executor mid-way
+    first.wait(timeout=120)
+    before = _finished(runs)
+    assert 2 <= len(before) < 10
+
+    second = _sweep_process(sweep, runs, tiny_shards)
+    assert second.wait(timeout=900) == 0
+    after = _finished(runs)
+    assert len(after) == 10  # nothing lost
+    for run_id, finished_at in before.items():
+        assert after[run_id] == finished_at  # finished points were not run again
+    ledger = json.loads((runs / ".sweeps" / "tiny.json").read_text())["points"]
+    assert all(ledger[r]["attempts"] == 1 for r in before)
+    roles = {read_record(runs / r / "record.json").sources for r in after}
+    assert {("pixels",), ("random",), ("self",), ("normal",), ("reshading",)} <= roles

@@ -1,0 +1,96 @@
+"""Every sweep file in sweeps/ is a valid W&B grid sweep whose points the CLI accepts.
+
+A sample of each file's grid points is fed through the CLI parser, so renaming an argument of
+`taskonomy train` or `taskonomy transfer` without updating the sweep files fails here.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+from taskonomy.experiments.commands.sweep_run import check_point_arguments, check_sweep
+from taskonomy.experiments.sweep_files import SweepFile, load_sweep_file
+from taskonomy.tasks.registry import task_names
+from taskonomy.tasks.specs import BASELINES
+
+ROOT = Path(__file__).resolve().parents[1]
+SWEEPS = sorted((ROOT / "sweeps").glob("*.yaml"))
+#: Top-level keys of a W&B sweep configuration.
+WANDB_KEYS = {"program", "method", "parameters", "command", "name", "description", "metric",
+              "early_terminate", "project", "entity", "run_cap"}
+
+
+@pytest.fixture(autouse=True)
+def in_project_root(monkeypatch: pytest.MonkeyPatch) -> None:
+    # Sweep commands name configs relative to the project folder, where sweeps are run from.
+    monkeypatch.chdir(ROOT)
+
+
+def sample(sweep: SweepFile, count: int = 4) -> list:
+    points = sweep.points()
+    step = max(1, len(points) // count)
+    chosen = points[::step][:count] + [points[-1]]
+    return list({p.index: p for p in chosen}.values())
+
+
+def test_there_are_sweep_files() -> None:
+    names = {p.name for p in SWEEPS}
+    assert {"tasks_cpu.yaml", "tasks_paper.yaml", "transfers_first_order_cpu.yaml",
+            "transfers_first_order_paper.yaml"} <= names
+    assert (ROOT / "sweeps" / "README.md").is_file()
+
+
+@pytest.mark.parametrize("path", SWEEPS, ids=lambda p: p.name)
+def test_sweep_file_is_a_wandb_grid_the_cli_accepts(path: Path) -> None:
+    sweep = load_sweep_file(path)
+    assert set(sweep.raw) <= WANDB_KEYS, f"unknown W&B sweep keys {set(sweep.raw) - WANDB_KEYS}"
+    assert sweep.method == "grid" and "${args}" in sweep.command
+    assert sweep.command[0] == "taskonomy" or "${interpreter}" in sweep.command
+    for config in [a for a in sweep.command if a.endswith(".yaml")]:
+        assert (ROOT / config).is_file(), config
+    for point in sample(sweep):
+        argv = sweep.argv(point.params, [f"--run_id={point.run_id}", "--runs_dir=runs"])
+        check_point_arguments(argv)
+
+
+def test_task_sweeps_cover_every_task() -> None:
+    for name in ("tasks_cpu.yaml", "tasks_paper.yaml"):
+        sweep = load_sweep_file(ROOT / "sweeps" / name)
+        assert sweep.parameters["model.task"] == task_names()
+
+
+def test_first_order_sweeps_cover_every_pair_and_baseline() -> None:
+    targets = task_names(targets_only=True)
+    sources = [[t] for t in task_names()] + [[b] for b in BASELINES]
+    for name in ("transfers_first_order_cpu.yaml", "transfers_first_order_paper.yaml"):
+        sweep = load_sweep_file(ROOT / "sweeps" / name)
+        assert sweep.parameters["model.target"] == targets
+        assert sorted(map(tuple, sweep.parameters["model.sources"])) == sorted(map(tuple,
+                                                                                   sources))
+        assert len(sweep.points()) == len(targets) * (len(task_names()) + 3)
+
+
+def test_demo_sweeps_pair_up() -> None:
+    tasks = load_sweep_file(ROOT / "sweeps" / "tasks_demo_cpu.yaml").parameters["model.task"]
+    transfers = load_sweep_file(ROOT / "sweeps" / "transfers_demo_cpu.yaml")
+    assert len(tasks) >= 6
+    assert transfers.parameters["model.target"] == tasks
+    assert sorted(s[0] for s in transfers.parameters["model.sources"]) == sorted([*tasks,
+                                                                             *BASELINES])
+
+
+def test_unknown_parameter_is_rejected(tmp_path: Path) -> None:
+    path = tmp_path / "bad.yaml"
+    path.write_text(
+        "method: grid\n"
+        "command: [taskonomy, transfer, fit, --config, "
+        f"{os.path.join('experiments', 'configs', 'transfer_cpu.yaml')}, '${{args}}']\n"
+        "parameters:\n"
+        "  model.target: {values: [normal]}\n"
+        "  model.sourcez: {values: [[reshading]]}\n"
+    )
+    with pytest.raises(ValueError, match=r"point 0 .*model\.sourcez"):
+        check_sweep(load_sweep_file(path), "runs")
