@@ -32,6 +32,7 @@ callbacks with :meth:`TaskonomyCLI.default_callbacks`.
 from __future__ import annotations
 
 import hashlib
+import inspect
 import json
 import os
 import re
@@ -42,6 +43,7 @@ from typing import Any
 
 import lightning as L
 import yaml
+from jsonargparse import ArgumentParser
 from lightning.pytorch.callbacks import Callback, ModelCheckpoint
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
 from lightning.pytorch.loggers import Logger, WandbLogger
@@ -60,6 +62,8 @@ CHECKPOINT_DIR = "checkpoints"
 LAST_CHECKPOINT = "last.ckpt"
 #: Default W&B project.
 WANDB_PROJECT = "taskonomy"
+
+_DUMP_PARAMETERS = inspect.signature(ArgumentParser.dump).parameters
 
 _WANDB_ID_BAD = re.compile(r"[^A-Za-z0-9_-]+")
 
@@ -178,8 +182,11 @@ class TaskonomyCLI(LightningCLI):
     # ------------------------------------------------------------------ config helpers
     def subcommand_config(self) -> dict[str, Any]:
         """The resolved config of the running subcommand as plain data (JSON-ready)."""
+        # jsonargparse >= 4.49 renamed skip_none to skip_unset; keep None values either way.
+        keep_none = ({"skip_unset": False} if "skip_unset" in _DUMP_PARAMETERS
+                     else {"skip_none": False})
         dumped = yaml.safe_load(self.parser.dump(self.config, skip_link_targets=False,
-                                                 skip_none=False, format="yaml"))
+                                                 format="yaml", **keep_none))
         if self.subcommand is not None:
             dumped = dumped.get(self.subcommand, dumped)
         return dict(dumped)
