@@ -372,3 +372,107 @@ def test_read_only_package_folder_moves_the_numba_cache(tmp_path, monkeypatch):
         assert numba.config.CACHE_DIR == str(target)
     finally:
         numba.config.CACHE_DIR = previous
+
+
+def _first_appearance_ids(labels):
+    """Segment ids renumbered by first appearance in raster order (capped at 255)."""
+    flat = labels.reshape(-1)
+    _, first = np.unique(flat, return_index=True)
+    rank = {int(flat[p]): k for k, p in enumerate(sorted(first))}
+    return np.minimum(np.vectorize(rank.get)(labels), 255).astype(np.uint8)
+
+
+def test_felzenszwalb_gives_opencvs_segments():
+    import cv2
+
+    from taskonomy.datamodules.synth import felzenszwalb
+
+    rng = np.random.default_rng(3)
+    image = np.zeros((48, 64, 3), dtype=np.uint8)
+    image[:, :20] = (200, 40, 40)
+    image[10:40, 30:60] = (30, 160, 60)
+    cv2.circle(image, (20, 30), 9, (40, 40, 220), -1)
+    image = np.clip(image + rng.normal(0, 12, image.shape), 0, 255).astype(np.uint8)
+    geometry = rng.normal(0, 3, (48, 64, 5)).astype(np.float32)
+    geometry[:, 32:] += 90.0
+    for picture, sigma, k in ((image, 0.8, 400.0), (geometry, 0.5, 600.0)):
+        reference = cv2.ximgproc.segmentation.createGraphSegmentation(sigma, k, 20).processImage(
+            picture)
+        ours = felzenszwalb.segment(picture, sigma, k, 20)
+        assert ours.dtype == np.uint8 and ours.shape == picture.shape[:2]
+        assert ours.max() >= 2  # several segments, not one
+        assert np.array_equal(ours, _first_appearance_ids(reference))
+    with pytest.raises(ValueError, match="H×W"):
+        felzenszwalb.segment(np.zeros(5), 0.5, 100.0, 4)
+
+
+def _small_scene_view(resolution=40):
+    from taskonomy.datamodules.synth.building import plan_building
+
+    scenes, fixated = plan_building("tiles", 5, resolution, 1, 1)
+    return scenes[fixated[0].room], fixated[0].views[0].camera
+
+
+def test_tiled_caster_equals_testing_every_primitive_for_every_ray():
+    from taskonomy.datamodules.synth import raycast, tiles
+    from taskonomy.datamodules.synth.render import camera_rays
+
+    scene, camera = _small_scene_view()
+    rays = camera_rays(camera)
+    rotation = np.ascontiguousarray(camera.world_to_camera[:3, :3])
+    centres = np.ascontiguousarray(scene.prims[:, 1:4] @ rotation.T
+                                   + camera.world_to_camera[:3, 3])
+    shape = rays.shape[:2]
+    lights = scene.lights.reshape(-1, 6)
+    k = camera.K
+    for antialias in (False, True):
+        out = [np.empty(shape), np.empty(shape, np.int32), np.empty((*shape, 3)),
+               np.empty(shape, np.int8), np.empty((*shape, 3)), np.zeros(shape, bool)]
+        tiles.render_tiles(scene.prims, scene.materials, lights, camera.centre, rays, rotation,
+                           centres, k[0, 0], k[1, 1], k[0, 2], k[1, 2], antialias, *out)
+        full = raycast.trace_rays(scene.prims, scene.materials, lights, camera.centre,
+                                  rays.reshape(-1, 3), True)
+        assert np.array_equal(out[1].reshape(-1), full["index"])
+        assert np.array_equal(out[0].reshape(-1), full["t"])
+        assert np.array_equal(out[2].reshape(-1, 3), full["normal"])
+        edge = out[5]
+        assert edge.any() != (not antialias)
+        # Off silhouettes, the shading is the full caster's; on them, the mean of 4 sub-pixels.
+        assert np.array_equal(out[4][~edge], full["rgb"].reshape(*shape, 3)[~edge])
+        rows, cols = np.nonzero(edge)
+        if len(rows):
+            mean = np.zeros((len(rows), 3))
+            for dx, dy in tiles.SUBPIXELS:
+                sub = np.array([tiles._subpixel_ray(rotation, k[0, 0], k[1, 1], k[0, 2], k[1, 2],
+                                                    c + 0.5 + dx, r + 0.5 + dy)
+                                for r, c in zip(rows, cols, strict=True)])
+                mean += raycast.trace_rays(scene.prims, scene.materials, lights, camera.centre,
+                                           sub, True)["rgb"]
+            assert np.allclose(out[4][rows, cols], mean / 4, rtol=1e-12, atol=1e-12)
+
+
+def test_compiled_label_encodings_match_their_numpy_formulas():
+    from taskonomy.datamodules.synth import labels
+
+    rng = np.random.default_rng(0)
+    depth = rng.uniform(0.5, 200.0, (24, 24))
+    depth[3, 4] = np.inf
+    depth[5:9, 5:9] = 2.0
+    depth[5:9, 9:12] = 4.0
+    raw = np.round(np.where(np.isfinite(depth), depth, 0.0) * 512.0)
+    expected = np.where(np.isfinite(depth) & (raw < 65535), raw, 65535).astype(np.uint16)
+    assert np.array_equal(labels.encode_depth(depth), expected)
+    unit = rng.uniform(-1.2, 1.2, (24, 24, 3))
+    assert np.array_equal(labels.encode_unit(unit),
+                          np.clip(np.round((unit + 1.0) * 127.5), 0, 255).astype(np.uint8))
+    curvature = rng.normal(0.0, 8.0, (24, 24, 2))
+    encoded = labels.encode_curvature(curvature)
+    assert np.array_equal(encoded[..., :2], np.clip(np.round(127.0 + 10.0 * curvature), 0, 255))
+    assert not encoded[..., 2].any()
+    # Occlusion edges: only where the planes at 2 m and 4 m meet, not inside either.
+    plane = np.full((16, 16), 3.0)
+    plane[:, 8:] = 6.0
+    plane[2, 2] = np.inf
+    strength = labels.occlusion_strength(plane)
+    assert set(np.nonzero(strength)[1].tolist()) == {7, 8}
+    assert np.allclose(strength[strength > 0], 3.0)

@@ -52,10 +52,13 @@ class ViewBuffers:
 
 def camera_rays(camera: Camera, offsets: np.ndarray | None = None) -> np.ndarray:
     """Unit world ray directions through pixel centres (H×W×3), optionally offset in pixels."""
-    v, u = np.mgrid[0 : camera.height, 0 : camera.width].astype(np.float64) + 0.5
-    if offsets is not None:
-        u, v = u + offsets[..., 0], v + offsets[..., 1]
     k = camera.K
+    if offsets is None:
+        rotation = np.ascontiguousarray(camera.world_to_camera[:3, :3], dtype=np.float64)
+        return tiles.pixel_rays(rotation, float(k[0, 0]), float(k[1, 1]), float(k[0, 2]),
+                                float(k[1, 2]), camera.height, camera.width)
+    v, u = np.mgrid[0 : camera.height, 0 : camera.width].astype(np.float64) + 0.5
+    u, v = u + offsets[..., 0], v + offsets[..., 1]
     local = np.stack([(u - k[0, 2]) / k[0, 0], (v - k[1, 2]) / k[1, 1], np.ones_like(u)], axis=-1)
     local /= np.linalg.norm(local, axis=-1, keepdims=True)
     return local @ camera.world_to_camera[:3, :3]  # rows: cam @ R_wc == R_cw @ cam

@@ -104,12 +104,41 @@ def _silhouette(index, normal, r, c):
 
 
 @numba.njit(cache=True, error_model="numpy")
-def _trace_one(prims, cand, ox, oy, oz, dx, dy, dz):
-    """Nearest hit facing the viewer: (t, index, nx, ny, nz, face); index −1 on a miss."""
-    t, i, nx, ny, nz, face = raycast.intersect(prims, cand, ox, oy, oz, dx, dy, dz, 1e-6, _INF)
-    if i >= 0 and nx * dx + ny * dy + nz * dz > 0.0:
-        nx, ny, nz = -nx, -ny, -nz
-    return t, i, nx, ny, nz, face
+def _trace_one(prims, cand, windows, ox, oy, oz, dx, dy, dz):
+    """Nearest hit facing the viewer: (t, index, nx, ny, nz, face); index −1 on a miss.
+
+    The same hit as :func:`raycast.intersect`, but only the window rows ``windows`` are tested
+    when the shell is hit (the shell is most of every image).
+    """
+    best_t, best_i = _INF, -1
+    bnx, bny, bnz = 0.0, 0.0, 0.0
+    best_face = 0
+    for k in range(cand.shape[0]):
+        i = cand[k]
+        t, nx, ny, nz, face = raycast._hit_primitive(prims, i, ox, oy, oz, dx, dy, dz, 1e-6,
+                                                     best_t)
+        if t > 0.0 and t < best_t:
+            best_t, best_i, bnx, bny, bnz, best_face = t, i, nx, ny, nz, face
+    if best_i >= 0 and int(prims[best_i, 0]) == ROOM and _in_windows(
+            prims, windows, ox + best_t * dx, oy + best_t * dy, oz + best_t * dz):
+        return _INF, -1, 0.0, 0.0, 0.0, 0
+    if best_i >= 0 and bnx * dx + bny * dy + bnz * dz > 0.0:
+        bnx, bny, bnz = -bnx, -bny, -bnz
+    return best_t, best_i, bnx, bny, bnz, best_face
+
+
+@numba.njit(cache=True, error_model="numpy")
+def _in_windows(p, windows, x, y, z):
+    """Whether a point of the room shell lies inside one of the window boxes ``windows``."""
+    for k in range(windows.shape[0]):
+        i = windows[k]
+        rx, ry, rz = x - p[i, 1], y - p[i, 2], z - p[i, 3]
+        lx = p[i, 7] * rx + p[i, 10] * ry + p[i, 13] * rz
+        ly = p[i, 8] * rx + p[i, 11] * ry + p[i, 14] * rz
+        lz = p[i, 9] * rx + p[i, 12] * ry + p[i, 15] * rz
+        if abs(lx) <= p[i, 4] and abs(ly) <= p[i, 5] and abs(lz) <= p[i, 6]:
+            return True
+    return False
 
 
 @numba.njit(cache=True, error_model="numpy")
@@ -141,6 +170,13 @@ def render_tiles(prims, mats, lights, origin, rays, rotation, cam_centres, fx, f
     n = prims.shape[0]
     ox, oy, oz = origin[0], origin[1], origin[2]
     cand = np.empty(n, dtype=np.int64)
+    windows = np.empty(n, dtype=np.int64)
+    window_count = 0
+    for i in range(n):
+        if int(prims[i, 0]) == WINDOW:
+            windows[window_count] = i
+            window_count += 1
+    windows = windows[:window_count]
     rows_y = (height + TILE - 1) // TILE
     rows_x = (width + TILE - 1) // TILE
     # Sweep 1: centre rays. The tile frustum grows by a pixel for the sub-pixel rays of sweep 2.
@@ -153,7 +189,7 @@ def render_tiles(prims, mats, lights, origin, rays, rotation, cam_centres, fx, f
             tile_cand = cand[:count]
             for r in range(r0, r1):
                 for c in range(c0, c1):
-                    t, i, nx, ny, nz, face = _trace_one(prims, tile_cand, ox, oy, oz,
+                    t, i, nx, ny, nz, face = _trace_one(prims, tile_cand, windows, ox, oy, oz,
                                                         rays[r, c, 0], rays[r, c, 1],
                                                         rays[r, c, 2])
                     out_index[r, c] = i
@@ -232,7 +268,8 @@ def render_tiles(prims, mats, lights, origin, rays, rotation, cam_centres, fx, f
                     for s in range(SUBPIXELS.shape[0]):
                         dx, dy, dz = _subpixel_ray(rotation, fx, fy, cx, cy, c + 0.5
                                                    + SUBPIXELS[s, 0], r + 0.5 + SUBPIXELS[s, 1])
-                        t, i, nx, ny, nz, _ = _trace_one(prims, tile_cand, ox, oy, oz, dx, dy, dz)
+                        t, i, nx, ny, nz, _ = _trace_one(prims, tile_cand, windows, ox, oy, oz,
+                                                         dx, dy, dz)
                         if i < 0:
                             sr, sg, sb = sr + SKY[0], sg + SKY[1], sb + SKY[2]
                             continue
@@ -263,3 +300,14 @@ def _subpixel_ray(rotation, fx, fy, cx, cy, u, v):
     return (a * rotation[0, 0] + b * rotation[1, 0] + w * rotation[2, 0],
             a * rotation[0, 1] + b * rotation[1, 1] + w * rotation[2, 1],
             a * rotation[0, 2] + b * rotation[1, 2] + w * rotation[2, 2])
+
+
+@numba.njit(cache=True, error_model="numpy")
+def pixel_rays(rotation, fx, fy, cx, cy, height, width):
+    """H×W×3 unit world directions through the pixel centres (same formula as sub-pixel rays)."""
+    out = np.empty((height, width, 3))
+    for r in range(height):
+        for c in range(width):
+            out[r, c, 0], out[r, c, 1], out[r, c, 2] = _subpixel_ray(rotation, fx, fy, cx, cy,
+                                                                     c + 0.5, r + 0.5)
+    return out
