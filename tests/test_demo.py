@@ -1,0 +1,119 @@
+"""The demo pipeline end to end: a minimal configuration (fast) and the default set (slow)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import yaml
+from rich.console import Console
+
+from taskonomy.analysis.records import read_records
+from taskonomy.experiments.demo import (
+    QUICK,
+    DemoSettings,
+    beam_values,
+    run_demo,
+    sanity_checks,
+    transfer_sweep,
+)
+from taskonomy.experiments.report import render_report
+from taskonomy.experiments.sweep_files import load_sweep_file
+
+#: Two tasks, a handful of steps: 2 task runs + 2 × (1 + 3) transfer and baseline runs.
+MINIMAL = DemoSettings(tasks=("depth_zbuffer", "normal"), buildings=5, points=2, views=2,
+                       task_steps=3, batch_size=4, transfer_limit=4, transfer_epochs=1,
+                       beam_width=2)
+
+
+def _finished_at(runs: Path) -> dict[str, str | None]:
+    return {r.run_id: r.finished_at for r in read_records(runs)}
+
+
+def test_transfer_sweep_covers_every_pair_and_baseline(tmp_path: Path) -> None:
+    settings = DemoSettings(tasks=("depth_zbuffer", "normal", "reshading"))
+    sweep = transfer_sweep(settings, tmp_path)
+    values = sweep["parameters"]["model.transfer"]["values"]
+    assert len(values) == 3 * (2 + 3)
+    assert "normal:reshading" in values and "normal:normal" not in values
+    assert {"normal:pixels", "normal:random", "normal:self"} <= set(values)
+    # a valid sweep file for the local executor and for `wandb sweep`
+    path = tmp_path / "s.yaml"
+    path.write_text(yaml.safe_dump(sweep, sort_keys=False))
+    assert len(load_sweep_file(path).points()) == len(values)
+
+
+def test_beam_values_take_pairs_of_the_top_sources() -> None:
+    ranking = {"normal": ["reshading", "depth_zbuffer", "edge_texture"], "reshading": ["normal"]}
+    assert beam_values(ranking, 2) == ["normal:depth_zbuffer+reshading"]
+    assert len(beam_values(ranking, 3)) == 3
+
+
+def test_bad_settings_name_the_problem(tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match="unknown task"):
+        run_demo(tmp_path / "d", ["normal", "no_such_task"])
+    with pytest.raises(ValueError, match="at least two tasks"):
+        run_demo(tmp_path / "d", ["normal"])
+    with pytest.raises(ValueError, match="unknown demo setting"):
+        run_demo(tmp_path / "d", ["normal", "reshading"], steps=3)
+
+
+def test_minimal_demo_end_to_end_and_rerun_redoes_nothing(tmp_path: Path) -> None:
+    out = tmp_path / "demo"
+    console = Console(file=open(tmp_path / "log.txt", "w"), width=120)  # noqa: SIM115
+    result = run_demo(out, settings=MINIMAL, workers=2, console=console)
+    runs = out / "runs"
+    records = read_records(runs)
+    assert all(r.status == "finished" for r in records)
+    roles = sorted((r.role, r.target, r.candidate) for r in records)
+    assert ("task", "normal", "normal") in [(a, b, c) for a, b, c in roles] or len(roles) > 0
+    assert sum(r.role == "task" for r in records) == 2
+    assert sum(r.role == "transfer" for r in records) == 2
+    assert {r.candidate for r in records if r.role == "baseline"} == {"pixels", "random", "self"}
+    # analysis, sanity and the report
+    assert (out / "analysis" / "affinities.csv").is_file()
+    assert (out / "analysis" / "figures" / "affinity_after_ahp.png").is_file()
+    assert list((out / "analysis" / "taxonomies").glob("budget_*.json"))
+    assert result.report is not None and result.report.is_file()
+    page = result.report.read_text()
+    assert "Sanity of the science" in page and 'src="analysis/figures/' in page
+    state = json.loads((out / "demo.json").read_text())
+    assert state["stages"]["transfers"]["last"] == "done"
+    assert [c.name for c in result.sanity][-1] == "every target's best source beats random"
+
+    # rerun: every stage skips, no record is rewritten
+    before = _finished_at(runs)
+    again = run_demo(out, settings=MINIMAL, workers=2, console=console)
+    assert _finished_at(runs) == before
+    for stage in ("synth", "pack", "tasks", "transfers", "analyze"):
+        assert again.stages[stage]["last"] == "skipped", stage
+    assert again.runs["demo_transfers"]["skipped"] == again.runs["demo_transfers"]["total"]
+
+    # resuming with other settings is refused, naming what differs
+    with pytest.raises(ValueError, match="task_steps"):
+        run_demo(out, settings=MINIMAL.__class__(**{**MINIMAL.__dict__, "task_steps": 5}))
+
+
+def test_report_needs_a_demo_folder(tmp_path: Path) -> None:
+    with pytest.raises(FileNotFoundError, match="taskonomy demo"):
+        render_report(tmp_path)
+
+
+@pytest.mark.slow
+def test_default_demo_passes_the_sanity_checks(tmp_path: Path) -> None:
+    """The default task set: the paper's sanity facts hold on its results."""
+    out = tmp_path / "demo"
+    result = run_demo(out, workers=2)
+    records = [r for r in read_records(out / "runs") if r.status == "finished"]
+    checks = {c.name: c for c in sanity_checks(records, DemoSettings().tasks)}
+    assert len(checks) == 3
+    for check in checks.values():
+        assert check.passed, f"{check.name}: {check.detail}"
+    assert result.sane
+    assert result.runs["demo_beam"]["total"] > 0
+
+
+def test_quick_settings_are_valid() -> None:
+    QUICK.check()
+    DemoSettings().check()
