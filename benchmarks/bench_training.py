@@ -98,7 +98,11 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=None,
                         help="default: the setting's data batch size")
     parser.add_argument("--gpu", action="store_true", help="paper setting on a CUDA device")
+    parser.add_argument("--threads", type=int, default=None,
+                        help="torch CPU threads (default: torch's choice)")
     args = parser.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
     if args.gpu and not torch.cuda.is_available():
         raise SystemExit("--gpu needs a CUDA device")
     setting = "paper" if args.gpu else "cpu"
@@ -109,7 +113,6 @@ def main() -> None:
         torch.backends.cudnn.benchmark = True
         variants = {"fp32": ("32-true", False), "bf16-mixed+channels_last": ("bf16-mixed", True)}
     else:
-        torch.set_num_threads(max(1, torch.get_num_threads()))
         variants = {"fp32": ("32-true", False), "bf16-mixed": ("bf16-mixed", False)}
     print(f"{setting} setting: task {args.task}, encoder {model_options['encoder']}, "
           f"{model_options['resolution']} px, batch {batch_size}, "

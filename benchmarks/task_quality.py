@@ -171,11 +171,13 @@ def main() -> None:
     parser.add_argument("--encoder", default=None, help="override model/cpu.yaml's encoder")
     parser.add_argument("--decoder-width", type=float, default=None)
     parser.add_argument("--lr", type=float, default=None)
+    parser.add_argument("--threads", type=int, default=1,
+                        help="torch threads; 1 avoids OpenMP spin contention on busy machines")
     args = parser.parse_args()
     extra = [f"--model.{name}={value}" for name, value in (
         ("encoder", args.encoder), ("decoder_width", args.decoder_width),
         ("head_width", args.decoder_width), ("lr", args.lr)) if value is not None]
-    torch.set_num_threads(max(1, torch.get_num_threads()))
+    torch.set_num_threads(args.threads)
     root = args.data or make_synthetic_shards(args.runs / "data")
     tasks = args.tasks or default_tasks()
     rows = []

@@ -31,6 +31,15 @@ TINY = {
     "data": {"batch_size": 4, "num_workers": 0, "epoch_size": 8, "shuffle_buffer": 8},
 }
 
+@pytest.fixture(autouse=True)
+def _one_thread():
+    """One torch thread: on a shared 2-core machine OpenMP spin-waits make 2 threads far slower."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 
 def tiny_config(tmp_path: Path, root: Path, **trainer: object) -> Path:
     config = {**TINY, "data": {**TINY["data"], "root": str(root)},

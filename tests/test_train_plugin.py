@@ -6,12 +6,23 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
 import yaml
 
 from taskonomy.analysis.records import read_record, record_path
 from taskonomy.datamodules.shards import manifest_keys, read_manifest
 from taskonomy.experiments.cli import main as taskonomy_main
 from taskonomy.tasks.registry import get_registered, reload_registry, task_names
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    """One torch thread: on a shared 2-core machine OpenMP spin-waits make 2 threads far slower."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
 
 PLUGIN = '''
 """A third-party task: predict the grey level of the image."""

@@ -56,7 +56,9 @@ def test_killed_run_resumes_from_its_last_checkpoint(tmp_path: Path, tiny_shards
     (tmp_path / "steplog.py").write_text(STEP_LOGGER)
     first_log, second_log = tmp_path / "first.txt", tmp_path / "second.txt"
     runs = tmp_path / "runs"
-    env = {**os.environ, "PYTHONPATH": f"{tmp_path}{os.pathsep}{os.environ.get('PYTHONPATH', '')}"}
+    # One thread: on a shared 2-core machine OpenMP spin-waits make 2 threads far slower.
+    env = {**os.environ, "OMP_NUM_THREADS": "1",
+           "PYTHONPATH": f"{tmp_path}{os.pathsep}{os.environ.get('PYTHONPATH', '')}"}
 
     def command(log: Path) -> list[str]:
         return [sys.executable, "-m", "taskonomy.experiments.cli", "train", "fit",

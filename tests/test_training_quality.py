@@ -11,6 +11,17 @@ from pathlib import Path
 from types import ModuleType
 
 import pytest
+import torch
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    """One torch thread: on a shared 2-core machine OpenMP spin-waits make 2 threads far slower."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
 
 BENCHMARK = Path(__file__).resolve().parents[1] / "benchmarks" / "task_quality.py"
 
@@ -50,8 +61,6 @@ def test_short_training_beats_the_constant_predictor(task: str, quality: ModuleT
 
 def test_constant_predictor_fits_the_loss_minimizer(quality: ModuleType) -> None:
     # For an L1 loss the best constant is the median; for MSE the mean.
-    import torch
-
     from taskonomy.experiments.train import task_model
 
     module = task_model("room_layout", encoder="resnet10_tiny", resolution=32)
