@@ -165,7 +165,7 @@ def main() -> None:
     parser.add_argument("--tasks", nargs="+", default=None)
     parser.add_argument("--steps", type=int, default=300)
     parser.add_argument("--resolution", type=int, default=32)
-    parser.add_argument("--batch-size", type=int, default=16)
+    parser.add_argument("--batch-size", type=int, default=8)
     parser.add_argument("--precision", default="32-true")
     parser.add_argument("--margin", type=float, default=0.05)
     parser.add_argument("--encoder", default=None, help="override model/cpu.yaml's encoder")
