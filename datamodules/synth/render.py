@@ -69,19 +69,32 @@ def _to_srgb(linear: np.ndarray, hit: np.ndarray) -> np.ndarray:
     sample = linear[::4, ::4].max(axis=-1)[hit[::4, ::4]]
     bright = float(np.percentile(sample, 97)) if sample.size else 1.0
     exposure = float(np.clip(0.9 / max(bright, 1e-6), 0.5, 3.0))
-    return _tone_map(linear, exposure)
+    return _tone_map(linear, exposure, _STEPS, _BUCKET_CODES)
+
+
+#: Linear values (after exposure) at which the 8-bit code steps up: code j covers
+#: [_STEPS[j-1], _STEPS[j]), the inverse of ``round(255 · v^(1/2.2))``. With the code at the
+#: start of each of 4096 buckets of [0, 1], the tone map is a table look-up and a few
+#: comparisons instead of a power per channel.
+_STEPS = ((np.arange(1, 256) - 0.5) / 255.0) ** 2.2
+_BUCKETS = 4096
+_BUCKET_CODES = np.searchsorted(_STEPS, np.arange(_BUCKETS) / _BUCKETS, side="right")
 
 
 @numba.njit(cache=True, error_model="numpy")
-def _tone_map(linear, exposure):
-    """uint8 sRGB-like image: ``round(255 · clip(exposure · linear, 0, 1)^(1/2.2))``."""
+def _tone_map(linear, exposure, steps, bucket_codes):
+    """uint8 image ``round(255 · clip(exposure · linear, 0, 1)^(1/2.2))`` via the code steps."""
     height, width, channels = linear.shape
+    buckets = bucket_codes.shape[0]
     out = np.empty((height, width, channels), dtype=np.uint8)
     for r in range(height):
         for c in range(width):
             for k in range(channels):
                 value = min(max(linear[r, c, k] * exposure, 0.0), 1.0)
-                out[r, c, k] = np.uint8(np.round(value ** (1.0 / 2.2) * 255.0))
+                code = bucket_codes[min(int(value * buckets), buckets - 1)]
+                while code < 255 and value >= steps[code]:
+                    code += 1
+                out[r, c, k] = code
     return out
 
 
@@ -196,9 +209,22 @@ def _add_creases(curvature: np.ndarray, origin: np.ndarray, rays: np.ndarray,
         convex = cv2.dilate(convex, kernel)
         concave = -cv2.dilate(-concave, kernel)
     out = curvature.copy()
-    out[..., 0] = np.where(hit, np.maximum(out[..., 0], convex), 0.0)
-    out[..., 1] = np.where(hit, np.minimum(out[..., 1], concave), 0.0)
+    _merge_creases(out, convex, concave, hit)
     return out
+
+
+@numba.njit(cache=True, error_model="numpy")
+def _merge_creases(curvature, convex, concave, hit):
+    """In place: k1 = max(k1, convex), k2 = min(k2, concave) on hits, 0 elsewhere."""
+    height, width = hit.shape
+    for r in range(height):
+        for c in range(width):
+            if hit[r, c]:
+                curvature[r, c, 0] = max(curvature[r, c, 0], convex[r, c])
+                curvature[r, c, 1] = min(curvature[r, c, 1], concave[r, c])
+            else:
+                curvature[r, c, 0] = 0.0
+                curvature[r, c, 1] = 0.0
 
 
 @numba.njit(cache=True, error_model="numpy")
