@@ -88,6 +88,9 @@ def _matrix(path: Path, digits: int = 3) -> str:
     if frame is None:
         return ""
     first = frame.columns[0]
+    if str(first).startswith("Unnamed"):  # a matrix saved with an unnamed index
+        frame = frame.rename(columns={first: ""})
+        first = ""
     return _table(frame, digits=digits, left=[first])
 
 
@@ -218,12 +221,13 @@ def _figures_section(out: Path) -> str:
     parts.append(_figure(
         out, figures / "affinity_after_ahp.png", "affinity after AHP",
         _matrix(figures / "affinity_after_ahp.csv"),
-        "First-order affinities after AHP normalization (rows: targets, columns: sources; "
-        "each row's candidates sum to 1 with the baselines)."))
+        "Affinities after AHP normalization (rows: sources, columns: targets; each target's "
+        "candidates, baselines included, sum to 1)."))
     parts.append(_figure(
         out, figures / "affinity_before_ahp.png", "affinity before AHP",
         _matrix(figures / "affinity_before_ahp.csv"),
-        "Before AHP: the raw win rate of each transfer against the target's own network."))
+        "Before AHP: the raw win rate of each transfer against the target's own network "
+        "(its quality)."))
     parts.append(_figure(
         out, figures / "quality_gain.png", "quality and gain",
         _matrix(figures / "quality_gain.csv"),

@@ -48,5 +48,9 @@ def run(args: argparse.Namespace) -> int:
     except DemoError as error:
         Console(stderr=True).print(f"[red]demo stopped:[/] {error}")
         return 1
+    except KeyboardInterrupt:
+        Console(stderr=True).print(f"[yellow]interrupted[/]: finished stages and runs are kept; "
+                                   f"run the same command again to continue ({args.out})")
+        return 130
     failed = [c for c in result.sanity if not c.passed]
     return 1 if failed else 0
