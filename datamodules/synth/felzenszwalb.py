@@ -50,23 +50,23 @@ def segment(image: np.ndarray, sigma: float, k: float, min_size: int) -> np.ndar
 
 @numba.njit(cache=True, error_model="numpy")
 def _find(parent, p):
-    root = p
-    while parent[root] != root:
-        root = parent[root]
-    while parent[p] != root:  # path compression
-        parent[p], p = root, parent[p]
-    return root
+    """Root of p's component, halving the path on the way (one pass, no recursion)."""
+    while parent[p] != p:
+        parent[p] = parent[parent[p]]
+        p = parent[p]
+    return p
 
 
 @numba.njit(cache=True, error_model="numpy")
-def _join(parent, rank, size, a, b):
-    """Union by rank of two roots; returns the new root."""
-    if rank[a] < rank[b]:
+def _join(parent, size, a, b):
+    """Union by size of two roots; returns the new root.
+
+    Which root wins does not change the partition: thresholds and sizes follow the new root.
+    """
+    if size[a] < size[b]:
         a, b = b, a
     parent[b] = a
     size[a] += size[b]
-    if rank[a] == rank[b]:
-        rank[a] += 1
     return a
 
 
@@ -149,7 +149,6 @@ def _segment(image, k, min_size):
         e = order[j]
         sorted_a[j], sorted_b[j], sorted_w[j] = first[e], second[e], weight[e]
     parent = np.arange(pixels).astype(np.int32)
-    rank = np.zeros(pixels, dtype=np.int32)
     size = np.ones(pixels, dtype=np.int32)
     threshold = np.full(pixels, k, dtype=np.float32)
     merged = np.zeros(count, dtype=np.bool_)
@@ -157,7 +156,7 @@ def _segment(image, k, min_size):
         a, b = _find(parent, sorted_a[j]), _find(parent, sorted_b[j])
         w = sorted_w[j]
         if a != b and w <= threshold[a] and w <= threshold[b]:
-            root = _join(parent, rank, size, a, b)
+            root = _join(parent, size, a, b)
             threshold[root] = w + k / np.float32(size[root])
             merged[j] = True
     for j in range(count):
@@ -165,7 +164,7 @@ def _segment(image, k, min_size):
             continue
         a, b = _find(parent, sorted_a[j]), _find(parent, sorted_b[j])
         if a != b and (size[a] < min_size or size[b] < min_size):
-            _join(parent, rank, size, a, b)
+            _join(parent, size, a, b)
     ids = np.full(pixels, -1, dtype=np.int32)
     out = np.empty((height, width), dtype=np.uint8)
     next_id = 0

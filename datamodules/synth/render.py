@@ -4,6 +4,10 @@ Every label comes from the ray through each pixel centre. RGB is shaded at the s
 pixels on silhouettes (a neighbour hits another primitive or a very different normal) are
 re-shaded with four sub-pixel rays and averaged: the silhouettes are where one sample per pixel
 aliases, and supersampling only them costs a fraction of a full 2× render.
+
+Tracing, shading and supersampling run in one compiled, tile-culled pass (:mod:`.tiles`); the
+per-pixel geometry (camera-frame normals, z-depth, reshading, curvature, labels) and the tone map
+are compiled sweeps too, so a view allocates only its output buffers.
 """
 
 from __future__ import annotations
