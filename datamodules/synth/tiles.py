@@ -205,7 +205,8 @@ def render_tiles(prims, mats, lights, origin, rays, rotation, cam_centres, fx, f
                         out_normal[r, c, 1] = ny
                         out_normal[r, c, 2] = nz
                         out_face[r, c] = face
-    # Sweep 2: shading with per-tile shadow candidates, then silhouette supersampling.
+    # Sweep 2: shading with per-tile shadow candidates; silhouette pixels are shaded from their
+    # four sub-pixel rays instead of the centre ray.
     light_count = lights.shape[0]
     lists = np.full((max(light_count, 1), n), -1, dtype=np.int64)
     counts = np.zeros(max(light_count, 1), dtype=np.int64)
@@ -238,8 +239,40 @@ def render_tiles(prims, mats, lights, origin, rays, rotation, cam_centres, fx, f
             if has_hits:
                 rho = np.sqrt((hi0 - lo0) ** 2 + (hi1 - lo1) ** 2 + (hi2 - lo2) ** 2) / 2 + 1e-3
                 _occluders_near(prims, lights, mx, my, mz, rho, lists, counts)
+            if antialias:
+                count = _tile_candidates(prims, cam_centres, fx, fy, cx, cy, c0 - 1.0, c1 + 1.0,
+                                         r0 - 1.0, r1 + 1.0, cand)
+                tile_cand = cand[:count]
             for r in range(r0, r1):
                 for c in range(c0, c1):
+                    if antialias and _silhouette(out_index, out_normal, r, c):
+                        out_edge[r, c] = True
+                        sr, sg, sb = 0.0, 0.0, 0.0
+                        for s in range(SUBPIXELS.shape[0]):
+                            dx, dy, dz = _subpixel_ray(rotation, fx, fy, cx, cy,
+                                                       c + 0.5 + SUBPIXELS[s, 0],
+                                                       r + 0.5 + SUBPIXELS[s, 1])
+                            t, i, nx, ny, nz, _ = _trace_one(prims, tile_cand, windows, ox, oy,
+                                                             oz, dx, dy, dz)
+                            if i < 0:
+                                sr, sg, sb = sr + SKY[0], sg + SKY[1], sb + SKY[2]
+                                continue
+                            x, y, z = ox + t * dx, oy + t * dy, oz + t * dz
+                            ex, ey, ez = x - mx, y - my, z - mz
+                            # Outside the tile's sphere, every primitive may shadow the hit.
+                            if has_hits and ex * ex + ey * ey + ez * ez <= (rho - 1e-3) ** 2:
+                                red, green, blue = raycast._shade(prims, mats, lights, lists,
+                                                                  counts, i, x, y, z, nx, ny, nz)
+                            else:
+                                red, green, blue = raycast._shade(prims, mats, lights, every,
+                                                                  every_counts, i, x, y, z, nx,
+                                                                  ny, nz)
+                            sr, sg, sb = sr + red, sg + green, sb + blue
+                        scale = 1.0 / SUBPIXELS.shape[0]
+                        out_rgb[r, c, 0] = sr * scale
+                        out_rgb[r, c, 1] = sg * scale
+                        out_rgb[r, c, 2] = sb * scale
+                        continue
                     i = out_index[r, c]
                     if i < 0:
                         out_rgb[r, c, 0] = SKY[0]
@@ -254,40 +287,6 @@ def render_tiles(prims, mats, lights, origin, rays, rotation, cam_centres, fx, f
                     out_rgb[r, c, 0] = red
                     out_rgb[r, c, 1] = green
                     out_rgb[r, c, 2] = blue
-            if not antialias:
-                continue
-            count = _tile_candidates(prims, cam_centres, fx, fy, cx, cy, c0 - 1.0, c1 + 1.0,
-                                     r0 - 1.0, r1 + 1.0, cand)
-            tile_cand = cand[:count]
-            for r in range(r0, r1):
-                for c in range(c0, c1):
-                    if not _silhouette(out_index, out_normal, r, c):
-                        continue
-                    out_edge[r, c] = True
-                    sr, sg, sb = 0.0, 0.0, 0.0
-                    for s in range(SUBPIXELS.shape[0]):
-                        dx, dy, dz = _subpixel_ray(rotation, fx, fy, cx, cy, c + 0.5
-                                                   + SUBPIXELS[s, 0], r + 0.5 + SUBPIXELS[s, 1])
-                        t, i, nx, ny, nz, _ = _trace_one(prims, tile_cand, windows, ox, oy, oz,
-                                                         dx, dy, dz)
-                        if i < 0:
-                            sr, sg, sb = sr + SKY[0], sg + SKY[1], sb + SKY[2]
-                            continue
-                        x, y, z = ox + t * dx, oy + t * dy, oz + t * dz
-                        ex, ey, ez = x - mx, y - my, z - mz
-                        # A sub-pixel hit outside the tile's sphere: every primitive may shadow it.
-                        near = has_hits and ex * ex + ey * ey + ez * ez <= (rho - 1e-3) ** 2
-                        if near:
-                            red, green, blue = raycast._shade(prims, mats, lights, lists, counts,
-                                                              i, x, y, z, nx, ny, nz)
-                        else:
-                            red, green, blue = raycast._shade(prims, mats, lights, every,
-                                                              every_counts, i, x, y, z, nx, ny, nz)
-                        sr, sg, sb = sr + red, sg + green, sb + blue
-                    scale = 1.0 / SUBPIXELS.shape[0]
-                    out_rgb[r, c, 0] = sr * scale
-                    out_rgb[r, c, 1] = sg * scale
-                    out_rgb[r, c, 2] = sb * scale
 
 
 @numba.njit(cache=True, error_model="numpy")
