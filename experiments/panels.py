@@ -12,6 +12,7 @@ written as a PNG under ``<default_root_dir>/panels/`` otherwise.
 
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -270,9 +271,13 @@ class PredictionPanels(L.Callback):
         if not trainer.is_global_zero:
             return
         for task, samples in self._pending.items():
-            panel = render_panel(next(m for m in _modules(pl_module) if m.spec.name == task),
-                                 samples, self.size)
-            self.emit(trainer, task, panel)
+            try:
+                panel = render_panel(next(m for m in _modules(pl_module) if m.spec.name == task),
+                                     samples, self.size)
+                self.emit(trainer, task, panel)
+            except Exception as error:  # noqa: BLE001 - a picture must never stop training
+                warnings.warn(f"prediction panel of {task!r} skipped: "
+                              f"{type(error).__name__}: {error}", RuntimeWarning, stacklevel=2)
         self._pending = {}
 
     def emit(self, trainer: L.Trainer, task: str, panel: np.ndarray) -> Path | None:
