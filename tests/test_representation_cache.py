@@ -136,7 +136,7 @@ def fit_and_test(runs: Path, shards: Path, target: str, cache_dir: Path | None
                          head_width=0.25, lr=1e-3, lr_milestone=None)
     data = TaskonomyDataModule(shards, tasks=[target], resolution=RES, batch_size=4,
                                num_workers=0, limit=8, seed=0, shuffle_buffer=8)
-    trainer = L.Trainer(max_steps=4, logger=False, enable_checkpointing=False,
+    trainer = L.Trainer(max_steps=3, logger=False, enable_checkpointing=False,
                         enable_progress_bar=False, enable_model_summary=False,
                         num_sanity_val_steps=0, limit_val_batches=0, accelerator="cpu")
     trainer.fit(model, datamodule=data)
