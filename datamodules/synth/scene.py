@@ -78,15 +78,30 @@ class Scene:
 
     def free_floor_point(self, rng: np.random.Generator, margin: float = 0.35,
                          tries: int = 200) -> np.ndarray | None:
-        """A random (x, y) on the floor away from walls and furniture, or None."""
+        """A random (x, y) on the floor away from walls and furniture, or None.
+
+        Candidates are drawn uniformly, x then y, until one is free; all ``tries`` are tested at
+        once, and the generator then moves on by exactly the draws that a one-by-one search
+        would have made, so the stream (and every later draw) does not depend on the batching.
+        """
         lo, hi = self.bounds[0], self.bounds[1]
-        for _ in range(tries):
-            x = rng.uniform(lo[0] + margin, hi[0] - margin)
-            y = rng.uniform(lo[1] + margin, hi[1] - margin)
-            if all(not (a - margin < x < c + margin and b - margin < y < d + margin)
-                   for a, b, c, d in self.footprints):
-                return np.array([x, y])
-        return None
+        state = rng.bit_generator.state
+        draws = rng.random((tries, 2))
+        low = np.array([lo[0] + margin, lo[1] + margin])
+        high = np.array([hi[0] - margin, hi[1] - margin])
+        points = low + (high - low) * draws  # what Generator.uniform(low, high) computes
+        if self.footprints:
+            rects = np.asarray(self.footprints, dtype=np.float64)
+            x, y = points[:, :1], points[:, 1:]
+            blocked = ((rects[:, 0] - margin < x) & (x < rects[:, 2] + margin)
+                       & (rects[:, 1] - margin < y) & (y < rects[:, 3] + margin)).any(axis=1)
+        else:
+            blocked = np.zeros(tries, dtype=bool)
+        free = np.flatnonzero(~blocked)
+        used = int(free[0]) + 1 if len(free) else tries
+        rng.bit_generator.state = state
+        rng.random((used, 2))
+        return points[used - 1].copy() if len(free) else None
 
 
 def _colour(rng: np.random.Generator, base: tuple[float, float, float],
