@@ -476,3 +476,28 @@ def test_compiled_label_encodings_match_their_numpy_formulas():
     strength = labels.occlusion_strength(plane)
     assert set(np.nonzero(strength)[1].tolist()) == {7, 8}
     assert np.allclose(strength[strength > 0], 3.0)
+
+
+def test_batched_free_floor_points_follow_the_one_by_one_search():
+    from taskonomy.datamodules.synth.scene import generate_room
+
+    def one_by_one(scene, rng, margin=0.35, tries=200):
+        lo, hi = scene.bounds
+        for _ in range(tries):
+            x = rng.uniform(lo[0] + margin, hi[0] - margin)
+            y = rng.uniform(lo[1] + margin, hi[1] - margin)
+            if all(not (a - margin < x < c + margin and b - margin < y < d + margin)
+                   for a, b, c, d in scene.footprints):
+                return np.array([x, y])
+        return None
+
+    scene = generate_room(np.random.default_rng(4), np.zeros(3))
+    assert scene.footprints
+    ours, reference = np.random.default_rng(9), np.random.default_rng(9)
+    for tries in (200, 200, 3, 1):
+        point, expected = scene.free_floor_point(ours, tries=tries), one_by_one(
+            scene, reference, tries=tries)
+        assert (point is None) == (expected is None)
+        if point is not None:
+            assert np.array_equal(point, expected)
+    assert ours.random() == reference.random()  # the streams stay in step
