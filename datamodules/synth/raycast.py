@@ -8,6 +8,10 @@ colour), as rays through windows do in the released scans. Each primitive has a 
 (rotation matrix stored row-major, local → world); boxes and cylinders are intersected in that
 frame, cylinders along their local z axis. A bounding-sphere test skips most primitives cheaply.
 
+Whole views are rendered by :mod:`.tiles` on top of these kernels (per-tile culling of primary
+and shadow rays); :func:`trace_rays` and its view-wide culling helpers serve single rays (camera
+planning), the benchmark's reference path and the tests' oracle.
+
 Numba caches compiled kernels next to this module (``cache=True``); where the package folder is
 read-only (site-packages of a system install), ``NUMBA_CACHE_DIR`` is pointed at a user cache
 folder before numba is imported.
