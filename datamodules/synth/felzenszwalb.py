@@ -21,6 +21,10 @@ import cv2
 import numba
 import numpy as np
 
+# Imported for its side effect: numba's cache moves to a writable folder before the kernels below
+# are decorated (see raycast's module docstring).
+from taskonomy.datamodules.synth import raycast  # noqa: F401
+
 #: Largest segment id written; later segments share it (8-bit label files).
 MAX_ID = 255
 
