@@ -52,7 +52,8 @@ def _find(pattern: str, text: str) -> re.Match[str] | None:
 def _renderer(text: str) -> list[Row]:
     rows = []
     for m in re.finditer(r"workers=(\d+): .*?= ([\d.]+) views/s with every label", text):
-        rows.append((f"renderer views/s, {m.group(1)} worker(s)", m.group(2), "~18 on 2 cores"))
+        rows.append((f"renderer views/s at 256², {m.group(1)} worker(s)", m.group(2),
+                     "~18 on 2 free cores"))
     m = _find(r"pipeline \(render \+ labels \+ encoding\)\s+([\d.]+) ms", text)
     if m:
         rows.append(("renderer CPU per view", f"{m.group(1)} ms", ""))
@@ -91,7 +92,7 @@ def _solvers(text: str) -> list[Row]:
 
 def _training(text: str) -> list[Row]:
     rows = []
-    for m in re.finditer(r"^\s*([\w+-]+): +([\d.]+) img/s \(median", text):
+    for m in re.finditer(r"^\s*([\w+-]+): +([\d.]+) img/s \(median", text, re.MULTILINE):
         rows.append((f"training {m.group(1)}", f"{m.group(2)} img/s", ""))
     m = _find(r"ratio (\S+) / (\S+): ([\d.]+)x", text)
     if m:
@@ -113,11 +114,11 @@ def _quality(text: str) -> list[Row]:
 
 BENCHMARKS = (
     Benchmark("renderer", "bench_renderer.py",
-              ("--resolution", "64", "--buildings", "2", "--points", "2", "--views", "2",
+              ("--resolution", "256", "--buildings", "2", "--points", "1", "--views", "2",
                "--workers", "1", "2"), _renderer),
     Benchmark("datamodule", "bench_datamodule.py",
-              ("--buildings", "1", "--points", "2", "--views", "2", "--resolution", "64",
-               "--source-resolution", "128", "--epoch-size", "16", "--rounds", "2"),
+              ("--buildings", "1", "--points", "2", "--views", "2", "--epoch-size", "16",
+               "--rounds", "2"),
               _datamodule),
     Benchmark("solvers", "bench_solvers.py",
               ("--datasets", "paper-2018-16k", "--budgets", "2,8,14,20"), _solvers),
@@ -176,7 +177,7 @@ def main() -> int:
                 chosen.append(Benchmark(path.stem, path.name, (), lambda text: []))
     logs = args.logs or Path(tempfile.mkdtemp(prefix="taskonomy-bench-"))
     logs.mkdir(parents=True, exist_ok=True)
-    console = Console()
+    console = Console(width=max(120, Console().width))
     console.print(f"load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores; "
                   f"full outputs in {logs}")
     table = Table(title="benchmarks" + (" (full)" if args.full else " (quick mode)"))
