@@ -160,7 +160,7 @@ def _best_section(out: Path) -> str:
         random = group[group["candidate"] == "random"]
         rows.append({
             "target": target,
-            "best source": ranked.iloc[0]["candidate"] if len(ranked) else "",
+            "best sources (any order)": ranked.iloc[0]["candidate"] if len(ranked) else "",
             "affinity": ranked.iloc[0]["affinity"] if len(ranked) else float("nan"),
             "quality (vs self)": ranked.iloc[0]["quality"] if len(ranked) else float("nan"),
             "gain (vs pixels)": ranked.iloc[0]["gain"] if len(ranked) else float("nan"),
@@ -175,7 +175,7 @@ def _best_section(out: Path) -> str:
             "image by image on the test set). Quality is the win rate against the target's own "
             "network, gain the win rate against the <code>pixels</code> network trained on the "
             "same little data.</p>"
-            + _table(pd.DataFrame(rows), left=["target", "best source", "2nd", "3rd"]))
+            + _table(pd.DataFrame(rows), left=["target", "best sources (any order)", "2nd", "3rd"]))
 
 
 def _taxonomy_section(out: Path) -> str:
