@@ -31,7 +31,7 @@ TINY = {
     "data": {"batch_size": 4, "num_workers": 0, "epoch_size": 8, "shuffle_buffer": 8},
 }
 
-@pytest.fixture(autouse=True)
+@pytest.fixture(autouse=True, scope="module")
 def _one_thread():
     """One torch thread: on a shared 2-core machine OpenMP spin-waits make 2 threads far slower."""
     threads = torch.get_num_threads()
