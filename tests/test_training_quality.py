@@ -46,7 +46,7 @@ def synthetic_shards(quality: ModuleType, tmp_path_factory: pytest.TempPathFacto
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("task", ["depth_zbuffer", "reshading", "segment_semantic"])
+@pytest.mark.parametrize("task", ["normal", "denoising", "segment_unsup25d"])
 def test_short_training_beats_the_constant_predictor(task: str, quality: ModuleType,
                                                      synthetic_shards: Path,
                                                      tmp_path: Path) -> None:
