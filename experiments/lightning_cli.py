@@ -323,6 +323,14 @@ class TaskonomyCLI(LightningCLI):
                       f"{fallback or 'scratch'}", RuntimeWarning, stacklevel=2)
         return fallback
 
+    def _record_checkpoint(self, checkpoint: str | None) -> str | None:
+        """The checkpoint path as a record stores it: absolute.
+
+        A path relative to the working directory would break as soon as the analysis or a
+        transfer runs from another folder.
+        """
+        return None if checkpoint is None else str(Path(checkpoint).resolve())
+
     def best_checkpoint(self) -> str | None:
         """The checkpoint to test: the best by :attr:`monitor`, else the last one saved."""
         callback = self.trainer.checkpoint_callback
@@ -359,7 +367,7 @@ class TaskonomyCLI(LightningCLI):
                     "the datamodule has a test split with samples"
                 )
             record = record.finished(metrics=metrics, per_image_losses=losses,
-                                     checkpoint=checkpoint)
+                                     checkpoint=self._record_checkpoint(checkpoint))
             self._write(record)
             self._finish_wandb(record, exit_code=0)
         except BaseException as error:
