@@ -43,7 +43,7 @@ def task_model(
     gan_weight: float = 0.004,
     gan_warmup_steps: int = 25_000,
     gan_lr: float = 1e-5,
-    gan_noise: float = 0.1,
+    gan_noise: float | None = None,
     class_weights: list[float] | None = None,
     metric_samples: int = 300,
 ) -> TaskModule:
@@ -65,7 +65,7 @@ def task_model(
         gan_weight: Weight of the GAN term.
         gan_warmup_steps: Steps on the task loss alone before the GAN term starts.
         gan_lr: SGD learning rate of the discriminator.
-        gan_noise: Initial σ of the discriminator's instance noise.
+        gan_noise: Initial σ of the discriminator's instance noise (None: 0.03 for depth, else 0.1).
         class_weights: Per-class loss weights (semantic segmentation).
         metric_samples: Pixels per image of the metric loss (unsupervised segmentation).
 
