@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # A newcomer's first command: install everything from scratch if needed, then run the demo
 # (synthetic data, task networks, transfers, analysis, taxonomies, HTML report). Arguments go to
-# `taskonomy demo`, e.g. `bash scripts/demo.sh --out /tmp/demo --workers 4`. Rerun to resume.
+# `taskonomy demo`, e.g. `bash scripts/demo.sh --out ~/taskonomy-demo --workers 4`. Rerun to resume.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
