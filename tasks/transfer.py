@@ -45,7 +45,12 @@ from taskonomy.tasks.baselines import (
     random_fingerprint,
 )
 from taskonomy.tasks.build import build_task, family_class
-from taskonomy.tasks.families.base import NonFiniteLossError, TaskModule, per_variable_clip
+from taskonomy.tasks.families.base import (
+    NonFiniteLossError,
+    TaskModule,
+    per_variable_clip,
+    store_per_image_losses,
+)
 from taskonomy.tasks.losses import Reduction
 from taskonomy.tasks.networks.encoders import (
     ENCODERS,
@@ -654,13 +659,8 @@ class TransferTask(L.LightningModule):
     def test_step(self, batch: dict[str, Any], batch_idx: int) -> torch.Tensor:
         """Loss and metrics on a test batch; collects per-image losses by sample key."""
         per_image, loss = self._eval_step(batch, "test")
-        keys = batch.get("__key__")
-        if keys is None or len(keys) != len(per_image):
-            raise ValueError(
-                f"transfer into {self.target!r}: test batches need one '__key__' per sample"
-            )
-        for key, value in zip(keys, per_image.detach().float().cpu().tolist(), strict=True):
-            self.test_per_image_losses[str(key)] = value
+        store_per_image_losses(self.test_per_image_losses, batch.get("__key__"), per_image,
+                               f"transfer into {self.target!r}")
         return loss
 
     def on_test_epoch_end(self) -> None:

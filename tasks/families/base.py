@@ -44,6 +44,22 @@ def per_variable_clip(parameters: Any, max_norm: float) -> None:
                 p.grad.mul_(max_norm / (norm + 1e-6))
 
 
+def store_per_image_losses(store: dict[str, float], keys: Any, per_image: torch.Tensor,
+                           owner: str) -> None:
+    """Add one test batch's per-image losses to ``store``, keyed by sample key.
+
+    Raises:
+        ValueError: the batch does not carry one ``__key__`` per sample.
+    """
+    if keys is None or len(keys) != len(per_image):
+        raise ValueError(
+            f"{owner}: test batches need one '__key__' per sample to key per-image losses; "
+            "the datamodule must carry the sample keys"
+        )
+    for key, value in zip(keys, per_image.detach().float().cpu().tolist(), strict=True):
+        store[str(key)] = value
+
+
 class TaskModule(L.LightningModule):
     """Base class of the task families: encoder + head, the task loss, metrics and loops.
 
@@ -287,14 +303,8 @@ class TaskModule(L.LightningModule):
     def test_step(self, batch: dict[str, Any], batch_idx: int) -> torch.Tensor:
         """Loss and metrics on a test batch; collects the per-image losses by sample key."""
         per_image, loss = self._eval_step(batch, "test")
-        keys = batch.get("__key__")
-        if keys is None or len(keys) != len(per_image):
-            raise ValueError(
-                f"task {self.spec.name!r}: test batches need one '__key__' per sample to key "
-                "per-image losses; the datamodule must carry the sample keys"
-            )
-        for key, value in zip(keys, per_image.detach().float().cpu().tolist(), strict=True):
-            self.test_per_image_losses[str(key)] = value
+        store_per_image_losses(self.test_per_image_losses, batch.get("__key__"), per_image,
+                               f"task {self.spec.name!r}")
         return loss
 
     def on_test_epoch_end(self) -> None:
