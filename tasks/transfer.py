@@ -30,7 +30,6 @@ from typing import Any, cast
 import lightning as L
 import numpy as np
 import torch
-import torch.distributed as dist
 from torch import nn
 from torchmetrics import Metric
 
@@ -48,6 +47,7 @@ from taskonomy.tasks.build import build_task, family_class
 from taskonomy.tasks.families.base import (
     NonFiniteLossError,
     TaskModule,
+    gather_per_image_losses,
     per_variable_clip,
     store_per_image_losses,
 )
@@ -666,13 +666,7 @@ class TransferTask(L.LightningModule):
     def on_test_epoch_end(self) -> None:
         """Save new cached representations; merge per-image losses across DDP ranks."""
         self._save_cache()
-        if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
-            gathered: list[dict[str, float] | None] = [None] * dist.get_world_size()
-            dist.all_gather_object(gathered, self.test_per_image_losses)
-            merged: dict[str, float] = {}
-            for part in gathered:
-                merged.update(part or {})
-            self.test_per_image_losses = merged
+        self.test_per_image_losses = gather_per_image_losses(self.test_per_image_losses)
 
     def on_train_epoch_end(self) -> None:
         """Save the representations first seen in this epoch."""

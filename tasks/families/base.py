@@ -60,6 +60,18 @@ def store_per_image_losses(store: dict[str, float], keys: Any, per_image: torch.
         store[str(key)] = value
 
 
+def gather_per_image_losses(store: dict[str, float]) -> dict[str, float]:
+    """All ranks' per-image losses merged (the store itself outside DDP)."""
+    if not (dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1):
+        return store
+    gathered: list[dict[str, float] | None] = [None] * dist.get_world_size()
+    dist.all_gather_object(gathered, store)
+    merged: dict[str, float] = {}
+    for part in gathered:
+        merged.update(part or {})
+    return merged
+
+
 class TaskModule(L.LightningModule):
     """Base class of the task families: encoder + head, the task loss, metrics and loops.
 
@@ -309,13 +321,7 @@ class TaskModule(L.LightningModule):
 
     def on_test_epoch_end(self) -> None:
         """Merge per-image losses across DDP ranks so every rank holds all of them."""
-        if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
-            gathered: list[dict[str, float] | None] = [None] * dist.get_world_size()
-            dist.all_gather_object(gathered, self.test_per_image_losses)
-            merged: dict[str, float] = {}
-            for part in gathered:
-                merged.update(part or {})
-            self.test_per_image_losses = merged
+        self.test_per_image_losses = gather_per_image_losses(self.test_per_image_losses)
 
     def predict_step(self, batch: dict[str, Any], batch_idx: int) -> dict[str, Any]:
         """Predictions and representations of a batch, with the sample keys."""
