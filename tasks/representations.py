@@ -14,7 +14,9 @@ every higher-order transfer containing it):
 - a key not yet in the file is encoded on first sight and added, so the training stream need not
   visit every key in one pass (the training subset is resampled);
 - writes merge with what is on disk under a lock and replace the file atomically, so concurrent
-  transfers of one sweep share it safely and a killed run never leaves a half-written file.
+  transfers of one sweep share it safely and a killed run never leaves a half-written file;
+- in memory a store is one tensor plus a key → row index, read from disk once per process:
+  a cached batch costs one ``index_select`` (no per-step file I/O, no per-key stacking).
 
 Targets' labels still come from the datamodule; only the representation comes from the cache.
 """
@@ -65,23 +67,98 @@ def _locked(path: Path) -> Iterator[None]:
             fcntl.flock(handle, fcntl.LOCK_UN)
 
 
-def _read(path: Path, fingerprint: str) -> dict[str, torch.Tensor]:
-    """Key → representation from a cache file; empty when absent, stale or unreadable."""
+def _read(path: Path, fingerprint: str) -> tuple[list[str], torch.Tensor | None]:
+    """Keys and stacked representations of a cache file; none when absent, stale or unreadable."""
     if not path.is_file():
-        return {}
+        return [], None
     try:
         data = torch.load(path, map_location="cpu", weights_only=True)
     except Exception:  # noqa: BLE001 - any unreadable file is treated as absent
-        return {}  # a foreign or damaged file: rebuilt from scratch on the next save
+        return [], None  # a foreign or damaged file: rebuilt from scratch on the next save
     if (not isinstance(data, dict) or data.get("version") != CACHE_VERSION
             or data.get("fingerprint") != fingerprint):
-        return {}
-    keys, values = data["keys"], data["representations"]
-    return {str(k): values[i] for i, k in enumerate(keys)}
+        return [], None
+    keys, values = [str(k) for k in data["keys"]], data["representations"]
+    if not isinstance(values, torch.Tensor) or values.shape[0] != len(keys):
+        return [], None
+    return keys, values
+
+
+class _KeyedTable:
+    """Representations as rows of one growing tensor, with a key → row index.
+
+    One tensor instead of a tensor per key: a batch is a single ``index_select`` and the file
+    is written without restacking. Capacity doubles when full, so filling K keys batch by batch
+    copies O(K) rows in total.
+    """
+
+    def __init__(self, keys: list[str], values: torch.Tensor | None) -> None:
+        self.rows: dict[str, int] = {}
+        self.keys: list[str] = []
+        self._data = values
+        self._size = 0
+        if values is not None:
+            for key in keys:
+                self.rows.setdefault(key, len(self.rows))
+            if len(self.rows) != len(keys):  # duplicate keys in a file: keep the first rows
+                first = torch.tensor([keys.index(k) for k in self.rows])
+                self._data = values.index_select(0, first)
+            self.keys = list(self.rows)
+            self._size = len(self.keys)
+
+    def __len__(self) -> int:
+        return self._size
+
+    def fits(self, values: torch.Tensor) -> bool:
+        """Whether rows of ``values`` have this table's row shape (any shape fits an empty one)."""
+        return self._data is None or values.shape[1:] == self._data.shape[1:]
+
+    def add(self, keys: Sequence[str], values: torch.Tensor, origin: Path) -> None:
+        """Append rows for keys not in the table (``values[i]`` belongs to ``keys[i]``)."""
+        if self._data is not None and not self.fits(values):
+            raise ValueError(
+                f"representation cache {origin}: new representations of shape "
+                f"{tuple(values.shape[1:])} do not match the stored "
+                f"{tuple(self._data.shape[1:])}; delete the file to rebuild it"
+            )
+        fresh = [i for i, k in enumerate(keys) if k not in self.rows]
+        if not fresh:
+            return
+        if len(fresh) < len(keys):
+            values = values.index_select(0, torch.tensor(fresh))
+            keys = [keys[i] for i in fresh]
+        needed = self._size + len(keys)
+        if self._data is None or needed > self._data.shape[0]:
+            capacity = max(needed, 2 * (0 if self._data is None else self._data.shape[0]), 64)
+            grown = values.new_empty((capacity, *values.shape[1:]))
+            if self._data is not None:
+                grown[: self._size] = self._data[: self._size]
+            self._data = grown
+        self._data[self._size: needed] = values
+        for offset, key in enumerate(keys):
+            self.rows[key] = self._size + offset
+            self.keys.append(key)
+        self._size = needed
+
+    def take(self, keys: Sequence[str]) -> torch.Tensor:
+        """Rows of ``keys`` (all present), stacked in that order."""
+        assert self._data is not None
+        index = torch.tensor([self.rows[k] for k in keys], dtype=torch.long)
+        return self._data.index_select(0, index)
+
+    def values(self) -> torch.Tensor:
+        """All rows, in :attr:`keys` order, as a tensor of exactly ``len(self)`` rows."""
+        assert self._data is not None
+        # A clone drops the spare capacity (torch.save writes a view's whole storage).
+        data = self._data[: self._size]
+        return data if self._size == self._data.shape[0] else data.clone()
 
 
 class RepresentationStore:
     """The in-memory view of one cache file, filled lazily by a frozen encoder.
+
+    The file is read once, when the store is opened; after that every batch is served from
+    one in-memory tensor (no per-step file I/O) and only keys never seen are encoded.
 
     Args:
         path: The cache file (see :func:`cache_file`).
@@ -94,14 +171,21 @@ class RepresentationStore:
         self.path = path
         self.fingerprint = fingerprint
         self.encode = encode
-        self.entries: dict[str, torch.Tensor] = _read(path, fingerprint)
+        self._table = _KeyedTable(*_read(path, fingerprint))
         self._new: set[str] = set()
         #: Representations computed by this store (cache misses) and served from memory (hits).
         self.misses = 0
         self.hits = 0
 
     def __len__(self) -> int:
-        return len(self.entries)
+        return len(self._table)
+
+    def __contains__(self, key: object) -> bool:
+        return key in self._table.rows
+
+    def keys(self) -> list[str]:
+        """Keys held in memory (read from the file or encoded here), in row order."""
+        return list(self._table.keys)
 
     def get(self, keys: Sequence[str], images: torch.Tensor) -> torch.Tensor:
         """Representations of a batch, encoding only the keys not cached yet.
@@ -118,18 +202,19 @@ class RepresentationStore:
                 f"representation cache: {len(keys)} sample keys for a batch of "
                 f"{images.shape[0]} images; batches must carry one '__key__' per sample"
             )
-        missing = [i for i, k in enumerate(keys) if str(k) not in self.entries]
+        keys = [str(k) for k in keys]
+        rows = self._table.rows
+        missing = [i for i, k in enumerate(keys) if k not in rows]
         if missing:
             index = torch.tensor(missing, device=images.device)
             with torch.no_grad():
                 fresh = self.encode(images.index_select(0, index)).detach().float().cpu()
-            for row, i in enumerate(missing):
-                key = str(keys[i])
-                self.entries[key] = fresh[row].clone()
-                self._new.add(key)
+            fresh_keys = [keys[i] for i in missing]
+            self._table.add(fresh_keys, fresh, self.path)
+            self._new.update(fresh_keys)
         self.misses += len(missing)
         self.hits += len(keys) - len(missing)
-        return torch.stack([self.entries[str(k)] for k in keys]).to(images.device)
+        return self._table.take(keys).to(images.device, non_blocking=True)
 
     @property
     def dirty(self) -> bool:
@@ -137,24 +222,25 @@ class RepresentationStore:
         return bool(self._new)
 
     def save(self) -> None:
-        """Merge the new representations into the file (locked, atomic replace)."""
+        """Merge the new representations into the file (locked, atomic replace).
+
+        Keys another process wrote meanwhile are taken into memory too, so the file only grows.
+        """
         if not self._new:
             return
         with _locked(self.path):
-            merged = _read(self.path, self.fingerprint)
-            merged.update({k: self.entries[k] for k in self._new})
-            keys = sorted(merged)
+            disk_keys, disk_values = _read(self.path, self.fingerprint)
+            if disk_values is not None and self._table.fits(disk_values):
+                self._table.add(disk_keys, disk_values, self.path)
             payload: dict[str, Any] = {
                 "version": CACHE_VERSION,
                 "fingerprint": self.fingerprint,
-                "keys": keys,
-                "representations": torch.stack([merged[k] for k in keys]),
+                "keys": list(self._table.keys),
+                "representations": self._table.values(),
             }
             buffer = io.BytesIO()
             torch.save(payload, buffer)
             atomic_write_bytes(self.path, buffer.getvalue())
-        for key, value in merged.items():
-            self.entries.setdefault(key, value)
         self._new.clear()
 
 
@@ -168,15 +254,22 @@ class RepresentationCache:
     def __init__(self, root: str | os.PathLike[str]) -> None:
         self.root = Path(root)
         self._stores: dict[Path, RepresentationStore] = {}
+        self._by_args: dict[tuple[str, str, str, int, str], RepresentationStore] = {}
 
     def store(self, source_id: str, split: str, input_kind: str, resolution: int,
               fingerprint: str, encode: Callable[[torch.Tensor], torch.Tensor]
               ) -> RepresentationStore:
         """The (memoized) store of one source on one split."""
-        path = cache_file(self.root, source_id, split, input_kind, resolution)
-        if path not in self._stores:
-            self._stores[path] = RepresentationStore(path, fingerprint, encode)
-        return self._stores[path]
+        # Looked up once per batch and source: the tuple avoids rebuilding the path each time.
+        memo = (source_id, split, input_kind, resolution, fingerprint)
+        store = self._by_args.get(memo)
+        if store is None:
+            path = cache_file(self.root, source_id, split, input_kind, resolution)
+            store = self._stores.get(path)
+            if store is None or store.fingerprint != fingerprint:
+                store = self._stores[path] = RepresentationStore(path, fingerprint, encode)
+            self._by_args[memo] = store
+        return store
 
     def stores(self) -> list[RepresentationStore]:
         """Stores opened so far."""

