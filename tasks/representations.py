@@ -84,6 +84,14 @@ def _read(path: Path, fingerprint: str) -> tuple[list[str], torch.Tensor | None]
     return keys, values
 
 
+def _first_positions(keys: Sequence[str]) -> dict[str, int]:
+    """Each distinct key → its first position (a key repeated in a batch is encoded once)."""
+    first: dict[str, int] = {}
+    for i, key in enumerate(keys):
+        first.setdefault(key, i)
+    return first
+
+
 class _KeyedTable:
     """Representations as rows of one growing tensor, with a key → row index.
 
@@ -121,7 +129,7 @@ class _KeyedTable:
                 f"{tuple(values.shape[1:])} do not match the stored "
                 f"{tuple(self._data.shape[1:])}; delete the file to rebuild it"
             )
-        fresh = [i for i, k in enumerate(keys) if k not in self.rows]
+        fresh = [i for k, i in _first_positions(keys).items() if k not in self.rows]
         if not fresh:
             return
         if len(fresh) < len(keys):
@@ -204,7 +212,7 @@ class RepresentationStore:
             )
         keys = [str(k) for k in keys]
         rows = self._table.rows
-        missing = [i for i, k in enumerate(keys) if k not in rows]
+        missing = [i for k, i in _first_positions(keys).items() if k not in rows]
         if missing:
             index = torch.tensor(missing, device=images.device)
             with torch.no_grad():
@@ -213,7 +221,7 @@ class RepresentationStore:
             self._table.add(fresh_keys, fresh, self.path)
             self._new.update(fresh_keys)
         self.misses += len(missing)
-        self.hits += len(keys) - len(missing)
+        self.hits += len(keys) - len(missing)  # a repeat of a fresh key is served, not encoded
         return self._table.take(keys).to(images.device, non_blocking=True)
 
     @property

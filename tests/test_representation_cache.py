@@ -168,3 +168,32 @@ def test_cache_is_keyed_by_source_run(source_runs: Path) -> None:
     b = cache.store("run-b", "train", "rgb", RES, "fp", CountingEncoder())
     assert a is not b and a.path != b.path
     assert cache.store("run-a", "train", "rgb", RES, "fp", CountingEncoder()) is a
+
+
+def test_store_grows_past_its_capacity_and_saves_exact_rows(tmp_path: Path) -> None:
+    # 200 keys in batches of 7: the in-memory table grows several times (capacity doubling);
+    # every key keeps its own row, and the file holds exactly one row per key.
+    encoder = CountingEncoder()
+    path = cache_file(tmp_path, "run", "train", "rgb", 16)
+    store = RepresentationStore(path, "fp", encoder)
+    x = images(200, seed=3)
+    keys = [f"k{i:03d}" for i in range(200)]
+    for start in range(0, 200, 7):
+        store.get(keys[start:start + 7], x[start:start + 7])
+    assert encoder.calls == 200 and len(store) == 200
+    order = torch.randperm(200, generator=torch.Generator().manual_seed(1))[:16].tolist()
+    assert torch.equal(store.get([keys[i] for i in order], x[order]), encoder(x[order]))
+    store.save()
+    data = torch.load(path, weights_only=True)
+    assert data["representations"].shape == (200, 2, 4, 4)
+    assert data["keys"] == store.keys()
+    reread = RepresentationStore(path, "fp", CountingEncoder())
+    assert torch.equal(reread.get(keys[::-1], x.flip(0)), encoder(x.flip(0)))
+
+
+def test_repeated_keys_in_one_batch_are_encoded_once(tmp_path: Path) -> None:
+    encoder = CountingEncoder()
+    store = RepresentationStore(tmp_path / "x.pt", "fp", encoder)
+    x = images(2)
+    out = store.get(["a", "b", "a"], torch.stack([x[0], x[1], x[0]]))
+    assert len(store) == 2 and out.shape[0] == 3 and torch.equal(out[0], out[2])

@@ -3,7 +3,11 @@
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 import torch
@@ -137,6 +141,16 @@ def test_training_moves_readout_and_head_only(runs: Path) -> None:
     assert all(p.grad is None for p in model.sources.parameters())
 
 
+def test_adam_is_fused_unless_gradients_are_scaled(runs: Path) -> None:
+    model = transfer(runs)
+    optimizer = model.configure_optimizers()["optimizer"]
+    assert optimizer.defaults["fused"] is True  # CPU float32: one fused kernel per step
+    model._trainer = SimpleNamespace(precision="16-mixed")  # type: ignore[assignment]
+    optimizer = model.configure_optimizers()["optimizer"]
+    # A GradScaler must unscale before the per-variable clip; fused Adam would unscale later.
+    assert not optimizer.defaults["fused"] and optimizer.defaults["foreach"] is True
+
+
 def test_higher_orders_and_weight_decay(runs: Path) -> None:
     first = transfer(runs)
     second = transfer(runs, sources=["reshading", "depth_zbuffer", "normal"])
@@ -229,3 +243,52 @@ def test_inner_modules_keep_their_own_hyperparameters_under_the_cli() -> None:
     hparams = cli.model.loss_module.hparams
     assert hparams["task"] == "segment_semantic" and "class_weights" in hparams
     assert cli.datamodule.tasks == ["segment_semantic"] and cli.datamodule.resolution == RES
+
+
+def _copy_task_runs(runs: Path, runs_dir: Path) -> None:
+    for record_file in runs.glob("task__*__registered/**/*"):
+        if record_file.is_file():
+            target = runs_dir / record_file.relative_to(runs)
+            target.parent.mkdir(parents=True, exist_ok=True)
+            target.write_bytes(record_file.read_bytes())
+
+
+@pytest.mark.slow
+def test_cli_transfers_in_separate_processes_encode_a_source_once(
+        runs: Path, tiny_shards: Path, tmp_path: Path) -> None:
+    # Two transfers of one source into two targets, each in its own process (as the sweep
+    # executor runs them): the first encodes and writes the cache, the second encodes nothing
+    # and leaves the cache files untouched.
+    runs_dir = tmp_path / "runs"
+    _copy_task_runs(runs, runs_dir)
+    common = ["--model.encoder=resnet10_tiny", f"--model.resolution={RES}",
+              "--model.decoder_width=0.25", "--model.head_width=0.25",
+              f"--data.root={tiny_shards}", "--data.batch_size=4", "--data.num_workers=0",
+              "--data.limit=8", "--regime=auto", "--trainer.max_epochs=2",
+              "--trainer.logger=false", "--trainer.enable_progress_bar=false",
+              "--trainer.enable_checkpointing=false", "--trainer.num_sanity_val_steps=0",
+              f"--runs_dir={runs_dir}"]
+    script = ("import sys; from taskonomy.experiments.transfer import main; "
+              "sys.exit(main(sys.argv[1:]))")
+    env = {**os.environ, "WANDB_MODE": "offline", "OMP_NUM_THREADS": "1"}
+
+    def run(transfer: str, run_id: str) -> str:
+        done = subprocess.run([sys.executable, "-c", script, "fit", f"--model.transfer={transfer}",
+                               *common, f"--run_id={run_id}"],
+                              capture_output=True, text=True, env=env, timeout=600)
+        assert done.returncode == 0, done.stderr[-3000:]
+        assert read_record(runs_dir / run_id / "record.json").status == "finished"
+        return done.stdout + done.stderr
+
+    first = run("normal:reshading", "first")
+    files = sorted((runs_dir / "representations").rglob("*.pt"))
+    assert [f.name for f in files] == ["test__rgb__r32.pt", "train__rgb__r32.pt",
+                                       "val__rgb__r32.pt"]
+    stamps = {f: (f.stat().st_mtime_ns, f.read_bytes()) for f in files}
+    assert " 0 encoded" not in first.split("after fit:")[1].splitlines()[0]
+
+    second = run("depth_zbuffer:reshading", "second")
+    for line in [x for x in second.splitlines() if "representation cache after" in x]:
+        assert line.rstrip().endswith(" 0 encoded"), line
+    assert "representation cache after test" in second
+    assert {f: (f.stat().st_mtime_ns, f.read_bytes()) for f in files} == stamps
