@@ -60,13 +60,56 @@ def make_synthetic_shards(out: Path, buildings: int = 8, resolution: int = 64) -
     return out / "shards"
 
 
-class ConstantPredictor(torch.nn.Module):
-    """One learnable value per output channel, broadcast to the task's output shape."""
+#: Closed output ranges of the output activations a task network may end with.
+ACTIVATION_RANGES: dict[type[torch.nn.Module], tuple[float, float] | None] = {
+    torch.nn.Identity: None,
+    torch.nn.Tanh: (-1.0, 1.0),
+    torch.nn.Sigmoid: (0.0, 1.0),
+}
 
-    def __init__(self, shape: Sequence[int]) -> None:
+
+def output_range(activation: torch.nn.Module) -> tuple[float, float] | None:
+    """The closed range of values an output activation can produce (``None``: unbounded).
+
+    Raises:
+        ValueError: an activation without a known range.
+    """
+    for kind, bounds in ACTIVATION_RANGES.items():
+        if type(activation) is kind:
+            return bounds
+    raise ValueError(
+        f"no known output range for {type(activation).__name__}; add it to ACTIVATION_RANGES"
+    )
+
+
+class ConstantPredictor(torch.nn.Module):
+    """One learnable value per output channel, broadcast to the task's output shape.
+
+    With ``bounds`` (the range of the task network's output activation, see
+    :meth:`TaskModule.output_activation` and :func:`output_range`) the values are projected into
+    that range after every optimizer step (:meth:`project`), so the baseline is the best constant
+    *the network could output*. Without it the comparison is unfair wherever the output is
+    bounded: semantic segmentation's logits are tanh-bounded as the paper's, so the network's
+    cross-entropy cannot fall below ``log(1 + 16·e⁻²) ≈ 1.15`` on a background pixel while an
+    unbounded constant's reaches the label entropy (≈ 0.4 on synthetic scenes). Where the best
+    unbounded constant lies inside the range (every L1/L2 task: the median or mean of targets,
+    inside [-1, 1]; linear outputs) the projection changes nothing, so no other baseline gets
+    looser. The values live in output space rather than behind a tanh because Adam stalls on
+    the tanh's vanishing gradient short of the bound (its second-moment memory of the early,
+    large gradients shrinks the steps).
+    """
+
+    def __init__(self, shape: Sequence[int], bounds: tuple[float, float] | None = None) -> None:
         super().__init__()
         self.shape = tuple(shape)
+        self.bounds = bounds
         self.value = torch.nn.Parameter(torch.zeros(self.shape[0]))
+
+    @torch.no_grad()
+    def project(self) -> None:
+        """Clamp the values into ``bounds`` (call after each optimizer step)."""
+        if self.bounds is not None:
+            self.value.clamp_(*self.bounds)
 
     def forward(self, batch_size: int) -> torch.Tensor:
         """The constant prediction for a batch."""
@@ -85,7 +128,8 @@ def constant_baseline(module: TaskModule, root: str | Path, resolution: int,
                       ) -> dict[str, float]:
     """Per-image test losses of the best constant prediction of ``module``'s task.
 
-    The constant is fitted with Adam (cosine-decayed learning rate) on one epoch of training
+    The constant (kept inside the range of the network's output activation, see
+    :class:`ConstantPredictor`) is fitted with Adam (cosine-decayed learning rate) on the training
     batches, using ``module.compute_loss``, and scored on the test split with the same loss
     (``reduction="none"``), keyed by sample key.
     """
@@ -93,7 +137,8 @@ def constant_baseline(module: TaskModule, root: str | Path, resolution: int,
     datamodule = TaskonomyDataModule(root, tasks=[task], resolution=resolution,
                                      batch_size=batch_size, num_workers=0, seed=0)
     train, test = _batches(datamodule, "train"), _batches(datamodule, "test")
-    constant = ConstantPredictor(module.spec.output_shape(resolution))
+    constant = ConstantPredictor(module.spec.output_shape(resolution),
+                                 output_range(module.output_activation()))
     optimizer = torch.optim.Adam(constant.parameters(), lr=lr)
     schedule = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, steps)
     module.eval()
@@ -104,6 +149,7 @@ def constant_baseline(module: TaskModule, root: str | Path, resolution: int,
         optimizer.zero_grad()
         loss.backward()
         optimizer.step()
+        constant.project()
         schedule.step()
     losses: dict[str, float] = {}
     with torch.no_grad():
@@ -112,6 +158,39 @@ def constant_baseline(module: TaskModule, root: str | Path, resolution: int,
             per_image = module.compute_loss(constant(len(keys)), batch[task], "none", keys=keys)
             losses.update(zip(keys, per_image.float().tolist(), strict=True))
     return losses
+
+
+def label_counts(task: str, root: str | Path, resolution: int, classes: int,
+                 split: str = "train") -> torch.Tensor:
+    """Pixel counts of each class among the certain (unmasked) labels of one split."""
+    datamodule = TaskonomyDataModule(root, tasks=[task], resolution=resolution, batch_size=16,
+                                     num_workers=0, seed=0, train_split=None, val_split=None,
+                                     test_split=split)
+    counts = torch.zeros(classes, dtype=torch.float64)
+    for batch in _batches(datamodule, "test"):
+        labels, mask = batch[task]["target"], batch[task].get("mask")
+        certain = labels.flatten() if mask is None else labels.flatten()[mask.flatten() > 0]
+        counts += torch.bincount(certain, minlength=classes).double()
+    return counts
+
+
+def paper_loss_arguments(task: str, root: str | Path, resolution: int) -> list[str]:
+    """Model arguments that complete the paper's loss where it depends on the training labels.
+
+    Semantic segmentation is class-weighted (the authors' ``semseg_prior_factor``): the weights
+    come from the training split's label frequencies through
+    :func:`~taskonomy.tasks.losses.class_balancing_weights`. Without them a short run learns to
+    predict background everywhere (≈ 90 % of the certain pixels of the synthetic scenes).
+    """
+    from taskonomy.tasks.losses import class_balancing_weights
+    from taskonomy.tasks.registry import get_spec
+
+    spec = get_spec(task)
+    if spec.loss != "weighted_cross_entropy":
+        return []
+    counts = label_counts(task, root, resolution, spec.output_channels)
+    weights = ", ".join(f"{w:.4f}" for w in class_balancing_weights(counts).tolist())
+    return [f"--model.class_weights=[{weights}]"]
 
 
 def train_task(task: str, root: str | Path, runs: Path, *, steps: int, resolution: int,
@@ -140,12 +219,16 @@ def compare(task: str, root: str | Path, runs: Path, *, steps: int, resolution: 
             ) -> dict[str, Any]:
     """Train one task, fit its constant baseline, and return the comparison row."""
     start = time.perf_counter()
+    if not any(argument.startswith("--model.class_weights") for argument in extra):
+        extra = [*paper_loss_arguments(task, root, resolution), *extra]
     record = train_task(task, root, runs, steps=steps, resolution=resolution,
                         precision=precision, batch_size=batch_size, extra=extra)
     seconds = time.perf_counter() - start
     from taskonomy.experiments.train import task_model
 
-    module = task_model(task, encoder="resnet10_tiny", resolution=resolution)
+    # The run's own model settings, so the constant is scored with exactly the trained loss
+    # (class weights, metric samples) and the same output activation.
+    module = task_model(**record.config["model"])
     baseline = constant_baseline(module, root, resolution, batch_size=batch_size)
     if set(baseline) != set(record.per_image_losses):
         raise ValueError(f"{task}: the baseline and the run saw different test images")

@@ -116,6 +116,36 @@ def weighted_cross_entropy(
     return weighted_mean(ce, valid, reduction)
 
 
+def class_balancing_weights(counts: torch.Tensor, mix: float = 0.5) -> torch.Tensor:
+    """Per-class loss weights that boost rare classes, from label counts of the training data.
+
+    The prior-boost rule the authors use for colorization (Zhang et al. 2016, their
+    ``prior_factor`` files): smooth the empirical class distribution ``p`` with a uniform one,
+    ``w_k ∝ 1 / ((1 − mix)·p_k + mix/K)``, and scale so the expected weight of a pixel
+    ``Σ_k p_k·w_k`` is 1. The authors' 17 semantic-segmentation weights (``semseg_prior_factor``;
+    the file is not public) have the shape this rule gives on their background-dominated labels:
+    background ≈ 0.54, objects ≈ 7–9.
+
+    Args:
+        counts: ``K`` non-negative label counts (classes never seen get the largest weight).
+        mix: Weight of the uniform distribution in the smoothing, in (0, 1].
+
+    Raises:
+        ValueError: ``mix`` outside (0, 1], negative counts, or no labels at all.
+    """
+    if not 0.0 < mix <= 1.0:
+        raise ValueError(f"mix must be in (0, 1], got {mix}")
+    counts = torch.as_tensor(counts, dtype=torch.float64).flatten()
+    if (counts < 0).any() or counts.sum() <= 0:
+        raise ValueError(
+            "class counts must be non-negative with at least one label; count the labels of "
+            "the training split"
+        )
+    p = counts / counts.sum()
+    weights = 1.0 / ((1.0 - mix) * p + mix / len(p))
+    return (weights / (p * weights).sum()).float()
+
+
 def soft_cross_entropy(
     logits: torch.Tensor,
     target: torch.Tensor,

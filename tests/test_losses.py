@@ -296,3 +296,28 @@ def test_metric_loss_pixels_are_distinct_and_seedable() -> None:
     again = sample_pixels(3, 1024, 300, torch.Generator().manual_seed(1))
     assert torch.equal(idx, again)
     assert sample_pixels(1, 100, 300).shape == (1, 100)  # small images: every pixel once
+
+
+def test_class_balancing_weights_boost_rare_classes_with_unit_expected_weight() -> None:
+    from taskonomy.tasks.losses import class_balancing_weights
+
+    # Background-dominated labels (as semantic segmentation's): background well below 1, rare
+    # objects near the authors' published 7-9.
+    counts = torch.tensor([9500.0] + [500.0 / 16] * 16)
+    weights = class_balancing_weights(counts)
+    p = counts / counts.sum()
+    assert float((p * weights).sum()) == pytest.approx(1.0, rel=1e-6)
+    assert 0.5 < float(weights[0]) < 0.6
+    assert torch.all((weights[1:] > 7) & (weights[1:] < 10))
+    # Rarer classes weigh more; an unseen class weighs most; uniform counts give all ones.
+    skewed = class_balancing_weights(torch.tensor([90.0, 9.0, 1.0, 0.0]))
+    assert torch.all(skewed[1:] > skewed[:-1])
+    assert torch.allclose(class_balancing_weights(torch.ones(5)), torch.ones(5))
+
+
+@pytest.mark.parametrize("counts, mix", [([1.0, -1.0], 0.5), ([0.0, 0.0], 0.5), ([1.0], 0.0)])
+def test_class_balancing_weights_reject_bad_input(counts, mix) -> None:
+    from taskonomy.tasks.losses import class_balancing_weights
+
+    with pytest.raises(ValueError, match="count|mix"):
+        class_balancing_weights(torch.tensor(counts), mix)

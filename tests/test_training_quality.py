@@ -7,6 +7,7 @@ low-dimensional task); this test asserts it for a few representative tasks.
 from __future__ import annotations
 
 import importlib.util
+import math
 from pathlib import Path
 from types import ModuleType
 
@@ -71,3 +72,77 @@ def test_constant_predictor_fits_the_loss_minimizer(quality: ModuleType) -> None
         loss.backward()
         optimizer.step()
     assert torch.allclose(constant.value.detach(), targets.mean(0), atol=0.05)
+
+
+def _fit_constant(quality: ModuleType, module, task_batch: dict, shape, steps: int = 400):
+    constant = quality.ConstantPredictor(shape, quality.output_range(module.output_activation()))
+    optimizer = torch.optim.Adam(constant.parameters(), lr=0.1)
+    schedule = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, steps)
+    batch = len(task_batch["target"])
+    for _ in range(steps):
+        loss = module.compute_loss(constant(batch), task_batch, "mean")
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+        constant.project()
+        schedule.step()
+    return constant, float(module.compute_loss(constant(batch), task_batch, "mean"))
+
+
+def test_constant_predictor_is_bounded_like_the_network_output(quality: ModuleType) -> None:
+    # Semantic logits are tanh-bounded: on background-only labels the best reachable constant
+    # puts +1 on background and -1 elsewhere, CE = log(1 + 16 e^-2), not the unbounded 0.
+    from taskonomy.experiments.train import task_model
+
+    module = task_model("segment_semantic", encoder="resnet10_tiny", resolution=32)
+    assert isinstance(module.output_activation(), torch.nn.Tanh)
+    labels = torch.zeros(4, 32, 32, dtype=torch.long)
+    task_batch = {"target": labels, "mask": torch.ones(4, 32, 32)}
+    constant, loss = _fit_constant(quality, module, task_batch, (17, 32, 32))
+    assert loss == pytest.approx(math.log(1 + 16 * math.exp(-2)), rel=1e-3)
+    values = constant(1)[0, :, 0, 0].detach()
+    assert values[0] == pytest.approx(1.0, abs=1e-3)
+    assert torch.allclose(values[1:], torch.full((16,), -1.0), atol=1e-3)
+
+
+def test_bounded_constant_equals_the_free_one_inside_the_range(quality: ModuleType) -> None:
+    # For L1 targets in [-1, 1] the tanh-bounded constant reaches the median: no looser baseline.
+    from taskonomy.experiments.train import task_model
+
+    module = task_model("reshading", encoder="resnet10_tiny", resolution=32)
+    generator = torch.Generator().manual_seed(0)
+    target = (torch.rand(8, 1, 32, 32, generator=generator) * 1.6 - 0.9)
+    task_batch = {"target": target, "mask": torch.ones(8, 1, 32, 32)}
+    constant, loss = _fit_constant(quality, module, task_batch, (1, 32, 32))
+    median = target.median()
+    assert float(constant(1).flatten()[0]) == pytest.approx(float(median), abs=0.02)
+    assert loss == pytest.approx(float((target - median).abs().mean()), rel=0.01)
+
+
+def test_linear_outputs_keep_an_unbounded_constant() -> None:
+    from taskonomy.experiments.train import task_model
+
+    for task in ("colorization", "room_layout"):
+        module = task_model(task, encoder="resnet10_tiny", resolution=32)
+        assert isinstance(module.output_activation(), torch.nn.Identity), task
+
+
+def test_label_counts_and_class_weights_come_from_the_train_split(
+        quality: ModuleType, tiny_shards: Path, tiny_source: Path,
+        train_buildings: tuple[str, ...]) -> None:
+    import numpy as np
+
+    from taskonomy.datamodules.domains import read_domain_file
+    from taskonomy.tasks.losses import class_balancing_weights
+
+    expected = np.zeros(17)
+    for building in train_buildings:
+        for path in sorted((tiny_source / building / "segment_semantic").glob("*.png")):
+            labels = read_domain_file(path, "segment_semantic").astype(np.int64)
+            expected += np.bincount(labels[labels > 0] - 1, minlength=17)
+    counts = quality.label_counts("segment_semantic", tiny_shards, 32, 17)
+    assert counts.tolist() == expected.tolist()
+    (argument,) = quality.paper_loss_arguments("segment_semantic", tiny_shards, 32)
+    weights = [float(w) for w in argument.split("=", 1)[1].strip("[]").split(",")]
+    assert weights == pytest.approx(class_balancing_weights(counts).tolist(), abs=1e-4)
+    assert quality.paper_loss_arguments("normal", tiny_shards, 32) == []

@@ -175,6 +175,16 @@ class TaskModule(L.LightningModule):
         """
         raise NotImplementedError
 
+    def output_activation(self) -> nn.Module:
+        """The nonlinearity the head applies last (identity for a linear output).
+
+        It bounds what the network can predict: a tanh decoder's values, or semantic
+        segmentation's logits, lie in [-1, 1]. Baselines that should be reachable by the network
+        (the best constant prediction) pass their parameters through it.
+        """
+        activation = getattr(self.head, "activation", None)
+        return activation if isinstance(activation, nn.Module) else nn.Identity()
+
     def build_metrics(self) -> dict[str, Metric]:
         """Fresh metrics named as ``spec.metrics``."""
         return build_metrics(self.spec)
