@@ -20,6 +20,9 @@ and D the rest of a step, the speed-up of a long run tends to (E + D) / D.
     python benchmarks/bench_representation_cache.py [--source reshading] [--repeats 3]
     python benchmarks/bench_representation_cache.py --subset --encoder resnet50 \\
         --resolution 128 --batch-size 8 --epochs 4       # the earlier 6-target measurement
+    python benchmarks/bench_representation_cache.py --breakdown-only --encoder resnet50 \\
+        --resolution 256 --decoder-width 1 --head-width 1 --batch-size 8 --batches 1 \\
+        --targets normal segment_semantic class_scene    # the paper's networks, per step
 """
 
 from __future__ import annotations
@@ -199,6 +202,8 @@ def main() -> None:
     parser.add_argument("--breakdown", action="store_true",
                         help="also time the parts of one training step per target")
     parser.add_argument("--steps", type=int, default=5, help="repeats per --breakdown part")
+    parser.add_argument("--breakdown-only", action="store_true",
+                        help="only the per-step breakdown (quick; e.g. at the paper's 256 px)")
     args = parser.parse_args()
     if args.subset and args.targets:
         parser.error("give --subset or --targets, not both")
@@ -217,6 +222,9 @@ def main() -> None:
                                      resolution=args.resolution, decoder_width=0.25), runs)
         data = {t: make_batches(t, args.batches, args.batch_size, args.resolution, "img", 100)
                 for t in args.targets}
+        if args.breakdown_only:
+            print_breakdown(console, runs, Path(tmp) / "cache", args, data)
+            return
         tests = {t: make_batches(t, args.test_batches, args.batch_size, args.resolution, "test",
                                  900) for t in args.targets}
         uncached: dict[str, list[float]] = {t: [] for t in args.targets}
