@@ -15,6 +15,11 @@ label) numpy arrays in C×H×W at the training ``resolution``. The numbers follo
 - Classes: softmax of logits or renormalized probabilities; scenes restricted to the authors' 63
   home/workspace Places365 classes.
 - ``point_info``: room layout (9), well-defined vanishing points (9), relative poses (6).
+
+Vanishing points stay raw unit vectors (the authors' target); :data:`VANISHING_POINT_MEAN` and
+:data:`VANISHING_POINT_STD` describe their spread under the authors' camera statistics, so an FC
+head can predict them in z-scored units and rescale (see
+:func:`vanishing_point_prior_statistics`).
 """
 
 from __future__ import annotations
@@ -49,6 +54,13 @@ ROOM_LAYOUT_MEAN = np.array([0.006072743318127848, 0.010272365569691076, -3.1359
 ROOM_LAYOUT_STD = np.array([0.8669452525283652, 0.687915294956501, 2.080513632043758,
                             0.19627420479282623, 0.014680602791251812, 0.4183827359302299,
                             3.991778013006544, 2.703495278378409, 1.2269185938626304])
+#: Mean and spread of the 9 well-defined vanishing-point values under the authors' camera
+#: orientations (:func:`vanishing_point_prior_statistics`, 200k samples, seed 0). Roll-free
+#: cameras make value 6 nearly constant; the others are dominated by heading and pitch.
+VANISHING_POINT_MEAN = np.array([0.6362, 0.0066, -0.6247, -0.6369, 0.0063, -0.6240, 0.0001, 0.9810,
+                                 0.0102])
+VANISHING_POINT_STD = np.array([0.3077, 0.1368, 0.3026, 0.3079, 0.1367, 0.3025, 0.0144, 0.0268,
+                                0.1928])
 FIXATED_POSE_MEAN = np.array([-2.67375523e-01, -1.19147040e-02, 1.14497274e-02, 1.10903410e-03,
                               2.10509948e-02, -4.02013549e00])
 FIXATED_POSE_STD = np.array([10.12015407, 8.1103528, 1.09171896, 1.21579016, 0.26040945,
@@ -322,3 +334,48 @@ def egomotion_target(infos: Sequence[dict[str, Any]]) -> np.ndarray:
     if len(infos) != 3:
         raise ValueError(f"egomotion needs 3 views of one point, got {len(infos)}")
     return np.concatenate([relative_pose(infos[i], infos[j]) for i, j in ((0, 1), (0, 2), (1, 2))])
+
+
+def _axis_rotations(axis: int, angles: np.ndarray) -> np.ndarray:
+    """``N×3×3`` rotations by ``angles`` about coordinate axis ``axis`` (0 x, 1 y, 2 z)."""
+    c, s = np.cos(angles), np.sin(angles)
+    i, j = [k for k in range(3) if k != axis]
+    out = np.zeros((len(angles), 3, 3))
+    out[:, axis, axis] = 1.0
+    out[:, i, i], out[:, i, j], out[:, j, i], out[:, j, j] = c, -s, s, c
+    return out
+
+
+def vanishing_point_prior_statistics(samples: int = 200_000, seed: int = 0
+                                     ) -> tuple[np.ndarray, np.ndarray]:
+    """Mean and standard deviation of :func:`vanishing_point_target` over plausible cameras.
+
+    Cameras get a uniform heading and the pitch and roll statistics of the authors' data, read
+    off :data:`ROOM_LAYOUT_MEAN`/:data:`ROOM_LAYOUT_STD` (the room-layout Euler x angle is
+    π/2 + pitch and its y angle is the roll). The well-defined target keeps every heading within
+    one quadrant, so these statistics hold for any scene whose walls follow the world axes.
+
+    Args:
+        samples: Number of random cameras.
+        seed: Seed of the generator.
+
+    Returns:
+        ``(mean, std)``, each of 9 values.
+
+    Raises:
+        ValueError: ``samples`` is below 2.
+    """
+    if samples < 2:
+        raise ValueError(f"samples must be at least 2 to estimate a spread, got {samples}")
+    rng = np.random.default_rng(seed)
+    heading = rng.uniform(-math.pi, math.pi, samples)
+    pitch = rng.normal(ROOM_LAYOUT_MEAN[3] - math.pi / 2, ROOM_LAYOUT_STD[3], samples)
+    roll = rng.normal(ROOM_LAYOUT_MEAN[4], ROOM_LAYOUT_STD[4], samples)
+    # A level OpenGL camera looking along world +x: right = -y, up = +z, backwards = -x.
+    level = np.array([[0.0, 0.0, -1.0], [-1.0, 0.0, 0.0], [0.0, 1.0, 0.0]])
+    rotations = (_axis_rotations(2, heading) @ level @ _axis_rotations(0, pitch)
+                 @ _axis_rotations(2, roll))
+    angles = Rotation.from_matrix(rotations).as_euler("xyz")
+    values = np.stack([vanishing_point_target({"camera_rotation_final": a, "camera_location":
+                                               (0.0, 0.0, 0.0)}) for a in angles])
+    return values.mean(axis=0), values.std(axis=0)

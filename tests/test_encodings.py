@@ -188,3 +188,18 @@ def test_released_point_info_gives_finite_targets():
 def test_shipped_sets_equal_their_constructions():
     assert np.array_equal(ss.jigsaw_permutations(), ss.build_jigsaw_permutations())
     assert np.array_equal(ss.ab_bins(), ss.build_ab_bins())
+
+
+def test_vanishing_point_statistics_follow_the_authors_camera_prior():
+    mean, std = enc.vanishing_point_prior_statistics(samples=4000, seed=1)
+    assert np.allclose(mean, enc.VANISHING_POINT_MEAN, atol=0.02)
+    assert np.allclose(std, enc.VANISHING_POINT_STD, rtol=0.08, atol=0.002)
+    # Unit vectors: every component within [-1, 1]; heading spreads x and y the most.
+    assert np.abs(enc.VANISHING_POINT_MEAN).max() <= 1.0
+    assert enc.VANISHING_POINT_STD[[0, 2, 3, 5]].min() > enc.VANISHING_POINT_STD[[6, 7]].max()
+    # The released record's camera lies within a few spreads of the prior.
+    released = enc.vanishing_point_target(POINT_INFO)
+    z = (released - enc.VANISHING_POINT_MEAN) / enc.VANISHING_POINT_STD
+    assert np.abs(z).max() < 4.0
+    with pytest.raises(ValueError, match="at least 2"):
+        enc.vanishing_point_prior_statistics(samples=1)

@@ -2,6 +2,7 @@
 
 import math
 
+import numpy as np
 import pytest
 import torch
 
@@ -186,3 +187,65 @@ def test_bf16_autocast_forward_on_cpu() -> None:
         out = decoder(encoder(torch.randn(2, 3, 32, 32)))
     assert out.dtype == torch.bfloat16
     assert torch.isfinite(out.float()).all()
+
+
+def _fit_small_spread_targets(rescale: bool, seed: int) -> tuple[float, float]:
+    """Train an FC head on targets that spread by 0.03–0.3 (like unit vectors); (MSE, variance)."""
+    torch.manual_seed(seed)
+    x = torch.randn(256, 32)
+    mean, std = torch.tensor([0.6, 0.98, 0.0]), torch.tensor([0.3, 0.03, 0.2])
+    y = mean + std * (x @ (torch.randn(32, 3) / 32**0.5))
+    statistics = {"output_mean": mean.tolist(), "output_std": std.tolist()} if rescale else {}
+    head = FCHead(32, (64,), 3, dropout=0.0, **statistics)
+    optimizer = torch.optim.Adam(head.parameters(), lr=3e-3)
+    for _ in range(300):
+        index = torch.randint(256, (8,))
+        loss = ((head(x[index]) - y[index]) ** 2).mean()
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+    head.eval()
+    with torch.no_grad():
+        return float(((head(x) - y) ** 2).mean()), float(y.var(0, unbiased=False).mean())
+
+
+@pytest.mark.parametrize("seed", [0, 1])
+def test_rescaled_fc_head_learns_small_spread_targets(seed: int) -> None:
+    plain, variance = _fit_small_spread_targets(rescale=False, seed=seed)
+    rescaled, _ = _fit_small_spread_targets(rescale=True, seed=seed)
+    assert rescaled < 0.1 * variance  # explains most of the targets' variance
+    assert rescaled < 0.5 * plain  # Adam's fixed-size steps hurt the unscaled head
+
+
+def test_fc_head_rescaling_is_an_output_affine_outside_the_checkpoint() -> None:
+    torch.manual_seed(0)
+    mean, std = [0.5, -1.0, 2.0], [0.1, 0.2, 3.0]
+    plain = FCHead(32, (16,), 3)
+    rescaled = FCHead(32, (16,), 3, output_mean=mean, output_std=std)
+    assert set(rescaled.state_dict()) == set(plain.state_dict())  # old checkpoints still load
+    rescaled.load_state_dict(plain.state_dict())
+    plain.eval()
+    rescaled.eval()
+    x = torch.randn(4, 8, 2, 2)
+    expected = plain(x) * torch.tensor(std) + torch.tensor(mean)
+    assert torch.allclose(rescaled(x), expected, atol=1e-6)
+    # The last layer starts near zero, so a fresh head predicts about the given mean.
+    fresh = FCHead(32, (16,), 3, output_mean=mean, output_std=std).eval()
+    assert torch.allclose(fresh(x), torch.tensor(mean).expand(4, 3), atol=0.2)
+    with pytest.raises(ValueError, match="output_std has 2 values"):
+        FCHead(32, (16,), 3, output_std=[1.0, 1.0])
+    with pytest.raises(ValueError, match="must be positive"):
+        FCHead(32, (16,), 3, output_std=[1.0, 0.0, 1.0])
+
+
+def test_low_dim_heads_rescale_vanishing_points_only() -> None:
+    from taskonomy.datamodules.encodings import VANISHING_POINT_MEAN, VANISHING_POINT_STD
+    from taskonomy.tasks.build import build_task
+
+    vanishing = build_task("vanishing_point", encoder="resnet10_tiny", resolution=32,
+                           head_width=0.01)
+    assert vanishing.head.rescaled
+    assert np.allclose(vanishing.head.output_mean.numpy(), VANISHING_POINT_MEAN)
+    assert np.allclose(vanishing.head.output_std.numpy(), VANISHING_POINT_STD)
+    layout = build_task("room_layout", encoder="resnet10_tiny", resolution=32, head_width=0.01)
+    assert not layout.head.rescaled  # its encoding is already z-scored

@@ -4,6 +4,12 @@ Hidden layers are FC → BN → ReLU → dropout(0.5) (``encoder_multilayers_fc_
 heads drop the BN as the authors' ``encoder_multilayers_fc`` does); the last layer is linear.
 Representations are flattened channel-first (PyTorch order); porting TF weights would need an
 NHWC permutation of the first layer.
+
+An :class:`FCHead` can predict its outputs in z-scored units and rescale them with fixed
+statistics (``output_mean + output_std · z``). With small-spread targets such as unit vectors,
+Adam's roughly constant step size would otherwise move the predictions by a large fraction of the
+targets' spread at every step; the loss is unchanged, it still compares the rescaled outputs with
+the targets in their own units.
 """
 
 from __future__ import annotations
@@ -27,6 +33,11 @@ class FCHead(nn.Module):
         out_features: Output size.
         batch_norm: Whether hidden layers have BN.
         dropout: Drop probability after each hidden layer (the authors' keep_prob 0.5).
+        output_mean: Fixed per-output offset added to the last layer (``None``: 0).
+        output_std: Fixed positive per-output scale of the last layer (``None``: 1).
+
+    Raises:
+        ValueError: output statistics of the wrong length, or a scale that is not positive.
     """
 
     def __init__(
@@ -36,6 +47,8 @@ class FCHead(nn.Module):
         out_features: int,
         batch_norm: bool = True,
         dropout: float = 0.5,
+        output_mean: Sequence[float] | None = None,
+        output_std: Sequence[float] | None = None,
     ) -> None:
         super().__init__()
         layers: list[nn.Module] = [nn.Flatten()]
@@ -54,10 +67,32 @@ class FCHead(nn.Module):
                 nn.init.trunc_normal_(m.weight, std=0.01, a=-0.02, b=0.02)
                 if m.bias is not None:
                     nn.init.zeros_(m.bias)
+        self.rescaled = output_mean is not None or output_std is not None
+        mean = _output_statistic(output_mean, out_features, 0.0, "output_mean")
+        std = _output_statistic(output_std, out_features, 1.0, "output_std")
+        if not bool((std > 0).all()):
+            raise ValueError(f"output_std must be positive, got {std.tolist()}")
+        # Constants of the task, not learned state: rebuilt from the task on construction, so
+        # they stay out of checkpoints (older checkpoints load unchanged).
+        self.register_buffer("output_mean", mean, persistent=False)
+        self.register_buffer("output_std", std, persistent=False)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """``B×…`` (any trailing shape of ``in_features`` values) → ``B×out``."""
-        return self.net(x)
+        out = self.net(x)
+        if self.rescaled:
+            out = out * self.output_std.to(out.dtype) + self.output_mean.to(out.dtype)
+        return out
+
+
+def _output_statistic(values: Sequence[float] | None, size: int, default: float,
+                      name: str) -> torch.Tensor:
+    if values is None:
+        return torch.full((size,), default)
+    tensor = torch.as_tensor(values, dtype=torch.float32).flatten()
+    if tensor.numel() != size:
+        raise ValueError(f"{name} has {tensor.numel()} values; the head has {size} outputs")
+    return tensor
 
 
 def _check_towers(x: torch.Tensor, towers: int) -> None:
