@@ -7,9 +7,10 @@ Room layout targets are z-scored by the encoding itself (the authors' statistics
 points are raw unit vectors whose values spread by about 0.03–0.3, so the head predicts them in
 z-scored units and rescales with fixed statistics
 (:data:`~taskonomy.datamodules.encodings.VANISHING_POINT_MEAN`/``_STD``); the loss still compares
-unit vectors with unit vectors. Without the rescaling, Adam's steps moved the predictions by a
-large share of the targets' spread and the network did not beat a constant even on its own
-training images.
+unit vectors with unit vectors. Without the rescaling, Adam's steps move the predictions by a
+large share of the targets' spread: in short CPU runs on synthetic data the pitch-dependent values
+were fitted only weakly (test loss 0.94 of the best constant's after 2400 steps, against 0.90–0.91
+with it).
 """
 
 from __future__ import annotations
