@@ -106,11 +106,10 @@ class _KeyedTable:
         self._data = values
         self._size = 0
         if values is not None:
-            for key in keys:
-                self.rows.setdefault(key, len(self.rows))
-            if len(self.rows) != len(keys):  # duplicate keys in a file: keep the first rows
-                first = torch.tensor([keys.index(k) for k in self.rows])
-                self._data = values.index_select(0, first)
+            first = _first_positions(keys)
+            if len(first) != len(keys):  # duplicate keys in a file: keep the first rows
+                self._data = values.index_select(0, torch.tensor(list(first.values())))
+            self.rows = {key: row for row, key in enumerate(first)}
             self.keys = list(self.rows)
             self._size = len(self.keys)
 
