@@ -9,6 +9,10 @@
 - Bad samples (truncated shards, corrupt files, missing labels) are warned about, counted and
   skipped; :class:`SkippedSamplesCallback` logs the count at every epoch end.
 - ``limit`` keeps a fixed, seeded subset of the training keys (the 1k/16k transfer regimes).
+- Cached inputs (transfers whose frozen representations are cached by sample key):
+  :meth:`TaskonomyDataModule.use_cached_inputs` leaves the ``rgb`` domain out of a split's
+  streams (its shards are never opened), so batches carry keys and labels only;
+  :meth:`~TaskonomyDataModule.image_dataloader` reads only ``rgb``, once, to fill such a cache.
 """
 
 from __future__ import annotations
@@ -19,7 +23,7 @@ import multiprocessing
 import random
 import tarfile
 import warnings
-from collections.abc import Iterator, Sequence
+from collections.abc import Collection, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -98,6 +102,29 @@ def task_domains(tasks: Sequence[str]) -> list[str]:
     return [d for d in DOMAINS if d in needed] + sorted(needed - set(DOMAINS))
 
 
+def labels_need_rgb(task: str) -> bool:
+    """Whether a task's labels (not only its input) are made from the ``rgb`` file.
+
+    True for the self-supervised tasks (autoencoding, denoising, colorization, ...) and, to be
+    safe, for plugin tasks, whose sample builders may read any domain.
+    """
+    from taskonomy.tasks.registry import get_spec
+    from taskonomy.tasks.specs import BUILTIN_TASKS
+
+    spec = get_spec(task)
+    return not spec.label_domains or all(s.name != task for s in BUILTIN_TASKS)
+
+
+# Stand-ins for the image where a stream delivers labels only (cached inputs): the sample
+# builders make an input from them, which the stream drops. Zero-stride views cost no memory.
+def _no_image(resolution: int) -> np.ndarray:
+    return np.broadcast_to(np.zeros((), np.float32), (3, resolution, resolution))
+
+
+def _no_rgb_file(resolution: int) -> np.ndarray:
+    return np.broadcast_to(np.zeros((), np.uint8), (resolution, resolution, 3))
+
+
 def _node_info(rank: int | None, world_size: int | None) -> tuple[int, int]:
     if rank is not None and world_size is not None:
         return rank, world_size
@@ -132,6 +159,10 @@ class ShardStream(IterableDataset):
         raw_domains: Domains delivered as ``sample["domains"][d]`` in stored units.
         batch_size, num_workers: The DataLoader's; a training epoch gives every worker a whole
             number of batches, so ``len(dataloader)`` is exact.
+        cached_inputs: Keys whose encoder inputs are cached elsewhere (``None``: off). When set,
+            samples carry no ``rgb`` and no task ``input`` (``rgb`` must not be in ``domains``),
+            and a sample (a view, for multi-view tasks) whose key is not in it is skipped and
+            counted, as one with an unreadable image would be.
     """
 
     def __init__(self, root: str, split: str, domains: Sequence[str], tasks: Sequence[str],
@@ -140,8 +171,9 @@ class ShardStream(IterableDataset):
                  shuffle_buffer: int = 256, rank: int | None = None,
                  world_size: int | None = None, jigsaw_tile: int | None = None,
                  raw_domains: Sequence[str] = (), batch_size: int = 1,
-                 num_workers: int = 0) -> None:
+                 num_workers: int = 0, cached_inputs: frozenset[str] | None = None) -> None:
         super().__init__()
+        self.cached_inputs = cached_inputs
         self.batch_size, self.num_workers = batch_size, num_workers
         self.raw_domains = [d for d in raw_domains if d != "rgb"]
         self.root, self.split = root, split
@@ -225,6 +257,9 @@ class ShardStream(IterableDataset):
                  rng_for: Any) -> Iterator[dict[str, Any]]:
         from taskonomy.datamodules.encodings import rgb_encoding
 
+        if self.cached_inputs is not None:
+            yield from self._samples_without_images(decoded, rng_for)
+            return
         if not self.multiview:
             for item in decoded:
                 try:
@@ -248,16 +283,70 @@ class ShardStream(IterableDataset):
                 # Single-view tasks configured beside multi-view ones use the unit's first view.
                 first["__rgb__"] = rgb_encoding(first["rgb"], self.resolution)
                 sample = self._single(first, rng, single_tasks)
-                for task in self.tasks:
-                    if task in MULTIVIEW_TASKS:
-                        views = [unit["views"][i] for i in unit["roles"][task]]
-                        sample[task] = make_task_sample(task, {"views": views}, rng,
-                                                        resolution=self.resolution)
+                self._add_multi_view(sample, unit, rng)
                 sample["rgb"] = torch.from_numpy(first["__rgb__"])
             except BadSampleError as error:
                 self.counter.add(str(error))
                 continue
             yield sample
+
+    def _add_multi_view(self, sample: dict[str, Any], unit: dict[str, Any],
+                        rng: np.random.Generator) -> None:
+        """Add the multi-view tasks' samples of a unit.
+
+        ``view_index`` locates each task's views in the ``+``-joined unit key (a view's key
+        names its image, e.g. in a representation cache).
+        """
+        for task in self.tasks:
+            if task in MULTIVIEW_TASKS:
+                roles = unit["roles"][task]
+                views = [unit["views"][i] for i in roles]
+                sample[task] = make_task_sample(task, {"views": views}, rng,
+                                                resolution=self.resolution)
+                sample[task]["view_index"] = torch.tensor(roles, dtype=torch.long)
+
+    def _samples_without_images(self, decoded: Iterator[dict[str, Any]],
+                                rng_for: Any) -> Iterator[dict[str, Any]]:
+        """Keys and labels only: the inputs are cached elsewhere (``cached_inputs``)."""
+        assert self.cached_inputs is not None
+        cached, r = self.cached_inputs, self.resolution
+
+        def with_cached_input(items: Iterator[dict[str, Any]]) -> Iterator[dict[str, Any]]:
+            for item in items:
+                if item["__key__"] not in cached:
+                    self.counter.add(f"sample {item['__key__']}: its input is not cached "
+                                     "(its image could not be read when the cache was filled)")
+                    continue
+                # Multi-view builders stack view images (stand-ins here); single-view ones take
+                # the ready encoding. Either way the inputs are dropped below.
+                item["rgb"], item["__rgb__"] = _no_rgb_file(r), _no_image(r)
+                yield item
+
+        def without_inputs(sample: dict[str, Any]) -> dict[str, Any]:
+            for task in self.tasks:
+                sample[task].pop("input", None)
+            return sample
+
+        if not self.multiview:
+            for item in with_cached_input(decoded):
+                try:
+                    sample = self._single(item, rng_for(item["__key__"]), self.tasks)
+                except BadSampleError as error:
+                    self.counter.add(str(error))
+                    continue
+                yield without_inputs(sample)
+            return
+        single_tasks = [t for t in self.tasks if t not in MULTIVIEW_TASKS]
+        for unit in build_units(group_by_point(with_cached_input(decoded)), self.tasks, rng_for):
+            rng = rng_for(unit["__key__"])
+            first = {**unit["views"][0], "__key__": unit["__key__"]}
+            try:
+                sample = self._single(first, rng, single_tasks)
+                self._add_multi_view(sample, unit, rng)
+            except BadSampleError as error:
+                self.counter.add(str(error))
+                continue
+            yield without_inputs(sample)
 
     def _per_worker(self, world: int, workers: int) -> int:
         share = self.epoch_size // (world * workers)
@@ -356,6 +445,8 @@ class TaskonomyDataModule(L.LightningDataModule):
         self.rank, self.world_size = rank, world_size
         self.skipped = SkipCounter()
         self.manifests: dict[str, dict[str, Any]] = {}
+        #: Split → keys whose encoder inputs are cached (see :meth:`use_cached_inputs`).
+        self.cached_inputs: dict[str, frozenset[str]] = {}
 
     def _check_split(self, split: str) -> dict[str, Any]:
         manifest = read_manifest(self.root, split)
@@ -380,28 +471,102 @@ class TaskonomyDataModule(L.LightningDataModule):
             if split is not None and split not in self.manifests:
                 self.manifests[split] = self._check_split(split)
 
-    def _stream(self, role: str) -> ShardStream:
+    def _manifest(self, role: str) -> tuple[str, dict[str, Any]]:
         split = self.splits[role]
         if split is None:
             raise ValueError(f"no {role} split configured")
         if split not in self.manifests:
             self.manifests[split] = self._check_split(split)
-        manifest = self.manifests[split]
-        keep = None
+        return split, self.manifests[split]
+
+    def _role_subset(self, role: str, manifest: dict[str, Any]) -> frozenset[str] | None:
+        if role == "train" and self.limit is not None:
+            return select_subset(manifest_keys(manifest), self.limit, self.seed)
+        return None
+
+    def role_keys(self, role: str) -> list[str]:
+        """Sample (view) keys a role's stream reads, in shard order.
+
+        The ``limit`` subset for ``train``, every key of the split otherwise.
+        """
+        _, manifest = self._manifest(role)
+        keep = self._role_subset(role, manifest)
+        return [k for k in manifest_keys(manifest) if keep is None or k in keep]
+
+    def _stream(self, role: str) -> ShardStream:
+        split, manifest = self._manifest(role)
+        keep = self._role_subset(role, manifest)
         shards = [s["index"] for s in manifest["shards"]]
         count = manifest["count"]
-        if role == "train" and self.limit is not None:
-            keep = select_subset(manifest_keys(manifest), self.limit, self.seed)
+        if keep is not None:
             shards = [s["index"] for s in manifest["shards"] if keep.intersection(s["keys"])]
             count = len(keep)
+        cached = self.cached_inputs.get(split)
         return ShardStream(
-            self.root, split, self.domains, self.tasks, self.resolution, shards, keep,
+            self.root, split, [d for d in self.domains if cached is None or d != "rgb"],
+            self.tasks, self.resolution, shards, keep,
             train=role == "train", epoch_size=self.epoch_size or count, seed=self.seed,
             counter=self.skipped, shuffle_buffer=min(self.shuffle_buffer, count),
             rank=self.rank, world_size=self.world_size, jigsaw_tile=self.jigsaw_tile,
             raw_domains=self.requested_domains, batch_size=self.batch_size,
-            num_workers=self.num_workers,
+            num_workers=self.num_workers, cached_inputs=cached,
         )
+
+    def use_cached_inputs(self, keys: Mapping[str, Collection[str]] | None) -> bool:
+        """Leave ``rgb`` out of the streams of splits whose encoder inputs are cached by key.
+
+        For a transfer whose frozen representations are all in a cache, the images are not
+        needed: the ``rgb`` shards of those splits are not opened, batches carry ``__key__``
+        (and ``view_index`` for multi-view tasks) and the labels, but neither ``rgb`` nor task
+        ``input``, and a sample whose key is not in ``keys`` is skipped and counted.
+
+        Args:
+            keys: Split name → keys whose inputs are cached (merged with earlier calls);
+                ``None`` turns the mode off for every split.
+
+        Returns:
+            Whether ``rgb`` is left out: ``False`` (and nothing changes) when a task's labels
+            are made from the image (e.g. autoencoding) or ``rgb`` was requested by name.
+        """
+        if keys is None:
+            self.cached_inputs = {}
+            return False
+        if "rgb" in self.requested_domains or any(labels_need_rgb(t) for t in self.tasks):
+            return False
+        for split, split_keys in keys.items():
+            self.cached_inputs[split] = frozenset(split_keys)
+        return True
+
+    def image_dataloader(self, role: str, keys: Collection[str] | None = None, *,
+                         whole: bool = False) -> DataLoader:
+        """One deterministic pass over a role's images: batches of ``__key__`` and ``rgb``.
+
+        Only the ``rgb`` domain is opened, one sample per view (never multi-view units), and only
+        shards holding a wanted key are read.
+
+        Args:
+            role: ``train``, ``val`` or ``test`` (``train``: its ``limit`` subset).
+            keys: Read only these keys of the role (default: all of them).
+            whole: Read every wanted key in this process (default: this rank's and worker's
+                share, as the evaluation streams split shards).
+        """
+        split, manifest = self._manifest(role)
+        wanted = frozenset(self.role_keys(role) if keys is None
+                           else set(keys).intersection(self.role_keys(role)))
+        shards = [s["index"] for s in manifest["shards"] if wanted.intersection(s["keys"])]
+        stream = ShardStream(
+            self.root, split, ["rgb"], [], self.resolution, shards, wanted, train=False,
+            epoch_size=len(wanted), seed=self.seed, counter=self.skipped,
+            rank=0 if whole else self.rank, world_size=1 if whole else self.world_size,
+            batch_size=self.batch_size, num_workers=0 if whole else self.num_workers,
+        )
+        # Its own generator: iterating must not draw from the global RNG, or a run that reads
+        # images first (to fill a cache) would train with other dropout masks than one that
+        # does not.
+        return DataLoader(stream, batch_size=self.batch_size,
+                          num_workers=0 if whole else self.num_workers,
+                          collate_fn=collate_batch, pin_memory=torch.cuda.is_available(),
+                          generator=torch.Generator().manual_seed(self.seed))
 
     def _loader(self, role: str) -> DataLoader:
         return DataLoader(self._stream(role), batch_size=self.batch_size,

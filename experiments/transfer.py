@@ -15,7 +15,11 @@ The model is :class:`~taskonomy.tasks.transfer.TransferTask`; ``model.target`` (
 
 - ``model.task_runs`` defaults to ``--runs_dir``: the sources' task runs are found there;
 - ``--cache`` (default true) puts the representation cache in ``RUNS_DIR/representations``
-  unless ``model.cache_dir`` is set, so every transfer of a sweep shares it;
+  unless ``model.cache_dir`` is set, so every transfer of a sweep shares it; a cached transfer
+  fills it for its samples first (once per source and split, whatever the target) and then
+  reads no images: only the target's label shards are opened;
+- prediction panels still show the input images: with cached inputs, the few shown are read
+  from the validation split's ``rgb`` shards once per run (:class:`TransferPanels`);
 - ``--regime=auto`` names the data regime after ``data.limit`` (1000 → ``1k``, 16000 → ``16k``,
   64 → ``64``, no limit → ``full``).
 
@@ -32,6 +36,7 @@ from pathlib import Path
 from typing import Any
 
 import lightning as L
+import torch
 from lightning.pytorch.callbacks import Callback
 from lightning.pytorch.cli import LightningArgumentParser
 
@@ -58,6 +63,60 @@ def _data_tasks(target: str | None, transfer: str | None) -> list[str]:
     if transfer:
         return [parse_transfer(transfer)[0]]
     return [target] if target else []
+
+
+class TransferPanels(PredictionPanels):
+    """Prediction panels of a transfer, also when its batches carry no images.
+
+    With cached inputs a batch holds keys and labels only; the panel's input images (and the
+    frozen sources' predictions from them) are then made from the validation split's ``rgb``
+    shards, read once per run for the few samples shown (always the same ones: the validation
+    order is fixed).
+    """
+
+    def __init__(self, samples: int = 4, size: int = 128, every_n_epochs: int = 1) -> None:
+        super().__init__(samples=samples, size=size, every_n_epochs=every_n_epochs)
+        self._images: dict[str, torch.Tensor] = {}
+
+    def on_validation_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule,
+                                outputs: Any, batch: Any, batch_idx: int,
+                                dataloader_idx: int = 0) -> None:
+        """Add the shown samples' input images to an image-less batch, then draw as usual."""
+        datamodule = getattr(trainer, "datamodule", None)
+        if (batch_idx == 0 and dataloader_idx == 0 and not trainer.sanity_checking
+                and trainer.is_global_zero and isinstance(pl_module, TransferTask)
+                and isinstance(batch, dict) and isinstance(batch.get(pl_module.target), dict)
+                and "input" not in batch[pl_module.target]
+                and isinstance(datamodule, TaskonomyDataModule)):
+            batch = self._with_inputs(datamodule, pl_module, batch)
+            if batch is None:  # no image of the shown samples could be read
+                return
+        super().on_validation_batch_end(trainer, pl_module, outputs, batch, batch_idx,
+                                        dataloader_idx)
+
+    def _with_inputs(self, datamodule: TaskonomyDataModule, model: TransferTask,
+                     batch: dict[str, Any]) -> dict[str, Any] | None:
+        task_batch = batch[model.target]
+        units = [str(k) for k in batch["__key__"][: self.samples]]
+        if model.multi_view:
+            index = task_batch["view_index"][: len(units)].tolist()
+            views = [[unit.split("+")[i] for i in positions]
+                     for unit, positions in zip(units, index, strict=True)]
+        else:
+            views = [[unit] for unit in units]
+        wanted = {k for keys in views for k in keys} - set(self._images)
+        if wanted:
+            for images in datamodule.image_dataloader("val", wanted, whole=True):
+                for key, image in zip(images["__key__"], images["rgb"], strict=True):
+                    self._images[str(key)] = image
+        # Rows must stay aligned with the batch's labels: stop before an unreadable image.
+        views = views[: next((i for i, keys in enumerate(views)
+                              if not all(k in self._images for k in keys)), len(views))]
+        if not views:
+            return None
+        stacks = [torch.stack([self._images[k] for k in keys]) for keys in views]
+        inputs = torch.stack([s if model.multi_view else s[0] for s in stacks])
+        return {**batch, model.target: {**task_batch, "input": inputs.to(model.device)}}
 
 
 class TransferCLI(TaskonomyCLI):
@@ -102,7 +161,7 @@ class TransferCLI(TaskonomyCLI):
 
     def default_callbacks(self) -> list[Callback]:
         """Skipped-sample counts and prediction panels of the target."""
-        return [*super().default_callbacks(), PredictionPanels()]
+        return [*super().default_callbacks(), TransferPanels()]
 
     def fit(self, model: L.LightningModule, datamodule: Any = None, ckpt_path: str | None = None,
             **kwargs: Any) -> None:

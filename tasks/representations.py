@@ -9,14 +9,18 @@ every higher-order transfer containing it):
   ``ROOT/<source run id>/<split>__<input kind>__r<resolution>.pt`` holding the sample keys, one
   ``K×8×h×w`` tensor (``K×V×8×h×w`` for multi-view inputs) and a fingerprint of the source
   checkpoint (a retrained source invalidates its file);
-- the input kind is ``rgb`` for single-image targets and ``views-<target>`` for multi-view
-  targets (their sample units, and so their keys, depend on the target);
+- the input kind is ``rgb``: one row per image, keyed by its view key, for single-image
+  targets and for the views of multi-view targets alike (a unit's views are looked up one by
+  one); ``views-<target>`` files keyed by whole units serve multi-view batches that do not say
+  which views they hold;
 - a key not yet in the file is encoded on first sight and added, so the training stream need not
   visit every key in one pass (the training subset is resampled);
 - writes merge with what is on disk under a lock and replace the file atomically, so concurrent
   transfers of one sweep share it safely and a killed run never leaves a half-written file;
 - in memory a store is one tensor plus a key → row index, read from disk once per process:
-  a cached batch costs one ``index_select`` (no per-step file I/O, no per-key stacking).
+  a cached batch costs one ``index_select`` (no per-step file I/O, no per-key stacking);
+- a store can be filled up front (:meth:`RepresentationStore.get` on an image-only pass) and
+  then read by key alone (:meth:`RepresentationStore.take`), so batches need no images at all.
 
 Targets' labels still come from the datamodule; only the representation comes from the cache.
 """
@@ -193,6 +197,35 @@ class RepresentationStore:
     def keys(self) -> list[str]:
         """Keys held in memory (read from the file or encoded here), in row order."""
         return list(self._table.keys)
+
+    def missing(self, keys: Sequence[str]) -> list[str]:
+        """The keys (in order, once each) that this store does not hold."""
+        rows = self._table.rows
+        return [k for k in _first_positions(keys) if k not in rows]
+
+    def take(self, keys: Sequence[str], device: torch.device | str = "cpu") -> torch.Tensor:
+        """Representations of keys that are all cached (no images needed).
+
+        Raises:
+            KeyError: Some keys are not cached; the message names the first ones and the file.
+        """
+        keys = [str(k) for k in keys]
+        missing = self.missing(keys)
+        if missing:
+            raise KeyError(
+                f"representation cache {self.path}: {len(missing)} of {len(keys)} keys are not "
+                f"cached (first: {', '.join(missing[:3])}); fill the cache from the images "
+                "first (batches without images can only be served from it)"
+            )
+        self.hits += len(keys)
+        return self._table.take(keys).to(device, non_blocking=True)
+
+    def reload(self) -> None:
+        """Take in the keys other processes saved to the file since this store read it."""
+        with _locked(self.path):
+            disk_keys, disk_values = _read(self.path, self.fingerprint)
+        if disk_values is not None and self._table.fits(disk_values):
+            self._table.add(disk_keys, disk_values, self.path)
 
     def get(self, keys: Sequence[str], images: torch.Tensor) -> torch.Tensor:
         """Representations of a batch, encoding only the keys not cached yet.

@@ -15,6 +15,14 @@ The same module runs the baselines (``kind``): ``pixels`` (a small from-scratch 
 of frozen sources), ``random`` (the readout on a random frozen encoder) and ``self`` (t's own
 task network, evaluated only). With ``cache_dir`` set, representations come from the
 representation cache (:mod:`taskonomy.tasks.representations`) by sample key.
+
+With the cache on and a :class:`~taskonomy.datamodules.datamodule.TaskonomyDataModule`, a
+transfer does not read images at all once the cache holds its samples: ``setup`` fills the
+cache by one image-only pass over the stage's samples (skipped when an earlier run filled it;
+the first target of a source pays, the next ones do not), then switches the datamodule to
+cached inputs, so the ``rgb`` shards are never opened and batches carry only keys and labels.
+Targets whose labels are the image (autoencoding, denoising) keep reading it; the ``pixels``
+and ``self`` baselines read their own inputs and never use the cache.
 """
 
 from __future__ import annotations
@@ -22,7 +30,7 @@ from __future__ import annotations
 import contextlib
 import io
 import os
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, cast
@@ -35,6 +43,7 @@ from torch import nn
 from torchmetrics import Metric
 
 from taskonomy.analysis.records import RunRecord, record_path, scan_records, write_record
+from taskonomy.datamodules.datamodule import TaskonomyDataModule
 from taskonomy.datamodules.domains import atomic_write_bytes
 from taskonomy.datamodules.selfsupervised import rgb_to_lab
 from taskonomy.tasks.baselines import (
@@ -62,7 +71,11 @@ from taskonomy.tasks.networks.encoders import (
 )
 from taskonomy.tasks.networks.readout import TransferReadout
 from taskonomy.tasks.registry import get_spec
-from taskonomy.tasks.representations import RepresentationCache, checkpoint_fingerprint
+from taskonomy.tasks.representations import (
+    RepresentationCache,
+    RepresentationStore,
+    checkpoint_fingerprint,
+)
 from taskonomy.tasks.specs import BASELINES, TaskSpec, metric_key
 
 #: What a :class:`TransferTask` trains: a transfer or one of the baselines.
@@ -70,6 +83,9 @@ KINDS = ("transfer", "pixels", "random", "self")
 
 #: The encoder of CPU settings, used to build the (encoder-less) loss module of a target.
 _LOSS_MODULE_ENCODER = "resnet10_tiny"
+
+#: Datamodule roles whose samples a stage reads (what ``setup`` fills the cache with).
+STAGE_ROLES = {"fit": ("train", "val"), "validate": ("val",), "test": ("test",)}
 
 #: Weight decay of first-order transfers and of higher orders / ``pixels`` (spec §3.6).
 FIRST_ORDER_WEIGHT_DECAY = 1e-5
@@ -430,6 +446,8 @@ class TransferTask(L.LightningModule):
                 "(the CLI sets it to --runs_dir by default)"
             )
         self.cache = RepresentationCache(cache_dir) if cache_dir else None
+        #: Whether the datamodule was switched to cached inputs (batches without images).
+        self.cached_inputs = False
         with _own_hyperparameters():
             self._build(kind, target, source_list, runs, encoder, resolution, decoder_width,
                         head_width, lr, random_seed, target_options)
@@ -530,11 +548,19 @@ class TransferTask(L.LightningModule):
     # ----------------------------------------------------------------- representations
     def images(self, batch: dict[str, Any]) -> torch.Tensor:
         """The images a batch's representations are made of (``B×3×H×W`` or ``B×V×3×H×W``)."""
+        images = self._batch_images(batch)
+        if images is None:
+            what = f"'{self.target}'/'input'" if self.multi_view else "'rgb'"
+            raise KeyError(
+                f"transfer batches need the images under {what} (batch contract); batches "
+                "without images can only be read out of a filled representation cache"
+            )
+        return images
+
+    def _batch_images(self, batch: dict[str, Any]) -> torch.Tensor | None:
         if self.multi_view:
-            return cast(torch.Tensor, self._task_batch(batch)["input"])
-        if "rgb" not in batch:
-            raise KeyError("transfer batches need the clean image under 'rgb' (batch contract)")
-        return cast(torch.Tensor, batch["rgb"])
+            return cast(torch.Tensor | None, self._task_batch(batch).get("input"))
+        return cast(torch.Tensor | None, batch.get("rgb"))
 
     def _split(self, stage: str) -> str:
         datamodule = getattr(self._trainer, "datamodule", None) if self._trainer else None
@@ -543,20 +569,130 @@ class TransferTask(L.LightningModule):
             return str(splits[stage])
         return stage
 
+    def _store(self, source: FrozenSource, split: str, kind: str = "rgb") -> RepresentationStore:
+        assert self.cache is not None
+        return self.cache.store(source.run_id, split, kind, self.resolution, source.fingerprint,
+                                source)
+
+    def _cache_lookup(self, batch: dict[str, Any], images: torch.Tensor | None
+                      ) -> tuple[list[str], str, torch.Tensor | None, tuple[int, int] | None]:
+        """Cache keys, input kind, matching encoder inputs and the views' shape of a batch.
+
+        One key per image: the sample key, or for multi-view batches each view's own key
+        (``view_index`` picks them from the ``+``-joined unit key), so a view is encoded once
+        whatever unit or target it appears in. Multi-view batches without ``view_index`` fall
+        back to whole units under their own input kind.
+        """
+        keys = [str(k) for k in batch["__key__"]]
+        if not self.multi_view:
+            return keys, "rgb", images, None
+        index = self._task_batch(batch).get("view_index")
+        if index is None:
+            return keys, f"views-{self.target}", images, None
+        view_keys: list[str] = []
+        for unit, positions in zip(keys, index.tolist(), strict=True):
+            parts = unit.split("+")
+            if max(positions) >= len(parts):
+                raise ValueError(f"unit key {unit!r} has no view at positions {positions}")
+            view_keys.extend(parts[i] for i in positions)
+        shape = (len(keys), index.shape[1])
+        return view_keys, "rgb", None if images is None else images.flatten(0, 1), shape
+
     def frozen_representation(self, batch: dict[str, Any], stage: str) -> torch.Tensor:
-        """The sources' concatenated representation of a batch (through the cache if set)."""
-        images = self.images(batch)
+        """The sources' concatenated representation of a batch (through the cache if set).
+
+        Batches without images (cached inputs) are served from the cache alone.
+        """
+        images = self._batch_images(batch)
+        if self.cache is None:
+            images = self.images(batch)
+            return torch.cat([source(images) for source in self.sources], dim=-3)
+        keys, kind, inputs, views = self._cache_lookup(batch, images)
+        if inputs is None and kind != "rgb":
+            self.images(batch)  # unit-keyed multi-view batches must bring their images
         parts = []
         for source in self.sources:
-            source = cast(FrozenSource, source)
-            if self.cache is None:
-                parts.append(source(images))
-                continue
-            kind = f"views-{self.target}" if self.multi_view else "rgb"
-            store = self.cache.store(source.run_id, self._split(stage), kind, self.resolution,
-                                     source.fingerprint, source)
-            parts.append(store.get([str(k) for k in batch["__key__"]], images))
+            store = self._store(cast(FrozenSource, source), self._split(stage), kind)
+            part = store.take(keys, self.device) if inputs is None else store.get(keys, inputs)
+            parts.append(part if views is None else part.unflatten(0, views))
         return torch.cat(parts, dim=-3)
+
+    # ----------------------------------------------------------------- cached inputs
+    def setup(self, stage: str) -> None:
+        """Fill the cache for the stage's samples, then let the datamodule leave images out.
+
+        Only with the cache on, frozen sources (a transfer or ``random``) and a
+        :class:`TaskonomyDataModule`; otherwise representations are cached lazily per batch.
+        """
+        trainer = self._trainer
+        datamodule = getattr(trainer, "datamodule", None) if trainer is not None else None
+        if self.cache is None or not len(self.sources) or not isinstance(
+                datamodule, TaskonomyDataModule):
+            return
+        cached: dict[str, set[str]] = {}
+        for role in STAGE_ROLES.get(stage, ()):
+            split = datamodule.splits.get(role)
+            if split is None or (role == "val" and trainer is not None
+                                 and trainer.limit_val_batches == 0):
+                continue
+            cached.setdefault(split, set()).update(self.fill_cache(datamodule, role))
+        if cached:
+            self.cached_inputs = datamodule.use_cached_inputs(cached)
+
+    def teardown(self, stage: str) -> None:
+        """Give the datamodule its images back (it may serve an uncached model next)."""
+        datamodule = getattr(self._trainer, "datamodule", None) if self._trainer else None
+        if self.cached_inputs and isinstance(datamodule, TaskonomyDataModule):
+            datamodule.use_cached_inputs(None)
+        self.cached_inputs = False
+
+    def fill_cache(self, datamodule: TaskonomyDataModule, role: str) -> list[str]:
+        """Encode what the cache lacks of a role's samples, for every source.
+
+        Reads only the ``rgb`` shards that hold a missing key, once, whatever the number of
+        sources; a no-op when the cache holds every key. Under DDP each rank encodes its share
+        of the shards and then takes in what the others saved.
+
+        Returns:
+            The role's keys now cached for every source (a key whose image cannot be read is
+            left out; its sample is skipped as it would be without the cache).
+        """
+        split = cast(str, datamodule.splits[role])
+        wanted = datamodule.role_keys(role)
+        stores = [self._store(cast(FrozenSource, s), split) for s in self.sources]
+        missing = list(dict.fromkeys(k for store in stores for k in store.missing(wanted)))
+        if missing:
+            self._encode(datamodule.image_dataloader(role, missing), stores,
+                         f"encoding {len(stores)} source(s) of {len(missing)} {split} images",
+                         len(missing))
+            for store in stores:
+                store.save()
+        trainer = self._trainer
+        if trainer is not None and trainer.world_size > 1:
+            trainer.strategy.barrier("representation cache filled")
+            for store in stores:
+                store.reload()
+        return [k for k in wanted if all(k in store for store in stores)]
+
+    def _encode(self, loader: Iterable[dict[str, Any]], stores: list[RepresentationStore],
+                description: str, total: int) -> None:
+        from rich.progress import Progress
+
+        trainer = self._trainer
+        device = trainer.strategy.root_device if trainer is not None else self.device
+        self.sources.to(device)  # setup runs before the Trainer moves the module
+        context = (trainer.precision_plugin.forward_context() if trainer is not None
+                   else contextlib.nullcontext())
+        show = trainer is None or (trainer.is_global_zero
+                                   and trainer.progress_bar_callback is not None)
+        with Progress(transient=True, disable=not show) as progress, context, torch.no_grad():
+            bar = progress.add_task(description, total=total)
+            for batch in loader:
+                images = batch["rgb"].to(device)
+                keys = [str(k) for k in batch["__key__"]]
+                for store in stores:
+                    store.get(keys, images)
+                progress.advance(bar, len(keys))
 
     def _per_view(self, module: nn.Module, x: torch.Tensor) -> torch.Tensor:
         if x.ndim == 5:  # multi-view: shared weights over the views
