@@ -1,25 +1,28 @@
 """Wall time of one source's transfers into every target, with and without the cache.
 
-Acceptance (issue 6): one source into ALL targets, the cached arm ≥ 5× faster. Each target is
-trained by both arms in turn, in the same process, on the same in-memory batches: the paper's
-readout and a fresh target head for ``--epochs`` passes over the training batches, then one test
-pass. The uncached arm runs the frozen encoder on every batch (eval mode, no grad: the natural
-implementation). The cached arm opens a fresh :class:`RepresentationCache` per target (as a new
-process would: the file is read from disk), so the first target pays the encoder once per key and
-writes the file, and every later target only reads it. Multi-view targets have their own sample
-units, so each of them fills its own file on its first epoch. Data loading is left out of both
-arms, so the ratio isolates what the cache removes: the encoder's forward pass.
+Acceptance (issue 6): one source into ALL targets, the cached arm ≥ 5× faster. Two measurements,
+each with both arms run in turn per target, in the same process, median of ``--repeats``:
 
-Defaults are the CPU transfer setting (``experiments/configs/transfer_cpu.yaml``: resnet10
-source at 64 px, decoder and head width 0.25, batch 16, 64 training images, 10 epochs). Use one
-torch thread (the default) on a shared machine; the run is repeated and medians are reported.
-``--breakdown`` times the parts of one training step per target (encoder, cache read, readout,
-head, loss, backward, optimizer), which is what bounds the ratio: with E the encoder's forward
-and D the rest of a step, the speed-up of a long run tends to (E + D) / D.
+- **end to end** (``--mode e2e``): what a sweep pays. Tiny synthetic buildings are rendered and
+  packed into real shards (``taskonomy data synth``/``pack`` APIs), and each transfer is the
+  real thing: a :class:`TaskonomyDataModule` and a Lightning ``Trainer`` fit (validation every
+  epoch) and test. The uncached arm reads and decodes the RGB and label shards and runs the
+  frozen encoder on every batch. The cached arm starts every repeat from an empty cache: the
+  first target fills it (one pass over the RGB shards of its train subset, validation and test
+  samples, plus its own training); every later target, like a new process of a sweep, reads
+  the cache file and opens only its label shards (no RGB shard, no PNG decode, no encoder).
+- **compute only** (``--mode compute``): the same training loop on fixed in-memory batches, no
+  data loading, no Trainer. It isolates what the cache removes from a step, the encoder's
+  forward pass: with E the encoder and D the rest of a step, its ratio tends to (E + D) / D.
 
-    python benchmarks/bench_representation_cache.py [--source reshading] [--repeats 3]
-    python benchmarks/bench_representation_cache.py --subset --encoder resnet50 \\
-        --resolution 128 --batch-size 8 --epochs 4       # the earlier 6-target measurement
+Defaults are the CPU transfer setting, read from ``experiments/configs/transfer_cpu.yaml``
+(encoder, resolution, decoder and head widths, learning rate, batch size, training subset
+``limit``, epochs, loader workers); flags override them. Use one torch thread (the default) on
+a shared machine. ``--breakdown`` times the parts of one training step per target.
+
+    python benchmarks/bench_representation_cache.py                    # both modes, all targets
+    python benchmarks/bench_representation_cache.py --mode e2e --targets normal depth_zbuffer \\
+        class_scene fixated_pose --epochs 5 --repeats 1 --data /tmp/cache-bench   # a quick look
     python benchmarks/bench_representation_cache.py --breakdown-only --encoder resnet50 \\
         --resolution 256 --decoder-width 1 --head-width 1 --batch-size 8 --batches 1 \\
         --targets normal segment_semantic class_scene    # the paper's networks, per step
@@ -28,33 +31,208 @@ and D the rest of a step, the speed-up of a long run tends to (E + D) / D.
 from __future__ import annotations
 
 import argparse
+import logging
+import math
 import statistics
 import tempfile
 import time
+import warnings
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, cast
 
+import lightning as L
 import torch
+import yaml
 from rich.console import Console
 from rich.progress import Progress
 from rich.table import Table
 
+import taskonomy.experiments as experiments_package
+from taskonomy.datamodules.datamodule import TaskonomyDataModule, task_domains
 from taskonomy.tasks.build import build_task
 from taskonomy.tasks.registry import get_spec, task_names
 from taskonomy.tasks.testing import fake_batch
 from taskonomy.tasks.transfer import FrozenSource, TransferTask, register_task_run
 
+#: The CPU transfer setting the defaults come from.
+CONFIG = Path(experiments_package.__file__).parent / "configs" / "transfer_cpu.yaml"
+
 #: The earlier measurement's targets (``--subset``).
 SUBSET = ("normal", "depth_zbuffer", "room_layout", "class_scene", "vanishing_point",
           "edge_texture")
 
-#: Per-image test losses of the two arms must agree this closely (as the equivalence test).
+#: Per-image test losses of the two arms must agree this closely (as the equivalence tests).
 RTOL, ATOL = 1e-4, 1e-6
 
+#: Synthetic buildings: fixated points and views per point (24 views per building); the
+#: validation and test splits get two buildings each.
+POINTS, VIEWS, EVAL_BUILDINGS = 8, 3, 2
+
 Batch = dict[str, Any]
+Losses = dict[str, float]
 
 
+# --------------------------------------------------------------------------- settings
+@dataclass(frozen=True)
+class Defaults:
+    """The benchmark's defaults, from a transfer config file."""
+
+    encoder: str
+    resolution: int
+    decoder_width: float
+    head_width: float
+    lr: float
+    epochs: int
+    batch_size: int
+    limit: int
+    num_workers: int
+    shuffle_buffer: int
+    precision: str
+
+
+def read_defaults(path: Path) -> Defaults:
+    """The transfer setting of a LightningCLI config (``model``, ``data``, ``trainer``).
+
+    Raises:
+        FileNotFoundError: The file does not exist.
+        ValueError: It lacks a value the benchmark needs.
+    """
+    if not path.is_file():
+        raise FileNotFoundError(f"transfer config {path} not found; pass --config FILE")
+    config = yaml.safe_load(path.read_text()) or {}
+    model, data, trainer = (config.get(k) or {} for k in ("model", "data", "trainer"))
+    try:
+        return Defaults(
+            encoder=str(model["encoder"]), resolution=int(model["resolution"]),
+            decoder_width=float(model["decoder_width"]), head_width=float(model["head_width"]),
+            lr=float(model["lr"]), epochs=int(trainer["max_epochs"]),
+            batch_size=int(data["batch_size"]), limit=int(data["limit"]),
+            num_workers=int(data.get("num_workers", 0)),
+            shuffle_buffer=int(data.get("shuffle_buffer", 256)),
+            precision=str(trainer.get("precision", "32-true")),
+        )
+    except (KeyError, TypeError) as error:
+        raise ValueError(
+            f"transfer config {path} lacks {error} (needs model.encoder/resolution/"
+            "decoder_width/head_width/lr, data.batch_size/limit, trainer.max_epochs); "
+            "pass the value as a flag or fix the file"
+        ) from error
+
+
+def parse_args() -> argparse.Namespace:
+    """Command-line settings; defaults from ``--config`` (the CPU transfer setting)."""
+    pre = argparse.ArgumentParser(add_help=False)
+    pre.add_argument("--config", type=Path, default=CONFIG)
+    known, _ = pre.parse_known_args()
+    d = read_defaults(known.config)
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0], parents=[pre])
+    parser.add_argument("--mode", choices=("both", "e2e", "compute"), default="both",
+                        help="end to end on real shards, compute only in memory, or both")
+    parser.add_argument("--source", default="reshading", help="the one source task")
+    parser.add_argument("--targets", nargs="+", default=None,
+                        help="targets (default: every registered target except the source)")
+    parser.add_argument("--subset", action="store_true",
+                        help=f"the earlier measurement's targets: {' '.join(SUBSET)}")
+    parser.add_argument("--encoder", default=d.encoder)
+    parser.add_argument("--resolution", type=int, default=d.resolution)
+    parser.add_argument("--decoder-width", type=float, default=d.decoder_width)
+    parser.add_argument("--head-width", type=float, default=d.head_width)
+    parser.add_argument("--lr", type=float, default=d.lr)
+    parser.add_argument("--epochs", type=int, default=d.epochs, help="trainer.max_epochs")
+    parser.add_argument("--batch-size", type=int, default=d.batch_size)
+    parser.add_argument("--limit", type=int, default=d.limit,
+                        help="training images (data.limit; e2e and the compute batches)")
+    parser.add_argument("--num-workers", type=int, default=d.num_workers,
+                        help="e2e DataLoader workers (data.num_workers)")
+    parser.add_argument("--shuffle-buffer", type=int, default=d.shuffle_buffer,
+                        help="e2e data.shuffle_buffer")
+    parser.add_argument("--precision", default=d.precision, help="e2e trainer.precision")
+    parser.add_argument("--test-images", type=int, default=None,
+                        help="compute mode: test images (default: the e2e test split's size)")
+    parser.add_argument("--data", type=Path, default=None,
+                        help="e2e: folder for the synthetic buildings and shards, reused when "
+                             "present (default: a temporary folder)")
+    parser.add_argument("--seed", type=int, default=0, help="synthetic data seed")
+    parser.add_argument("--repeats", type=int, default=3, help="runs of both arms; medians")
+    parser.add_argument("--threads", type=int, default=1, help="torch threads (1: stable)")
+    parser.add_argument("--batches", type=int, default=None,
+                        help="compute/breakdown: training batches (default: limit / batch size)")
+    parser.add_argument("--breakdown", action="store_true",
+                        help="also time the parts of one training step per target")
+    parser.add_argument("--steps", type=int, default=5, help="repeats per --breakdown part")
+    parser.add_argument("--breakdown-only", action="store_true",
+                        help="only the per-step breakdown (quick; e.g. at the paper's 256 px)")
+    args = parser.parse_args()
+    if args.subset and args.targets:
+        parser.error("give --subset or --targets, not both")
+    args.targets = list(SUBSET) if args.subset else args.targets or [
+        t for t in task_names(targets_only=True) if t != args.source]
+    for target in args.targets:
+        if not get_spec(target).target:
+            parser.error(f"{target!r} cannot be a transfer target")
+    if args.batches is None:
+        args.batches = max(1, args.limit // args.batch_size)
+    if args.test_images is None:
+        args.test_images = EVAL_BUILDINGS * POINTS * VIEWS
+    return args
+
+
+# --------------------------------------------------------------------------- shared pieces
+def build(target: str, runs: Path, cache: Path | None, args: argparse.Namespace) -> TransferTask:
+    """A transfer of ``args.source`` into ``target`` with the benchmark's settings."""
+    torch.manual_seed(0)
+    return TransferTask(target=target, sources=[args.source], task_runs=str(runs),
+                        cache_dir=str(cache) if cache else None, encoder=args.encoder,
+                        resolution=args.resolution, decoder_width=args.decoder_width,
+                        head_width=args.head_width, lr=args.lr, lr_milestone=None)
+
+
+def worst_deviation(reference: Losses, other: Losses) -> float:
+    """Largest |a - b| / (ATOL + RTOL·|a|) over keys: ≤ 1 means within the tolerance."""
+    if reference.keys() != other.keys():
+        return float("inf")
+    return max((abs(reference[k] - other[k]) / (ATOL + RTOL * abs(reference[k]))
+                for k in reference), default=0.0)
+
+
+@dataclass
+class ArmTimes:
+    """Seconds per target and repeat of both arms, and the worst loss deviation seen."""
+
+    uncached: dict[str, list[float]]
+    cached: dict[str, list[float]]
+    deviation: float = 0.0
+
+    def total_ratios(self) -> list[float]:
+        """Uncached over cached total time, per repeat."""
+        repeats = len(next(iter(self.uncached.values())))
+        return [sum(v[r] for v in self.uncached.values()) / sum(v[r] for v in self.cached.values())
+                for r in range(repeats)]
+
+
+def run_arms(targets: list[str], repeats: int, label: str, console: Console,
+             transfer: Callable[[str, int, bool], tuple[float, Losses]]) -> ArmTimes:
+    """Both arms per target, interleaved (their order alternates between repeats)."""
+    times = ArmTimes({t: [] for t in targets}, {t: [] for t in targets})
+    with Progress(console=console, transient=True) as progress:
+        bar = progress.add_task(label, total=repeats * len(targets))
+        for repeat in range(repeats):
+            for target in targets:
+                progress.update(bar, description=f"{label}, repeat {repeat + 1}: {target}")
+                results = {}
+                for cached in ((False, True) if repeat % 2 == 0 else (True, False)):
+                    results[cached] = transfer(target, repeat, cached)
+                times.uncached[target].append(results[False][0])
+                times.cached[target].append(results[True][0])
+                times.deviation = max(times.deviation,
+                                      worst_deviation(results[False][1], results[True][1]))
+                progress.advance(bar)
+    return times
+
+
+# --------------------------------------------------------------------------- compute only
 def make_batches(target: str, count: int, size: int, resolution: int, prefix: str,
                  seed: int) -> list[Batch]:
     """Fixed batches for a target; the RGB images and sample keys are the same for every target."""
@@ -67,26 +245,17 @@ def make_batches(target: str, count: int, size: int, resolution: int, prefix: st
     return out
 
 
-def build(target: str, runs: Path, cache: Path | None, args: argparse.Namespace) -> TransferTask:
-    """A transfer of ``args.source`` into ``target`` with the benchmark's settings."""
-    torch.manual_seed(0)
-    model = TransferTask(target=target, sources=[args.source], task_runs=str(runs),
-                         cache_dir=str(cache) if cache else None, encoder=args.encoder,
-                         resolution=args.resolution, decoder_width=args.decoder_width,
-                         head_width=args.head_width, lr=args.lr, lr_milestone=None)
-    model.log = lambda *a, **k: None  # type: ignore[method-assign]  # no Trainer here
-    return model
-
-
 def optimizer_of(model: TransferTask) -> torch.optim.Optimizer:
+    """The transfer's own optimizer (Adam, fused where safe)."""
     configured = model.configure_optimizers()
     return cast(torch.optim.Optimizer,
                 configured["optimizer"] if isinstance(configured, dict) else configured)
 
 
-def run_transfer(model: TransferTask, train: list[Batch], test: list[Batch],
-                 epochs: int) -> dict[str, float]:
+def run_in_memory(model: TransferTask, train: list[Batch], test: list[Batch],
+                  epochs: int) -> Losses:
     """Train for ``epochs`` passes, then test; the per-image test losses by key."""
+    model.log = lambda *a, **k: None  # no Trainer here
     optimizer = optimizer_of(model)
     model.train()
     for _ in range(epochs):
@@ -104,25 +273,87 @@ def run_transfer(model: TransferTask, train: list[Batch], test: list[Batch],
     return dict(model.test_per_image_losses)
 
 
-def timed_transfer(target: str, runs: Path, cache: Path | None, args: argparse.Namespace,
-                   data: dict[str, list[Batch]], tests: dict[str, list[Batch]]
-                   ) -> tuple[float, dict[str, float]]:
-    """Seconds to build, train and test one transfer (one arm), and its per-image test losses."""
-    start = time.perf_counter()
-    losses = run_transfer(build(target, runs, cache, args), data[target], tests[target],
-                          args.epochs)
-    return time.perf_counter() - start, losses
+def compute_only(args: argparse.Namespace, runs: Path, tmp: Path, console: Console) -> ArmTimes:
+    """In-memory arms: a fresh cache per repeat (the first target and each multi-view target
+    fill it during their first epoch), no data loading."""
+    data = {t: make_batches(t, args.batches, args.batch_size, args.resolution, "img", 100)
+            for t in args.targets}
+    test_batches = max(1, math.ceil(args.test_images / args.batch_size))
+    tests = {t: make_batches(t, test_batches, args.batch_size, args.resolution, "test", 900)
+             for t in args.targets}
+
+    def transfer(target: str, repeat: int, cached: bool) -> tuple[float, Losses]:
+        start = time.perf_counter()
+        cache = tmp / f"compute-cache{repeat}" if cached else None
+        losses = run_in_memory(build(target, runs, cache, args), data[target], tests[target],
+                               args.epochs)
+        return time.perf_counter() - start, losses
+
+    return run_arms(args.targets, args.repeats, "compute only", console, transfer)
 
 
-def worst_deviation(reference: dict[str, float], other: dict[str, float]) -> float:
-    """Largest |a - b| / (ATOL + RTOL·|a|) over keys: ≤ 1 means within the tolerance."""
-    if reference.keys() != other.keys():
-        return float("inf")
-    return max((abs(reference[k] - other[k]) / (ATOL + RTOL * abs(reference[k]))
-                for k in reference), default=0.0)
+# --------------------------------------------------------------------------- end to end
+def make_shards(folder: Path, tasks: list[str], args: argparse.Namespace,
+                console: Console) -> Path:
+    """Synthetic buildings packed into shards with the domains of ``tasks`` (reused if there).
+
+    Enough training buildings for ``--limit`` images; two buildings each for val and test.
+    """
+    from taskonomy.datamodules.packer import PackConfig, pack
+    from taskonomy.datamodules.synth import synthesize
+
+    train = math.ceil(args.limit / (POINTS * VIEWS))
+    names = [f"synth{i:03d}" for i in range(train + 2 * EVAL_BUILDINGS)]
+    splits = {n: "train" if i < train else "val" if i < train + EVAL_BUILDINGS else "test"
+              for i, n in enumerate(names)}
+    buildings, shards = folder / "buildings", folder / "shards"
+    console.print(f"synthetic data: {len(names)} buildings × {POINTS * VIEWS} views at "
+                  f"{args.resolution} px in {folder}")
+    synthesize(buildings, buildings=names, resolution=args.resolution, seed=args.seed,
+               points=POINTS, views=VIEWS, split_names=splits, progress=True)
+    domains = sorted(set(task_domains(tasks)) | {"rgb"})
+    for split in ("train", "val", "test"):
+        if (shards / split / "manifest.json").is_file():
+            continue
+        pack(PackConfig(source=buildings, out=shards, split=split,
+                        buildings=[n for n, s in splits.items() if s == split], domains=domains,
+                        shard_size=2 * POINTS * VIEWS, resume=True), progress=True)
+    return shards
 
 
+def fit_and_test(model: TransferTask, shards: Path, target: str,
+                 args: argparse.Namespace) -> Losses:
+    """A Lightning fit (validation every epoch) and test of a transfer on the shards."""
+    data = TaskonomyDataModule(shards, tasks=[target], resolution=args.resolution,
+                               batch_size=args.batch_size, num_workers=args.num_workers,
+                               limit=args.limit, seed=0, shuffle_buffer=args.shuffle_buffer)
+    trainer = L.Trainer(max_epochs=args.epochs, accelerator="cpu", devices=1,
+                        precision=args.precision, logger=False, enable_checkpointing=False,
+                        enable_progress_bar=False, enable_model_summary=False,
+                        num_sanity_val_steps=0)
+    trainer.fit(model, datamodule=data)
+    trainer.test(model, datamodule=data, verbose=False)
+    return dict(model.test_per_image_losses)
+
+
+def end_to_end(args: argparse.Namespace, runs: Path, tmp: Path, console: Console) -> ArmTimes:
+    """Real shards, real Trainer; a fresh cache folder per repeat."""
+    shards = make_shards(args.data or tmp / "data", [args.source, *args.targets], args, console)
+    args.shuffle_buffer = min(args.shuffle_buffer, args.limit)
+
+    def transfer(target: str, repeat: int, cached: bool) -> tuple[float, Losses]:
+        start = time.perf_counter()
+        L.seed_everything(0, verbose=False)
+        cache = tmp / f"e2e-cache{repeat}" if cached else None
+        losses = fit_and_test(build(target, runs, cache, args), shards, target, args)
+        return time.perf_counter() - start, losses
+
+    return run_arms(args.targets, args.repeats, "end to end", console, transfer)
+
+
+# --------------------------------------------------------------------------- breakdown
 def median_ms(call: Callable[[], Any], repeats: int) -> float:
+    """Median milliseconds of a call after one warm-up call."""
     call()  # warm-up (allocator, oneDNN primitive cache)
     times = []
     for _ in range(repeats):
@@ -135,6 +366,7 @@ def median_ms(call: Callable[[], Any], repeats: int) -> float:
 def step_breakdown(model: TransferTask, batch: Batch, repeats: int) -> dict[str, float]:
     """Median milliseconds of each part of one training step (cached path, plus the encoder)."""
     assert model.readout is not None and model.cache is not None
+    model.log = lambda *a, **k: None  # no Trainer here
     optimizer = optimizer_of(model)
     model.train()
     source = cast(FrozenSource, model.sources[0])
@@ -164,8 +396,9 @@ def step_breakdown(model: TransferTask, batch: Batch, repeats: int) -> dict[str,
     return parts
 
 
-def print_breakdown(console: Console, runs: Path, cache: Path, args: argparse.Namespace,
-                    data: dict[str, list[Batch]]) -> None:
+def print_breakdown(console: Console, runs: Path, cache: Path,
+                    args: argparse.Namespace) -> None:
+    """A table of the parts of one training step per target."""
     table = Table(title=f"one training step, batch {args.batch_size} (median ms, "
                         f"{args.threads} thread(s))")
     columns = ("encoder", "cache read", "readout", "head", "loss", "backward", "optimizer",
@@ -175,101 +408,81 @@ def print_breakdown(console: Console, runs: Path, cache: Path, args: argparse.Na
         table.add_column(column, justify="right")
     table.add_column("(E+D)/D", justify="right")
     for target in args.targets:
-        parts = step_breakdown(build(target, runs, cache, args), data[target][0], args.steps)
+        batch = make_batches(target, 1, args.batch_size, args.resolution, "img", 100)[0]
+        parts = step_breakdown(build(target, runs, cache, args), batch, args.steps)
         bound = (parts["encoder"] + parts["cached step"]) / parts["cached step"]
         table.add_row(target, *(f"{parts[c]:.1f}" for c in columns), f"{bound:.2f}x")
     console.print(table)
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--source", default="reshading", help="the one source task")
-    parser.add_argument("--targets", nargs="+", default=None,
-                        help="targets (default: every registered target except the source)")
-    parser.add_argument("--subset", action="store_true",
-                        help=f"the earlier measurement's targets: {' '.join(SUBSET)}")
-    parser.add_argument("--encoder", default="resnet10")
-    parser.add_argument("--resolution", type=int, default=64)
-    parser.add_argument("--decoder-width", type=float, default=0.25)
-    parser.add_argument("--head-width", type=float, default=0.25)
-    parser.add_argument("--lr", type=float, default=1e-3)
-    parser.add_argument("--batches", type=int, default=4, help="training batches (64 images)")
-    parser.add_argument("--test-batches", type=int, default=4)
-    parser.add_argument("--batch-size", type=int, default=16)
-    parser.add_argument("--epochs", type=int, default=10, help="transfer_cpu.yaml: max_epochs")
-    parser.add_argument("--repeats", type=int, default=3, help="runs of both arms; medians")
-    parser.add_argument("--threads", type=int, default=1, help="torch threads (1: stable)")
-    parser.add_argument("--breakdown", action="store_true",
-                        help="also time the parts of one training step per target")
-    parser.add_argument("--steps", type=int, default=5, help="repeats per --breakdown part")
-    parser.add_argument("--breakdown-only", action="store_true",
-                        help="only the per-step breakdown (quick; e.g. at the paper's 256 px)")
-    args = parser.parse_args()
-    if args.subset and args.targets:
-        parser.error("give --subset or --targets, not both")
-    args.targets = list(SUBSET) if args.subset else args.targets or [
-        t for t in task_names(targets_only=True) if t != args.source]
-    for target in args.targets:
-        if not get_spec(target).target:
-            parser.error(f"{target!r} cannot be a transfer target")
-    torch.set_num_threads(args.threads)
-    console = Console(width=132)  # the breakdown table is wide; keep it readable in logs
+# --------------------------------------------------------------------------- report
+def print_results(console: Console, args: argparse.Namespace,
+                  results: dict[str, ArmTimes]) -> None:
+    """Per-target medians of every mode run, then the totals and ratios."""
+    table = Table(title=f"one source ({args.source}, {args.encoder}, {args.resolution} px) → "
+                        f"{len(args.targets)} targets; median of {args.repeats} run(s), seconds")
+    table.add_column("target")
+    for mode in results:
+        for name in ("uncached", "cached", "ratio"):
+            table.add_column(f"{mode} {name}", justify="right")
+    for target in [*args.targets, "all targets"]:
+        row = [target]
+        for times in results.values():
+            if target == "all targets":
+                u = sum(statistics.median(v) for v in times.uncached.values())
+                c = sum(statistics.median(v) for v in times.cached.values())
+            else:
+                u, c = statistics.median(times.uncached[target]), statistics.median(
+                    times.cached[target])
+            row += [f"{u:.2f}", f"{c:.2f}", f"{u / c:.2f}x"]
+        table.add_row(*row)
+    console.print(table)
 
-    with tempfile.TemporaryDirectory() as tmp:
-        runs = Path(tmp) / "runs"
+    summary = Table(title="speed-up of the cache, one source into all targets (target ≥ 5x)")
+    for name in ("mode", "what is timed", "ratio per repeat", "median", "losses agree"):
+        summary.add_column(name, justify="left" if name in ("mode", "what is timed") else "right")
+    what = {"end to end": "shards + Trainer fit/val/test (data loading counts)",
+            "compute only": "in-memory batches, training loop + test pass"}
+    for mode, times in results.items():
+        ratios = times.total_ratios()
+        summary.add_row(mode, what[mode], ", ".join(f"{r:.2f}x" for r in ratios),
+                        f"{statistics.median(ratios):.2f}x",
+                        "yes" if times.deviation <= 1.0 else f"NO ({times.deviation:.3g})")
+    console.print(summary)
+    console.print(
+        f"{args.limit} training images × {args.epochs} epochs, batch {args.batch_size}, decoder/"
+        f"head width {args.decoder_width}/{args.head_width}, {args.threads} torch thread(s), "
+        f"{args.num_workers} loader worker(s) (e2e); test losses compared within rtol {RTOL:g} "
+        f"/ atol {ATOL:g}; the first target of each repeat fills the cache")
+
+
+def main() -> None:
+    """Run the chosen measurements and print their tables."""
+    args = parse_args()
+    torch.set_num_threads(args.threads)
+    logging.getLogger("lightning.pytorch").setLevel(logging.WARNING)
+    logging.getLogger("lightning.fabric").setLevel(logging.WARNING)
+    warnings.filterwarnings("ignore", module="lightning")
+    console = Console(width=160)  # the tables are wide; keep them readable in logs
+
+    with tempfile.TemporaryDirectory() as folder:
+        tmp = Path(folder)
+        runs = tmp / "runs"
         torch.manual_seed(0)
         register_task_run(build_task(args.source, encoder=args.encoder,
-                                     resolution=args.resolution, decoder_width=0.25), runs)
-        data = {t: make_batches(t, args.batches, args.batch_size, args.resolution, "img", 100)
-                for t in args.targets}
+                                     resolution=args.resolution,
+                                     decoder_width=args.decoder_width), runs)
         if args.breakdown_only:
-            print_breakdown(console, runs, Path(tmp) / "cache", args, data)
+            print_breakdown(console, runs, tmp / "breakdown-cache", args)
             return
-        tests = {t: make_batches(t, args.test_batches, args.batch_size, args.resolution, "test",
-                                 900) for t in args.targets}
-        uncached: dict[str, list[float]] = {t: [] for t in args.targets}
-        cached: dict[str, list[float]] = {t: [] for t in args.targets}
-        totals: list[float] = []
-        deviation = 0.0
-        with Progress(console=console, transient=True) as progress:
-            bar = progress.add_task("transfers", total=args.repeats * len(args.targets))
-            for repeat in range(args.repeats):
-                cache = Path(tmp) / f"cache{repeat}"  # every repeat starts with an empty cache
-                for target in args.targets:
-                    progress.update(bar, description=f"repeat {repeat + 1}: {target}")
-                    t_u, losses_u = timed_transfer(target, runs, None, args, data, tests)
-                    t_c, losses_c = timed_transfer(target, runs, cache, args, data, tests)
-                    uncached[target].append(t_u)
-                    cached[target].append(t_c)
-                    deviation = max(deviation, worst_deviation(losses_u, losses_c))
-                    progress.advance(bar)
-                totals.append(sum(uncached[t][-1] for t in args.targets)
-                              / sum(cached[t][-1] for t in args.targets))
-
-        table = Table(title=f"one source ({args.source}, {args.encoder}, {args.resolution} px) "
-                            f"→ {len(args.targets)} targets; median of {args.repeats} runs")
-        for name in ("target", "uncached s", "cached s", "ratio"):
-            table.add_column(name, justify="left" if name == "target" else "right")
-        for target in args.targets:
-            u, c = statistics.median(uncached[target]), statistics.median(cached[target])
-            table.add_row(target, f"{u:.2f}", f"{c:.2f}", f"{u / c:.2f}x")
-        sum_u = sum(statistics.median(v) for v in uncached.values())
-        sum_c = sum(statistics.median(v) for v in cached.values())
-        table.add_row("all targets", f"{sum_u:.2f}", f"{sum_c:.2f}", f"{sum_u / sum_c:.2f}x")
-        console.print(table)
+        results: dict[str, ArmTimes] = {}
+        if args.mode in ("both", "e2e"):
+            results["end to end"] = end_to_end(args, runs, tmp, console)
+        if args.mode in ("both", "compute"):
+            results["compute only"] = compute_only(args, runs, tmp, console)
+        print_results(console, args, results)
         if args.breakdown:
-            print_breakdown(console, runs, Path(tmp) / "cache0", args, data)
-
-    images = args.batches * args.batch_size
-    print(f"{images} training images × {args.epochs} epochs + {args.test_batches * args.batch_size}"
-          f" test images per target, batch {args.batch_size}, decoder/head width "
-          f"{args.decoder_width}/{args.head_width}, {args.threads} torch thread(s); in-memory "
-          "batches (no data loading); the first target (and each multi-view target) fills the "
-          "cache")
-    print(f"test losses: cached vs uncached within rtol {RTOL:g} / atol {ATOL:g}: "
-          f"{'yes' if deviation <= 1.0 else 'NO'} (worst {deviation:.3g} of the tolerance)")
-    print(f"total ratio per run: {', '.join(f'{r:.2f}x' for r in totals)}")
-    print(f"speed-up: {statistics.median(totals):8.2f}x  (median of {args.repeats}; target ≥ 5x)")
+            print_breakdown(console, runs, tmp / "breakdown-cache", args)
 
 
 if __name__ == "__main__":

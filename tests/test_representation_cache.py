@@ -197,3 +197,29 @@ def test_repeated_keys_in_one_batch_are_encoded_once(tmp_path: Path) -> None:
     x = images(2)
     out = store.get(["a", "b", "a"], torch.stack([x[0], x[1], x[0]]))
     assert len(store) == 2 and out.shape[0] == 3 and torch.equal(out[0], out[2])
+
+
+def test_take_serves_cached_keys_without_images_and_names_missing_ones(tmp_path: Path) -> None:
+    encoder = CountingEncoder()
+    store = RepresentationStore(tmp_path / "x.pt", "fp", encoder)
+    x = images(3)
+    filled = store.get(["a", "b", "c"], x)
+    assert store.missing(["c", "d", "a", "d"]) == ["d"]
+    assert torch.equal(store.take(["c", "a"]), filled[[2, 0]])
+    assert encoder.calls == 3 and store.hits == 2
+    with pytest.raises(KeyError, match=r"1 of 2 keys are not cached \(first: d\)"):
+        store.take(["a", "d"])
+
+
+def test_reload_takes_in_keys_saved_by_another_process(tmp_path: Path) -> None:
+    path = cache_file(tmp_path, "run", "train", "rgb", 16)
+    mine = RepresentationStore(path, "fp", CountingEncoder())
+    mine.get(["a"], images(1))
+    other = RepresentationStore(path, "fp", CountingEncoder())
+    other.get(["b", "c"], images(2, 1))
+    other.save()
+    assert mine.missing(["a", "b", "c"]) == ["b", "c"]
+    mine.reload()
+    assert mine.missing(["a", "b", "c"]) == [] and mine.dirty  # "a" is still to be saved
+    mine.save()
+    assert sorted(RepresentationStore(path, "fp", CountingEncoder()).keys()) == ["a", "b", "c"]
