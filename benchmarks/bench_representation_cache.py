@@ -213,11 +213,18 @@ class ArmTimes:
 
 
 def run_arms(targets: list[str], repeats: int, label: str, console: Console,
-             transfer: Callable[[str, int, bool], tuple[float, Losses]]) -> ArmTimes:
-    """Both arms per target, interleaved (their order alternates between repeats)."""
+             transfer: Callable[[str, int, bool], tuple[float, Losses]],
+             warm_up: Callable[[], None]) -> ArmTimes:
+    """Both arms per target, interleaved (their order alternates between repeats).
+
+    ``warm_up`` runs first, untimed, so that one-off costs (lazy imports, oneDNN kernel
+    selection, the allocator's first growth) fall on neither arm.
+    """
     times = ArmTimes({t: [] for t in targets}, {t: [] for t in targets})
     with Progress(console=console, transient=True) as progress:
         bar = progress.add_task(label, total=repeats * len(targets))
+        progress.update(bar, description=f"{label}: warming up")
+        warm_up()
         for repeat in range(repeats):
             for target in targets:
                 progress.update(bar, description=f"{label}, repeat {repeat + 1}: {target}")
@@ -289,7 +296,13 @@ def compute_only(args: argparse.Namespace, runs: Path, tmp: Path, console: Conso
                                args.epochs)
         return time.perf_counter() - start, losses
 
-    return run_arms(args.targets, args.repeats, "compute only", console, transfer)
+    def warm_up() -> None:
+        target = args.targets[0]
+        for cache in (None, tmp / "compute-warm-up"):
+            run_in_memory(build(target, runs, cache, args), data[target][:2], tests[target][:1],
+                          1)
+
+    return run_arms(args.targets, args.repeats, "compute only", console, transfer, warm_up)
 
 
 # --------------------------------------------------------------------------- end to end
@@ -348,7 +361,13 @@ def end_to_end(args: argparse.Namespace, runs: Path, tmp: Path, console: Console
         losses = fit_and_test(build(target, runs, cache, args), shards, target, args)
         return time.perf_counter() - start, losses
 
-    return run_arms(args.targets, args.repeats, "end to end", console, transfer)
+    def warm_up() -> None:  # one epoch of the first target, both arms, a throwaway cache
+        short = argparse.Namespace(**{**vars(args), "epochs": 1})
+        for cache in (None, tmp / "e2e-warm-up"):
+            fit_and_test(build(args.targets[0], runs, cache, short), shards, args.targets[0],
+                         short)
+
+    return run_arms(args.targets, args.repeats, "end to end", console, transfer, warm_up)
 
 
 # --------------------------------------------------------------------------- breakdown
