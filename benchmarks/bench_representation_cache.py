@@ -313,6 +313,7 @@ def make_shards(folder: Path, tasks: list[str], args: argparse.Namespace,
     Enough training buildings for ``--limit`` images; two buildings each for val and test.
     """
     from taskonomy.datamodules.packer import PackConfig, pack
+    from taskonomy.datamodules.shards import read_manifest
     from taskonomy.datamodules.synth import synthesize
 
     train = math.ceil(args.limit / (POINTS * VIEWS))
@@ -324,12 +325,16 @@ def make_shards(folder: Path, tasks: list[str], args: argparse.Namespace,
                   f"{args.resolution} px in {folder}")
     synthesize(buildings, buildings=names, resolution=args.resolution, seed=args.seed,
                points=POINTS, views=VIEWS, split_names=splits, progress=True)
-    domains = sorted(set(task_domains(tasks)) | {"rgb"})
+    needed = set(task_domains(tasks)) | {"rgb"}
     for split in ("train", "val", "test"):
-        if (shards / split / "manifest.json").is_file():
+        manifest = shards / split / "manifest.json"
+        packed = set(read_manifest(shards, split)["domains"]) if manifest.is_file() else set()
+        if needed <= packed:
             continue
+        # A reused folder gains the domains of new targets as new folders (resumable packing).
         pack(PackConfig(source=buildings, out=shards, split=split,
-                        buildings=[n for n, s in splits.items() if s == split], domains=domains,
+                        buildings=[n for n, s in splits.items() if s == split],
+                        domains=sorted(needed - packed) if packed else sorted(needed),
                         shard_size=2 * POINTS * VIEWS, resume=True), progress=True)
     return shards
 
