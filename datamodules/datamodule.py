@@ -9,6 +9,10 @@
 - Bad samples (truncated shards, corrupt files, missing labels) are warned about, counted and
   skipped; :class:`SkippedSamplesCallback` logs the count at every epoch end.
 - ``limit`` keeps a fixed, seeded subset of the training keys (the 1k/16k transfer regimes).
+- Each loader process keeps the encoded (still compressed) samples of the shards it has read
+  whole in memory, up to ``memory_mb``, and serves later passes from there: a small regime
+  subset or a validation split is read from disk once instead of once per epoch (reading a
+  subset means walking every tar member of every shard that holds one of its keys).
 - Cached inputs (transfers whose frozen representations are cached by sample key):
   :meth:`TaskonomyDataModule.use_cached_inputs` leaves the ``rgb`` domain out of a split's
   streams (its shards are never opened), so batches carry keys and labels only;
@@ -159,6 +163,7 @@ class ShardStream(IterableDataset):
         raw_domains: Domains delivered as ``sample["domains"][d]`` in stored units.
         batch_size, num_workers: The DataLoader's; a training epoch gives every worker a whole
             number of batches, so ``len(dataloader)`` is exact.
+        memory_mb: Encoded samples kept in memory per process (MiB; 0: none), shard by shard.
         cached_inputs: Keys whose encoder inputs are cached elsewhere (``None``: off). When set,
             samples carry no ``rgb`` and no task ``input`` (``rgb`` must not be in ``domains``),
             and a sample (a view, for multi-view tasks) whose key is not in it is skipped and
@@ -171,9 +176,16 @@ class ShardStream(IterableDataset):
                  shuffle_buffer: int = 256, rank: int | None = None,
                  world_size: int | None = None, jigsaw_tile: int | None = None,
                  raw_domains: Sequence[str] = (), batch_size: int = 1,
-                 num_workers: int = 0, cached_inputs: frozenset[str] | None = None) -> None:
+                 num_workers: int = 0, cached_inputs: frozenset[str] | None = None,
+                 memory_mb: float = 0) -> None:
         super().__init__()
         self.cached_inputs = cached_inputs
+        if memory_mb < 0:
+            raise ValueError(f"memory_mb must be ≥ 0 (0 keeps nothing in memory), got {memory_mb}")
+        self.memory_bytes = int(memory_mb * 2**20)
+        #: (domains, shard index) → the kept samples of a shard read whole (see ``memory_mb``).
+        self._memory: dict[tuple[tuple[str, ...], int], list[dict[str, Any]]] = {}
+        self._memory_used = 0
         self.batch_size, self.num_workers = batch_size, num_workers
         self.raw_domains = [d for d in raw_domains if d != "rgb"]
         self.root, self.split = root, split
@@ -217,17 +229,34 @@ class ShardStream(IterableDataset):
 
     def _raw_samples(self, shard_ids: Iterator[int] | list[int]) -> Iterator[dict[str, Any]]:
         for index in shard_ids:
+            slot = (tuple(self.domains), index)
+            if slot in self._memory:
+                self._dry_shards = 0 if self._memory[slot] else self._dry_shards
+                yield from self._memory[slot]
+                continue
             locations = {d: shard_location(self.root, self.split, d, index) for d in self.domains}
+            kept: list[dict[str, Any]] | None = [] if self.memory_bytes else None
             try:
                 for sample in iter_aligned_shard(locations):
                     if self.keep is None or sample["__key__"] in self.keep:
                         self._dry_shards = 0
+                        if kept is not None:
+                            kept.append(sample)
                         yield sample
+                # Only a shard read to its end is kept (a consumer may stop mid-shard).
+                if kept is not None:
+                    self._remember(slot, kept)
             except ShardKeyMismatchError:
                 raise
             except (tarfile.TarError, EOFError, OSError, ValueError) as error:
                 self.counter.add(f"shard {index} of {self.split} is unreadable from here on "
                                  f"({type(error).__name__}: {error})")
+
+    def _remember(self, slot: tuple[tuple[str, ...], int], samples: list[dict[str, Any]]) -> None:
+        size = sum(len(v) for s in samples for v in s.values() if isinstance(v, bytes))
+        if self._memory_used + size <= self.memory_bytes:
+            self._memory[slot] = samples
+            self._memory_used += size
 
     def _decoded(self, raw: Iterator[dict[str, Any]]) -> Iterator[dict[str, Any]]:
         for sample in raw:
@@ -419,6 +448,9 @@ class TaskonomyDataModule(L.LightningDataModule):
         shuffle_buffer: Training shuffle buffer in samples.
         jigsaw_tile: Jigsaw tile size (default: ``resolution``).
         rank, world_size: Simulate a distributed rank (tests); default from torch.distributed.
+        memory_mb: Encoded samples each loader process keeps in memory after reading their
+            shards whole (MiB; 0: read from disk every epoch). Training loaders keep their
+            workers between epochs so the memory is reused.
     """
 
     def __init__(self, root: str | Path, tasks: Sequence[str] = (),
@@ -427,8 +459,12 @@ class TaskonomyDataModule(L.LightningDataModule):
                  val_split: str | None = "val", test_split: str | None = "test",
                  limit: int | None = None, epoch_size: int | None = None, seed: int = 0,
                  shuffle_buffer: int = 256, jigsaw_tile: int | None = None,
-                 rank: int | None = None, world_size: int | None = None) -> None:
+                 rank: int | None = None, world_size: int | None = None,
+                 memory_mb: float = 512) -> None:
         super().__init__()
+        if memory_mb < 0:
+            raise ValueError(f"memory_mb must be ≥ 0 (0 keeps nothing in memory), got {memory_mb}")
+        self.memory_mb = memory_mb
         self.root = str(root)
         self.tasks = list(tasks)
         for domain in domains:
@@ -509,7 +545,7 @@ class TaskonomyDataModule(L.LightningDataModule):
             counter=self.skipped, shuffle_buffer=min(self.shuffle_buffer, count),
             rank=self.rank, world_size=self.world_size, jigsaw_tile=self.jigsaw_tile,
             raw_domains=self.requested_domains, batch_size=self.batch_size,
-            num_workers=self.num_workers, cached_inputs=cached,
+            num_workers=self.num_workers, cached_inputs=cached, memory_mb=self.memory_mb,
         )
 
     def use_cached_inputs(self, keys: Mapping[str, Collection[str]] | None) -> bool:
@@ -572,7 +608,9 @@ class TaskonomyDataModule(L.LightningDataModule):
         return DataLoader(self._stream(role), batch_size=self.batch_size,
                           num_workers=self.num_workers, collate_fn=collate_batch,
                           pin_memory=torch.cuda.is_available(),
-                          drop_last=role == "train")
+                          drop_last=role == "train",
+                          # workers (and the samples they keep in memory) live across epochs
+                          persistent_workers=self.num_workers > 0 and self.memory_mb > 0)
 
     def train_dataloader(self) -> DataLoader:
         """Resampled, shuffled training batches."""

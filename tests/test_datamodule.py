@@ -224,3 +224,32 @@ def test_single_view_tasks_beside_multi_view_ones_use_the_first_view(tiny_shards
     assert batch["depth_zbuffer"]["target"].shape == (2, 1, 16, 16)
     assert torch.equal(batch["fixated_pose"]["input"][:, 0], batch["rgb"])
     assert torch.equal(batch["depth_zbuffer"]["input"], batch["rgb"])
+
+
+@pytest.mark.parametrize("memory_mb", [512, 0])
+def test_regime_subset_is_read_from_disk_once(tiny_shards: Path, tmp_path: Path,
+                                              memory_mb: int):
+    """A ``limit`` subset's shards are kept in memory after the first epoch (not re-read)."""
+    root = tmp_path / "shards"
+    shutil.copytree(tiny_shards, root)
+    dm = TaskonomyDataModule(root, tasks=["depth_zbuffer"], resolution=8, batch_size=2,
+                             num_workers=0, limit=4, val_split=None, test_split=None,
+                             memory_mb=memory_mb)
+    dm.setup("fit")
+    loader = dm.train_dataloader()
+    first = _keys(loader)
+    subset = set(dm.role_keys("train"))
+    assert len(first) == 4 and set(first) <= subset
+    shutil.rmtree(root / "train" / "depth_zbuffer")  # the disk is gone for the next epochs
+    if memory_mb:
+        for _ in range(2):
+            again = _keys(loader)
+            assert len(again) == 4 and set(again) <= subset
+    else:
+        with pytest.raises(RuntimeError, match="no usable sample"):
+            _keys(loader)
+
+
+def test_memory_mb_must_not_be_negative(tiny_shards: Path):
+    with pytest.raises(ValueError, match="memory_mb"):
+        TaskonomyDataModule(tiny_shards, tasks=["normal"], memory_mb=-1)
