@@ -197,6 +197,7 @@ class ShardStream(IterableDataset):
         self.multiview = any(t in MULTIVIEW_TASKS for t in self.tasks)
         self._iterations = 0
         self._dry_shards = 0
+        self._leftover: list[dict[str, Any]] = []
 
     # -- shard selection ----------------------------------------------------------------------
 
@@ -405,7 +406,10 @@ class ShardStream(IterableDataset):
         per_worker = self._per_worker(world, workers)
         stream = self._samples(self._decoded(self._raw_samples(self._train_shards(shard_rng))),
                                lambda _key: sample_rng)
-        buffer: list[dict[str, Any]] = []
+        # The shuffle buffer's leftovers carry over to the next epoch of this stream (the same
+        # object without workers or with persistent ones): refilling it from scratch would make
+        # and throw away a buffer of samples per epoch, doubling a small regime's decoding.
+        buffer, self._leftover = self._leftover, []
         produced = 0
         for sample in stream:
             buffer.append(sample)
@@ -414,6 +418,7 @@ class ShardStream(IterableDataset):
             yield buffer.pop(shard_rng.randrange(len(buffer)))
             produced += 1
             if produced >= per_worker:
+                self._leftover = buffer
                 return
         while buffer and produced < per_worker:  # only reached if the stream ran dry
             yield buffer.pop(shard_rng.randrange(len(buffer)))

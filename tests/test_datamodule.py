@@ -253,3 +253,24 @@ def test_regime_subset_is_read_from_disk_once(tiny_shards: Path, tmp_path: Path,
 def test_memory_mb_must_not_be_negative(tiny_shards: Path):
     with pytest.raises(ValueError, match="memory_mb"):
         TaskonomyDataModule(tiny_shards, tasks=["normal"], memory_mb=-1)
+
+
+def test_shuffle_buffer_carries_over_epochs(tiny_shards: Path, monkeypatch: pytest.MonkeyPatch):
+    """Later epochs decode only what they yield (the buffer is not refilled from scratch)."""
+    import taskonomy.datamodules.datamodule as module
+
+    decoded = []
+    original = module.decode_sample
+    monkeypatch.setattr(module, "decode_sample",
+                        lambda raw: decoded.append(raw["__key__"]) or original(raw))
+    dm = TaskonomyDataModule(tiny_shards, tasks=["normal"], resolution=8, batch_size=2,
+                             num_workers=0, limit=8, shuffle_buffer=8, val_split=None,
+                             test_split=None)
+    dm.setup("fit")
+    loader = dm.train_dataloader()
+    counts = []
+    for _ in range(3):
+        before = len(decoded)
+        assert len(_keys(loader)) == 8
+        counts.append(len(decoded) - before)
+    assert counts == [15, 8, 8]  # fill the buffer once (8 + 7), then one decode per sample
