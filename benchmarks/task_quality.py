@@ -17,10 +17,12 @@ What decides the outcome (measured on the synthetic scenes, network loss ÷ cons
   0.86 and 1.02 from run to run; the default is now 32 buildings (324 training views).
 - Bounded outputs: semantic logits are tanh-bounded as the paper's, so an unbounded constant
   was out of the network's reach (3.09); the constant now stays in the output range
-  (:class:`ConstantPredictor`). Semantic segmentation also needs the paper's class weights
-  (:func:`paper_loss_arguments`): unweighted, the network predicts background everywhere
-  (1.002 of the bounded constant at 300 steps; 0.89 with weights at 600 steps, 0.97 on the
-  default data).
+  (:class:`ConstantPredictor`). Semantic segmentation also needs the paper's class weights:
+  unweighted, the network predicts background everywhere (1.002 of the bounded constant at 300
+  steps; 0.89 with weights at 600 steps, 0.97 on the default data). They come from the CLI path
+  every user runs: cpu.yaml's task exceptions set ``class_weights: auto``, which ``taskonomy
+  train`` resolves from the training labels and stores in the run record, whose model config
+  then also scores the constant.
 - Sparse L1 targets (keypoints2d/3d: 6–15 % of pixels above the floor; occlusion edges): the
   L1 optimum is the per-pixel median, the floor value, unless a pixel's response is localized
   with confidence. Through the 16×-downsampled 8-channel representation (2×2 or 4×4 cells at
@@ -195,39 +197,6 @@ def constant_baseline(module: TaskModule, root: str | Path, resolution: int,
     return losses
 
 
-def label_counts(task: str, root: str | Path, resolution: int, classes: int,
-                 split: str = "train") -> torch.Tensor:
-    """Pixel counts of each class among the certain (unmasked) labels of one split."""
-    datamodule = TaskonomyDataModule(root, tasks=[task], resolution=resolution, batch_size=16,
-                                     num_workers=0, seed=0, train_split=None, val_split=None,
-                                     test_split=split)
-    counts = torch.zeros(classes, dtype=torch.float64)
-    for batch in _batches(datamodule, "test"):
-        labels, mask = batch[task]["target"], batch[task].get("mask")
-        certain = labels.flatten() if mask is None else labels.flatten()[mask.flatten() > 0]
-        counts += torch.bincount(certain, minlength=classes).double()
-    return counts
-
-
-def paper_loss_arguments(task: str, root: str | Path, resolution: int) -> list[str]:
-    """Model arguments that complete the paper's loss where it depends on the training labels.
-
-    Semantic segmentation is class-weighted (the authors' ``semseg_prior_factor``): the weights
-    come from the training split's label frequencies through
-    :func:`~taskonomy.tasks.losses.class_balancing_weights`. Without them a short run learns to
-    predict background everywhere (≈ 90 % of the certain pixels of the synthetic scenes).
-    """
-    from taskonomy.tasks.losses import class_balancing_weights
-    from taskonomy.tasks.registry import get_spec
-
-    spec = get_spec(task)
-    if spec.loss != "weighted_cross_entropy":
-        return []
-    counts = label_counts(task, root, resolution, spec.output_channels)
-    weights = ", ".join(f"{w:.4f}" for w in class_balancing_weights(counts).tolist())
-    return [f"--model.class_weights=[{weights}]"]
-
-
 def train_task(task: str, root: str | Path, runs: Path, *, steps: int, resolution: int,
                precision: str, batch_size: int, extra: Sequence[str] = ()) -> RunRecord:
     """Train and test one task with the CPU setting, shortened; returns its run record."""
@@ -254,15 +223,13 @@ def compare(task: str, root: str | Path, runs: Path, *, steps: int, resolution: 
             ) -> dict[str, Any]:
     """Train one task, fit its constant baseline, and return the comparison row."""
     start = time.perf_counter()
-    if not any(argument.startswith("--model.class_weights") for argument in extra):
-        extra = [*paper_loss_arguments(task, root, resolution), *extra]
     record = train_task(task, root, runs, steps=steps, resolution=resolution,
                         precision=precision, batch_size=batch_size, extra=extra)
     seconds = time.perf_counter() - start
     from taskonomy.experiments.train import task_model
 
     # The run's own model settings, so the constant is scored with exactly the trained loss
-    # (class weights, metric samples) and the same output activation.
+    # (the class weights the CLI resolved, metric samples) and the same output activation.
     module = task_model(**record.config["model"])
     baseline = constant_baseline(module, root, resolution, batch_size=batch_size)
     if set(baseline) != set(record.per_image_losses):

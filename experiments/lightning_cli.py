@@ -10,7 +10,10 @@ The base class adds three top-level arguments to each subcommand:
 
 ``fit`` then does, in ``RUNS_DIR/RUN_ID``:
 
-1. writes the run record with status ``running`` (:mod:`taskonomy.analysis.records`);
+1. writes the run record with status ``running`` (:mod:`taskonomy.analysis.records`), checks the
+   data and calls :meth:`TaskonomyCLI.prepare_fit` (where a subclass completes the model from
+   the data, e.g. semantic segmentation's ``class_weights: auto``; a config it changes is
+   written to the record);
 2. trains with checkpoints in ``checkpoints/`` (best by validation loss, and ``last.ckpt``);
    if ``checkpoints/last.ckpt`` exists and no ``--ckpt_path`` was given, training resumes from
    it, so killing a run and repeating its command continues it;
@@ -25,12 +28,14 @@ and step). A W&B logger is the default (project ``taskonomy``, named after the r
 that is stable per run id, saving into the run folder); it runs offline unless the user set
 ``WANDB_MODE`` or a sweep agent drives the run (``WANDB_SWEEP_ID``).
 
-Subclasses override :meth:`TaskonomyCLI.record_identity` (role, target, sources) and may add
-callbacks with :meth:`TaskonomyCLI.default_callbacks`.
+Subclasses override :meth:`TaskonomyCLI.record_identity` (role, target, sources), may add
+callbacks with :meth:`TaskonomyCLI.default_callbacks` and may complete the model before training
+with :meth:`TaskonomyCLI.prepare_fit`.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import inspect
 import json
@@ -169,6 +174,29 @@ class TaskonomyCLI(LightningCLI):
         """Callbacks every run of this CLI gets (besides those in ``trainer.callbacks``)."""
         return [SkippedSamplesCallback()]
 
+    def prepare_fit(self, model: L.LightningModule, datamodule: Any,
+                    ckpt_path: str | None) -> None:
+        """Complete the model from the data before training (the base class does nothing).
+
+        Called by ``fit`` after the data check and before ``trainer.fit``. A subclass that
+        resolves a model option here (e.g. ``class_weights: auto``) writes the value into the
+        parsed config (:meth:`set_model_option`) so the run record carries it.
+
+        Args:
+            model: The instantiated model.
+            datamodule: The instantiated datamodule (its splits are set up).
+            ckpt_path: The checkpoint the run resumes from, or ``None`` for a fresh run; a
+                value resolved from the data must come back unchanged from it.
+        """
+
+    def set_model_option(self, name: str, value: Any) -> None:
+        """Write a resolved model option into the parsed config (record and saved config).
+
+        The run id was derived before and does not change: repeating the command finds the
+        same run.
+        """
+        self._namespace()["model"][name] = value
+
     # ------------------------------------------------------------------ parser
     def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
         """Add ``--run_id``, ``--runs_dir`` and ``--regime``."""
@@ -246,11 +274,15 @@ class TaskonomyCLI(LightningCLI):
                                     or self.trainer.is_global_zero):
             write_record(record, self.run_dir.parent)
 
+    def _record_config(self) -> dict[str, Any]:
+        config = self.subcommand_config()
+        config["ckpt_path"] = self.resumed_from or config.get("ckpt_path")
+        return config
+
     def _start_record(self) -> RunRecord:
         namespace = self._namespace()
         role, target, sources = self.record_identity()
-        config = self.subcommand_config()
-        config["ckpt_path"] = self.resumed_from or config.get("ckpt_path")
+        config = self._record_config()
         started = None
         previous = record_path(self.run_dir.parent, self.run_id)
         if previous.is_file() and self.resumed_from:
@@ -354,6 +386,11 @@ class TaskonomyCLI(LightningCLI):
         record = self._start_record()
         try:
             self.check_data(datamodule)
+            self.prepare_fit(model, datamodule, ckpt_path)
+            config = self._record_config()
+            if config != record.config:
+                record = dataclasses.replace(record, config=config)
+                self._write(record)
             self.trainer.fit(model, datamodule=datamodule, ckpt_path=ckpt_path, **kwargs)
             if self.trainer.interrupted:
                 raise KeyboardInterrupt("training was interrupted")

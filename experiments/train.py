@@ -3,29 +3,51 @@
 The model is built by name through :func:`task_model` (any registered task, third-party
 plugins included), the data by :class:`~taskonomy.datamodules.datamodule.TaskonomyDataModule`;
 ``model.task`` and ``model.resolution`` are linked into ``data.tasks`` and ``data.resolution``.
-The run life cycle (run folder, record, resume, W&B, test with per-image losses) comes from
-:class:`~taskonomy.experiments.lightning_cli.TaskonomyCLI`; prediction panels are drawn each
-validation epoch by :class:`~taskonomy.experiments.panels.PredictionPanels`.
+``model.class_weights: auto`` (semantic segmentation, as the paper's configs set it) is resolved
+before fitting from the label counts of the run's own training split
+(:func:`resolve_class_weights`). The run life cycle (run folder, record, resume, W&B, test with
+per-image losses) comes from :class:`~taskonomy.experiments.lightning_cli.TaskonomyCLI`;
+prediction panels are drawn each validation epoch by
+:class:`~taskonomy.experiments.panels.PredictionPanels`.
 """
 
 from __future__ import annotations
 
+import math
 import sys
 import warnings
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
+import lightning as L
+import torch
 import yaml
 from jsonargparse.typing import Path_fr
 from lightning.pytorch.callbacks import Callback
 from lightning.pytorch.cli import LightningArgumentParser
+from lightning.pytorch.utilities import rank_zero_only
+from rich.progress import Progress
 
-from taskonomy.datamodules.datamodule import TaskonomyDataModule
+from taskonomy.datamodules.datamodule import (
+    ShardStream,
+    SkipCounter,
+    TaskonomyDataModule,
+    task_domains,
+)
 from taskonomy.experiments.lightning_cli import TaskonomyCLI
 from taskonomy.experiments.panels import PredictionPanels
 from taskonomy.tasks.build import build_task
 from taskonomy.tasks.families.base import NonFiniteLossError, TaskModule
+from taskonomy.tasks.losses import class_balancing_weights
+from taskonomy.tasks.registry import get_spec
+
+#: Training samples (views) whose labels ``class_weights: auto`` counts at most: enough for a
+#: stable class distribution, while the real 4M-image split is never read whole.
+CLASS_COUNT_SAMPLES = 1024
+#: Weight of the uniform distribution in the class-balancing rule (see
+#: :func:`~taskonomy.tasks.losses.class_balancing_weights`).
+CLASS_BALANCE_MIX = 0.5
 
 
 def task_model(
@@ -44,7 +66,7 @@ def task_model(
     gan_warmup_steps: int = 25_000,
     gan_lr: float = 1e-5,
     gan_noise: float | None = None,
-    class_weights: list[float] | None = None,
+    class_weights: list[float] | Literal["auto"] | None = None,
     metric_samples: int = 300,
 ) -> TaskModule:
     """The LightningModule of a registered task (its family class configured by its spec).
@@ -66,11 +88,14 @@ def task_model(
         gan_warmup_steps: Steps on the task loss alone before the GAN term starts.
         gan_lr: SGD learning rate of the discriminator.
         gan_noise: Initial σ of the discriminator's instance noise (None: 0.03 for depth, else 0.1).
-        class_weights: Per-class loss weights (semantic segmentation).
+        class_weights: Per-class loss weights (semantic segmentation); ``auto``: counted from
+            the training labels before fitting (:func:`resolve_class_weights`) and stored as
+            the list in the hyper-parameters, the checkpoint and the run record.
         metric_samples: Pixels per image of the metric loss (unsupervised segmentation).
 
     Raises:
-        ValueError: Unknown task (the valid names are listed) or invalid options.
+        ValueError: Unknown task (the valid names are listed) or invalid options (``auto``
+            class weights on a task without a class-weighted loss).
     """
     return build_task(
         task, encoder=encoder, resolution=resolution, decoder_width=decoder_width,
@@ -79,6 +104,164 @@ def task_model(
         gan_warmup_steps=gan_warmup_steps, gan_lr=gan_lr, gan_noise=gan_noise,
         class_weights=class_weights, metric_samples=metric_samples,
     )
+
+
+def count_keys(datamodule: TaskonomyDataModule,
+               max_samples: int = CLASS_COUNT_SAMPLES) -> dict[int, list[str]]:
+    """The training samples whose labels are counted: at most ``max_samples``, by shard.
+
+    Whole shards spread evenly over the training split (its ``limit`` subset, if any) are taken,
+    so the count covers many buildings (shards are packed building by building) while reading
+    about ``max_samples`` samples; the last shard taken may be cut short. Deterministic: every
+    rank of a DDP job, and a repeated command, picks the same samples.
+
+    Returns:
+        Shard index → the keys to count in it, in shard order.
+
+    Raises:
+        ValueError: No training split, or ``max_samples`` < 1.
+    """
+    if max_samples < 1:
+        raise ValueError(f"max_samples must be at least 1, got {max_samples}")
+    split = datamodule.splits.get("train")
+    if split is None:
+        raise ValueError("class_weights: auto counts the training labels; set data.train_split")
+    wanted = set(datamodule.role_keys("train"))
+    manifest = datamodule.manifests[split]
+    shards = [(int(s["index"]), [k for k in s["keys"] if k in wanted])
+              for s in manifest["shards"]]
+    shards = [(index, keys) for index, keys in shards if keys]
+    total = sum(len(keys) for _, keys in shards)
+    picked = list(range(len(shards)))
+    if total > max_samples:
+        # As many evenly spaced shards as samples of the mean shard size need, more if the
+        # picked shards are small.
+        count = math.ceil(max_samples * len(shards) / total)
+        while True:
+            step = len(shards) / count
+            picked = sorted({int(i * step) for i in range(count)})
+            if sum(len(shards[i][1]) for i in picked) >= max_samples or count >= len(shards):
+                break
+            count = min(len(shards), count * 2)
+    chosen: dict[int, list[str]] = {}
+    left = max_samples
+    for position in picked:
+        index, keys = shards[position]
+        if left <= 0:
+            break
+        chosen[index] = keys[:left]
+        left -= len(chosen[index])
+    return chosen
+
+
+def count_class_labels(datamodule: TaskonomyDataModule, task: str,
+                       max_samples: int = CLASS_COUNT_SAMPLES,
+                       progress: bool = False) -> tuple[torch.Tensor, int]:
+    """Pixel counts of each class among the certain labels of (part of) the training split.
+
+    Reads only the label domains of the samples :func:`count_keys` picks (no images), at the
+    datamodule's resolution, as the loss sees them: the ``target`` of the task's samples where
+    its ``mask`` is set (semantic segmentation: "uncertain" pixels are left out).
+
+    Args:
+        datamodule: The run's datamodule (root, split, resolution, ``limit`` subset).
+        task: A task whose samples hold integer class labels.
+        max_samples: Training samples counted at most (see :data:`CLASS_COUNT_SAMPLES`).
+        progress: Show a progress bar.
+
+    Returns:
+        ``(counts, samples)``: ``K`` pixel counts (float64) and the number of samples read.
+
+    Raises:
+        ValueError: Labels outside the task's classes, or no readable sample.
+        FileNotFoundError: A label domain folder is missing.
+    """
+    spec = get_spec(task)
+    datamodule.setup("fit")
+    chosen = count_keys(datamodule, max_samples)
+    keys = frozenset(k for shard in chosen.values() for k in shard)
+    split = datamodule.splits["train"]
+    assert split is not None  # count_keys checked it
+    # Cached-inputs mode of the stream: labels only, the rgb shards are never opened.
+    stream = ShardStream(
+        datamodule.root, split, [d for d in task_domains([task]) if d != "rgb"], [task],
+        datamodule.resolution, list(chosen), keys, train=False, epoch_size=len(keys),
+        seed=datamodule.seed, counter=SkipCounter(), rank=0, world_size=1,
+        jigsaw_tile=datamodule.jigsaw_tile, cached_inputs=keys,
+    )
+    counts = torch.zeros(spec.output_channels, dtype=torch.float64)
+    samples = 0
+    with Progress(transient=True, disable=not progress) as bar:
+        counting = bar.add_task(f"counting {task} labels", total=len(keys))
+        for sample in stream:
+            target = torch.as_tensor(sample[task]["target"])
+            if target.is_floating_point():
+                raise ValueError(f"task {task!r} has soft targets; class counts need labels")
+            mask = sample[task].get("mask")
+            labels = target.flatten() if mask is None else (
+                target.flatten()[torch.as_tensor(mask).flatten() > 0])
+            if len(labels) and (labels.min() < 0 or labels.max() >= spec.output_channels):
+                raise ValueError(
+                    f"sample {sample['__key__']}: {task} labels outside 0..."
+                    f"{spec.output_channels - 1}; check the packed {task} domain"
+                )
+            counts += torch.bincount(labels, minlength=spec.output_channels).double()
+            samples += 1
+            bar.advance(counting)
+    if samples == 0:
+        raise ValueError(
+            f"no readable {task} sample among the {len(keys)} training samples picked to count "
+            f"class labels (split {split!r} under {datamodule.root}); check the shards"
+        )
+    return counts, samples
+
+
+def checkpoint_class_weights(path: str | Path) -> list[float] | None:
+    """The concrete ``class_weights`` saved in a checkpoint's hyper-parameters, if any."""
+    try:
+        saved = torch.load(path, map_location="cpu", weights_only=False, mmap=True)
+    except RuntimeError:  # not a zip checkpoint: mmap is unsupported, read it whole
+        saved = torch.load(path, map_location="cpu", weights_only=False)
+    hparams = saved.get("hyper_parameters", {}) if isinstance(saved, dict) else {}
+    weights = hparams.get("class_weights")
+    return [float(w) for w in weights] if isinstance(weights, (list, tuple)) else None
+
+
+def resolve_class_weights(model: TaskModule, datamodule: Any, ckpt_path: str | None = None,
+                          max_samples: int = CLASS_COUNT_SAMPLES,
+                          progress: bool = False) -> tuple[list[float], str]:
+    """Turn a model's ``class_weights: auto`` into concrete weights (stored in its hparams).
+
+    A run that resumes from a checkpoint holding concrete weights takes them from there, so it
+    trains on with exactly the loss it started with even if the data changed; otherwise they
+    come from :func:`count_class_labels` on at most ``max_samples`` training samples of
+    ``datamodule`` through :func:`~taskonomy.tasks.losses.class_balancing_weights` (the
+    authors' prior-boost rule; their ``semseg_prior_factor`` has this shape: background
+    lowest, rare classes highest). The count is deterministic, so DDP ranks agree.
+
+    Returns:
+        ``(weights, origin)``: the weights and a phrase saying where they came from.
+
+    Raises:
+        ValueError: The datamodule is not a :class:`TaskonomyDataModule`, or the count failed.
+    """
+    if ckpt_path is not None and Path(ckpt_path).is_file():
+        saved = checkpoint_class_weights(ckpt_path)
+        if saved is not None:
+            return model.set_class_weights(saved), f"from checkpoint {ckpt_path}"
+    if not isinstance(datamodule, TaskonomyDataModule):
+        raise ValueError(
+            f"class_weights: auto counts the training labels of a TaskonomyDataModule, got "
+            f"{type(datamodule).__name__}; pass class_weights as a list instead"
+        )
+    counts, samples = count_class_labels(datamodule, model.spec.name, max_samples, progress)
+    weights = class_balancing_weights(counts, CLASS_BALANCE_MIX).tolist()
+    return model.set_class_weights(weights), f"counted on {samples} training samples"
+
+
+@rank_zero_only
+def _announce(message: str) -> None:
+    print(message, flush=True)
 
 
 def load_task_overrides(path: str | Path) -> dict[str, dict[str, dict[str, Any]]]:
@@ -129,6 +312,8 @@ class TrainCLI(TaskonomyCLI):
     """The task-specific training CLI: one task's network, role ``task``."""
 
     role = "task"
+    #: Training samples counted at most for ``class_weights: auto``.
+    class_count_samples = CLASS_COUNT_SAMPLES
 
     def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
         """Run arguments, plus the links model.task → data.tasks, model.resolution → data."""
@@ -152,6 +337,21 @@ class TrainCLI(TaskonomyCLI):
     def default_callbacks(self) -> list[Callback]:
         """Skipped-sample counts and per-task prediction panels."""
         return [*super().default_callbacks(), PredictionPanels()]
+
+    def prepare_fit(self, model: L.LightningModule, datamodule: Any,
+                    ckpt_path: str | None) -> None:
+        """Resolve ``class_weights: auto`` (:func:`resolve_class_weights`) and print them.
+
+        The concrete list replaces ``auto`` in the model's hyper-parameters (so checkpoints and
+        ``self`` baselines carry it) and in the config the run record and ``config.yaml`` get.
+        """
+        if not isinstance(model, TaskModule) or not model.class_weights_pending:
+            return
+        weights, origin = resolve_class_weights(model, datamodule, ckpt_path,
+                                                self.class_count_samples, progress=True)
+        self.set_model_option("class_weights", weights)
+        _announce(f"class weights of {model.spec.name} ({origin}): "
+                  f"[{', '.join(f'{w:.4g}' for w in weights)}]")
 
 
 def run_cli(argv: Sequence[str] | None = None) -> TrainCLI:

@@ -15,7 +15,8 @@ are collected in :attr:`TaskModule.test_per_image_losses`, keyed by sample key.
 from __future__ import annotations
 
 import math
-from typing import Any, cast
+from collections.abc import Sequence
+from typing import Any, Literal, cast
 
 import lightning as L
 import torch
@@ -30,9 +31,38 @@ from taskonomy.tasks.networks.encoders import build_encoder, representation_shap
 from taskonomy.tasks.registry import get_spec
 from taskonomy.tasks.specs import TaskSpec, metric_key
 
+#: Value of the ``class_weights`` option that asks the training CLI to count them.
+AUTO_CLASS_WEIGHTS = "auto"
+#: Task losses (``TaskSpec.loss``) that take per-class weights.
+CLASS_WEIGHTED_LOSSES = frozenset({"weighted_cross_entropy"})
+
 
 class NonFiniteLossError(FloatingPointError):
     """A task loss became NaN or infinite; the message names the task, stage and step."""
+
+
+def uses_class_weights(spec: TaskSpec) -> bool:
+    """Whether a task's loss is class-weighted (semantic segmentation's, in the paper)."""
+    return spec.loss in CLASS_WEIGHTED_LOSSES
+
+
+def check_class_weights(spec: TaskSpec, weights: Sequence[float]) -> list[float]:
+    """``weights`` as a plain list after checking them against a task's classes.
+
+    Raises:
+        ValueError: Not one finite, non-negative weight per class of the task.
+    """
+    values = [float(w) for w in weights]
+    if len(values) != spec.output_channels:
+        raise ValueError(
+            f"class_weights has {len(values)} values; task {spec.name!r} has "
+            f"{spec.output_channels} classes"
+        )
+    if not all(math.isfinite(w) and w >= 0 for w in values):
+        raise ValueError(
+            f"class_weights of task {spec.name!r} must be finite and non-negative, got {values}"
+        )
+    return values
 
 
 def per_variable_clip(parameters: Any, max_norm: float) -> None:
@@ -94,7 +124,11 @@ class TaskModule(L.LightningModule):
         gan_lr: SGD learning rate of the discriminator.
         gan_noise: Initial σ of the discriminator's instance noise; ``None`` takes the paper's
             (0.03 for depth and distance, 0.1 otherwise).
-        class_weights: Per-class loss weights (semantic segmentation's class rebalancing).
+        class_weights: Per-class loss weights of a class-weighted loss (semantic segmentation's
+            class rebalancing, the authors' ``semseg_prior_factor``); ``"auto"``: counted from the
+            training labels by the training CLI before fitting (see
+            :meth:`set_class_weights`), which stores the list in the hyper-parameters; ``None``:
+            unweighted.
         metric_samples: Pixels per image of the metric loss (unsupervised segmentation).
     """
 
@@ -120,7 +154,7 @@ class TaskModule(L.LightningModule):
         gan_warmup_steps: int = 25_000,
         gan_lr: float = 1e-5,
         gan_noise: float | None = None,
-        class_weights: list[float] | None = None,
+        class_weights: list[float] | Literal["auto"] | None = None,
         metric_samples: int = 300,
     ) -> None:
         super().__init__()
@@ -134,11 +168,20 @@ class TaskModule(L.LightningModule):
                 f"task {task!r} ({self.spec.family}) has no cGAN term; the paper uses it for "
                 "dense regression tasks only: drop gan=True"
             )
-        if class_weights is not None and len(class_weights) != self.spec.output_channels:
-            raise ValueError(
-                f"class_weights has {len(class_weights)} values; task {task!r} has "
-                f"{self.spec.output_channels} classes"
-            )
+        if class_weights is not None:
+            if not uses_class_weights(self.spec):
+                raise ValueError(
+                    f"task {task!r} has no class-weighted loss (its loss is {self.spec.loss!r}); "
+                    "drop class_weights"
+                )
+            if isinstance(class_weights, str):
+                if class_weights != AUTO_CLASS_WEIGHTS:
+                    raise ValueError(
+                        f"class_weights must be a list of per-class weights or "
+                        f"{AUTO_CLASS_WEIGHTS!r}, got {class_weights!r}"
+                    )
+            else:
+                self.hparams["class_weights"] = check_class_weights(self.spec, class_weights)
         self.weight_decay = self.spec.weight_decay if weight_decay is None else weight_decay
         self.clip_norm = self.default_clip_norm if clip_norm is None else clip_norm
         self.encoder = build_encoder(encoder, self.spec.input_channels)
@@ -152,6 +195,39 @@ class TaskModule(L.LightningModule):
         self.test_metrics = nn.ModuleDict(self.build_metrics())
         #: Per-image test task losses, keyed by sample key (filled by ``test_step``).
         self.test_per_image_losses: dict[str, float] = {}
+
+    # ----------------------------------------------------------------- class weights
+    @property
+    def class_weights_pending(self) -> bool:
+        """Whether ``class_weights`` is still ``"auto"`` (the loss cannot run yet)."""
+        return self.hparams.get("class_weights") == AUTO_CLASS_WEIGHTS
+
+    def set_class_weights(self, weights: Sequence[float]) -> list[float]:
+        """Replace ``class_weights`` (typically ``"auto"``) by concrete per-class weights.
+
+        They go into the hyper-parameters, so checkpoints hold them and a module rebuilt from a
+        checkpoint (a resumed run, a ``self`` baseline) computes the same loss.
+
+        Returns:
+            The weights as stored.
+
+        Raises:
+            ValueError: The task has no class-weighted loss, or not one finite, non-negative
+                weight per class.
+        """
+        if not uses_class_weights(self.spec):
+            raise ValueError(
+                f"task {self.spec.name!r} has no class-weighted loss (its loss is "
+                f"{self.spec.loss!r}); it takes no class weights"
+            )
+        values = check_class_weights(self.spec, weights)
+        self.hparams["class_weights"] = values
+        # The loggers record the initial hyper-parameters when fitting starts: keep them in step
+        # so a W&B config shows the weights trained with, not "auto".
+        initial = getattr(self, "_hparams_initial", None)
+        if initial is not None:
+            initial["class_weights"] = list(values)
+        return values
 
     # ----------------------------------------------------------------- family hooks
     def make_head(self, in_channels: int) -> nn.Module:

@@ -3,8 +3,9 @@
 Dense regression (depth, normals, curvature, edges, keypoints, reshading, autoencoding, denoising,
 inpainting): the 15-layer decoder with a tanh output, masked L1 (L2 for curvature), and the
 optional cGAN term. Dense classification: semantic segmentation (17 tanh-bounded logits, class-
-weighted cross-entropy with uncertain pixels masked) and colorization (313 ab-bin logits at a
-quarter of the resolution, soft-target cross-entropy weighted by the prior-boost mask).
+weighted cross-entropy with uncertain pixels masked; with ``class_weights: auto`` the training
+CLI counts the weights) and colorization (313 ab-bin logits at a quarter of the resolution,
+soft-target cross-entropy weighted by the prior-boost mask).
 """
 
 from __future__ import annotations
@@ -64,6 +65,12 @@ class DenseClassificationTask(TaskModule):
         target, mask = task_batch["target"], task_batch.get("mask")
         if target.is_floating_point():
             return soft_cross_entropy(prediction, target, mask, reduction)
+        if self.class_weights_pending:
+            raise ValueError(
+                f"task {self.spec.name!r}: class_weights is still 'auto'; `taskonomy train` "
+                "counts them from the training labels before fitting. Outside it, call "
+                "set_class_weights(weights) first or pass class_weights as a list"
+            )
         weights = self.hparams["class_weights"]
         class_weights = None if weights is None else prediction.new_tensor(weights)
         return weighted_cross_entropy(prediction, target, mask, reduction, class_weights)
