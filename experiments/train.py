@@ -202,7 +202,7 @@ def count_class_labels(datamodule: TaskonomyDataModule, task: str,
                 target.flatten()[torch.as_tensor(mask).flatten() > 0])
             if len(labels) and (labels.min() < 0 or labels.max() >= spec.output_channels):
                 raise ValueError(
-                    f"sample {sample['__key__']}: {task} labels outside 0..."
+                    f"sample {sample['__key__']}: {task} labels outside 0–"
                     f"{spec.output_channels - 1}; check the packed {task} domain"
                 )
             counts += torch.bincount(labels, minlength=spec.output_channels).double()
@@ -348,7 +348,8 @@ class TrainCLI(TaskonomyCLI):
         if not isinstance(model, TaskModule) or not model.class_weights_pending:
             return
         weights, origin = resolve_class_weights(model, datamodule, ckpt_path,
-                                                self.class_count_samples, progress=True)
+                                                self.class_count_samples,
+                                                progress=self.trainer.is_global_zero)
         self.set_model_option("class_weights", weights)
         _announce(f"class weights of {model.spec.name} ({origin}): "
                   f"[{', '.join(f'{w:.4g}' for w in weights)}]")

@@ -240,3 +240,21 @@ def test_train_cli_reports_auto_on_a_task_without_class_weights(
     argv[argv.index("--model.task=segment_semantic")] = "--model.task=normal"
     assert train.main([*argv, "--model.class_weights=auto"]) == 2
     assert "no class-weighted loss" in capsys.readouterr().err
+
+
+def test_labels_outside_the_classes_fail_the_run_before_training(
+        building_factory: Any, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    source, shards = tmp_path / "buildings", tmp_path / "shards"
+    for seed, name in enumerate(("allensville", "corozal", "darden")):
+        building = building_factory(source, name, points=1, views=3, seed=seed, res=RES)
+        if name == "allensville":
+            write_domain_file(building, "segment_semantic", 0, 1,
+                              np.full((RES, RES), 40, dtype=np.uint8))
+    for split, name in (("train", "allensville"), ("val", "corozal"), ("test", "darden")):
+        pack(PackConfig(source=source, out=shards, split=split, buildings=[name],
+                        domains=["rgb", "segment_semantic"], shard_size=3), progress=False)
+    assert train.main(_command(shards, tmp_path / "runs", 1)) == 2
+    assert "labels outside 0–16" in capsys.readouterr().err
+    record = read_record(record_path(tmp_path / "runs", "semantic"))
+    assert record.status == "failed" and "labels outside" in (record.error or "")
+    assert not (tmp_path / "runs" / "semantic" / "checkpoints").exists()
