@@ -125,9 +125,11 @@ def test_multi_view_target_uses_per_view_keys(source_runs: Path, shards: Path, t
     _, uncached = run(source_runs, shards, "fixated_pose", None, limit=None)
     opened.clear()
     cache = tmp_path / "cache"
-    model, cached = run(source_runs, shards, "fixated_pose", cache, limit=None)
+    model, cached = run(source_runs, shards, "fixated_pose", cache, limit=None,
+                        callbacks=[TransferPanels()], root_dir=tmp_path / "run")
     assert_same_losses(cached, uncached)
     assert all("+" in key for key in cached)  # units of two views
+    assert len(list((tmp_path / "run" / "panels").glob("fixated_pose_step*.png"))) == 2
     # One row per view image, shared with single-view targets: a single-view transfer of the
     # same sources afterwards encodes nothing.
     assert model.cache is not None and model.cache.misses == 2 * (27 + 18 + 18)
