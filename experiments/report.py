@@ -186,7 +186,8 @@ def _taxonomy_section(out: Path) -> str:
     parts = ["<h2>Taxonomies</h2>",
              '<p class="note">The binary integer program picks which tasks to supervise '
              "(budget = number of task networks, each task costing 1) and one source set per "
-             "target, maximizing the summed affinity. Drawn for a few budgets; the JSON of "
+             "target, maximizing the summed affinity. Drawn for a few budgets that choose "
+             "different tasks to supervise (a larger budget is not always spent); the JSON of "
              "every budget is under <code>analysis/taxonomies/</code>.</p>"]
     sweep = _read_csv(folder / "sweep.csv")
     curve = out / "analysis" / "figures" / "budget_curve.png"

@@ -142,8 +142,14 @@ def _taxonomies(table: AffinityTable, args: argparse.Namespace, out: Path,
     sweep = sweep_frame(table, points)
     paths = [_write_text(out / "taxonomies" / "sweep.csv", sweep.to_csv(index=False))]
     solved = [p for p in points if p.solution is not None]
+    # By default a few budgets spread over the distinct taxonomies: past the point where more
+    # supervision stops paying, larger budgets choose the same tasks and would be drawn twice.
+    distinct: dict[frozenset[str], float] = {}
+    for p in solved:
+        assert p.solution is not None
+        distinct.setdefault(frozenset(p.solution.supervised), p.budget)
     drawn = (set(parse_range(args.figure_budgets)) if args.figure_budgets
-             else set(_spread([p.budget for p in solved], 4)))
+             else set(_spread(sorted(distinct.values()), 4)))
     for point in points:
         if point.solution is None:
             continue
