@@ -16,6 +16,7 @@ from taskonomy.experiments.demo import (
     beam_values,
     run_demo,
     sanity_checks,
+    split_sizes,
     transfer_sweep,
 )
 from taskonomy.experiments.report import render_report
@@ -112,6 +113,13 @@ def test_default_demo_passes_the_sanity_checks(tmp_path: Path) -> None:
         assert check.passed, f"{check.name}: {check.detail}"
     assert result.sane
     assert result.runs["demo_beam"]["total"] > 0
+
+
+def test_split_sizes_keep_every_building_and_a_real_test_set() -> None:
+    for buildings in (5, 6, 16, 64, 192):
+        train, val, test = split_sizes(buildings)
+        assert train + val + test == buildings and train >= 1 and val == 2 and test >= 2
+    assert split_sizes(192) == (166, 2, 24)  # the default demo: 360 test images
 
 
 def test_quick_settings_are_valid() -> None:

@@ -14,7 +14,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--out", default="demo", help="output folder (default: ./demo)")
     parser.add_argument("--tasks", default=None,
                         help="comma-separated task set (default: depth_zbuffer, "
-                             "depth_euclidean, normal, reshading, edge_texture, autoencoding)")
+                             "depth_euclidean, normal, reshading, inpainting)")
     parser.add_argument("--full", action="store_true",
                         help="all registered tasks at 64 px (hours on a CPU)")
     parser.add_argument("--quick", action="store_true",
