@@ -110,7 +110,11 @@ def affinity_matrices(table: AffinityTable, out_dir: str | os.PathLike[str]) -> 
     affinity = _ordered_matrix(table, "affinity")
     finite = affinity.to_numpy(dtype=float)
     top = float(np.nanmax(finite)) if np.isfinite(finite).any() else 1.0
-    norm = LogNorm(AFFINITY_FLOOR, max(top, AFFINITY_FLOOR * 10), clip=True)
+    # The scale starts just below the smallest affinity shown (never below the floor): the
+    # paper's affinities span four decades, a small study's one, and both should use the colours.
+    positive = finite[np.isfinite(finite) & (finite > 0)]
+    bottom = max(AFFINITY_FLOOR, float(positive.min()) / 2) if positive.size else AFFINITY_FLOOR
+    norm = LogNorm(bottom, max(top, bottom * 10), clip=True)
     fig = _heatmap(affinity.clip(lower=AFFINITY_FLOOR), "After AHP: affinity of s → t",
                    "AHP affinity (log scale)", norm, "magma", annotate)
     paths += save_figure(fig, out_dir, "affinity_after_ahp", affinity)
