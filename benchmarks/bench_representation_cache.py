@@ -23,8 +23,9 @@ a shared machine. ``--breakdown`` times the parts of one training step per targe
 Measured on a shared 2-core CPU (one thread, one loader worker, one repeat; 8 targets: normal,
 depth_zbuffer, edge_texture, segment_semantic, class_scene, room_layout, vanishing_point,
 fixated_pose; CPU setting: resnet10_tiny at 64 px, width 0.125, 256 images × 20 epochs):
-end to end 336 s → 275 s (1.22x), compute only 280 s → 220 s (1.27x); per target 1.1x for dense
-targets and 1.4-1.9x for the ones with FC heads; test losses equal within the tolerance. The
+end to end 249 s → 210 s (1.19x), compute only 106 s → 83 s (1.28x); per target about 1.1-1.2x
+for dense targets and 1.4-2.2x for the ones with FC heads (an earlier run, before the datamodule
+kept samples in memory: 1.22x and 1.27x); test losses equal within the tolerance. The
 5x target is out of reach here because the encoder is a small part of a step: at this setting
 it costs ~6 ms of a 45-96 ms dense step (the eighth-width decoder's forward and backward), and
 an RGB PNG at 64 px decodes in well under a millisecond. At the paper's networks (resnet50,
