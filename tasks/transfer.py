@@ -60,6 +60,7 @@ from taskonomy.tasks.families.base import (
     gather_per_image_losses,
     per_variable_clip,
     store_per_image_losses,
+    uses_class_weights,
 )
 from taskonomy.tasks.losses import Reduction
 from taskonomy.tasks.networks.encoders import (
@@ -93,6 +94,20 @@ HIGHER_ORDER_WEIGHT_DECAY = 1e-6
 
 
 # --------------------------------------------------------------------------- finding source runs
+def task_run_class_weights(runs_dir: str | os.PathLike[str], task: str) -> list[float] | None:
+    """The class weights the latest finished task run of ``task`` trained with.
+
+    ``None`` when the task has no finished run or its run was not class-weighted.
+    """
+    try:
+        record = find_task_runs(runs_dir, [task])[task]
+    except (FileNotFoundError, ValueError):
+        return None
+    model = record.config.get("model", {}) if isinstance(record.config, dict) else {}
+    weights = model.get("class_weights") if isinstance(model, dict) else None
+    return [float(w) for w in weights] if isinstance(weights, list) else None
+
+
 def find_task_runs(runs_dir: str | os.PathLike[str], tasks: Sequence[str]) -> dict[str, RunRecord]:
     """The latest finished task run of each task under a runs folder.
 
@@ -470,10 +485,17 @@ class TransferTask(L.LightningModule):
             loss_module: TaskModule = self.network
             self.head: nn.Module = nn.Identity()
         else:
+            options = dict(target_options or {})
+            if uses_class_weights(self.spec) and "class_weights" not in options and runs:
+                # Per-image losses are compared with the target's own network (``self``): a
+                # class-weighted target must be scored with the weights its task run used.
+                weights = task_run_class_weights(runs, target)
+                if weights is not None:
+                    options["class_weights"] = weights
+                    self.hparams["target_options"] = options  # the record carries them
             loss_module = build_task(
                 target, encoder=_LOSS_MODULE_ENCODER, resolution=resolution,
-                decoder_width=decoder_width, head_width=head_width, lr=lr,
-                **(target_options or {}),
+                decoder_width=decoder_width, head_width=head_width, lr=lr, **options,
             )
             if kind == "transfer":
                 records = find_task_runs(cast(str, runs), source_list)
