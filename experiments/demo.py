@@ -358,16 +358,23 @@ class Demo:
         """Run one stage (``work`` returns ``"skipped"`` when it had nothing to do)."""
         self.console.rule(f"[bold]{name}")
         start = time.perf_counter()
-        status = work() or "done"
-        seconds = time.perf_counter() - start
-        entry = self.state["stages"].setdefault(name, {"seconds": 0.0})
-        # Times add up over invocations (a resumed demo reports its total work).
-        entry["seconds"] = round(float(entry.get("seconds", 0.0)) + seconds, 2)
-        entry["last"] = status
-        entry["last_seconds"] = round(seconds, 2)
-        self.result.stages[name] = dict(entry)
-        _save_state(self.out, self.state)
-        self.console.print(f"[dim]{name}: {status} in {seconds:.1f} s[/]")
+        status = "interrupted"
+        try:
+            status = work() or "done"
+        except DemoError:
+            status = "failed"
+            raise
+        finally:
+            # Times add up over invocations, an interrupted or failed one's included, so a
+            # resumed demo reports its total work.
+            seconds = time.perf_counter() - start
+            entry = self.state["stages"].setdefault(name, {"seconds": 0.0})
+            entry["seconds"] = round(float(entry.get("seconds", 0.0)) + seconds, 2)
+            entry["last"] = status
+            entry["last_seconds"] = round(seconds, 2)
+            self.result.stages[name] = dict(entry)
+            _save_state(self.out, self.state)
+            self.console.print(f"[dim]{name}: {status} in {seconds:.1f} s[/]")
 
     # ------------------------------------------------------------------ stages
     def synth(self) -> str | None:

@@ -143,3 +143,22 @@ def test_full_demo_sweeps_parse_through_the_clis(tmp_path: Path) -> None:
     assert len(transfers.points()) == n * (len(settings.tasks) - 1 + 3)
     assert check_sweep(tasks, str(tmp_path / "runs"), limit=2) == 2
     assert check_sweep(transfers, str(tmp_path / "runs"), limit=2) == 2
+
+
+def test_an_interrupted_stage_keeps_its_time(tmp_path: Path) -> None:
+    """Stage times add up over invocations, the interrupted one's included."""
+    from taskonomy.experiments.demo import Demo
+
+    demo = Demo(tmp_path / "d", MINIMAL, console=Console(file=open(tmp_path / "log", "w")))  # noqa: SIM115
+
+    def interrupted() -> None:
+        raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        demo._stage("transfers", interrupted)
+    state = json.loads((tmp_path / "d" / "demo.json").read_text())
+    assert state["stages"]["transfers"]["last"] == "interrupted"
+    demo._stage("transfers", lambda: None)
+    stage = json.loads((tmp_path / "d" / "demo.json").read_text())["stages"]["transfers"]
+    assert stage["last"] == "done" and stage["seconds"] >= stage["last_seconds"] >= 0
+    assert demo.result.stages["transfers"]["last"] == "done"
