@@ -16,7 +16,7 @@ from __future__ import annotations
 import math
 import sys
 import warnings
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from pathlib import Path
 from typing import Any, Literal
 
@@ -286,8 +286,15 @@ def load_task_overrides(path: str | Path) -> dict[str, dict[str, dict[str, Any]]
     return data
 
 
-def apply_task_overrides(namespace: Any, overrides: dict[str, dict[str, dict[str, Any]]]) -> None:
-    """Set the values listed for ``namespace.model.task`` (after parsing, so they win).
+def apply_task_overrides(namespace: Any, overrides: dict[str, dict[str, dict[str, Any]]],
+                         explicit: Collection[str] = ()) -> None:
+    """Set the values listed for ``namespace.model.task`` (after parsing, so they beat configs).
+
+    Args:
+        namespace: The parsed config of the subcommand.
+        overrides: ``{task: {section: {key: value}}}``.
+        explicit: Dotted keys (``data.batch_size``) the user gave on the command line: those
+            keep the user's value.
 
     Raises:
         ValueError: An override names a section or key the config does not have.
@@ -301,7 +308,17 @@ def apply_task_overrides(namespace: Any, overrides: dict[str, dict[str, dict[str
                     f"task override {task}.{section}.{key}: the config has no {section}.{key}; "
                     "fix the task overrides file"
                 )
-            group[key] = value
+            if f"{section}.{key}" not in explicit:
+                group[key] = value
+
+
+def command_line_keys(args: Sequence[str]) -> set[str]:
+    """Dotted keys set by ``--key=value`` or ``--key value`` arguments (``--config`` aside)."""
+    keys = set()
+    for arg in args:
+        if arg.startswith("--") and arg != "--config" and not arg.startswith("--config="):
+            keys.add(arg[2:].split("=", 1)[0])
+    return keys
 
 
 def _as_task_list(task: str) -> list[str]:
@@ -325,13 +342,25 @@ class TrainCLI(TaskonomyCLI):
         parser.link_arguments("model.task", "data.tasks", compute_fn=_as_task_list)
         parser.link_arguments("model.resolution", "data.resolution")
 
+    def parse_arguments(self, parser: LightningArgumentParser, args: Any) -> None:
+        """Parse, remembering which keys the command line set (they beat task overrides)."""
+        raw = sys.argv[1:] if args is None else args
+        self.explicit_keys = (command_line_keys([str(a) for a in raw])
+                              if isinstance(raw, (list, tuple)) else set())
+        super().parse_arguments(parser, args)
+
     def before_instantiate_classes(self) -> None:
-        """Apply the task's entry of ``task_overrides``, then fix the run id and folder."""
+        """Apply the task's entry of ``task_overrides``, then fix the run id and folder.
+
+        A key the user set on the command line keeps the user's value (e.g.
+        ``--model.class_weights=[...]`` or ``--data.batch_size=...`` beside a task exception).
+        """
         if self.subcommand is not None:
             namespace = self.config[self.subcommand]
             path = namespace.get("task_overrides")
             if path is not None:
-                apply_task_overrides(namespace, load_task_overrides(path.absolute))
+                apply_task_overrides(namespace, load_task_overrides(path.absolute),
+                                     getattr(self, "explicit_keys", set()))
         super().before_instantiate_classes()
 
     def default_callbacks(self) -> list[Callback]:

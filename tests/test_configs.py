@@ -10,7 +10,12 @@ import yaml
 
 import taskonomy.experiments as experiments_package
 from taskonomy.datamodules.datamodule import TaskonomyDataModule
-from taskonomy.experiments.train import TrainCLI, load_task_overrides, task_model
+from taskonomy.experiments.train import (
+    TrainCLI,
+    command_line_keys,
+    load_task_overrides,
+    task_model,
+)
 from taskonomy.tasks.registry import all_specs, get_spec, task_names
 
 CONFIGS = Path(experiments_package.__file__).parent / "configs"
@@ -51,6 +56,7 @@ def parse(*args: str) -> Parsed:
         _PROBE.append(caught.value.cli)
         return caught.value
     cli = _PROBE[0]
+    cli.explicit_keys = command_line_keys(["fit", *args])
     cli.config = cli.parser.parse_args(["fit", *args])
     with pytest.raises(Parsed) as caught:
         cli.before_instantiate_classes()
@@ -121,6 +127,19 @@ def test_paper_setting_applies_the_per_task_exceptions(task: str) -> None:
     assert (spec.weight_decay if weight_decay is None else weight_decay) == spec.weight_decay
     constant_lr = task == "principal_curvature"
     assert (config["model"]["lr_milestone"] is None) == constant_lr
+
+
+def test_command_line_values_beat_task_exceptions() -> None:
+    """A task exception replaces config values, not what the user typed."""
+    config = parse("--config", str(CONFIGS / "paper.yaml"), "--model.task=jigsaw",
+                   "--data.batch_size=12").config
+    assert config["data"]["batch_size"] == 12
+    weights = [0.5] + [2.0] * 16
+    config = parse("--config", str(CONFIGS / "cpu.yaml"), "--model.task=segment_semantic",
+                   f"--model.class_weights={weights}").config
+    assert config["model"]["class_weights"] == weights
+    config = parse("--config", str(CONFIGS / "cpu.yaml"), "--model.task=segment_semantic").config
+    assert config["model"]["class_weights"] == "auto"
 
 
 def test_task_exceptions_match_the_task_table() -> None:
