@@ -183,8 +183,8 @@ class ShardStream(IterableDataset):
         if memory_mb < 0:
             raise ValueError(f"memory_mb must be ≥ 0 (0 keeps nothing in memory), got {memory_mb}")
         self.memory_bytes = int(memory_mb * 2**20)
-        #: (domains, shard index) → the kept samples of a shard read whole (see ``memory_mb``).
-        self._memory: dict[tuple[tuple[str, ...], int], list[dict[str, Any]]] = {}
+        #: Shard index → the kept samples of a shard read whole (see ``memory_mb``).
+        self._memory: dict[int, list[dict[str, Any]]] = {}
         self._memory_used = 0
         self.batch_size, self.num_workers = batch_size, num_workers
         self.raw_domains = [d for d in raw_domains if d != "rgb"]
@@ -230,10 +230,10 @@ class ShardStream(IterableDataset):
 
     def _raw_samples(self, shard_ids: Iterator[int] | list[int]) -> Iterator[dict[str, Any]]:
         for index in shard_ids:
-            slot = (tuple(self.domains), index)
-            if slot in self._memory:
-                self._dry_shards = 0 if self._memory[slot] else self._dry_shards
-                yield from self._memory[slot]
+            if index in self._memory:
+                if self._memory[index]:
+                    self._dry_shards = 0
+                yield from self._memory[index]
                 continue
             locations = {d: shard_location(self.root, self.split, d, index) for d in self.domains}
             kept: list[dict[str, Any]] | None = [] if self.memory_bytes else None
@@ -246,17 +246,17 @@ class ShardStream(IterableDataset):
                         yield sample
                 # Only a shard read to its end is kept (a consumer may stop mid-shard).
                 if kept is not None:
-                    self._remember(slot, kept)
+                    self._remember(index, kept)
             except ShardKeyMismatchError:
                 raise
             except (tarfile.TarError, EOFError, OSError, ValueError) as error:
                 self.counter.add(f"shard {index} of {self.split} is unreadable from here on "
                                  f"({type(error).__name__}: {error})")
 
-    def _remember(self, slot: tuple[tuple[str, ...], int], samples: list[dict[str, Any]]) -> None:
+    def _remember(self, index: int, samples: list[dict[str, Any]]) -> None:
         size = sum(len(v) for s in samples for v in s.values() if isinstance(v, bytes))
         if self._memory_used + size <= self.memory_bytes:
-            self._memory[slot] = samples
+            self._memory[index] = samples
             self._memory_used += size
 
     def _decoded(self, raw: Iterator[dict[str, Any]]) -> Iterator[dict[str, Any]]:
