@@ -78,6 +78,14 @@ SUBSET = ("normal", "depth_zbuffer", "room_layout", "class_scene", "vanishing_po
 
 #: Per-image test losses of the two arms must agree this closely (as the equivalence tests).
 RTOL, ATOL = 1e-4, 1e-6
+#: Under bf16 autocast the cached and uncached arms encode different batch compositions (the
+#: cache encodes only unseen images), so bf16 rounding differs: bf16's epsilon is 2^-7.
+BF16_RTOL = 1e-2
+
+
+def tolerance(precision: str) -> tuple[float, float]:
+    """Relative and absolute tolerance of the loss comparison at a precision."""
+    return (BF16_RTOL if precision.startswith("bf16") else RTOL), ATOL
 
 #: Synthetic buildings: fixated points and views per point (24 views per building); the
 #: validation and test splits get two buildings each.
@@ -161,7 +169,10 @@ def parse_args() -> argparse.Namespace:
                         help="e2e DataLoader workers (data.num_workers)")
     parser.add_argument("--shuffle-buffer", type=int, default=d.shuffle_buffer,
                         help="e2e data.shuffle_buffer")
-    parser.add_argument("--precision", default=d.precision, help="e2e trainer.precision")
+    parser.add_argument("--precision", default=d.precision,
+                        help="trainer.precision (e2e); compute mode autocasts for bf16-mixed")
+    parser.add_argument("--device", choices=("cpu", "cuda"), default="cpu",
+                        help="where the networks run (cuda: the paper setting on a GPU)")
     parser.add_argument("--test-images", type=int, default=None,
                         help="compute mode: test images (default: the e2e test split's size)")
     parser.add_argument("--data", type=Path, default=None,
@@ -185,6 +196,8 @@ def parse_args() -> argparse.Namespace:
     for target in args.targets:
         if not get_spec(target).target:
             parser.error(f"{target!r} cannot be a transfer target")
+    if args.device == "cuda" and not torch.cuda.is_available():
+        parser.error("--device cuda needs a CUDA device")
     if args.batches is None:
         args.batches = max(1, args.limit // args.batch_size)
     if args.test_images is None:
@@ -202,11 +215,12 @@ def build(target: str, runs: Path, cache: Path | None, args: argparse.Namespace)
                         head_width=args.head_width, lr=args.lr, lr_milestone=None)
 
 
-def worst_deviation(reference: Losses, other: Losses) -> float:
-    """Largest |a - b| / (ATOL + RTOL·|a|) over keys: ≤ 1 means within the tolerance."""
+def worst_deviation(reference: Losses, other: Losses, rtol: float = RTOL,
+                    atol: float = ATOL) -> float:
+    """Largest |a - b| / (atol + rtol·|a|) over keys: ≤ 1 means within the tolerance."""
     if reference.keys() != other.keys():
         return float("inf")
-    return max((abs(reference[k] - other[k]) / (ATOL + RTOL * abs(reference[k]))
+    return max((abs(reference[k] - other[k]) / (atol + rtol * abs(reference[k]))
                 for k in reference), default=0.0)
 
 
@@ -227,7 +241,7 @@ class ArmTimes:
 
 def run_arms(targets: list[str], repeats: int, label: str, console: Console,
              transfer: Callable[[str, int, bool], tuple[float, Losses]],
-             warm_up: Callable[[], None]) -> ArmTimes:
+             warm_up: Callable[[], None], precision: str = "32-true") -> ArmTimes:
     """Both arms per target, interleaved (their order alternates between repeats).
 
     ``warm_up`` runs first, untimed, so that one-off costs (lazy imports, oneDNN kernel
@@ -247,7 +261,8 @@ def run_arms(targets: list[str], repeats: int, label: str, console: Console,
                 times.uncached[target].append(results[False][0])
                 times.cached[target].append(results[True][0])
                 times.deviation = max(times.deviation,
-                                      worst_deviation(results[False][1], results[True][1]))
+                                      worst_deviation(results[False][1], results[True][1],
+                                                      *tolerance(precision)))
                 progress.advance(bar)
     return times
 
@@ -272,50 +287,79 @@ def optimizer_of(model: TransferTask) -> torch.optim.Optimizer:
                 configured["optimizer"] if isinstance(configured, dict) else configured)
 
 
+def to_device(batch: Batch, device: str) -> Batch:
+    """A batch's tensors (also one level down, per task) moved to ``device``."""
+    def move(value: Any) -> Any:
+        if isinstance(value, torch.Tensor):
+            return value.to(device)
+        if isinstance(value, dict):
+            return {k: move(v) for k, v in value.items()}
+        return value
+    return cast(Batch, move(batch))
+
+
+def synchronize(device: str) -> None:
+    """Wait for queued GPU work, so wall times cover it."""
+    if device == "cuda":
+        torch.cuda.synchronize()
+
+
 def run_in_memory(model: TransferTask, train: list[Batch], test: list[Batch],
-                  epochs: int) -> Losses:
-    """Train for ``epochs`` passes, then test; the per-image test losses by key."""
+                  epochs: int, device: str = "cpu", precision: str = "32-true") -> Losses:
+    """Train for ``epochs`` passes, then test; the per-image test losses by key.
+
+    ``precision="bf16-mixed"`` autocasts the steps to bfloat16, as the Trainer would.
+    """
     model.log = lambda *a, **k: None  # no Trainer here
+    model.to(device)
     optimizer = optimizer_of(model)
+    autocast = torch.autocast(device, dtype=torch.bfloat16,
+                              enabled=precision.startswith("bf16"))
     model.train()
     for _ in range(epochs):
         for batch in train:
             optimizer.zero_grad(set_to_none=True)
-            model.training_step(batch, 0).backward()
+            with autocast:
+                loss = model.training_step(batch, 0)
+            loss.backward()
             optimizer.step()
         model.on_train_epoch_end()  # saves representations first seen in this epoch
     model.eval()
     model.on_test_epoch_start()
-    with torch.no_grad():
+    with torch.no_grad(), autocast:
         for index, batch in enumerate(test):
             model.test_step(batch, index)
     model.on_test_epoch_end()
+    synchronize(device)
     return dict(model.test_per_image_losses)
 
 
 def compute_only(args: argparse.Namespace, runs: Path, tmp: Path, console: Console) -> ArmTimes:
     """In-memory arms: a fresh cache per repeat (the first target and each multi-view target
     fill it during their first epoch), no data loading."""
-    data = {t: make_batches(t, args.batches, args.batch_size, args.resolution, "img", 100)
-            for t in args.targets}
+    def batches(target: str, count: int, prefix: str, seed: int) -> list[Batch]:
+        return [to_device(b, args.device) for b in make_batches(
+            target, count, args.batch_size, args.resolution, prefix, seed)]
+
+    data = {t: batches(t, args.batches, "img", 100) for t in args.targets}
     test_batches = max(1, math.ceil(args.test_images / args.batch_size))
-    tests = {t: make_batches(t, test_batches, args.batch_size, args.resolution, "test", 900)
-             for t in args.targets}
+    tests = {t: batches(t, test_batches, "test", 900) for t in args.targets}
 
     def transfer(target: str, repeat: int, cached: bool) -> tuple[float, Losses]:
         start = time.perf_counter()
         cache = tmp / f"compute-cache{repeat}" if cached else None
         losses = run_in_memory(build(target, runs, cache, args), data[target], tests[target],
-                               args.epochs)
+                               args.epochs, args.device, args.precision)
         return time.perf_counter() - start, losses
 
     def warm_up() -> None:
         target = args.targets[0]
         for cache in (None, tmp / "compute-warm-up"):
             run_in_memory(build(target, runs, cache, args), data[target][:2], tests[target][:1],
-                          1)
+                          1, args.device, args.precision)
 
-    return run_arms(args.targets, args.repeats, "compute only", console, transfer, warm_up)
+    return run_arms(args.targets, args.repeats, "compute only", console, transfer, warm_up,
+                    args.precision)
 
 
 # --------------------------------------------------------------------------- end to end
@@ -358,7 +402,7 @@ def fit_and_test(model: TransferTask, shards: Path, target: str,
     data = TaskonomyDataModule(shards, tasks=[target], resolution=args.resolution,
                                batch_size=args.batch_size, num_workers=args.num_workers,
                                limit=args.limit, seed=0, shuffle_buffer=args.shuffle_buffer)
-    trainer = L.Trainer(max_epochs=args.epochs, accelerator="cpu", devices=1,
+    trainer = L.Trainer(max_epochs=args.epochs, accelerator=args.device, devices=1,
                         precision=args.precision, logger=False, enable_checkpointing=False,
                         enable_progress_bar=False, enable_model_summary=False,
                         num_sanity_val_steps=0)
@@ -385,7 +429,8 @@ def end_to_end(args: argparse.Namespace, runs: Path, tmp: Path, console: Console
             fit_and_test(build(args.targets[0], runs, cache, short), shards, args.targets[0],
                          short)
 
-    return run_arms(args.targets, args.repeats, "end to end", console, transfer, warm_up)
+    return run_arms(args.targets, args.repeats, "end to end", console, transfer, warm_up,
+                    args.precision)
 
 
 # --------------------------------------------------------------------------- breakdown
@@ -486,11 +531,13 @@ def print_results(console: Console, args: argparse.Namespace,
                         f"{statistics.median(ratios):.2f}x",
                         "yes" if times.deviation <= 1.0 else f"NO ({times.deviation:.3g})")
     console.print(summary)
+    rtol, atol = tolerance(args.precision)
     console.print(
         f"{args.limit} training images × {args.epochs} epochs, batch {args.batch_size}, decoder/"
         f"head width {args.decoder_width}/{args.head_width}, {args.threads} torch thread(s), "
-        f"{args.num_workers} loader worker(s) (e2e); test losses compared within rtol {RTOL:g} "
-        f"/ atol {ATOL:g}; the first target of each repeat fills the cache")
+        f"{args.num_workers} loader worker(s) (e2e), {args.precision} on {args.device}; test "
+        f"losses compared within rtol {rtol:g} / atol {atol:g}; the first target of each "
+        "repeat fills the cache")
 
 
 def main() -> None:
