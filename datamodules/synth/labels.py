@@ -14,10 +14,21 @@ Choices where the released data fixes no exact formula (documented here once):
 - ``edge_occlusion``: where the Laplacian of inverse depth (zero on every plane) exceeds a
   relative threshold, the largest depth difference to a 4-neighbour,
   ``round(OCCLUSION_UNITS_PER_METRE · Δd)``; 0 elsewhere.
-- ``keypoints2d``: Harris response (block 3, Sobel 3, k = 0.04) of the grey image in [0, 1],
-  negatives clipped, ``round(R · KEYPOINT2D_SCALE)``.
-- ``keypoints3d``: Harris response summed over the three normal channels plus the z-depth
-  (scaled by 1/2 m), ``round(R · KEYPOINT3D_SCALE)``: corners of geometry, blind to texture.
+- ``keypoints2d``: SURF's keypoint response without non-maximum suppression (the released
+  domain, task_definitions [supp.]): the scale-normalized determinant of the Hessian
+  ``σ⁴·(Lxx·Lyy − Lxy²)`` of the grey image in [0, 1], with Gaussian derivatives at the scales
+  of OpenCV's default SURF pyramid (4 octaves × 4 layers, box size L ↔ σ = 1.2·L/9) *at the
+  released 512² resolution*, scaled to the render; negatives (saddles) clipped, maximum over
+  scales, ``round(R · KEYPOINT2D_SCALE)``. Scales measured in image fractions make the label
+  the same at every render resolution: a 3×3 Harris window in render pixels gave responses that
+  vanished at 256² and were single-pixel specks at 32², unlearnable through a 2×2 or 4×4
+  representation. Scales finer than the render resolves are evaluated at :data:`MIN_SIGMA`.
+- ``keypoints3d``: a NARF-style interest value in [0, 1] (the released domain's encoding uses
+  the full 16-bit range): the structure tensor of the surface-change field (gradients of the
+  three normal channels plus a depth-border channel that is 1 across occlusion edges),
+  integrated over NARF's support (:data:`NARF_SUPPORT`, a fraction of the image width), its
+  smaller eigenvalue (surface change in two directions: a 3D corner, as NARF's interest), mapped
+  to ``1 − exp(−λ / NARF_INTEREST_SCALE)``, ``round(interest · 65535)``. Blind to texture.
 - ``segment_unsup2d`` / ``segment_unsup25d``: Felzenszwalb graph segmentation (the algorithm
   and parameters of OpenCV's ximgproc implementation, compiled in :mod:`.felzenszwalb`) on RGB,
   and on a 5-channel image of depth, normals and curvature; ids ordered by first appearance,
@@ -38,6 +49,7 @@ import numba
 import numpy as np
 
 from taskonomy.datamodules.domains import DEPTH_MISSING, DEPTH_UNITS_PER_METRE
+from taskonomy.datamodules.encodings import KEYPOINTS2D_SCALE
 from taskonomy.datamodules.synth import felzenszwalb
 from taskonomy.datamodules.synth.classes import (
     BACKGROUND,
@@ -50,8 +62,25 @@ from taskonomy.datamodules.synth.render import ViewBuffers
 
 CURVATURE_SCALE = 10.0
 OCCLUSION_UNITS_PER_METRE = 100.0
-KEYPOINT2D_SCALE = 65535.0 * 4.0
-KEYPOINT3D_SCALE = 65535.0 * 2.0
+#: Resolution of the released images: label scales are defined in its pixels.
+RELEASED_RESOLUTION = 512
+#: OpenCV's default SURF box-filter sizes at the released resolution (4 octaves × 4 layers).
+SURF_FILTER_SIZES = (9, 15, 21, 27, 39, 51, 75, 99, 147, 195)
+#: Finest Gaussian scale (render pixels) whose sampled derivatives are meaningful.
+MIN_SIGMA = 0.7
+#: Determinant-of-Hessian response that reaches the top of the training clip range
+#: (``KEYPOINTS2D_SCALE`` of 65535): a blob of grey contrast ≈ 0.3 at its own scale.
+KEYPOINT2D_FULL_RESPONSE = 0.0025
+KEYPOINT2D_SCALE = KEYPOINTS2D_SCALE * 65535.0 / KEYPOINT2D_FULL_RESPONSE
+#: NARF's support (integration σ) as a fraction of the image width: a support size of about
+#: 0.25 m at the views' typical 3.5 m distance and 61° field of view.
+NARF_SUPPORT = 0.035
+#: Differentiation σ of the surface-change field, as a fraction of the image width.
+NARF_DIFFERENTIATION = 0.01
+#: Structure-tensor eigenvalue at which the interest reaches 1 − 1/e.
+NARF_INTEREST_SCALE = 0.01
+#: Relative depth jump (Δd / d) that makes a full depth border in the surface-change field.
+NARF_BORDER_JUMP = 0.1
 
 
 def encode_depth(metres: np.ndarray) -> np.ndarray:
@@ -162,20 +191,86 @@ def edge_occlusion(depth: np.ndarray) -> np.ndarray:
     return _to_u16(occlusion_strength(depth) * OCCLUSION_UNITS_PER_METRE)
 
 
+def _reflect_blur(image: np.ndarray, sigma: float) -> np.ndarray:
+    return np.asarray(cv2.GaussianBlur(image, (0, 0), sigma, borderType=cv2.BORDER_REFLECT))
+
+
+def hessian_response(grey: np.ndarray, sigma: float) -> np.ndarray:
+    """Scale-normalized determinant of the Hessian ``σ⁴·(Lxx·Lyy − Lxy²)`` at scale ``sigma``.
+
+    Positive on bright and dark blobs, negative on saddles; for a blob at its own scale the
+    value does not depend on the blob's size (the σ⁴ normalization).
+    """
+    smooth = _reflect_blur(grey.astype(np.float32), sigma)
+    p = cv2.copyMakeBorder(smooth, 1, 1, 1, 1, cv2.BORDER_REFLECT)
+    centre = p[1:-1, 1:-1]
+    lxx = p[1:-1, 2:] - 2.0 * centre + p[1:-1, :-2]
+    lyy = p[2:, 1:-1] - 2.0 * centre + p[:-2, 1:-1]
+    lxy = (p[2:, 2:] - p[2:, :-2] - p[:-2, 2:] + p[:-2, :-2]) / 4.0
+    return np.asarray(sigma**4 * (lxx * lyy - lxy * lxy), dtype=np.float32)
+
+
+def surf_sigmas(width: int) -> list[float]:
+    """SURF's scales (σ in render pixels) for an image ``width`` pixels wide, finest first.
+
+    The pyramid is defined at the released resolution, so the same scene gives the same label
+    at any render resolution; scales finer than :data:`MIN_SIGMA` are evaluated at it.
+    """
+    ratio = width / RELEASED_RESOLUTION
+    return sorted({max(1.2 * size / 9.0 * ratio, MIN_SIGMA) for size in SURF_FILTER_SIZES})
+
+
+def surf_response(rgb: np.ndarray) -> np.ndarray:
+    """SURF's blob response without non-maximum suppression (float H×W, ≥ 0).
+
+    The maximum over SURF's scales of the positive scale-normalized determinant of the
+    Hessian of the grey image in [0, 1]. Gaussian derivatives stand in for SURF's box filters
+    (which approximate them; SURF is patent-encumbered and not in OpenCV's free build).
+    """
+    grey = _grey(rgb)
+    out = np.zeros(grey.shape, dtype=np.float32)
+    for sigma in surf_sigmas(grey.shape[1]):
+        np.maximum(out, hessian_response(grey, sigma), out=out)
+    return out
+
+
 def keypoints2d(rgb: np.ndarray) -> np.ndarray:
-    """16-bit Harris corner response of the grey image."""
-    response = cv2.cornerHarris(_grey(rgb), 3, 3, 0.04)
-    return _to_u16(np.maximum(response, 0.0) * KEYPOINT2D_SCALE)
+    """16-bit SURF keypoint response of the grey image (no non-maximum suppression)."""
+    return _to_u16(surf_response(rgb) * KEYPOINT2D_SCALE)
+
+
+def narf_interest(normal: np.ndarray, depth: np.ndarray) -> np.ndarray:
+    """NARF-style 3D interest in [0, 1] (float H×W) from normals and z-depth (m).
+
+    The surface-change field has one channel per normal component and a border channel (the
+    relative depth jump across occlusion edges, saturating at :data:`NARF_BORDER_JUMP`); planes
+    give none. Its structure tensor, integrated over the support, has a large smaller eigenvalue
+    only where the surface changes in two directions within the support: 3D corners and ends
+    of borders, the points NARF rates as interesting.
+    """
+    width = depth.shape[1]
+    z = np.where(np.isfinite(depth), depth, 0.0)
+    border = occlusion_strength(depth) / (np.maximum(z, 1e-6) * NARF_BORDER_JUMP)
+    channels = [normal[..., k] for k in range(3)] + [np.minimum(border, 1.0)]
+    diff = max(NARF_DIFFERENTIATION * width, MIN_SIGMA)
+    tensor = np.zeros((3, *depth.shape), dtype=np.float32)
+    for channel in channels:
+        smooth = _reflect_blur(np.ascontiguousarray(channel, dtype=np.float32), diff)
+        # σ·∇ is scale-free: a unit step gives the same peak gradient at every resolution.
+        scale = diff / 8.0
+        gx = cv2.Sobel(smooth, cv2.CV_32F, 1, 0, ksize=3, borderType=cv2.BORDER_REFLECT) * scale
+        gy = cv2.Sobel(smooth, cv2.CV_32F, 0, 1, ksize=3, borderType=cv2.BORDER_REFLECT) * scale
+        tensor += np.stack([gx * gx, gy * gy, gx * gy])
+    support = max(NARF_SUPPORT * width, 1.0)
+    jxx, jyy, jxy = (_reflect_blur(component, support) for component in tensor)
+    smaller = (jxx + jyy) / 2.0 - np.sqrt((jxx - jyy) ** 2 / 4.0 + jxy * jxy)
+    return np.asarray(1.0 - np.exp(-np.maximum(smaller, 0.0) / NARF_INTEREST_SCALE),
+                      dtype=np.float32)
 
 
 def keypoints3d(normal: np.ndarray, depth: np.ndarray) -> np.ndarray:
-    """16-bit Harris response on geometry (normals and depth), blind to texture."""
-    finite = np.isfinite(depth)
-    z = np.where(finite, depth, 0.0).astype(np.float32) / 2.0
-    response = np.asarray(cv2.cornerHarris(z, 3, 3, 0.04), dtype=np.float32)
-    for channel in range(3):
-        response += cv2.cornerHarris(normal[..., channel].astype(np.float32) / 2.0, 3, 3, 0.04)
-    return _to_u16(np.maximum(response, 0.0) * KEYPOINT3D_SCALE)
+    """16-bit NARF-style interest on geometry (normals and depth), blind to texture."""
+    return _to_u16(narf_interest(normal, depth) * 65535.0)
 
 
 def _min_size(shape: tuple[int, ...]) -> int:
