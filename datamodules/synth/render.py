@@ -35,7 +35,8 @@ class ViewBuffers:
         normal: H×W×3 unit normals in the released camera frame (x right, y down, z towards the
             camera), zero where nothing was hit.
         reshading: Lambert term of a point light at the camera centre, in [0, 1].
-        curvature: H×W×2 principal curvatures (k1 ≥ k2, 1/m; convex positive).
+        curvature: H×W×2 principal curvatures (k1 ≥ k2, 1/m; convex positive) of the
+            surface smoothed at :data:`SMOOTHING_RADIUS`, creases included.
         prim: Index of the primitive hit (−1 on a miss).
         semantic: Semantic label value per pixel (0 on a miss).
         objects: Object instance id per pixel (0 = room shell).
@@ -137,7 +138,8 @@ def render_view(scene: Scene, camera: Camera, antialias: bool = True) -> ViewBuf
     objects = np.empty((height, width), dtype=np.int32)
     _geometry(prims, np.asarray(scene.labels, dtype=np.int64),
               np.asarray(scene.objects, dtype=np.int64), rays, rotation, distance, prim,
-              normal_world, face, normal, zdepth, reshading, curvature, semantic, objects)
+              normal_world, face, SMOOTHING_RADIUS, normal, zdepth, reshading, curvature,
+              semantic, objects)
     curvature = _add_creases(curvature, origin, rays, normal_world, distance, hit,
                              1.0 / camera.focal)
     return ViewBuffers(
@@ -149,13 +151,15 @@ def render_view(scene: Scene, camera: Camera, antialias: bool = True) -> ViewBuf
 
 @numba.njit(cache=True, error_model="numpy")
 def _geometry(prims, labels, objects, rays, rotation, distance, prim, normal_world, face,
-              out_normal, out_zdepth, out_reshading, out_curvature, out_semantic, out_objects):
+              smoothing, out_normal, out_zdepth, out_reshading, out_curvature, out_semantic,
+              out_objects):
     """Per-pixel geometry labels from the hits, in one sweep.
 
     Normals go to the released camera frame (OpenCV x and y, z towards the camera); z-depth is
     the distance times the cosine to the optical axis; reshading is the Lambert term of a light
-    at the camera; analytic principal curvatures are 0 on planes, 1/r and 1/r on spheres, 1/r and
-    0 on cylinder sides. Misses get 0 (z-depth ``inf``).
+    at the camera; principal curvatures are those of the surface smoothed at ``smoothing`` (see
+    :data:`SMOOTHING_RADIUS`): 0 on planes, 1/(r + s) twice on spheres, 1/(r + s) and 0 on
+    cylinder sides. Misses get 0 (z-depth ``inf``).
     """
     height, width = distance.shape
     for r in range(height):
@@ -177,8 +181,9 @@ def _geometry(prims, labels, objects, rays, rotation, distance, prim, normal_wor
             out_zdepth[r, c] = distance[r, c] * (
                 dx * rotation[2, 0] + dy * rotation[2, 1] + dz * rotation[2, 2])
             out_reshading[r, c] = min(max(-(nx * dx + ny * dy + nz * dz), 0.0), 1.0)
-            radius = prims[i, 4]
-            inverse = 1.0 / max(radius, 1e-9) if radius > 0 else 0.0
+            # The surface offset by the smoothing radius: a radius-r cylinder or sphere becomes
+            # one of radius r + s.
+            inverse = 1.0 / (max(prims[i, 4], 0.0) + smoothing)
             kind = face[r, c]
             curved = kind == raycast.FACE_SPHERE or kind == raycast.FACE_CYLINDER
             out_curvature[r, c, 0] = inverse if curved else 0.0
@@ -187,8 +192,17 @@ def _geometry(prims, labels, objects, rays, rotation, distance, prim, normal_wor
             out_objects[r, c] = objects[i]
 
 
-#: Width (m) over which a crease between two flat faces bends, like a scanned mesh's edge.
-CREASE_WIDTH = 0.1
+#: Radius (m) of the smoothing the labels' curvature is measured at, as a ball of this radius
+#: rolled over the surface. The authors' curvature comes from scanned meshes, which round every
+#: crease and blur thin parts, and their z-scoring ((x − 123.6) / 31.9 for k1 on 127-centred
+#: 8-bit codes) says a typical curved pixel lies about one standard deviation from flat. Exact
+#: analytic values do not: a 90° box edge spread over 10 cm (15.7 /m) and a 3 cm chair leg
+#: (33 /m) both clip at the 8-bit limit (10 codes per 1/m), so 11 % of k1 and 19 % of k2 pixels
+#: were saturated, 4–5.5 z-units out, far outside the tanh range of the authors' decoder. At
+#: 0.35 m a crease is 1/0.35 = 2.9 /m (29 codes, ≈ 1 z-unit) and no curvature exceeds it.
+SMOOTHING_RADIUS = 0.35
+#: Largest half-width (pixels) of a crease band, bounding the dilation kernels.
+MAX_CREASE_PIXELS = 32
 
 
 def _add_creases(curvature: np.ndarray, origin: np.ndarray, rays: np.ndarray,
@@ -197,24 +211,45 @@ def _add_creases(curvature: np.ndarray, origin: np.ndarray, rays: np.ndarray,
     """Add the curvature of creases where surfaces meet (box edges, wall corners).
 
     Analytic curvature is zero on every face of a box, but the authors' labels come from mesh
-    curvature, which is large along creases. Between neighbouring pixels on one continuous surface
-    (no depth jump) whose normals turn by an angle θ, the crease gets curvature ±θ / CREASE_WIDTH
-    (convex positive: the normals spread apart along the surface), spread over the pixels within
-    half a crease width. Convex creases raise k1, concave ones lower k2.
+    curvature, which is large along creases. Smoothed by a ball of radius ``s``
+    (:data:`SMOOTHING_RADIUS`), a crease whose normals turn by θ becomes a circular arc of radius
+    ``s``: curvature ±1/s (convex positive) over an arc of length θ·s centred on the crease.
+    Creases are found between neighbouring pixels on one continuous surface (no depth jump) whose
+    normals turn by more than 20°; each band pixel within θ·s/2 of one (in pixels at the crease's
+    distance) gets the crease's curvature. Convex creases raise k1, concave ones lower k2.
     """
     convex: np.ndarray = np.zeros(hit.shape)
     concave: np.ndarray = np.zeros(hit.shape)
     _crease_pairs(origin, rays, normals, distance, pixel_angle, math.cos(math.radians(20.0)),
                   convex, concave)
-    typical = float(np.median(distance[hit])) * pixel_angle if hit.any() else 1.0
-    radius = int(np.clip(round(CREASE_WIDTH / 2 / max(typical, 1e-6)), 0, 3))
-    if radius > 0:
-        kernel = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * radius + 1, 2 * radius + 1))
-        convex = cv2.dilate(convex, kernel)
-        concave = -cv2.dilate(-concave, kernel)
+    bends = 1.0 / SMOOTHING_RADIUS
     out = curvature.copy()
-    _merge_creases(out, convex, concave, hit)
+    # Image pixels per metre along the surface: foreshortened by the incidence cosine.
+    footprint = np.where(np.isfinite(distance), distance, 1.0) * pixel_angle
+    per_metre = np.abs((normals * rays).sum(-1)) / np.maximum(footprint, 1e-9)
+    _merge_creases(out, bends * _crease_bands(convex, per_metre),
+                   -bends * _crease_bands(concave, per_metre), hit)
     return out
+
+
+def _crease_bands(angles: np.ndarray, per_metre: np.ndarray) -> np.ndarray:
+    """0/1 map of the pixels within θ·s/2 of a crease pixel turning by θ (``angles`` > 0).
+
+    ``per_metre`` converts surface lengths at each pixel into image pixels. One elliptical
+    dilation per distinct half-width in pixels (a few per view).
+    """
+    band = (angles > 0).astype(np.float64)
+    if not band.any():
+        return band
+    half = np.rint(angles * SMOOTHING_RADIUS / 2 * per_metre)
+    half = np.clip(half, 0, MAX_CREASE_PIXELS).astype(np.int64)
+    for radius in np.unique(half[angles > 0]):
+        if radius == 0:
+            continue
+        seeds = ((angles > 0) & (half == radius)).astype(np.uint8)
+        kernel = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * radius + 1, 2 * radius + 1))
+        band = np.maximum(band, cv2.dilate(seeds, kernel).astype(np.float64))
+    return band
 
 
 @numba.njit(cache=True, error_model="numpy")
@@ -233,11 +268,11 @@ def _merge_creases(curvature, convex, concave, hit):
 
 @numba.njit(cache=True, error_model="numpy")
 def _crease_pairs(origin, rays, normals, distance, pixel_angle, cos_min, convex, concave):
-    """Signed crease curvature of every 4-neighbour pair whose normals turn by > acos(cos_min).
+    """Turning angle of every 4-neighbour pair whose normals turn by > acos(cos_min).
 
     A pair counts when both pixels hit and their surface points lie within four pixel footprints
-    of each other (one continuous surface); each pixel keeps its largest convex and most negative
-    concave value.
+    of each other (one continuous surface); each pixel keeps the largest angle of its convex
+    pairs in ``convex`` and of its concave pairs in ``concave``.
     """
     height, width = distance.shape
     for axis in range(2):
@@ -259,8 +294,10 @@ def _crease_pairs(origin, rays, normals, distance, pixel_angle, cos_min, convex,
                     bend += (normals[r2, c2, k] - normals[r, c, k]) * step
                 if not np.sqrt(gap2) < 4.0 * ta * pixel_angle:
                     continue
+                if bend == 0.0:
+                    continue
                 angle = np.arccos(min(max(cosine, -1.0), 1.0))
-                value = np.sign(bend) * angle / CREASE_WIDTH
+                # Normals spreading apart along the surface: convex.
+                target = convex if bend > 0 else concave
                 for rr, cc in ((r, c), (r2, c2)):
-                    convex[rr, cc] = max(convex[rr, cc], value)
-                    concave[rr, cc] = min(concave[rr, cc], value)
+                    target[rr, cc] = max(target[rr, cc], angle)
