@@ -10,6 +10,9 @@ the network and the optimizer step, not data loading. The two precisions alterna
 ``--rounds`` rounds and the median of each is reported, with their ratio (this machine is noisy).
 
     python benchmarks/bench_training.py [--task normal] [--steps 8] [--rounds 3] [--gpu]
+
+Measured on one H200 (``--gpu --task normal --steps 15 --warmup 5 --rounds 2``): fp32 595 img/s
+(cuDNN runs fp32 convolutions in TF32 by default), bf16-mixed + channels_last 721 img/s: 1.21x.
 """
 
 from __future__ import annotations
