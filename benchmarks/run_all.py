@@ -51,8 +51,8 @@ def _find(pattern: str, text: str) -> re.Match[str] | None:
 
 def _renderer(text: str) -> list[Row]:
     rows = []
-    for m in re.finditer(r"workers=(\d+): .*?= ([\d.]+) views/s with every label", text):
-        rows.append((f"renderer views/s at 256², {m.group(1)} worker(s)", m.group(2),
+    for match in re.finditer(r"workers=(\d+): .*?= ([\d.]+) views/s with every label", text):
+        rows.append((f"renderer views/s at 256², {match.group(1)} worker(s)", match.group(2),
                      "~18 on 2 free cores"))
     m = _find(r"pipeline \(render \+ labels \+ encoding\)\s+([\d.]+) ms", text)
     if m:
@@ -78,10 +78,11 @@ def _datamodule(text: str) -> list[Row]:
 def _solvers(text: str) -> list[Row]:
     rows = []
     # rich table rows: data set │ size │ solver │ median │ worst │ total │ ratio │ ok
-    for m in re.finditer(r"(paper-2018\S*)\s*│[^│]*│\s*(\w+)\s*│\s*([\d.]+)\s*│\s*([\d.]+)\s*│"
+    for match in re.finditer(r"(paper-2018\S*)\s*│[^│]*│\s*(\w+)\s*│\s*([\d.]+)\s*│\s*([\d.]+)\s*│"
                          r"[^│]*│\s*([\d.]+)\s*│", text):
-        rows.append((f"BIP solve {m.group(1)}, {m.group(2)}",
-                     f"median {m.group(3)} s, worst {m.group(4)} s ({m.group(5)}x HiGHS)",
+        rows.append((f"BIP solve {match.group(1)}, {match.group(2)}",
+                     f"median {match.group(3)} s, worst {match.group(4)} s "
+                     f"({match.group(5)}x HiGHS)",
                      "≤ 1 s"))
     if not rows:
         m = _find(r"objectives (agree|DISAGREE[^\n]*)", text)
@@ -92,8 +93,8 @@ def _solvers(text: str) -> list[Row]:
 
 def _training(text: str) -> list[Row]:
     rows = []
-    for m in re.finditer(r"^\s*([\w+-]+): +([\d.]+) img/s \(median", text, re.MULTILINE):
-        rows.append((f"training {m.group(1)}", f"{m.group(2)} img/s", ""))
+    for match in re.finditer(r"^\s*([\w+-]+): +([\d.]+) img/s \(median", text, re.MULTILINE):
+        rows.append((f"training {match.group(1)}", f"{match.group(2)} img/s", ""))
     m = _find(r"ratio (\S+) / (\S+): ([\d.]+)x", text)
     if m:
         rows.append((f"training {m.group(1)} vs {m.group(2)}", f"{m.group(3)}x",
@@ -133,7 +134,8 @@ BENCHMARKS = (
               ("--limit", "32", "--epochs", "3", "--repeats", "1",
                "--targets", "normal", "depth_zbuffer", "edge_texture"), _cache),
     Benchmark("quality", "task_quality.py",
-              ("--tasks", "normal", "depth_zbuffer", "--steps", "60"), _quality, default=False),
+              ("--tasks", "normal", "depth_zbuffer", "--steps", "60", "--buildings", "32"),
+              _quality, default=False),
 )
 
 

@@ -50,6 +50,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+import yaml
 from rich.console import Console
 from rich.progress import Progress
 from rich.table import Table
@@ -201,7 +202,9 @@ def train_task(task: str, root: str | Path, runs: Path, *, steps: int, resolutio
                precision: str, batch_size: int, extra: Sequence[str] = ()) -> RunRecord:
     """Train and test one task with the CPU setting, shortened; returns its run record."""
     configs = Path(__file__).resolve().parents[1] / "experiments" / "configs"
-    run_id = f"quality__{task}"
+    # The setting is part of the id: the CLI resumes a run id it finds, and a run of another
+    # setting must not continue from it.
+    run_id = f"quality__{task}__{resolution}px_{steps}steps_b{batch_size}"
     args = ["fit", "--config", str(configs / "cpu.yaml"), f"--model.task={task}",
             f"--model.resolution={resolution}", f"--data.root={root}",
             f"--data.batch_size={batch_size}", "--data.num_workers=0",
@@ -243,16 +246,77 @@ def compare(task: str, root: str | Path, runs: Path, *, steps: int, resolution: 
             "pass": ratio < 1.0 - margin}
 
 
+#: Per-task settings shipped beside the runner (see the file's comments).
+SETTINGS = Path(__file__).with_name("task_quality.yaml")
+
+#: The keys a setting may have, with the runner's built-in defaults.
+BUILT_IN = {"resolution": 64, "steps": 600, "batch_size": 8, "buildings": 32}
+
+
+def read_settings(path: Path | None) -> tuple[dict[str, int], dict[str, dict[str, int]]]:
+    """The defaults and the per-task settings of a settings file (``None``: built-in only).
+
+    The file holds ``defaults:`` (any of resolution, steps, batch_size, buildings) and
+    ``tasks:`` mapping a task name to its own resolution, steps or batch_size.
+
+    Raises:
+        FileNotFoundError: The file does not exist.
+        ValueError: An unknown key or task, or a value that is not a positive integer.
+    """
+    if path is None:
+        return dict(BUILT_IN), {}
+    if not path.is_file():
+        raise FileNotFoundError(f"settings file {path} not found; pass --settings FILE or "
+                                "--settings none")
+    data = yaml.safe_load(path.read_text()) or {}
+    unknown = set(data) - {"defaults", "tasks"}
+    if unknown:
+        raise ValueError(f"{path}: unknown sections {sorted(unknown)}; use defaults: and tasks:")
+
+    def checked(where: str, entry: dict[str, Any], allowed: set[str]) -> dict[str, int]:
+        bad = set(entry) - allowed
+        if bad:
+            raise ValueError(f"{path}: {where} has unknown keys {sorted(bad)}; allowed: "
+                             f"{sorted(allowed)}")
+        for key, value in entry.items():
+            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+                raise ValueError(f"{path}: {where}.{key} must be a positive integer, "
+                                 f"got {value!r}")
+        return dict(entry)
+
+    defaults = {**BUILT_IN, **checked("defaults", data.get("defaults") or {}, set(BUILT_IN))}
+    known = set(default_tasks())
+    tasks: dict[str, dict[str, int]] = {}
+    for task, entry in (data.get("tasks") or {}).items():
+        if task not in known:
+            raise ValueError(f"{path}: unknown or non-dense task {task!r}; valid: "
+                             f"{', '.join(sorted(known))}")
+        tasks[task] = checked(f"tasks.{task}", entry or {}, set(BUILT_IN) - {"buildings"})
+    return defaults, tasks
+
+
+def task_setting(task: str, defaults: dict[str, int], per_task: dict[str, dict[str, int]],
+                 flags: dict[str, int | None]) -> dict[str, int]:
+    """A task's resolution, steps and batch size: flags typed on the command line beat the
+    task's own entry, which beats the defaults."""
+    setting = {**defaults, **per_task.get(task, {})}
+    setting.update({k: v for k, v in flags.items() if v is not None})
+    return setting
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--data", type=Path, default=None, help="shard root (default: render)")
+    parser.add_argument("--data", type=Path, default=None,
+                        help="shard root for every task (default: render per resolution)")
     parser.add_argument("--runs", type=Path, default=Path("runs/quality"))
     parser.add_argument("--tasks", nargs="+", default=None)
-    parser.add_argument("--steps", type=int, default=600)
-    parser.add_argument("--resolution", type=int, default=64)
-    parser.add_argument("--buildings", type=int, default=32,
+    parser.add_argument("--settings", default=str(SETTINGS),
+                        help="per-task settings file ('none': the built-in defaults only)")
+    parser.add_argument("--steps", type=int, default=None, help="for every task")
+    parser.add_argument("--resolution", type=int, default=None, help="for every task")
+    parser.add_argument("--buildings", type=int, default=None,
                         help="synthetic buildings to render without --data (12 views each)")
-    parser.add_argument("--batch-size", type=int, default=8)
+    parser.add_argument("--batch-size", type=int, default=None, help="for every task")
     parser.add_argument("--precision", default="32-true")
     parser.add_argument("--margin", type=float, default=0.05)
     parser.add_argument("--encoder", default=None, help="override model/cpu.yaml's encoder")
@@ -261,37 +325,66 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=1,
                         help="torch threads; 1 avoids OpenMP spin contention on busy machines")
     args = parser.parse_args()
+    try:
+        defaults, per_task = read_settings(
+            None if args.settings.lower() == "none" else Path(args.settings))
+    except (FileNotFoundError, ValueError) as error:
+        parser.error(str(error))
     extra = [f"--model.{name}={value}" for name, value in (
         ("encoder", args.encoder), ("decoder_width", args.decoder_width),
         ("head_width", args.decoder_width), ("lr", args.lr)) if value is not None]
+    flags = {"resolution": args.resolution, "steps": args.steps, "batch_size": args.batch_size}
+    if args.data is not None:  # the shards fix the resolution
+        flags["resolution"] = args.resolution or defaults["resolution"]
+    buildings = args.buildings or defaults["buildings"]
     torch.set_num_threads(args.threads)
-    root = args.data or make_synthetic_shards(args.runs / "data", buildings=args.buildings,
-                                              resolution=args.resolution)
     tasks = args.tasks or default_tasks()
+    settings = {task: task_setting(task, defaults, per_task, flags) for task in tasks}
+    roots: dict[int, Path] = {}
+
+    def root_for(resolution: int) -> Path:
+        if args.data is not None:
+            return Path(args.data)
+        if resolution not in roots:
+            roots[resolution] = make_synthetic_shards(
+                args.runs / f"data-{resolution}px", buildings=buildings, resolution=resolution)
+        return roots[resolution]
+
     rows = []
     with Progress(transient=True) as progress:
         bar = progress.add_task("training", total=len(tasks))
         for task in tasks:
+            setting = settings[task]
             progress.update(bar, description=f"training {task}")
-            rows.append(compare(task, root, args.runs, steps=args.steps,
-                                resolution=args.resolution, precision=args.precision,
-                                batch_size=args.batch_size, margin=args.margin,
-                                extra=extra))
+            row = compare(task, root_for(setting["resolution"]), args.runs,
+                          steps=setting["steps"], resolution=setting["resolution"],
+                          precision=args.precision, batch_size=setting["batch_size"],
+                          margin=args.margin, extra=extra)
+            rows.append({**row, "resolution": setting["resolution"],
+                         "batch_size": setting["batch_size"]})
             progress.advance(bar)
-    table = Table(title=f"{args.steps} steps at {args.resolution} px, {args.precision}: "
-                        "test loss of the network vs the best constant")
-    for column in ("task", "family", "s", "network", "constant", "ratio", "wins", "pass"):
+    table = Table(title=f"{args.precision}, {buildings if args.data is None else 'given'} "
+                        "buildings: test loss of the network vs the best constant")
+    for column in ("task", "family", "px", "steps", "batch", "s", "network", "constant",
+                   "ratio", "wins", "pass"):
         table.add_column(column, justify="left" if column in ("task", "family") else "right")
     for row in rows:
-        table.add_row(row["task"], row["family"], f"{row['train_seconds']:.0f}",
+        table.add_row(row["task"], row["family"], str(row["resolution"]), str(row["steps"]),
+                      str(row["batch_size"]), f"{row['train_seconds']:.0f}",
                       f"{row['network_loss']:.4f}", f"{row['constant_loss']:.4f}",
                       f"{row['ratio']:.3f}", f"{row['wins']:.0%}", "yes" if row["pass"] else "NO")
-    Console().print(table)
+    console = Console()
+    console.print(table)
+    console.print(f"{sum(row['pass'] for row in rows)}/{len(rows)} tasks pass (network test loss "
+                  f"below {1 - args.margin:.2f}× the best constant's)")
     args.runs.mkdir(parents=True, exist_ok=True)
-    with (args.runs / "quality.csv").open("w", newline="") as handle:
+    path = args.runs / "quality.csv"
+    partial = path.with_suffix(".csv.partial")
+    with partial.open("w", newline="") as handle:
         writer = csv.DictWriter(handle, fieldnames=list(rows[0]))
         writer.writeheader()
         writer.writerows(rows)
+    partial.replace(path)
 
 
 if __name__ == "__main__":

@@ -128,3 +128,27 @@ def test_linear_outputs_keep_an_unbounded_constant() -> None:
     for task in ("colorization", "room_layout"):
         module = task_model(task, encoder="resnet10_tiny", resolution=32)
         assert isinstance(module.output_activation(), torch.nn.Identity), task
+
+
+def test_settings_file_resolves_per_task_and_rejects_bad_entries(quality: ModuleType,
+                                                                  tmp_path: Path) -> None:
+    defaults, per_task = quality.read_settings(quality.SETTINGS)  # the shipped file is valid
+    assert set(defaults) == set(quality.BUILT_IN)
+    path = tmp_path / "settings.yaml"
+    path.write_text("defaults: {steps: 100}\ntasks:\n  keypoints2d: {resolution: 64}\n")
+    defaults, per_task = quality.read_settings(path)
+    flags = {"resolution": None, "steps": None, "batch_size": None}
+    assert quality.task_setting("keypoints2d", defaults, per_task, flags)["resolution"] == 64
+    assert quality.task_setting("normal", defaults, per_task, flags) == {
+        **quality.BUILT_IN, "steps": 100}
+    typed = quality.task_setting("keypoints2d", defaults, per_task, {**flags, "resolution": 32})
+    assert typed["resolution"] == 32  # a flag typed on the command line wins
+    for text, message in (("tasks:\n  jigsaw: {steps: 5}\n", "unknown or non-dense task"),
+                          ("defaults: {epochs: 5}\n", "unknown keys"),
+                          ("tasks:\n  normal: {steps: -1}\n", "positive integer"),
+                          ("task: {}\n", "unknown sections")):
+        path.write_text(text)
+        with pytest.raises(ValueError, match=message):
+            quality.read_settings(path)
+    with pytest.raises(FileNotFoundError, match="--settings"):
+        quality.read_settings(tmp_path / "missing.yaml")
