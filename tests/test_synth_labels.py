@@ -42,9 +42,9 @@ def test_surf_scales_are_the_released_pyramid_scaled_to_the_render():
     assert at_512[0] == pytest.approx(1.2)
     assert at_512[-1] == pytest.approx(1.2 * 195 / 9)
     assert labels.surf_sigmas(128)[-1] == pytest.approx(at_512[-1] / 4)
-    # Scales finer than a 32-pixel render resolves collapse onto the finest usable one.
-    assert min(labels.surf_sigmas(32)) == labels.MIN_SIGMA
-    assert len(labels.surf_sigmas(32)) < len(at_512)
+    # Scales finer than a 32-pixel render resolves are left out, the coarsest always stays.
+    assert labels.surf_sigmas(32) == pytest.approx([s / 16 for s in at_512 if s / 16 >= 0.7])
+    assert labels.surf_sigmas(4) == [labels.MIN_SIGMA]
 
 
 def test_hessian_response_selects_the_blob_scale_and_is_negative_on_saddles():
@@ -134,3 +134,41 @@ def test_rendered_keypoint_targets_are_not_almost_all_floor(tmp_path, resolution
     # above -0.9 at 32²; these leave 23 % and 39 % on the quality benchmark's buildings.
     assert np.mean(above["keypoints2d"]) > 0.10, above
     assert np.mean(above["keypoints3d"]) > 0.15, above
+
+
+def _inverse_depth_image(inverse: np.ndarray) -> np.ndarray:
+    return 1.0 / inverse
+
+
+def test_occlusion_edges_skip_creases_and_grazing_planes():
+    size = 32
+    cols = np.arange(size, dtype=np.float64)[None, :].repeat(size, axis=0)
+    rows = cols.T
+    # A room corner: a wall facing the camera meets a wall receding fast (inverse depth is
+    # affine on each plane and continuous across the crease), 2 m to 6 m away. One pixel spans
+    # 10 cm of depth at the crease, which the old per-pixel jump test marked as an edge.
+    corner = np.where(cols < 16, 0.5 - 0.002 * cols, 0.468 - 0.02 * (cols - 16))
+    assert not labels.occlusion_strength(_inverse_depth_image(corner)).any()
+    grazing_floor = 0.9 - 0.025 * rows  # 1.1 m to 7 m down the image
+    assert not labels.occlusion_strength(_inverse_depth_image(grazing_floor)).any()
+
+
+def test_occlusion_edges_keep_one_pixel_slivers():
+    depth = np.full((16, 16), 4.0)
+    depth[:, 7] = 2.0  # a chair leg one pixel wide in front of the wall
+    strength = labels.occlusion_strength(depth)
+    assert set(np.nonzero(strength)[1].tolist()) == {6, 7, 8}
+    assert np.allclose(strength[strength > 0], 2.0)
+    # A thin wall-mounted frame 5 cm proud of a wall at 4 m is below the 2 cm + 2 % threshold.
+    frame = np.full((16, 16), 4.0)
+    frame[4:12, 4:12] = 3.95
+    assert not labels.occlusion_strength(frame).any()
+
+
+def test_occlusion_edges_have_the_same_length_at_every_resolution():
+    """A box in front of a wall: edge pixels per image row do not depend on the resolution."""
+    lengths = []
+    for size in (32, 64, 128):
+        normal, depth = _box_scene(size)
+        lengths.append((labels.occlusion_strength(depth) > 0).sum() / size)
+    assert max(lengths) < 1.2 * min(lengths)

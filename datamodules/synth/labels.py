@@ -11,9 +11,11 @@ Choices where the released data fixes no exact formula (documented here once):
   Creases between touching primitives are 0 (no discrete term).
 - ``edge_texture``: Sobel gradient magnitude of the Gaussian-blurred (σ = 1 px) grey image in
   [0, 1] (Canny without non-maximum suppression), ``round(mag / (4·√2) · 65535)``.
-- ``edge_occlusion``: where the Laplacian of inverse depth (zero on every plane) exceeds a
-  relative threshold, the largest depth difference to a 4-neighbour,
-  ``round(OCCLUSION_UNITS_PER_METRE · Δd)``; 0 elsewhere.
+- ``edge_occlusion``: on depth discontinuities (an inverse-depth step to a 4-neighbour well
+  above the surface's own slope on both sides, see :func:`occlusion_strength`), the largest
+  depth difference to a 4-neighbour, ``round(OCCLUSION_UNITS_PER_METRE · Δd)``; 0 elsewhere.
+  The same edges at every render resolution (2.5–2.7 edge pixels per image row from 32² to
+  256²), without the room's creases.
 - ``keypoints2d``: SURF's keypoint response without non-maximum suppression (the released
   domain, task_definitions [supp.]): the scale-normalized determinant of the Hessian
   ``σ⁴·(Lxx·Lyy − Lxy²)`` of the grey image in [0, 1], with Gaussian derivatives at the scales
@@ -22,7 +24,7 @@ Choices where the released data fixes no exact formula (documented here once):
   scales, ``round(R · KEYPOINT2D_SCALE)``. Scales measured in image fractions make the label
   the same at every render resolution: a 3×3 Harris window in render pixels gave responses that
   vanished at 256² and were single-pixel specks at 32², unlearnable through a 2×2 or 4×4
-  representation. Scales finer than the render resolves are evaluated at :data:`MIN_SIGMA`.
+  representation. Scales finer than the render resolves are left out.
 - ``keypoints3d``: a NARF-style interest value in [0, 1] (the released domain's encoding uses
   the full 16-bit range): the structure tensor of the surface-change field (gradients of the
   three normal channels plus a depth-border channel that is 1 across occlusion edges),
@@ -62,6 +64,8 @@ from taskonomy.datamodules.synth.render import ViewBuffers
 
 CURVATURE_SCALE = 10.0
 OCCLUSION_UNITS_PER_METRE = 100.0
+#: How many times the surface's own inverse-depth slope a step must be to be a discontinuity.
+OCCLUSION_STEP_RATIO = 1.5
 #: Resolution of the released images: label scales are defined in its pixels.
 RELEASED_RESOLUTION = 512
 #: OpenCV's default SURF box-filter sizes at the released resolution (4 octaves × 4 layers).
@@ -153,15 +157,41 @@ def edge_texture(rgb: np.ndarray) -> np.ndarray:
 def occlusion_strength(depth: np.ndarray) -> np.ndarray:
     """Depth-discontinuity strength in metres (float H×W), 0 off discontinuities.
 
-    Inverse z-depth is affine in the pixel coordinates on a plane, so its discrete Laplacian
-    vanishes on every plane and only discontinuities (and, weakly, curved surfaces) remain.
-    Missing depth (windows) has no geometry: it neither makes nor carries edges.
+    A pixel is on an occlusion edge when the inverse-depth step to a 4-neighbour is more than
+    :data:`OCCLUSION_STEP_RATIO` times the inverse-depth slope on either side of the pair
+    (the step from the pixel behind it, and from the neighbour to the one beyond): inverse
+    z-depth is affine on a plane, so planes, even at grazing angles, and creases between two
+    planes (a step between the two slopes) stay off, at every render resolution. A per-pixel
+    jump threshold alone marked room corners as edges at low resolution, where one pixel spans
+    centimetres of a receding wall: half the edge pixels of a 32² render, 5 % of a 256² one.
+    A side pixel that belongs to the other surface of the pair (closer to it in inverse depth:
+    the far wall beyond a one-pixel chair leg) gives no slope. The jump must also exceed 2 cm
+    + 2 % of the depth. Missing depth (windows) has no geometry: it neither makes nor carries
+    edges.
     """
-    return _occlusion_strength(np.ascontiguousarray(depth, dtype=np.float64))
+    return _occlusion_strength(np.ascontiguousarray(depth, dtype=np.float64),
+                               OCCLUSION_STEP_RATIO)
 
 
 @numba.njit(cache=True, error_model="numpy")
-def _occlusion_strength(depth):
+def _inverse_at(depth, r, c):
+    """Inverse depth at (r, c), NaN outside the image or where the depth is missing."""
+    height, width = depth.shape
+    if r < 0 or r >= height or c < 0 or c >= width or not np.isfinite(depth[r, c]):
+        return np.nan
+    return 1.0 / max(depth[r, c], 1e-6)
+
+
+@numba.njit(cache=True, error_model="numpy")
+def _side_slope(side, own, other):
+    """Inverse-depth slope from ``own`` to ``side``; 0 if ``side`` is absent or nearer ``other``."""
+    if np.isnan(side) or abs(side - other) <= abs(side - own):
+        return 0.0
+    return abs(side - own)
+
+
+@numba.njit(cache=True, error_model="numpy")
+def _occlusion_strength(depth, ratio):
     height, width = depth.shape
     out = np.zeros((height, width))
     for r in range(height):
@@ -170,18 +200,21 @@ def _occlusion_strength(depth):
             if not np.isfinite(z):
                 continue
             inverse = 1.0 / max(z, 1e-6)
-            total = 0.0
             jump = 0.0
+            edge = False
             for dr, dc in ((-1, 0), (1, 0), (0, -1), (0, 1)):
-                # Outside the image or missing, a neighbour stands in with the pixel's own depth.
-                rr, cc = min(max(r + dr, 0), height - 1), min(max(c + dc, 0), width - 1)
-                other = depth[rr, cc]
-                if not np.isfinite(other):
-                    other = z
-                total += 1.0 / max(other, 1e-6)
-                jump = max(jump, abs(other - z))
-            laplacian = abs(total - 4 * inverse)
-            if laplacian > 0.02 * inverse and jump > 0.02 + 0.02 * z:
+                neighbour = _inverse_at(depth, r + dr, c + dc)
+                if np.isnan(neighbour):
+                    continue
+                difference = abs(depth[r + dr, c + dc] - z)
+                jump = max(jump, difference)
+                slope = max(_side_slope(_inverse_at(depth, r - dr, c - dc), inverse, neighbour),
+                            _side_slope(_inverse_at(depth, r + 2 * dr, c + 2 * dc), neighbour,
+                                        inverse))
+                if (abs(neighbour - inverse) > ratio * slope
+                        and difference > 0.02 + 0.02 * z):
+                    edge = True
+            if edge:
                 out[r, c] = jump
     return out
 
@@ -214,10 +247,15 @@ def surf_sigmas(width: int) -> list[float]:
     """SURF's scales (σ in render pixels) for an image ``width`` pixels wide, finest first.
 
     The pyramid is defined at the released resolution, so the same scene gives the same label
-    at any render resolution; scales finer than :data:`MIN_SIGMA` are evaluated at it.
+    at any render resolution. Scales finer than :data:`MIN_SIGMA` are left out: their
+    responses are specks a fraction of a render pixel wide, which area-reducing the released
+    label to this resolution would average into a faint haze, whereas evaluating them at
+    :data:`MIN_SIGMA` turns the render's pixel noise into full-strength specks. The coarsest
+    scale always stays (at :data:`MIN_SIGMA` if even it is finer).
     """
     ratio = width / RELEASED_RESOLUTION
-    return sorted({max(1.2 * size / 9.0 * ratio, MIN_SIGMA) for size in SURF_FILTER_SIZES})
+    sigmas = [1.2 * size / 9.0 * ratio for size in SURF_FILTER_SIZES]
+    return [s for s in sigmas if s >= MIN_SIGMA] or [MIN_SIGMA]
 
 
 def surf_response(rgb: np.ndarray) -> np.ndarray:
