@@ -42,9 +42,9 @@ def test_surf_scales_are_the_released_pyramid_scaled_to_the_render():
     assert at_512[0] == pytest.approx(1.2)
     assert at_512[-1] == pytest.approx(1.2 * 195 / 9)
     assert labels.surf_sigmas(128)[-1] == pytest.approx(at_512[-1] / 4)
-    # Scales finer than a 32-pixel render resolves are left out, the coarsest always stays.
-    assert labels.surf_sigmas(32) == pytest.approx([s / 16 for s in at_512 if s / 16 >= 0.7])
-    assert labels.surf_sigmas(4) == [labels.MIN_SIGMA]
+    # Scales finer than a 32-pixel render resolves collapse onto the finest it resolves.
+    assert labels.surf_sigmas(32) == pytest.approx(
+        [labels.MIN_SIGMA] + [s / 16 for s in at_512 if s / 16 > labels.MIN_SIGMA])
 
 
 def test_hessian_response_selects_the_blob_scale_and_is_negative_on_saddles():
