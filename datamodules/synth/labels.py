@@ -44,10 +44,10 @@ processes on two cores, numpy's temporaries cost as much as the labels themselve
 What the keypoint and occlusion-edge labels need to be learned (``benchmarks/task_quality.py``,
 192 buildings, batch 16, 1200 steps, test loss ÷ the best constant's): keypoints3d 0.84 at 32
 px (the old Harris label 1.015); keypoints2d 0.88 at 64 px (0.96 at 32 px, also with 2400
-steps; old 0.98); edge_occlusion 0.89 at 128 px, but 0.98 at 64 px (0.96 with 2400 steps) and
-1.00 at 32 px: a 2-pixel line under the encoding's blur (σ = 4 px at 256², so 0.5–1 px here)
-must be placed to a pixel from a 2×2 or 4×4 representation (the paper's 16×16 cells are 16 px
-wide at 256², its blur a quarter of a cell).
+steps; old 0.98); edge_occlusion 0.89 at 128 px, but 0.95 at 96 px, 0.98 at 64 px (0.96 with
+2400 steps) and 1.00 at 32 px: a 2-pixel line under the encoding's blur (σ = 4 px at 256², so
+0.5–1 px here) must be placed to a pixel from a 2×2 or 4×4 representation (the paper's 16×16
+cells are 16 px wide at 256², its blur a quarter of a cell).
 """
 
 from __future__ import annotations
