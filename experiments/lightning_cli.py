@@ -44,7 +44,7 @@ import re
 import warnings
 import zipfile
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import lightning as L
 import yaml
@@ -58,13 +58,46 @@ from taskonomy.datamodules.datamodule import SkippedSamplesCallback, TaskonomyDa
 from taskonomy.tasks.specs import metric_key
 
 #: Top-level arguments the base class adds to every subcommand.
-RUN_ARGUMENTS = ("run_id", "runs_dir", "regime")
+RUN_ARGUMENTS = ("run_id", "runs_dir", "regime", "test_checkpoint")
 #: Config keys left out of the run-id hash: they name the run or where it lives, not what it is.
 _UNHASHED = (*RUN_ARGUMENTS, "config", "ckpt_path")
 #: Name of the checkpoint folder inside a run folder.
 CHECKPOINT_DIR = "checkpoints"
 #: The checkpoint that resumes a run.
 LAST_CHECKPOINT = "last.ckpt"
+
+
+class BestAndLatestCheckpoint(ModelCheckpoint):
+    """The best checkpoint by the monitored metric, and ``last.ckpt`` always the latest state.
+
+    Lightning (2.6) writes ``last.ckpt`` only at steps where a top-k checkpoint was saved: with
+    ``save_top_k=1`` it stays at the best step, so a killed run repeated would resume from there
+    rather than from its latest validation, and the final weights of a finished run would not be
+    on disk when the last validation did not improve. This callback also saves ``last.ckpt`` after
+    every validation that saved nothing, and at the end of training.
+    """
+
+    def _save_latest(self, trainer: L.Trainer) -> None:
+        # Skipped when this step was already saved (then last.ckpt is current) or outside fit.
+        if self.save_last and not self._should_skip_saving_checkpoint(trainer):
+            self._save_last_checkpoint(trainer, self._monitor_candidates(trainer))
+
+    def on_validation_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        """Save the best as Lightning does, then the latest state if it was not saved."""
+        super().on_validation_end(trainer, pl_module)
+        if not self._should_save_on_train_epoch_end(trainer):
+            self._save_latest(trainer)
+
+    def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        """As Lightning, then the latest state where checkpoints are saved at epoch ends."""
+        super().on_train_epoch_end(trainer, pl_module)
+        if self._should_save_on_train_epoch_end(trainer):
+            self._save_latest(trainer)
+
+    def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        """The final weights, also after steps that no validation saw."""
+        super().on_train_end(trainer, pl_module)
+        self._save_latest(trainer)
 #: Default W&B project.
 WANDB_PROJECT = "taskonomy"
 
@@ -199,13 +232,17 @@ class TaskonomyCLI(LightningCLI):
 
     # ------------------------------------------------------------------ parser
     def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
-        """Add ``--run_id``, ``--runs_dir`` and ``--regime``."""
+        """Add ``--run_id``, ``--runs_dir``, ``--regime`` and ``--test_checkpoint``."""
         parser.add_argument("--run_id", type=str | None, default=None,
                             help="Run id and folder name (default: derived from the config).")
         parser.add_argument("--runs_dir", type=str, default="runs",
                             help="Folder of runs; the run lives in RUNS_DIR/RUN_ID.")
         parser.add_argument("--regime", type=str, default="full",
                             help="Data regime written to the run record (full, 1k, 16k, ...).")
+        parser.add_argument("--test_checkpoint", type=Literal["best", "last"], default="best",
+                            help="Weights the test split scores: the best by validation loss, "
+                                 "or the last (the paper's fixed schedule; unbiased when the "
+                                 "validation split is small).")
 
     # ------------------------------------------------------------------ config helpers
     def subcommand_config(self) -> dict[str, Any]:
@@ -256,7 +293,7 @@ class TaskonomyCLI(LightningCLI):
             callbacks = list(kwargs.get("callbacks") or trainer_config.get("callbacks") or [])
             checkpoints = [c for c in callbacks if isinstance(c, ModelCheckpoint)]
             if not checkpoints and trainer_config.get("enable_checkpointing", True) is not False:
-                callbacks.append(ModelCheckpoint(
+                callbacks.append(BestAndLatestCheckpoint(
                     dirpath=self.run_dir / CHECKPOINT_DIR, filename="best-{step}",
                     monitor=self.monitor, mode="min", save_top_k=1, save_last=True))
             for checkpoint in checkpoints:
@@ -364,10 +401,17 @@ class TaskonomyCLI(LightningCLI):
         return None if checkpoint is None else str(Path(checkpoint).resolve())
 
     def best_checkpoint(self) -> str | None:
-        """The checkpoint to test: the best by :attr:`monitor`, else the last one saved."""
+        """The checkpoint to test.
+
+        The best by :attr:`monitor` (``--test_checkpoint=best``) or the last one saved
+        (``last``); either falls back to the other.
+        """
         callback = self.trainer.checkpoint_callback
         if isinstance(callback, ModelCheckpoint):
-            for path in (callback.best_model_path, callback.last_model_path):
+            paths = (callback.best_model_path, callback.last_model_path)
+            if (self._namespace().get("test_checkpoint") or "best") == "last":
+                paths = paths[::-1]
+            for path in paths:
                 if path and Path(path).is_file():
                     return str(path)
         return self.resume_checkpoint()

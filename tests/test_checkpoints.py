@@ -1,0 +1,61 @@
+"""``last.ckpt`` always holds a run's latest state, and ``--test_checkpoint`` picks what is tested.
+
+Lightning 2.6 alone writes ``last.ckpt`` only at steps where the best checkpoint changed; a
+finished run's final weights, or a killed run's latest validation, were then not on disk.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+
+from taskonomy.analysis.records import read_record, record_path
+from taskonomy.experiments.train import run_cli
+
+
+def _config(tmp_path: Path, root: Path) -> Path:
+    # Two steps per epoch, validation after each: at steps 2 and 4; step 5 is never validated.
+    config = {
+        "trainer": {"accelerator": "cpu", "devices": 1, "max_steps": 5, "max_epochs": -1,
+                    "num_sanity_val_steps": 0, "limit_val_batches": 1, "limit_test_batches": 1,
+                    "enable_progress_bar": False, "enable_model_summary": False,
+                    "logger": False},
+        "model": {"encoder": "resnet10_tiny", "resolution": 32, "decoder_width": 0.125,
+                  "lr_milestone": None},
+        "data": {"root": str(root), "batch_size": 4, "num_workers": 0, "epoch_size": 8,
+                 "shuffle_buffer": 8},
+    }
+    path = tmp_path / "tiny.yaml"
+    path.write_text(yaml.safe_dump(config))
+    return path
+
+
+def _step(path: Path) -> int:
+    return int(torch.load(path, map_location="cpu", weights_only=False)["global_step"])
+
+
+@pytest.mark.parametrize("choice", ["best", "last"])
+def test_last_checkpoint_holds_the_final_weights(choice: str, tmp_path: Path,
+                                                 tiny_shards: Path) -> None:
+    runs = tmp_path / "runs"
+    torch.set_num_threads(1)
+    run_cli(["fit", "--config", str(_config(tmp_path, tiny_shards)), "--model.task=normal",
+             f"--runs_dir={runs}", f"--run_id={choice}", f"--test_checkpoint={choice}"])
+    folder = runs / choice / "checkpoints"
+    assert _step(folder / "last.ckpt") == 5  # saved at the end of training, after no validation
+    best = [p for p in folder.glob("best-*.ckpt")]
+    assert len(best) == 1 and _step(best[0]) in (2, 4)
+    record = read_record(record_path(runs, choice))
+    assert record.status == "finished" and record.checkpoint is not None
+    tested = Path(record.checkpoint)
+    assert tested == (folder / "last.ckpt" if choice == "last" else best[0]).resolve()
+    assert record.config["test_checkpoint"] == choice
+
+
+def test_unknown_test_checkpoint_is_rejected(tmp_path: Path, tiny_shards: Path) -> None:
+    with pytest.raises(SystemExit):
+        run_cli(["fit", "--config", str(_config(tmp_path, tiny_shards)), "--model.task=normal",
+                 f"--runs_dir={tmp_path}", "--test_checkpoint=latest"])
