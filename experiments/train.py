@@ -165,7 +165,8 @@ def count_class_labels(datamodule: TaskonomyDataModule, task: str,
 
     Args:
         datamodule: The run's datamodule (root, split, resolution, ``limit`` subset).
-        task: A task whose samples hold integer class labels.
+        task: A task whose samples hold integer class labels, or soft targets over classes
+            along axis 0 (colorization: each pixel counts for its arg-max bin).
         max_samples: Training samples counted at most (see :data:`CLASS_COUNT_SAMPLES`).
         progress: Show a progress bar.
 
@@ -182,12 +183,14 @@ def count_class_labels(datamodule: TaskonomyDataModule, task: str,
     keys = frozenset(k for shard in chosen.values() for k in shard)
     split = datamodule.splits["train"]
     assert split is not None  # count_keys checked it
-    # Cached-inputs mode of the stream: labels only, the rgb shards are never opened.
+    # Cached-inputs mode of the stream: labels only, the rgb shards are never opened -- unless
+    # the labels are made from the image (colorization's ab bins).
+    label_domains = [d for d in task_domains([task]) if d != "rgb"]
     stream = ShardStream(
-        datamodule.root, split, [d for d in task_domains([task]) if d != "rgb"], [task],
+        datamodule.root, split, label_domains or ["rgb"], [task],
         datamodule.resolution, list(chosen), keys, train=False, epoch_size=len(keys),
         seed=datamodule.seed, counter=SkipCounter(), rank=0, world_size=1,
-        jigsaw_tile=datamodule.jigsaw_tile, cached_inputs=keys,
+        jigsaw_tile=datamodule.jigsaw_tile, cached_inputs=keys if label_domains else None,
     )
     counts = torch.zeros(spec.output_channels, dtype=torch.float64)
     samples = 0
@@ -195,8 +198,8 @@ def count_class_labels(datamodule: TaskonomyDataModule, task: str,
         counting = bar.add_task(f"counting {task} labels", total=len(keys))
         for sample in stream:
             target = torch.as_tensor(sample[task]["target"])
-            if target.is_floating_point():
-                raise ValueError(f"task {task!r} has soft targets; class counts need labels")
+            if target.is_floating_point():  # soft targets (colorization): count arg-max bins
+                target = target.argmax(0)
             mask = sample[task].get("mask")
             labels = target.flatten() if mask is None else (
                 target.flatten()[torch.as_tensor(mask).flatten() > 0])

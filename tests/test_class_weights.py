@@ -182,8 +182,9 @@ def test_cpu_and_paper_settings_ask_for_auto_weights_for_semantic_segmentation()
     for name in ("cpu_exceptions.yaml", "paper_exceptions.yaml"):
         overrides = train.load_task_overrides(CONFIGS / "tasks" / name)
         assert overrides["segment_semantic"]["model"]["class_weights"] == "auto"
-        assert all("class_weights" not in sections.get("model", {})
-                   for task, sections in overrides.items() if task != "segment_semantic")
+        assert overrides["colorization"]["model"]["class_weights"] == "auto"
+        assert all("class_weights" not in sections.get("model", {}) for task, sections in
+                   overrides.items() if task not in ("segment_semantic", "colorization"))
 
 
 # ---------------------------------------------------------------------------- the train CLI
@@ -258,3 +259,35 @@ def test_labels_outside_the_classes_fail_the_run_before_training(
     record = read_record(record_path(tmp_path / "runs", "semantic"))
     assert record.status == "failed" and "labels outside" in (record.error or "")
     assert not (tmp_path / "runs" / "semantic" / "checkpoints").exists()
+
+
+# ---------------------------------------------------------------------------- colorization
+def test_colorization_prior_boost_weights_each_pixel_by_its_arg_max_bin() -> None:
+    module = build_task("colorization", **TINY, class_weights="auto")
+    assert module.class_weights_pending
+    weights = [1.0] * 313
+    weights[7] = 3.0
+    module.set_class_weights(weights)
+    plain = build_task("colorization", **TINY)
+    side = RES // 4
+    target = torch.zeros(2, 313, side, side)
+    target[:, 7] = 0.6  # arg-max bin 7 (boosted) with some mass on bin 8
+    target[:, 8] = 0.4
+    target[1, :, : side // 2] = 0.0
+    target[1, 20, : side // 2] = 1.0  # half of image 1 in an unboosted bin
+    logits = torch.randn(2, 313, side, side)
+    boosted = module.compute_loss(logits, {"target": target}, "none")
+    ce = plain.compute_loss(logits, {"target": target}, "none")
+    assert boosted[0] == pytest.approx(3.0 * float(ce[0]), rel=1e-5)
+    ce_top = plain.compute_loss(logits[1:, :, : side // 2], {"target": target[1:, :, : side // 2]})
+    ce_bottom = plain.compute_loss(logits[1:, :, side // 2:],
+                                   {"target": target[1:, :, side // 2:]})
+    assert boosted[1] == pytest.approx((float(ce_top) + 3.0 * float(ce_bottom)) / 2, rel=1e-4)
+
+
+def test_colorization_counts_the_arg_max_bins_of_the_training_images(
+        semantic_shards: Path) -> None:
+    counts, samples = train.count_class_labels(datamodule(semantic_shards), "colorization")
+    side = RES // 4
+    assert samples == 27 and counts.sum() == samples * side * side
+    assert (counts > 0).sum() >= 2  # several ab bins occur

@@ -42,8 +42,13 @@ class NonFiniteLossError(FloatingPointError):
 
 
 def uses_class_weights(spec: TaskSpec) -> bool:
-    """Whether a task's loss is class-weighted (semantic segmentation's, in the paper)."""
-    return spec.loss in CLASS_WEIGHTED_LOSSES
+    """Whether a task's loss is class-weighted, as in the paper.
+
+    Semantic segmentation's per label; colorization's per pixel, by its arg-max ab bin (the
+    prior boost).
+    """
+    return spec.loss in CLASS_WEIGHTED_LOSSES or (
+        spec.family == "dense_classification" and spec.loss == "soft_cross_entropy")
 
 
 def check_class_weights(spec: TaskSpec, weights: Sequence[float]) -> list[float]:

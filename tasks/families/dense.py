@@ -5,7 +5,9 @@ inpainting): the 15-layer decoder with a tanh output, masked L1 (L2 for curvatur
 optional cGAN term. Dense classification: semantic segmentation (17 tanh-bounded logits, class-
 weighted cross-entropy with uncertain pixels masked; with ``class_weights: auto`` the training
 CLI counts the weights) and colorization (313 ab-bin logits at a quarter of the resolution,
-soft-target cross-entropy weighted by the prior-boost mask).
+soft-target cross-entropy, each pixel weighted by the prior boost of its arg-max ab bin as in
+Zhang et al. 2016; ``class_weights: auto`` counts the bins of the training images, as the
+authors' ``prior_factor_in_door.npy`` is not public).
 """
 
 from __future__ import annotations
@@ -63,8 +65,6 @@ class DenseClassificationTask(TaskModule):
     ) -> torch.Tensor:
         """Class-weighted CE on hard labels, or prior-boost-weighted CE on soft targets."""
         target, mask = task_batch["target"], task_batch.get("mask")
-        if target.is_floating_point():
-            return soft_cross_entropy(prediction, target, mask, reduction)
         if self.class_weights_pending:
             raise ValueError(
                 f"task {self.spec.name!r}: class_weights is still 'auto'; `taskonomy train` "
@@ -72,5 +72,10 @@ class DenseClassificationTask(TaskModule):
                 "set_class_weights(weights) first or pass class_weights as a list"
             )
         weights = self.hparams["class_weights"]
-        class_weights = None if weights is None else prediction.new_tensor(weights)
+        class_weights = None if weights is None else prediction.new_tensor(weights).float()
+        if target.is_floating_point():
+            if class_weights is not None:  # the prior boost of each pixel's arg-max bin
+                boost = class_weights[target.argmax(1, keepdim=True)]
+                mask = boost if mask is None else mask * boost
+            return soft_cross_entropy(prediction, target, mask, reduction)
         return weighted_cross_entropy(prediction, target, mask, reduction, class_weights)
