@@ -6,9 +6,10 @@ Choices where the released data fixes no exact formula (documented here once):
   convention that Omnidata's ``transform_normal_cam`` converts from); ``v = round((n+1)/2·255)``.
 - ``reshading``: ``round(255·max(0, n·l))`` with l the unit direction to the camera centre
   (point light at the camera, constant albedo, no falloff), grey stored as RGB.
-- ``principal_curvature``: analytic; channel 0 = k1, channel 1 = k2 (k1 ≥ k2), value
+- ``principal_curvature``: channel 0 = k1, channel 1 = k2 (k1 ≥ k2), value
   ``clip(round(127 + CURVATURE_SCALE·k), 0, 255)`` with k in 1/m, convex positive; channel 2 = 0.
-  Creases between touching primitives are 0 (no discrete term).
+  The renderer measures k on the surface smoothed by a ball (``render.SMOOTHING_RADIUS``): a
+  crease of angle θ is ±1/s over an arc θ·s, a cylinder or sphere of radius r has 1/(r+s).
 - ``edge_texture``: Sobel gradient magnitude of the Gaussian-blurred (σ = 1 px) grey image in
   [0, 1] (Canny without non-maximum suppression), ``round(mag / (4·√2) · 65535)``.
 - ``edge_occlusion``: on depth discontinuities (an inverse-depth step to a 4-neighbour well
