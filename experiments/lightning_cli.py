@@ -14,11 +14,12 @@ The base class adds three top-level arguments to each subcommand:
    data and calls :meth:`TaskonomyCLI.prepare_fit` (where a subclass completes the model from
    the data, e.g. semantic segmentation's ``class_weights: auto``; a config it changes is
    written to the record);
-2. trains with checkpoints in ``checkpoints/`` (best by validation loss, and ``last.ckpt``);
-   if ``checkpoints/last.ckpt`` exists and no ``--ckpt_path`` was given, training resumes from
-   it, so killing a run and repeating its command continues it;
-3. tests the best (else the last) checkpoint on the test split and collects the model's
-   ``test_per_image_losses``;
+2. trains with checkpoints in ``checkpoints/`` (best by validation loss, and ``last.ckpt``, the
+   latest state: :class:`BestAndLatestCheckpoint`); if ``checkpoints/last.ckpt`` exists and no
+   ``--ckpt_path`` was given, training resumes from it, so killing a run and repeating its
+   command continues it;
+3. tests the best (``--test_checkpoint=last``: the final) checkpoint on the test split and
+   collects the model's ``test_per_image_losses``;
 4. writes the record ``finished`` (checkpoint, resolved config, test metrics, per-image losses,
    W&B run) and logs it to W&B with :func:`taskonomy.analysis.wandb_source.log_record`.
 
@@ -98,6 +99,8 @@ class BestAndLatestCheckpoint(ModelCheckpoint):
         """The final weights, also after steps that no validation saw."""
         super().on_train_end(trainer, pl_module)
         self._save_latest(trainer)
+
+
 #: Default W&B project.
 WANDB_PROJECT = "taskonomy"
 
@@ -419,7 +422,7 @@ class TaskonomyCLI(LightningCLI):
     # ------------------------------------------------------------------ the fit subcommand
     def fit(self, model: L.LightningModule, datamodule: Any = None, ckpt_path: str | None = None,
             **kwargs: Any) -> None:
-        """Train (resuming from ``last.ckpt``), test the best checkpoint, write the record.
+        """Train (resuming from ``last.ckpt``), test the chosen checkpoint, write the record.
 
         Raises:
             Exception: Whatever stopped the run, after its record was marked ``failed``.
