@@ -70,6 +70,7 @@ from typing import Any, cast
 import lightning as L
 import torch
 import yaml
+from lightning.fabric.utilities.apply_func import move_data_to_device
 from rich.console import Console
 from rich.progress import Progress
 from rich.table import Table
@@ -308,17 +309,6 @@ def optimizer_of(model: TransferTask) -> torch.optim.Optimizer:
                 configured["optimizer"] if isinstance(configured, dict) else configured)
 
 
-def to_device(batch: Batch, device: str) -> Batch:
-    """A batch's tensors (also one level down, per task) moved to ``device``."""
-    def move(value: Any) -> Any:
-        if isinstance(value, torch.Tensor):
-            return value.to(device)
-        if isinstance(value, dict):
-            return {k: move(v) for k, v in value.items()}
-        return value
-    return cast(Batch, move(batch))
-
-
 def synchronize(device: str) -> None:
     """Wait for queued GPU work, so wall times cover it."""
     if device == "cuda":
@@ -359,7 +349,7 @@ def compute_only(args: argparse.Namespace, runs: Path, tmp: Path, console: Conso
     """In-memory arms: a fresh cache per repeat (the first target and each multi-view target
     fill it during their first epoch), no data loading."""
     def batches(target: str, count: int, prefix: str, seed: int) -> list[Batch]:
-        return [to_device(b, args.device) for b in make_batches(
+        return [move_data_to_device(b, args.device) for b in make_batches(
             target, count, args.batch_size, args.resolution, prefix, seed)]
 
     data = {t: batches(t, args.batches, "img", 100) for t in args.targets}
