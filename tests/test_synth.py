@@ -501,3 +501,15 @@ def test_batched_free_floor_points_follow_the_one_by_one_search():
         if point is not None:
             assert np.array_equal(point, expected)
     assert ours.random() == reference.random()  # the streams stay in step
+
+
+def test_a_building_whose_first_layout_is_too_cramped_gets_another(monkeypatch):
+    from taskonomy.datamodules.synth import building
+
+    # synth697 (seed 0): its first room layout cannot fit 4 fixated points with 3 views.
+    scenes, fixated = building.plan_building("synth697", 0, 32, 4, 3)
+    assert len(fixated) == 4 and all(len(p.views) == 3 for p in fixated)
+    assert scenes
+    monkeypatch.setattr(building, "_plan_layout", lambda *args: None)
+    with pytest.raises(RuntimeError, match="fewer points or views"):
+        building.plan_building("synth000", 0, 32, 4, 3)

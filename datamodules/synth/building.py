@@ -40,6 +40,8 @@ HEIGHT_RANGE = (1.1, 1.75)
 DISTANCE_RANGE = (0.9, 6.5)
 #: Largest angle between the surface normal and the direction to the camera.
 MAX_OBLIQUENESS = math.radians(78.0)
+#: Room layouts drawn for a building before giving up on placing its fixated points.
+LAYOUT_ATTEMPTS = 8
 
 
 @dataclass
@@ -143,6 +145,21 @@ def plan_building(name: str, seed: int, resolution: int, points: int, views: int
                   ) -> tuple[list[Scene], list[FixatedPoint]]:
     """Rooms and fixated points (with their cameras) of one building."""
     rng = building_rng(seed, name)
+    # A cramped layout (furniture blocking the views) can leave too few points that enough
+    # cameras see; draw a new layout from the same stream then, so the building stays
+    # deterministic and every layout that worked before is unchanged.
+    for _ in range(LAYOUT_ATTEMPTS):
+        planned = _plan_layout(name, rng, resolution, points, views)
+        if planned is not None:
+            return planned
+    raise RuntimeError(
+        f"building {name!r}: could not place {points} fixated points with {views} views each "
+        f"in {LAYOUT_ATTEMPTS} room layouts; ask for fewer points or views per building")
+
+
+def _plan_layout(name: str, rng: np.random.Generator, resolution: int, points: int, views: int
+                 ) -> tuple[list[Scene], list[FixatedPoint]] | None:
+    """One room layout and its fixated points, or None when the points cannot be placed."""
     # One to three rooms, with at least three points per room so views share points.
     room_count = max(1, min(int(rng.integers(1, 4)), points // 3))
     scenes: list[Scene] = []
@@ -156,7 +173,7 @@ def plan_building(name: str, seed: int, resolution: int, points: int, views: int
     while len(fixated) < points:
         attempts += 1
         if attempts > points * 20:
-            raise RuntimeError(f"building {name!r}: could not place {points} fixated points")
+            return None
         room = (len(fixated) + attempts) % room_count
         planned = plan_point(scenes[room], rng, len(fixated), room, views, resolution, name)
         if planned is not None:
