@@ -35,6 +35,7 @@ from taskonomy.datamodules.datamodule import (
     TaskonomyDataModule,
     task_domains,
 )
+from taskonomy.datamodules.selfsupervised import AB_BIN_COUNT, smooth_ab_distribution
 from taskonomy.experiments.lightning_cli import TaskonomyCLI
 from taskonomy.experiments.panels import PredictionPanels
 from taskonomy.tasks.build import build_task
@@ -219,6 +220,13 @@ def count_class_labels(datamodule: TaskonomyDataModule, task: str,
     return counts, samples
 
 
+def is_ab_bin_task(task: str) -> bool:
+    """Whether a task's dense soft targets are distributions over the 313 ab bins."""
+    spec = get_spec(task)
+    return (spec.family == "dense_classification" and spec.loss == "soft_cross_entropy"
+            and spec.output_channels == AB_BIN_COUNT)
+
+
 def checkpoint_class_weights(path: str | Path) -> list[float] | None:
     """The concrete ``class_weights`` saved in a checkpoint's hyper-parameters, if any."""
     try:
@@ -240,7 +248,9 @@ def resolve_class_weights(model: TaskModule, datamodule: Any, ckpt_path: str | N
     come from :func:`count_class_labels` on at most ``max_samples`` training samples of
     ``datamodule`` through :func:`~taskonomy.tasks.losses.class_balancing_weights` (the
     authors' prior-boost rule; their ``semseg_prior_factor`` has this shape: background
-    lowest, rare classes highest). The count is deterministic, so DDP ranks agree.
+    lowest, rare classes highest). Colorization's ab-bin counts are first smoothed in ab space
+    (:func:`~taskonomy.datamodules.selfsupervised.smooth_ab_distribution`), as Zhang et al.
+    do. The count is deterministic, so DDP ranks agree.
 
     Returns:
         ``(weights, origin)``: the weights and a phrase saying where they came from.
@@ -258,6 +268,8 @@ def resolve_class_weights(model: TaskModule, datamodule: Any, ckpt_path: str | N
             f"{type(datamodule).__name__}; pass class_weights as a list instead"
         )
     counts, samples = count_class_labels(datamodule, model.spec.name, max_samples, progress)
+    if is_ab_bin_task(model.spec.name):  # Zhang et al.'s Gaussian smoothing of the colours
+        counts = torch.from_numpy(smooth_ab_distribution(counts.numpy()))
     weights = class_balancing_weights(counts, CLASS_BALANCE_MIX).tolist()
     return model.set_class_weights(weights), f"counted on {samples} training samples"
 

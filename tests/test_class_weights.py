@@ -291,3 +291,30 @@ def test_colorization_counts_the_arg_max_bins_of_the_training_images(
     side = RES // 4
     assert samples == 27 and counts.sum() == samples * side * side
     assert (counts > 0).sum() >= 2  # several ab bins occur
+
+
+def test_colorization_weights_come_from_the_smoothed_ab_distribution(
+        semantic_shards: Path) -> None:
+    from taskonomy.datamodules.selfsupervised import ab_bins, smooth_ab_distribution
+
+    centres = ab_bins()
+    one = np.zeros(313)
+    one[100] = 1.0
+    smoothed = smooth_ab_distribution(one)
+    gaps = np.linalg.norm(centres - centres[100], axis=1)
+    neighbour = int(np.argmin(np.where(gaps > 0, gaps, np.inf)))
+    assert smoothed.sum() == pytest.approx(1.0)
+    ratio = smoothed[neighbour] / smoothed[100]
+    assert ratio == pytest.approx(math.exp(-gaps[neighbour] ** 2 / 50))
+    with pytest.raises(ValueError, match="313 non-negative"):
+        smooth_ab_distribution(np.zeros(313))
+
+    module = build_task("colorization", **TINY, class_weights="auto")
+    dm = datamodule(semantic_shards)
+    weights, origin = train.resolve_class_weights(module, dm)
+    counts, _ = train.count_class_labels(dm, "colorization")
+    expected = class_balancing_weights(torch.from_numpy(smooth_ab_distribution(counts.numpy())),
+                                       train.CLASS_BALANCE_MIX)
+    assert weights == pytest.approx(expected.tolist(), rel=1e-5) and "counted" in origin
+    # Smoothing moves mass to the neighbours of common colours, so the boost is milder.
+    assert max(weights) < float(class_balancing_weights(counts, train.CLASS_BALANCE_MIX).max())

@@ -203,3 +203,18 @@ def test_vanishing_point_statistics_follow_the_authors_camera_prior():
     assert np.abs(z).max() < 4.0
     with pytest.raises(ValueError, match="at least 2"):
         enc.vanishing_point_prior_statistics(samples=1)
+
+
+def test_selected_classes_keep_the_mass_of_indoor_object_targets():
+    from taskonomy.datamodules.synth.classes import object_distribution
+
+    selected = enc.selected_object_classes()
+    assert len(selected) == len(set(selected.tolist())) == 100
+    assert (np.diff(selected) > 0).all() and 0 <= selected[0] and selected[-1] < 1000
+    # A chair and a bed in a room: almost all of the 1000-way mass is on selected classes.
+    target = object_distribution({"chair": 30.0, "bed": 50.0, "background": 400.0})
+    assert target[selected].sum() > 0.95
+    restricted, mask = enc.class_selected_encoding(np.log(target))
+    assert mask == 1.0 and math.isclose(float(restricted.sum()), 1.0, rel_tol=1e-5)
+    chair = int(np.searchsorted(selected, 559))  # folding chair
+    assert restricted[chair] > 10 / 100  # far above uniform
