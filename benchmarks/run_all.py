@@ -8,7 +8,7 @@ noisy. Usage::
     python benchmarks/run_all.py [--full] [--only renderer,solvers] [--logs DIR]
 
 ``--full`` runs each benchmark with its own defaults (minutes to tens of minutes each).
-``task_quality.py`` trains every dense task and is run only with ``--only quality``.
+``task_quality.py`` trains every task and is run only with ``--only quality``.
 A ``bench_*.py`` script added later and unknown here is still run (with no arguments) and
 listed with its last output line.
 """

@@ -10,9 +10,10 @@ loss. A task passes when the network's mean per-image test loss is clearly below
         [--settings benchmarks/task_quality.yaml] [--steps N] [--resolution PX]
         [--batch-size B] [--buildings N] [--data SHARDS] [--precision 32-true]
 
-Each task's resolution, steps and batch size come from ``task_quality.yaml`` beside this file
-(defaults, then per-task entries; flags typed on the command line beat both). Without ``--data``,
-synthetic buildings are rendered and packed under ``RUNS/data-{PX}px`` once per resolution.
+Each task's resolution, steps, batch size and number of buildings come from
+``task_quality.yaml`` beside this file (defaults, then per-task entries; flags typed on the
+command line beat both). Without ``--data``, synthetic buildings are rendered and packed under
+``RUNS/data-{PX}px-{N}buildings`` once per resolution and number of buildings.
 Every run follows the paper's schedule: a fixed number of steps with one ×0.1 drop of the
 learning rate (at two thirds of the run), and the final weights are tested.
 
@@ -55,9 +56,10 @@ from __future__ import annotations
 
 import argparse
 import csv
+import hashlib
 import math
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -73,13 +75,14 @@ from taskonomy.experiments.train import run_cli
 from taskonomy.tasks.families.base import TaskModule
 from taskonomy.tasks.registry import all_specs
 
-#: Families whose tasks the runner covers by default.
+#: Families whose tasks the runner covers by default: every family of the 26 tasks (a constant
+#: prediction is defined for each of them).
 FAMILIES = ("dense_regression", "dense_classification", "metric_segmentation",
-            "low_dim_regression")
+            "low_dim_regression", "classification", "multi_view")
 
 
 def default_tasks() -> list[str]:
-    """Every registered dense and low-dimensional task."""
+    """Every registered task of :data:`FAMILIES`."""
     return [s.name for s in all_specs() if s.family in FAMILIES]
 
 
@@ -167,10 +170,22 @@ class ConstantPredictor(torch.nn.Module):
         return view.expand(batch_size, *self.shape)
 
 
-def _batches(datamodule: TaskonomyDataModule, stage: str) -> list[dict[str, Any]]:
-    datamodule.setup("fit" if stage == "train" else "test")
-    loader = datamodule.train_dataloader() if stage == "train" else datamodule.test_dataloader()
-    return list(loader)
+def _training_batches(datamodule: TaskonomyDataModule, count: int) -> Iterator[dict[str, Any]]:
+    """``count`` training batches, passing over the split again as often as needed.
+
+    Streamed rather than held: a large split at 64 px with 313-bin colour targets would take
+    gigabytes.
+    """
+    datamodule.setup("fit")
+    produced = 0
+    while produced < count:
+        for batch in datamodule.train_dataloader():
+            yield batch
+            produced += 1
+            if produced == count:
+                return
+        if produced == 0:
+            raise ValueError(f"no training batches under {datamodule.root}")
 
 
 def constant_baseline(module: TaskModule, root: str | Path, resolution: int,
@@ -186,14 +201,12 @@ def constant_baseline(module: TaskModule, root: str | Path, resolution: int,
     task = module.spec.name
     datamodule = TaskonomyDataModule(root, tasks=[task], resolution=resolution,
                                      batch_size=batch_size, num_workers=0, seed=0)
-    train, test = _batches(datamodule, "train"), _batches(datamodule, "test")
     constant = ConstantPredictor(module.spec.output_shape(resolution),
                                  output_range(module.output_activation()))
     optimizer = torch.optim.Adam(constant.parameters(), lr=lr)
     schedule = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, steps)
     module.eval()
-    for step in range(steps):
-        batch = train[step % len(train)]
+    for batch in _training_batches(datamodule, steps):
         prediction = constant(len(batch["__key__"]))
         loss = module.compute_loss(prediction, batch[task], "mean", keys=batch["__key__"])
         optimizer.zero_grad()
@@ -202,8 +215,9 @@ def constant_baseline(module: TaskModule, root: str | Path, resolution: int,
         constant.project()
         schedule.step()
     losses: dict[str, float] = {}
+    datamodule.setup("test")
     with torch.no_grad():
-        for batch in test:
+        for batch in datamodule.test_dataloader():
             keys = batch["__key__"]
             per_image = module.compute_loss(constant(len(keys)), batch[task], "none", keys=keys)
             losses.update(zip(keys, per_image.float().tolist(), strict=True))
@@ -214,9 +228,10 @@ def train_task(task: str, root: str | Path, runs: Path, *, steps: int, resolutio
                precision: str, batch_size: int, extra: Sequence[str] = ()) -> RunRecord:
     """Train and test one task with the CPU setting, shortened; returns its run record."""
     configs = Path(__file__).resolve().parents[1] / "experiments" / "configs"
-    # The setting is part of the id: the CLI resumes a run id it finds, and a run of another
-    # setting must not continue from it.
-    run_id = f"quality__{task}__{resolution}px_{steps}steps_b{batch_size}"
+    # The setting and the data are part of the id: the CLI resumes a run id it finds, and a run
+    # of another setting or on other shards must not continue from it.
+    data = hashlib.sha1(str(Path(root).resolve()).encode()).hexdigest()[:8]
+    run_id = f"quality__{task}__{resolution}px_{steps}steps_b{batch_size}_data{data}"
     args = ["fit", "--config", str(configs / "cpu.yaml"), f"--model.task={task}",
             f"--model.resolution={resolution}", f"--data.root={root}",
             f"--data.batch_size={batch_size}", "--data.num_workers=0",
@@ -274,7 +289,7 @@ def read_settings(path: Path | None) -> tuple[dict[str, int], dict[str, dict[str
     """The defaults and the per-task settings of a settings file (``None``: built-in only).
 
     The file holds ``defaults:`` (any of resolution, steps, batch_size, buildings) and
-    ``tasks:`` mapping a task name to its own resolution, steps or batch_size.
+    ``tasks:`` mapping a task name to its own resolution, steps, batch_size or buildings.
 
     Raises:
         FileNotFoundError: The file does not exist.
@@ -306,16 +321,16 @@ def read_settings(path: Path | None) -> tuple[dict[str, int], dict[str, dict[str
     tasks: dict[str, dict[str, int]] = {}
     for task, entry in (data.get("tasks") or {}).items():
         if task not in known:
-            raise ValueError(f"{path}: unknown or non-dense task {task!r}; valid: "
+            raise ValueError(f"{path}: unknown task {task!r}; valid: "
                              f"{', '.join(sorted(known))}")
-        tasks[task] = checked(f"tasks.{task}", entry or {}, set(BUILT_IN) - {"buildings"})
+        tasks[task] = checked(f"tasks.{task}", entry or {}, set(BUILT_IN))
     return defaults, tasks
 
 
 def task_setting(task: str, defaults: dict[str, int], per_task: dict[str, dict[str, int]],
                  flags: dict[str, int | None]) -> dict[str, int]:
-    """A task's resolution, steps and batch size: flags typed on the command line beat the
-    task's own entry, which beats the defaults."""
+    """A task's resolution, steps, batch size and buildings: flags typed on the command line
+    beat the task's own entry, which beats the defaults."""
     setting = {**defaults, **per_task.get(task, {})}
     setting.update({k: v for k, v in flags.items() if v is not None})
     return setting
@@ -350,22 +365,23 @@ def main() -> None:
     extra = [f"--model.{name}={value}" for name, value in (
         ("encoder", args.encoder), ("decoder_width", args.decoder_width),
         ("head_width", args.decoder_width), ("lr", args.lr)) if value is not None]
-    flags = {"resolution": args.resolution, "steps": args.steps, "batch_size": args.batch_size}
+    flags = {"resolution": args.resolution, "steps": args.steps, "batch_size": args.batch_size,
+             "buildings": args.buildings}
     if args.data is not None:  # the shards fix the resolution
         flags["resolution"] = args.resolution or defaults["resolution"]
-    buildings = args.buildings or defaults["buildings"]
     torch.set_num_threads(args.threads)
     tasks = args.tasks or default_tasks()
     settings = {task: task_setting(task, defaults, per_task, flags) for task in tasks}
-    roots: dict[int, Path] = {}
+    roots: dict[tuple[int, int], Path] = {}
 
-    def root_for(resolution: int) -> Path:
+    def root_for(resolution: int, buildings: int) -> Path:
         if args.data is not None:
             return Path(args.data)
-        if resolution not in roots:
-            roots[resolution] = make_synthetic_shards(
-                args.runs / f"data-{resolution}px", buildings=buildings, resolution=resolution)
-        return roots[resolution]
+        if (resolution, buildings) not in roots:
+            roots[resolution, buildings] = make_synthetic_shards(
+                args.runs / f"data-{resolution}px-{buildings}buildings", buildings=buildings,
+                resolution=resolution)
+        return roots[resolution, buildings]
 
     rows = []
     with Progress(transient=True) as progress:
@@ -373,20 +389,21 @@ def main() -> None:
         for task in tasks:
             setting = settings[task]
             progress.update(bar, description=f"training {task}")
-            row = compare(task, root_for(setting["resolution"]), args.runs,
+            row = compare(task, root_for(setting["resolution"], setting["buildings"]), args.runs,
                           steps=setting["steps"], resolution=setting["resolution"],
                           precision=args.precision, batch_size=setting["batch_size"],
                           margin=args.margin, extra=extra)
             rows.append({**row, "resolution": setting["resolution"],
-                         "batch_size": setting["batch_size"]})
+                         "batch_size": setting["batch_size"],
+                         "buildings": setting["buildings"] if args.data is None else "given"})
             progress.advance(bar)
-    table = Table(title=f"{args.precision}, {buildings if args.data is None else 'given'} "
-                        "buildings: test loss of the network vs the best constant")
-    for column in ("task", "family", "px", "steps", "batch", "s", "network", "constant",
-                   "ratio", "wins", "pass"):
+    table = Table(title=f"{args.precision}: test loss of the network vs the best constant")
+    for column in ("task", "family", "buildings", "px", "steps", "batch", "s", "network",
+                   "constant", "ratio", "wins", "pass"):
         table.add_column(column, justify="left" if column in ("task", "family") else "right")
     for row in rows:
-        table.add_row(row["task"], row["family"], str(row["resolution"]), str(row["steps"]),
+        table.add_row(row["task"], row["family"], str(row["buildings"]), str(row["resolution"]),
+                      str(row["steps"]),
                       str(row["batch_size"]), f"{row['train_seconds']:.0f}",
                       f"{row['network_loss']:.4f}", f"{row['constant_loss']:.4f}",
                       f"{row['ratio']:.3f}", f"{row['wins']:.0%}", "yes" if row["pass"] else "NO")

@@ -1,7 +1,7 @@
 """Short CPU training runs beat the best constant prediction on synthetic test images (slow).
 
-The runner is ``benchmarks/task_quality.py`` (which prints the table for every dense and
-low-dimensional task); this test asserts it for a few representative tasks.
+The runner is ``benchmarks/task_quality.py`` (which prints the table for all 26 tasks); this
+test asserts it for a few representative tasks.
 """
 
 from __future__ import annotations
@@ -13,6 +13,8 @@ from types import ModuleType
 
 import pytest
 import torch
+
+from taskonomy.tasks.registry import all_specs
 
 
 @pytest.fixture(autouse=True)
@@ -135,15 +137,18 @@ def test_settings_file_resolves_per_task_and_rejects_bad_entries(quality: Module
     defaults, per_task = quality.read_settings(quality.SETTINGS)  # the shipped file is valid
     assert set(defaults) == set(quality.BUILT_IN)
     path = tmp_path / "settings.yaml"
-    path.write_text("defaults: {steps: 100}\ntasks:\n  keypoints2d: {resolution: 64}\n")
+    path.write_text("defaults: {steps: 100}\ntasks:\n  keypoints2d: {resolution: 64}\n"
+                    "  colorization: {buildings: 768}\n")
     defaults, per_task = quality.read_settings(path)
-    flags = {"resolution": None, "steps": None, "batch_size": None}
+    flags = {"resolution": None, "steps": None, "batch_size": None, "buildings": None}
     assert quality.task_setting("keypoints2d", defaults, per_task, flags)["resolution"] == 64
     assert quality.task_setting("normal", defaults, per_task, flags) == {
         **quality.BUILT_IN, "steps": 100}
     typed = quality.task_setting("keypoints2d", defaults, per_task, {**flags, "resolution": 32})
     assert typed["resolution"] == 32  # a flag typed on the command line wins
-    for text, message in (("tasks:\n  jigsaw: {steps: 5}\n", "unknown or non-dense task"),
+    assert quality.task_setting("colorization", defaults, per_task, flags)["buildings"] == 768
+    assert set(quality.default_tasks()) == {spec.name for spec in all_specs()}  # all 26
+    for text, message in (("tasks:\n  jigsw: {steps: 5}\n", "unknown task"),
                           ("defaults: {epochs: 5}\n", "unknown keys"),
                           ("tasks:\n  normal: {steps: -1}\n", "positive integer"),
                           ("task: {}\n", "unknown sections")):
