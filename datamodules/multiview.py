@@ -9,7 +9,8 @@ therefore delivers all views of one fixated point consecutively, and:
   half of the time, with a view of a recently seen other point (label 0);
 - **non-fixated pose** pairs the first view with a view of a recently seen *other* point of the
   same building whose image shows the first point, or whose point the first image shows
-  (``nonfixated_points_in_view`` / ``nonfixated_matches``); groups without such a partner in
+  (``nonfixated_points_in_view`` / ``nonfixated_matches``); the first view is the first one of
+  the group (in its random order) that has such a partner, and groups where no view has one in
   the recent buffer are passed over.
 
 A *unit* is one training sample: its views (decoded domain dicts), and per multi-view task the
@@ -108,6 +109,19 @@ def build_units(groups: Iterable[Sequence[dict[str, Any]]], tasks: Sequence[str]
         if len(group) < need_views:
             recent.append(group)
             continue
+        partners: list[dict[str, Any]] = []
+        if "nonfixated_pose" in tasks:
+            # Lead with the first view (in the group's random order) that has a partner: any
+            # view of the point serves, and most groups then yield a pair, not only those
+            # whose drawn first view happens to overlap a recent point.
+            for lead, index in enumerate(order):
+                partners = [v for g in recent for v in g if overlapping(group[int(index)], v)]
+                if partners:
+                    order = np.concatenate([order[lead:lead + 1], np.delete(order, lead)])
+                    break
+            if not partners:
+                recent.append(group)
+                continue
         views = [group[int(i)] for i in order[:need_views]]
         roles: dict[str, tuple[int, ...]] = {}
         unit: dict[str, Any] = {}
@@ -116,10 +130,6 @@ def build_units(groups: Iterable[Sequence[dict[str, Any]]], tasks: Sequence[str]
         if "egomotion" in tasks:
             roles["egomotion"] = (0, 1, 2)
         if "nonfixated_pose" in tasks:
-            partners = [v for g in recent for v in g if overlapping(views[0], v)]
-            if not partners:
-                recent.append(group)
-                continue
             views.append(partners[int(rng.integers(len(partners)))])
             roles["nonfixated_pose"] = (0, len(views) - 1)
         if "point_matching" in tasks:

@@ -4,6 +4,7 @@ import tarfile
 from collections import Counter
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
@@ -274,3 +275,25 @@ def test_shuffle_buffer_carries_over_epochs(tiny_shards: Path, monkeypatch: pyte
         assert len(_keys(loader)) == 8
         counts.append(len(decoded) - before)
     assert counts == [15, 8, 8]  # fill the buffer once (8 + 7), then one decode per sample
+
+
+def test_nonfixated_pose_leads_with_a_view_that_has_a_partner():
+    from taskonomy.datamodules.multiview import build_units
+
+    def view(point: int, index: int, sees: tuple[int, ...] = ()) -> dict:
+        return {"__key__": f"bldg__{point}__{index}",
+                "point_info": {"nonfixated_points_in_view": [str(p) for p in sees]}}
+
+    earlier = [view(0, 0), view(0, 1)]
+    # Only view 2 of point 1 shows point 0: whatever order the views are drawn in, the unit
+    # pairs that view with a view of point 0.
+    group = [view(1, 0), view(1, 1), view(1, 2, sees=(0,))]
+    for seed in range(6):
+        units = list(build_units([earlier, group], ["nonfixated_pose"],
+                                 lambda key, s=seed: np.random.default_rng(s)))
+        assert len(units) == 1
+        first, second = units[0]["__key__"].split("+")
+        assert first == "bldg__1__2" and second.startswith("bldg__0__")
+    lonely = [view(2, 0), view(2, 1)]
+    assert list(build_units([earlier, lonely], ["nonfixated_pose"],
+                            lambda key: np.random.default_rng(0))) == []
