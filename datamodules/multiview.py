@@ -7,11 +7,11 @@ therefore delivers all views of one fixated point consecutively, and:
 - **fixated pose** uses two views of one point, **egomotion** three (a *group* of views);
 - **point matching** pairs the first view with another view of the same point (label 1) or,
   half of the time, with a view of a recently seen other point (label 0);
-- **non-fixated pose** pairs the first view with a view of a recently seen *other* point of the
-  same building whose image shows the first point, or whose point the first image shows
-  (``nonfixated_points_in_view`` / ``nonfixated_matches``); the first view is the first one of
-  the group (in its random order) that has such a partner, and groups where no view has one in
-  the recent buffer are passed over.
+- **non-fixated pose** pairs the first view with a view of a nearby *other* point of the same
+  building (among the recently seen groups and as many read ahead) whose image shows the first
+  point, or whose point the first image shows (``nonfixated_points_in_view`` /
+  ``nonfixated_matches``); the first view is the first one of the group (in its random order)
+  that has such a partner, and groups where no view has one are passed over.
 
 A *unit* is one training sample: its views (decoded domain dicts), and per multi-view task the
 indices of the views that task uses. Single-view tasks use view 0.
@@ -85,6 +85,20 @@ def overlapping(a: dict[str, Any], b: dict[str, Any]) -> bool:
             or _listed_in_matches(b, a))
 
 
+def _with_lookahead(groups: Iterable[Sequence[dict[str, Any]]], size: int
+                    ) -> Iterator[tuple[Sequence[dict[str, Any]], list[Sequence[dict[str, Any]]]]]:
+    """Each group with the (up to) ``size`` groups that follow it."""
+    pending: deque[Sequence[dict[str, Any]]] = deque()
+    for group in groups:
+        pending.append(group)
+        if len(pending) > size:
+            current = pending.popleft()
+            yield current, list(pending)
+    while pending:
+        current = pending.popleft()
+        yield current, list(pending)
+
+
 def build_units(groups: Iterable[Sequence[dict[str, Any]]], tasks: Sequence[str],
                 rng_for: Callable[[str], np.random.Generator],
                 buffer_size: int = 16) -> Iterator[dict[str, Any]]:
@@ -95,7 +109,8 @@ def build_units(groups: Iterable[Sequence[dict[str, Any]]], tasks: Sequence[str]
         tasks: The configured tasks; multi-view ones decide which views a unit needs.
         rng_for: Random generator for a group, given its first key (seed it from the key for a
             deterministic evaluation order, from the worker for training).
-        buffer_size: Recently seen groups kept for negatives and non-fixated partners.
+        buffer_size: Recently seen groups kept for negatives and non-fixated partners; with
+            non-fixated pose as many following groups are read ahead for partners too.
 
     Yields:
         ``{"__key__": "k0+k1...", "views": [...], "roles": {task: (view indices...)},
@@ -103,7 +118,9 @@ def build_units(groups: Iterable[Sequence[dict[str, Any]]], tasks: Sequence[str]
     """
     need_views = max([MULTIVIEW_TASKS.get(t, 1) for t in tasks if t != "nonfixated_pose"] + [1])
     recent: deque[Sequence[dict[str, Any]]] = deque(maxlen=buffer_size)
-    for group in groups:
+    # Non-fixated partners may also be points that come later in the building.
+    lookahead = buffer_size if "nonfixated_pose" in tasks else 0
+    for group, upcoming in _with_lookahead(groups, lookahead):
         rng = rng_for(group[0]["__key__"])
         order = rng.permutation(len(group)) if len(group) > 1 else np.zeros(1, int)
         if len(group) < need_views:
@@ -115,7 +132,8 @@ def build_units(groups: Iterable[Sequence[dict[str, Any]]], tasks: Sequence[str]
             # view of the point serves, and most groups then yield a pair, not only those
             # whose drawn first view happens to overlap a recent point.
             for lead, index in enumerate(order):
-                partners = [v for g in recent for v in g if overlapping(group[int(index)], v)]
+                partners = [v for g in (*recent, *upcoming) for v in g
+                            if overlapping(group[int(index)], v)]
                 if partners:
                     order = np.concatenate([order[lead:lead + 1], np.delete(order, lead)])
                     break

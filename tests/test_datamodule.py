@@ -285,15 +285,27 @@ def test_nonfixated_pose_leads_with_a_view_that_has_a_partner():
                 "point_info": {"nonfixated_points_in_view": [str(p) for p in sees]}}
 
     earlier = [view(0, 0), view(0, 1)]
-    # Only view 2 of point 1 shows point 0: whatever order the views are drawn in, the unit
-    # pairs that view with a view of point 0.
+    # Only view 2 of point 1 shows point 0: whatever order the views are drawn in, point 1's
+    # unit leads with that view, and point 0 (read first) pairs with it by looking ahead.
     group = [view(1, 0), view(1, 1), view(1, 2, sees=(0,))]
     for seed in range(6):
         units = list(build_units([earlier, group], ["nonfixated_pose"],
                                  lambda key, s=seed: np.random.default_rng(s)))
-        assert len(units) == 1
-        first, second = units[0]["__key__"].split("+")
-        assert first == "bldg__1__2" and second.startswith("bldg__0__")
+        pairs = [unit["__key__"].split("+") for unit in units]
+        assert len(pairs) == 2
+        assert pairs[0][0].startswith("bldg__0__") and pairs[0][1] == "bldg__1__2"
+        assert pairs[1][0] == "bldg__1__2" and pairs[1][1].startswith("bldg__0__")
     lonely = [view(2, 0), view(2, 1)]
     assert list(build_units([earlier, lonely], ["nonfixated_pose"],
                             lambda key: np.random.default_rng(0))) == []
+    # Without non-fixated pose nothing is held back: each unit comes as its group arrives.
+    arrived: list[str] = []
+
+    def stream():
+        for g in (earlier, group):
+            arrived.append(g[0]["__key__"])
+            yield g
+
+    for unit in build_units(stream(), ["fixated_pose"], lambda key: np.random.default_rng(0)):
+        first = parse_key(unit["__key__"].split("+")[0])
+        assert first.point_key == parse_key(arrived[-1]).point_key
