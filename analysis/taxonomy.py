@@ -54,13 +54,15 @@ def missing_transfers(table: AffinityTable, targets: Sequence[str],
 
     Returns:
         ``(sources, target)`` pairs, ``sources`` being a task name or ``self``. The ``t → t``
-        readout is optional and never reported.
+        readout is optional and never reported; so is the ``self`` row of a target-only task
+        (one not among ``sources``), which cannot be supervised.
     """
     frame = table.frame
     present = set(zip(frame["sources"], frame["target"], strict=True))
     missing = []
     for target in targets:
-        for source in (SELF_LABEL, *sources):
+        needed = (SELF_LABEL, *sources) if target in sources else tuple(sources)
+        for source in needed:
             if source != target and (source, target) not in present:
                 missing.append((source, target))
     return missing
@@ -79,7 +81,9 @@ def build_problem(table: AffinityTable, budget: float = math.inf, *,
         budget: Upper bound on the total label cost of supervised tasks.
         targets: Target tasks (default: every target of the table).
         sources: Tasks that may be supervised and used as sources (default: every source of the
-            table). A target can always be supervised itself (its ``self`` edge).
+            table). A target among them may be supervised itself (its ``self`` edge); a target
+            outside them is *target-only* (the paper's T − T∩S, e.g. a novel task with few
+            labels) and must be served by a transfer.
         max_order: Highest transfer order kept (≥ 1).
         importance: Weight per target (default 1).
         cost: Label cost per task (default 1).
@@ -112,7 +116,9 @@ def build_problem(table: AffinityTable, budget: float = math.inf, *,
     for target, label, order, affinity in zip(rows["target"], rows["sources"], rows["order"],
                                               rows["affinity"], strict=True):
         if label == SELF_LABEL:
-            edges.append(Edge(target, (target,), float(affinity), 0, SELF_LABEL))
+            # The edge ({t}, t) needs t ∈ S (Zamir et al., Sec. 3.4): a target-only task has none.
+            if target in allowed:
+                edges.append(Edge(target, (target,), float(affinity), 0, SELF_LABEL))
             continue
         if order == 0:  # the random baseline is never an edge
             continue

@@ -106,8 +106,9 @@ class TaxonomyProblem:
 
     Attributes:
         targets: Target tasks; each must get exactly one incoming edge.
-        sources: Tasks that may be supervised besides the targets (targets may always be
-            supervised through their ``self`` edge).
+        sources: Tasks that may be supervised besides the targets. A target is supervised
+            only through edges that list it (its ``self`` edge, or as another target's source);
+            a target-only task has neither.
         edges: Candidate edges. Every edge source must be a target or a source.
         importance: Weight r_t per target (default 1 for every target not given).
         cost: Label cost per task (default 1 for every task not given).

@@ -130,6 +130,20 @@ def test_sources_restriction_names_targets_without_edges():
         build_problem(table, 2, targets=["normal"], sources=["normal"], require_complete=False)
 
 
+def test_target_only_task_is_served_by_a_transfer_never_by_itself():
+    # normal is a target but not among the sources: the paper's target-only task (T − T∩S).
+    table = _results_table()
+    assert missing_transfers(table, ["normal"], ["reshading", "depth_zbuffer"]) == []
+    problem = build_problem(table, 1, targets=["normal"],
+                            sources=["reshading", "depth_zbuffer"])
+    assert all(not edge.is_self for edge in problem.edges)
+    solution = solve(problem, "highs")
+    assert solution.supervised == ("reshading",)  # the better of the two first-order sources
+    assert solution.edges["normal"].sources == ("reshading",)
+    # With normal among the sources its self edge (affinity 0.5) wins at the same budget.
+    assert solve(build_problem(table, 1, targets=["normal"]), "highs").supervised == ("normal",)
+
+
 def test_random_is_never_an_edge_and_is_free_inside_source_sets():
     problem = build_problem(load_affinities("paper-2018-16k"), 5)
     assert all("random" not in edge.sources for edge in problem.edges)

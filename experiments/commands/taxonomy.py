@@ -50,7 +50,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="solve for every budget in a range (e.g. 1..26) or a comma list")
     parser.add_argument("--targets", help="comma list of target tasks (default: all in the data)")
     parser.add_argument("--sources",
-                        help="comma list of tasks that may be supervised (default: all)")
+                        help="comma list of tasks that may be supervised (default: all); a "
+                             "target left out is target-only: served by a transfer, never "
+                             "by its own network")
     parser.add_argument("--max-order", type=int, default=DEFAULT_MAX_ORDER,
                         help=f"highest transfer order (default {DEFAULT_MAX_ORDER})")
     parser.add_argument("--importance", metavar="TASK=W,...",
