@@ -2,10 +2,12 @@
 
 For a target t, every candidate (transfers of every order, the ``random`` baseline and ``self``,
 t's own fully supervised network) is compared with every other on the same test images:
-``w_ij`` = share of images where candidate i's loss is lower than j's. **Ties count half** for
-each side, so ``w_ij + w_ji = 1`` and ``w_ii = 0.5`` (the authors store the self-comparison as
-0.5 too). Quality = win rate vs ``self``; gain = win rate vs ``pixels`` (a network trained from
-scratch on the transfer data). ``pixels`` is a reference only, never a tournament candidate.
+``w_ij`` = share of images where candidate i's loss is strictly lower than j's, as the paper
+defines it. A tie is a win for neither side, so ``w_ij + w_ji = 1`` minus the share of ties; ties
+leave the odds ``w_ij / w_ji`` that AHP uses unchanged (e.g. the images where no candidate has a
+valid label and every loss is 0). ``w_ii = 0.5``, as the authors store the self-comparison.
+Quality = win rate vs ``self``; gain = win rate vs ``pixels`` (a network trained from scratch on
+the transfer data). ``pixels`` is a reference only, never a tournament candidate.
 Affinities are the AHP weights of the tournament (:mod:`taskonomy.analysis.ahp`); optional
 bootstrap confidence intervals resample test images with replacement.
 """
@@ -29,7 +31,7 @@ SELF, PIXELS, RANDOM = "self", "pixels", "random"
 
 
 def pairwise_win_rates(losses: ArrayLike, weights: ArrayLike | None = None) -> NDArray[np.float64]:
-    """The tournament matrix of per-image losses (lower loss wins; ties count half).
+    """The tournament matrix of per-image losses (strictly lower loss wins; a tie wins nothing).
 
     Args:
         losses: ``(n_candidates, n_images)`` losses on the same images.
@@ -44,19 +46,21 @@ def pairwise_win_rates(losses: ArrayLike, weights: ArrayLike | None = None) -> N
         raise ValueError(f"losses must be (candidates, images) with images > 0, got {values.shape}")
     n, m = values.shape
     w = np.full(m, 1.0 / m) if weights is None else np.asarray(weights, dtype=np.float64)
-    # Per-image outcomes are 0, 0.5 or 1, exact in float32, which halves the matmul cost.
+    # Per-image outcomes are 0 or 1, exact in float32, which halves the matmul cost.
     w32 = np.ascontiguousarray(w, dtype=np.float32)
-    rows, cols = np.triu_indices(n, k=1)  # only i < j: w_ji = 1 - w_ij
+    rows, cols = np.triu_indices(n, k=1)  # each pair once: i beats j, and j beats i
     upper = np.empty((len(rows),) + w.shape[1:])
+    lower = np.empty_like(upper)
     chunk = max(1, _CHUNK_ELEMENTS // m)  # pairs per block: large BLAS calls, bounded memory
     for start in range(0, len(rows), chunk):
         left, right = values[rows[start:start + chunk]], values[cols[start:start + chunk]]
-        outcomes = (left < right).astype(np.float32) + np.float32(0.5) * (left == right)
-        upper[start:start + chunk] = outcomes @ w32
-    np.clip(upper, 0.0, 1.0, out=upper)  # float32 sums may overshoot 1 by rounding
+        upper[start:start + chunk] = (left < right).astype(np.float32) @ w32
+        lower[start:start + chunk] = (right < left).astype(np.float32) @ w32
+    for part in (upper, lower):
+        np.clip(part, 0.0, 1.0, out=part)  # float32 sums may overshoot 1 by rounding
     out = np.full((n, n) + w.shape[1:], 0.5)
     out[rows, cols] = upper
-    out[cols, rows] = 1.0 - upper
+    out[cols, rows] = lower
     return out if w.ndim == 1 else np.moveaxis(out, -1, 0)
 
 

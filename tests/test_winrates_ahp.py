@@ -60,13 +60,22 @@ def test_ahp_rejects_non_tournaments():
 
 
 # ------------------------------------------------------------------------------------ win rates
-def test_win_rates_known_answer_with_ties_counting_half():
+def test_win_rates_known_answer_where_a_tie_wins_nothing():
     losses = np.array([[1.0, 2.0, 3.0, 4.0], [2.0, 2.0, 1.0, 5.0]])
     w = pairwise_win_rates(losses)
-    # image 1: 1 < 2 win; image 2: tie; image 3: loss; image 4: win → (1 + 0.5 + 0 + 1) / 4
-    assert w[0, 1] == pytest.approx(2.5 / 4)
-    assert w[1, 0] == pytest.approx(1.5 / 4)
+    # image 1: 1 < 2 win; image 2: tie; image 3: loss; image 4: win → (1 + 0 + 0 + 1) / 4
+    assert w[0, 1] == pytest.approx(2 / 4)
+    assert w[1, 0] == pytest.approx(1 / 4)
     np.testing.assert_allclose(np.diag(w), 0.5)
+
+
+def test_images_where_every_candidate_ties_leave_the_affinities_unchanged():
+    rng = np.random.default_rng(0)
+    losses = rng.random((4, 50)) + np.arange(4)[:, None] * 0.2
+    # e.g. images without a valid label, where every candidate's loss is 0
+    tied = np.concatenate([losses, np.zeros((4, 30))], axis=1)
+    np.testing.assert_allclose(ahp_weights(pairwise_win_rates(tied)),
+                               ahp_weights(pairwise_win_rates(losses)), atol=1e-9)
 
 
 def test_quality_and_gain_on_planted_losses():
