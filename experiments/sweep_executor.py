@@ -4,18 +4,29 @@ Each grid point runs as its own process (a crash of one point never takes the ot
 ``--run_id=ID --runs_dir=RUNS`` appended to its arguments so that it writes its run record to
 ``RUNS/ID/record.json``. A point whose record says ``finished`` is skipped, so an interrupted
 executor picks up where it stopped. A ledger ``RUNS/.sweeps/NAME.json`` keeps each point's status,
-exit code, attempts and log path; it is rewritten atomically after every change.
+exit code, attempts and log path; it is rewritten atomically after every change, merging with what
+other executors on the same folder wrote.
+
+Several executors may share a runs folder: a point is run by whoever takes its lock file
+(``RUNS/ID/.executor.lock``; the others report it ``busy``). A point's process left running by an
+executor that was killed is stopped before the point runs again, but only when the ledger's host,
+pid and process start time all still match, so a reboot or a reused pid never hits another
+process.
 """
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import json
 import os
+import queue
 import signal
+import socket
 import subprocess
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import dataclass
 from pathlib import Path
@@ -42,9 +53,86 @@ class PointResult:
     """What happened to one point in this invocation."""
 
     point: SweepPoint
-    outcome: str  # "skipped" | "finished" | "failed"
+    outcome: str  # "skipped" | "finished" | "failed" | "busy" (another executor runs it)
     returncode: int | None = None
     seconds: float = 0.0
+
+
+def process_identity(pid: int) -> str | None:
+    """Boot id and start time of a live process, or None (gone, or not Linux).
+
+    A pid alone is not an identity: after a reboot or once the process exits, the number names
+    some other process.
+    """
+    try:
+        boot = Path("/proc/sys/kernel/random/boot_id").read_text().strip()
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    # Field 22 (start time in clock ticks since boot) follows the parenthesised command name.
+    fields = stat.rsplit(")", 1)[-1].split()
+    return f"{boot}:{fields[19]}" if len(fields) > 19 else None
+
+
+def _orphan_of(entry: dict[str, Any]) -> int | None:
+    """The pid of a point's process that a killed executor left running, if it still runs."""
+    pid, identity = entry.get("pid"), entry.get("process")
+    if not pid or not identity or entry.get("host") != socket.gethostname():
+        return None
+    return int(pid) if process_identity(int(pid)) == identity else None
+
+
+@contextlib.contextmanager
+def _exclusive(path: Path, *, wait: bool) -> Any:
+    """Hold an advisory lock on ``path``; yields False (without waiting) when it is taken."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "a+b") as handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | (0 if wait else fcntl.LOCK_NB))
+        except BlockingIOError:
+            yield False
+            return
+        try:
+            yield True
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def gpu_slots(gpus: Sequence[str], workers: int, per_point: int | None = None) -> list[str] | None:
+    """Split GPUs into one disjoint ``CUDA_VISIBLE_DEVICES`` value per worker.
+
+    Args:
+        gpus: The GPUs the executor may use (ids as ``CUDA_VISIBLE_DEVICES`` names them).
+        workers: Points run at once.
+        per_point: GPUs per point; ``None`` splits them evenly, ``0`` lets every point see all
+            of them (points then share GPUs).
+
+    Returns:
+        One value per worker, or None when no split applies (no GPUs, or ``per_point`` 0).
+
+    Raises:
+        ValueError: Fewer GPUs than the split needs; the message names the fix.
+    """
+    if not gpus or per_point == 0:
+        return None
+    each = len(gpus) // workers if per_point is None else per_point
+    if each < 1 or each * workers > len(gpus):
+        raise ValueError(
+            f"{workers} workers × {per_point or 1} GPU(s) each need {workers * (per_point or 1)} "
+            f"GPUs, but {len(gpus)} are visible ({','.join(gpus)}); lower --workers, or pass "
+            "--gpus-per-point 0 to let the points share GPUs"
+        )
+    return [",".join(gpus[i * each:(i + 1) * each]) for i in range(workers)]
+
+
+def visible_gpus() -> list[str]:
+    """The GPU ids this process may use: ``CUDA_VISIBLE_DEVICES``, else every CUDA device."""
+    listed = os.environ.get("CUDA_VISIBLE_DEVICES")
+    if listed is not None:
+        return [g.strip() for g in listed.split(",") if g.strip() and g.strip() != "-1"]
+    import torch
+
+    return [str(i) for i in range(torch.cuda.device_count())] if torch.cuda.is_available() else []
 
 
 def _kill_group(pid: int) -> None:
@@ -70,22 +158,43 @@ def _raise_interrupt(signum: int, frame: object) -> None:
 
 
 class Ledger:
-    """Per-point status of a sweep under a runs folder, written atomically."""
+    """Per-point status of a sweep under a runs folder, written atomically.
+
+    Every update re-reads the file under a lock and changes only its own point, so executors
+    sharing the folder keep each other's entries.
+    """
 
     def __init__(self, runs_dir: Path, sweep: SweepFile) -> None:
         self.path = runs_dir / ".sweeps" / f"{sweep.name}.json"
         self._lock = threading.Lock()
+        self._file_lock = self.path.with_name(f".{self.path.name}.lock")
         self.data: dict[str, Any] = {"sweep": str(sweep.path), "points": {}}
-        if self.path.exists():
-            self.data = json.loads(self.path.read_text())
+        self.data = self._read()
+
+    def _read(self) -> dict[str, Any]:
+        try:
+            data = json.loads(self.path.read_text())
+        except FileNotFoundError:
+            return self.data
+        except json.JSONDecodeError as error:
+            raise ValueError(f"sweep ledger {self.path} is not valid JSON ({error}); move it "
+                             "away and rerun (finished points are found by their records)"
+                             ) from error
+        data.setdefault("points", {})
+        return dict(data)
+
+    def entry(self, run_id: str) -> dict[str, Any]:
+        """A point's entry as last saved by any executor (empty if none)."""
+        with self._lock, _exclusive(self._file_lock, wait=True):
+            self.data = self._read()
+            return dict(self.data["points"].get(run_id, {}))
 
     def update(self, run_id: str, **fields: Any) -> None:
         """Merge fields into a point's entry and save."""
-        with self._lock:
-            entry = self.data["points"].setdefault(run_id, {})
-            entry.update(fields)
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-            tmp = self.path.with_name(f".{self.path.name}.tmp")
+        with self._lock, _exclusive(self._file_lock, wait=True):
+            self.data = self._read()
+            self.data["points"].setdefault(run_id, {}).update(fields)
+            tmp = self.path.with_name(f".{self.path.name}.{os.getpid()}.tmp")
             tmp.write_text(json.dumps(self.data, indent=2, default=str))
             os.replace(tmp, self.path)
 
@@ -99,6 +208,7 @@ def run_sweep(
     env: dict[str, str] | None = None,
     points: list[SweepPoint] | None = None,
     on_result: Callable[[PointResult], None] | None = None,
+    device_slots: Sequence[str] | None = None,
 ) -> list[PointResult]:
     """Run every point of a sweep that has no finished record.
 
@@ -110,6 +220,9 @@ def run_sweep(
         env: Extra environment variables for the points (``WANDB_MODE`` defaults to offline).
         points: A subset of the grid (default: all points).
         on_result: Called after each point ends (or is skipped).
+        device_slots: ``CUDA_VISIBLE_DEVICES`` values, one per worker (e.g. ``["0,1", "2,3"]``):
+            each running point gets a slot of its own, so points never share GPUs (see
+            :func:`gpu_slots`). ``None`` leaves the environment's GPUs to every point.
 
     Returns:
         One result per point, in grid order.
@@ -117,9 +230,15 @@ def run_sweep(
     runs = Path(runs_dir)
     runs.mkdir(parents=True, exist_ok=True)
     ledger = Ledger(runs, sweep)
-    todo = sweep.points() if points is None else points
+    todo = sweep.points(extra_args or ()) if points is None else points
     child_env = {**os.environ, "WANDB_MODE": os.environ.get("WANDB_MODE", "offline"),
                  **(env or {})}
+    if device_slots is not None and len(device_slots) < workers:
+        raise ValueError(f"{len(device_slots)} device slot(s) for {workers} workers; give one "
+                         "slot per worker")
+    slots: queue.SimpleQueue[str | None] = queue.SimpleQueue()
+    for slot in (device_slots if device_slots is not None else [None] * max(1, workers)):
+        slots.put(slot)
     results: dict[int, PointResult] = {}
     children: set[subprocess.Popen[bytes]] = set()
     children_lock = threading.Lock()
@@ -129,37 +248,54 @@ def run_sweep(
         if record_status(runs, point.run_id) == "finished":
             ledger.update(point.run_id, status="finished", params=point.params)
             return PointResult(point, "skipped")
+        with _exclusive(runs / point.run_id / ".executor.lock", wait=False) as mine:
+            if not mine:  # another executor on this folder runs it now
+                return PointResult(point, "busy")
+            return run_locked(point)
+
+    def run_locked(point: SweepPoint) -> PointResult:
+        if record_status(runs, point.run_id) == "finished":  # finished while we waited
+            return PointResult(point, "skipped")
         argv = sweep.argv(point.params, [f"--run_id={point.run_id}", f"--runs_dir={runs}",
                                          *(extra_args or [])])
         log_path = runs / point.run_id / "executor.log"
         log_path.parent.mkdir(parents=True, exist_ok=True)
-        attempts = int(ledger.data["points"].get(point.run_id, {}).get("attempts", 0)) + 1
+        previous = ledger.entry(point.run_id)
+        orphan = _orphan_of(previous)
+        if orphan is not None:  # an earlier executor was killed while this point ran
+            _kill_group(orphan)
+        attempts = int(previous.get("attempts", 0)) + 1
         ledger.update(point.run_id, status="running", params=point.params, argv=argv,
                       attempts=attempts, log=str(log_path), started=time.time())
-        stale = ledger.data["points"].get(point.run_id, {}).get("pid")
-        if stale:  # an earlier executor was killed while this point ran
-            _kill_group(int(stale))
         start = time.monotonic()
-        with open(log_path, "ab") as log:
-            log.write(f"\n=== attempt {attempts}: {' '.join(argv)}\n".encode())
-            log.flush()
-            # Own process group: an interrupted executor (or the next one) can stop the whole
-            # point, dataloader workers included.
-            proc = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, env=child_env,
-                                    stdin=subprocess.DEVNULL, start_new_session=True)
-            with children_lock:
-                children.add(proc)
-                if stopping.is_set():
-                    _kill_group(proc.pid)
-            ledger.update(point.run_id, pid=proc.pid)
-            returncode = proc.wait()
-            with children_lock:
-                children.discard(proc)
+        slot = slots.get()
+        point_env = child_env if slot is None else {**child_env, "CUDA_VISIBLE_DEVICES": slot}
+        try:
+            with open(log_path, "ab") as log:
+                gpus = "" if slot is None else f" (CUDA_VISIBLE_DEVICES={slot})"
+                log.write(f"\n=== attempt {attempts}{gpus}: {' '.join(argv)}\n".encode())
+                log.flush()
+                # Own process group: an interrupted executor (or the next one) can stop the
+                # whole point, dataloader workers included.
+                proc = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT,
+                                        env=point_env, stdin=subprocess.DEVNULL,
+                                        start_new_session=True)
+                with children_lock:
+                    children.add(proc)
+                    if stopping.is_set():
+                        _kill_group(proc.pid)
+                ledger.update(point.run_id, pid=proc.pid, host=socket.gethostname(),
+                              process=process_identity(proc.pid))
+                returncode = proc.wait()
+                with children_lock:
+                    children.discard(proc)
+        finally:
+            slots.put(slot)
         seconds = time.monotonic() - start
         finished = returncode == 0 and record_status(runs, point.run_id) == "finished"
         outcome = "finished" if finished else "failed"
         ledger.update(point.run_id, status=outcome, returncode=returncode, pid=None,
-                      seconds=round(seconds, 2))
+                      process=None, seconds=round(seconds, 2))
         return PointResult(point, outcome, returncode, seconds)
 
     columns = (TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),

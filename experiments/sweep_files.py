@@ -14,6 +14,7 @@ import json
 import re
 import shlex
 import sys
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -21,7 +22,9 @@ from typing import Any
 import yaml
 
 _MACROS = ("${env}", "${interpreter}", "${program}", "${args}", "${args_no_hyphens}",
-           "${args_json}", "${args_json_file}")
+           "${args_json}")
+#: W&B macros the suite's CLI cannot take (it reads arguments, not a JSON file).
+_UNSUPPORTED_MACROS = ("${args_json_file}", "${args_no_boolean_flags}")
 _DEFAULT_COMMAND = ["${env}", "${interpreter}", "${program}", "${args}"]
 
 
@@ -62,14 +65,38 @@ class SweepFile:
     parameters: dict[str, list[Any]]
     raw: dict[str, Any] = field(repr=False, default_factory=dict)
 
-    def points(self) -> list[SweepPoint]:
-        """Every grid point, in order."""
+    def points(self, extra: Sequence[str] = ()) -> list[SweepPoint]:
+        """Every grid point, in order.
+
+        Args:
+            extra: Arguments added to every point (the executor's ``--set``); they, the command
+                template and the contents of its ``--config`` files are part of each run id,
+                so the same grid under another config or override never reuses a run.
+        """
         names = list(self.parameters)
+        context = self.run_context(extra)
         points = []
         for index, values in enumerate(itertools.product(*(self.parameters[n] for n in names))):
             params = dict(zip(names, values, strict=True))
-            points.append(SweepPoint(index, params, point_run_id(params)))
+            points.append(SweepPoint(index, params, point_run_id(params, context)))
         return points
+
+    def run_context(self, extra: Sequence[str] = ()) -> str:
+        """What, besides a point's parameters, decides what its run computes.
+
+        The command template without the macros (the program, fixed arguments) with the content
+        hash of every config file it names, and the extra arguments.
+        """
+        fixed: list[str] = [self.program]
+        template = [item for item in self.command if item not in _MACROS]
+        for position, item in enumerate(template):
+            previous = template[position - 1] if position else ""
+            path = item.split("=", 1)[1] if item.startswith("--config=") else (
+                item if previous in ("--config", "-c") else None)
+            if path is not None and Path(path).is_file():
+                item += "#" + hashlib.sha1(Path(path).read_bytes()).hexdigest()[:12]
+            fixed.append(item)
+        return json.dumps({"command": fixed, "extra": list(extra)})
 
     def argv(self, params: dict[str, Any], extra: list[str] | None = None) -> list[str]:
         """The command line of one point, with the W&B macros expanded as an agent would.
@@ -109,12 +136,14 @@ def format_value(value: Any) -> str:
     return str(value)
 
 
-def point_run_id(params: dict[str, Any]) -> str:
-    """A readable deterministic run id: the parameter values, then a short hash of all params.
+def point_run_id(params: dict[str, Any], context: str = "") -> str:
+    """A readable deterministic run id: the parameter values, then a short hash.
 
-    Only letters, digits and ``_.+-`` appear, so the id is a valid run-record id and folder name.
+    The hash covers all params and ``context`` (:meth:`SweepFile.run_context`). Only letters,
+    digits and ``_.+-`` appear, so the id is a valid run-record id and folder name.
     """
-    digest = hashlib.sha1(json.dumps(params, sort_keys=True, default=str).encode()).hexdigest()[:8]
+    payload = json.dumps(params, sort_keys=True, default=str) + (f"\n{context}" if context else "")
+    digest = hashlib.sha1(payload.encode()).hexdigest()[:8]
     parts = []
     for value in params.values():
         text = "+".join(map(str, value)) if isinstance(value, list) else str(value)
@@ -157,6 +186,10 @@ def load_sweep_file(path: str | Path) -> SweepFile:
     command = raw.get("command", _DEFAULT_COMMAND)
     if not isinstance(command, list) or not all(isinstance(c, str) for c in command):
         raise ValueError(f"{path}: `command` must be a list of strings")
+    unsupported = [m for m in _UNSUPPORTED_MACROS if m in command]
+    if unsupported:
+        raise ValueError(f"{path}: `command` uses {', '.join(unsupported)}, which the taskonomy "
+                         "CLI cannot read; use ${args} (`--key=value` arguments)")
     if "${args}" not in command and "${args_no_hyphens}" not in command:
         raise ValueError(f"{path}: `command` must contain ${{args}} so parameters reach the CLI")
     program = str(raw.get("program", ""))

@@ -10,7 +10,14 @@ from pathlib import Path
 
 import pytest
 
-from taskonomy.experiments.sweep_executor import record_status, run_sweep
+from taskonomy.experiments.sweep_executor import (
+    Ledger,
+    _exclusive,
+    gpu_slots,
+    process_identity,
+    record_status,
+    run_sweep,
+)
 from taskonomy.experiments.sweep_files import load_sweep_file, point_run_id
 
 PROGRAM = r'''
@@ -25,6 +32,8 @@ out = Path(a.runs_dir) / a.run_id
 out.mkdir(parents=True, exist_ok=True)
 with open(Path(a.runs_dir) / "calls.txt", "a") as f:
     f.write(a.run_id + "\n")
+with open(Path(a.runs_dir) / "gpus.txt", "a") as f:
+    f.write(os.environ.get("CUDA_VISIBLE_DEVICES", "all") + "\n")
 time.sleep(a.sleep)
 if a.task == "boom":
     sys.exit(3)
@@ -53,7 +62,8 @@ def test_grid_expansion_and_ids(tmp_path: Path) -> None:
     assert len(points) == 6
     assert points[0].params == {"task": "a", "lr": 0.1, "sleep": 0.0}
     assert len({p.run_id for p in points}) == 6
-    assert point_run_id({"task": "a", "lr": 0.1, "sleep": 0.0}) == points[0].run_id
+    assert point_run_id({"task": "a", "lr": 0.1, "sleep": 0.0},
+                        sweep.run_context()) == points[0].run_id
     argv = sweep.argv(points[0].params)
     assert argv[0] == sys.executable and argv[-3:] == ["--task=a", "--lr=0.1", "--sleep=0.0"]
 
@@ -99,9 +109,84 @@ def test_killed_executor_resumes_without_rerunning(tmp_path: Path) -> None:
     assert all(record_status(runs, p.run_id) == "finished" for p in points)
 
 
+def test_run_ids_follow_the_config_contents_and_the_overrides(tmp_path: Path,
+                                                             monkeypatch: pytest.MonkeyPatch
+                                                             ) -> None:
+    monkeypatch.chdir(tmp_path)
+    Path("small.yaml").write_text("model: {resolution: 32}\n")
+    Path("large.yaml").write_text("model: {resolution: 256}\n")
+
+    def ids(config: str, extra: tuple[str, ...] = ()) -> list[str]:
+        path = tmp_path / "sweep.yaml"
+        path.write_text(f"method: grid\nprogram: taskonomy\ncommand: [--config, {config}, "
+                        "'${args}']\nparameters: {model.task: {values: [normal, reshading]}}\n")
+        return [p.run_id for p in load_sweep_file(path).points(extra)]
+
+    small = ids("small.yaml")
+    assert small == ids("small.yaml") and len(set(small)) == 2  # deterministic and distinct
+    assert set(small).isdisjoint(ids("large.yaml"))  # another config: other runs
+    assert set(small).isdisjoint(ids("small.yaml", ("--data.root=/data",)))  # --set too
+    Path("small.yaml").write_text("model: {resolution: 64}\n")
+    assert set(small).isdisjoint(ids("small.yaml"))  # an edited config file
+
+
+def test_an_orphan_is_recognized_by_its_start_time_not_its_pid(tmp_path: Path) -> None:
+    child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(30)"])
+    try:
+        identity = process_identity(child.pid)
+        if identity is None:
+            pytest.skip("no /proc: process identities are not available here")
+        from taskonomy.experiments.sweep_executor import _orphan_of
+
+        entry = {"pid": child.pid, "host": os.uname().nodename, "process": identity}
+        assert _orphan_of(entry) == child.pid
+        # The same pid with another start time (a reboot, a reused pid) is left alone.
+        assert _orphan_of({**entry, "process": identity + "0"}) is None
+        assert _orphan_of({**entry, "host": "another-box"}) is None
+    finally:
+        child.kill()
+        child.wait()
+    assert process_identity(child.pid) is None or process_identity(child.pid) != identity
+
+
+def test_a_point_locked_by_another_executor_is_busy_and_the_ledger_keeps_both(
+        tmp_path: Path) -> None:
+    sweep = load_sweep_file(_sweep(tmp_path, ["a"]))
+    runs = tmp_path / "runs"
+    first, second = sweep.points()
+    with _exclusive(runs / first.run_id / ".executor.lock", wait=False) as taken:
+        assert taken
+        results = run_sweep(sweep, runs)
+    assert [r.outcome for r in results] == ["busy", "finished"]
+    assert record_status(runs, first.run_id) is None
+    # Two ledgers of one sweep (two executors) merge instead of overwriting each other.
+    one, two = Ledger(runs, sweep), Ledger(runs, sweep)
+    one.update("x", status="running")
+    two.update("y", status="running")
+    data = json.loads((runs / ".sweeps" / "demo.json").read_text())
+    assert {"x", "y", second.run_id} <= set(data["points"])
+    assert [r.outcome for r in run_sweep(sweep, runs)] == ["finished", "skipped"]
+
+
+def test_gpus_are_split_between_workers_and_never_shared(tmp_path: Path) -> None:
+    assert gpu_slots(["0", "1", "2", "3"], 2) == ["0,1", "2,3"]
+    assert gpu_slots(["4", "5", "6"], 3, per_point=1) == ["4", "5", "6"]
+    assert gpu_slots(["0", "1"], 4, per_point=0) is None and gpu_slots([], 4) is None
+    with pytest.raises(ValueError, match="lower --workers, or pass --gpus-per-point 0"):
+        gpu_slots(["0"], 2)
+    sweep = load_sweep_file(_sweep(tmp_path, ["a", "b"], sleep=0.3))
+    runs = tmp_path / "runs"
+    results = run_sweep(sweep, runs, workers=2, device_slots=["0,1", "2,3"])
+    assert all(r.outcome == "finished" for r in results)
+    seen = (runs / "gpus.txt").read_text().split()
+    assert len(seen) == 4 and set(seen) == {"0,1", "2,3"}
+
+
 @pytest.mark.parametrize(
     ("text", "message"),
     [
+        ("method: grid\ncommand: ['${args_json_file}', '${args}']\n"
+         "parameters: {a: {values: [1]}}\n", "cannot read"),
         ("method: random\nparameters: {a: {values: [1]}}\n", "cannot be enumerated"),
         ("method: grid\nparameters: {a: {min: 1, max: 2}}\n", "needs `values"),
         ("method: grid\ncommand: [python, x.py]\nparameters: {a: {values: [1]}}\n", "args"),

@@ -139,7 +139,7 @@ def check_sweep(sweep: Any, runs_dir: str, extra: Sequence[str] = (),
         ValueError: A point's arguments are rejected; the message names the point, the sweep
             file and the parser's complaint.
     """
-    points = sweep.points()
+    points = sweep.points(extra)
     if limit is not None:
         points = points[:limit]
     bar = Progress(TextColumn("checking points"), BarColumn(), MofNCompleteColumn(),
@@ -169,33 +169,52 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--runs", default="runs", help="runs folder (records, logs, ledger)")
     parser.add_argument("--dry-run", action="store_true",
                         help="list the points and their command lines, run nothing")
+    parser.add_argument("--gpus-per-point", type=int, default=None, metavar="K",
+                        help="GPUs each running point gets to itself (default: the visible GPUs "
+                             "split evenly over --workers; 0: every point sees all of them)")
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                         help="extra argument for every point, e.g. --set data.root=/data "
                              "(repeatable)")
 
 
-def _extra_arguments(pairs: Sequence[str]) -> list[str]:
+def extra_arguments(pairs: Sequence[str]) -> list[str]:
+    """``KEY=VALUE`` pairs (``--set``) as ``--KEY=VALUE`` arguments.
+
+    Raises:
+        ValueError: A pair without ``=``, or one that sets the run id or runs folder.
+    """
     extra = []
     for pair in pairs:
         key, sep, value = pair.partition("=")
         if not sep or not key:
             raise ValueError(f"--set takes KEY=VALUE, got {pair!r} (e.g. --set data.root=/data)")
+        if key.lstrip("-") in ("run_id", "runs_dir"):
+            raise ValueError(f"--set {key.lstrip('-')}=... would move the points' records out of "
+                             "the executor's sight; it names each run itself: use --runs DIR "
+                             "for the runs folder")
         extra.append(f"--{key.lstrip('-')}={value}")
     return extra
 
 
 def run(args: argparse.Namespace) -> int:
     """Check every point, then run the sweep (or list it with ``--dry-run``)."""
-    from taskonomy.experiments.sweep_executor import record_status, run_sweep
+    from taskonomy.experiments.sweep_executor import (
+        gpu_slots,
+        record_status,
+        run_sweep,
+        visible_gpus,
+    )
     from taskonomy.experiments.sweep_files import load_sweep_file, shell_line
 
     if args.workers < 1:
         raise ValueError(f"--workers must be at least 1, got {args.workers}")
+    if args.gpus_per_point is not None and args.gpus_per_point < 0:
+        raise ValueError(f"--gpus-per-point must be ≥ 0, got {args.gpus_per_point}")
     sweep = load_sweep_file(args.file)
-    extra = _extra_arguments(args.set)
+    extra = extra_arguments(args.set)
     console = Console()
     checked = check_sweep(sweep, args.runs, extra, progress=True)
-    points = sweep.points()
+    points = sweep.points(extra)
     if args.dry_run:
         from pathlib import Path
 
@@ -209,8 +228,12 @@ def run(args: argparse.Namespace) -> int:
             table.add_row(str(point.index), point.run_id, status, shell_line(argv))
         Console(width=max(console.width, 160)).print(table)
         return 0
+    slots = gpu_slots(visible_gpus(), args.workers, args.gpus_per_point)
+    if slots is not None and args.workers > 1:
+        console.print("GPUs per worker: " + "; ".join(slots))
     try:
-        results = run_sweep(sweep, args.runs, workers=args.workers, extra_args=extra)
+        results = run_sweep(sweep, args.runs, workers=args.workers, extra_args=extra,
+                            device_slots=slots)
     except KeyboardInterrupt:
         console.print(f"[yellow]interrupted[/yellow]: finished points are kept; run the same "
                       f"command again to run the rest (runs folder {args.runs})")
@@ -219,6 +242,10 @@ def run(args: argparse.Namespace) -> int:
     for result in results:
         counts[result.outcome] = counts.get(result.outcome, 0) + 1
     console.print(f"{sweep.name}: " + ", ".join(f"{n} {o}" for o, n in sorted(counts.items())))
+    busy = sum(r.outcome == "busy" for r in results)
+    if busy:
+        console.print(f"{busy} point(s) are being run by another executor on {args.runs}; run "
+                      "the same command again once it is done to pick up what it left")
     failed = [r for r in results if r.outcome == "failed"]
     for result in failed:
         console.print(f"[red]failed[/red] {result.point.run_id} (exit {result.returncode}); "
