@@ -114,8 +114,15 @@ def beam_transfers(records: Sequence[RunRecord], *, max_order: int = 4,
 
 
 def beam_sweep(transfers: dict[str, list[tuple[str, ...]]], *, name: str = "higher_order",
-               config: str = DEFAULT_CONFIG) -> dict[str, Any]:
+               config: str = DEFAULT_CONFIG, fixed: Sequence[str] = ()) -> dict[str, Any]:
     """The W&B grid sweep of the selected transfers (one ``model.transfer`` parameter).
+
+    Args:
+        transfers: Per target, the selected source sets.
+        name: The sweep's name.
+        config: The transfer config of the command.
+        fixed: ``--key=value`` arguments every point takes after the config (the first-order
+            sweep's overrides, e.g. ``--model.resolution=32``), so both orders run alike.
 
     Raises:
         ValueError: No combination was selected.
@@ -133,7 +140,7 @@ def beam_sweep(transfers: dict[str, list[tuple[str, ...]]], *, name: str = "high
         "program": "taskonomy",
         "method": "grid",
         "metric": {"name": "test/loss", "goal": "minimize"},
-        "command": ["taskonomy", "transfer", "fit", "--config", config, "${args}"],
+        "command": ["taskonomy", "transfer", "fit", "--config", config, *fixed, "${args}"],
         "parameters": {"model.transfer": {"values": values}},
     }
     return sweep

@@ -115,6 +115,12 @@ def test_sweep_beam_command(tmp_path: Path, capsys: pytest.CaptureFixture[str]) 
     sweep = load_sweep_file(out)
     assert sweep.name == "higher_order" and len(sweep.points()) == 20
     assert "20 higher-order transfers" in capsys.readouterr().out
+    # The first-order sweep's overrides carry over to every point.
+    assert main(["sweep", "beam", "--runs", str(runs), "--max-order", "3", "--out", str(out),
+                 "--set", "model.resolution=32", "--set", "data.limit=256"]) == 0
+    argv = load_sweep_file(out).argv(sweep.points()[0].params)
+    assert argv[-3:-1] == ["--model.resolution=32", "--data.limit=256"]
+    assert argv[-1].startswith("--model.transfer=normal:")
     assert main(["sweep", "beam", "--runs", str(tmp_path / "nope"), "--out", str(out)]) == 2
     assert main(["sweep", "beam", "--runs", str(runs), "--max-order", "1",
                  "--out", str(out)]) == 2

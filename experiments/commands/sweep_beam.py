@@ -27,6 +27,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--config", default=None,
                         help="transfer config of the sweep's command "
                              "(default: experiments/configs/transfer_cpu.yaml)")
+    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                        help="fixed argument of every point, as the first-order sweep had it "
+                             "(e.g. --set model.resolution=32; repeatable)")
     parser.add_argument("--name", default=None, help="sweep name (default: the file stem)")
     parser.add_argument("--include-target", action="store_true",
                         help="let a target be a source of its own higher-order transfers")
@@ -43,6 +46,7 @@ def run(args: argparse.Namespace) -> int:
         ranking_comment,
         write_sweep,
     )
+    from taskonomy.experiments.commands.sweep_run import extra_arguments
 
     if args.max_order < 2:
         raise ValueError(f"--max-order must be at least 2, got {args.max_order}")
@@ -52,7 +56,7 @@ def run(args: argparse.Namespace) -> int:
     transfers = {t: beam_combinations(r, args.max_order) for t, r in ranking.items()}
     out = Path(args.out)
     sweep = beam_sweep(transfers, name=args.name or out.stem,
-                       config=args.config or DEFAULT_CONFIG)
+                       config=args.config or DEFAULT_CONFIG, fixed=extra_arguments(args.set))
     path = write_sweep(sweep, out, header=ranking_comment(ranking))
     total = sum(len(v) for v in transfers.values())
     Console().print(f"{total} higher-order transfers for {len(transfers)} targets → {path}")
