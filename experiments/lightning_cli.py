@@ -179,10 +179,13 @@ class TaskonomyCLI(LightningCLI):
 
     role = "task"
     monitor = metric_key("val", "loss")
+    #: How users call it; named in usage lines and in the parser's "run ... --help" tips.
+    prog = "taskonomy"
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         parser_kwargs = dict(kwargs.pop("parser_kwargs", None) or {})
         parser_kwargs.setdefault("parser_mode", "omegaconf")
+        parser_kwargs.setdefault("prog", self.prog)
         save_config_kwargs = dict(kwargs.pop("save_config_kwargs", None) or {})
         save_config_kwargs.setdefault("overwrite", True)
         kwargs.setdefault("seed_everything_default", 0)

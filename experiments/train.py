@@ -344,6 +344,7 @@ class TrainCLI(TaskonomyCLI):
     """The task-specific training CLI: one task's network, role ``task``."""
 
     role = "task"
+    prog = "taskonomy train"
     #: Training samples counted at most for ``class_weights: auto``.
     class_count_samples = CLASS_COUNT_SAMPLES
 

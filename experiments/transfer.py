@@ -123,6 +123,7 @@ class TransferCLI(TaskonomyCLI):
     """The transfer CLI: role ``transfer``, or ``baseline`` for ``pixels``/``random``/``self``."""
 
     role = "transfer"
+    prog = "taskonomy transfer"
 
     def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
         """Run arguments, ``--cache``, and the links of target and resolution into the data."""
@@ -158,6 +159,14 @@ class TransferCLI(TaskonomyCLI):
                 model["task_runs"] = runs_dir
             if namespace.get("cache", True) and model.get("cache_dir") is None:
                 model["cache_dir"] = str(Path(runs_dir) / CACHE_FOLDER)
+
+    def _record_config(self) -> dict[str, Any]:
+        """The base config plus ``source_runs``: which task runs the frozen sources came from."""
+        config = super()._record_config()
+        model = getattr(self, "model", None)
+        if isinstance(model, TransferTask) and model.kind == "transfer":
+            config["source_runs"] = model.source_runs
+        return config
 
     def default_callbacks(self) -> list[Callback]:
         """Skipped-sample counts and prediction panels of the target."""

@@ -141,15 +141,21 @@ def find_task_runs(runs_dir: str | os.PathLike[str], tasks: Sequence[str]) -> di
             f"{t} (only {unfinished[t]})" if t in unfinished else t for t in missing
         )
         raise ValueError(
-            f"no finished task run under {runs_dir} for source(s): {details}; train them first, "
-            f"e.g. `taskonomy train fit --model.task={missing[0]} --runs_dir={runs_dir}`, or "
-            "point --model.task_runs at the folder holding their run records"
+            f"no finished task run under {runs_dir} for source(s): {details}; train them first "
+            "with the config of this transfer's setting, e.g. `taskonomy train fit --config "
+            f"experiments/configs/cpu.yaml --model.task={missing[0]} --runs_dir={runs_dir}` "
+            "(paper.yaml for the paper setting; or run the tasks sweep file), or point "
+            "--model.task_runs at the folder holding their run records"
         )
     return {t: found[t] for t in wanted}
 
 
 def resolve_checkpoint(record: RunRecord, runs_dir: str | os.PathLike[str]) -> Path:
-    """The checkpoint file of a finished run (relative paths: run folder, then as given).
+    """The checkpoint file of a finished run.
+
+    A relative path is looked up in the run folder, then as given. An absolute path that no
+    longer exists (the runs folder was moved, copied from a GPU box or mounted elsewhere) falls
+    back to the file of the same name in the run folder's ``checkpoints/``.
 
     Raises:
         ValueError: The record names no checkpoint.
@@ -161,9 +167,9 @@ def resolve_checkpoint(record: RunRecord, runs_dir: str | os.PathLike[str]) -> P
             "rerun it so that it saves one"
         )
     path = Path(record.checkpoint)
-    candidates = [path] if path.is_absolute() else [
-        record_path(runs_dir, record.run_id).parent / path, path
-    ]
+    folder = record_path(runs_dir, record.run_id).parent
+    candidates = ([path, folder / "checkpoints" / path.name] if path.is_absolute()
+                  else [folder / path, path])
     for candidate in candidates:
         if candidate.is_file():
             return candidate
@@ -174,6 +180,9 @@ def resolve_checkpoint(record: RunRecord, runs_dir: str | os.PathLike[str]) -> P
 
 
 # --------------------------------------------------------------------------- frozen sources
+#: Checkpoint entry naming the task runs a transfer's readout was trained on.
+SOURCE_RUNS_KEY = "taskonomy_source_runs"
+
 def source_input(spec: TaskSpec, images: torch.Tensor) -> torch.Tensor:
     """The image in the form a source's encoder reads: RGB in [-1,1], or colorization's L.
 
@@ -356,6 +365,11 @@ def resolve_identity(target: str | None, sources: Sequence[str] | None, kind: st
         source_list = parsed
     if target is None:
         raise ValueError("no target: set --model.target=TASK (or --model.transfer=T:S+S)")
+    if not get_spec(target).target:  # checked here too, so a sweep is rejected before it runs
+        raise ValueError(
+            f"task {target!r} is source-only (the paper never reads out into it); "
+            "choose a target task (`taskonomy tasks` lists their roles)"
+        )
     if kind == "transfer" and len(source_list) == 1 and source_list[0] in BASELINES:
         # A baseline name as the only source selects it: sweep grids over target × sources.
         kind, source_list = source_list[0], []
@@ -910,11 +924,40 @@ class TransferTask(L.LightningModule):
             per_variable_clip(self.trainable_parameters(), self.clip_norm)
         self.clip_gradients(optimizer, gradient_clip_val, gradient_clip_algorithm)
 
+    @property
+    def source_runs(self) -> dict[str, dict[str, str]]:
+        """Each frozen source's task run and weight fingerprint, by source task."""
+        return {cast(FrozenSource, source).spec.name: {
+                    "run_id": cast(FrozenSource, source).run_id,
+                    "fingerprint": cast(FrozenSource, source).fingerprint}
+                for source in self.sources}
+
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        """Leave frozen sources out of checkpoints: their task runs hold them already."""
+        """Leave frozen sources out of checkpoints (their task runs hold them); name them."""
         state = checkpoint.get("state_dict", {})
         for key in [k for k in state if k.startswith(("sources.", "network."))]:
             del state[key]
+        checkpoint[SOURCE_RUNS_KEY] = self.source_runs
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        """Refuse to resume a readout on source weights other than those it was trained on.
+
+        Raises:
+            ValueError: A source task was retrained since (another run, or changed weights).
+        """
+        saved = checkpoint.get(SOURCE_RUNS_KEY)
+        if saved is None:  # a checkpoint from before sources were named
+            return
+        changed = [f"{task} (trained on {saved[task]['run_id']}, now "
+                   f"{now['run_id']})" for task, now in self.source_runs.items()
+                   if task in saved and saved[task] != now]
+        if changed:
+            raise ValueError(
+                "this transfer's checkpoint was trained on other source weights than the latest "
+                f"finished task runs: {', '.join(changed)}. Its readout does not fit the new "
+                "encoders: delete the run folder's checkpoints/ to train it again from scratch, "
+                "or give the run another --run_id"
+            )
 
 
 def register_task_run(module: TaskModule, runs_dir: str | os.PathLike[str], *,

@@ -218,6 +218,27 @@ def test_cli_transfer_writes_its_record(runs: Path, tiny_shards: Path, tmp_path:
     assert (runs_dir / "representations").is_dir()
     config = json.loads((runs_dir / "t1" / "record.json").read_text())["config"]
     assert config["model"]["task_runs"] == str(runs_dir)
+    assert set(config["source_runs"]) == {"depth_zbuffer", "reshading"}
+    assert config["source_runs"]["reshading"]["run_id"] == "task__reshading__full__registered"
+
+    # A source retrained since: resuming the readout on the new encoder is refused.
+    torch.manual_seed(1)
+    register_task_run(build_task("reshading", encoder="resnet10_tiny", resolution=RES,
+                                 decoder_width=0.25), runs_dir, run_id="task__reshading__new")
+    assert find_task_runs(runs_dir, ["reshading"])["reshading"].run_id == "task__reshading__new"
+    longer = [a.replace("max_steps=2", "max_steps=4") for a in argv]
+    assert main(longer) == 2
+    failed = read_record(runs_dir / "t1" / "record.json")
+    assert failed.status == "failed" and "other source weights" in (failed.error or "")
+
+
+def test_a_moved_runs_folder_still_finds_its_checkpoints(runs: Path, tmp_path: Path) -> None:
+    from taskonomy.tasks.transfer import resolve_checkpoint
+
+    record = find_task_runs(runs, ["reshading"])["reshading"]
+    elsewhere = f"/gone/box/runs/{record.run_id}/checkpoints/last.ckpt"
+    moved = RunRecord.from_dict({**record.to_dict(), "checkpoint": elsewhere})
+    assert resolve_checkpoint(moved, runs) == runs / record.run_id / "checkpoints" / "last.ckpt"
 
 
 def test_cli_reports_missing_sources(tiny_shards: Path, tmp_path: Path,
