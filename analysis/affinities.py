@@ -9,7 +9,9 @@ Candidates of a target t in a data regime R (``"1k"``, ``"16k"``, ...):
 - ``pixels`` (gain reference only): the ``("pixels",)`` baseline record of t in R.
 
 When the same candidate has several finished records, the latest (by ``finished_at``) wins and
-a warning names the others.
+a warning names the others. A transfer whose record names source task runs (``source_runs`` in
+its config) other than the latest finished run of that task was trained on an encoder that has
+since been retrained: a warning lists those transfers.
 """
 
 from __future__ import annotations
@@ -34,6 +36,37 @@ class DuplicateRunWarning(UserWarning):
 
 class MissingTransferWarning(UserWarning):
     """A requested target lacks first-order transfers from sources that other targets have."""
+
+
+class StaleSourceWarning(UserWarning):
+    """Transfers were trained on source task runs that have since been superseded."""
+
+
+def stale_transfers(records: Iterable[RunRecord]) -> list[tuple[RunRecord, str, str, str]]:
+    """Finished transfers whose recorded source run is not that task's latest finished run.
+
+    Returns:
+        ``(transfer record, source task, run it used, latest run)`` per stale source.
+    """
+    records = [r for r in records if r.status == "finished"]
+    latest: dict[str, RunRecord] = {}
+    for r in records:
+        if r.role == "task":
+            best = latest.get(r.target)
+            if best is None or (r.finished_at or "", r.run_id) > (best.finished_at or "",
+                                                                  best.run_id):
+                latest[r.target] = r
+    stale = []
+    for r in records:
+        used = r.config.get("source_runs") if r.role == "transfer" else None
+        if not isinstance(used, dict):
+            continue
+        for task, source in sorted(used.items()):
+            run_id = source.get("run_id") if isinstance(source, dict) else None
+            now = latest.get(task)
+            if run_id and now is not None and now.run_id != run_id:
+                stale.append((r, task, str(run_id), now.run_id))
+    return stale
 
 
 def transfer_regimes(records: Iterable[RunRecord]) -> list[str]:
@@ -231,6 +264,17 @@ def compute_affinities(records: Sequence[RunRecord], *, targets: Iterable[str] |
             )
     if not chosen:
         raise ValueError(f"no finished transfer records in regime {regime!r}")
+    stale = [item for item in stale_transfers(records)
+             if item[0].regime == regime and item[0].target in chosen]
+    if stale:
+        listed = "; ".join(f"{r.run_id} ({task}: trained on {old}, latest {new})"
+                           for r, task, old, new in stale[:10])
+        more = f" and {len(stale) - 10} more" if len(stale) > 10 else ""
+        warnings.warn(
+            f"{len(stale)} transfer source(s) were retrained after their transfers ran: "
+            f"{listed}{more}. Delete those transfer run folders and rerun their sweep for a "
+            "study on one set of encoders", StaleSourceWarning, stacklevel=2,
+        )
     tournaments: dict[str, Tournament] = {}
     used: dict[str, dict[str, RunRecord]] = {}
     rows = []

@@ -220,3 +220,28 @@ def test_requested_target_with_gaps_warns_with_the_missing_pairs():
                                                     "the requested targets: normal → normal;"):
         result = compute_affinities(recs, targets=["normal"])
     assert result.table.targets() == ["normal"]
+
+
+def test_transfers_on_a_since_retrained_source_are_named():
+    from taskonomy.analysis.affinities import StaleSourceWarning, stale_transfers
+
+    rng = np.random.default_rng(2)
+    loss = _losses(rng, {"x": 0.0, "y": 0.5, "z": 1.0})
+    old_task = _record("reshading-old", "task", "reshading", (), loss["x"], regime="full")
+    new_task = RunRecord.from_dict({**old_task.to_dict(), "run_id": "reshading-new",
+                                    "finished_at": "2026-02-01T00:00:00"})
+    transfer = RunRecord.from_dict({
+        **_record("n-r", "transfer", "normal", ("reshading",), loss["x"]).to_dict(),
+        "config": {"source_runs": {"reshading": {"run_id": "reshading-old",
+                                                 "fingerprint": "abc"}}}})
+    recs = [old_task, transfer, _record("n-rand", "baseline", "normal", ("random",), loss["z"]),
+            _record("n-task", "task", "normal", (), loss["y"], regime="full")]
+    assert stale_transfers(recs) == []
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        compute_affinities(recs)
+    assert [(r.run_id, task, old, now) for r, task, old, now in stale_transfers(
+        [*recs, new_task])] == [("n-r", "reshading", "reshading-old", "reshading-new")]
+    with pytest.warns(StaleSourceWarning, match="n-r \\(reshading: trained on reshading-old, "
+                                                "latest reshading-new\\)"):
+        compute_affinities([*recs, new_task])
