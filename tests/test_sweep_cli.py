@@ -53,6 +53,28 @@ def test_bad_values_are_rejected_too(tmp_path: Path, capsys: pytest.CaptureFixtu
     assert main(["sweep", "run", str(sweep), "--runs", str(tmp_path / "r"), "--dry-run"]) == 2
     assert "not_a_task" in capsys.readouterr().err
     assert main(["sweep", "run", str(sweep), "--set", "novalue"]) == 2
+    assert main(["sweep", "run", str(sweep), "--set", "runs_dir=/elsewhere"]) == 2
+    assert "use --runs DIR" in capsys.readouterr().err
+    source_only = write_sweep(tmp_path / "source_only.yaml", {
+        "model.target": {"values": ["jigsaw"]}, "model.sources": {"values": [["normal"]]}})
+    assert main(["sweep", "run", str(source_only), "--dry-run"]) == 2
+    assert "source-only" in capsys.readouterr().err
+
+
+def test_a_config_named_relative_to_another_folder_says_where_to_run_from(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str],
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    sweep = tmp_path / "relative.yaml"
+    sweep.write_text(json.dumps({
+        "name": "relative", "method": "grid",
+        "command": ["taskonomy", "transfer", "fit", "--config",
+                    "experiments/configs/transfer_cpu.yaml", "${args}"],
+        "parameters": {"model.transfer": {"values": ["normal:reshading"]}}}))
+    monkeypatch.chdir(tmp_path)
+    assert main(["sweep", "run", str(sweep), "--dry-run"]) == 2
+    assert "run sweeps from the project folder" in capsys.readouterr().err
+    monkeypatch.chdir(ROOT)
+    assert main(["sweep", "run", str(sweep), "--dry-run", "--runs", str(tmp_path / "r")]) == 0
 
 
 def test_dry_run_lists_points_and_their_status(tmp_path: Path,

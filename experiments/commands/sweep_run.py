@@ -150,9 +150,27 @@ def check_sweep(sweep: Any, runs_dir: str, extra: Sequence[str] = (),
     return len(points)
 
 
+def _missing_configs(argv: Sequence[str]) -> list[str]:
+    """``--config`` files of a command line that do not exist from the working folder."""
+    from pathlib import Path
+
+    named = [argv[i + 1] for i, a in enumerate(argv[:-1]) if a in ("--config", "-c")]
+    named += [a.split("=", 1)[1] for a in argv if a.startswith("--config=")]
+    return [path for path in named if not Path(path).is_file()]
+
+
 def _check_point(sweep: Any, point: Any, runs_dir: str, extra: Sequence[str]) -> None:
     argv = sweep.argv(point.params, [f"--run_id={point.run_id}", f"--runs_dir={runs_dir}",
                                      *extra])
+    missing = _missing_configs(argv)
+    if missing:
+        import os
+
+        raise ValueError(
+            f"{sweep.path}: config file(s) {', '.join(missing)} not found from {os.getcwd()}; "
+            "run sweeps from the project folder (their configs are named relative to it), or "
+            "name the configs by absolute path in the sweep file's command — nothing was run"
+        )
     try:
         check_point_arguments(argv)
     except ValueError as error:
