@@ -183,6 +183,7 @@ def resolve_checkpoint(record: RunRecord, runs_dir: str | os.PathLike[str]) -> P
 #: Checkpoint entry naming the task runs a transfer's readout was trained on.
 SOURCE_RUNS_KEY = "taskonomy_source_runs"
 
+
 def source_input(spec: TaskSpec, images: torch.Tensor) -> torch.Tensor:
     """The image in the form a source's encoder reads: RGB in [-1,1], or colorization's L.
 
