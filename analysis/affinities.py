@@ -38,6 +38,10 @@ class MissingTransferWarning(UserWarning):
     """A requested target lacks first-order transfers from sources that other targets have."""
 
 
+class NoLossesWarning(UserWarning):
+    """Finished records without per-image losses (e.g. a failed upload) are left out."""
+
+
 class StaleSourceWarning(UserWarning):
     """Transfers were trained on source task runs that have since been superseded."""
 
@@ -238,6 +242,15 @@ def compute_affinities(records: Sequence[RunRecord], *, targets: Iterable[str] |
             candidates; mismatched keys in strict mode.
     """
     records = [r for r in records if r.status == "finished"]
+    finished = records
+    empty = [r.run_id for r in records if not r.per_image_losses and r.role != "task"]
+    if empty:
+        # A task run may be a source only (registered without a test); others need losses.
+        warnings.warn(
+            f"{len(empty)} finished run(s) have no per-image test losses and are left out: "
+            f"{', '.join(empty[:10])}{' ...' if len(empty) > 10 else ''} (rerun their test, or "
+            "re-log their records)", NoLossesWarning, stacklevel=2)
+    records = [r for r in records if r.per_image_losses]
     regime = choose_regime(records, regime)
     available = record_targets(records, regime)
     if targets is None:
@@ -264,7 +277,7 @@ def compute_affinities(records: Sequence[RunRecord], *, targets: Iterable[str] |
             )
     if not chosen:
         raise ValueError(f"no finished transfer records in regime {regime!r}")
-    stale = [item for item in stale_transfers(records)
+    stale = [item for item in stale_transfers(finished)
              if item[0].regime == regime and item[0].target in chosen]
     if stale:
         listed = "; ".join(f"{r.run_id} ({task}: trained on {old}, latest {new})"

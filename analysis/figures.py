@@ -144,14 +144,16 @@ def win_rate_figure(win_rates: pd.DataFrame, target: str, out_dir: str | os.Path
     return save_figure(fig, out_dir, name or target, matrix)
 
 
-def best_transfers(table: AffinityTable, chosen: Mapping[str, str] | None = None
-                   ) -> pd.DataFrame:
+def best_transfers(table: AffinityTable, chosen: Mapping[str, str] | None = None,
+                   max_order: int | None = None) -> pd.DataFrame:
     """Per target, the transfer shown in quality/gain plots.
 
     Args:
         table: The affinity table.
         chosen: Target → ``sources`` string of the edge a taxonomy chose; targets not in it get
-            their highest-affinity transfer (baselines excluded).
+            their highest-affinity transfer from other tasks (baselines and the target's own
+            t → t readout excluded).
+        max_order: Highest order considered for the highest-affinity transfer (default: all).
 
     Returns:
         Frame indexed by target with ``sources``, ``order``, ``affinity``, ``quality``, ``gain``.
@@ -164,7 +166,11 @@ def best_transfers(table: AffinityTable, chosen: Mapping[str, str] | None = None
             if pick.empty:
                 raise ValueError(f"chosen edge {chosen[target]!r} → {target} is not in the table")
         else:
-            pick = candidates[candidates["order"] > 0].head(1)
+            order = candidates["order"]
+            eligible = (order > 0) & (candidates["sources"] != target)
+            if max_order is not None:
+                eligible &= order <= max_order
+            pick = candidates[eligible].head(1)
         if not pick.empty:
             rows.append({"target": target,
                          **pick.iloc[0][["sources", "order", "affinity", "quality", "gain"]]})
@@ -180,9 +186,10 @@ def _short(sources: str, keep: int = 3) -> str:
 
 def quality_gain_figure(table: AffinityTable, out_dir: str | os.PathLike[str], *,
                         chosen: Mapping[str, str] | None = None,
-                        name: str = "quality_gain") -> list[Path]:
+                        name: str = "quality_gain", max_order: int | None = None,
+                        title: str | None = None) -> list[Path]:
     """Quality and gain per target (bars), with the transfer's sources as labels."""
-    data = best_transfers(table, chosen)
+    data = best_transfers(table, chosen, max_order)
     n = len(data)
     fig = Figure(figsize=(9, 1.2 + 0.32 * n))
     ax = fig.add_subplot()
@@ -198,7 +205,9 @@ def quality_gain_figure(table: AffinityTable, out_dir: str | os.PathLike[str], *
     ax.set_xlim(0, 1)
     ax.set_xlabel("win rate (0.5 = on par)")
     which = "chosen" if chosen else "highest-affinity"
-    ax.set_title(f"Quality and gain of each target's {which} transfer", fontsize=10)
+    limit = f" (order ≤ {max_order})" if max_order is not None and not chosen else ""
+    ax.set_title(title or f"Quality and gain of each target's {which} transfer{limit}",
+                 fontsize=10)
     ax.legend(loc="lower right", fontsize=8)
     return save_figure(fig, out_dir, name, data)
 
@@ -312,10 +321,11 @@ def similarity_tree_figure(table: AffinityTable, out_dir: str | os.PathLike[str]
 
 def all_figures(table: AffinityTable, out_dir: str | os.PathLike[str], *,
                 sweep: pd.DataFrame | None = None,
-                chosen: Mapping[str, str] | None = None) -> list[Path]:
+                chosen: Mapping[str, str] | None = None,
+                max_order: int | None = None) -> list[Path]:
     """Every figure of an affinity table (the budget curve only with a ``sweep``)."""
     paths = affinity_matrices(table, out_dir)
-    paths += quality_gain_figure(table, out_dir)
+    paths += quality_gain_figure(table, out_dir, max_order=max_order)
     if chosen:
         paths += quality_gain_figure(table, out_dir, chosen=chosen, name="quality_gain_taxonomy")
     if len(table.targets()) >= 2:

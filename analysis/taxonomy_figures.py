@@ -102,19 +102,20 @@ def plot_taxonomy(solution: TaxonomySolution, *, title: str | None = None,
     y_right = dict(zip(right, spread(len(right)), strict=True))
     x_out, x_in = _X_LEFT + _BOX_W / 2, _X_RIGHT - _BOX_W / 2
     # One hub per distinct higher-order source set, shared by all targets that use it.
-    hubs: dict[tuple[str, ...], list[str]] = {}
+    # The order counts a label-free random source, which has no box: use the edge's order.
+    hubs: dict[tuple[tuple[str, ...], int], list[str]] = {}
     for target in right:
         edge = solution.edges[target]
-        colour = _order_colour(len(edge.sources))
+        colour = _order_colour(edge.order)
         end = (x_in, y_right[target])
         if len(edge.sources) == 1:
             start = (x_out, y_left[edge.sources[0]])
             axes.add_patch(FancyArrowPatch(start, end, arrowstyle="-|>", mutation_scale=11,
                                            color=colour, linewidth=1.3, alpha=0.85, zorder=2))
         else:
-            hubs.setdefault(edge.sources, []).append(target)
-    for k, (sources, targets) in enumerate(hubs.items()):
-        colour = _order_colour(len(sources))
+            hubs.setdefault((edge.sources, edge.order), []).append(target)
+    for k, ((sources, order), targets) in enumerate(hubs.items()):
+        colour = _order_colour(order)
         ys = [y_left[s] for s in sources]
         x_hub = 0.5 + 0.12 * ((k % 3) - 1) / 2  # staggered so neighbouring hubs do not overlap
         hub = (x_hub, 0.5 * float(np.mean(ys)) + 0.5 * float(np.mean([y_right[t]
@@ -128,7 +129,7 @@ def plot_taxonomy(solution: TaxonomySolution, *, title: str | None = None,
                                            zorder=2))
         axes.scatter([hub[0]], [hub[1]], marker="D", s=90, color=colour, zorder=3,
                      edgecolors="white", linewidths=0.6)
-        axes.text(hub[0], hub[1], str(len(sources)), ha="center", va="center", fontsize=6.5,
+        axes.text(hub[0], hub[1], str(order), ha="center", va="center", fontsize=6.5,
                   color="white", zorder=4, fontweight="bold")
     for target in right:
         edge = solution.edges[target]
@@ -149,9 +150,11 @@ def plot_taxonomy(solution: TaxonomySolution, *, title: str | None = None,
               fontweight="bold")
     axes.text(_X_RIGHT, rows - 0.2, "targets by transfer", ha="center", va="bottom",
               fontsize=10, fontweight="bold")
-    orders = sorted({len(e.sources) for t, e in solution.edges.items() if not e.is_self})
+    # Orders past the palette share its last colour and one legend entry.
+    top = len(ORDER_COLOURS)
+    orders = sorted({min(e.order, top) for e in solution.edges.values() if not e.is_self})
     handles = [Line2D([0], [0], color=_order_colour(o), linewidth=2,
-                      label=f"order {o}" if o < len(ORDER_COLOURS) else f"order ≥ {o}")
+                      label=f"order {o}" if o < top else f"order ≥ {top}")
                for o in orders]
     if handles:
         axes.legend(handles=handles, loc="upper center", bbox_to_anchor=(0.5, 0.0),

@@ -89,10 +89,13 @@ def test_analyze_bad_input_is_reported(tmp_path, capsys):
     assert "unknown target(s) ['nope']" in err and "valid task names" in err
     assert main(["analyze", str(runs), "--out", str(out), "--strict"]) == 2
     assert "55 of 60 sample keys" in capsys.readouterr().err
-    assert main(["analyze", str(runs), "--out", str(out), "--budgets", "1..2"]) == 2
+    # A missing transfer is named, and the taxonomies use what exists; figures are still drawn.
+    assert main(["analyze", str(runs), "--out", str(out), "--budgets", "1..2"]) == 0
     err = capsys.readouterr().err
     assert "reshading lacks 5" in err  # key mismatch reported with counts
-    assert "(edge_texture → normal)" in err  # the missing transfer is named
+    assert "edge_texture → normal" in err and "use the transfers present" in err
+    assert (out / "taxonomies" / "budget_2.json").is_file()
+    assert (out / "figures" / "quality_gain.png").is_file()
     assert main(["analyze", str(tmp_path / "none"), "--out", str(out)]) == 2
     assert "does not exist" in capsys.readouterr().err
 
@@ -144,3 +147,25 @@ def test_analyze_draws_an_affinity_source_without_records(tmp_path, capsys):
     assert main(["analyze", str(tmp_path), "--affinities", "paper-2018", "--out",
                  str(out)]) == 2
     assert "drop RUNS" in capsys.readouterr().err
+
+
+def test_a_reused_out_folder_shows_only_the_latest_analysis(tmp_path, capsys):
+    runs, out = tmp_path / "runs", tmp_path / "out"
+    _write_runs(runs)
+    # another regime's transfer: not part of a 1k analysis, nor of its records table
+    write_record(RunRecord(run_id="normal--reshading-16k", role="transfer", target="normal",
+                           sources=("reshading",), regime="16k").finished(
+        metrics={}, per_image_losses={"b0-p0": 0.1}), runs)
+    assert main(["analyze", str(runs), "--out", str(out), "--regime", "1k", "--budgets", "1..3",
+                 "--figure-budgets", "3", "--solver", "highs"]) == 0
+    assert (out / "winrates" / "edge_texture.png").is_file()
+    assert (out / "taxonomies" / "budget_3_quality_gain.png").is_file()
+    assert "16k" not in set(pd.read_csv(out / "records.csv")["regime"])
+    (out / "notes.txt").write_text("mine")  # not the analysis's: never touched
+    assert main(["analyze", str(runs), "--out", str(out), "--regime", "1k", "--budgets", "1..2",
+                 "--targets", "normal,reshading", "--solver", "highs"]) == 0
+    assert not (out / "winrates" / "edge_texture.png").exists()
+    assert not (out / "taxonomies" / "budget_3.json").exists()
+    assert (out / "winrates" / "normal.png").is_file() and (out / "notes.txt").is_file()
+    summary = json.loads((out / "summary.json").read_text())
+    assert all((out / name).is_file() for name in summary["files"])

@@ -8,6 +8,7 @@ from taskonomy.analysis.affinities import compute_affinities
 from taskonomy.analysis.affinity_table import load_affinities
 from taskonomy.analysis.figures import (
     all_figures,
+    best_transfers,
     budget_curve_figure,
     collective_performance,
     similarity_tree,
@@ -113,3 +114,11 @@ def test_win_rate_figure_orders_strongest_first(tmp_path):
     assert list(matrix.index) == list(matrix.columns)
     assert matrix.index[0] == "self" and matrix.index[-1] == "random"
     np.testing.assert_allclose(matrix.to_numpy() + matrix.to_numpy().T, 1.0, atol=1e-6)
+
+
+def test_best_transfers_respect_the_max_order_and_leave_out_t_to_t():
+    table = load_affinities("paper-2018-16k")
+    every = best_transfers(table)
+    first = best_transfers(table, max_order=1)
+    assert (first["order"] == 1).all() and (every["order"] > 1).any()
+    assert all(s != t for t, s in zip(first.index, first["sources"], strict=True))

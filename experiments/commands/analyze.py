@@ -17,13 +17,14 @@ from rich.table import Table
 
 from taskonomy.analysis.affinities import AffinityResult, compute_affinities
 from taskonomy.analysis.affinity_table import RESULTS_FILE_NAME, AffinityTable, load_affinities
-from taskonomy.analysis.figures import all_figures, win_rate_figure
+from taskonomy.analysis.figures import all_figures, quality_gain_figure, win_rate_figure
 from taskonomy.analysis.losses_table import losses_frame, losses_summary
 from taskonomy.analysis.novel_task import place_novel_task_from_records
 from taskonomy.analysis.records import RecordScan, RunRecord, records_to_frame, scan_records
 from taskonomy.analysis.taxonomy import (
     budget_sweep,
     build_problem,
+    missing_transfers,
     parse_range,
     solution_record,
     sweep_frame,
@@ -105,6 +106,41 @@ def _load(args: argparse.Namespace, console: Console) -> list[RunRecord]:
     return list(records.values())
 
 
+#: The manifest of what one analysis wrote into its output folder.
+SUMMARY_NAME = "summary.json"
+
+
+def _previous_files(out: Path) -> set[str]:
+    """Files the last analysis into ``out`` listed in its manifest (none if unreadable)."""
+    try:
+        files = json.loads((out / SUMMARY_NAME).read_text()).get("files", [])
+    except (OSError, ValueError, AttributeError):
+        return set()
+    return {str(f) for f in files if isinstance(f, str)}
+
+
+def _write_summary(out: Path, paths: list[Path], summary: dict[str, Any]) -> Path:
+    """Write the manifest, then remove what the previous analysis wrote and this one did not.
+
+    A reused ``--out`` folder then shows only this analysis (a report globbing it never picks up
+    a tournament or taxonomy of records since removed). Only files a manifest lists are removed.
+    """
+    previous = _previous_files(out)
+    files = sorted(str(p.relative_to(out)) for p in paths)
+    path = _write_text(out / SUMMARY_NAME, json.dumps({**summary, "files": files}, indent=1))
+    root = out.resolve()
+    for name in sorted(previous - set(files) - {SUMMARY_NAME}):
+        stale = (out / name).resolve()
+        if stale.is_relative_to(root) and stale.is_file():
+            stale.unlink()
+    return path
+
+
+def _used_records(records: list[RunRecord], regime: str) -> list[RunRecord]:
+    """The records an analysis of one regime reads: its transfers and baselines, task runs."""
+    return [r for r in records if r.role == "task" or r.regime == regime]
+
+
 def _write_tables(result: AffinityResult, records: list[RunRecord], out: Path) -> list[Path]:
     paths = [
         _write_text(out / "records.csv", records_to_frame(records).to_csv(index=False)),
@@ -133,7 +169,18 @@ def _taxonomies(table: AffinityTable, args: argparse.Namespace, out: Path,
                 console: Console) -> tuple[Any, list[Path]]:
     """Budget sweep: JSON for every budget, graphs for a few; returns the sweep frame."""
     budgets = parse_range(args.budgets) if args.budgets else list(range(1, len(table.tasks()) + 1))
-    problem = build_problem(table, targets=table.targets(), max_order=args.max_order)
+    missing = missing_transfers(table, table.targets(), table.sources())
+    if missing:  # solve over what exists; a complete study has none missing
+        listed = ", ".join(f"{s} → {t}" for s, t in missing[:10])
+        more = f" and {len(missing) - 10} more" if len(missing) > 10 else ""
+        console.print(f"[yellow]warning:[/] {len(missing)} self or first-order run(s) are "
+                      f"missing ({listed}{more}); the taxonomies use the transfers present")
+    try:
+        problem = build_problem(table, targets=table.targets(), max_order=args.max_order,
+                                require_complete=False)
+    except ValueError as error:
+        console.print(f"[yellow]warning:[/] no taxonomies: {error}")
+        return None, []
     with Progress(console=console, transient=True) as bar:
         task = bar.add_task("taxonomies", total=len(budgets))
         points = budget_sweep(problem, budgets, solver=args.solver,
@@ -159,6 +206,10 @@ def _taxonomies(table: AffinityTable, args: argparse.Namespace, out: Path,
                                  json.dumps(record, indent=1, default=str)))
         if point.budget in drawn:
             paths += write_taxonomy_figure(point.solution, out / "taxonomies", stem=stem)
+            chosen = {t: edge.label for t, edge in point.solution.edges.items()}
+            paths += quality_gain_figure(
+                table, out / "taxonomies", chosen=chosen, name=f"{stem}_quality_gain",
+                title=f"Quality and gain of the taxonomy at budget {point.budget:g}")
     infeasible = [p for p in points if p.solution is None]
     if infeasible and infeasible[0].min_budget is not None:
         console.print(f"infeasible budgets {[f'{p.budget:g}' for p in infeasible]}; the "
@@ -172,7 +223,7 @@ def _figures_and_taxonomies(table: AffinityTable, args: argparse.Namespace, out:
     sweep = None
     if (args.budgets or "").lower() != "none":
         sweep, paths = _taxonomies(table, args, out, console)
-    return paths + all_figures(table, out / "figures", sweep=sweep)
+    return paths + all_figures(table, out / "figures", sweep=sweep, max_order=args.max_order)
 
 
 def _place_novel(records: list[RunRecord], args: argparse.Namespace, out: Path,
@@ -231,6 +282,9 @@ def run(args: argparse.Namespace) -> int:
             raise ValueError("--affinities replaces run records; drop RUNS and --novel-task")
         table = load_affinities(args.affinities)
         written = _figures_and_taxonomies(table, args, out, console)
+        written.append(table.to_csv(out / RESULTS_FILE_NAME))
+        written.append(_write_summary(out, written, {"affinities": args.affinities,
+                                                     "targets": table.targets()}))
         console.print(f"{table!r}: wrote {len(written)} files to {out}")
         return 0
     records = _load(args, console)
@@ -249,12 +303,12 @@ def run(args: argparse.Namespace) -> int:
                                     level=args.level, seed=args.seed, progress=sys.stderr.isatty())
     for warning in caught:  # key mismatches and duplicate runs, with their counts
         console.print(f"[yellow]warning:[/] {warning.message}")
-    paths += _write_tables(result, records, out)
+    used = _used_records(records, result.regime)
+    paths += _write_tables(result, used, out)
     paths += _figures_and_taxonomies(result.table, args, out, console)
-    summary = {"regime": result.regime, "records": len(records),
-               "targets": result.table.targets(), "bootstrap": args.bootstrap,
-               "files": sorted(str(p.relative_to(out)) for p in paths)}
-    paths.append(_write_text(out / "summary.json", json.dumps(summary, indent=1)))
+    summary = {"regime": result.regime, "records": len(used),
+               "targets": result.table.targets(), "bootstrap": args.bootstrap}
+    paths.append(_write_summary(out, paths, summary))
     _print_summary(result, console)
     console.print(f"wrote {len(paths)} files to {out}")
     return 0

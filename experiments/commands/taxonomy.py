@@ -227,5 +227,5 @@ def _print_solution(solution: TaxonomySolution, record: dict[str, Any],
                       _fmt(edge_record["gain"]))
     console.print(edges)
     console.print(f"mean quality {_fmt(record['mean_quality'])}, mean gain "
-                  f"{_fmt(record['mean_gain'])} over {len(table.targets())} targets in the data",
+                  f"{_fmt(record['mean_gain'])} over {len(record['edges'])} targets",
                   highlight=False)
