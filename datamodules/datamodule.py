@@ -27,6 +27,7 @@ import multiprocessing
 import random
 import tarfile
 import warnings
+import zlib
 from collections.abc import Collection, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -137,6 +138,11 @@ def _node_info(rank: int | None, world_size: int | None) -> tuple[int, int]:
     return 0, 1
 
 
+def _point_rank(key: str, world: int) -> int:
+    """The rank that evaluates a sample's point (``building__point__view`` → hash of the point)."""
+    return zlib.crc32(key.rsplit("__", 1)[0].encode("utf-8")) % world
+
+
 def _stable_seed(*parts: object) -> int:
     digest = hashlib.sha256("|".join(map(str, parts)).encode()).digest()
     return int.from_bytes(digest[:8], "little")
@@ -201,18 +207,29 @@ class ShardStream(IterableDataset):
 
     # -- shard selection ----------------------------------------------------------------------
 
-    def _worker(self) -> tuple[int, int, int, int, int]:
+    def _worker(self) -> tuple[int, int, int, int, str]:
         rank, world = _node_info(self.rank, self.world_size)
         info = get_worker_info()
         worker, workers = (info.id, info.num_workers) if info is not None else (0, 1)
-        # DataLoader draws a fresh base seed per epoch; without workers count iterations.
-        epoch_seed = info.seed if info is not None else self._iterations
+        # A new DataLoader iterator draws a fresh base seed, but persistent workers keep the
+        # first epoch's: the count of this copy's iterations tells their epochs apart.
+        epoch_seed = f"{info.seed if info is not None else ''}:{self._iterations}"
         return rank, world, worker, workers, epoch_seed
 
-    def _eval_shards(self) -> list[int]:
+    def _eval_plan(self) -> tuple[list[int], int | None]:
+        """This worker's evaluation shards, and the rank whose points it keeps (if filtered).
+
+        Shards go round-robin over ranks first, then over a rank's workers, so every rank gets
+        a share. With fewer shards than ranks, each rank reads every shard (split over its
+        workers) and keeps the points that hash to it: a rank without test samples would hang
+        the others in the end-of-epoch reduction. Either way each test image is seen once.
+        """
         rank, world, worker, workers, _ = self._worker()
-        slot, slots = rank * workers + worker, world * workers
-        return [s for i, s in enumerate(self.shards) if i % slots == slot]
+        if len(self.shards) < world:
+            mine = [s for i, s in enumerate(self.shards) if i % workers == worker]
+            return mine, rank
+        by_rank = [s for i, s in enumerate(self.shards) if i % world == rank]
+        return [s for i, s in enumerate(by_rank) if i % workers == worker], None
 
     def _train_shards(self, rng: random.Random) -> Iterator[int]:
         self._dry_shards = 0
@@ -401,8 +418,11 @@ class ShardStream(IterableDataset):
             def eval_rng(key: str) -> np.random.Generator:
                 return np.random.default_rng(_stable_seed(self.seed, key))
 
-            yield from self._samples(self._decoded(self._raw_samples(self._eval_shards())),
-                                     eval_rng)
+            shards, keep_rank = self._eval_plan()
+            raw = self._raw_samples(shards)
+            if keep_rank is not None:  # views of one point stay on one rank (multi-view units)
+                raw = (s for s in raw if _point_rank(str(s["__key__"]), world) == keep_rank)
+            yield from self._samples(self._decoded(raw), eval_rng)
             return
         base = _stable_seed(self.seed, rank, worker, epoch_seed)
         shard_rng = random.Random(base)
@@ -643,7 +663,9 @@ class SkippedSamplesCallback(L.Callback):
         if not isinstance(counter, SkipCounter):
             return
         count = counter.reset()
-        pl_module.log(f"data/skipped_{stage}", float(count), on_epoch=True, sync_dist=True)
+        # Summed over ranks: each rank counts the samples it skipped itself.
+        pl_module.log(f"data/skipped_{stage}", float(count), on_epoch=True, sync_dist=True,
+                      reduce_fx="sum")
         if count:
             log.warning("%d bad samples were skipped during this %s epoch", count, stage)
 

@@ -81,6 +81,30 @@ def test_every_eval_key_once_across_two_ranks_and_two_workers(tiny_shards: Path,
     assert Counter(seen) == Counter(expected)
 
 
+@pytest.mark.parametrize("world", [3, 64])
+def test_eval_keys_once_with_any_number_of_ranks(tiny_shards: Path, world: int):
+    # 64 ranks outnumber the shards: each rank reads all of them and keeps its points.
+    expected = manifest_keys(read_manifest(tiny_shards, "test"))
+    shards = len(read_manifest(tiny_shards, "test")["shards"])
+    seen: list[str] = []
+    for rank in range(world):
+        dm = TaskonomyDataModule(tiny_shards, tasks=["normal"], resolution=8, batch_size=2,
+                                 num_workers=0, rank=rank, world_size=world)
+        keys = _keys(dm.test_dataloader())
+        assert keys or world > shards, f"rank {rank} of {world} got no samples"
+        seen.extend(keys)
+    assert Counter(seen) == Counter(expected)
+
+
+def test_persistent_workers_draw_new_shards_every_epoch(tiny_shards: Path):
+    dm = TaskonomyDataModule(tiny_shards, tasks=["normal"], resolution=8, batch_size=2,
+                             num_workers=1, memory_mb=64, shuffle_buffer=2)
+    loader = dm.train_dataloader()
+    assert loader.persistent_workers
+    epochs = [_keys(loader) for _ in range(3)]
+    assert epochs[0] != epochs[1] and epochs[1] != epochs[2]
+
+
 def _rewrite_member(path: Path, index: int, payload: bytes) -> str:
     with tarfile.open(path) as tar:
         members = [(m, tar.extractfile(m).read()) for m in tar.getmembers()]
