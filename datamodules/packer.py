@@ -187,14 +187,16 @@ def _load_or_make_plan(config: PackConfig) -> dict[str, Any]:
                 f"packed from {plan['identity']['source']}). Choose another --out or --split, "
                 "or repeat the original command with --resume"
             )
-        if not config.resume:
+        if not config.resume and config.part[1] == 1:  # parts of one pack share its plan
             raise FileExistsError(
                 f"{split_dir} was already packed (or is being packed) from this source; pass "
                 "--resume to finish it or to add domains"
             )
         return plan
-    first = layout.domains(buildings[0])
-    domains = list(config.domains) if config.domains is not None else first
+    if config.domains is not None:
+        domains = list(config.domains)
+    else:  # every domain some building has (a building lacking one gets `.missing` members)
+        domains = list(dict.fromkeys(d for b in buildings for d in layout.domains(b)))
     views: list[ViewRef] = []
     for building in buildings:
         views.extend(layout.views(building))
@@ -256,7 +258,10 @@ def _read_entry(layout: SourceLayout, ref: ViewRef, domain: str,
         return ShardEntry(ref.key, None, f"corrupt: {error}")
     if (resolution is not None and get_domain(domain).kind not in ("json", "npy")
             and value.shape[0] != resolution):
-        data = resize_file(domain, value, resolution)
+        try:
+            data = resize_file(domain, value, resolution)
+        except Exception as error:  # noqa: BLE001 - e.g. an unexpected bit depth
+            return ShardEntry(ref.key, None, f"cannot resize {path}: {error}")
     return ShardEntry(ref.key, data)
 
 

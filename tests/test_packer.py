@@ -169,6 +169,30 @@ def test_bad_input_messages(tmp_path: Path, tiny_source: Path, capsys):
                         domains=["depht"]), progress=False)
     code = cli_main(["data", "pack", str(tmp_path / "junk"), "--out", str(tmp_path / "o")])
     assert code == 2 and "Accepted layouts" in capsys.readouterr().err
+    # No split file: every building would land in one split, unless asked for.
+    code = cli_main(["data", "pack", str(tiny_source), "--out", str(tmp_path / "o"),
+                     "--split", "test", "--quiet"])
+    assert code == 2 and "--all-buildings" in capsys.readouterr().err
+    assert not (tmp_path / "o" / "test").exists()
+    assert cli_main(["data", "pack", str(tiny_source), "--out", str(tmp_path / "o"),
+                     "--split", "test", "--all-buildings", "--domains", "rgb", "--quiet"]) == 0
+
+
+def test_parts_need_no_resume_and_an_unresizable_file_is_skipped(tmp_path: Path,
+                                                                 tiny_source: Path):
+    import cv2
+
+    source = tmp_path / "src"
+    shutil.copytree(tiny_source, source)
+    odd = sorted((source / sorted(p.name for p in source.iterdir() if p.is_dir())[0]
+                  / "segment_unsup2d").glob("*.png"))[0]
+    cv2.imwrite(str(odd), np.full((8, 8), 300, np.uint16))  # 16-bit where 8-bit is expected
+    for part in ("1/2", "2/2"):
+        result = pack(PackConfig(source=source, out=tmp_path / "out", split="train",
+                                 part=parse_part(part), resolution=4), progress=False)
+    assert result.manifest is not None
+    reasons = [item["reason"] for item in result.manifest["skipped"]]
+    assert any("cannot resize" in r and odd.name in r for r in reasons)
 
 
 def test_manifest_is_valid_json_with_checksums(tiny_shards: Path):

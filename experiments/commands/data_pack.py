@@ -39,6 +39,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--part", default="1/1", help="pack part K of N (K/N), for N machines")
     parser.add_argument("--resume", action="store_true",
                         help="continue an interrupted pack, or add domains to a packed split")
+    parser.add_argument("--all-buildings", action="store_true",
+                        help="without a split file, pack every building of the source into "
+                             "--split (refused otherwise: test buildings would leak into train)")
     parser.add_argument("--include-corrupt", action="store_true",
                         help="also pack the buildings known to be corrupt in the released data")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
@@ -56,6 +59,13 @@ def run(args: argparse.Namespace) -> int:
             Console().print(f"using the split file {split_file} of the source")
     if split_file is not None:
         buildings = split_buildings(split_file, args.split)
+    elif not args.all_buildings:
+        raise ValueError(
+            f"no split file: every building of {args.source} would be packed into split "
+            f"{args.split!r}. Pass --split-file (tiny, medium, full, fullplus or an "
+            "id,train,val,test CSV) to pack one split's buildings, or --all-buildings to pack "
+            "them all"
+        )
     config = PackConfig(
         source=args.source, out=args.out, split=args.split, buildings=buildings,
         domains=args.domains, shard_size=args.shard_size, workers=args.workers,
