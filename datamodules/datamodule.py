@@ -253,11 +253,18 @@ class ShardStream(IterableDataset):
                 yield from self._memory[index]
                 continue
             locations = {d: shard_location(self.root, self.split, d, index) for d in self.domains}
-            kept: list[dict[str, Any]] | None = [] if self.memory_bytes else None
+            room = self.memory_bytes - self._memory_used
+            kept: list[dict[str, Any]] | None = [] if room > 0 else None
+            kept_bytes = 0
             try:
                 for sample in iter_aligned_shard(locations):
                     if self.keep is None or sample["__key__"] in self.keep:
                         self._dry_shards = 0
+                        if kept is not None:
+                            kept_bytes += sum(len(v) for v in sample.values()
+                                              if isinstance(v, bytes))
+                            # Past the budget: stop holding this shard (memory_mb is a cap).
+                            kept = kept if kept_bytes <= room else None
                         if kept is not None:
                             kept.append(sample)
                         yield sample
@@ -450,13 +457,26 @@ class ShardStream(IterableDataset):
 
 
 def select_subset(keys: Sequence[str], limit: int, seed: int) -> frozenset[str]:
-    """A fixed subset of ``limit`` keys chosen by a seeded permutation (the 1k/16k regimes)."""
+    """A fixed subset of ``limit`` keys (the 1k/16k regimes), chosen by whole fixated points.
+
+    Points are taken in a seeded order with all their views (the last one only in part, to hit
+    ``limit`` exactly), so the multi-view tasks (pose, matching, egomotion) still find the
+    views of a point together; picking views one by one left almost no point with two.
+    """
     if limit <= 0:
         raise ValueError(f"limit must be positive, got {limit}")
     if limit > len(keys):
         raise ValueError(f"limit {limit} exceeds the {len(keys)} samples of the split")
-    order = np.random.default_rng(seed).permutation(len(keys))[:limit]
-    return frozenset(keys[i] for i in order)
+    points: dict[str, list[str]] = {}
+    for key in sorted(keys):
+        points.setdefault(key.rsplit("__", 1)[0], []).append(key)
+    groups = list(points.values())
+    chosen: list[str] = []
+    for index in np.random.default_rng(seed).permutation(len(groups)):
+        chosen.extend(groups[index][: limit - len(chosen)])
+        if len(chosen) >= limit:
+            break
+    return frozenset(chosen)
 
 
 class TaskonomyDataModule(L.LightningDataModule):

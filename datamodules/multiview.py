@@ -42,13 +42,20 @@ def point_key_of(sample: dict[str, Any]) -> str:
 
 
 def group_by_point(samples: Iterable[dict[str, Any]]) -> Iterator[list[dict[str, Any]]]:
-    """Group consecutive view samples of the same fixated point."""
+    """Group consecutive view samples of the same fixated point.
+
+    A view seen again starts a new group: resampled training reads can draw the same shard
+    twice in a row, and a unit of one view repeated is no multi-view sample.
+    """
     group: list[dict[str, Any]] = []
+    seen: set[str] = set()
     for sample in samples:
-        if group and point_key_of(group[0]) != point_key_of(sample):
+        key = str(sample["__key__"])
+        if group and (point_key_of(group[0]) != point_key_of(sample) or key in seen):
             yield group
-            group = []
+            group, seen = [], set()
         group.append(sample)
+        seen.add(key)
     if group:
         yield group
 

@@ -172,6 +172,19 @@ def test_limit_selects_a_fixed_subset_and_epochs_have_fixed_length(tiny_shards: 
     assert epochs[0] != epochs[1]  # reshuffled every epoch
     with pytest.raises(ValueError, match="exceeds"):
         select_subset(keys, 1000, seed=0)
+    # Whole points: at most one point is cut short, so views of a point stay together.
+    per_point = Counter(k.rsplit("__", 1)[0] for k in select_subset(keys, 7, seed=1))
+    sizes = Counter(k.rsplit("__", 1)[0] for k in keys)
+    assert sum(per_point.values()) == 7
+    assert sum(n < sizes[point] for point, n in per_point.items()) <= 1
+
+
+def test_a_repeated_read_never_makes_a_multi_view_unit_of_one_view():
+    from taskonomy.datamodules.multiview import group_by_point
+
+    views = [{"__key__": f"b__1__{v}"} for v in (0, 1, 2)]
+    groups = list(group_by_point([*views, *views]))  # the same shard drawn twice in a row
+    assert [[s["__key__"] for s in g] for g in groups] == [[v["__key__"] for v in views]] * 2
 
 
 def test_pipe_root_streams_like_a_local_root(tiny_shards: Path):
