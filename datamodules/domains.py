@@ -106,7 +106,9 @@ def register_domain(domain: Domain) -> None:
 def get_domain(name: str) -> Domain:
     """The domain called ``name``; the error lists the valid domains."""
     if name not in DOMAINS:
-        raise ValueError(f"unknown domain {name!r}; valid domains: {', '.join(DOMAINS)}")
+        raise ValueError(f"unknown domain {name!r}; valid domains: {', '.join(DOMAINS)} (a "
+                         "plugin's domain is known once its package, installed with a "
+                         "`taskonomy.tasks` entry point, calls register_domain on import)")
     return DOMAINS[name]
 
 

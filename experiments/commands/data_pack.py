@@ -49,6 +49,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Pack one split."""
+    from taskonomy.tasks.registry import task_names
+
+    task_names()  # imports the task plugins, which register their label domains
     buildings = None
     split_file = args.split_file
     if split_file is None:
