@@ -456,17 +456,26 @@ class ShardStream(IterableDataset):
             produced += 1
 
 
-def select_subset(keys: Sequence[str], limit: int, seed: int) -> frozenset[str]:
-    """A fixed subset of ``limit`` keys (the 1k/16k regimes), chosen by whole fixated points.
+def select_subset(keys: Sequence[str], limit: int, seed: int,
+                  by_point: bool = False) -> frozenset[str]:
+    """A fixed subset of ``limit`` keys (the 1k/16k regimes) in a seeded order.
 
-    Points are taken in a seeded order with all their views (the last one only in part, to hit
-    ``limit`` exactly), so the multi-view tasks (pose, matching, egomotion) still find the
-    views of a point together; picking views one by one left almost no point with two.
+    Args:
+        keys: The split's sample keys (``building__point__view``).
+        limit: How many to keep.
+        seed: The order's seed.
+        by_point: Take whole fixated points with all their views (the last one only in part,
+            to hit ``limit`` exactly), for the multi-view tasks (pose, matching, egomotion):
+            picking views one by one leaves almost no point with two. Single-view tasks pick
+            views one by one, which spreads the images over more places.
     """
     if limit <= 0:
         raise ValueError(f"limit must be positive, got {limit}")
     if limit > len(keys):
         raise ValueError(f"limit {limit} exceeds the {len(keys)} samples of the split")
+    if not by_point:
+        order = np.random.default_rng(seed).permutation(len(keys))[:limit]
+        return frozenset(keys[i] for i in order)
     points: dict[str, list[str]] = {}
     for key in sorted(keys):
         points.setdefault(key.rsplit("__", 1)[0], []).append(key)
@@ -566,7 +575,9 @@ class TaskonomyDataModule(L.LightningDataModule):
 
     def _role_subset(self, role: str, manifest: dict[str, Any]) -> frozenset[str] | None:
         if role == "train" and self.limit is not None:
-            return select_subset(manifest_keys(manifest), self.limit, self.seed)
+            multiview = any(t in MULTIVIEW_TASKS for t in self.tasks)
+            return select_subset(manifest_keys(manifest), self.limit, self.seed,
+                                 by_point=multiview)
         return None
 
     def role_keys(self, role: str) -> list[str]:

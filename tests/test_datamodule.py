@@ -172,8 +172,9 @@ def test_limit_selects_a_fixed_subset_and_epochs_have_fixed_length(tiny_shards: 
     assert epochs[0] != epochs[1]  # reshuffled every epoch
     with pytest.raises(ValueError, match="exceeds"):
         select_subset(keys, 1000, seed=0)
-    # Whole points: at most one point is cut short, so views of a point stay together.
-    per_point = Counter(k.rsplit("__", 1)[0] for k in select_subset(keys, 7, seed=1))
+    # Whole points (multi-view tasks): at most one point is cut short.
+    per_point = Counter(k.rsplit("__", 1)[0]
+                        for k in select_subset(keys, 7, seed=1, by_point=True))
     sizes = Counter(k.rsplit("__", 1)[0] for k in keys)
     assert sum(per_point.values()) == 7
     assert sum(n < sizes[point] for point, n in per_point.items()) <= 1
