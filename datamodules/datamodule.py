@@ -212,8 +212,10 @@ class ShardStream(IterableDataset):
         info = get_worker_info()
         worker, workers = (info.id, info.num_workers) if info is not None else (0, 1)
         # A new DataLoader iterator draws a fresh base seed, but persistent workers keep the
-        # first epoch's: the count of this copy's iterations tells their epochs apart.
-        epoch_seed = f"{info.seed if info is not None else ''}:{self._iterations}"
+        # first epoch's: the count of this copy's iterations tells their epochs apart. Without
+        # workers the count alone does (the same streams as before persistent workers counted).
+        epoch_seed = (f"{info.seed}:{self._iterations}" if info is not None
+                      else str(self._iterations))
         return rank, world, worker, workers, epoch_seed
 
     def _eval_plan(self) -> tuple[list[int], int | None]:
