@@ -213,6 +213,12 @@ def _taxonomy_section(out: Path) -> str:
                    + (_table(edges, left=["target", "from"]) if not edges.empty else ""))
         parts.append(f"<h3>Budget {record.get('budget')}</h3>")
         parts.append(_figure(out, png, f"taxonomy at budget {record.get('budget')}", numbers))
+        quality_gain = folder / f"{path.stem}_quality_gain.png"
+        if quality_gain.is_file():
+            parts.append(_figure(out, quality_gain,
+                                 f"quality and gain at budget {record.get('budget')}",
+                                 caption="Quality and gain of the edges this taxonomy chose.",
+                                 small=True))
     return "".join(parts)
 
 
