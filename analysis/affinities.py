@@ -25,7 +25,7 @@ import pandas as pd
 from rich.progress import Progress
 
 from taskonomy.analysis.affinity_table import AffinityTable
-from taskonomy.analysis.records import RunRecord, candidate_name
+from taskonomy.analysis.records import RunRecord, candidate_name, latest_task_runs, recency
 from taskonomy.analysis.winrates import PIXELS, SELF, Tournament, tournament
 from taskonomy.tasks.registry import task_names
 
@@ -53,13 +53,7 @@ def stale_transfers(records: Iterable[RunRecord]) -> list[tuple[RunRecord, str, 
         ``(transfer record, source task, run it used, latest run)`` per stale source.
     """
     records = [r for r in records if r.status == "finished"]
-    latest: dict[str, RunRecord] = {}
-    for r in records:
-        if r.role == "task":
-            best = latest.get(r.target)
-            if best is None or (r.finished_at or "", r.run_id) > (best.finished_at or "",
-                                                                  best.run_id):
-                latest[r.target] = r
+    latest = latest_task_runs(records)
     stale = []
     for r in records:
         used = r.config.get("source_runs") if r.role == "transfer" else None
@@ -104,7 +98,7 @@ def choose_regime(records: Sequence[RunRecord], regime: str | None = None) -> st
 
 def _latest(found: list[RunRecord], what: str) -> RunRecord:
     if len(found) > 1:
-        found = sorted(found, key=lambda r: (r.finished_at or "", r.run_id))
+        found = sorted(found, key=recency)
         others = ", ".join(r.run_id for r in found[:-1])
         warnings.warn(
             f"{what}: {len(found)} finished runs; using {found[-1].run_id!r}, ignoring {others}",

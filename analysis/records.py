@@ -324,6 +324,22 @@ def scan_records(runs_dir: str | os.PathLike[str], *,
     return RecordScan([records[k][1] for k in sorted(records)], skipped)
 
 
+def recency(record: RunRecord) -> tuple[str, str]:
+    """Sort key of runs that claim the same thing: the later finished one last."""
+    return record.finished_at or "", record.run_id
+
+
+def latest_task_runs(records: Iterable[RunRecord]) -> dict[str, RunRecord]:
+    """The latest finished task run of each task (the sources transfers read)."""
+    latest: dict[str, RunRecord] = {}
+    for record in records:
+        if record.role == "task" and record.status == "finished":
+            best = latest.get(record.target)
+            if best is None or recency(record) > recency(best):
+                latest[record.target] = record
+    return latest
+
+
 def read_records(runs_dir: str | os.PathLike[str]) -> list[RunRecord]:
     """Finished records of a runs folder; warns with counts of skipped unfinished ones."""
     scan = scan_records(runs_dir)

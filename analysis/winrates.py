@@ -54,13 +54,13 @@ def pairwise_win_rates(losses: ArrayLike, weights: ArrayLike | None = None) -> N
     chunk = max(1, _CHUNK_ELEMENTS // m)  # pairs per block: large BLAS calls, bounded memory
     for start in range(0, len(rows), chunk):
         left, right = values[rows[start:start + chunk]], values[cols[start:start + chunk]]
-        wins, losses = left < right, right < left
+        wins, defeats = left < right, right < left
         if weights is None:  # exact shares (242/360 stays 0.6722...2, not a float32 sum)
             upper[start:start + chunk] = wins.sum(axis=1) / m
-            lower[start:start + chunk] = losses.sum(axis=1) / m
+            lower[start:start + chunk] = defeats.sum(axis=1) / m
         else:
             upper[start:start + chunk] = wins.astype(np.float32) @ w32
-            lower[start:start + chunk] = losses.astype(np.float32) @ w32
+            lower[start:start + chunk] = defeats.astype(np.float32) @ w32
     for part in (upper, lower):
         np.clip(part, 0.0, 1.0, out=part)  # float32 sums may overshoot 1 by rounding
     out = np.full((n, n) + w.shape[1:], 0.5)

@@ -38,6 +38,7 @@ import torch
 from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 
 from taskonomy.datamodules.domains import DOMAINS, get_domain
+from taskonomy.datamodules.layouts import parse_key
 from taskonomy.datamodules.multiview import MULTIVIEW_TASKS, build_units, group_by_point
 from taskonomy.datamodules.shards import (
     ShardKeyMismatchError,
@@ -140,7 +141,7 @@ def _node_info(rank: int | None, world_size: int | None) -> tuple[int, int]:
 
 def _point_rank(key: str, world: int) -> int:
     """The rank that evaluates a sample's point (``building__point__view`` → hash of the point)."""
-    return zlib.crc32(key.rsplit("__", 1)[0].encode("utf-8")) % world
+    return zlib.crc32(parse_key(key).point_key.encode("utf-8")) % world
 
 
 def _stable_seed(*parts: object) -> int:
@@ -480,7 +481,7 @@ def select_subset(keys: Sequence[str], limit: int, seed: int,
         return frozenset(keys[i] for i in order)
     points: dict[str, list[str]] = {}
     for key in sorted(keys):
-        points.setdefault(key.rsplit("__", 1)[0], []).append(key)
+        points.setdefault(parse_key(key).point_key, []).append(key)
     groups = list(points.values())
     chosen: list[str] = []
     for index in np.random.default_rng(seed).permutation(len(groups)):
@@ -577,9 +578,8 @@ class TaskonomyDataModule(L.LightningDataModule):
 
     def _role_subset(self, role: str, manifest: dict[str, Any]) -> frozenset[str] | None:
         if role == "train" and self.limit is not None:
-            multiview = any(t in MULTIVIEW_TASKS for t in self.tasks)
             return select_subset(manifest_keys(manifest), self.limit, self.seed,
-                                 by_point=multiview)
+                                 by_point=any(t in MULTIVIEW_TASKS for t in self.tasks))
         return None
 
     def role_keys(self, role: str) -> list[str]:

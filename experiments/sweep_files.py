@@ -87,16 +87,11 @@ class SweepFile:
         The command template without the macros (the program, fixed arguments) with the content
         hash of every config file it names, and the extra arguments.
         """
-        fixed: list[str] = [self.program]
         template = [item for item in self.command if item not in _MACROS]
-        for position, item in enumerate(template):
-            previous = template[position - 1] if position else ""
-            path = item.split("=", 1)[1] if item.startswith("--config=") else (
-                item if previous in ("--config", "-c") else None)
-            if path is not None and Path(path).is_file():
-                item += "#" + hashlib.sha1(Path(path).read_bytes()).hexdigest()[:12]
-            fixed.append(item)
-        return json.dumps({"command": fixed, "extra": list(extra)})
+        digests = {path: hashlib.sha1(Path(path).read_bytes()).hexdigest()[:12]
+                   for path in config_paths(template) if Path(path).is_file()}
+        return json.dumps({"command": [self.program, *template], "configs": digests,
+                           "extra": list(extra)})
 
     def argv(self, params: dict[str, Any], extra: list[str] | None = None) -> list[str]:
         """The command line of one point, with the W&B macros expanded as an agent would.
@@ -125,6 +120,12 @@ class SweepFile:
         if out and out[0] == "taskonomy":
             out = [sys.executable, "-m", "taskonomy.experiments.cli", *out[1:]]
         return out
+
+
+def config_paths(argv: Sequence[str]) -> list[str]:
+    """The config files a command line names (``--config F``, ``-c F``, ``--config=F``)."""
+    named = [argv[i + 1] for i, a in enumerate(argv[:-1]) if a in ("--config", "-c")]
+    return named + [a.split("=", 1)[1] for a in argv if a.startswith("--config=")]
 
 
 def format_value(value: Any) -> str:

@@ -42,7 +42,13 @@ from lightning.pytorch.utilities import rank_zero_info
 from torch import nn
 from torchmetrics import Metric
 
-from taskonomy.analysis.records import RunRecord, record_path, scan_records, write_record
+from taskonomy.analysis.records import (
+    RunRecord,
+    latest_task_runs,
+    record_path,
+    scan_records,
+    write_record,
+)
 from taskonomy.datamodules.datamodule import TaskonomyDataModule
 from taskonomy.datamodules.domains import atomic_write_bytes
 from taskonomy.datamodules.selfsupervised import rgb_to_lab
@@ -122,19 +128,9 @@ def find_task_runs(runs_dir: str | os.PathLike[str], tasks: Sequence[str]) -> di
     """
     wanted = list(dict.fromkeys(tasks))
     scan = scan_records(runs_dir, statuses=("finished", "running", "failed"))
-    found: dict[str, RunRecord] = {}
-    unfinished: dict[str, str] = {}
-    for record in scan.records:
-        if record.role != "task" or record.target not in wanted:
-            continue
-        if record.status != "finished":
-            unfinished[record.target] = f"{record.run_id} ({record.status})"
-            continue
-        best = found.get(record.target)
-        if best is None or (record.finished_at or "", record.run_id) > (
-            best.finished_at or "", best.run_id
-        ):
-            found[record.target] = record
+    found = latest_task_runs(scan.records)
+    unfinished = {r.target: f"{r.run_id} ({r.status})" for r in scan.records
+                  if r.role == "task" and r.status != "finished"}
     missing = [t for t in wanted if t not in found]
     if missing:
         details = ", ".join(

@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import io
+import os
 from collections.abc import Sequence
 from typing import Any
 
@@ -150,21 +151,13 @@ def check_sweep(sweep: Any, runs_dir: str, extra: Sequence[str] = (),
     return len(points)
 
 
-def _missing_configs(argv: Sequence[str]) -> list[str]:
-    """``--config`` files of a command line that do not exist from the working folder."""
-    from pathlib import Path
-
-    named = [argv[i + 1] for i, a in enumerate(argv[:-1]) if a in ("--config", "-c")]
-    named += [a.split("=", 1)[1] for a in argv if a.startswith("--config=")]
-    return [path for path in named if not Path(path).is_file()]
-
-
 def _check_point(sweep: Any, point: Any, runs_dir: str, extra: Sequence[str]) -> None:
     argv = sweep.argv(point.params, [f"--run_id={point.run_id}", f"--runs_dir={runs_dir}",
                                      *extra])
-    missing = _missing_configs(argv)
+    from taskonomy.experiments.sweep_files import config_paths
+
+    missing = [path for path in config_paths(argv) if not os.path.isfile(path)]
     if missing:
-        import os
 
         raise ValueError(
             f"{sweep.path}: config file(s) {', '.join(missing)} not found from {os.getcwd()}; "
