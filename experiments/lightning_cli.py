@@ -199,12 +199,12 @@ class TaskonomyCLI(LightningCLI):
 
     # ------------------------------------------------------------------ hooks for subclasses
     def record_identity(self) -> tuple[str, str, tuple[str, ...]]:
-        """The record's ``(role, target, sources)``, read from :meth:`subcommand_config`.
+        """The record's ``(role, target, sources)``, read from the parsed model options.
 
         The base implementation reads ``model.task`` (a task run with no sources); transfer
         and baseline CLIs override it.
         """
-        task = self.subcommand_config().get("model", {}).get("task")
+        task = self.model_option("task")
         if not task:
             raise ValueError("no task given; pass --model.task=NAME (see `taskonomy tasks`)")
         return self.role, str(task), ()
@@ -261,6 +261,15 @@ class TaskonomyCLI(LightningCLI):
         if self.subcommand is not None:
             dumped = dumped.get(self.subcommand, dumped)
         return dict(dumped)
+
+    def model_option(self, name: str) -> Any:
+        """One parsed ``model.NAME`` value (``None`` if unset).
+
+        Read from the parsed namespace rather than :meth:`subcommand_config`: dumping the whole
+        config costs about 0.1 s, which the sweep check would pay at every grid point.
+        """
+        model = self._namespace().get("model")
+        return model.get(name) if model is not None else None
 
     def _namespace(self) -> Any:
         return self.config[self.subcommand] if self.subcommand is not None else self.config

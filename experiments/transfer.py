@@ -137,9 +137,9 @@ class TransferCLI(TaskonomyCLI):
 
     def record_identity(self) -> tuple[str, str, tuple[str, ...]]:
         """Role, target and sources from ``model.target/sources/kind/transfer``."""
-        model = self.subcommand_config().get("model", {})
-        identity = resolve_identity(model.get("target"), model.get("sources"),
-                                    model.get("kind") or "transfer", model.get("transfer"))
+        option = self.model_option
+        identity = resolve_identity(option("target"), option("sources"),
+                                    option("kind") or "transfer", option("transfer"))
         self.role = identity.role
         return identity.role, identity.target, identity.sources
 

@@ -94,3 +94,37 @@ def test_unknown_parameter_is_rejected(tmp_path: Path) -> None:
     )
     with pytest.raises(ValueError, match=r"point 0 .*model\.sourcez"):
         check_sweep(load_sweep_file(path), "runs")
+
+
+def _grid_with_unknown_source(tmp_path: Path) -> SweepFile:
+    path = tmp_path / "grid.yaml"
+    path.write_text(
+        "method: grid\n"
+        "command: [taskonomy, transfer, fit, --config, "
+        f"{os.path.join('experiments', 'configs', 'transfer_cpu.yaml')}, '${{args}}']\n"
+        "parameters:\n"
+        "  model.target: {values: [normal, depth_zbuffer, reshading]}\n"
+        "  model.sources:\n"
+        "    values: [[principal_curvature], [edge_texture], [nosuchtask], [keypoints2d]]\n"
+    )
+    return load_sweep_file(path)
+
+
+def test_parallel_check_names_the_first_rejected_point(tmp_path: Path) -> None:
+    sweep = _grid_with_unknown_source(tmp_path)
+    first_bad = next(p for p in sweep.points() if p.params["model.sources"] == ["nosuchtask"])
+    with pytest.raises(ValueError, match=rf"point {first_bad.index} .*nosuchtask"):
+        check_sweep(sweep, str(tmp_path / "runs"), processes=2)
+
+
+def test_check_leaves_out_finished_points(tmp_path: Path) -> None:
+    sweep = _grid_with_unknown_source(tmp_path)
+    good = [p for p in sweep.points() if p.params["model.sources"] != ["nosuchtask"]]
+    bad = [p for p in sweep.points() if p not in good]
+    runs = tmp_path / "runs"
+    for point in bad:  # finished: the executor would skip them, so they need no parse
+        (runs / point.run_id).mkdir(parents=True)
+        (runs / point.run_id / "record.json").write_text('{"status": "finished"}')
+    assert check_sweep(sweep, str(runs), skip_finished=True, processes=2) == len(good)
+    with pytest.raises(ValueError, match="nosuchtask"):
+        check_sweep(sweep, str(runs))
