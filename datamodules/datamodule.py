@@ -28,7 +28,7 @@ import random
 import tarfile
 import warnings
 import zlib
-from collections.abc import Collection, Iterator, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -39,7 +39,12 @@ from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 
 from taskonomy.datamodules.domains import DOMAINS, get_domain
 from taskonomy.datamodules.layouts import parse_key
-from taskonomy.datamodules.multiview import MULTIVIEW_TASKS, build_units, group_by_point
+from taskonomy.datamodules.multiview import (
+    MULTIVIEW_TASKS,
+    build_units,
+    context_blocks,
+    group_by_point,
+)
 from taskonomy.datamodules.shards import (
     ShardKeyMismatchError,
     is_url,
@@ -175,6 +180,8 @@ class ShardStream(IterableDataset):
             samples carry no ``rgb`` and no task ``input`` (``rgb`` must not be in ``domains``),
             and a sample (a view, for multi-view tasks) whose key is not in it is skipped and
             counted, as one with an unreadable image would be.
+        eval_blocks: Shards read together in evaluation, the unit handed to ranks and workers
+            (``None``: each shard alone); multi-view units never span two blocks.
     """
 
     def __init__(self, root: str, split: str, domains: Sequence[str], tasks: Sequence[str],
@@ -184,8 +191,10 @@ class ShardStream(IterableDataset):
                  world_size: int | None = None, jigsaw_tile: int | None = None,
                  raw_domains: Sequence[str] = (), batch_size: int = 1,
                  num_workers: int = 0, cached_inputs: frozenset[str] | None = None,
-                 memory_mb: float = 0) -> None:
+                 memory_mb: float = 0,
+                 eval_blocks: Sequence[Sequence[int]] | None = None) -> None:
         super().__init__()
+        self.eval_blocks = eval_blocks
         self.cached_inputs = cached_inputs
         if memory_mb < 0:
             raise ValueError(f"memory_mb must be ≥ 0 (0 keeps nothing in memory), got {memory_mb}")
@@ -219,20 +228,23 @@ class ShardStream(IterableDataset):
                       else str(self._iterations))
         return rank, world, worker, workers, epoch_seed
 
-    def _eval_plan(self) -> tuple[list[int], int | None]:
-        """This worker's evaluation shards, and the rank whose points it keeps (if filtered).
+    def _eval_plan(self) -> tuple[list[list[int]], int | None]:
+        """This worker's evaluation blocks of shards, and the rank whose points it keeps.
 
-        Shards go round-robin over ranks first, then over a rank's workers, so every rank gets
-        a share. With fewer shards than ranks, each rank reads every shard (split over its
-        workers) and keeps the points that hash to it: a rank without test samples would hang
-        the others in the end-of-epoch reduction. Either way each test image is seen once.
+        Blocks (single shards, or context blocks for multi-view tasks) go round-robin over
+        ranks first, then over a rank's workers, so every rank gets a share. With fewer blocks
+        than ranks, each rank reads every block (split over its workers) and keeps the points
+        that hash to it: a rank without test samples would hang the others in the end-of-epoch
+        reduction. Either way each test image (or unit) is seen once.
         """
         rank, world, worker, workers, _ = self._worker()
-        if len(self.shards) < world:
-            mine = [s for i, s in enumerate(self.shards) if i % workers == worker]
+        blocks = ([list(b) for b in self.eval_blocks] if self.eval_blocks is not None
+                  else [[s] for s in self.shards])
+        if len(blocks) < world:
+            mine = [b for i, b in enumerate(blocks) if i % workers == worker]
             return mine, rank
-        by_rank = [s for i, s in enumerate(self.shards) if i % world == rank]
-        return [s for i, s in enumerate(by_rank) if i % workers == worker], None
+        by_rank = [b for i, b in enumerate(blocks) if i % world == rank]
+        return [b for i, b in enumerate(by_rank) if i % workers == worker], None
 
     def _train_shards(self, rng: random.Random) -> Iterator[int]:
         self._dry_shards = 0
@@ -310,12 +322,17 @@ class ShardStream(IterableDataset):
             out["domains"] = tensors
         return out
 
-    def _samples(self, decoded: Iterator[dict[str, Any]],
-                 rng_for: Any) -> Iterator[dict[str, Any]]:
+    def _samples(self, decoded: Iterator[dict[str, Any]], rng_for: Any,
+                 keep_unit: Callable[[str], bool] | None = None) -> Iterator[dict[str, Any]]:
+        """Task samples of decoded views (multi-view units where a multi-view task is served).
+
+        ``keep_unit`` picks multi-view units by their first view's key (a rank keeps its
+        points; the other views stay in the context of negatives and partners).
+        """
         from taskonomy.datamodules.encodings import rgb_encoding
 
         if self.cached_inputs is not None:
-            yield from self._samples_without_images(decoded, rng_for)
+            yield from self._samples_without_images(decoded, rng_for, keep_unit)
             return
         if not self.multiview:
             for item in decoded:
@@ -332,6 +349,8 @@ class ShardStream(IterableDataset):
             return
         single_tasks = [t for t in self.tasks if t not in MULTIVIEW_TASKS]
         for unit in build_units(group_by_point(decoded), self.tasks, rng_for):
+            if keep_unit is not None and not keep_unit(unit["views"][0]["__key__"]):
+                continue
             rng = rng_for(unit["__key__"])
             first = {**unit["views"][0], "__key__": unit["__key__"]}
             try:
@@ -362,8 +381,9 @@ class ShardStream(IterableDataset):
                                                 resolution=self.resolution)
                 sample[task]["view_index"] = torch.tensor(roles, dtype=torch.long)
 
-    def _samples_without_images(self, decoded: Iterator[dict[str, Any]],
-                                rng_for: Any) -> Iterator[dict[str, Any]]:
+    def _samples_without_images(self, decoded: Iterator[dict[str, Any]], rng_for: Any,
+                                keep_unit: Callable[[str], bool] | None = None
+                                ) -> Iterator[dict[str, Any]]:
         """Keys and labels only: the inputs are cached elsewhere (``cached_inputs``)."""
         assert self.cached_inputs is not None
         cached, r = self.cached_inputs, self.resolution
@@ -395,6 +415,8 @@ class ShardStream(IterableDataset):
             return
         single_tasks = [t for t in self.tasks if t not in MULTIVIEW_TASKS]
         for unit in build_units(group_by_point(with_cached_input(decoded)), self.tasks, rng_for):
+            if keep_unit is not None and not keep_unit(unit["views"][0]["__key__"]):
+                continue
             rng = rng_for(unit["__key__"])
             first = {**unit["views"][0], "__key__": unit["__key__"]}
             try:
@@ -428,11 +450,19 @@ class ShardStream(IterableDataset):
             def eval_rng(key: str) -> np.random.Generator:
                 return np.random.default_rng(_stable_seed(self.seed, key))
 
-            shards, keep_rank = self._eval_plan()
-            raw = self._raw_samples(shards)
-            if keep_rank is not None:  # views of one point stay on one rank (multi-view units)
-                raw = (s for s in raw if _point_rank(str(s["__key__"]), world) == keep_rank)
-            yield from self._samples(self._decoded(raw), eval_rng)
+            blocks, keep_rank = self._eval_plan()
+
+            def mine(key: str) -> bool:
+                return keep_rank is None or _point_rank(key, world) == keep_rank
+
+            for block in blocks:
+                # Multi-view units are built within one context block (see context_blocks),
+                # so an evaluation split has the same units however many ranks and workers
+                # read it, and runs at any parallelism compare.
+                raw = self._raw_samples(block)
+                if not self.multiview:
+                    raw = (s for s in raw if mine(str(s["__key__"])))
+                yield from self._samples(self._decoded(raw), eval_rng, keep_unit=mine)
             return
         base = _stable_seed(self.seed, rank, worker, epoch_seed)
         shard_rng = random.Random(base)
@@ -600,6 +630,10 @@ class TaskonomyDataModule(L.LightningDataModule):
             shards = [s["index"] for s in manifest["shards"] if keep.intersection(s["keys"])]
             count = len(keep)
         cached = self.cached_inputs.get(split)
+        blocks = None
+        if role != "train" and any(t in MULTIVIEW_TASKS for t in self.tasks):
+            chosen = set(shards)
+            blocks = context_blocks([s for s in manifest["shards"] if s["index"] in chosen], keep)
         return ShardStream(
             self.root, split, [d for d in self.domains if cached is None or d != "rgb"],
             self.tasks, self.resolution, shards, keep,
@@ -608,6 +642,7 @@ class TaskonomyDataModule(L.LightningDataModule):
             rank=self.rank, world_size=self.world_size, jigsaw_tile=self.jigsaw_tile,
             raw_domains=self.requested_domains, batch_size=self.batch_size,
             num_workers=self.num_workers, cached_inputs=cached, memory_mb=self.memory_mb,
+            eval_blocks=blocks,
         )
 
     def use_cached_inputs(self, keys: Mapping[str, Collection[str]] | None) -> bool:

@@ -20,7 +20,7 @@ indices of the views that task uses. Single-view tasks use view 0.
 from __future__ import annotations
 
 from collections import deque
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Collection, Iterable, Iterator, Sequence
 from typing import Any
 
 import numpy as np
@@ -34,6 +34,48 @@ MULTIVIEW_TASKS: dict[str, int] = {
     "egomotion": 3,
     "point_matching": 2,
 }
+
+
+#: Points an evaluation context block holds at least: the recent groups a unit draws negatives
+#: and non-fixated partners from, and as many read ahead (``build_units``' buffer, twice).
+CONTEXT_POINTS = 32
+
+
+def context_blocks(shards: Sequence[dict[str, Any]], keep: Collection[str] | None = None,
+                   min_points: int = CONTEXT_POINTS) -> list[list[int]]:
+    """Group a split's shards into evaluation context blocks.
+
+    Multi-view units take negatives and partners from the points around them in the stream, so
+    evaluation builds units block by block and hands whole blocks to ranks and workers: the
+    units of a split then depend on its shards alone, not on how many GPUs and loader workers
+    read it. A block is a run of consecutive shards holding at least ``min_points`` fixated
+    points (the packer never splits a point across shards); a short tail joins the block
+    before it.
+
+    Args:
+        shards: Manifest shard entries (``{"index": i, "keys": [...]}``) in shard order.
+        keep: Keys that count (a regime subset); ``None``: all.
+        min_points: Points per block at least.
+
+    Returns:
+        Blocks of shard indices, in order.
+    """
+    blocks: list[list[int]] = []
+    block: list[int] = []
+    points: set[str] = set()
+    for shard in shards:
+        block.append(int(shard["index"]))
+        points.update(parse_key(k).point_key for k in shard["keys"]
+                      if keep is None or k in keep)
+        if len(points) >= min_points:
+            blocks.append(block)
+            block, points = [], set()
+    if block:
+        if blocks:
+            blocks[-1].extend(block)
+        else:
+            blocks.append(block)
+    return blocks
 
 
 def point_key_of(sample: dict[str, Any]) -> str:

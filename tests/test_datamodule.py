@@ -1,3 +1,4 @@
+import functools
 import io
 import shutil
 import tarfile
@@ -8,8 +9,10 @@ import numpy as np
 import pytest
 import torch
 
+from taskonomy.datamodules import datamodule as datamodule_module
 from taskonomy.datamodules.datamodule import TaskonomyDataModule, select_subset
 from taskonomy.datamodules.layouts import parse_key
+from taskonomy.datamodules.multiview import CONTEXT_POINTS, context_blocks
 from taskonomy.datamodules.shards import manifest_keys, read_manifest
 
 
@@ -347,3 +350,38 @@ def test_nonfixated_pose_leads_with_a_view_that_has_a_partner():
     for unit in build_units(stream(), ["fixated_pose"], lambda key: np.random.default_rng(0)):
         first = parse_key(unit["__key__"].split("+")[0])
         assert first.point_key == parse_key(arrived[-1]).point_key
+
+
+@pytest.mark.parametrize("block_points", [CONTEXT_POINTS, 2])
+@pytest.mark.parametrize("world,workers", [(2, 2), (3, 0), (64, 0)])
+def test_multi_view_eval_units_do_not_depend_on_parallelism(
+        tiny_shards: Path, world: int, workers: int, block_points: int,
+        monkeypatch: pytest.MonkeyPatch):
+    # Units are built block by block and blocks are handed out whole, so the GPU and worker
+    # count of a run cannot change them: candidates evaluated at different parallelism are
+    # scored on the same test units. 2 points a block spreads the tiny split over many blocks.
+    monkeypatch.setattr(datamodule_module, "context_blocks",
+                        functools.partial(context_blocks, min_points=block_points))
+    tasks = ["point_matching", "nonfixated_pose"]
+
+    def units(rank: int, world: int, workers: int) -> list[str]:
+        dm = TaskonomyDataModule(tiny_shards, tasks=tasks, resolution=8, batch_size=2,
+                                 num_workers=workers, rank=rank, world_size=world)
+        return _keys(dm.test_dataloader())
+
+    alone = units(0, 1, 0)
+    assert alone
+    spread = [key for rank in range(world) for key in units(rank, world, workers)]
+    assert Counter(spread) == Counter(alone)
+
+
+def test_context_blocks_hold_enough_points_and_keep_shard_order():
+    def shard(index: int, *points: int) -> dict:
+        return {"index": index, "keys": [f"b__{p}__{v}" for p in points for v in range(2)]}
+
+    shards = [shard(0, 1, 2), shard(1, 3), shard(2, 4, 5), shard(3, 6), shard(4, 7)]
+    assert context_blocks(shards, min_points=3) == [[0, 1], [2, 3, 4]]  # the tail joins
+    assert context_blocks(shards, min_points=1) == [[0], [1], [2], [3], [4]]
+    assert context_blocks(shards, min_points=99) == [[0, 1, 2, 3, 4]]
+    subset = {"b__1__0", "b__3__0", "b__4__1", "b__6__0"}  # a regime subset: its points only
+    assert context_blocks(shards, keep=subset, min_points=2) == [[0, 1], [2, 3, 4]]
