@@ -340,6 +340,25 @@ def _as_task_list(task: str) -> list[str]:
     return [task]
 
 
+#: DDP strategies and their variant that tolerates parameters without gradients.
+_FIND_UNUSED = {"ddp": "ddp_find_unused_parameters_true",
+                "ddp_spawn": "ddp_spawn_find_unused_parameters_true"}
+
+
+def gan_under_ddp(namespace: Any) -> None:
+    """Let DDP tolerate the cGAN's idle parameters (sets ``trainer.strategy`` in place).
+
+    The discriminator has no gradient during the warm-up and the generator none in the
+    discriminator's step, which plain DDP rejects at the second step.
+    """
+    model, trainer = namespace.get("model"), namespace.get("trainer")
+    if model is None or trainer is None or not model.get("gan"):
+        return
+    strategy = trainer.get("strategy")
+    if isinstance(strategy, str) and strategy in _FIND_UNUSED:
+        trainer["strategy"] = _FIND_UNUSED[strategy]
+
+
 class TrainCLI(TaskonomyCLI):
     """The task-specific training CLI: one task's network, role ``task``."""
 
@@ -377,6 +396,7 @@ class TrainCLI(TaskonomyCLI):
             if path is not None:
                 apply_task_overrides(namespace, load_task_overrides(path.absolute),
                                      getattr(self, "explicit_keys", set()))
+            gan_under_ddp(namespace)
         super().before_instantiate_classes()
 
     def default_callbacks(self) -> list[Callback]:

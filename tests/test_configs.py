@@ -113,8 +113,13 @@ def test_cpu_and_paper_settings() -> None:
     assert paper["model"]["lr"] == pytest.approx(1e-4)
     assert paper["model"]["lr_milestone"] == 80_000 and paper["model"]["lr_gamma"] == 0.1
     assert paper["data"]["batch_size"] == 32
-    assert paper["trainer"]["strategy"] == "ddp" and paper["trainer"]["devices"] == "auto"
+    assert paper["trainer"]["devices"] == "auto"
     assert paper["trainer"]["precision"] == "bf16-mixed"
+    # normal trains with the cGAN term, whose idle parameters plain DDP rejects at step 2.
+    assert paper["model"]["gan"] is True
+    assert paper["trainer"]["strategy"] == "ddp_find_unused_parameters_true"
+    layout = parse("--config", str(CONFIGS / "paper.yaml"), "--model.task=room_layout").config
+    assert layout["model"]["gan"] is False and layout["trainer"]["strategy"] == "ddp"
 
 
 @pytest.mark.parametrize("task", ["jigsaw", "egomotion", "principal_curvature", "class_scene",
@@ -150,6 +155,9 @@ def test_task_exceptions_match_the_task_table() -> None:
             assert exceptions[spec.name]["data"]["batch_size"] == spec.batch_size
         if spec.weight_decay != 2e-6:
             assert exceptions[spec.name]["model"]["weight_decay"] == spec.weight_decay
+        # The authors train every dense regression network with the cGAN term, nothing else.
+        gan = exceptions.get(spec.name, {}).get("model", {}).get("gan", False)
+        assert gan == (spec.family == "dense_regression"), spec.name
 
 
 def test_bad_task_override_names_the_key(tmp_path: Path) -> None:
