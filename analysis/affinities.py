@@ -25,7 +25,13 @@ import pandas as pd
 from rich.progress import Progress
 
 from taskonomy.analysis.affinity_table import AffinityTable
-from taskonomy.analysis.records import RunRecord, candidate_name, latest_task_runs, recency
+from taskonomy.analysis.records import (
+    RunRecord,
+    candidate_name,
+    latest_task_runs,
+    recency,
+    stale_sources,
+)
 from taskonomy.analysis.winrates import PIXELS, SELF, Tournament, tournament
 from taskonomy.tasks.registry import task_names
 
@@ -54,17 +60,7 @@ def stale_transfers(records: Iterable[RunRecord]) -> list[tuple[RunRecord, str, 
     """
     records = [r for r in records if r.status == "finished"]
     latest = latest_task_runs(records)
-    stale = []
-    for r in records:
-        used = r.config.get("source_runs") if r.role == "transfer" else None
-        if not isinstance(used, dict):
-            continue
-        for task, source in sorted(used.items()):
-            run_id = source.get("run_id") if isinstance(source, dict) else None
-            now = latest.get(task)
-            if run_id and now is not None and now.run_id != run_id:
-                stale.append((r, task, str(run_id), now.run_id))
-    return stale
+    return [(r, task, old, new) for r in records for task, old, new in stale_sources(r, latest)]
 
 
 def transfer_regimes(records: Iterable[RunRecord]) -> list[str]:

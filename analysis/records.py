@@ -290,7 +290,7 @@ class RecordScan:
 
 def scan_records(runs_dir: str | os.PathLike[str], *,
                  statuses: Iterable[str] = ("finished",)) -> RecordScan:
-    """Read every ``*/record.json`` under a runs folder (recursively).
+    """Read every ``*/record.json`` under a runs folder (recursively, hidden folders aside).
 
     Args:
         runs_dir: The runs folder.
@@ -311,6 +311,8 @@ def scan_records(runs_dir: str | os.PathLike[str], *,
     records: dict[str, tuple[Path, RunRecord]] = {}
     skipped: Counter[str] = Counter()
     for path in sorted(root.rglob(RECORD_FILE)):
+        if any(part.startswith(".") for part in path.relative_to(root).parts[:-1]):
+            continue  # executor state and runs set aside (.sweeps, .stale) are no results
         record = read_record(path)
         if record.run_id in records:
             raise ValueError(
@@ -338,6 +340,29 @@ def latest_task_runs(records: Iterable[RunRecord]) -> dict[str, RunRecord]:
             if best is None or recency(record) > recency(best):
                 latest[record.target] = record
     return latest
+
+
+def stale_sources(record: RunRecord, latest: Mapping[str, RunRecord]
+                  ) -> list[tuple[str, str, str]]:
+    """The sources of a finished transfer that were retrained after it ran.
+
+    Args:
+        record: A transfer's record (its ``config.source_runs`` names the task runs it read).
+        latest: The latest finished task run of each task (:func:`latest_task_runs`).
+
+    Returns:
+        ``(source task, run it used, latest run)`` per retrained source.
+    """
+    used = record.config.get("source_runs") if record.role == "transfer" else None
+    if not isinstance(used, dict):
+        return []
+    stale = []
+    for task, source in sorted(used.items()):
+        run_id = source.get("run_id") if isinstance(source, dict) else None
+        now = latest.get(task)
+        if run_id and now is not None and now.run_id != run_id:
+            stale.append((task, str(run_id), now.run_id))
+    return stale
 
 
 def read_records(runs_dir: str | os.PathLike[str]) -> list[RunRecord]:

@@ -48,6 +48,60 @@ def record_status(runs_dir: Path, run_id: str) -> str | None:
         return None
 
 
+#: Folder of the runs folder where ``--redo-stale`` moves transfers it runs again.
+STALE_FOLDER = ".stale"
+
+
+def stale_transfer_points(points: Sequence[SweepPoint], runs_dir: str | Path
+                          ) -> dict[str, list[str]]:
+    """Finished transfer points whose source task runs were retrained after they ran.
+
+    Their point is skipped as finished, yet its readout was trained on other encoders than the
+    latest task runs, which the analysis and later transfers use. The latest task runs are
+    looked up where each transfer found its sources (its ``model.task_runs``).
+
+    Returns:
+        Run id → ``"task: trained on OLD, latest NEW"`` per retrained source.
+    """
+    from taskonomy.analysis.records import (
+        latest_task_runs,
+        read_record,
+        scan_records,
+        stale_sources,
+    )
+
+    runs = Path(runs_dir)
+    latest_in: dict[str, Any] = {}
+    stale: dict[str, list[str]] = {}
+    for point in points:
+        if record_status(runs, point.run_id) != "finished":
+            continue
+        record = read_record(runs / point.run_id / RECORD_NAME)
+        if record.role != "transfer":
+            continue
+        folder = str((record.config.get("model") or {}).get("task_runs") or runs)
+        if folder not in latest_in:
+            found = Path(folder).is_dir()
+            latest_in[folder] = latest_task_runs(scan_records(folder).records) if found else {}
+        for task, old, new in stale_sources(record, latest_in[folder]):
+            stale.setdefault(point.run_id, []).append(f"{task}: trained on {old}, latest {new}")
+    return stale
+
+
+def set_aside(runs_dir: str | Path, run_id: str) -> Path:
+    """Move a run folder to ``RUNS/.stale/RUN_ID@TIME`` (kept, but no longer a result)."""
+    runs = Path(runs_dir)
+    stamp = time.strftime("%Y%m%dT%H%M%S")
+    target = runs / STALE_FOLDER / f"{run_id}@{stamp}"
+    target.parent.mkdir(parents=True, exist_ok=True)
+    suffix = 1
+    while target.exists():
+        suffix += 1
+        target = runs / STALE_FOLDER / f"{run_id}@{stamp}-{suffix}"
+    (runs / run_id).rename(target)
+    return target
+
+
 @dataclass
 class PointResult:
     """What happened to one point in this invocation."""

@@ -197,3 +197,34 @@ def test_bad_sweep_files(tmp_path: Path, text: str, message: str) -> None:
     path.write_text(text)
     with pytest.raises(ValueError, match=message):
         load_sweep_file(path)
+
+
+def test_transfers_on_retrained_sources_are_found_and_set_aside(tmp_path: Path) -> None:
+    from taskonomy.analysis.records import RunRecord, scan_records, write_record
+    from taskonomy.experiments.sweep_executor import set_aside, stale_transfer_points
+    from taskonomy.experiments.sweep_files import SweepPoint
+
+    runs = tmp_path / "runs"
+
+    def finished(run_id: str, role: str, target: str, sources: tuple[str, ...] = (),
+                 when: str = "2026-01-01T00:00:00", **config) -> None:
+        write_record(RunRecord(run_id=run_id, role=role, target=target, sources=sources,
+                               status="finished", finished_at=when, config=config), runs)
+
+    finished("task-old", "task", "reshading")
+    used = {"reshading": {"run_id": "task-old", "fingerprint": "f"}}
+    finished("n-r", "transfer", "normal", ("reshading",), source_runs=used,
+             model={"task_runs": str(runs)})
+    finished("d-r", "transfer", "depth_zbuffer", ("reshading",), source_runs=used)
+    points = [SweepPoint(i, {}, run_id) for i, run_id in enumerate(["n-r", "d-r", "todo"])]
+    assert stale_transfer_points(points, runs) == {}
+    finished("task-new", "task", "reshading", when="2026-02-01T00:00:00")
+    stale = stale_transfer_points(points, runs)
+    assert stale == {run_id: ["reshading: trained on task-old, latest task-new"]
+                     for run_id in ("n-r", "d-r")}
+    moved = set_aside(runs, "n-r")
+    assert moved.parent == runs / ".stale" and (moved / "record.json").is_file()
+    assert not (runs / "n-r").exists() and record_status(runs, "n-r") is None
+    # A set-aside run is no result: the analysis and the source lookup never read it.
+    assert "n-r" not in {r.run_id for r in scan_records(runs).records}
+    assert set_aside(runs, "d-r").parent == runs / ".stale"
