@@ -11,6 +11,8 @@
 set -uo pipefail
 cd "$(dirname "$0")/.."
 LOGS=${LOGS:-gpu-logs}
+# The project's virtualenv when there is one (scripts/setup.sh makes it), else `python`.
+if [ -z "${PYTHON:-}" ] && [ -x .venv/bin/python ]; then PYTHON=.venv/bin/python; fi
 PY=${PYTHON:-python}
 mkdir -p "$LOGS"
 export PYTHONUNBUFFERED=1

@@ -88,7 +88,7 @@ class SweepFile:
         hash of every config file it names, and the extra arguments.
         """
         template = [item for item in self.command if item not in _MACROS]
-        digests = {path: hashlib.sha1(Path(path).read_bytes()).hexdigest()[:12]
+        digests = {path: config_digest(path)
                    for path in config_paths(template) if Path(path).is_file()}
         return json.dumps({"command": [self.program, *template], "configs": digests,
                            "extra": list(extra)})
@@ -126,6 +126,52 @@ def config_paths(argv: Sequence[str]) -> list[str]:
     """The config files a command line names (``--config F``, ``-c F``, ``--config=F``)."""
     named = [argv[i + 1] for i, a in enumerate(argv[:-1]) if a in ("--config", "-c")]
     return named + [a.split("=", 1)[1] for a in argv if a.startswith("--config=")]
+
+
+def config_files(path: str | Path) -> list[Path]:
+    """A config file and the YAML files it names (group configs, task overrides), recursively.
+
+    Names are resolved against the folder of the file naming them, as the CLI resolves them.
+    """
+    found: list[Path] = []
+
+    def strings(data: Any) -> list[str]:
+        if isinstance(data, str):
+            return [data]
+        if isinstance(data, dict):
+            return [s for v in data.values() for s in strings(v)]
+        if isinstance(data, list):
+            return [s for v in data for s in strings(v)]
+        return []
+
+    def visit(file: Path) -> None:
+        if file in found or not file.is_file():
+            return
+        found.append(file)
+        try:
+            data = yaml.safe_load(file.read_text(encoding="utf-8"))
+        except (yaml.YAMLError, UnicodeDecodeError):
+            return
+        for name in strings(data):
+            if name.endswith((".yaml", ".yml")):
+                visit((file.parent / name).resolve())
+
+    visit(Path(path).resolve())
+    return found
+
+
+def config_digest(path: str | Path) -> str:
+    """Content hash of a config file and of every YAML file it names (:func:`config_files`).
+
+    Editing ``configs/model/cpu.yaml`` changes the digest of ``configs/cpu.yaml``, which names it.
+    """
+    files = config_files(path)
+    root, digest = files[0].parent, hashlib.sha1()
+    for file in files:
+        digest.update(str(file.relative_to(root) if file.is_relative_to(root) else file.name)
+                      .encode())
+        digest.update(file.read_bytes())
+    return digest.hexdigest()[:12]
 
 
 def format_value(value: Any) -> str:

@@ -31,6 +31,7 @@ and records it with the task run's checkpoint.
 from __future__ import annotations
 
 import sys
+import warnings
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -214,7 +215,10 @@ class TransferCLI(TaskonomyCLI):
 
 def build_cli(argv: Sequence[str], *, run: bool = True) -> TransferCLI:
     """The transfer CLI on ``argv``; with ``run=False`` it only parses and builds the objects."""
-    return TransferCLI(TransferTask, TaskonomyDataModule, args=list(argv), run=run)
+    with warnings.catch_warnings():
+        # The console script passes its own argv on; LightningCLI warns when sys.argv is set too.
+        warnings.filterwarnings("ignore", message="LightningCLI's args parameter")
+        return TransferCLI(TransferTask, TaskonomyDataModule, args=list(argv), run=run)
 
 
 def run_cli(argv: Sequence[str] | None = None) -> TransferCLI:

@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # Create .venv (if missing) and install the suite with its test tools.
-# torch is pinned first so pip takes the CPU wheel instead of a multi-GB CUDA build; on a GPU box,
-# install the torch build you want before running this script.
+# torch is installed first, pinned (TORCH_VERSION), so the suite's own install does not pull
+# another build. PyPI's Linux wheel is the multi-GB CUDA build; for the CPU build point
+# TORCH_INDEX_URL at a CPU wheel index (e.g. https://download.pytorch.org/whl/cpu). On a GPU box,
+# install the torch build you want before running this script (an importable torch is kept).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PYTHON="${PYTHON:-python3}"
@@ -10,6 +12,7 @@ if [ ! -x .venv/bin/python ]; then
 fi
 .venv/bin/python -m pip install --quiet --upgrade pip "setuptools>=69" wheel
 if ! .venv/bin/python -c "import torch" 2>/dev/null; then
-    .venv/bin/python -m pip install --quiet "torch==${TORCH_VERSION:-2.13.0}"
+    .venv/bin/python -m pip install --quiet ${TORCH_INDEX_URL:+--index-url "$TORCH_INDEX_URL"} \
+        "torch==${TORCH_VERSION:-2.13.0}"
 fi
 .venv/bin/python -m pip install --quiet -e ".[dev]"

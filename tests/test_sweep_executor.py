@@ -128,6 +128,13 @@ def test_run_ids_follow_the_config_contents_and_the_overrides(tmp_path: Path,
     assert set(small).isdisjoint(ids("small.yaml", ("--data.root=/data",)))  # --set too
     Path("small.yaml").write_text("model: {resolution: 64}\n")
     assert set(small).isdisjoint(ids("small.yaml"))  # an edited config file
+    # A group config named by the top-level one (as configs/cpu.yaml names model/cpu.yaml).
+    Path("model").mkdir()
+    Path("model/tiny.yaml").write_text("resolution: 32\n")
+    Path("grouped.yaml").write_text("model: model/tiny.yaml\n")
+    grouped = ids("grouped.yaml")
+    Path("model/tiny.yaml").write_text("resolution: 16\n")
+    assert set(grouped).isdisjoint(ids("grouped.yaml"))
 
 
 def test_an_orphan_is_recognized_by_its_start_time_not_its_pid(tmp_path: Path) -> None:
