@@ -212,7 +212,8 @@ SELECTED_OBJECT_CLASSES: tuple[int, ...] = (
 def selected_object_classes() -> np.ndarray:
     """Indices of the 100 ImageNet classes of ``class_selected``.
 
-    The authors' ``selected_class.npy`` is not public. The stand-in keeps what the restriction
+    The authors' ``selected_class.npy`` (``code/lib/data/`` of their repository) is not bundled
+    here. The stand-in keeps what the restriction
     is for on indoor scans: the 100 ImageNet classes an indoor image can show (furniture,
     fixtures, appliances, household objects; :data:`SELECTED_OBJECT_CLASSES`), so the 100-way
     target keeps the mass of the distillation target. An arbitrary pick such as every tenth

@@ -9,10 +9,10 @@
 - Jigsaw: a 3×3 grid; each tile is 90% of its cell at a random offset, resized; the tiles are
   shuffled by one of 100 permutations chosen greedily for large Hamming distance.
 
-The authors' ``pts_in_hull.npy`` (the 313 bins) and ``jigsaw_max_hamming_set.npy`` are not
-public; both sets are rebuilt here deterministically by the same constructions
-(:func:`build_ab_bins`, :func:`build_jigsaw_permutations`) and shipped as package data
-(``ab_bins_313.npy``, ``jigsaw_permutations_100.npy``) because building them takes seconds.
+The authors' ``pts_in_hull.npy`` (the 313 bins) and ``jigsaw_max_hamming_set.npy`` (binary files
+of their repositories) are not bundled; both sets are rebuilt here deterministically by the same
+constructions (:func:`build_ab_bins`, :func:`build_jigsaw_permutations`) and shipped as package
+data (``ab_bins_313.npy``, ``jigsaw_permutations_100.npy``) because building them takes seconds.
 """
 
 from __future__ import annotations

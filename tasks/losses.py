@@ -122,9 +122,10 @@ def class_balancing_weights(counts: torch.Tensor, mix: float = 0.5) -> torch.Ten
     The prior-boost rule the authors use for colorization (Zhang et al. 2016, their
     ``prior_factor`` files): smooth the empirical class distribution ``p`` with a uniform one,
     ``w_k ∝ 1 / ((1 − mix)·p_k + mix/K)``, and scale so the expected weight of a pixel
-    ``Σ_k p_k·w_k`` is 1. The authors' 17 semantic-segmentation weights (``semseg_prior_factor``;
-    the file is not public) have the shape this rule gives on their background-dominated labels:
-    background ≈ 0.54, objects ≈ 7–9.
+    ``Σ_k p_k·w_k`` is 1. The authors' 17 semantic-segmentation weights (``semseg_prior_factor``,
+    in their repository's ``taskbank/lib/data/``, not bundled here; ``class_weights: FILE.npy``
+    uses it) have the shape this rule gives on their background-dominated labels: background
+    ≈ 0.54, objects ≈ 7–9.
 
     Args:
         counts: ``K`` non-negative label counts (classes never seen get the largest weight).

@@ -318,3 +318,22 @@ def test_colorization_weights_come_from_the_smoothed_ab_distribution(
     assert weights == pytest.approx(expected.tolist(), rel=1e-5) and "counted" in origin
     # Smoothing moves mass to the neighbours of common colours, so the boost is milder.
     assert max(weights) < float(class_balancing_weights(counts, train.CLASS_BALANCE_MIX).max())
+
+
+def test_class_weights_load_from_a_file_like_the_authors_prior(tmp_path: Path) -> None:
+    prior = np.asarray([0.54] + [8.0] * 16, dtype=np.float32)  # semseg_prior_factor's shape
+    np.save(tmp_path / "semseg_prior_factor.npy", prior)
+    module = build_task("segment_semantic", **TINY,
+                        class_weights=str(tmp_path / "semseg_prior_factor.npy"))
+    # The weights themselves are kept (checkpoints and `self` baselines need no file).
+    assert module.hparams["class_weights"] == pytest.approx(prior.tolist())
+    assert module.hparams_initial["class_weights"] == pytest.approx(prior.tolist())
+    assert not module.class_weights_pending
+    (tmp_path / "weights.txt").write_text(" ".join(["1"] * 17))
+    assert build_task("segment_semantic", **TINY, class_weights=str(tmp_path / "weights.txt")
+                      ).hparams["class_weights"] == [1.0] * 17
+    np.save(tmp_path / "short.npy", prior[:5])
+    with pytest.raises(ValueError, match="5 values; task 'segment_semantic' has 17 classes"):
+        build_task("segment_semantic", **TINY, class_weights=str(tmp_path / "short.npy"))
+    with pytest.raises(ValueError, match="missing.npy' is no such file"):
+        build_task("segment_semantic", **TINY, class_weights=str(tmp_path / "missing.npy"))

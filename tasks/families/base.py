@@ -16,9 +16,11 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from typing import Any, Literal, cast
+from pathlib import Path
+from typing import Any, cast
 
 import lightning as L
+import numpy as np
 import torch
 import torch.distributed as dist
 from torch import nn
@@ -49,6 +51,30 @@ def uses_class_weights(spec: TaskSpec) -> bool:
     """
     return spec.loss in CLASS_WEIGHTED_LOSSES or (
         spec.family == "dense_classification" and spec.loss == "soft_cross_entropy")
+
+
+def load_class_weights(path: str | Path) -> list[float]:
+    """Per-class weights from a file: a ``.npy`` array or whitespace-separated text.
+
+    The authors' ``semseg_prior_factor.npy`` (the 17 weights of semantic segmentation, in their
+    repository's ``taskbank/lib/data/``) loads as it is. Their colorization prior
+    (``prior_factor_in_door.npy``) follows the order of their ``pts_in_hull.npy`` bins, which
+    are rebuilt here, so it fits only if the bins match.
+
+    Raises:
+        ValueError: No such file (a misspelt option lands here too), or it holds no numbers.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise ValueError(
+            f"class_weights must be a list of per-class weights, {AUTO_CLASS_WEIGHTS!r}, or a "
+            f".npy or text file of them; {str(path)!r} is no such file"
+        )
+    try:
+        values = np.load(path) if path.suffix == ".npy" else np.loadtxt(path)
+    except ValueError as error:
+        raise ValueError(f"class_weights file {path} holds no array of numbers ({error})") from None
+    return [float(v) for v in np.asarray(values, dtype=np.float64).reshape(-1)]
 
 
 def check_class_weights(spec: TaskSpec, weights: Sequence[float]) -> list[float]:
@@ -130,8 +156,10 @@ class TaskModule(L.LightningModule):
         gan_noise: Initial σ of the discriminator's instance noise; ``None`` takes the paper's
             (0.03 for depth and distance, 0.1 otherwise).
         class_weights: Per-class loss weights of a class-weighted loss (semantic segmentation's
-            class rebalancing, the authors' ``semseg_prior_factor``); ``"auto"``: counted from the
-            training labels by the training CLI before fitting (see
+            class rebalancing, the authors' ``semseg_prior_factor``); a ``.npy`` or text file of
+            them (:func:`load_class_weights`; the authors' ``semseg_prior_factor.npy`` loads as
+            it is);
+            ``"auto"``: counted from the training labels by the training CLI before fitting (see
             :meth:`set_class_weights`), which stores the list in the hyper-parameters; ``None``:
             unweighted.
         metric_samples: Pixels per image of the metric loss (unsupervised segmentation).
@@ -159,7 +187,7 @@ class TaskModule(L.LightningModule):
         gan_warmup_steps: int = 25_000,
         gan_lr: float = 1e-5,
         gan_noise: float | None = None,
-        class_weights: list[float] | Literal["auto"] | None = None,
+        class_weights: list[float] | str | None = None,
         metric_samples: int = 300,
     ) -> None:
         super().__init__()
@@ -179,13 +207,11 @@ class TaskModule(L.LightningModule):
                     f"task {task!r} has no class-weighted loss (its loss is {self.spec.loss!r}); "
                     "drop class_weights"
                 )
-            if isinstance(class_weights, str):
-                if class_weights != AUTO_CLASS_WEIGHTS:
-                    raise ValueError(
-                        f"class_weights must be a list of per-class weights or "
-                        f"{AUTO_CLASS_WEIGHTS!r}, got {class_weights!r}"
-                    )
-            else:
+            if isinstance(class_weights, str) and class_weights != AUTO_CLASS_WEIGHTS:
+                # A file (e.g. the authors' prior factors): the weights, not the path, are kept,
+                # so checkpoints and `self` baselines do not depend on the file.
+                self.set_class_weights(load_class_weights(class_weights))
+            elif not isinstance(class_weights, str):
                 self.hparams["class_weights"] = check_class_weights(self.spec, class_weights)
         self.weight_decay = self.spec.weight_decay if weight_decay is None else weight_decay
         self.clip_norm = self.default_clip_norm if clip_norm is None else clip_norm

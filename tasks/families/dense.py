@@ -7,7 +7,7 @@ weighted cross-entropy with uncertain pixels masked; with ``class_weights: auto`
 CLI counts the weights) and colorization (313 ab-bin logits at a quarter of the resolution,
 soft-target cross-entropy, each pixel weighted by the prior boost of its arg-max ab bin as in
 Zhang et al. 2016; ``class_weights: auto`` counts the bins of the training images, as the
-authors' ``prior_factor_in_door.npy`` is not public).
+authors' ``prior_factor_in_door.npy`` is not bundled and indexes their own ab bins).
 """
 
 from __future__ import annotations
