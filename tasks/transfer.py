@@ -9,7 +9,10 @@ A transfer for target t from sources S (order |S| = 1..4, or longer beam chains)
 3. the paper's readout (:class:`~taskonomy.tasks.networks.readout.TransferReadout`) maps them to
    16 channels, and a freshly initialized copy of t's head (``make_head(16)`` of t's family)
    predicts t; multi-view targets apply the readout per view with shared weights;
-4. t's loss, metrics and per-image test losses are used unchanged.
+4. t's loss, metrics and per-image test losses are used unchanged. For the authors' cGAN targets
+   the transfer objective also had a 0.004-weighted GAN term against a discriminator that is
+   never trained; it is left out here (the comparison, win rates and affinities, uses the task
+   loss only, as the authors' did).
 
 The same module runs the baselines (``kind``): ``pixels`` (a small from-scratch network instead
 of frozen sources), ``random`` (the readout on a random frozen encoder) and ``self`` (t's own
