@@ -18,7 +18,7 @@ import sys
 import warnings
 from collections.abc import Collection, Sequence
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import lightning as L
 import torch
@@ -39,7 +39,12 @@ from taskonomy.datamodules.selfsupervised import AB_BIN_COUNT, smooth_ab_distrib
 from taskonomy.experiments.lightning_cli import TaskonomyCLI
 from taskonomy.experiments.panels import PredictionPanels
 from taskonomy.tasks.build import build_task
-from taskonomy.tasks.families.base import NonFiniteLossError, TaskModule
+from taskonomy.tasks.families.base import (
+    AUTO_CLASS_WEIGHTS,
+    NonFiniteLossError,
+    TaskModule,
+    load_class_weights,
+)
 from taskonomy.tasks.losses import class_balancing_weights
 from taskonomy.tasks.registry import get_spec
 
@@ -67,7 +72,7 @@ def task_model(
     gan_warmup_steps: int = 25_000,
     gan_lr: float = 1e-5,
     gan_noise: float | None = None,
-    class_weights: list[float] | Literal["auto"] | None = None,
+    class_weights: list[float] | str | None = None,
     metric_samples: int = 300,
 ) -> TaskModule:
     """The LightningModule of a registered task (its family class configured by its spec).
@@ -89,9 +94,11 @@ def task_model(
         gan_warmup_steps: Steps on the task loss alone before the GAN term starts.
         gan_lr: SGD learning rate of the discriminator.
         gan_noise: Initial σ of the discriminator's instance noise (None: 0.03 for depth, else 0.1).
-        class_weights: Per-class loss weights (semantic segmentation); ``auto``: counted from
-            the training labels before fitting (:func:`resolve_class_weights`) and stored as
-            the list in the hyper-parameters, the checkpoint and the run record.
+        class_weights: Per-class loss weights (semantic segmentation, colorization); a ``.npy``
+            or text file of them (the authors' ``semseg_prior_factor.npy``; the training CLI
+            puts the loaded list in the config); ``auto``: counted from the training labels
+            before fitting (:func:`resolve_class_weights`) and stored as the list in the
+            hyper-parameters, the checkpoint and the run record.
         metric_samples: Pixels per image of the metric loss (unsupervised segmentation).
 
     Raises:
@@ -340,25 +347,6 @@ def _as_task_list(task: str) -> list[str]:
     return [task]
 
 
-#: DDP strategies and their variant that tolerates parameters without gradients.
-_FIND_UNUSED = {"ddp": "ddp_find_unused_parameters_true",
-                "ddp_spawn": "ddp_spawn_find_unused_parameters_true"}
-
-
-def gan_under_ddp(namespace: Any) -> None:
-    """Let DDP tolerate the cGAN's idle parameters (sets ``trainer.strategy`` in place).
-
-    The discriminator has no gradient during the warm-up and the generator none in the
-    discriminator's step, which plain DDP rejects at the second step.
-    """
-    model, trainer = namespace.get("model"), namespace.get("trainer")
-    if model is None or trainer is None or not model.get("gan"):
-        return
-    strategy = trainer.get("strategy")
-    if isinstance(strategy, str) and strategy in _FIND_UNUSED:
-        trainer["strategy"] = _FIND_UNUSED[strategy]
-
-
 class TrainCLI(TaskonomyCLI):
     """The task-specific training CLI: one task's network, role ``task``."""
 
@@ -396,7 +384,12 @@ class TrainCLI(TaskonomyCLI):
             if path is not None:
                 apply_task_overrides(namespace, load_task_overrides(path.absolute),
                                      getattr(self, "explicit_keys", set()))
-            gan_under_ddp(namespace)
+            model = namespace.get("model")
+            weights = model.get("class_weights") if model is not None else None
+            if isinstance(weights, str) and weights != AUTO_CLASS_WEIGHTS:
+                # The weights, not the file name, go into the config, the run id and the
+                # record (transfers and `self` baselines read them from there).
+                model["class_weights"] = load_class_weights(weights)
         super().before_instantiate_classes()
 
     def default_callbacks(self) -> list[Callback]:

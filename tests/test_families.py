@@ -273,3 +273,26 @@ def test_bad_batches_are_clear_value_errors() -> None:
         model.compute_loss(prediction, wrong)
     with pytest.raises(ValueError, match="no entry for task 'depth_zbuffer'"):
         model.validation_step({"__key__": ["a"], "normal": batch["depth_zbuffer"]}, 0)
+
+
+def test_cgan_schedule_counts_generator_steps_not_optimizer_steps() -> None:
+    # After the warm-up each batch takes two optimizer steps; the warm-up and the instance
+    # noise follow the generator's steps, as in the authors' schedule.
+    model = build_task("depth_zbuffer", **TINY, gan=True, gan_warmup_steps=3)
+    batch = fake_batch(model.spec, 2, 32)
+    trainer = _trainer(max_steps=9, limit_val_batches=0)
+    trainer.fit(model, _loader([batch] * 10))
+    assert trainer.global_step == 9 and model.generator_steps() == 6  # 3 + 3 batches with D
+
+
+def test_cgan_trains_under_plain_ddp() -> None:
+    # Idle discriminator (warm-up) and generator (D step) parameters: plain DDP rejected them
+    # at the second step until the module asked for find_unused_parameters in its setup.
+    model = build_task("depth_zbuffer", **TINY, gan=True, gan_warmup_steps=2)
+    assert model.discriminator is not None
+    before = [p.detach().clone() for p in model.discriminator.parameters()]
+    batch = fake_batch(model.spec, 2, 32)
+    trainer = _trainer(max_steps=6, limit_val_batches=0, devices=2, strategy="ddp_spawn")
+    trainer.fit(model, _loader([batch] * 8))  # rank 0's weights come back to this process
+    after = list(model.discriminator.parameters())
+    assert any(not torch.equal(a, b) for a, b in zip(after, before, strict=True))

@@ -149,7 +149,9 @@ class TaskModule(L.LightningModule):
         lr_gamma: Factor of the LR drop.
         clip_norm: Per-variable gradient clip; ``None`` takes the family's default (1.0 for room
             layout and vanishing points, off otherwise); ``0`` disables it.
-        gan: Add the cGAN term (dense regression tasks only).
+        gan: Add the cGAN term (dense regression tasks only). Lightning then counts two
+            optimizer steps per batch after the warm-up, so ``trainer.max_steps`` stops such a
+            run after fewer batches; the paper setting bounds runs by epochs.
         gan_weight: Weight of the GAN term (the task loss gets ``1 − gan_weight``).
         gan_warmup_steps: Generator steps on the task loss alone before the GAN term starts.
         gan_lr: SGD learning rate of the discriminator.
@@ -357,12 +359,21 @@ class TaskModule(L.LightningModule):
         self._gan_step(task_batch, prediction, loss)
         return None
 
+    def generator_steps(self) -> int:
+        """Generator steps taken so far (the authors' step count of the cGAN schedule).
+
+        Lightning's ``global_step`` counts every optimizer step: one per batch during the
+        warm-up, then two (generator and discriminator).
+        """
+        steps, warmup = self.global_step, int(self.hparams["gan_warmup_steps"])
+        return steps if steps <= warmup else (steps + warmup) // 2
+
     def _instance_noise(self) -> float:
         # σ0 / (1 + 0.2·step/1000): tf.train.inverse_time_decay as the authors anneal it.
         sigma0 = self.hparams["gan_noise"]
         if sigma0 is None:
             sigma0 = 0.03 if self.spec.name in LOG_DEPTH_TASKS else 0.1
-        return float(sigma0) / (1.0 + 0.2 * self.global_step / 1000.0)
+        return float(sigma0) / (1.0 + 0.2 * self.generator_steps() / 1000.0)
 
     def _gan_step(
         self, task_batch: dict[str, Any], prediction: torch.Tensor, task_loss: torch.Tensor
@@ -371,7 +382,7 @@ class TaskModule(L.LightningModule):
         opt_g, opt_d = cast(list[Any], self.optimizers())
         condition = task_batch["input"]
         target = task_batch["target"].to(prediction.dtype)
-        active = self.global_step >= self.hparams["gan_warmup_steps"]
+        active = self.generator_steps() >= self.hparams["gan_warmup_steps"]
         total = task_loss
         sigma = self._instance_noise()
         if active:
@@ -463,6 +474,18 @@ class TaskModule(L.LightningModule):
             {"params": weights, "weight_decay": decay},
             {"params": others, "weight_decay": 0.0},
         ]
+
+    def setup(self, stage: str) -> None:
+        """Let DDP tolerate the cGAN's idle parameters, however the strategy was spelt.
+
+        The discriminator gets no gradient during the warm-up, nor the generator in the
+        discriminator's step; plain DDP rejects that at the second step. The module's setup
+        runs before the strategy wraps it, so the wrapper is built with
+        ``find_unused_parameters`` (what ``ddp_find_unused_parameters_true`` would set).
+        """
+        ddp_kwargs = getattr(self.trainer.strategy, "_ddp_kwargs", None)
+        if self.discriminator is not None and isinstance(ddp_kwargs, dict):
+            ddp_kwargs["find_unused_parameters"] = True
 
     def configure_optimizers(self) -> Any:
         """Adam with an LR drop at a step milestone (+ SGD for the discriminator)."""
