@@ -274,9 +274,10 @@ def compute_affinities(records: Sequence[RunRecord], *, targets: Iterable[str] |
                            for r, task, old, new in stale[:10])
         more = f" and {len(stale) - 10} more" if len(stale) > 10 else ""
         warnings.warn(
-            f"{len(stale)} transfer source(s) were retrained after their transfers ran: "
-            f"{listed}{more}. Delete those transfer run folders and rerun their sweep for a "
-            "study on one set of encoders", StaleSourceWarning, stacklevel=2,
+            f"{len(stale)} task run(s) were retrained after the transfers (or self baselines) "
+            f"that read them ran: {listed}{more}. For a study on one set of encoders, rerun "
+            "their sweep with `taskonomy sweep run FILE --redo-stale` (or delete those run "
+            "folders and rerun it)", StaleSourceWarning, stacklevel=2,
         )
     tournaments: dict[str, Tournament] = {}
     used: dict[str, dict[str, RunRecord]] = {}

@@ -347,13 +347,14 @@ def stale_sources(record: RunRecord, latest: Mapping[str, RunRecord]
     """The sources of a finished transfer that were retrained after it ran.
 
     Args:
-        record: A transfer's record (its ``config.source_runs`` names the task runs it read).
+        record: A transfer's (or ``self`` baseline's) record: its ``config.source_runs`` names
+            the task runs it read.
         latest: The latest finished task run of each task (:func:`latest_task_runs`).
 
     Returns:
         ``(source task, run it used, latest run)`` per retrained source.
     """
-    used = record.config.get("source_runs") if record.role == "transfer" else None
+    used = record.config.get("source_runs") if record.role in ("transfer", "baseline") else None
     if not isinstance(used, dict):
         return []
     stale = []

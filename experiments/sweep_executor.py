@@ -21,6 +21,7 @@ import fcntl
 import json
 import os
 import queue
+import shutil
 import signal
 import socket
 import subprocess
@@ -52,13 +53,18 @@ def record_status(runs_dir: Path, run_id: str) -> str | None:
 STALE_FOLDER = ".stale"
 
 
-def stale_transfer_points(points: Sequence[SweepPoint], runs_dir: str | Path
-                          ) -> dict[str, list[str]]:
-    """Finished transfer points whose source task runs were retrained after they ran.
+def stale_transfer_points(points: Sequence[SweepPoint], runs_dir: str | Path,
+                          latest_in: dict[str, Any] | None = None) -> dict[str, list[str]]:
+    """Finished transfer (and ``self`` baseline) points whose task runs were retrained since.
 
     Their point is skipped as finished, yet its readout was trained on other encoders than the
     latest task runs, which the analysis and later transfers use. The latest task runs are
     looked up where each transfer found its sources (its ``model.task_runs``).
+
+    Args:
+        points: The points to look at.
+        runs_dir: The runs folder of their records.
+        latest_in: Cache of the latest task runs by folder, shared between calls.
 
     Returns:
         Run id → ``"task: trained on OLD, latest NEW"`` per retrained source.
@@ -71,13 +77,13 @@ def stale_transfer_points(points: Sequence[SweepPoint], runs_dir: str | Path
     )
 
     runs = Path(runs_dir)
-    latest_in: dict[str, Any] = {}
+    latest_in = {} if latest_in is None else latest_in
     stale: dict[str, list[str]] = {}
     for point in points:
         if record_status(runs, point.run_id) != "finished":
             continue
         record = read_record(runs / point.run_id / RECORD_NAME)
-        if record.role != "transfer":
+        if record.role not in ("transfer", "baseline"):
             continue
         folder = str((record.config.get("model") or {}).get("task_runs") or runs)
         if folder not in latest_in:
@@ -86,6 +92,28 @@ def stale_transfer_points(points: Sequence[SweepPoint], runs_dir: str | Path
         for task, old, new in stale_sources(record, latest_in[folder]):
             stale.setdefault(point.run_id, []).append(f"{task}: trained on {old}, latest {new}")
     return stale
+
+
+def redo_stale(points: Sequence[SweepPoint], runs_dir: str | Path) -> list[Path]:
+    """Set aside the stale points' run folders (:func:`set_aside`), so that they run again.
+
+    Each point is taken under its executor lock and checked again there: a point another
+    executor on the same runs folder is running, or has already set aside and run again, is
+    left alone.
+
+    Returns:
+        Where the run folders went.
+    """
+    runs = Path(runs_dir)
+    latest_in: dict[str, Any] = {}
+    moved: list[Path] = []
+    for point in points:
+        if record_status(runs, point.run_id) != "finished":
+            continue
+        with _exclusive(runs / point.run_id / ".executor.lock", wait=False) as mine:
+            if mine and stale_transfer_points([point], runs, latest_in):
+                moved.append(set_aside(runs, point.run_id))
+    return moved
 
 
 def set_aside(runs_dir: str | Path, run_id: str) -> Path:
@@ -98,7 +126,7 @@ def set_aside(runs_dir: str | Path, run_id: str) -> Path:
     while target.exists():
         suffix += 1
         target = runs / STALE_FOLDER / f"{run_id}@{stamp}-{suffix}"
-    (runs / run_id).rename(target)
+    shutil.move(runs / run_id, target)
     return target
 
 

@@ -164,8 +164,11 @@ def config_digest(path: str | Path) -> str:
     """Content hash of a config file and of every YAML file it names (:func:`config_files`).
 
     Editing ``configs/model/cpu.yaml`` changes the digest of ``configs/cpu.yaml``, which names it.
+    A config naming no other file keeps the plain content hash (the run ids it gave before).
     """
     files = config_files(path)
+    if len(files) == 1:
+        return hashlib.sha1(files[0].read_bytes()).hexdigest()[:12]
     root, digest = files[0].parent, hashlib.sha1()
     for file in files:
         digest.update(str(file.relative_to(root) if file.is_relative_to(root) else file.name)

@@ -162,10 +162,13 @@ class TransferCLI(TaskonomyCLI):
                 model["cache_dir"] = str(Path(runs_dir) / CACHE_FOLDER)
 
     def _record_config(self) -> dict[str, Any]:
-        """The base config plus ``source_runs``: which task runs the frozen sources came from."""
+        """The base config plus ``source_runs``, the task runs the run read.
+
+        Those of the frozen sources; for ``self``, that of the network it evaluates.
+        """
         config = super()._record_config()
         model = getattr(self, "model", None)
-        if isinstance(model, TransferTask) and model.kind == "transfer":
+        if isinstance(model, TransferTask) and model.kind in ("transfer", "self"):
             config["source_runs"] = model.source_runs
         return config
 

@@ -493,8 +493,11 @@ class TransferTask(L.LightningModule):
         self.network: TaskModule | None = None
         #: The checkpoint of the target's task network (``self`` baseline only).
         self.network_checkpoint: str | None = None
+        #: The task run of that network (``self`` baseline only).
+        self.network_run: str | None = None
         if kind == "self":
             record = find_task_runs(cast(str, runs), [target])[target]
+            self.network_run = record.run_id
             self.network = self._load_task_network(record, cast(str, runs))
             loss_module: TaskModule = self.network
             self.head: nn.Module = nn.Identity()
@@ -926,7 +929,12 @@ class TransferTask(L.LightningModule):
 
     @property
     def source_runs(self) -> dict[str, dict[str, str]]:
-        """Each frozen source's task run and weight fingerprint, by source task."""
+        """Each frozen source's task run and weight fingerprint, by source task.
+
+        For the ``self`` baseline, the target's task run it evaluates (no fingerprint).
+        """
+        if self.network_run is not None:
+            return {self.target: {"run_id": self.network_run, "fingerprint": ""}}
         return {cast(FrozenSource, source).spec.name: {
                     "run_id": cast(FrozenSource, source).run_id,
                     "fingerprint": cast(FrozenSource, source).fingerprint}

@@ -126,3 +126,6 @@ def test_self_baseline_cli_tests_without_training(runs: Path, tiny_shards: Path,
     assert record.status == "finished" and len(record.per_image_losses) == 18
     assert record.checkpoint is not None and record.checkpoint.endswith("last.ckpt")
     assert not (runs / "self-normal" / "checkpoints").exists()  # nothing was trained
+    # The task run it evaluated, so a retrained target flags this baseline as stale.
+    task_run = next(runs.glob("task__normal__*")).name
+    assert record.config["source_runs"] == {"normal": {"run_id": task_run, "fingerprint": ""}}

@@ -208,7 +208,7 @@ def test_bad_sweep_files(tmp_path: Path, text: str, message: str) -> None:
 
 def test_transfers_on_retrained_sources_are_found_and_set_aside(tmp_path: Path) -> None:
     from taskonomy.analysis.records import RunRecord, scan_records, write_record
-    from taskonomy.experiments.sweep_executor import set_aside, stale_transfer_points
+    from taskonomy.experiments.sweep_executor import redo_stale, stale_transfer_points
     from taskonomy.experiments.sweep_files import SweepPoint
 
     runs = tmp_path / "runs"
@@ -223,15 +223,22 @@ def test_transfers_on_retrained_sources_are_found_and_set_aside(tmp_path: Path) 
     finished("n-r", "transfer", "normal", ("reshading",), source_runs=used,
              model={"task_runs": str(runs)})
     finished("d-r", "transfer", "depth_zbuffer", ("reshading",), source_runs=used)
-    points = [SweepPoint(i, {}, run_id) for i, run_id in enumerate(["n-r", "d-r", "todo"])]
+    finished("r-self", "baseline", "reshading", ("self",),
+             source_runs={"reshading": {"run_id": "task-old", "fingerprint": ""}})
+    ids = ["n-r", "d-r", "r-self", "todo"]
+    points = [SweepPoint(i, {}, run_id) for i, run_id in enumerate(ids)]
     assert stale_transfer_points(points, runs) == {}
     finished("task-new", "task", "reshading", when="2026-02-01T00:00:00")
     stale = stale_transfer_points(points, runs)
     assert stale == {run_id: ["reshading: trained on task-old, latest task-new"]
-                     for run_id in ("n-r", "d-r")}
-    moved = set_aside(runs, "n-r")
-    assert moved.parent == runs / ".stale" and (moved / "record.json").is_file()
-    assert not (runs / "n-r").exists() and record_status(runs, "n-r") is None
+                     for run_id in ("n-r", "d-r", "r-self")}
+    # A point another executor holds is left alone; the others move to RUNS/.stale/.
+    with _exclusive(runs / "d-r" / ".executor.lock", wait=False) as mine:
+        assert mine
+        moved = redo_stale(points, runs)
+    assert sorted(p.name.split("@")[0] for p in moved) == ["n-r", "r-self"]
+    assert all(p.parent == runs / ".stale" and (p / "record.json").is_file() for p in moved)
+    assert record_status(runs, "n-r") is None and record_status(runs, "d-r") == "finished"
     # A set-aside run is no result: the analysis and the source lookup never read it.
-    assert "n-r" not in {r.run_id for r in scan_records(runs).records}
-    assert set_aside(runs, "d-r").parent == runs / ".stale"
+    assert {r.run_id for r in scan_records(runs).records} == {"task-old", "task-new", "d-r"}
+    assert redo_stale(points, runs)[0].name.startswith("d-r@")

@@ -278,8 +278,8 @@ def run(args: argparse.Namespace) -> int:
     from taskonomy.experiments.sweep_executor import (
         gpu_slots,
         record_status,
+        redo_stale,
         run_sweep,
-        set_aside,
         stale_transfer_points,
         visible_gpus,
     )
@@ -299,9 +299,8 @@ def run(args: argparse.Namespace) -> int:
     if stale and not args.dry_run:
         first = next(iter(stale))
         if args.redo_stale:
-            for run_id in stale:
-                set_aside(args.runs, run_id)
-            console.print(f"{len(stale)} finished transfer(s) trained on since-retrained sources "
+            moved = redo_stale([p for p in points if p.run_id in stale], args.runs)
+            console.print(f"{len(moved)} finished transfer(s) trained on since-retrained sources "
                           f"moved to {args.runs}/.stale/ and queued again")
         else:
             console.print(
