@@ -16,6 +16,8 @@ import multiprocessing
 import os
 import sys
 from collections.abc import Collection, Sequence
+from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
 from typing import Any
 
 from rich.console import Console
@@ -183,15 +185,29 @@ def check_sweep(sweep: Any, runs_dir: str, extra: Sequence[str] = (),
         return len(points)
     size = max(1, min(32, len(rest) // (4 * processes)))
     chunks = [(sweep, rest[i:i + size], runs_dir, list(extra)) for i in range(0, len(rest), size)]
-    # Forked before the progress bar starts its thread, so no child inherits a held lock.
-    with multiprocessing.get_context("fork").Pool(processes) as pool:
-        with bar:
-            task = bar.add_task("check", total=len(points), completed=1)
-            for (_, chunk, _, _), rejected in zip(chunks, pool.imap(_check_chunk, chunks),
-                                                  strict=True):
-                if rejected is not None:
-                    raise ValueError(rejected)
-                bar.advance(task, len(chunk))
+    # All workers fork at the first submission (fork context), before the progress bar starts
+    # its thread, so no child inherits a held lock; a worker that dies breaks the pool with an
+    # error instead of leaving the check waiting.
+    # With fork, every worker is forked at the first submission, before the progress bar starts
+    # its thread (no child inherits a held lock); a worker that dies breaks the pool with an
+    # error rather than leaving the check waiting.
+    context = multiprocessing.get_context("fork")
+    with ProcessPoolExecutor(processes, mp_context=context) as pool:
+        futures = [pool.submit(_check_chunk, chunk) for chunk in chunks]
+        try:
+            with bar:
+                task = bar.add_task("check", total=len(points), completed=1)
+                for (_, chunk, _, _), future in zip(chunks, futures, strict=True):
+                    rejected = future.result()
+                    if rejected is not None:
+                        raise ValueError(rejected)
+                    bar.advance(task, len(chunk))
+        except BrokenProcessPool:
+            raise RuntimeError("a parser process of the sweep check died (out of memory?); "
+                               "nothing was run") from None
+        except BaseException:
+            pool.shutdown(wait=False, cancel_futures=True)  # the first rejection is enough
+            raise
     return len(points)
 
 
@@ -199,8 +215,19 @@ def _default_processes(count: int) -> int:
     """Parser processes for ``count`` points: one per core on Linux, none for small sweeps."""
     if sys.platform != "linux" or count < 32:
         return 1
+    return max(1, min(16, usable_cores(), count // 16))
+
+
+def usable_cores() -> int:
+    """Cores this process may use: its CPU affinity, capped by a cgroup v2 CPU quota."""
     cores = len(os.sched_getaffinity(0))
-    return max(1, min(16, cores, count // 16))
+    try:
+        quota, period = open("/sys/fs/cgroup/cpu.max").read().split()[:2]
+    except (OSError, ValueError):
+        return cores
+    if quota == "max":
+        return cores
+    return max(1, min(cores, int(int(quota) // int(period))))
 
 
 def _check_chunk(job: tuple[Any, list[Any], str, list[str]]) -> str | None:
