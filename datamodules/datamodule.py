@@ -214,6 +214,8 @@ class ShardStream(IterableDataset):
         self._iterations = 0
         self._dry_shards = 0
         self._leftover: list[dict[str, Any]] = []
+        #: Which views' skips this stream counts (``None``: all of them).
+        self._counts_view: Callable[[str], bool] | None = None
 
     # -- shard selection ----------------------------------------------------------------------
 
@@ -298,12 +300,25 @@ class ShardStream(IterableDataset):
             self._memory[index] = samples
             self._memory_used += size
 
+    def _skip_view(self, key: str, message: str) -> None:
+        """Count a skipped view, unless another rank counts it.
+
+        Ranks that read the same blocks count the views of their own points only (the counts
+        are summed over ranks); a view without a usable key counts everywhere.
+        """
+        try:
+            counted = self._counts_view is None or self._counts_view(key)
+        except ValueError:
+            counted = True
+        if counted:
+            self.counter.add(message)
+
     def _decoded(self, raw: Iterator[dict[str, Any]]) -> Iterator[dict[str, Any]]:
         for sample in raw:
             try:
                 yield decode_sample(sample)
             except BadSampleError as error:
-                self.counter.add(str(error))
+                self._skip_view(str(sample.get("__key__", "")), str(error))
 
     def _single(self, decoded: dict[str, Any], rng: np.random.Generator,
                 tasks: Sequence[str]) -> dict[str, Any]:
@@ -391,7 +406,8 @@ class ShardStream(IterableDataset):
         def with_cached_input(items: Iterator[dict[str, Any]]) -> Iterator[dict[str, Any]]:
             for item in items:
                 if item["__key__"] not in cached:
-                    self.counter.add(f"sample {item['__key__']}: its input is not cached "
+                    self._skip_view(item["__key__"],
+                                    f"sample {item['__key__']}: its input is not cached "
                                      "(its image could not be read when the cache was filled)")
                     continue
                 # Multi-view builders stack view images (stand-ins here); single-view ones take
@@ -455,6 +471,8 @@ class ShardStream(IterableDataset):
             def mine(key: str) -> bool:
                 return keep_rank is None or _point_rank(key, world) == keep_rank
 
+            # Ranks reading the same blocks (fewer blocks than ranks) decode every view.
+            self._counts_view = mine if keep_rank is not None and self.multiview else None
             for block in blocks:
                 # Multi-view units are built within one context block (see context_blocks),
                 # so an evaluation split has the same units however many ranks and workers

@@ -2,6 +2,7 @@ import functools
 import io
 import shutil
 import tarfile
+import warnings
 from collections import Counter
 from pathlib import Path
 
@@ -385,3 +386,22 @@ def test_context_blocks_hold_enough_points_and_keep_shard_order():
     assert context_blocks(shards, min_points=99) == [[0, 1, 2, 3, 4]]
     subset = {"b__1__0", "b__3__0", "b__4__1", "b__6__0"}  # a regime subset: its points only
     assert context_blocks(shards, keep=subset, min_points=2) == [[0, 1], [2, 3, 4]]
+
+
+def test_ranks_reading_the_same_blocks_count_a_bad_view_once(tiny_shards: Path, tmp_path: Path):
+    # Fewer context blocks than ranks: every rank decodes every view, and the skipped counts
+    # are summed over ranks, so only the rank owning the view's point may count it.
+    root = tmp_path / "root"
+    shutil.copytree(tiny_shards / "test", root / "test")
+    _rewrite_member(root / "test" / "rgb" / "test-000001.tar", 1,
+                    b"\x89PNG\r\n\x1a\n" + bytes(100))
+    counts = []
+    for rank in range(3):
+        dm = TaskonomyDataModule(root, tasks=["fixated_pose"], resolution=8, batch_size=2,
+                                 num_workers=0, rank=rank, world_size=3, train_split=None,
+                                 val_split=None)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)
+            _keys(dm.test_dataloader())
+        counts.append(dm.skipped.count)
+    assert sum(counts) == 1
