@@ -193,6 +193,17 @@ class AffinityTable:
         names.discard(RANDOM_SOURCE)
         return sorted(names)
 
+    def supervisable(self) -> list[str]:
+        """Tasks the taxonomy may supervise (the paper's S), sorted.
+
+        Every transfer source, and every target with a ``self`` row: it has a network of its
+        own, so it belongs to S even if no transfer of the table reads it (e.g. its only
+        outgoing transfer, ``t → t``, failed).
+        """
+        frame = self._frame
+        own = frame.loc[frame["sources"] == BASELINE_CANDIDATES[0], "target"].unique()
+        return sorted(set(self.sources()) | {str(t) for t in own})
+
     def tasks(self) -> list[str]:
         """All tasks of the table (targets and sources), sorted."""
         return sorted(set(self.targets()) | set(self.sources()))

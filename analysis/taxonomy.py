@@ -81,9 +81,10 @@ def build_problem(table: AffinityTable, budget: float = math.inf, *,
         budget: Upper bound on the total label cost of supervised tasks.
         targets: Target tasks (default: every target of the table).
         sources: Tasks that may be supervised and used as sources (default: every source of the
-            table). A target among them may be supervised itself (its ``self`` edge); a target
-            outside them is *target-only* (the paper's T − T∩S, e.g. a novel task with few
-            labels) and must be served by a transfer.
+            table and every target with a ``self`` row, :meth:`AffinityTable.supervisable`).
+            A target among them may be supervised itself (its ``self`` edge); a target outside
+            them is *target-only* (the paper's T − T∩S, e.g. a novel task with few labels) and
+            must be served by a transfer.
         max_order: Highest transfer order kept (≥ 1).
         importance: Weight per target (default 1).
         cost: Label cost per task (default 1).
@@ -99,8 +100,8 @@ def build_problem(table: AffinityTable, budget: float = math.inf, *,
         raise ValueError(f"--max-order must be ≥ 1, got {max_order}")
     target_list = _check_names(targets if targets is not None else table.targets(),
                                table.targets(), "target")
-    source_list = _check_names(sources if sources is not None else table.sources(),
-                               table.sources(), "source")
+    source_list = _check_names(sources if sources is not None else table.supervisable(),
+                               table.supervisable(), "source")
     missing = missing_transfers(table, target_list, source_list) if require_complete else []
     if missing:
         listed = ", ".join(f"({s} → {t})" for s, t in missing[:_MAX_LISTED])
@@ -292,9 +293,11 @@ def place_novel_task(table: AffinityTable, task: str, budget: float, *,
     chosen_targets = list(targets) if targets is not None else table.targets()
     if task not in chosen_targets:
         chosen_targets.append(task)
-    # A novel task has transfers from some sources only: use what exists.
-    problem = build_problem(table, budget, targets=chosen_targets, max_order=max_order,
-                            require_complete=False)
+    # A novel task has transfers from some sources only: use what exists. It is target-only
+    # (the paper's T − T∩S), even with a `self` row of its own.
+    sources = [s for s in table.supervisable() if s != task]
+    problem = build_problem(table, budget, targets=chosen_targets, sources=sources,
+                            max_order=max_order, require_complete=False)
     return NovelPlacement(task, ranking, solve(problem, solver, log=log))
 
 

@@ -205,3 +205,16 @@ def test_sweep_out_writes_budget_curve(tmp_path, capsys):
     assert list(curve["budget"]) == [1, 3] and curve["mean_gain"].between(0, 1).all()
     assert (tmp_path / "budget_curve.png").stat().st_size > 10_000
     assert len(json.loads((tmp_path / "taxonomy.json").read_text())["solves"]) == 2
+
+
+def test_a_target_with_its_own_network_may_be_supervised_though_no_transfer_reads_it():
+    # c has a `self` row but no transfer uses it as a source (say its c → c run failed): it is
+    # still in S by default, so at budget 2 it is supervised rather than served by a → c.
+    rows = [("a", "self", 0.6), ("b", "self", 0.6), ("c", "self", 0.7),
+            ("a", "b", 0.4), ("b", "a", 0.4), ("c", "a", 0.3), ("c", "b", 0.2)]
+    table = AffinityTable.from_frame(pd.DataFrame(
+        [(t, s, a, 0.5, 0.5) for t, s, a in rows],
+        columns=["target", "sources", "affinity", "quality", "gain"]))
+    assert table.sources() == ["a", "b"] and table.supervisable() == ["a", "b", "c"]
+    solution = solve(build_problem(table, 2, require_complete=False), "highs")
+    assert "c" in solution.supervised and solution.edges["c"].is_self

@@ -169,7 +169,7 @@ def _taxonomies(table: AffinityTable, args: argparse.Namespace, out: Path,
                 console: Console) -> tuple[Any, list[Path]]:
     """Budget sweep: JSON for every budget, graphs for a few; returns the sweep frame."""
     budgets = parse_range(args.budgets) if args.budgets else list(range(1, len(table.tasks()) + 1))
-    missing = missing_transfers(table, table.targets(), table.sources())
+    missing = missing_transfers(table, table.targets(), table.supervisable())
     if missing:  # solve over what exists; a complete study has none missing
         listed = ", ".join(f"{s} → {t}" for s, t in missing[:10])
         more = f" and {len(missing) - 10} more" if len(missing) > 10 else ""

@@ -117,7 +117,7 @@ def run(args: argparse.Namespace) -> int:
     options = {
         "affinities": str(args.affinities),
         "targets": list(problem.targets),
-        "sources": sources if sources is not None else table.sources(),
+        "sources": sources if sources is not None else table.supervisable(),
         "max_order": args.max_order,
         "importance": dict(problem.importance),
         "cost": dict(problem.cost),
