@@ -82,32 +82,31 @@ def test_demo_sweeps_pair_up() -> None:
                                                                              *BASELINES])
 
 
-def test_unknown_parameter_is_rejected(tmp_path: Path) -> None:
-    path = tmp_path / "bad.yaml"
+def _transfer_sweep(tmp_path: Path, parameters: str) -> SweepFile:
+    """A `taskonomy transfer` grid sweep file with the given ``parameters:`` block."""
+    path = tmp_path / "sweep.yaml"
     path.write_text(
         "method: grid\n"
         "command: [taskonomy, transfer, fit, --config, "
         f"{os.path.join('experiments', 'configs', 'transfer_cpu.yaml')}, '${{args}}']\n"
-        "parameters:\n"
-        "  model.target: {values: [normal]}\n"
-        "  model.sourcez: {values: [[reshading]]}\n"
+        "parameters:\n" + parameters
     )
+    return load_sweep_file(path)
+
+
+def test_unknown_parameter_is_rejected(tmp_path: Path) -> None:
+    sweep = _transfer_sweep(tmp_path, "  model.target: {values: [normal]}\n"
+                                      "  model.sourcez: {values: [[reshading]]}\n")
     with pytest.raises(ValueError, match=r"point 0 .*model\.sourcez"):
-        check_sweep(load_sweep_file(path), "runs")
+        check_sweep(sweep, "runs")
 
 
 def _grid_with_unknown_source(tmp_path: Path) -> SweepFile:
-    path = tmp_path / "grid.yaml"
-    path.write_text(
-        "method: grid\n"
-        "command: [taskonomy, transfer, fit, --config, "
-        f"{os.path.join('experiments', 'configs', 'transfer_cpu.yaml')}, '${{args}}']\n"
-        "parameters:\n"
+    return _transfer_sweep(
+        tmp_path,
         "  model.target: {values: [normal, depth_zbuffer, reshading]}\n"
         "  model.sources:\n"
-        "    values: [[principal_curvature], [edge_texture], [nosuchtask], [keypoints2d]]\n"
-    )
-    return load_sweep_file(path)
+        "    values: [[principal_curvature], [edge_texture], [nosuchtask], [keypoints2d]]\n")
 
 
 def test_parallel_check_names_the_first_rejected_point(tmp_path: Path) -> None:
