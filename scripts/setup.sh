@@ -10,7 +10,7 @@ PYTHON="${PYTHON:-python3}"
 if [ ! -x .venv/bin/python ]; then
     "$PYTHON" -m venv .venv
 fi
-.venv/bin/python -m pip install --quiet --upgrade pip "setuptools>=69" wheel
+.venv/bin/python -m pip install --quiet --upgrade pip "setuptools>=77" wheel
 if ! .venv/bin/python -c "import torch" 2>/dev/null; then
     .venv/bin/python -m pip install --quiet ${TORCH_INDEX_URL:+--index-url "$TORCH_INDEX_URL"} \
         "torch==${TORCH_VERSION:-2.13.0}"
