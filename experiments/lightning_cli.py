@@ -377,6 +377,21 @@ class TaskonomyCLI(LightningCLI):
         log_record(run, record)
         run.finish(exit_code=exit_code)
 
+    def _finish_wandb_of_finished(self, record: RunRecord) -> None:
+        """Close the W&B run of a finished run; a W&B failure leaves the record finished.
+
+        The record is written before this is called and is what the analysis and the sweep
+        executor read, so an upload error only warns instead of marking the run failed.
+        """
+        try:
+            self._finish_wandb(record, exit_code=0)
+        except Exception as error:  # noqa: BLE001 - the run itself succeeded
+            warnings.warn(
+                f"run {self.run_id!r} finished and its record is written, but closing its W&B "
+                f"run failed ({type(error).__name__}: {error}); the W&B run may lack the final "
+                "metrics (`taskonomy analyze` reads the record)", stacklevel=2,
+            )
+
     # ------------------------------------------------------------------ data checks
     def check_data(self, datamodule: Any) -> None:
         """Check before training that every split the run needs has the domains it reads.
@@ -465,7 +480,6 @@ class TaskonomyCLI(LightningCLI):
             record = record.finished(metrics=metrics, per_image_losses=losses,
                                      checkpoint=self._record_checkpoint(checkpoint))
             self._write(record)
-            self._finish_wandb(record, exit_code=0)
         except BaseException as error:
             message = f"{type(error).__name__}: {error}"
             if isinstance(error, (SystemExit, KeyboardInterrupt)) and self.trainer.interrupted:
@@ -477,3 +491,4 @@ class TaskonomyCLI(LightningCLI):
             except Exception:  # noqa: BLE001 - never hide the original error
                 pass
             raise
+        self._finish_wandb_of_finished(record)

@@ -205,7 +205,6 @@ class TransferCLI(TaskonomyCLI):
             record = record.finished(metrics=metrics, per_image_losses=losses,
                                      checkpoint=model.network_checkpoint)
             self._write(record)
-            self._finish_wandb(record, exit_code=0)
         except BaseException as error:
             failed = (self.record or record).failed(f"{type(error).__name__}: {error}")
             self._write(failed)
@@ -214,6 +213,7 @@ class TransferCLI(TaskonomyCLI):
             except Exception:  # noqa: BLE001 - never hide the original error
                 pass
             raise
+        self._finish_wandb_of_finished(record)
 
 
 def build_cli(argv: Sequence[str], *, run: bool = True) -> TransferCLI:

@@ -219,3 +219,17 @@ def test_panels_render_a_task_of_every_kind(task: str) -> None:
         perfect = {**samples[0], "prediction": samples[0]["target"]}
         assert (render_tile(module, "prediction", perfect, 48)
                 == render_tile(module, "target", perfect, 48)).all()
+
+
+def test_wandb_failure_after_the_run_keeps_its_record_finished(
+        tmp_path: Path, tiny_shards: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from taskonomy.experiments.lightning_cli import TaskonomyCLI
+
+    def upload_fails(self, record, exit_code):  # type: ignore[no-untyped-def]
+        raise ConnectionError("W&B server unreachable")
+
+    monkeypatch.setattr(TaskonomyCLI, "_finish_wandb", upload_fails)
+    with pytest.warns(UserWarning, match="record is written.*W&B server unreachable"):
+        assert taskonomy_main(_no_wandb_args(tmp_path, tiny_shards, "normal")) == 0
+    record = read_record(record_path(tmp_path / "runs", "case"))
+    assert record.status == "finished" and record.per_image_losses
