@@ -431,11 +431,7 @@ class Demo:
         if not todo:
             counts.setdefault("finished", 0)
             return "skipped"
-        # Runs side by side share the cores: one OpenMP team per core, not one per run each
-        # spinning on every core (oversubscribed teams make CPU training many times slower).
-        threads = max(1, (os.cpu_count() or 1) // self.workers)
-        env = {"OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", str(threads))}
-        results = run_sweep(sweep, runs, workers=self.workers, points=todo, env=env)
+        results = run_sweep(sweep, runs, workers=self.workers, points=todo)
         for result in results:
             counts[result.outcome] = counts.get(result.outcome, 0) + 1
         failed = [r for r in results if r.outcome == "failed"]

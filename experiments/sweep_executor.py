@@ -27,7 +27,7 @@ import socket
 import subprocess
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import dataclass
 from pathlib import Path
@@ -281,6 +281,38 @@ class Ledger:
             os.replace(tmp, self.path)
 
 
+def usable_cores() -> int:
+    """Cores this process may use: its CPU affinity, capped by a cgroup v2 CPU quota."""
+    try:
+        cores = len(os.sched_getaffinity(0))
+    except AttributeError:  # no affinity API on this OS
+        cores = os.cpu_count() or 1
+    try:
+        with open("/sys/fs/cgroup/cpu.max") as limits:
+            quota, period = limits.read().split()[:2]
+    except (OSError, ValueError):
+        return cores
+    if quota == "max":
+        return cores
+    return max(1, min(cores, int(int(quota) // int(period))))
+
+
+#: Thread-pool sizes of the math libraries torch uses on the CPU.
+THREAD_VARIABLES = ("OMP_NUM_THREADS", "MKL_NUM_THREADS")
+
+
+def thread_defaults(workers: int, environ: Mapping[str, str] | None = None) -> dict[str, str]:
+    """Thread counts that split the usable cores between ``workers`` points run at once.
+
+    Points side by side would each start one OpenMP team per core, all spinning on the same
+    cores; oversubscribed teams make CPU training several times slower. Variables the user set
+    are kept.
+    """
+    environ = os.environ if environ is None else environ
+    threads = str(max(1, usable_cores() // max(1, workers)))
+    return {name: threads for name in THREAD_VARIABLES if name not in environ}
+
+
 def run_sweep(
     sweep: SweepFile,
     runs_dir: str | Path,
@@ -299,7 +331,8 @@ def run_sweep(
         runs_dir: Folder of run records (and the executor's ledger and logs).
         workers: Points run at once.
         extra_args: Arguments appended to every point's command line.
-        env: Extra environment variables for the points (``WANDB_MODE`` defaults to offline).
+        env: Extra environment variables for the points (``WANDB_MODE`` defaults to offline,
+            the thread counts to :func:`thread_defaults`).
         points: A subset of the grid (default: all points).
         on_result: Called after each point ends (or is skipped).
         device_slots: ``CUDA_VISIBLE_DEVICES`` values, one per worker (e.g. ``["0,1", "2,3"]``):
@@ -314,7 +347,7 @@ def run_sweep(
     ledger = Ledger(runs, sweep)
     todo = sweep.points(extra_args or ()) if points is None else points
     child_env = {**os.environ, "WANDB_MODE": os.environ.get("WANDB_MODE", "offline"),
-                 **(env or {})}
+                 **thread_defaults(workers), **(env or {})}
     if device_slots is not None and len(device_slots) < workers:
         raise ValueError(f"{len(device_slots)} device slot(s) for {workers} workers; give one "
                          "slot per worker")

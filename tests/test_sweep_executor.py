@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 
+import taskonomy.experiments.sweep_executor as sweep_executor
 from taskonomy.experiments.sweep_executor import (
     Ledger,
     _exclusive,
@@ -17,6 +18,7 @@ from taskonomy.experiments.sweep_executor import (
     process_identity,
     record_status,
     run_sweep,
+    thread_defaults,
 )
 from taskonomy.experiments.sweep_files import load_sweep_file, point_run_id
 
@@ -34,6 +36,8 @@ with open(Path(a.runs_dir) / "calls.txt", "a") as f:
     f.write(a.run_id + "\n")
 with open(Path(a.runs_dir) / "gpus.txt", "a") as f:
     f.write(os.environ.get("CUDA_VISIBLE_DEVICES", "all") + "\n")
+with open(Path(a.runs_dir) / "threads.txt", "a") as f:
+    f.write(os.environ.get("OMP_NUM_THREADS", "unset") + "\n")
 time.sleep(a.sleep)
 if a.task == "boom":
     sys.exit(3)
@@ -187,6 +191,20 @@ def test_gpus_are_split_between_workers_and_never_shared(tmp_path: Path) -> None
     assert all(r.outcome == "finished" for r in results)
     seen = (runs / "gpus.txt").read_text().split()
     assert len(seen) == 4 and set(seen) == {"0,1", "2,3"}
+
+
+def test_points_side_by_side_split_the_cores_between_their_threads(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(sweep_executor, "usable_cores", lambda: 4)
+    assert thread_defaults(2, {}) == {"OMP_NUM_THREADS": "2", "MKL_NUM_THREADS": "2"}
+    assert thread_defaults(8, {"MKL_NUM_THREADS": "3"}) == {"OMP_NUM_THREADS": "1"}
+    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+    sweep = load_sweep_file(_sweep(tmp_path, ["a"]))
+    run_sweep(sweep, tmp_path / "runs", workers=2)
+    assert (tmp_path / "runs" / "threads.txt").read_text().split() == ["2", "2"]
+    monkeypatch.setenv("OMP_NUM_THREADS", "3")  # the user's choice is kept
+    run_sweep(sweep, tmp_path / "again", workers=2)
+    assert (tmp_path / "again" / "threads.txt").read_text().split() == ["3", "3"]
 
 
 @pytest.mark.parametrize(

@@ -215,19 +215,9 @@ def _default_processes(count: int) -> int:
     """Parser processes for ``count`` points: one per core on Linux, none for small sweeps."""
     if sys.platform != "linux" or count < 32:
         return 1
+    from taskonomy.experiments.sweep_executor import usable_cores
+
     return max(1, min(16, usable_cores(), count // 16))
-
-
-def usable_cores() -> int:
-    """Cores this process may use: its CPU affinity, capped by a cgroup v2 CPU quota."""
-    cores = len(os.sched_getaffinity(0))
-    try:
-        quota, period = open("/sys/fs/cgroup/cpu.max").read().split()[:2]
-    except (OSError, ValueError):
-        return cores
-    if quota == "max":
-        return cores
-    return max(1, min(cores, int(int(quota) // int(period))))
 
 
 def _check_chunk(job: tuple[Any, list[Any], str, list[str]]) -> str | None:
