@@ -90,8 +90,11 @@ class SweepFile:
         template = [item for item in self.command if item not in _MACROS]
         digests = {path: config_digest(path)
                    for path in config_paths(template) if Path(path).is_file()}
+        # Order-free: `--set a=1 --set b=2` and `--set b=2 --set a=1` are one run (a stable
+        # sort keeps a repeated key's order, where the last value wins).
+        extra = sorted(extra, key=lambda argument: argument.split("=", 1)[0])
         return json.dumps({"command": [self.program, *template], "configs": digests,
-                           "extra": list(extra)})
+                           "extra": extra})
 
     def argv(self, params: dict[str, Any], extra: list[str] | None = None) -> list[str]:
         """The command line of one point, with the W&B macros expanded as an agent would.
@@ -198,7 +201,8 @@ def point_run_id(params: dict[str, Any], context: str = "") -> str:
     for value in params.values():
         text = "+".join(map(str, value)) if isinstance(value, list) else str(value)
         parts.append(re.sub(r"[^A-Za-z0-9_.+-]+", "_", text))
-    slug = "-".join(parts)[:80].strip("-_") or "run"
+    # A run id starts with a letter or digit (a leading "." would hide its folder).
+    slug = re.sub(r"^[^A-Za-z0-9]+", "", "-".join(parts)[:80]).rstrip("-_") or "run"
     return f"{slug}-{digest}"
 
 

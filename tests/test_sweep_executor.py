@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 
 import taskonomy.experiments.sweep_executor as sweep_executor
+from taskonomy.analysis.records import RunRecord
 from taskonomy.experiments.sweep_executor import (
     Ledger,
     _exclusive,
@@ -139,6 +140,17 @@ def test_run_ids_follow_the_config_contents_and_the_overrides(tmp_path: Path,
     grouped = ids("grouped.yaml")
     Path("model/tiny.yaml").write_text("resolution: 16\n")
     assert set(grouped).isdisjoint(ids("grouped.yaml"))
+    # The order of --set arguments does not matter; a repeated key's order does (last wins).
+    both = ("--data.root=/d", "--trainer.max_steps=5")
+    assert ids("small.yaml", both) == ids("small.yaml", both[::-1])
+    twice = ("--data.root=/a", "--data.root=/b")
+    assert set(ids("small.yaml", twice)).isdisjoint(ids("small.yaml", twice[::-1]))
+
+
+def test_point_ids_start_with_a_letter_or_digit() -> None:
+    run_id = point_run_id({"data.root": "./data/synthetic", "model.task": "normal"})
+    assert run_id.startswith("data_synthetic-normal-")
+    RunRecord(run_id=run_id, role="task", target="normal")  # a valid record id
 
 
 def test_an_orphan_is_recognized_by_its_start_time_not_its_pid(tmp_path: Path) -> None:
