@@ -290,7 +290,7 @@ class RecordScan:
 
 def scan_records(runs_dir: str | os.PathLike[str], *,
                  statuses: Iterable[str] = ("finished",)) -> RecordScan:
-    """Read every ``*/record.json`` under a runs folder (recursively, hidden folders aside).
+    """Read every ``RUNS/<run_id>/record.json`` of a runs folder (hidden folders aside).
 
     Args:
         runs_dir: The runs folder.
@@ -310,8 +310,10 @@ def scan_records(runs_dir: str | os.PathLike[str], *,
     keep = set(statuses)
     records: dict[str, tuple[Path, RunRecord]] = {}
     skipped: Counter[str] = Counter()
-    for path in sorted(root.rglob(RECORD_FILE)):
-        if any(part.startswith(".") for part in path.relative_to(root).parts[:-1]):
+    # Only RUNS/<run_id>/record.json: a runs folder nested inside (another study, a demo) is
+    # not this one's, and transfers must not take their sources from it.
+    for path in sorted(root.glob(f"*/{RECORD_FILE}")):
+        if path.parent.name.startswith("."):
             continue  # executor state and runs set aside (.sweeps, .stale) are no results
         record = read_record(path)
         if record.run_id in records:

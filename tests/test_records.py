@@ -59,6 +59,13 @@ def test_reader_skips_unfinished_with_counts(tmp_path):
         read_records(tmp_path)
 
 
+def test_a_runs_folder_nested_inside_is_not_read(tmp_path):
+    write_record(_finished("study"), tmp_path)
+    write_record(_finished("demo_run"), tmp_path / "demo")  # another study's runs folder
+    write_record(_finished("set_aside"), tmp_path / ".stale")
+    assert [r.run_id for r in read_records(tmp_path)] == ["study"]
+
+
 def test_malformed_files_are_named(tmp_path):
     bad = tmp_path / "broken" / "record.json"
     bad.parent.mkdir()
