@@ -219,20 +219,41 @@ def visible_gpus() -> list[str]:
 
 def _kill_group(pid: int) -> None:
     """Terminate a point's process group left running by an executor that was killed."""
-    try:
-        os.killpg(pid, signal.SIGTERM)
-    except (ProcessLookupError, PermissionError):
-        return
-    for _ in range(50):
-        try:
-            os.killpg(pid, 0)
-        except ProcessLookupError:
-            return
+    _kill_groups([pid])
+
+
+def _kill_groups(pids: Sequence[int], grace: float = 5.0) -> None:
+    """SIGTERM every process group at once, then SIGKILL the ones alive after ``grace`` s.
+
+    All groups share one grace period, so stopping N points takes at most ``grace`` seconds,
+    not N times that.
+    """
+    alive = []
+    for pid in pids:
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(pid, signal.SIGTERM)
+            alive.append(pid)
+    deadline = time.monotonic() + grace
+    while alive and time.monotonic() < deadline:
         time.sleep(0.1)
+        alive = [pid for pid in alive if _group_alive(pid)]
+    for pid in alive:
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(pid, signal.SIGKILL)
+
+
+def _group_alive(pid: int) -> bool:
     try:
-        os.killpg(pid, signal.SIGKILL)
+        os.killpg(pid, 0)
     except ProcessLookupError:
-        pass
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+#: Signals that stop an executor like Ctrl-C does.
+STOP_SIGNALS = (signal.SIGTERM, signal.SIGHUP)
 
 
 def _raise_interrupt(signum: int, frame: object) -> None:
@@ -418,13 +439,17 @@ def run_sweep(
     def stop_children() -> None:
         stopping.set()
         with children_lock:
-            for proc in list(children):
-                _kill_group(proc.pid)
+            pids = [proc.pid for proc in children]
+        _kill_groups(pids)
 
-    previous = None
-    if threading.current_thread() is threading.main_thread():
-        # SIGTERM (e.g. `kill`) behaves like Ctrl-C: stop the points, keep the ledger.
-        previous = signal.signal(signal.SIGTERM, _raise_interrupt)
+    previous: dict[int, Any] = {}
+    on_main_thread = threading.current_thread() is threading.main_thread()
+    if on_main_thread:
+        # SIGTERM (`kill`) and SIGHUP (a closed terminal or ssh session) behave like Ctrl-C:
+        # stop the points, keep the ledger. Points run in their own sessions, so without this
+        # a hang-up would leave them training with nobody to record their end.
+        for signum in STOP_SIGNALS:
+            previous[signum] = signal.signal(signum, _raise_interrupt)
     pool = ThreadPoolExecutor(max_workers=max(1, workers))
     try:
         with Progress(*columns, transient=False) as progress:
@@ -440,10 +465,14 @@ def run_sweep(
         # Interrupted: cancel queued points and stop the running ones before waiting for the
         # threads; their records stay unfinished, so the next invocation runs them again.
         pool.shutdown(wait=False, cancel_futures=True)
+        if on_main_thread:  # a second Ctrl-C must not cut the stopping short
+            previous.setdefault(signal.SIGINT, signal.getsignal(signal.SIGINT))
+            for signum in previous:
+                signal.signal(signum, signal.SIG_IGN)
         stop_children()
         raise
     finally:
         pool.shutdown(wait=True)
-        if previous is not None:
-            signal.signal(signal.SIGTERM, previous)
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
     return [results[p.index] for p in todo]

@@ -1,5 +1,6 @@
 """The local sweep executor: grid expansion, skipping finished points, failures, resume."""
 
+import contextlib
 import json
 import os
 import signal
@@ -112,6 +113,33 @@ def test_killed_executor_resumes_without_rerunning(tmp_path: Path) -> None:
     # have finished on its own meanwhile, or is stopped and rerun).
     assert done_before <= {r.point.run_id for r in results if r.outcome == "skipped"}
     assert all(record_status(runs, p.run_id) == "finished" for p in points)
+
+
+def test_a_hang_up_stops_the_executor_and_its_running_points(tmp_path: Path) -> None:
+    sweep_path = _sweep(tmp_path, ["a"], sleep=60)
+    runs = tmp_path / "runs"
+    code = (
+        "from taskonomy.experiments.sweep_executor import run_sweep;"
+        "from taskonomy.experiments.sweep_files import load_sweep_file;"
+        f"run_sweep(load_sweep_file({str(sweep_path)!r}), {str(runs)!r}, workers=2)"
+    )
+    executor = subprocess.Popen([sys.executable, "-c", code], start_new_session=True,
+                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    ledger = runs / ".sweeps" / "demo.json"
+    pids: list[int] = []
+    deadline = time.monotonic() + 60
+    while len(pids) < 2 and time.monotonic() < deadline:
+        time.sleep(0.1)
+        with contextlib.suppress(OSError, ValueError):
+            points = json.loads(ledger.read_text())["points"].values()
+            pids = [p["pid"] for p in points if p.get("pid")]
+    assert len(pids) == 2, "the points did not start"
+    executor.send_signal(signal.SIGHUP)  # the terminal closed: only the executor gets it
+    assert executor.wait(timeout=30) != 0
+    for pid in pids:  # the points ran in their own sessions and are stopped all the same
+        with pytest.raises(ProcessLookupError):
+            os.killpg(pid, 0)
+    assert {p["status"] for p in json.loads(ledger.read_text())["points"].values()} == {"failed"}
 
 
 def test_run_ids_follow_the_config_contents_and_the_overrides(tmp_path: Path,
