@@ -253,7 +253,7 @@ def _group_alive(pid: int) -> bool:
 
 
 #: Signals that stop an executor like Ctrl-C does.
-STOP_SIGNALS = (signal.SIGTERM, signal.SIGHUP)
+STOP_SIGNALS: tuple[signal.Signals, ...] = (signal.SIGTERM, signal.SIGHUP)
 
 
 def _raise_interrupt(signum: int, frame: object) -> None:
@@ -442,7 +442,7 @@ def run_sweep(
             pids = [proc.pid for proc in children]
         _kill_groups(pids)
 
-    previous: dict[int, Any] = {}
+    previous: dict[signal.Signals, Any] = {}
     on_main_thread = threading.current_thread() is threading.main_thread()
     if on_main_thread:
         # SIGTERM (`kill`) and SIGHUP (a closed terminal or ssh session) behave like Ctrl-C:
