@@ -252,10 +252,13 @@ class ShardStream(IterableDataset):
         self._dry_shards = 0
         while True:
             # Every sample of every shard failing would loop forever: stop with an error.
+            # The count restarts whenever a finished sample leaves the stream (__iter__).
             if self._dry_shards > 2 * len(self.shards) + 8:
+                units = (" or formed no multi-view unit (a multi-view task needs several views "
+                         "of a point in the split)" if self.multiview else "")
                 raise RuntimeError(
                     f"no usable sample in {self._dry_shards} shards of split {self.split!r} "
-                    f"under {self.root}; every sample was skipped (see the warnings)"
+                    f"under {self.root}: every sample was skipped (see the warnings){units}"
                 )
             self._dry_shards += 1
             yield self.shards[rng.randrange(len(self.shards))]
@@ -265,8 +268,6 @@ class ShardStream(IterableDataset):
     def _raw_samples(self, shard_ids: Iterator[int] | list[int]) -> Iterator[dict[str, Any]]:
         for index in shard_ids:
             if index in self._memory:
-                if self._memory[index]:
-                    self._dry_shards = 0
                 yield from self._memory[index]
                 continue
             locations = {d: shard_location(self.root, self.split, d, index) for d in self.domains}
@@ -276,7 +277,6 @@ class ShardStream(IterableDataset):
             try:
                 for sample in iter_aligned_shard(locations):
                     if self.keep is None or sample["__key__"] in self.keep:
-                        self._dry_shards = 0
                         if kept is not None:
                             kept_bytes += sum(len(v) for v in sample.values()
                                               if isinstance(v, bytes))
@@ -494,6 +494,7 @@ class ShardStream(IterableDataset):
         buffer, self._leftover = self._leftover, []
         produced = 0
         for sample in stream:
+            self._dry_shards = 0
             buffer.append(sample)
             if len(buffer) < self.shuffle_buffer:
                 continue

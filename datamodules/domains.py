@@ -88,8 +88,14 @@ def register_domain(domain: Domain) -> None:
     """Add a domain (e.g. the labels of a novel or plugin task) so it can be packed and read.
 
     Raises:
-        ValueError: a different domain with the same name is already registered.
+        ValueError: a different domain with the same name is already registered, or the name
+            cannot name a folder and a shard member (``KEY.DOMAIN.EXT``).
     """
+    if not re.fullmatch(r"[A-Za-z0-9_-]+", domain.name):
+        raise ValueError(
+            f"domain name {domain.name!r}: use letters, digits, '_' and '-' only (it names a "
+            "folder, and shard members are KEY.DOMAIN.EXT, so a '.' would split it)"
+        )
     existing = DOMAINS.get(domain.name)
     if existing is not None and existing != domain:
         raise ValueError(
@@ -211,12 +217,20 @@ def atomic_write_bytes(path: str | os.PathLike[str], data: bytes) -> None:
     try:
         with os.fdopen(fd, "wb") as handle:
             handle.write(data)
-        # mkstemp creates 0600 files; give the final file the usual umask-based mode.
-        os.chmod(tmp, 0o666 & ~_UMASK)
-        os.replace(tmp, path)
+        publish_temporary(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+def publish_temporary(tmp: str | os.PathLike[str], path: str | os.PathLike[str]) -> None:
+    """Rename a complete ``mkstemp`` file to ``path`` with the usual umask-based mode.
+
+    mkstemp creates 0600 files: without the chmod, other users (or a training container with
+    another uid) could not read what was written.
+    """
+    os.chmod(tmp, 0o666 & ~_UMASK)
+    os.replace(tmp, path)
 
 
 def write_domain_file(building_dir: str | os.PathLike[str], domain: str, point: int | str,

@@ -159,7 +159,9 @@ def _image_resolution(layout: SourceLayout, views: Sequence[ViewRef]) -> int | N
 
 def _select_buildings(config: PackConfig, layout: SourceLayout) -> tuple[list[str], dict]:
     present = set(layout.buildings())
-    wanted = list(config.buildings) if config.buildings is not None else sorted(present)
+    # dict.fromkeys: a building named twice is packed once.
+    wanted = (list(dict.fromkeys(config.buildings)) if config.buildings is not None
+              else sorted(present))
     excluded = [] if config.include_corrupt else [b for b in wanted if b in KNOWN_CORRUPT_BUILDINGS]
     absent = [b for b in wanted if b not in present and b not in excluded]
     chosen = sorted(b for b in wanted if b in present and b not in excluded)

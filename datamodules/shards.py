@@ -28,7 +28,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from taskonomy.datamodules.domains import atomic_write_bytes, get_domain
+from taskonomy.datamodules.domains import atomic_write_bytes, get_domain, publish_temporary
 
 FORMAT = "taskonomy-shards"
 FORMAT_VERSION = 1
@@ -180,7 +180,7 @@ def write_domain_shard(path: str | os.PathLike[str], domain: str,
                 count += 1
         digest = hashlib.sha256(Path(tmp).read_bytes()).hexdigest()
         size = Path(tmp).stat().st_size
-        os.replace(tmp, path)
+        publish_temporary(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise

@@ -22,7 +22,8 @@ def parse_split_csv(text: str, *, source: str = "split CSV") -> dict[str, list[s
     Accepts CR, CRLF and LF line endings. A building marked in no part is ignored.
 
     Raises:
-        ValueError: the header is not ``id,train,val,test`` or a row is malformed.
+        ValueError: the header is not ``id,train,val,test``, a row is malformed, or a building
+            is listed twice or in more than one part (a train/test leak).
     """
     lines = [line.strip() for line in text.replace("\r\n", "\n").replace("\r", "\n").split("\n")]
     lines = [line for line in lines if line]
@@ -32,12 +33,21 @@ def parse_split_csv(text: str, *, source: str = "split CSV") -> dict[str, list[s
             f"got {lines[0] if lines else 'an empty file'!r}"
         )
     parts: dict[str, list[str]] = {part: [] for part in PARTS}
+    rows: dict[str, int] = {}
     for number, line in enumerate(lines[1:], start=2):
         cells = [c.strip() for c in line.split(",")]
         if len(cells) != 4 or any(c not in ("0", "1") for c in cells[1:]) or not cells[0]:
             raise ValueError(
                 f"{source}, row {number}: expected 'building,0|1,0|1,0|1', got {line!r}"
             )
+        if cells[0] in rows:
+            raise ValueError(f"{source}, row {number}: building {cells[0]!r} is already listed "
+                             f"in row {rows[cells[0]]}; keep one row per building")
+        rows[cells[0]] = number
+        if cells[1:].count("1") > 1:
+            raise ValueError(f"{source}, row {number}: building {cells[0]!r} is in more than "
+                             f"one part ({line!r}); a building belongs to one of train, val "
+                             "and test, or its images leak between them")
         for part, flag in zip(PARTS, cells[1:], strict=True):
             if flag == "1":
                 parts[part].append(cells[0])

@@ -293,6 +293,23 @@ def test_regime_subset_is_read_from_disk_once(tiny_shards: Path, tmp_path: Path,
             _keys(loader)
 
 
+@pytest.mark.timeout(120)
+@pytest.mark.parametrize("memory_mb", [512, 0])
+def test_no_usable_sample_stops_with_an_error_instead_of_hanging(
+        tiny_shards: Path, monkeypatch: pytest.MonkeyPatch, memory_mb: int):
+    """Shards that read fine but whose every sample fails to build (e.g. all labels missing)."""
+    def unusable(task, decoded, rng, **kwargs):  # type: ignore[no-untyped-def]
+        raise datamodule_module.BadSampleError(f"sample {decoded['__key__']}: no usable label")
+
+    monkeypatch.setattr(datamodule_module, "make_task_sample", unusable)
+    dm = TaskonomyDataModule(tiny_shards, tasks=["normal"], resolution=8, batch_size=2,
+                             num_workers=0, val_split=None, test_split=None, memory_mb=memory_mb)
+    dm.setup("fit")
+    with warnings.catch_warnings(), pytest.raises(RuntimeError, match="no usable sample"):
+        warnings.simplefilter("ignore")
+        next(iter(dm.train_dataloader()))
+
+
 def test_memory_mb_must_not_be_negative(tiny_shards: Path):
     with pytest.raises(ValueError, match="memory_mb"):
         TaskonomyDataModule(tiny_shards, tasks=["normal"], memory_mb=-1)

@@ -32,6 +32,10 @@ def test_released_split_csvs_parse():
         "train": ["foo"], "val": [], "test": ["bar"]}
     with pytest.raises(ValueError, match="header"):
         parse_split_csv("name,a\nfoo,1\n")
+    with pytest.raises(ValueError, match="row 3: building 'foo' is already listed in row 2"):
+        parse_split_csv("id,train,val,test\nfoo,1,0,0\nfoo,0,0,1\n")
+    with pytest.raises(ValueError, match="row 2: building 'foo' is in more than one part"):
+        parse_split_csv("id,train,val,test\nfoo,1,0,1\n")
     with pytest.raises(FileNotFoundError, match="give a released split"):
         load_split("huge")
 

@@ -1,4 +1,5 @@
 import io
+import os
 import tarfile
 from pathlib import Path
 
@@ -40,6 +41,10 @@ def test_write_read_round_trip_with_missing_member(tmp_path: Path):
     assert [k for k, _ in items] == ["b__0__0", "b__0__1", "b__0__2"]
     assert items[0][1] == b"abc" and items[2][1] == bytes(range(256))
     assert isinstance(items[1][1], MissingValue) and "corrupt" in items[1][1].reason
+    # The umask's mode, as for any file the user writes (mkstemp alone gives 0600).
+    umask = os.umask(0)
+    os.umask(umask)
+    assert path.stat().st_mode & 0o777 == 0o666 & ~umask
     # Deterministic tars: the same entries give the same checksum.
     again = write_domain_shard(tmp_path / "again.tar", "rgb", entries)
     assert again["sha256"] == stats["sha256"]

@@ -91,3 +91,6 @@ def test_register_domain_refuses_a_clash() -> None:
             register_domain(Domain("my_labels", "my_labels", "png", "gray16"))
     finally:
         DOMAINS.pop("my_labels", None)
+    with pytest.raises(ValueError, match="letters, digits"):
+        register_domain(Domain("flow.v2", "flow", "npy", "npy"))  # would split as flow + v2
+    assert "flow.v2" not in DOMAINS
