@@ -29,6 +29,7 @@ import tarfile
 import warnings
 import zlib
 from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -64,41 +65,69 @@ from taskonomy.datamodules.task_samples import (
 log = logging.getLogger(__name__)
 
 
+#: Streams whose skips are counted apart: the three roles, and one-off image passes (cache
+#: fills). Validation runs inside a training epoch, so one shared count would mix them.
+SKIP_STREAMS = ("train", "val", "test", "images")
+
+
 class SkipCounter:
-    """Counts skipped samples across DataLoader worker processes (a shared integer)."""
+    """Counts skipped samples per stream across DataLoader worker processes (shared integers)."""
 
     def __init__(self) -> None:
-        self._value = multiprocessing.Value("q", 0)
+        self._values = {name: multiprocessing.Value("q", 0) for name in SKIP_STREAMS}
 
     def __getstate__(self) -> dict[str, Any]:
         # Shared memory travels only to processes being started (DataLoader workers); any
-        # other pickling (ddp_spawn, deepcopy) carries the current count into a new counter.
+        # other pickling (ddp_spawn, deepcopy) carries the current counts into a new counter.
         from multiprocessing.context import get_spawning_popen
 
         if get_spawning_popen() is not None:
-            return {"value": self._value}
-        return {"count": self.count}
+            return {"values": self._values}
+        return {"counts": {name: int(value.value) for name, value in self._values.items()}}
 
     def __setstate__(self, state: dict[str, Any]) -> None:
-        self._value = state.get("value") or multiprocessing.Value("q", state["count"])
+        self._values = state.get("values") or {
+            name: multiprocessing.Value("q", count) for name, count in state["counts"].items()}
 
-    def add(self, reason: str) -> None:
-        """Count one skipped sample and warn with its reason."""
-        with self._value.get_lock():
-            self._value.value += 1
+    def add(self, reason: str, stream: str = "train") -> None:
+        """Count one skipped sample of a stream and warn with its reason."""
+        value = self._values[stream]
+        with value.get_lock():
+            value.value += 1
         warnings.warn(f"skipped a bad sample: {reason}", RuntimeWarning, stacklevel=2)
+
+    def stream(self, name: str) -> StreamSkips:
+        """The counter of one stream (``train``, ``val``, ``test`` or ``images``)."""
+        if name not in self._values:
+            raise ValueError(f"unknown stream {name!r}; streams: {', '.join(SKIP_STREAMS)}")
+        return StreamSkips(self, name)
 
     @property
     def count(self) -> int:
-        """Skipped samples since the last :meth:`reset`."""
-        return int(self._value.value)
+        """Skipped samples of all streams since their last :meth:`reset`."""
+        return sum(int(value.value) for value in self._values.values())
 
-    def reset(self) -> int:
-        """Return the count and set it to 0."""
-        with self._value.get_lock():
-            value = int(self._value.value)
-            self._value.value = 0
-        return value
+    def reset(self, stream: str | None = None) -> int:
+        """Return the count of one stream (default: all of them) and set it to 0."""
+        total = 0
+        for name, value in self._values.items():
+            if stream is None or name == stream:
+                with value.get_lock():
+                    total += int(value.value)
+                    value.value = 0
+        return total
+
+
+@dataclass(frozen=True)
+class StreamSkips:
+    """One stream's view of a :class:`SkipCounter`: what a :class:`ShardStream` counts into."""
+
+    counter: SkipCounter
+    name: str
+
+    def add(self, reason: str) -> None:
+        """Count one skipped sample of this stream and warn with its reason."""
+        self.counter.add(reason, self.name)
 
 
 def task_domains(tasks: Sequence[str]) -> list[str]:
@@ -168,7 +197,7 @@ class ShardStream(IterableDataset):
         train: Resampled and shuffled with a fixed epoch length, or deterministic single pass.
         epoch_size: Samples per epoch over all ranks and workers (train only).
         seed: Base seed.
-        counter: Shared skipped-sample counter.
+        counter: The stream's share of the datamodule's skipped-sample counter.
         shuffle_buffer: Samples in the shuffle buffer (train only).
         rank, world_size: Override the distributed rank (default: from ``torch.distributed``).
         jigsaw_tile: Jigsaw tile size.
@@ -186,7 +215,7 @@ class ShardStream(IterableDataset):
 
     def __init__(self, root: str, split: str, domains: Sequence[str], tasks: Sequence[str],
                  resolution: int, shards: Sequence[int], keep: frozenset[str] | None,
-                 train: bool, epoch_size: int, seed: int, counter: SkipCounter,
+                 train: bool, epoch_size: int, seed: int, counter: StreamSkips,
                  shuffle_buffer: int = 256, rank: int | None = None,
                  world_size: int | None = None, jigsaw_tile: int | None = None,
                  raw_domains: Sequence[str] = (), batch_size: int = 1,
@@ -657,7 +686,7 @@ class TaskonomyDataModule(L.LightningDataModule):
             self.root, split, [d for d in self.domains if cached is None or d != "rgb"],
             self.tasks, self.resolution, shards, keep,
             train=role == "train", epoch_size=self.epoch_size or count, seed=self.seed,
-            counter=self.skipped, shuffle_buffer=min(self.shuffle_buffer, count),
+            counter=self.skipped.stream(role), shuffle_buffer=min(self.shuffle_buffer, count),
             rank=self.rank, world_size=self.world_size, jigsaw_tile=self.jigsaw_tile,
             raw_domains=self.requested_domains, batch_size=self.batch_size,
             num_workers=self.num_workers, cached_inputs=cached, memory_mb=self.memory_mb,
@@ -708,7 +737,7 @@ class TaskonomyDataModule(L.LightningDataModule):
         shards = [s["index"] for s in manifest["shards"] if wanted.intersection(s["keys"])]
         stream = ShardStream(
             self.root, split, ["rgb"], [], self.resolution, shards, wanted, train=False,
-            epoch_size=len(wanted), seed=self.seed, counter=self.skipped,
+            epoch_size=len(wanted), seed=self.seed, counter=self.skipped.stream("images"),
             rank=0 if whole else self.rank, world_size=1 if whole else self.world_size,
             batch_size=self.batch_size, num_workers=0 if whole else self.num_workers,
         )
@@ -749,7 +778,7 @@ class SkippedSamplesCallback(L.Callback):
         counter = getattr(datamodule, "skipped", None)
         if not isinstance(counter, SkipCounter):
             return
-        count = counter.reset()
+        count = counter.reset(stage)
         # Summed over ranks: each rank counts the samples it skipped itself.
         pl_module.log(f"data/skipped_{stage}", float(count), on_epoch=True, sync_dist=True,
                       reduce_fx="sum")

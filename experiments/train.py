@@ -197,7 +197,7 @@ def count_class_labels(datamodule: TaskonomyDataModule, task: str,
     stream = ShardStream(
         datamodule.root, split, label_domains or ["rgb"], [task],
         datamodule.resolution, list(chosen), keys, train=False, epoch_size=len(keys),
-        seed=datamodule.seed, counter=SkipCounter(), rank=0, world_size=1,
+        seed=datamodule.seed, counter=SkipCounter().stream("images"), rank=0, world_size=1,
         jigsaw_tile=datamodule.jigsaw_tile, cached_inputs=keys if label_domains else None,
     )
     counts = torch.zeros(spec.output_channels, dtype=torch.float64)
