@@ -241,6 +241,9 @@ class ShardStream(IterableDataset):
         self.rank, self.world_size, self.jigsaw_tile = rank, world_size, jigsaw_tile
         self.multiview = any(t in MULTIVIEW_TASKS for t in self.tasks)
         self._iterations = 0
+        #: Epochs trained before this stream's first one (a run resumed from a checkpoint
+        #: continues the epoch sequence instead of replaying its first epochs' samples).
+        self.first_epoch = 0
         self._dry_shards = 0
         self._leftover: list[dict[str, Any]] = []
         #: Which views' skips this stream counts (``None``: all of them).
@@ -255,8 +258,8 @@ class ShardStream(IterableDataset):
         # A new DataLoader iterator draws a fresh base seed, but persistent workers keep the
         # first epoch's: the count of this copy's iterations tells their epochs apart. Without
         # workers the count alone does (the same streams as before persistent workers counted).
-        epoch_seed = (f"{info.seed}:{self._iterations}" if info is not None
-                      else str(self._iterations))
+        epoch = self.first_epoch + self._iterations
+        epoch_seed = f"{info.seed}:{epoch}" if info is not None else str(epoch)
         return rank, world, worker, workers, epoch_seed
 
     def _eval_plan(self) -> tuple[list[list[int]], int | None]:
@@ -670,6 +673,13 @@ class TaskonomyDataModule(L.LightningDataModule):
         return [k for k in manifest_keys(manifest) if keep is None or k in keep]
 
     def _stream(self, role: str) -> ShardStream:
+        stream = self._make_stream(role)
+        if role == "train" and self.trainer is not None:
+            # Set before the loader starts workers; a resumed fit has restored its epoch here.
+            stream.first_epoch = int(self.trainer.current_epoch)
+        return stream
+
+    def _make_stream(self, role: str) -> ShardStream:
         split, manifest = self._manifest(role)
         keep = self._role_subset(role, manifest)
         shards = [s["index"] for s in manifest["shards"]]
