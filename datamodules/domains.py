@@ -178,6 +178,8 @@ def decode_domain(domain: str, data: bytes) -> Any:
         import io
 
         return np.load(io.BytesIO(data), allow_pickle=False)
+    if kind == "gray8" and _is_palette_png(data):
+        return _palette_indices(domain, data)
     array = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_UNCHANGED)
     if array is None:
         raise ValueError(f"corrupt or unreadable PNG for domain {domain!r}")
@@ -194,6 +196,28 @@ def decode_domain(domain: str, data: bytes) -> Any:
     if kind == "gray16" and array.dtype == np.uint8:
         array = array.astype(np.uint16) * 257
     return array
+
+
+def _is_palette_png(data: bytes) -> bool:
+    # The IHDR chunk comes first; its colour type byte (offset 25) is 3 for palette images.
+    return data[:8] == b"\x89PNG\r\n\x1a\n" and data[12:16] == b"IHDR" and data[25:26] == b"\x03"
+
+
+def _palette_indices(domain: str, data: bytes) -> np.ndarray:
+    """The palette indices of a palette PNG: for label maps they are the labels.
+
+    OpenCV expands palette images to their colours, which would turn label ids into one
+    channel of a colour.
+    """
+    import io
+
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        with Image.open(io.BytesIO(data)) as image:
+            return np.asarray(image, dtype=np.uint8).copy()
+    except (OSError, UnidentifiedImageError, ValueError) as error:
+        raise ValueError(f"corrupt or unreadable PNG for domain {domain!r}") from error
 
 
 def _current_umask() -> int:

@@ -80,6 +80,25 @@ def test_domain_codecs_round_trip_exactly() -> None:
             assert back.dtype == value.dtype and np.array_equal(back, value), domain
 
 
+def test_palette_label_pngs_decode_to_their_indices() -> None:
+    import io
+
+    import numpy as np
+    from PIL import Image
+
+    from taskonomy.datamodules.domains import decode_domain
+
+    labels = np.array([[0, 1, 2], [17, 3, 1]], dtype=np.uint8)
+    image = Image.fromarray(labels, mode="P")
+    image.putpalette([v for i in range(256) for v in (13 * i % 256, 7 * i % 256, 200)])
+    data = io.BytesIO()
+    image.save(data, format="PNG")
+    back = decode_domain("segment_semantic", data.getvalue())
+    assert back.dtype == np.uint8 and np.array_equal(back, labels)
+    rgb = decode_domain("rgb", data.getvalue())  # an image keeps its colours
+    assert rgb.shape == (2, 3, 3) and tuple(rgb[0, 1]) == (13, 7, 200)
+
+
 def test_register_domain_refuses_a_clash() -> None:
     from taskonomy.datamodules.domains import DOMAINS, Domain, register_domain
 
