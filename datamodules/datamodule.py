@@ -22,6 +22,7 @@
 from __future__ import annotations
 
 import hashlib
+import json
 import logging
 import multiprocessing
 import random
@@ -656,6 +657,18 @@ class TaskonomyDataModule(L.LightningDataModule):
         if split not in self.manifests:
             self.manifests[split] = self._check_split(split)
         return split, self.manifests[split]
+
+    def images_identity(self, role: str) -> str:
+        """The split a role reads, tagged with a hash of its packed images (``val@1a2b3c4d5e``).
+
+        What is computed from the images and kept (the transfers' representation cache) keys
+        on it: two data roots that reuse sample keys (regenerated synthetic buildings, another
+        packing resolution) never share entries.
+        """
+        split, manifest = self._manifest(role)
+        digests = manifest["domains"].get("rgb", {}).get("sha256", [])
+        payload = json.dumps([manifest.get("resolution"), digests])
+        return f"{split}@{hashlib.sha1(payload.encode()).hexdigest()[:10]}"
 
     def _role_subset(self, role: str, manifest: dict[str, Any]) -> frozenset[str] | None:
         if role == "train" and self.limit is not None:

@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import hashlib
 import io
 import os
 import re
@@ -46,11 +47,22 @@ CACHE_VERSION = 1
 _SAFE = re.compile(r"[^A-Za-z0-9._=+-]+")
 
 
-def checkpoint_fingerprint(path: str | os.PathLike[str]) -> str:
-    """A cheap identity of a checkpoint file: its resolved path, size and modification time."""
-    p = Path(path).resolve()
-    stat = p.stat()
-    return f"{p}|{stat.st_size}|{stat.st_mtime_ns}"
+#: Prefix of content fingerprints (earlier versions used a file's path, size and mtime).
+WEIGHTS_FINGERPRINT = "weights:"
+
+
+def weights_fingerprint(network: torch.nn.Module) -> str:
+    """The identity of a network's weights: a hash of its state (names, shapes, values).
+
+    Taken from the weights actually loaded, so a runs folder that is moved or copied keeps its
+    cache and its transfers resume, and a checkpoint rewritten meanwhile cannot pass for them.
+    """
+    digest = hashlib.sha1()
+    for name, tensor in sorted(network.state_dict().items()):
+        value = tensor.detach().cpu().contiguous()
+        digest.update(f"{name}|{value.dtype}|{tuple(value.shape)}".encode())
+        digest.update(value.reshape(-1).view(torch.uint8).numpy().tobytes())
+    return WEIGHTS_FINGERPRINT + digest.hexdigest()[:20]
 
 
 def cache_file(root: str | os.PathLike[str], source_id: str, split: str, input_kind: str,

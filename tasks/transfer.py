@@ -82,9 +82,10 @@ from taskonomy.tasks.networks.encoders import (
 from taskonomy.tasks.networks.readout import TransferReadout
 from taskonomy.tasks.registry import get_spec
 from taskonomy.tasks.representations import (
+    WEIGHTS_FINGERPRINT,
     RepresentationCache,
     RepresentationStore,
-    checkpoint_fingerprint,
+    weights_fingerprint,
 )
 from taskonomy.tasks.specs import BASELINES, TaskSpec, metric_key
 
@@ -287,7 +288,7 @@ def load_source(record: RunRecord, runs_dir: str | os.PathLike[str], *, resoluti
             f"({' '.join(first)}); the checkpoint was written by another network version — "
             "retrain the source"
         ) from error
-    return FrozenSource(spec, network, record.run_id, checkpoint_fingerprint(path))
+    return FrozenSource(spec, network, record.run_id, weights_fingerprint(network))
 
 
 # --------------------------------------------------------------------------- the module
@@ -602,7 +603,10 @@ class TransferTask(L.LightningModule):
         return cast(torch.Tensor | None, batch.get("rgb"))
 
     def _split(self, stage: str) -> str:
+        """The cache's name of the data a stage reads: its split and a hash of its images."""
         datamodule = getattr(self._trainer, "datamodule", None) if self._trainer else None
+        if isinstance(datamodule, TaskonomyDataModule) and datamodule.splits.get(stage):
+            return datamodule.images_identity(stage)
         splits = getattr(datamodule, "splits", None)
         if isinstance(splits, dict) and splits.get(stage):
             return str(splits[stage])
@@ -698,7 +702,8 @@ class TransferTask(L.LightningModule):
         """
         split = cast(str, datamodule.splits[role])
         wanted = datamodule.role_keys(role)
-        stores = [self._store(cast(FrozenSource, s), split) for s in self.sources]
+        stores = [self._store(cast(FrozenSource, s), datamodule.images_identity(role))
+                  for s in self.sources]
         missing = list(dict.fromkeys(k for store in stores for k in store.missing(wanted)))
         if missing:
             self._encode(datamodule.image_dataloader(role, missing), stores,
@@ -956,9 +961,10 @@ class TransferTask(L.LightningModule):
         saved = checkpoint.get(SOURCE_RUNS_KEY)
         if saved is None:  # a checkpoint from before sources were named
             return
-        changed = [f"{task} (trained on {saved[task]['run_id']}, now "
-                   f"{now['run_id']})" for task, now in self.source_runs.items()
-                   if task in saved and saved[task] != now]
+        changed = [f"{task} (trained on {saved[task]['run_id']}, now {now['run_id']}"
+                   + ("" if saved[task]["run_id"] != now["run_id"] else ", whose weights changed")
+                   + ")" for task, now in self.source_runs.items()
+                   if task in saved and _other_weights(saved[task], now)]
         if changed:
             raise ValueError(
                 "this transfer's checkpoint was trained on other source weights than the latest "
@@ -966,6 +972,19 @@ class TransferTask(L.LightningModule):
                 "encoders: delete the run folder's checkpoints/ to train it again from scratch, "
                 "or give the run another --run_id"
             )
+
+
+def _other_weights(saved: dict[str, str], now: dict[str, str]) -> bool:
+    """Whether a source's weights differ from those a checkpoint was trained on.
+
+    Fingerprints of earlier versions named the checkpoint's path and mtime, which change when
+    a runs folder moves; for those only the task run is compared.
+    """
+    if saved.get("run_id") != now.get("run_id"):
+        return True
+    both_content = all(str(entry.get("fingerprint", "")).startswith(WEIGHTS_FINGERPRINT)
+                       for entry in (saved, now))
+    return both_content and saved.get("fingerprint") != now.get("fingerprint")
 
 
 def register_task_run(module: TaskModule, runs_dir: str | os.PathLike[str], *,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import lightning as L
@@ -14,7 +15,7 @@ from taskonomy.tasks.representations import (
     RepresentationCache,
     RepresentationStore,
     cache_file,
-    checkpoint_fingerprint,
+    weights_fingerprint,
 )
 from taskonomy.tasks.transfer import TransferTask, register_task_run
 
@@ -108,12 +109,16 @@ def test_batch_key_count_must_match(tmp_path: Path) -> None:
         store.get(["a"], images(2))
 
 
-def test_fingerprint_changes_with_the_checkpoint(tmp_path: Path) -> None:
-    path = tmp_path / "last.ckpt"
-    path.write_bytes(b"1")
-    before = checkpoint_fingerprint(path)
-    path.write_bytes(b"22")
-    assert checkpoint_fingerprint(path) != before
+def test_fingerprint_follows_the_weights_not_the_file() -> None:
+    torch.manual_seed(0)
+    network = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3), torch.nn.BatchNorm2d(4))
+    before = weights_fingerprint(network)
+    copy = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3), torch.nn.BatchNorm2d(4))
+    copy.load_state_dict(network.state_dict())
+    assert weights_fingerprint(copy) == before  # the same weights, wherever they were read
+    with torch.no_grad():
+        network[0].weight[0, 0, 0, 0] += 1e-3
+    assert weights_fingerprint(network) != before
 
 
 # ----------------------------------------------------------------------------- with transfers
@@ -152,7 +157,9 @@ def test_cached_transfer_gives_the_uncached_test_losses(source_runs: Path, tiny_
     for key, value in uncached.items():
         assert cached[key] == pytest.approx(value, rel=RTOL, abs=ATOL), key
     assert cached_model.cache is not None and cached_model.cache.misses > 0
-    files = sorted(p.name for p in (tmp_path / "cache").rglob("*.pt"))
+    # One file per (source, split): the split's name tagged with a hash of its images.
+    files = sorted(re.sub(r"_[0-9a-f]{10}__", "__", p.name)
+                   for p in (tmp_path / "cache").rglob("*.pt"))
     assert files == ["test__rgb__r32.pt", "test__rgb__r32.pt", "train__rgb__r32.pt",
                      "train__rgb__r32.pt"]
 

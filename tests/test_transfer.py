@@ -241,6 +241,25 @@ def test_a_moved_runs_folder_still_finds_its_checkpoints(runs: Path, tmp_path: P
     assert resolve_checkpoint(moved, runs) == runs / record.run_id / "checkpoints" / "last.ckpt"
 
 
+def test_a_transfer_resumes_from_a_moved_runs_folder_but_not_on_new_weights(
+        runs: Path, tmp_path: Path) -> None:
+    import shutil
+
+    checkpoint: dict = {"state_dict": {}}
+    transfer(runs).on_save_checkpoint(checkpoint)
+    moved = Path(shutil.copytree(runs, tmp_path / "moved"))  # new path and file times
+    transfer(moved).on_load_checkpoint(checkpoint)  # the same weights: resumes
+    record = find_task_runs(moved, ["reshading"])["reshading"]
+    path = moved / record.run_id / "checkpoints" / "last.ckpt"
+    data = torch.load(path, weights_only=False)
+    name = next(k for k, v in data["state_dict"].items()
+                if k.startswith("encoder.") and v.is_floating_point())
+    data["state_dict"][name] = data["state_dict"][name] + 1.0  # retrained in place
+    torch.save(data, path)
+    with pytest.raises(ValueError, match="whose weights changed"):
+        transfer(moved).on_load_checkpoint(checkpoint)
+
+
 def test_cli_reports_missing_sources(tiny_shards: Path, tmp_path: Path,
                                      capsys: pytest.CaptureFixture[str]) -> None:
     from taskonomy.experiments.transfer import main
