@@ -20,6 +20,7 @@ import warnings
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from itertools import combinations
+from typing import Any
 
 import pandas as pd
 from rich.progress import Progress
@@ -29,6 +30,7 @@ from taskonomy.analysis.records import (
     RunRecord,
     candidate_name,
     latest_task_runs,
+    network_setting,
     recency,
     stale_sources,
 )
@@ -59,8 +61,16 @@ def stale_transfers(records: Iterable[RunRecord]) -> list[tuple[RunRecord, str, 
         ``(transfer record, source task, run it used, latest run)`` per stale source.
     """
     records = [r for r in records if r.status == "finished"]
-    latest = latest_task_runs(records)
-    return [(r, task, old, new) for r in records for task, old, new in stale_sources(r, latest)]
+    latest: dict[tuple[Any, Any], dict[str, RunRecord]] = {}
+    stale = []
+    for record in records:
+        setting = network_setting(record)
+        if setting not in latest:
+            latest[setting] = latest_task_runs(records, resolution=setting[0],
+                                               encoder=setting[1])
+        stale += [(record, task, old, new)
+                  for task, old, new in stale_sources(record, latest[setting])]
+    return stale
 
 
 def transfer_regimes(records: Iterable[RunRecord]) -> list[str]:

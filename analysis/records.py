@@ -333,11 +333,32 @@ def recency(record: RunRecord) -> tuple[str, str]:
     return record.finished_at or "", record.run_id
 
 
-def latest_task_runs(records: Iterable[RunRecord]) -> dict[str, RunRecord]:
-    """The latest finished task run of each task (the sources transfers read)."""
+def network_setting(record: RunRecord) -> tuple[Any, Any]:
+    """``(resolution, encoder)`` of a run's model config; ``None`` where it does not say."""
+    model = record.config.get("model") if isinstance(record.config, dict) else None
+    model = model if isinstance(model, dict) else {}
+    return model.get("resolution"), model.get("encoder")
+
+
+def latest_task_runs(records: Iterable[RunRecord], *, resolution: Any = None,
+                     encoder: Any = None) -> dict[str, RunRecord]:
+    """The latest finished task run of each task (the sources transfers read).
+
+    Args:
+        records: Run records of any kind.
+        resolution: Only task runs trained at this resolution (``None``: any).
+        encoder: Only task runs of this encoder architecture (``None``: any). One runs folder
+            may hold task runs of several settings (the CPU and the paper one); a transfer
+            reads the sources of its own.
+    """
     latest: dict[str, RunRecord] = {}
     for record in records:
         if record.role == "task" and record.status == "finished":
+            trained_at, architecture = network_setting(record)
+            if resolution is not None and trained_at is not None and trained_at != resolution:
+                continue
+            if encoder is not None and architecture is not None and architecture != encoder:
+                continue
             best = latest.get(record.target)
             if best is None or recency(record) > recency(best):
                 latest[record.target] = record
@@ -351,7 +372,8 @@ def stale_sources(record: RunRecord, latest: Mapping[str, RunRecord]
     Args:
         record: A transfer's (or ``self`` baseline's) record: its ``config.source_runs`` names
             the task runs it read.
-        latest: The latest finished task run of each task (:func:`latest_task_runs`).
+        latest: The latest finished task run of each task in the record's setting
+            (:func:`latest_task_runs` with its :func:`network_setting`).
 
     Returns:
         ``(source task, run it used, latest run)`` per retrained source.

@@ -64,13 +64,14 @@ def stale_transfer_points(points: Sequence[SweepPoint], runs_dir: str | Path,
     Args:
         points: The points to look at.
         runs_dir: The runs folder of their records.
-        latest_in: Cache of the latest task runs by folder, shared between calls.
+        latest_in: Cache of the latest task runs by folder and setting, shared between calls.
 
     Returns:
         Run id → ``"task: trained on OLD, latest NEW"`` per retrained source.
     """
     from taskonomy.analysis.records import (
         latest_task_runs,
+        network_setting,
         read_record,
         scan_records,
         stale_sources,
@@ -78,6 +79,7 @@ def stale_transfer_points(points: Sequence[SweepPoint], runs_dir: str | Path,
 
     runs = Path(runs_dir)
     latest_in = {} if latest_in is None else latest_in
+    records_in: dict[str, list[Any]] = {}
     stale: dict[str, list[str]] = {}
     for point in points:
         if record_status(runs, point.run_id) != "finished":
@@ -86,10 +88,15 @@ def stale_transfer_points(points: Sequence[SweepPoint], runs_dir: str | Path,
         if record.role not in ("transfer", "baseline"):
             continue
         folder = str((record.config.get("model") or {}).get("task_runs") or runs)
-        if folder not in latest_in:
+        if folder not in records_in:
             found = Path(folder).is_dir()
-            latest_in[folder] = latest_task_runs(scan_records(folder).records) if found else {}
-        for task, old, new in stale_sources(record, latest_in[folder]):
+            records_in[folder] = scan_records(folder).records if found else []
+        setting = network_setting(record)
+        key = f"{folder}|{setting}"
+        if key not in latest_in:
+            latest_in[key] = latest_task_runs(records_in[folder], resolution=setting[0],
+                                              encoder=setting[1])
+        for task, old, new in stale_sources(record, latest_in[key]):
             stale.setdefault(point.run_id, []).append(f"{task}: trained on {old}, latest {new}")
     return stale
 

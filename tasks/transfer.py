@@ -104,13 +104,15 @@ HIGHER_ORDER_WEIGHT_DECAY = 1e-6
 
 
 # --------------------------------------------------------------------------- finding source runs
-def task_run_class_weights(runs_dir: str | os.PathLike[str], task: str) -> list[float] | None:
+def task_run_class_weights(runs_dir: str | os.PathLike[str], task: str, *,
+                           resolution: int | None = None,
+                           encoder: str | None = None) -> list[float] | None:
     """The class weights the latest finished task run of ``task`` trained with.
 
     ``None`` when the task has no finished run or its run was not class-weighted.
     """
     try:
-        record = find_task_runs(runs_dir, [task])[task]
+        record = find_task_runs(runs_dir, [task], resolution=resolution, encoder=encoder)[task]
     except (FileNotFoundError, ValueError):
         return None
     model = record.config.get("model", {}) if isinstance(record.config, dict) else {}
@@ -118,12 +120,19 @@ def task_run_class_weights(runs_dir: str | os.PathLike[str], task: str) -> list[
     return [float(w) for w in weights] if isinstance(weights, list) else None
 
 
-def find_task_runs(runs_dir: str | os.PathLike[str], tasks: Sequence[str]) -> dict[str, RunRecord]:
+def find_task_runs(runs_dir: str | os.PathLike[str], tasks: Sequence[str], *,
+                   resolution: int | None = None,
+                   encoder: str | None = None) -> dict[str, RunRecord]:
     """The latest finished task run of each task under a runs folder.
 
     Args:
         runs_dir: Folder of run records (``<run_id>/record.json``).
         tasks: Tasks whose task-specific networks are needed.
+        resolution: Prefer task runs trained at this resolution: a runs folder may hold
+            several settings (the CPU and the paper one). A task with runs of other settings
+            only gets its latest run, which :func:`load_source` then rejects, naming the
+            mismatch.
+        encoder: Prefer task runs of this encoder architecture, likewise.
 
     Raises:
         FileNotFoundError: ``runs_dir`` does not exist.
@@ -132,7 +141,8 @@ def find_task_runs(runs_dir: str | os.PathLike[str], tasks: Sequence[str]) -> di
     """
     wanted = list(dict.fromkeys(tasks))
     scan = scan_records(runs_dir, statuses=("finished", "running", "failed"))
-    found = latest_task_runs(scan.records)
+    found = {**latest_task_runs(scan.records),
+             **latest_task_runs(scan.records, resolution=resolution, encoder=encoder)}
     unfinished = {r.target: f"{r.run_id} ({r.status})" for r in scan.records
                   if r.role == "task" and r.status != "finished"}
     missing = [t for t in wanted if t not in found]
@@ -497,7 +507,8 @@ class TransferTask(L.LightningModule):
         #: The task run of that network (``self`` baseline only).
         self.network_run: str | None = None
         if kind == "self":
-            record = find_task_runs(cast(str, runs), [target])[target]
+            record = find_task_runs(cast(str, runs), [target], resolution=resolution,
+                                    encoder=encoder)[target]
             self.network_run = record.run_id
             self.network = self._load_task_network(record, cast(str, runs))
             loss_module: TaskModule = self.network
@@ -507,7 +518,8 @@ class TransferTask(L.LightningModule):
             if uses_class_weights(self.spec) and "class_weights" not in options and runs:
                 # Per-image losses are compared with the target's own network (``self``): a
                 # class-weighted target must be scored with the weights its task run used.
-                weights = task_run_class_weights(runs, target)
+                weights = task_run_class_weights(runs, target, resolution=resolution,
+                                                 encoder=encoder)
                 if weights is not None:
                     options["class_weights"] = weights
                     self.hparams["target_options"] = options  # the record carries them
@@ -516,7 +528,8 @@ class TransferTask(L.LightningModule):
                 decoder_width=decoder_width, head_width=head_width, lr=lr, **options,
             )
             if kind == "transfer":
-                records = find_task_runs(cast(str, runs), source_list)
+                records = find_task_runs(cast(str, runs), source_list, resolution=resolution,
+                                         encoder=encoder)
                 for name in source_list:
                     self.sources.append(load_source(records[name], cast(str, runs),
                                                     resolution=resolution, encoder=encoder))

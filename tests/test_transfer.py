@@ -260,6 +260,31 @@ def test_a_transfer_resumes_from_a_moved_runs_folder_but_not_on_new_weights(
         transfer(moved).on_load_checkpoint(checkpoint)
 
 
+def test_a_runs_folder_of_two_settings_gives_each_transfer_its_own_sources(
+        runs: Path, tmp_path: Path) -> None:
+    import shutil
+
+    from taskonomy.analysis.affinities import stale_transfers
+    from taskonomy.analysis.records import read_records
+
+    mixed = Path(shutil.copytree(runs, tmp_path / "mixed"))
+    used = find_task_runs(mixed, ["reshading"])["reshading"]
+    # A newer reshading run of another setting (the paper's beside the CPU's, say).
+    other = register_task_run(build_task("reshading", encoder="resnet10_tiny", resolution=16,
+                                         decoder_width=0.25), mixed, run_id="reshading16")
+    other = RunRecord.from_dict({**other.to_dict(), "finished_at": "2999-01-01T00:00:00Z"})
+    write_record(other, mixed)
+    assert find_task_runs(mixed, ["reshading"])["reshading"].run_id == other.run_id
+    assert find_task_runs(mixed, ["reshading"], resolution=RES)["reshading"] == used
+    model = transfer(mixed)  # builds: its sources are the ones at its resolution
+    assert model.source_runs["reshading"]["run_id"] == used.run_id
+    record = RunRecord(run_id="t", role="transfer", target="normal", sources=("reshading",),
+                       config={"model": {"resolution": RES, "encoder": "resnet10_tiny"},
+                               "source_runs": model.source_runs})
+    write_record(record.finished(metrics={}, per_image_losses={"k": 1.0}), mixed)
+    assert stale_transfers(read_records(mixed)) == []  # not stale: its setting was not retrained
+
+
 def test_cli_reports_missing_sources(tiny_shards: Path, tmp_path: Path,
                                      capsys: pytest.CaptureFixture[str]) -> None:
     from taskonomy.experiments.transfer import main
