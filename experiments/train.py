@@ -365,6 +365,16 @@ class TrainCLI(TaskonomyCLI):
         parser.link_arguments("model.task", "data.tasks", compute_fn=_as_task_list)
         parser.link_arguments("model.resolution", "data.resolution")
 
+    def record_identity(self) -> tuple[str, str, tuple[str, ...]]:
+        """Role ``task`` and ``model.task``, which must name a registered task.
+
+        Checked here, before anything is built, so that a sweep's pre-check rejects a point
+        with an unknown task before any point runs.
+        """
+        role, task, sources = super().record_identity()
+        get_spec(task)
+        return role, task, sources
+
     def parse_arguments(self, parser: LightningArgumentParser, args: Any) -> None:
         """Parse, remembering which keys the command line set (they beat task overrides)."""
         raw = sys.argv[1:] if args is None else args

@@ -101,6 +101,17 @@ def test_unknown_parameter_is_rejected(tmp_path: Path) -> None:
         check_sweep(sweep, "runs")
 
 
+def test_unknown_task_value_is_rejected_before_any_point_runs(tmp_path: Path) -> None:
+    path = tmp_path / "tasks.yaml"
+    path.write_text(
+        "method: grid\n"
+        "command: [taskonomy, train, fit, --config, "
+        f"{os.path.join('experiments', 'configs', 'cpu.yaml')}, '${{args}}']\n"
+        "parameters:\n  model.task: {values: [normal, reshade]}\n")
+    with pytest.raises(ValueError, match=r"point 1 .*unknown task 'reshade'"):
+        check_sweep(load_sweep_file(path), str(tmp_path / "runs"))
+
+
 def _grid_with_unknown_source(tmp_path: Path) -> SweepFile:
     return _transfer_sweep(
         tmp_path,
