@@ -49,6 +49,28 @@ def record_status(runs_dir: Path, run_id: str) -> str | None:
         return None
 
 
+def failure_reason(runs_dir: Path, run_id: str, limit: int = 300) -> str | None:
+    """Why a point failed, in one line: its record's error, else its log's last error line."""
+    path = runs_dir / run_id
+    reason = None
+    try:
+        reason = json.loads((path / RECORD_NAME).read_text()).get("error")
+    except (OSError, json.JSONDecodeError, AttributeError):
+        pass
+    if not reason:  # rejected before a record was written (e.g. by the argument parser)
+        try:
+            lines = (path / "executor.log").read_text(errors="replace").splitlines()[-200:]
+        except OSError:
+            lines = []
+        errors = [line for line in lines if "error" in line.lower()]
+        candidates = errors or [line for line in lines if line.strip()]
+        reason = candidates[-1] if candidates else None
+    if not reason:
+        return None
+    reason = " ".join(str(reason).split())
+    return reason if len(reason) <= limit else reason[: limit - 1] + "…"
+
+
 #: Folder of the runs folder where ``--redo-stale`` moves transfers it runs again.
 STALE_FOLDER = ".stale"
 

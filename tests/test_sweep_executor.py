@@ -16,6 +16,7 @@ from taskonomy.analysis.records import RunRecord
 from taskonomy.experiments.sweep_executor import (
     Ledger,
     _exclusive,
+    failure_reason,
     gpu_slots,
     process_identity,
     record_status,
@@ -42,6 +43,7 @@ with open(Path(a.runs_dir) / "threads.txt", "a") as f:
     f.write(os.environ.get("OMP_NUM_THREADS", "unset") + "\n")
 time.sleep(a.sleep)
 if a.task == "boom":
+    print("ValueError: boom is not a task", file=sys.stderr)
     sys.exit(3)
 (out / "record.json").write_text(json.dumps({"status": "finished", "task": a.task, "lr": a.lr}))
 '''
@@ -85,6 +87,12 @@ def test_runs_skips_finished_and_survives_a_failure(tmp_path: Path) -> None:
     assert [r.outcome for r in again] == ["skipped", "skipped", "failed", "failed"]
     calls = (runs / "calls.txt").read_text().split()
     assert len(calls) == 6  # the two finished points ran once, the failing ones twice
+    # Why a point failed, in one line: the log's last error line, or its record's error.
+    boom = again[2].point.run_id
+    assert failure_reason(runs, boom) == "ValueError: boom is not a task"
+    (runs / boom / "record.json").write_text(json.dumps(
+        {"status": "failed", "error": "RuntimeError: CUDA out of\nmemory"}))
+    assert failure_reason(runs, boom) == "RuntimeError: CUDA out of memory"
 
 
 def test_killed_executor_resumes_without_rerunning(tmp_path: Path) -> None:

@@ -292,7 +292,12 @@ def extra_arguments(pairs: Sequence[str]) -> list[str]:
 
 def run(args: argparse.Namespace) -> int:
     """Check every point, then run the sweep (or list it with ``--dry-run``)."""
+    from pathlib import Path
+
+    from rich.markup import escape
+
     from taskonomy.experiments.sweep_executor import (
+        failure_reason,
         gpu_slots,
         record_status,
         redo_stale,
@@ -326,8 +331,6 @@ def run(args: argparse.Namespace) -> int:
                 "are skipped as finished: add --redo-stale to set them aside and run them again"
             )
     if args.dry_run:
-        from pathlib import Path
-
         table = Table(title=f"{sweep.name}: {len(points)} points ({checked} to run, all "
                             "of them parsed)")
         for column in ("#", "run id", "status", "command"):
@@ -361,6 +364,8 @@ def run(args: argparse.Namespace) -> int:
                       "the same command again once it is done to pick up what it left")
     failed = [r for r in results if r.outcome == "failed"]
     for result in failed:
-        console.print(f"[red]failed[/red] {result.point.run_id} (exit {result.returncode}); "
-                      f"log: {args.runs}/{result.point.run_id}/executor.log")
+        reason = failure_reason(Path(args.runs), result.point.run_id)
+        console.print(f"[red]failed[/red] {result.point.run_id} (exit {result.returncode})"
+                      + (f": {escape(reason)}" if reason else "")
+                      + f"; log: {args.runs}/{result.point.run_id}/executor.log")
     return 1 if failed else 0
