@@ -71,6 +71,58 @@ def failure_reason(runs_dir: Path, run_id: str, limit: int = 300) -> str | None:
     return reason if len(reason) <= limit else reason[: limit - 1] + "…"
 
 
+def missing_task_runs(points: Sequence[SweepPoint], runs_dir: str | Path,
+                      extra: Sequence[str] = ()) -> dict[str, int]:
+    """Tasks that transfer points still to run read, but that have no finished task run.
+
+    Args:
+        points: Sweep points; those with a finished record are left out, and so are points
+            that are no transfers (no ``model.target``/``model.transfer`` parameter).
+        runs_dir: The runs folder (where transfers look for task runs unless
+            ``model.task_runs`` says otherwise).
+        extra: The executor's extra arguments (``--set``), which may set ``model.task_runs``.
+
+    Returns:
+        Task → number of points that need it (``self`` baselines need their target's run).
+    """
+    from taskonomy.analysis.records import latest_task_runs, scan_records
+    from taskonomy.tasks.transfer import resolve_identity
+
+    runs = Path(runs_dir)
+    default = str(runs)
+    for argument in extra:
+        if argument.startswith("--model.task_runs="):
+            default = argument.split("=", 1)[1]
+    found: dict[str, set[str]] = {}
+    missing: dict[str, int] = {}
+    for point in points:
+        params = point.params
+        if "model.target" not in params and "model.transfer" not in params:
+            continue
+        if record_status(runs, point.run_id) == "finished":
+            continue
+        try:
+            identity = resolve_identity(params.get("model.target"), params.get("model.sources"),
+                                        params.get("model.kind") or "transfer",
+                                        params.get("model.transfer"))
+        except ValueError:
+            continue  # the pre-check names what is wrong with it
+        if identity.role == "transfer":
+            needed: tuple[str, ...] = identity.sources
+        elif identity.sources == ("self",):
+            needed = (identity.target,)
+        else:
+            continue
+        folder = str(params.get("model.task_runs") or default)
+        if folder not in found:
+            records = scan_records(folder).records if Path(folder).is_dir() else []
+            found[folder] = set(latest_task_runs(records))
+        for task in needed:
+            if task not in found[folder]:
+                missing[task] = missing.get(task, 0) + 1
+    return missing
+
+
 #: Folder of the runs folder where ``--redo-stale`` moves transfers it runs again.
 STALE_FOLDER = ".stale"
 

@@ -138,3 +138,24 @@ def test_check_leaves_out_finished_points(tmp_path: Path) -> None:
     assert check_sweep(sweep, str(runs), skip_finished=True, processes=2) == len(good)
     with pytest.raises(ValueError, match="nosuchtask"):
         check_sweep(sweep, str(runs))
+
+
+def test_transfers_whose_task_runs_are_missing_are_named(tmp_path: Path) -> None:
+    from taskonomy.analysis.records import RunRecord, write_record
+    from taskonomy.experiments.sweep_executor import missing_task_runs
+
+    sweep = _transfer_sweep(tmp_path, "  model.target: {values: [normal, depth_zbuffer]}\n"
+                                      "  model.sources: {values: [[reshading], [pixels], "
+                                      "[self], [reshading, normal]]}\n")
+    runs = tmp_path / "runs"
+    points = sweep.points()
+    assert missing_task_runs(points, runs) == {"reshading": 4, "normal": 3, "depth_zbuffer": 1}
+    write_record(RunRecord(run_id="r", role="task", target="reshading").finished(
+        metrics={}, per_image_losses={"k": 1.0}), runs)
+    assert missing_task_runs(points, runs) == {"normal": 3, "depth_zbuffer": 1}
+    elsewhere = tmp_path / "elsewhere"
+    for task in ("normal", "depth_zbuffer"):
+        write_record(RunRecord(run_id=task, role="task", target=task).finished(
+            metrics={}, per_image_losses={"k": 1.0}), elsewhere)
+    assert missing_task_runs(points, runs, [f"--model.task_runs={elsewhere}"]) == {
+        "reshading": 4}

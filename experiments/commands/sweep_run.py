@@ -299,6 +299,7 @@ def run(args: argparse.Namespace) -> int:
     from taskonomy.experiments.sweep_executor import (
         failure_reason,
         gpu_slots,
+        missing_task_runs,
         record_status,
         redo_stale,
         run_sweep,
@@ -318,6 +319,15 @@ def run(args: argparse.Namespace) -> int:
     stale = stale_transfer_points(points, args.runs)
     redo = set(stale) if args.redo_stale else set()
     checked = check_sweep(sweep, args.runs, extra, progress=True, skip_finished=True, redo=redo)
+    lacking = missing_task_runs(points, args.runs, extra)
+    if lacking:
+        tasks = ", ".join(f"{task} ({count} points)" for task, count in sorted(lacking.items()))
+        console.print(
+            f"[yellow]transfers still to run read task runs that {args.runs} lacks[/yellow]: "
+            f"{tasks}; those points will fail. Train the tasks first (their sweep file, e.g. "
+            f"`taskonomy sweep run sweeps/tasks_cpu.yaml --runs {args.runs}`), or point "
+            "`--set model.task_runs=FOLDER` at the runs folder that has them"
+        )
     if stale and not args.dry_run:
         first = next(iter(stale))
         if args.redo_stale:
