@@ -16,8 +16,9 @@ combinations themselves are the grid); the transfer CLI accepts that spelling.
 
 from __future__ import annotations
 
+import json
 import os
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from itertools import combinations
 from pathlib import Path
 from typing import Any
@@ -144,6 +145,53 @@ def beam_sweep(transfers: dict[str, list[tuple[str, ...]]], *, name: str = "high
         "parameters": {"model.transfer": {"values": values}},
     }
     return sweep
+
+
+#: Settings the higher orders take from the first-order transfers they extend.
+SHARED_SETTINGS = ("model.encoder", "model.resolution", "model.decoder_width", "model.head_width",
+                   "model.lr", "data.root", "data.limit", "data.batch_size",
+                   "trainer.max_epochs", "trainer.max_steps", "trainer.precision")
+
+_ABSENT = object()
+
+
+def _setting(config: Mapping[str, Any], key: str) -> Any:
+    value: Any = config
+    for part in key.split("."):
+        if not isinstance(value, Mapping) or part not in value:
+            return _ABSENT
+        value = value[part]
+    return value
+
+
+def settings_to_carry(records: Iterable[RunRecord], parsed: Mapping[str, Any],
+                      keep: Iterable[str] = ()) -> list[str]:
+    """``--key=value`` arguments that make the higher orders run like the first order.
+
+    Args:
+        records: Run records; their first-order transfers are compared.
+        parsed: The config a point of the higher-order sweep resolves to.
+        keep: Keys the user set for the higher orders (``--set``); they are not carried.
+
+    Returns:
+        One argument per :data:`SHARED_SETTINGS` key on whose value all first-order transfers
+        agree and the higher-order config differs (e.g. a first-order sweep run with
+        ``--set model.resolution=32``).
+    """
+    from taskonomy.experiments.sweep_files import format_value
+
+    first = [r for r in records if r.status == "finished" and r.role == "transfer"
+             and r.order == 1 and isinstance(r.config, dict)]
+    kept = set(keep)
+    carried = []
+    for key in SHARED_SETTINGS:
+        values = {json.dumps(_setting(r.config, key), sort_keys=True, default=str)
+                  for r in first}
+        value = _setting(first[0].config, key) if len(values) == 1 and first else _ABSENT
+        if key in kept or value is _ABSENT or value == _setting(parsed, key):
+            continue
+        carried.append(f"--{key}={'null' if value is None else format_value(value)}")
+    return carried
 
 
 def ranking_comment(ranking: dict[str, list[str]]) -> str:

@@ -124,3 +124,25 @@ def test_sweep_beam_command(tmp_path: Path, capsys: pytest.CaptureFixture[str]) 
     assert main(["sweep", "beam", "--runs", str(tmp_path / "nope"), "--out", str(out)]) == 2
     assert main(["sweep", "beam", "--runs", str(runs), "--max-order", "1",
                  "--out", str(out)]) == 2
+
+
+def test_sweep_beam_carries_the_first_order_settings_over(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    runs = tmp_path / "runs"
+    setting = {"model": {"resolution": 32, "encoder": "resnet10_tiny"},
+               "data": {"limit": 32, "root": "/data/shards"}, "trainer": {"max_epochs": 2}}
+    for record in first_order_records("normal", strengths_for("normal")):
+        record = RunRecord.from_dict({**record.to_dict(), "config": setting})
+        write_record(record, runs)
+    out = tmp_path / "higher_order.yaml"
+    assert main(["sweep", "beam", "--runs", str(runs), "--max-order", "2", "--out", str(out),
+                 "--set", "trainer.max_epochs=3"]) == 0
+    assert "carried over" in capsys.readouterr().out
+    sweep = load_sweep_file(out)
+    argv = sweep.argv(sweep.points()[0].params)
+    # transfer_cpu.yaml says 64 px, 256 images; the user's --set wins over the first order's.
+    for argument in ("--model.resolution=32", "--data.limit=32", "--data.root=/data/shards",
+                     "--trainer.max_epochs=3"):
+        assert argument in argv
+    assert "--trainer.max_epochs=2" not in argv
+    assert not any(a.startswith("--model.encoder") for a in argv)  # the config's already

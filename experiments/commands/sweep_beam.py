@@ -6,6 +6,8 @@ Example: ``taskonomy sweep beam --runs runs --max-order 4 --out sweeps/higher_or
 from __future__ import annotations
 
 import argparse
+import contextlib
+import io
 from pathlib import Path
 
 from rich.console import Console
@@ -55,9 +57,36 @@ def run(args: argparse.Namespace) -> int:
                            include_target=args.include_target)
     transfers = {t: beam_combinations(r, args.max_order) for t, r in ranking.items()}
     out = Path(args.out)
-    sweep = beam_sweep(transfers, name=args.name or out.stem,
-                       config=args.config or DEFAULT_CONFIG, fixed=extra_arguments(args.set))
+    config = args.config or DEFAULT_CONFIG
+    fixed = extra_arguments(args.set)
+    sweep = beam_sweep(transfers, name=args.name or out.stem, config=config, fixed=fixed)
+    carried = _carried_settings(records, sweep, fixed)
+    if carried:
+        sweep = beam_sweep(transfers, name=args.name or out.stem, config=config,
+                           fixed=[*fixed, *carried])
+        Console().print("settings of the first-order transfers, carried over (a --set of the "
+                        "same key overrides): " + " ".join(carried))
     path = write_sweep(sweep, out, header=ranking_comment(ranking))
     total = sum(len(v) for v in transfers.values())
     Console().print(f"{total} higher-order transfers for {len(transfers)} targets → {path}")
     return 0
+
+
+def _carried_settings(records: list, sweep: dict, fixed: list[str]) -> list[str]:
+    """The first-order settings the sweep's points would otherwise run without."""
+    from taskonomy.experiments.beam import settings_to_carry
+    from taskonomy.experiments.commands.sweep_run import _lightning_checker
+
+    command = [str(item) for item in sweep["command"] if item != "${args}"]
+    first = sweep["parameters"]["model.transfer"]["values"][0]
+    checker = _lightning_checker("transfer")
+    try:
+        assert checker is not None
+        with contextlib.redirect_stderr(io.StringIO()), contextlib.redirect_stdout(io.StringIO()):
+            parsed = checker.parsed_config([*command[2:], f"--model.transfer={first}"])
+    except (SystemExit, ValueError) as error:
+        Console().print(f"[yellow]could not parse the sweep's command ({error}); first-order "
+                        "settings are not compared[/yellow]")
+        return []
+    keys = [argument[2:].split("=", 1)[0] for argument in fixed]
+    return settings_to_carry(records, parsed, keep=keys)

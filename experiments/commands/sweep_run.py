@@ -71,6 +71,16 @@ class LightningChecker:
         cli.subcommand = cli.config["subcommand"]
         cli.record_identity()
 
+    def parsed_config(self, argv: list[str]) -> dict[str, Any]:
+        """The config ``argv`` resolves to (its subcommand's part, as a nested dict).
+
+        Raises:
+            SystemExit: The CLI rejects the arguments.
+        """
+        self(argv)
+        config = self._cli.config[self._cli.config["subcommand"]]
+        return dict(config.as_dict() if hasattr(config, "as_dict") else config)
+
 
 _CHECKERS: dict[str, LightningChecker] = {}
 
