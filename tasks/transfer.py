@@ -140,6 +140,12 @@ def find_task_runs(runs_dir: str | os.PathLike[str], tasks: Sequence[str], *,
             train them.
     """
     wanted = list(dict.fromkeys(tasks))
+    if not Path(runs_dir).is_dir():
+        raise FileNotFoundError(
+            f"no runs folder {runs_dir} (from {Path.cwd()}) to find the task runs of "
+            f"{', '.join(wanted)} in; pass --runs_dir=FOLDER, or --model.task_runs=FOLDER, "
+            "naming the folder your task runs wrote (the default is ./runs)"
+        )
     scan = scan_records(runs_dir, statuses=("finished", "running", "failed"))
     found = {**latest_task_runs(scan.records),
              **latest_task_runs(scan.records, resolution=resolution, encoder=encoder)}

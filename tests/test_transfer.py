@@ -80,6 +80,11 @@ def test_missing_source_runs_are_all_listed(runs: Path) -> None:
         find_task_runs(runs, ["keypoints2d"])
 
 
+def test_a_missing_runs_folder_names_the_flags(tmp_path: Path) -> None:
+    with pytest.raises(FileNotFoundError, match=r"no runs folder .*--runs_dir=FOLDER"):
+        find_task_runs(tmp_path / "runs", ["reshading"])
+
+
 def test_checkpoint_of_another_architecture_is_rejected(runs: Path, tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="holds a 'resnet10_tiny' encoder but this transfer "
                                          "expects 'resnet18'"):
