@@ -33,6 +33,7 @@ from __future__ import annotations
 import contextlib
 import io
 import os
+import warnings
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -118,6 +119,14 @@ def task_run_class_weights(runs_dir: str | os.PathLike[str], task: str, *,
     model = record.config.get("model", {}) if isinstance(record.config, dict) else {}
     weights = model.get("class_weights") if isinstance(model, dict) else None
     return [float(w) for w in weights] if isinstance(weights, list) else None
+
+
+def _has_task_run(runs_dir: str | os.PathLike[str], task: str) -> bool:
+    try:
+        find_task_runs(runs_dir, [task])
+    except (FileNotFoundError, ValueError):
+        return False
+    return True
 
 
 def find_task_runs(runs_dir: str | os.PathLike[str], tasks: Sequence[str], *,
@@ -526,6 +535,14 @@ class TransferTask(L.LightningModule):
                 # class-weighted target must be scored with the weights its task run used.
                 weights = task_run_class_weights(runs, target, resolution=resolution,
                                                  encoder=encoder)
+                if weights is None and not _has_task_run(runs, target):
+                    warnings.warn(
+                        f"target {target!r} is class-weighted, but {runs} holds no finished "
+                        "task run of it to take the weights from: this run's loss is "
+                        "unweighted and its per-image losses will not compare with a weighted "
+                        "`self` baseline; train the target's task run first",
+                        stacklevel=2,
+                    )
                 if weights is not None:
                     options["class_weights"] = weights
                     self.hparams["target_options"] = options  # the record carries them

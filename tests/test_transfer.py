@@ -80,6 +80,11 @@ def test_missing_source_runs_are_all_listed(runs: Path) -> None:
         find_task_runs(runs, ["keypoints2d"])
 
 
+def test_a_class_weighted_target_without_its_task_run_warns(runs: Path) -> None:
+    with pytest.warns(UserWarning, match="'segment_semantic' is class-weighted.*unweighted"):
+        transfer(runs, target="segment_semantic")
+
+
 def test_a_missing_runs_folder_names_the_flags(tmp_path: Path) -> None:
     with pytest.raises(FileNotFoundError, match=r"no runs folder .*--runs_dir=FOLDER"):
         find_task_runs(tmp_path / "runs", ["reshading"])
