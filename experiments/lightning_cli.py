@@ -447,13 +447,33 @@ class TaskonomyCLI(LightningCLI):
         return self.resume_checkpoint()
 
     # ------------------------------------------------------------------ the fit subcommand
+    def finished_already(self) -> bool:
+        """Whether the run has a finished record; says so (a finished run is not redone).
+
+        Repeating the command of a finished run (by hand, or a W&B agent handed the point
+        again) would otherwise rewrite its record as running and lose its results if stopped.
+        """
+        path = record_path(self.run_dir.parent, self.run_id)
+        try:
+            finished = path.is_file() and read_record(path).status == "finished"
+        except ValueError:
+            return False
+        if finished and self.trainer.is_global_zero:
+            print(f"run {self.run_id} is already finished ({path}); nothing to do. To run it "
+                  "again, delete its folder or its record.json, or pass another --run_id")
+        return finished
+
     def fit(self, model: L.LightningModule, datamodule: Any = None, ckpt_path: str | None = None,
             **kwargs: Any) -> None:
         """Train (resuming from ``last.ckpt``), test the chosen checkpoint, write the record.
 
+        A run whose record is finished is left as it is (:meth:`finished_already`).
+
         Raises:
             Exception: Whatever stopped the run, after its record was marked ``failed``.
         """
+        if self.finished_already():
+            return
         if ckpt_path is None:
             ckpt_path = self.resume_checkpoint()
         self.resumed_from = ckpt_path

@@ -180,7 +180,8 @@ class TransferCLI(TaskonomyCLI):
             **kwargs: Any) -> None:
         """Train and test (transfers, ``pixels``, ``random``) or only test (``self``)."""
         if isinstance(model, TransferTask) and model.kind == "self":
-            self.evaluate_only(model, datamodule)
+            if not self.finished_already():
+                self.evaluate_only(model, datamodule)
             return
         super().fit(model, datamodule=datamodule, ckpt_path=ckpt_path, **kwargs)
 

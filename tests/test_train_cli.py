@@ -233,3 +233,15 @@ def test_wandb_failure_after_the_run_keeps_its_record_finished(
         assert taskonomy_main(_no_wandb_args(tmp_path, tiny_shards, "normal")) == 0
     record = read_record(record_path(tmp_path / "runs", "case"))
     assert record.status == "finished" and record.per_image_losses
+
+
+def test_repeating_a_finished_run_leaves_it_as_it_is(
+        tmp_path: Path, tiny_shards: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    args = _no_wandb_args(tmp_path, tiny_shards, "normal")
+    assert taskonomy_main(args) == 0
+    path = record_path(tmp_path / "runs", "case")
+    before = path.read_text()
+    capsys.readouterr()
+    assert taskonomy_main(args) == 0
+    assert "already finished" in capsys.readouterr().out
+    assert path.read_text() == before  # not rewritten as running, not re-tested
