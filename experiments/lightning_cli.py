@@ -448,16 +448,25 @@ class TaskonomyCLI(LightningCLI):
 
     # ------------------------------------------------------------------ the fit subcommand
     def finished_already(self) -> bool:
-        """Whether the run has a finished record; says so (a finished run is not redone).
+        """Whether the run is finished with this very config; says so (it is not redone).
 
         Repeating the command of a finished run (by hand, or a W&B agent handed the point
         again) would otherwise rewrite its record as running and lose its results if stopped.
+        A changed config under the same run id (``--trainer.max_steps`` raised to train on)
+        goes ahead.
         """
         path = record_path(self.run_dir.parent, self.run_id)
         try:
-            finished = path.is_file() and read_record(path).status == "finished"
+            record = read_record(path) if path.is_file() else None
         except ValueError:
             return False
+        if record is None or record.status != "finished":
+            return False
+
+        def setting(config: dict[str, Any]) -> dict[str, Any]:
+            return {k: v for k, v in config.items() if k != "ckpt_path"}
+
+        finished = setting(record.config) == setting(self._record_config())
         if finished and self.trainer.is_global_zero:
             print(f"run {self.run_id} is already finished ({path}); nothing to do. To run it "
                   "again, delete its folder or its record.json, or pass another --run_id")
