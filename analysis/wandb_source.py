@@ -30,12 +30,13 @@ import os
 import subprocess
 import sys
 import tempfile
+import warnings
 from collections import Counter
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
-from taskonomy.analysis.records import RecordScan, RunRecord
+from taskonomy.analysis.records import RecordScan, RunRecord, recency
 from taskonomy.datamodules.domains import atomic_write_bytes
 
 #: Name of the logged per-image loss table.
@@ -62,15 +63,17 @@ def log_record(run: Any, record: RunRecord) -> None:
     """
     import wandb
 
+    # The record's own config and metric names ride along: the run's config and summary also
+    # hold what Lightning logged (flat hyperparameters, per-epoch values), and a resumed run
+    # keeps the summary of its earlier attempts.
     identity = {"run_id": record.run_id, "role": record.role, "target": record.target,
                 "sources": list(record.sources), "regime": record.regime,
-                "schema_version": record.schema_version}
+                "schema_version": record.schema_version, "config": record.config,
+                "metrics": sorted(record.metrics)}
     run.config.update({**record.config, CONFIG_KEY: identity}, allow_val_change=True)
     run.summary.update(dict(record.metrics))
     for key, name in SUMMARY_FIELDS.items():
-        value = getattr(record, name)
-        if value is not None:
-            run.summary[key] = value
+        run.summary[key] = getattr(record, name)  # None clears an earlier attempt's value
     loss_file = Path(run.dir) / LOSS_FILE
     atomic_write_bytes(loss_file, json.dumps(record.per_image_losses).encode("utf-8"))
     run.save(str(loss_file), base_path=run.dir, policy="now")
@@ -94,11 +97,16 @@ def record_from_wandb(config: Mapping[str, Any], summary: Mapping[str, Any], sta
     status = _STATE_TO_STATUS.get(state, "running")
     if status == "finished":
         status = str(summary.get(f"{CONFIG_KEY}/status", status))
+    names = identity.get("metrics")
     metrics = {
         key: float(value) for key, value in summary.items()
         if not key.startswith("_") and key not in SUMMARY_FIELDS and key != LOSS_TABLE
         and isinstance(value, (int, float)) and not isinstance(value, bool)
+        and (not isinstance(names, list) or key in names)
     }
+    own_config = identity.get("config")
+    if not isinstance(own_config, Mapping):  # logged before the record's config rode along
+        own_config = {k: v for k, v in config.items() if k != CONFIG_KEY and not k.startswith("_")}
     fields = {name: summary.get(key) for key, name in SUMMARY_FIELDS.items()
               if name != "status" and summary.get(key) is not None}
     try:
@@ -106,19 +114,33 @@ def record_from_wandb(config: Mapping[str, Any], summary: Mapping[str, Any], sta
             run_id=str(identity["run_id"]), role=str(identity["role"]),
             target=str(identity["target"]), sources=tuple(identity.get("sources") or ()),
             regime=str(identity.get("regime", "full")), status=status,
-            config={k: v for k, v in config.items() if k != CONFIG_KEY and not k.startswith("_")},
-            metrics=metrics, per_image_losses=dict(losses), wandb=where, **fields,
+            config=dict(own_config), metrics=metrics, per_image_losses=dict(losses),
+            wandb=where, **fields,
         )
     except (KeyError, TypeError, ValueError) as error:
         raise ValueError(f"{where}: cannot rebuild a run record: {error}") from error
 
 
-def _read_loss_table(path: Path) -> dict[str, float]:
+class IncompleteRunError(ValueError):
+    """A run's per-image losses cannot be read back whole."""
+
+
+def _read_loss_table(path: Path, summary: Mapping[str, Any]) -> dict[str, float]:
     data = json.loads(path.read_text(encoding="utf-8"))
     columns = data.get("columns", [])
     if list(columns) != list(LOSS_TABLE_COLUMNS):
         raise ValueError(f"{path}: loss table columns {columns}, expected {LOSS_TABLE_COLUMNS}")
-    return {str(key): float(loss) for key, loss in data.get("data", [])}
+    rows = data.get("data", [])
+    entry = summary.get(LOSS_TABLE)
+    logged = entry.get("nrows") if isinstance(entry, Mapping) else None
+    if isinstance(logged, int) and logged != len(rows):
+        # W&B keeps at most wandb.Table.MAX_ROWS rows of a logged table, silently.
+        raise IncompleteRunError(
+            f"{path}: the loss table holds {len(rows)} of the run's {logged} per-image losses "
+            f"(W&B truncates logged tables) and the run has no {LOSS_FILE}; read this run from "
+            "its local record instead"
+        )
+    return {str(key): float(loss) for key, loss in rows}
 
 
 def _read_loss_file(path: Path) -> dict[str, float]:
@@ -180,7 +202,7 @@ def read_offline_run(run_dir: str | os.PathLike[str]) -> RunRecord:
         table_file = path / "files" / table
         if not table_file.is_file():
             raise FileNotFoundError(f"{path}: loss table {table_file} is missing")
-        losses = _read_loss_table(table_file)
+        losses = _read_loss_table(table_file, summary)
     return record_from_wandb(info.get("config") or {}, summary, str(info.get("state", "")),
                              losses, str(path))
 
@@ -193,7 +215,10 @@ def find_offline_runs(path: str | os.PathLike[str]) -> list[Path]:
     if any(root.glob("*.wandb")):
         return [root]
     return sorted({log.parent for log in root.rglob("*.wandb")
-                   if not log.parent.is_symlink() and log.parent.name != "latest-run"})
+                   if not log.parent.is_symlink() and log.parent.name != "latest-run"
+                   # runs set aside (RUNS/.stale) and other hidden folders are no results
+                   and not any(part.startswith(".")
+                               for part in log.parent.relative_to(root).parts)})
 
 
 def read_offline_runs(path: str | os.PathLike[str], *,
@@ -231,18 +256,18 @@ def read_project(project: str, *, api: Any = None, statuses: Iterable[str] = ("f
         config = dict(run.config)
         losses: dict[str, float] = {}
         table = _table_path(summary)
-        names = {getattr(f, "name", None) for f in run.files()}
+        names = {getattr(f, "name", None) for f in run.files(names=[LOSS_FILE])}
         with tempfile.TemporaryDirectory() as tmp:
             if LOSS_FILE in names:
                 run.file(LOSS_FILE).download(root=tmp, replace=True)
                 losses = _read_loss_file(Path(tmp) / LOSS_FILE)
             elif table is not None:
                 run.file(table).download(root=tmp, replace=True)
-                losses = _read_loss_table(Path(tmp) / table)
+                losses = _read_loss_table(Path(tmp) / table, summary)
         return record_from_wandb(config, summary, str(run.state), losses, "/".join(run.path))
 
     return _collect(((f"{project}/{run.id}", lambda run=run: rebuild(run))
-                     for run in api.runs(project)), statuses)
+                     for run in api.runs(project, lazy=False)), statuses)
 
 
 def _collect(readers: Iterable[tuple[str, Any]], statuses: Iterable[str] = ("finished",)
@@ -250,9 +275,13 @@ def _collect(readers: Iterable[tuple[str, Any]], statuses: Iterable[str] = ("fin
     keep = set(statuses)
     records: dict[str, RunRecord] = {}
     skipped: Counter[str] = Counter()
-    for where, read in readers:
+    for _where, read in readers:
         try:
             record = read()
+        except IncompleteRunError as error:
+            warnings.warn(str(error), stacklevel=2)
+            skipped["incomplete"] += 1
+            continue
         except ValueError as error:
             if f"no {CONFIG_KEY!r} section" in str(error):
                 skipped["foreign"] += 1  # a run of the project that is not a taskonomy run
@@ -261,7 +290,12 @@ def _collect(readers: Iterable[tuple[str, Any]], statuses: Iterable[str] = ("fin
         if record.status not in keep:
             skipped[record.status] += 1
             continue
-        if record.run_id in records:
-            raise ValueError(f"run id {record.run_id!r} appears twice (again in {where})")
+        earlier = records.get(record.run_id)
+        if earlier is not None:
+            # The same run trained again (deleted record, sweep agents' own W&B ids, a redone
+            # stale transfer): the later finished one counts.
+            skipped["superseded"] += 1
+            if recency(record) < recency(earlier):
+                continue
         records[record.run_id] = record
     return RecordScan([records[k] for k in sorted(records)], skipped)

@@ -41,12 +41,26 @@ def test_offline_wandb_runs_and_local_folder_give_the_same_table(tmp_path, monke
     # W&B truncates logged tables; the full losses travel as a run file
     monkeypatch.setattr(wandb.Table, "MAX_ROWS", 1)
     runs_dir = tmp_path / "runs"
+    settings = wandb.Settings(console="off", x_disable_stats=True)
     for record in _records():
         write_record(record, runs_dir)
         run = wandb.init(project="taskonomy-test", dir=str(tmp_path), mode="offline",
                          id=record.run_id.replace("_", ""), config=record.config,
-                         settings=wandb.Settings(console="off", x_disable_stats=True))
+                         settings=settings)
+        # What Lightning logs beside the record: flat hyperparameters, per-epoch values.
+        run.config.update({"lr": 0.5, "task": record.target})
+        run.log({"val/loss": 3.0, "train/loss_epoch": 2.0})
         log_record(run, record)
+        run.finish()
+    # The first run trained again (its record deleted, or a sweep agent's own W&B id): the
+    # later one counts. A run set aside under a hidden folder (RUNS/.stale) is no result.
+    again = _records()[0]
+    again = RunRecord.from_dict({**again.to_dict(), "finished_at": "2999-01-01T00:00:00Z"})
+    for where in (tmp_path, tmp_path / "wandb" / ".stale"):
+        where.mkdir(parents=True, exist_ok=True)
+        run = wandb.init(project="taskonomy-test", dir=str(where), mode="offline",
+                         settings=settings)
+        log_record(run, again)
         run.finish()
     # A run that was not logged through log_record is counted, not mistaken for a record.
     other = wandb.init(project="taskonomy-test", dir=str(tmp_path), mode="offline",
@@ -54,7 +68,10 @@ def test_offline_wandb_runs_and_local_folder_give_the_same_table(tmp_path, monke
     other.finish()
 
     offline = read_offline_runs(tmp_path / "wandb")
-    assert offline.skipped == {"foreign": 1}
+    assert offline.skipped == {"foreign": 1, "superseded": 1}
+    by_id = {r.run_id: r for r in offline.records}
+    assert by_id[again.run_id].finished_at == again.finished_at
+    write_record(again, runs_dir)
     local = scan_records(runs_dir)
     from_wandb = records_to_frame(offline.records)[COMMON]
     from_disk = records_to_frame(local.records)[COMMON]
@@ -62,6 +79,7 @@ def test_offline_wandb_runs_and_local_folder_give_the_same_table(tmp_path, monke
     for mine, theirs in zip(local.records, offline.records, strict=True):
         assert mine.per_image_losses == theirs.per_image_losses
         assert theirs.wandb and os.path.isdir(theirs.wandb)
+        assert theirs.metrics == mine.metrics and theirs.config == mine.config  # nothing extra
 
 
 class _FakeFile:
@@ -94,8 +112,9 @@ class _FakeRun:
 
         self._loss_file = _FakeFile(record.per_image_losses, LOSS_FILE) if with_file else None
 
-    def files(self):
-        return [f for f in (self._table, self._loss_file) if f is not None]
+    def files(self, names=None):
+        files = [f for f in (self._table, self._loss_file) if f is not None]
+        return [f for f in files if names is None or f.name in names]
 
     def file(self, name):
         return {f.name: f for f in self.files()}[name]
@@ -105,7 +124,7 @@ class _FakeApi:
     def __init__(self, runs):
         self._runs = runs
 
-    def runs(self, project):
+    def runs(self, project, lazy=True):
         assert project == "me/proj"
         return self._runs
 
@@ -125,3 +144,12 @@ def test_online_project_reader_rebuilds_records():
     assert scan.records[1].per_image_losses == records[0].per_image_losses
     with pytest.raises(ValueError, match="entity/project"):
         read_project("just-a-name", api=api)
+
+
+def test_a_truncated_loss_table_is_not_read_as_the_whole_run():
+    record = _records()[0]
+    run = _FakeRun(record, with_file=False)
+    run.summary[LOSS_TABLE]["nrows"] = 16000  # W&B kept fewer rows than were logged
+    with pytest.warns(UserWarning, match="holds 2 of the run's 16000"):
+        scan = read_project("me/proj", api=_FakeApi([run]))
+    assert scan.records == [] and scan.skipped == {"incomplete": 1}
