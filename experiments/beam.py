@@ -28,6 +28,7 @@ import yaml
 from taskonomy.analysis.affinities import compute_affinities
 from taskonomy.analysis.records import RunRecord
 from taskonomy.datamodules.domains import atomic_write_bytes
+from taskonomy.experiments.sweep_files import WANDB_PROJECT
 from taskonomy.tasks.specs import BASELINES
 
 #: Sources whose combinations make orders 2 and 3 (the authors' top-5).
@@ -138,6 +139,9 @@ def beam_sweep(transfers: dict[str, list[tuple[str, ...]]], *, name: str = "high
         "name": name,
         "description": "Higher-order transfers selected by beam search over first-order "
                        "affinities (orders 2-3 from the top-5 sources, order 4 from the top-6).",
+        # Runs of a sweep go to the sweep's project: W&B ignores the project that the
+        # runs' own loggers name when an agent drives them.
+        "project": WANDB_PROJECT,
         "program": "taskonomy",
         "method": "grid",
         "metric": {"name": "test/loss", "goal": "minimize"},

@@ -48,6 +48,7 @@ from rich.console import Console
 
 import taskonomy.experiments as experiments_package
 from taskonomy.datamodules.domains import atomic_write_bytes
+from taskonomy.experiments.sweep_files import WANDB_PROJECT
 
 #: The default task set: the four tasks of the sanity checks (two depths, normals, shading: the
 #: paper's tightly connected 3D cluster) plus inpainting, a 2D self-supervised task that is a
@@ -218,7 +219,8 @@ def _command(kind: str, config: Path, overrides: Sequence[str]) -> list[str]:
 def _sweep(name: str, description: str, command: list[str], metric: str,
            parameters: dict[str, list[Any]]) -> dict[str, Any]:
     return {
-        "name": name, "description": description, "program": "taskonomy", "method": "grid",
+        "name": name, "description": description, "project": WANDB_PROJECT,
+        "program": "taskonomy", "method": "grid",
         "metric": {"name": metric, "goal": "minimize"}, "command": command,
         "parameters": {k: {"values": v} for k, v in parameters.items()},
     }

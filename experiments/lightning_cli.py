@@ -56,6 +56,7 @@ from lightning.pytorch.loggers import Logger, WandbLogger
 
 from taskonomy.analysis.records import RunRecord, read_record, record_path, write_record
 from taskonomy.datamodules.datamodule import SkippedSamplesCallback, TaskonomyDataModule
+from taskonomy.experiments.sweep_files import WANDB_PROJECT
 from taskonomy.tasks.specs import metric_key
 
 #: Top-level arguments the base class adds to every subcommand.
@@ -101,8 +102,6 @@ class BestAndLatestCheckpoint(ModelCheckpoint):
         self._save_latest(trainer)
 
 
-#: Default W&B project.
-WANDB_PROJECT = "taskonomy"
 
 _DUMP_PARAMETERS = inspect.signature(ArgumentParser.dump).parameters
 

@@ -21,6 +21,9 @@ from typing import Any
 
 import yaml
 
+#: The W&B project of runs and of the sweep files (runs of a sweep go to the sweep's project).
+WANDB_PROJECT = "taskonomy"
+
 _MACROS = ("${env}", "${interpreter}", "${program}", "${args}", "${args_no_hyphens}",
            "${args_json}")
 #: W&B macros the suite's CLI cannot take (it reads arguments, not a JSON file).
