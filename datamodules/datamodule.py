@@ -22,6 +22,7 @@
 from __future__ import annotations
 
 import hashlib
+import itertools
 import json
 import logging
 import multiprocessing
@@ -175,7 +176,7 @@ def _node_info(rank: int | None, world_size: int | None) -> tuple[int, int]:
 
 
 def _point_rank(key: str, world: int) -> int:
-    """The rank that evaluates a sample's point (``building__point__view`` → hash of the point)."""
+    """The rank that counts a skipped view of a point read by every rank (a hash of the point)."""
     return zlib.crc32(parse_key(key).point_key.encode("utf-8")) % world
 
 
@@ -263,21 +264,26 @@ class ShardStream(IterableDataset):
         epoch_seed = f"{info.seed}:{epoch}" if info is not None else str(epoch)
         return rank, world, worker, workers, epoch_seed
 
-    def _eval_plan(self) -> tuple[list[list[int]], int | None]:
-        """This worker's evaluation blocks of shards, and the rank whose points it keeps.
+    def _eval_plan(self) -> tuple[list[list[int]], tuple[int, int] | None]:
+        """This worker's evaluation blocks of shards, and its share of a common sequence.
 
         Blocks (single shards, or context blocks for multi-view tasks) go round-robin over
         ranks first, then over a rank's workers, so every rank gets a share. With fewer blocks
-        than ranks, each rank reads every block (split over its workers) and keeps the points
-        that hash to it: a rank without test samples would hang the others in the end-of-epoch
-        reduction. Either way each test image (or unit) is seen once.
+        than ranks, every worker of every rank reads every block, and keeps every n-th sample
+        (or unit) of that common sequence, n = ranks × workers, taken ranks first: a rank
+        without test samples would hang the others in the end-of-epoch reduction, and so a
+        split with at least as many samples as ranks gives each rank some. Either way each test
+        image (or unit) is seen once.
+
+        Returns:
+            The blocks to read, and ``(slot, n)`` (keep the samples whose position modulo n is
+            slot) or ``None`` (keep every sample of the blocks).
         """
         rank, world, worker, workers, _ = self._worker()
         blocks = ([list(b) for b in self.eval_blocks] if self.eval_blocks is not None
                   else [[s] for s in self.shards])
         if len(blocks) < world:
-            mine = [b for i, b in enumerate(blocks) if i % workers == worker]
-            return mine, rank
+            return blocks, (worker * world + rank, world * workers)
         by_rank = [b for i, b in enumerate(blocks) if i % world == rank]
         return [b for i, b in enumerate(by_rank) if i % workers == worker], None
 
@@ -499,13 +505,19 @@ class ShardStream(IterableDataset):
             def eval_rng(key: str) -> np.random.Generator:
                 return np.random.default_rng(_stable_seed(self.seed, key))
 
-            blocks, keep_rank = self._eval_plan()
+            blocks, share = self._eval_plan()
+            position = itertools.count()
 
             def mine(key: str) -> bool:
-                return keep_rank is None or _point_rank(key, world) == keep_rank
+                # Called once per sample (single-view) or unit (multi-view), in stream order.
+                return share is None or next(position) % share[1] == share[0]
 
-            # Ranks reading the same blocks (fewer blocks than ranks) decode every view.
-            self._counts_view = mine if keep_rank is not None and self.multiview else None
+            def counts(key: str) -> bool:
+                return _point_rank(key, world) == rank
+
+            # Ranks reading the same blocks (fewer blocks than ranks) decode every view; a
+            # skipped view is counted by one of them.
+            self._counts_view = counts if share is not None and self.multiview else None
             for block in blocks:
                 # Multi-view units are built within one context block (see context_blocks),
                 # so an evaluation split has the same units however many ranks and workers

@@ -426,6 +426,32 @@ def test_multi_view_eval_units_do_not_depend_on_parallelism(
     assert Counter(spread) == Counter(alone)
 
 
+@pytest.mark.parametrize("workers", [0, 2])
+@pytest.mark.parametrize("tasks", [["fixated_pose"], ["normal"]])
+def test_every_rank_gets_evaluation_samples_when_blocks_are_fewer_than_ranks(
+        tiny_shards: Path, workers: int, tasks: list[str], monkeypatch: pytest.MonkeyPatch):
+    # One block for two ranks: both read it. A rank left without samples would hang the
+    # other in the end-of-epoch reduction (a hash of the points gave all of them to rank 0).
+    monkeypatch.setattr(datamodule_module, "context_blocks",
+                        functools.partial(context_blocks, min_points=10**6))
+
+    def keys(rank: int, world: int, shards: list[int] | None = None) -> list[str]:
+        dm = TaskonomyDataModule(tiny_shards, tasks=tasks, resolution=8, batch_size=1,
+                                 num_workers=workers if world > 1 else 0, rank=rank,
+                                 world_size=world)
+        loader = dm.test_dataloader()
+        if shards is not None:  # single-view: one shard for two ranks
+            loader.dataset.shards = shards
+        return _keys(loader)
+
+    first = [read_manifest(tiny_shards, "test")["shards"][0]["index"]]
+    shards = None if tasks == ["fixated_pose"] else first
+    alone = keys(0, 1, shards)
+    per_rank = [keys(rank, 2, shards) for rank in range(2)]
+    assert all(per_rank), [len(k) for k in per_rank]
+    assert Counter(per_rank[0] + per_rank[1]) == Counter(alone)
+
+
 def test_context_blocks_hold_enough_points_and_keep_shard_order():
     def shard(index: int, *points: int) -> dict:
         return {"index": index, "keys": [f"b__{p}__{v}" for p in points for v in range(2)]}
