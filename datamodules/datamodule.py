@@ -72,11 +72,17 @@ log = logging.getLogger(__name__)
 SKIP_STREAMS = ("train", "val", "test", "images")
 
 
+def _shared_count(value: int) -> Any:
+    # A spawn-context lock travels to processes started by fork (DataLoader workers) and by
+    # spawn (ddp_spawn, spawned workers) alike; a fork-context one refuses the latter.
+    return multiprocessing.get_context("spawn").Value("q", value)
+
+
 class SkipCounter:
     """Counts skipped samples per stream across DataLoader worker processes (shared integers)."""
 
     def __init__(self) -> None:
-        self._values = {name: multiprocessing.Value("q", 0) for name in SKIP_STREAMS}
+        self._values = {name: _shared_count(0) for name in SKIP_STREAMS}
 
     def __getstate__(self) -> dict[str, Any]:
         # Shared memory travels only to processes being started (DataLoader workers); any
@@ -89,7 +95,7 @@ class SkipCounter:
 
     def __setstate__(self, state: dict[str, Any]) -> None:
         self._values = state.get("values") or {
-            name: multiprocessing.Value("q", count) for name, count in state["counts"].items()}
+            name: _shared_count(count) for name, count in state["counts"].items()}
 
     def add(self, reason: str, stream: str = "train") -> None:
         """Count one skipped sample of a stream and warn with its reason."""

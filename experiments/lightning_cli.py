@@ -279,6 +279,14 @@ class TaskonomyCLI(LightningCLI):
         if self.subcommand is None:
             return
         namespace = self._namespace()
+        trainer = namespace.get("trainer")
+        strategy = trainer.get("strategy") if trainer is not None else None
+        if isinstance(strategy, str) and strategy.startswith("ddp_spawn"):
+            raise ValueError(
+                f"--trainer.strategy={strategy} is not supported: the run's test results are "
+                "gathered in the launching process, which spawned processes do not share; use "
+                "--trainer.strategy=ddp (one process per GPU, the paper config's default)"
+            )
         role, target, sources = self.record_identity()
         regime = str(namespace.get("regime") or "full")
         self.run_id = namespace.get("run_id") or default_run_id(

@@ -12,13 +12,15 @@ translation errors in scene units, rotation errors as geodesic angles in degrees
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Callable
 from typing import Any
 
 import torch
 import torch.nn.functional as F
-from torchmetrics import Metric
+from torch import nn
+from torchmetrics import MeanMetric, Metric
 
 from taskonomy.tasks.losses import METRIC_SAMPLES, full_precision, sample_pixels
 from taskonomy.tasks.networks.pose import denormalize_pose, rotation_angle
@@ -207,12 +209,16 @@ def _normal_angles(prediction: torch.Tensor, task_batch: dict[str, Any]) -> Valu
     return angles, None if mask is None else mask.reshape(angles.shape)
 
 
-def _normal_below(threshold: float) -> ValueFn:
-    def values(prediction: torch.Tensor, task_batch: dict[str, Any]) -> Values:
-        angles, w = _normal_angles(prediction, task_batch)
-        return (angles < threshold).float(), w
+# Value functions are module-level (partials, not closures), so that a model holding these
+# metrics can be pickled into spawned processes (ddp_spawn).
+def _normal_share_below(threshold: float, prediction: torch.Tensor,
+                        task_batch: dict[str, Any]) -> Values:
+    angles, w = _normal_angles(prediction, task_batch)
+    return (angles < threshold).float(), w
 
-    return values
+
+def _normal_below(threshold: float) -> ValueFn:
+    return functools.partial(_normal_share_below, threshold)
 
 
 def _pixel_accuracy(prediction: torch.Tensor, task_batch: dict[str, Any]) -> Values:
@@ -274,35 +280,31 @@ def _vp_angle(prediction: torch.Tensor, task_batch: dict[str, Any]) -> Values:
     return torch.rad2deg(torch.acos(cos.clamp(-1.0, 1.0))), None
 
 
-def _poses(spec: TaskSpec) -> Callable[[torch.Tensor, dict[str, Any]], tuple[Any, Any]]:
-    fixated = spec.name not in NONFIXATED_TASKS
+def _pose_pair(fixated: bool, prediction: torch.Tensor,
+               task_batch: dict[str, Any]) -> tuple[Any, Any]:
+    pred = denormalize_pose(prediction.reshape(-1, 6), fixated)
+    target = denormalize_pose(task_batch["target"].float().reshape(-1, 6), fixated)
+    return pred, target
 
-    def split(prediction: torch.Tensor, task_batch: dict[str, Any]) -> tuple[Any, Any]:
-        pred = denormalize_pose(prediction.reshape(-1, 6), fixated)
-        target = denormalize_pose(task_batch["target"].float().reshape(-1, 6), fixated)
-        return pred, target
 
-    return split
+def _pose_rotation_error(fixated: bool, prediction: torch.Tensor,
+                         task_batch: dict[str, Any]) -> Values:
+    pred, target = _pose_pair(fixated, prediction, task_batch)
+    return rotation_angle(pred[:, :3], target[:, :3]), None
+
+
+def _pose_translation_error(fixated: bool, prediction: torch.Tensor,
+                            task_batch: dict[str, Any]) -> Values:
+    pred, target = _pose_pair(fixated, prediction, task_batch)
+    return (pred[:, 3:] - target[:, 3:]).norm(dim=1), None
 
 
 def _rotation_error(spec: TaskSpec) -> ValueFn:
-    split = _poses(spec)
-
-    def values(prediction: torch.Tensor, task_batch: dict[str, Any]) -> Values:
-        pred, target = split(prediction, task_batch)
-        return rotation_angle(pred[:, :3], target[:, :3]), None
-
-    return values
+    return functools.partial(_pose_rotation_error, spec.name not in NONFIXATED_TASKS)
 
 
 def _translation_error(spec: TaskSpec) -> ValueFn:
-    split = _poses(spec)
-
-    def values(prediction: torch.Tensor, task_batch: dict[str, Any]) -> Values:
-        pred, target = split(prediction, task_batch)
-        return (pred[:, 3:] - target[:, 3:]).norm(dim=1), None
-
-    return values
+    return functools.partial(_pose_translation_error, spec.name not in NONFIXATED_TASKS)
 
 
 def _metric(spec: TaskSpec, name: str) -> Metric:
@@ -373,3 +375,13 @@ def build_metrics(spec: TaskSpec) -> dict[str, Metric]:
         ValueError: A metric name is unknown.
     """
     return {name: _metric(spec, name) for name in spec.metrics}
+
+
+def eval_loss_means() -> nn.ModuleDict:
+    """Means of the evaluation loss over an epoch, weighted by batch size, per stage.
+
+    Logged as metrics rather than as tensors with ``sync_dist``: Lightning averages the batch
+    size weights across ranks as integers, which biases ``val/loss`` and ``test/loss`` when
+    ranks see different numbers of samples (Lightning-AI/pytorch-lightning#21859).
+    """
+    return nn.ModuleDict({"val": MeanMetric(), "test": MeanMetric()})

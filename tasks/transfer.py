@@ -73,6 +73,7 @@ from taskonomy.tasks.families.base import (
     uses_class_weights,
 )
 from taskonomy.tasks.losses import Reduction
+from taskonomy.tasks.metrics import eval_loss_means
 from taskonomy.tasks.networks.encoders import (
     ENCODERS,
     REPRESENTATION_CHANNELS,
@@ -575,6 +576,7 @@ class TransferTask(L.LightningModule):
         self.clip_norm = loss_module.clip_norm
         self.val_metrics = nn.ModuleDict(loss_module.build_metrics())
         self.test_metrics = nn.ModuleDict(loss_module.build_metrics())
+        self.loss_means = eval_loss_means()
 
     # ----------------------------------------------------------------- identity
     @property
@@ -855,8 +857,9 @@ class TransferTask(L.LightningModule):
         loss = self._loss(prediction, batch, "mean", keys)
         self._check_finite(loss, stage)
         size = prediction.shape[0]
-        self.log(metric_key(stage, "loss"), loss, on_epoch=True, prog_bar=True, batch_size=size,
-                 sync_dist=True)
+        mean = cast(Metric, self.loss_means[stage])
+        mean.update(loss.detach().float(), weight=size)
+        self.log(metric_key(stage, "loss"), mean, on_epoch=True, prog_bar=True, batch_size=size)
         metrics = self.val_metrics if stage == "val" else self.test_metrics
         for name, module in metrics.items():
             metric = cast(Metric, module)

@@ -1,5 +1,6 @@
 """build_task: every task builds and trains one step through a real Trainer; errors name fixes."""
 
+import pickle
 import warnings
 
 import lightning as L
@@ -56,6 +57,9 @@ def test_every_task_trains_one_step_through_a_trainer(spec) -> None:
     assert any(n.startswith("head.") for n in changed)
     for metric in spec.metrics:
         assert f"val/{metric}" in trainer.callback_metrics
+    assert torch.isfinite(trainer.callback_metrics["val/loss"])
+    # ddp_spawn pickles the model into its processes (no closures among its metrics).
+    assert isinstance(pickle.loads(pickle.dumps(model)), type(model))
 
 
 def test_every_family_has_a_class_and_every_metric_name_is_known() -> None:

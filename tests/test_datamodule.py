@@ -266,6 +266,26 @@ def test_skip_counter_survives_pickling(tiny_shards: Path):
     assert clone.skipped.count == 1 and copy.deepcopy(dm).skipped.count == 1
 
 
+def _count_a_skip(counter) -> None:  # type: ignore[no-untyped-def]
+    import warnings
+
+    warnings.simplefilter("ignore")
+    counter.add("in a spawned process", "val")
+
+
+@pytest.mark.parametrize("method", ["spawn", "fork"])
+def test_skip_counts_are_shared_with_spawned_and_forked_processes(tiny_shards: Path,
+                                                                  method: str):
+    import multiprocessing
+
+    dm = TaskonomyDataModule(tiny_shards, tasks=["normal"], num_workers=0)
+    process = multiprocessing.get_context(method).Process(target=_count_a_skip,
+                                                          args=(dm.skipped,))
+    process.start()
+    process.join(60)
+    assert process.exitcode == 0 and dm.skipped.reset("val") == 1
+
+
 def test_single_view_tasks_beside_multi_view_ones_use_the_first_view(tiny_shards: Path):
     dm = TaskonomyDataModule(tiny_shards, tasks=["fixated_pose", "depth_zbuffer"],
                              resolution=16, batch_size=2, num_workers=0)

@@ -245,3 +245,11 @@ def test_repeating_a_finished_run_leaves_it_as_it_is(
     assert taskonomy_main(args) == 0
     assert "already finished" in capsys.readouterr().out
     assert path.read_text() == before  # not rewritten as running, not re-tested
+
+
+def test_ddp_spawn_is_refused_with_the_strategy_to_use(
+        tmp_path: Path, tiny_shards: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    args = [*_no_wandb_args(tmp_path, tiny_shards, "normal"), "--trainer.strategy=ddp_spawn"]
+    assert taskonomy_main(args) == 2
+    assert "--trainer.strategy=ddp " in capsys.readouterr().err
+    assert not (tmp_path / "runs" / "case").exists()

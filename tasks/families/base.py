@@ -27,7 +27,7 @@ from torch import nn
 from torchmetrics import Metric
 
 from taskonomy.tasks.losses import Reduction, gan_discriminator_loss, gan_generator_loss
-from taskonomy.tasks.metrics import LOG_DEPTH_TASKS, build_metrics
+from taskonomy.tasks.metrics import LOG_DEPTH_TASKS, build_metrics, eval_loss_means
 from taskonomy.tasks.networks.discriminator import Pix2PixDiscriminator
 from taskonomy.tasks.networks.encoders import build_encoder, representation_shape
 from taskonomy.tasks.registry import get_spec
@@ -226,6 +226,7 @@ class TaskModule(L.LightningModule):
             self.automatic_optimization = False
         self.val_metrics = nn.ModuleDict(self.build_metrics())
         self.test_metrics = nn.ModuleDict(self.build_metrics())
+        self.loss_means = eval_loss_means()
         #: Per-image test task losses, keyed by sample key (filled by ``test_step``).
         self.test_per_image_losses: dict[str, float] = {}
 
@@ -336,16 +337,13 @@ class TaskModule(L.LightningModule):
             )
 
     def _log_loss(self, stage: str, loss: torch.Tensor, size: int) -> None:
-        on_step = stage == "train"
-        self.log(
-            metric_key(stage, "loss"),
-            loss,
-            on_step=on_step,
-            on_epoch=True,
-            prog_bar=True,
-            batch_size=size,
-            sync_dist=not on_step,
-        )
+        if stage == "train":
+            self.log(metric_key(stage, "loss"), loss, on_step=True, on_epoch=True,
+                     prog_bar=True, batch_size=size)
+            return
+        mean = cast(Metric, self.loss_means[stage])
+        mean.update(loss.detach().float(), weight=size)
+        self.log(metric_key(stage, "loss"), mean, on_epoch=True, prog_bar=True, batch_size=size)
 
     def training_step(self, batch: dict[str, Any], batch_idx: int) -> torch.Tensor | None:
         """One optimization step (manual when the cGAN term is on)."""
