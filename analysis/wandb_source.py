@@ -214,7 +214,11 @@ def find_offline_runs(path: str | os.PathLike[str]) -> list[Path]:
         raise FileNotFoundError(f"W&B folder {root} does not exist")
     if any(root.glob("*.wandb")):
         return [root]
-    return sorted({log.parent for log in root.rglob("*.wandb")
+    # A wandb folder, a run folder (RUN/wandb/...) or a runs folder (RUNS/RUN/wandb/...); not
+    # deeper, so a runs folder nested inside (a demo's) is not read as this one's.
+    logs = [log for pattern in ("*/*.wandb", "wandb/*/*.wandb", "*/wandb/*/*.wandb")
+            for log in root.glob(pattern)]
+    return sorted({log.parent for log in logs
                    if not log.parent.is_symlink() and log.parent.name != "latest-run"
                    # runs set aside (RUNS/.stale) and other hidden folders are no results
                    and not any(part.startswith(".")

@@ -518,8 +518,8 @@ class ShardStream(IterableDataset):
                 # Called once per sample (single-view) or unit (multi-view), in stream order.
                 return share is None or next(position) % share[1] == share[0]
 
-            def counts(key: str) -> bool:
-                return _point_rank(key, world) == rank
+            def counts(key: str) -> bool:  # one of the readers of a view counts its skip
+                return _point_rank(key, world * workers) == worker * world + rank
 
             # Ranks reading the same blocks (fewer blocks than ranks) decode every view; a
             # skipped view is counted by one of them.
@@ -642,6 +642,7 @@ class TaskonomyDataModule(L.LightningDataModule):
         self.rank, self.world_size = rank, world_size
         self.skipped = SkipCounter()
         self.manifests: dict[str, dict[str, Any]] = {}
+        self._images_identity: dict[str, str] = {}
         #: Split → keys whose encoder inputs are cached (see :meth:`use_cached_inputs`).
         self.cached_inputs: dict[str, frozenset[str]] = {}
 
@@ -684,9 +685,12 @@ class TaskonomyDataModule(L.LightningDataModule):
         packing resolution) never share entries.
         """
         split, manifest = self._manifest(role)
-        digests = manifest["domains"].get("rgb", {}).get("sha256", [])
-        payload = json.dumps([manifest.get("resolution"), digests])
-        return f"{split}@{hashlib.sha1(payload.encode()).hexdigest()[:10]}"
+        if split not in self._images_identity:  # asked for every batch of a cached transfer
+            digests = manifest["domains"].get("rgb", {}).get("sha256", [])
+            payload = json.dumps([manifest.get("resolution"), digests])
+            self._images_identity[split] = (
+                f"{split}@{hashlib.sha1(payload.encode()).hexdigest()[:10]}")
+        return self._images_identity[split]
 
     def _role_subset(self, role: str, manifest: dict[str, Any]) -> frozenset[str] | None:
         if role == "train" and self.limit is not None:

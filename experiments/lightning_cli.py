@@ -471,7 +471,14 @@ class TaskonomyCLI(LightningCLI):
             return False
 
         def setting(config: dict[str, Any]) -> dict[str, Any]:
-            return {k: v for k, v in config.items() if k != "ckpt_path"}
+            # Left out: where it resumed from, the source runs found (a retrained source makes
+            # a stale transfer, which `sweep run --redo-stale` handles), and class weights that
+            # fitting resolves (`auto` or a file becomes the list).
+            out = {k: v for k, v in config.items() if k not in ("ckpt_path", "source_runs")}
+            model = out.get("model")
+            if isinstance(model, dict) and "class_weights" in model:
+                out["model"] = {**model, "class_weights": None}
+            return out
 
         finished = setting(record.config) == setting(self._record_config())
         if finished and self.trainer.is_global_zero:

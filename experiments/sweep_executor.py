@@ -59,9 +59,11 @@ def failure_reason(runs_dir: Path, run_id: str, limit: int = 300) -> str | None:
         pass
     if not reason:  # rejected before a record was written (e.g. by the argument parser)
         try:
-            lines = (path / "executor.log").read_text(errors="replace").splitlines()[-200:]
+            text = (path / "executor.log").read_text(errors="replace")
         except OSError:
-            lines = []
+            text = ""
+        # The log is appended to by every attempt: only the last one's lines count.
+        lines = text.rsplit("\n=== attempt ", 1)[-1].splitlines()[1:][-200:]
         errors = [line for line in lines if "error" in line.lower()]
         candidates = errors or [line for line in lines if line.strip()]
         reason = candidates[-1] if candidates else None
@@ -153,7 +155,6 @@ def stale_transfer_points(points: Sequence[SweepPoint], runs_dir: str | Path,
 
     runs = Path(runs_dir)
     latest_in = {} if latest_in is None else latest_in
-    records_in: dict[str, list[Any]] = {}
     stale: dict[str, list[str]] = {}
     for point in points:
         if record_status(runs, point.run_id) != "finished":
@@ -162,13 +163,14 @@ def stale_transfer_points(points: Sequence[SweepPoint], runs_dir: str | Path,
         if record.role not in ("transfer", "baseline"):
             continue
         folder = str((record.config.get("model") or {}).get("task_runs") or runs)
-        if folder not in records_in:
-            found = Path(folder).is_dir()
-            records_in[folder] = scan_records(folder).records if found else []
         setting = network_setting(record)
         key = f"{folder}|{setting}"
         if key not in latest_in:
-            latest_in[key] = latest_task_runs(records_in[folder], resolution=setting[0],
+            scanned = f"records|{folder}"  # one scan per folder, shared between calls
+            if scanned not in latest_in:
+                found = Path(folder).is_dir()
+                latest_in[scanned] = scan_records(folder).records if found else []
+            latest_in[key] = latest_task_runs(latest_in[scanned], resolution=setting[0],
                                               encoder=setting[1])
         for task, old, new in stale_sources(record, latest_in[key]):
             stale.setdefault(point.run_id, []).append(f"{task}: trained on {old}, latest {new}")
@@ -411,7 +413,9 @@ def thread_defaults(workers: int, environ: Mapping[str, str] | None = None) -> d
     are kept.
     """
     environ = os.environ if environ is None else environ
-    threads = str(max(1, usable_cores() // max(1, workers)))
+    if workers <= 1:
+        return {}  # one point at a time: torch's own default
+    threads = str(max(1, usable_cores() // workers))
     return {name: threads for name in THREAD_VARIABLES if name not in environ}
 
 
@@ -530,6 +534,8 @@ def run_sweep(
         # stop the points, keep the ledger. Points run in their own sessions, so without this
         # a hang-up would leave them training with nobody to record their end.
         for signum in STOP_SIGNALS:
+            if signal.getsignal(signum) is signal.SIG_IGN:
+                continue  # e.g. SIGHUP under nohup: the user chose to outlive the terminal
             previous[signum] = signal.signal(signum, _raise_interrupt)
     pool = ThreadPoolExecutor(max_workers=max(1, workers))
     try:
@@ -545,15 +551,16 @@ def run_sweep(
     except BaseException:
         # Interrupted: cancel queued points and stop the running ones before waiting for the
         # threads; their records stay unfinished, so the next invocation runs them again.
-        pool.shutdown(wait=False, cancel_futures=True)
         if on_main_thread:  # a second Ctrl-C must not cut the stopping short
             previous.setdefault(signal.SIGINT, signal.getsignal(signal.SIGINT))
             for signum in previous:
                 signal.signal(signum, signal.SIG_IGN)
+        pool.shutdown(wait=False, cancel_futures=True)
         stop_children()
         raise
     finally:
         pool.shutdown(wait=True)
         for signum, handler in previous.items():
-            signal.signal(signum, handler)
+            if handler is not None:  # None: a handler installed outside Python
+                signal.signal(signum, handler)
     return [results[p.index] for p in todo]

@@ -95,7 +95,9 @@ class SweepFile:
                    for path in config_paths(template) if Path(path).is_file()}
         # Order-free: `--set a=1 --set b=2` and `--set b=2 --set a=1` are one run (a stable
         # sort keeps a repeated key's order, where the last value wins).
-        extra = sorted(extra, key=lambda argument: argument.split("=", 1)[0])
+        if not any(argument.startswith("--config=") for argument in extra):
+            # (A --config among them applies where it stands, so its order matters.)
+            extra = sorted(extra, key=lambda argument: argument.split("=", 1)[0])
         return json.dumps({"command": [self.program, *template], "configs": digests,
                            "extra": extra})
 

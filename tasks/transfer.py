@@ -49,6 +49,7 @@ from torchmetrics import Metric
 from taskonomy.analysis.records import (
     RunRecord,
     latest_task_runs,
+    network_setting,
     record_path,
     scan_records,
     write_record,
@@ -117,6 +118,10 @@ def task_run_class_weights(runs_dir: str | os.PathLike[str], task: str, *,
         record = find_task_runs(runs_dir, [task], resolution=resolution, encoder=encoder)[task]
     except (FileNotFoundError, ValueError):
         return None
+    trained_at, architecture = network_setting(record)
+    if (resolution is not None and trained_at not in (None, resolution)) or (
+            encoder is not None and architecture not in (None, encoder)):
+        return None  # only a run of another setting: not this transfer's weights
     model = record.config.get("model", {}) if isinstance(record.config, dict) else {}
     weights = model.get("class_weights") if isinstance(model, dict) else None
     return [float(w) for w in weights] if isinstance(weights, list) else None

@@ -222,14 +222,18 @@ def test_train_cli_resolves_auto_into_the_record_checkpoint_and_config(
     # A module rebuilt from the checkpoint (a `self` baseline) computes the same loss.
     assert train.checkpoint_class_weights(record.checkpoint) == weights
 
-    # Repeating the command resumes from last.ckpt with the checkpoint's weights: no recount,
-    # even if the data changed in between.
+    # Training the run on (one step more) takes the checkpoint's weights: no recount, even if
+    # the data changed in between.
     def no_recount(*_: Any, **__: Any) -> Any:
         raise AssertionError("a resumed run must not count the labels again")
 
     monkeypatch.setattr(train, "count_class_labels", no_recount)
     assert train.main(_command(semantic_shards, runs, 3)) == 0
-    assert "from checkpoint" in capsys.readouterr().out
+    printed = capsys.readouterr().out
+    assert "from checkpoint" in printed and "already finished" not in printed
+    # The same command again finds the run finished with the same (resolved) config.
+    assert train.main(_command(semantic_shards, runs, 3)) == 0
+    assert "already finished" in capsys.readouterr().out
     resumed = read_record(record_path(runs, "semantic"))
     assert resumed.status == "finished" and resumed.config["ckpt_path"]
     assert resumed.config["model"]["class_weights"] == weights

@@ -90,6 +90,9 @@ def test_runs_skips_finished_and_survives_a_failure(tmp_path: Path) -> None:
     # Why a point failed, in one line: the log's last error line, or its record's error.
     boom = again[2].point.run_id
     assert failure_reason(runs, boom) == "ValueError: boom is not a task"
+    with open(runs / boom / "executor.log", "a") as log:  # a later attempt, killed silently
+        log.write("\n=== attempt 3: python program.py\nKilled\n")
+    assert failure_reason(runs, boom) == "Killed"
     (runs / boom / "record.json").write_text(json.dumps(
         {"status": "failed", "error": "RuntimeError: CUDA out of\nmemory"}))
     assert failure_reason(runs, boom) == "RuntimeError: CUDA out of memory"
@@ -148,6 +151,36 @@ def test_a_hang_up_stops_the_executor_and_its_running_points(tmp_path: Path) -> 
         with pytest.raises(ProcessLookupError):
             os.killpg(pid, 0)
     assert {p["status"] for p in json.loads(ledger.read_text())["points"].values()} == {"failed"}
+
+
+def test_under_nohup_a_hang_up_leaves_the_sweep_running(tmp_path: Path) -> None:
+    sweep_path = _sweep(tmp_path, ["a"], sleep=60)
+    runs = tmp_path / "runs"
+    code = (
+        "from taskonomy.experiments.sweep_executor import run_sweep;"
+        "from taskonomy.experiments.sweep_files import load_sweep_file;"
+        f"run_sweep(load_sweep_file({str(sweep_path)!r}), {str(runs)!r}, workers=2)"
+    )
+    executor = subprocess.Popen(
+        [sys.executable, "-c", code], start_new_session=True, stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        preexec_fn=lambda: signal.signal(signal.SIGHUP, signal.SIG_IGN))  # what nohup does
+    try:
+        ledger = runs / ".sweeps" / "demo.json"
+        deadline = time.monotonic() + 60
+        started = False
+        while not started and time.monotonic() < deadline:
+            time.sleep(0.1)
+            with contextlib.suppress(OSError, ValueError):
+                started = sum(bool(p.get("pid")) for p in
+                              json.loads(ledger.read_text())["points"].values()) == 2
+        assert started, "the points did not start"
+        executor.send_signal(signal.SIGHUP)
+        time.sleep(1.0)
+        assert executor.poll() is None  # still running its points
+    finally:
+        executor.send_signal(signal.SIGTERM)  # stops it and its points
+        executor.wait(timeout=30)
 
 
 def test_run_ids_follow_the_config_contents_and_the_overrides(tmp_path: Path,
@@ -246,6 +279,7 @@ def test_points_side_by_side_split_the_cores_between_their_threads(
     monkeypatch.setattr(sweep_executor, "usable_cores", lambda: 4)
     assert thread_defaults(2, {}) == {"OMP_NUM_THREADS": "2", "MKL_NUM_THREADS": "2"}
     assert thread_defaults(8, {"MKL_NUM_THREADS": "3"}) == {"OMP_NUM_THREADS": "1"}
+    assert thread_defaults(1, {}) == {}  # one point at a time keeps torch's default
     monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
     sweep = load_sweep_file(_sweep(tmp_path, ["a"]))
     run_sweep(sweep, tmp_path / "runs", workers=2)
