@@ -20,7 +20,6 @@ import warnings
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from itertools import combinations
-from typing import Any
 
 import pandas as pd
 from rich.progress import Progress
@@ -28,11 +27,9 @@ from rich.progress import Progress
 from taskonomy.analysis.affinity_table import AffinityTable
 from taskonomy.analysis.records import (
     RunRecord,
+    TaskRunIndex,
     candidate_name,
-    latest_task_runs,
-    network_setting,
     recency,
-    stale_sources,
 )
 from taskonomy.analysis.winrates import PIXELS, SELF, Tournament, tournament
 from taskonomy.tasks.registry import task_names
@@ -61,16 +58,8 @@ def stale_transfers(records: Iterable[RunRecord]) -> list[tuple[RunRecord, str, 
         ``(transfer record, source task, run it used, latest run)`` per stale source.
     """
     records = [r for r in records if r.status == "finished"]
-    latest: dict[tuple[Any, Any], dict[str, RunRecord]] = {}
-    stale = []
-    for record in records:
-        setting = network_setting(record)
-        if setting not in latest:
-            latest[setting] = latest_task_runs(records, resolution=setting[0],
-                                               encoder=setting[1])
-        stale += [(record, task, old, new)
-                  for task, old, new in stale_sources(record, latest[setting])]
-    return stale
+    index = TaskRunIndex(records)
+    return [(r, task, old, new) for r in records for task, old, new in index.stale_sources(r)]
 
 
 def transfer_regimes(records: Iterable[RunRecord]) -> list[str]:

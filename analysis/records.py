@@ -365,6 +365,30 @@ def latest_task_runs(records: Iterable[RunRecord], *, resolution: Any = None,
     return latest
 
 
+class TaskRunIndex:
+    """The latest finished task runs of a set of records, per setting, computed once each.
+
+    Args:
+        records: Run records of any kind (typically one runs folder's).
+    """
+
+    def __init__(self, records: Iterable[RunRecord]) -> None:
+        self.records = list(records)
+        self._latest: dict[tuple[Any, Any], dict[str, RunRecord]] = {}
+
+    def latest(self, resolution: Any = None, encoder: Any = None) -> dict[str, RunRecord]:
+        """:func:`latest_task_runs` of the records, for a setting (``None``: any)."""
+        key = (resolution, encoder)
+        if key not in self._latest:
+            self._latest[key] = latest_task_runs(self.records, resolution=resolution,
+                                                 encoder=encoder)
+        return self._latest[key]
+
+    def stale_sources(self, record: RunRecord) -> list[tuple[str, str, str]]:
+        """:func:`stale_sources` of a record, against the task runs of its own setting."""
+        return stale_sources(record, self.latest(*network_setting(record)))
+
+
 def stale_sources(record: RunRecord, latest: Mapping[str, RunRecord]
                   ) -> list[tuple[str, str, str]]:
     """The sources of a finished transfer that were retrained after it ran.

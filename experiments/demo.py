@@ -418,9 +418,7 @@ class Demo:
         return None if did else "skipped"
 
     def _run_sweep(self, sweep_path: Path, label: str) -> str | None:
-        from rich.markup import escape
-
-        from taskonomy.experiments.sweep_executor import failure_reason, record_status, run_sweep
+        from taskonomy.experiments.sweep_executor import failure_line, record_status, run_sweep
         from taskonomy.experiments.sweep_files import load_sweep_file
 
         sweep = load_sweep_file(sweep_path)
@@ -440,10 +438,7 @@ class Demo:
             counts[result.outcome] = counts.get(result.outcome, 0) + 1
         failed = [r for r in results if r.outcome == "failed"]
         for r in failed[:10]:
-            reason = failure_reason(runs, r.point.run_id)
-            self.console.print(f"[red]failed[/] {r.point.run_id} (exit {r.returncode})"
-                               + (f": {escape(reason)}" if reason else "")
-                               + f"; log: {runs / r.point.run_id / 'executor.log'}")
+            self.console.print(failure_line(runs, r))
         return None
 
     def tasks(self) -> str | None:

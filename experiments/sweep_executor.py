@@ -73,8 +73,19 @@ def failure_reason(runs_dir: Path, run_id: str, limit: int = 300) -> str | None:
     return reason if len(reason) <= limit else reason[: limit - 1] + "…"
 
 
+def failure_line(runs_dir: Path, result: PointResult) -> str:
+    """A failed point for a console, as rich markup: its id, exit status, reason and log."""
+    from rich.markup import escape
+
+    reason = failure_reason(runs_dir, result.point.run_id)
+    return (f"[red]failed[/red] {result.point.run_id} (exit {result.returncode})"
+            + (f": {escape(reason)}" if reason else "")
+            + f"; log: {runs_dir / result.point.run_id / 'executor.log'}")
+
+
 def missing_task_runs(points: Sequence[SweepPoint], runs_dir: str | Path,
-                      extra: Sequence[str] = ()) -> dict[str, int]:
+                      extra: Sequence[str] = (),
+                      indexes: dict[str, Any] | None = None) -> dict[str, int]:
     """Tasks that transfer points still to run read, but that have no finished task run.
 
     Args:
@@ -83,11 +94,11 @@ def missing_task_runs(points: Sequence[SweepPoint], runs_dir: str | Path,
         runs_dir: The runs folder (where transfers look for task runs unless
             ``model.task_runs`` says otherwise).
         extra: The executor's extra arguments (``--set``), which may set ``model.task_runs``.
+        indexes: Task-run indexes by folder (:func:`task_run_index`), shared between calls.
 
     Returns:
         Task → number of points that need it (``self`` baselines need their target's run).
     """
-    from taskonomy.analysis.records import latest_task_runs, scan_records
     from taskonomy.tasks.transfer import resolve_identity
 
     runs = Path(runs_dir)
@@ -95,7 +106,6 @@ def missing_task_runs(points: Sequence[SweepPoint], runs_dir: str | Path,
     for argument in extra:
         if argument.startswith("--model.task_runs="):
             default = argument.split("=", 1)[1]
-    found: dict[str, set[str]] = {}
     missing: dict[str, int] = {}
     for point in points:
         params = point.params
@@ -115,12 +125,9 @@ def missing_task_runs(points: Sequence[SweepPoint], runs_dir: str | Path,
             needed = (identity.target,)
         else:
             continue
-        folder = str(params.get("model.task_runs") or default)
-        if folder not in found:
-            records = scan_records(folder).records if Path(folder).is_dir() else []
-            found[folder] = set(latest_task_runs(records))
+        found = task_run_index(params.get("model.task_runs") or default, indexes).latest()
         for task in needed:
-            if task not in found[folder]:
+            if task not in found:
                 missing[task] = missing.get(task, 0) + 1
     return missing
 
@@ -129,32 +136,43 @@ def missing_task_runs(points: Sequence[SweepPoint], runs_dir: str | Path,
 STALE_FOLDER = ".stale"
 
 
+def task_run_index(folder: str | Path, indexes: dict[str, Any] | None = None) -> Any:
+    """The :class:`~taskonomy.analysis.records.TaskRunIndex` of a runs folder (empty if absent).
+
+    Args:
+        folder: Where task runs are looked up.
+        indexes: Indexes by folder, shared between calls, so each folder is scanned once.
+    """
+    from taskonomy.analysis.records import TaskRunIndex, scan_records
+
+    indexes = {} if indexes is None else indexes
+    key = str(folder)
+    if key not in indexes:
+        found = Path(folder).is_dir()
+        indexes[key] = TaskRunIndex(scan_records(folder).records if found else [])
+    return indexes[key]
+
+
 def stale_transfer_points(points: Sequence[SweepPoint], runs_dir: str | Path,
-                          latest_in: dict[str, Any] | None = None) -> dict[str, list[str]]:
+                          indexes: dict[str, Any] | None = None) -> dict[str, list[str]]:
     """Finished transfer (and ``self`` baseline) points whose task runs were retrained since.
 
     Their point is skipped as finished, yet its readout was trained on other encoders than the
-    latest task runs, which the analysis and later transfers use. The latest task runs are
-    looked up where each transfer found its sources (its ``model.task_runs``).
+    latest task runs of its setting, which the analysis and later transfers use. The latest task
+    runs are looked up where each transfer found its sources (its ``model.task_runs``).
 
     Args:
         points: The points to look at.
         runs_dir: The runs folder of their records.
-        latest_in: Cache of the latest task runs by folder and setting, shared between calls.
+        indexes: Task-run indexes by folder (:func:`task_run_index`), shared between calls.
 
     Returns:
         Run id → ``"task: trained on OLD, latest NEW"`` per retrained source.
     """
-    from taskonomy.analysis.records import (
-        latest_task_runs,
-        network_setting,
-        read_record,
-        scan_records,
-        stale_sources,
-    )
+    from taskonomy.analysis.records import read_record
 
     runs = Path(runs_dir)
-    latest_in = {} if latest_in is None else latest_in
+    indexes = {} if indexes is None else indexes
     stale: dict[str, list[str]] = {}
     for point in points:
         if record_status(runs, point.run_id) != "finished":
@@ -162,17 +180,8 @@ def stale_transfer_points(points: Sequence[SweepPoint], runs_dir: str | Path,
         record = read_record(runs / point.run_id / RECORD_NAME)
         if record.role not in ("transfer", "baseline"):
             continue
-        folder = str((record.config.get("model") or {}).get("task_runs") or runs)
-        setting = network_setting(record)
-        key = f"{folder}|{setting}"
-        if key not in latest_in:
-            scanned = f"records|{folder}"  # one scan per folder, shared between calls
-            if scanned not in latest_in:
-                found = Path(folder).is_dir()
-                latest_in[scanned] = scan_records(folder).records if found else []
-            latest_in[key] = latest_task_runs(latest_in[scanned], resolution=setting[0],
-                                              encoder=setting[1])
-        for task, old, new in stale_sources(record, latest_in[key]):
+        folder = (record.config.get("model") or {}).get("task_runs") or runs
+        for task, old, new in task_run_index(folder, indexes).stale_sources(record):
             stale.setdefault(point.run_id, []).append(f"{task}: trained on {old}, latest {new}")
     return stale
 
@@ -188,13 +197,13 @@ def redo_stale(points: Sequence[SweepPoint], runs_dir: str | Path) -> list[Path]
         Where the run folders went.
     """
     runs = Path(runs_dir)
-    latest_in: dict[str, Any] = {}
+    indexes: dict[str, Any] = {}
     moved: list[Path] = []
     for point in points:
         if record_status(runs, point.run_id) != "finished":
             continue
         with _exclusive(runs / point.run_id / ".executor.lock", wait=False) as mine:
-            if mine and stale_transfer_points([point], runs, latest_in):
+            if mine and stale_transfer_points([point], runs, indexes):
                 moved.append(set_aside(runs, point.run_id))
     return moved
 

@@ -15,7 +15,7 @@ from __future__ import annotations
 import functools
 import math
 from collections.abc import Callable
-from typing import Any
+from typing import Any, cast
 
 import torch
 import torch.nn.functional as F
@@ -24,7 +24,7 @@ from torchmetrics import MeanMetric, Metric
 
 from taskonomy.tasks.losses import METRIC_SAMPLES, full_precision, sample_pixels
 from taskonomy.tasks.networks.pose import denormalize_pose, rotation_angle
-from taskonomy.tasks.specs import TaskSpec
+from taskonomy.tasks.specs import TaskSpec, metric_key
 
 #: Tasks whose targets use the log depth encoding ``log(1 + d) / log(2^16)``, d in 1/512 m.
 LOG_DEPTH_TASKS = frozenset({"depth_zbuffer", "depth_euclidean"})
@@ -385,3 +385,17 @@ def eval_loss_means() -> nn.ModuleDict:
     ranks see different numbers of samples (Lightning-AI/pytorch-lightning#21859).
     """
     return nn.ModuleDict({"val": MeanMetric(), "test": MeanMetric()})
+
+
+def log_eval_loss(module: Any, stage: str, loss: torch.Tensor, size: int) -> None:
+    """Log a ``val``/``test`` batch loss through ``module.loss_means`` (:func:`eval_loss_means`).
+
+    Args:
+        module: The LightningModule; it holds ``loss_means``.
+        stage: ``val`` or ``test``.
+        loss: The batch's mean loss.
+        size: The batch size (the weight of the batch in the epoch's mean).
+    """
+    mean = cast(Metric, module.loss_means[stage])
+    mean.update(loss.detach().float(), weight=size)
+    module.log(metric_key(stage, "loss"), mean, on_epoch=True, prog_bar=True, batch_size=size)

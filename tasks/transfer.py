@@ -74,7 +74,7 @@ from taskonomy.tasks.families.base import (
     uses_class_weights,
 )
 from taskonomy.tasks.losses import Reduction
-from taskonomy.tasks.metrics import eval_loss_means
+from taskonomy.tasks.metrics import eval_loss_means, log_eval_loss
 from taskonomy.tasks.networks.encoders import (
     ENCODERS,
     REPRESENTATION_CHANNELS,
@@ -862,9 +862,7 @@ class TransferTask(L.LightningModule):
         loss = self._loss(prediction, batch, "mean", keys)
         self._check_finite(loss, stage)
         size = prediction.shape[0]
-        mean = cast(Metric, self.loss_means[stage])
-        mean.update(loss.detach().float(), weight=size)
-        self.log(metric_key(stage, "loss"), mean, on_epoch=True, prog_bar=True, batch_size=size)
+        log_eval_loss(self, stage, loss, size)
         metrics = self.val_metrics if stage == "val" else self.test_metrics
         for name, module in metrics.items():
             metric = cast(Metric, module)

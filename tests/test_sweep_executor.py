@@ -8,6 +8,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -98,16 +99,36 @@ def test_runs_skips_finished_and_survives_a_failure(tmp_path: Path) -> None:
     assert failure_reason(runs, boom) == "RuntimeError: CUDA out of memory"
 
 
+def _start_executor(sweep_path: Path, runs: Path, workers: int,
+                    **popen: Any) -> subprocess.Popen[bytes]:
+    """An executor in its own process (and session), as `taskonomy sweep run` would be."""
+    code = (
+        "from taskonomy.experiments.sweep_executor import run_sweep;"
+        "from taskonomy.experiments.sweep_files import load_sweep_file;"
+        f"run_sweep(load_sweep_file({str(sweep_path)!r}), {str(runs)!r}, workers={workers})"
+    )
+    return subprocess.Popen([sys.executable, "-c", code], start_new_session=True,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, **popen)
+
+
+def _running_point_pids(runs: Path, count: int) -> list[int]:
+    """The process ids of ``count`` running points, read from the ledger once they started."""
+    ledger = runs / ".sweeps" / "demo.json"
+    pids: list[int] = []
+    deadline = time.monotonic() + 60
+    while len(pids) < count and time.monotonic() < deadline:
+        time.sleep(0.1)
+        with contextlib.suppress(OSError, ValueError):
+            points = json.loads(ledger.read_text())["points"].values()
+            pids = [p["pid"] for p in points if p.get("pid")]
+    assert len(pids) == count, "the points did not start"
+    return pids
+
+
 def test_killed_executor_resumes_without_rerunning(tmp_path: Path) -> None:
     sweep_path = _sweep(tmp_path, ["a", "b", "c"], sleep=0.6)
     runs = tmp_path / "runs"
-    code = (
-        "import sys; from taskonomy.experiments.sweep_executor import run_sweep;"
-        "from taskonomy.experiments.sweep_files import load_sweep_file;"
-        f"run_sweep(load_sweep_file({str(sweep_path)!r}), {str(runs)!r}, workers=1)"
-    )
-    proc = subprocess.Popen([sys.executable, "-c", code], start_new_session=True,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    proc = _start_executor(sweep_path, runs, workers=1)
     deadline = time.monotonic() + 60
     points = load_sweep_file(sweep_path).points()
     while time.monotonic() < deadline:
@@ -129,52 +150,25 @@ def test_killed_executor_resumes_without_rerunning(tmp_path: Path) -> None:
 def test_a_hang_up_stops_the_executor_and_its_running_points(tmp_path: Path) -> None:
     sweep_path = _sweep(tmp_path, ["a"], sleep=60)
     runs = tmp_path / "runs"
-    code = (
-        "from taskonomy.experiments.sweep_executor import run_sweep;"
-        "from taskonomy.experiments.sweep_files import load_sweep_file;"
-        f"run_sweep(load_sweep_file({str(sweep_path)!r}), {str(runs)!r}, workers=2)"
-    )
-    executor = subprocess.Popen([sys.executable, "-c", code], start_new_session=True,
-                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    ledger = runs / ".sweeps" / "demo.json"
-    pids: list[int] = []
-    deadline = time.monotonic() + 60
-    while len(pids) < 2 and time.monotonic() < deadline:
-        time.sleep(0.1)
-        with contextlib.suppress(OSError, ValueError):
-            points = json.loads(ledger.read_text())["points"].values()
-            pids = [p["pid"] for p in points if p.get("pid")]
-    assert len(pids) == 2, "the points did not start"
+    executor = _start_executor(sweep_path, runs, workers=2)
+    pids = _running_point_pids(runs, 2)
     executor.send_signal(signal.SIGHUP)  # the terminal closed: only the executor gets it
     assert executor.wait(timeout=30) != 0
     for pid in pids:  # the points ran in their own sessions and are stopped all the same
         with pytest.raises(ProcessLookupError):
             os.killpg(pid, 0)
-    assert {p["status"] for p in json.loads(ledger.read_text())["points"].values()} == {"failed"}
+    ledger = json.loads((runs / ".sweeps" / "demo.json").read_text())
+    assert {p["status"] for p in ledger["points"].values()} == {"failed"}
 
 
 def test_under_nohup_a_hang_up_leaves_the_sweep_running(tmp_path: Path) -> None:
     sweep_path = _sweep(tmp_path, ["a"], sleep=60)
     runs = tmp_path / "runs"
-    code = (
-        "from taskonomy.experiments.sweep_executor import run_sweep;"
-        "from taskonomy.experiments.sweep_files import load_sweep_file;"
-        f"run_sweep(load_sweep_file({str(sweep_path)!r}), {str(runs)!r}, workers=2)"
-    )
-    executor = subprocess.Popen(
-        [sys.executable, "-c", code], start_new_session=True, stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-        preexec_fn=lambda: signal.signal(signal.SIGHUP, signal.SIG_IGN))  # what nohup does
+    executor = _start_executor(  # with SIGHUP ignored, as nohup starts it
+        sweep_path, runs, workers=2,
+        preexec_fn=lambda: signal.signal(signal.SIGHUP, signal.SIG_IGN))
     try:
-        ledger = runs / ".sweeps" / "demo.json"
-        deadline = time.monotonic() + 60
-        started = False
-        while not started and time.monotonic() < deadline:
-            time.sleep(0.1)
-            with contextlib.suppress(OSError, ValueError):
-                started = sum(bool(p.get("pid")) for p in
-                              json.loads(ledger.read_text())["points"].values()) == 2
-        assert started, "the points did not start"
+        _running_point_pids(runs, 2)
         executor.send_signal(signal.SIGHUP)
         time.sleep(1.0)
         assert executor.poll() is None  # still running its points

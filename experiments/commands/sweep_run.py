@@ -304,10 +304,8 @@ def run(args: argparse.Namespace) -> int:
     """Check every point, then run the sweep (or list it with ``--dry-run``)."""
     from pathlib import Path
 
-    from rich.markup import escape
-
     from taskonomy.experiments.sweep_executor import (
-        failure_reason,
+        failure_line,
         gpu_slots,
         missing_task_runs,
         record_status,
@@ -326,10 +324,11 @@ def run(args: argparse.Namespace) -> int:
     extra = extra_arguments(args.set)
     console = Console()
     points = sweep.points(extra)
-    stale = stale_transfer_points(points, args.runs)
+    indexes: dict[str, Any] = {}  # each task-runs folder is scanned once
+    stale = stale_transfer_points(points, args.runs, indexes)
     redo = set(stale) if args.redo_stale else set()
     checked = check_sweep(sweep, args.runs, extra, progress=True, skip_finished=True, redo=redo)
-    lacking = missing_task_runs(points, args.runs, extra)
+    lacking = missing_task_runs(points, args.runs, extra, indexes)
     if lacking:
         tasks = ", ".join(f"{task} ({count} points)" for task, count in sorted(lacking.items()))
         console.print(
@@ -384,8 +383,5 @@ def run(args: argparse.Namespace) -> int:
                       "the same command again once it is done to pick up what it left")
     failed = [r for r in results if r.outcome == "failed"]
     for result in failed:
-        reason = failure_reason(Path(args.runs), result.point.run_id)
-        console.print(f"[red]failed[/red] {result.point.run_id} (exit {result.returncode})"
-                      + (f": {escape(reason)}" if reason else "")
-                      + f"; log: {args.runs}/{result.point.run_id}/executor.log")
+        console.print(failure_line(Path(args.runs), result))
     return 1 if failed else 0

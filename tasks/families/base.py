@@ -27,7 +27,12 @@ from torch import nn
 from torchmetrics import Metric
 
 from taskonomy.tasks.losses import Reduction, gan_discriminator_loss, gan_generator_loss
-from taskonomy.tasks.metrics import LOG_DEPTH_TASKS, build_metrics, eval_loss_means
+from taskonomy.tasks.metrics import (
+    LOG_DEPTH_TASKS,
+    build_metrics,
+    eval_loss_means,
+    log_eval_loss,
+)
 from taskonomy.tasks.networks.discriminator import Pix2PixDiscriminator
 from taskonomy.tasks.networks.encoders import build_encoder, representation_shape
 from taskonomy.tasks.registry import get_spec
@@ -341,9 +346,7 @@ class TaskModule(L.LightningModule):
             self.log(metric_key(stage, "loss"), loss, on_step=True, on_epoch=True,
                      prog_bar=True, batch_size=size)
             return
-        mean = cast(Metric, self.loss_means[stage])
-        mean.update(loss.detach().float(), weight=size)
-        self.log(metric_key(stage, "loss"), mean, on_epoch=True, prog_bar=True, batch_size=size)
+        log_eval_loss(self, stage, loss, size)
 
     def training_step(self, batch: dict[str, Any], batch_idx: int) -> torch.Tensor | None:
         """One optimization step (manual when the cGAN term is on)."""
