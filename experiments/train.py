@@ -64,7 +64,7 @@ def task_model(
     head_width: float = 1.0,
     lr: float = 1e-4,
     weight_decay: float | None = None,
-    lr_milestone: int | None = 80_000,
+    lr_milestone: int | float | None = 80_000,
     lr_gamma: float = 0.1,
     clip_norm: float | None = None,
     gan: bool = False,

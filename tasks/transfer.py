@@ -90,6 +90,7 @@ from taskonomy.tasks.representations import (
     RepresentationStore,
     weights_fingerprint,
 )
+from taskonomy.tasks.schedules import check_milestone, step_decay
 from taskonomy.tasks.specs import BASELINES, TaskSpec, metric_key
 
 #: What a :class:`TransferTask` trains: a transfer or one of the baselines.
@@ -454,7 +455,8 @@ class TransferTask(L.LightningModule):
         lr: Adam learning rate (the authors': the target's, 1e-4).
         weight_decay: L2 on weights; ``None``: 1e-5 for first order and ``random``, 1e-6 for
             higher orders and ``pixels`` (the authors' values).
-        lr_milestone: Step of the ×``lr_gamma`` LR drop (5,000 in the paper).
+        lr_milestone: Step of the ×``lr_gamma`` LR drop (5,000 in the paper), or a fraction in
+            (0, 1) of the run's steps; ``None`` keeps the LR constant.
         lr_gamma: Factor of the LR drop.
         random_seed: Seed of the ``random`` baseline's encoder.
         target_options: Extra options of the target's family (e.g. ``class_weights``).
@@ -474,7 +476,7 @@ class TransferTask(L.LightningModule):
         head_width: float = 1.0,
         lr: float = 1e-4,
         weight_decay: float | None = None,
-        lr_milestone: int | None = 5_000,
+        lr_milestone: int | float | None = 5_000,
         lr_gamma: float = 0.1,
         random_seed: int = 0,
         target_options: dict[str, Any] | None = None,
@@ -496,6 +498,7 @@ class TransferTask(L.LightningModule):
         representation_shape(resolution)
         if lr <= 0:
             raise ValueError(f"lr must be positive, got {lr}")
+        check_milestone(lr_milestone)
         self.source_names = tuple(source_list)
         self.resolution = resolution
         self.multi_view = self.spec.views > 1
@@ -929,7 +932,7 @@ class TransferTask(L.LightningModule):
         return [p for m in modules for p in m.parameters() if p.requires_grad]
 
     def configure_optimizers(self) -> Any:
-        """Adam (L2 on weights only) with a ×``lr_gamma`` drop at ``lr_milestone`` steps."""
+        """Adam (L2 on weights only) with a ×``lr_gamma`` drop at ``lr_milestone``."""
         params = self.trainable_parameters()
         if not params:
             raise ValueError("the 'self' baseline has nothing to train; run `test`, not `fit`")
@@ -940,14 +943,9 @@ class TransferTask(L.LightningModule):
         fused = self._fused_adam(params)
         optimizer = torch.optim.Adam(groups, lr=self.hparams["lr"], fused=fused or None,
                                      foreach=None if fused else True)
-        milestone = self.hparams["lr_milestone"]
-        if not milestone:
-            return optimizer
-        scheduler = torch.optim.lr_scheduler.MultiStepLR(
-            optimizer, milestones=[milestone], gamma=self.hparams["lr_gamma"]
-        )
-        return {"optimizer": optimizer,
-                "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
+        decay = step_decay(optimizer, self.hparams["lr_milestone"], self.hparams["lr_gamma"],
+                           self._trainer)
+        return {"optimizer": optimizer, "lr_scheduler": decay} if decay else optimizer
 
     def _fused_adam(self, params: list[nn.Parameter]) -> bool:
         """Whether to use fused Adam (where it is safe; else the multi-tensor one).

@@ -36,6 +36,7 @@ from taskonomy.tasks.metrics import (
 from taskonomy.tasks.networks.discriminator import Pix2PixDiscriminator
 from taskonomy.tasks.networks.encoders import build_encoder, representation_shape
 from taskonomy.tasks.registry import get_spec
+from taskonomy.tasks.schedules import check_milestone, step_decay
 from taskonomy.tasks.specs import TaskSpec, metric_key
 
 #: Value of the ``class_weights`` option that asks the training CLI to count them.
@@ -150,7 +151,8 @@ class TaskModule(L.LightningModule):
         head_width: Multiplier of the hidden widths of FC heads (1.0 = the paper).
         lr: Initial Adam learning rate.
         weight_decay: L2 weight decay on weights (not BN or biases); ``None`` takes the spec's.
-        lr_milestone: Optimizer step at which the LR drops; ``None`` keeps it constant.
+        lr_milestone: Optimizer step at which the LR drops, or a fraction in (0, 1) of the run's
+            steps (short CPU runs); ``None`` keeps it constant.
         lr_gamma: Factor of the LR drop.
         clip_norm: Per-variable gradient clip; ``None`` takes the family's default (1.0 for room
             layout and vanishing points, off otherwise); ``0`` disables it.
@@ -186,7 +188,7 @@ class TaskModule(L.LightningModule):
         head_width: float = 1.0,
         lr: float = 1e-4,
         weight_decay: float | None = None,
-        lr_milestone: int | None = 80_000,
+        lr_milestone: int | float | None = 80_000,
         lr_gamma: float = 0.1,
         clip_norm: float | None = None,
         gan: bool = False,
@@ -203,6 +205,7 @@ class TaskModule(L.LightningModule):
         representation_shape(resolution)  # validates the resolution early
         if lr <= 0:
             raise ValueError(f"lr must be positive, got {lr}")
+        check_milestone(lr_milestone)
         if gan and not self.supports_gan:
             raise ValueError(
                 f"task {task!r} ({self.spec.family}) has no cGAN term; the paper uses it for "
@@ -494,13 +497,9 @@ class TaskModule(L.LightningModule):
             self._param_groups(self._generator_parameters(), self.weight_decay),
             lr=self.hparams["lr"],
         )
-        milestone = self.hparams["lr_milestone"]
-        schedulers = []
-        if milestone:
-            scheduler = torch.optim.lr_scheduler.MultiStepLR(
-                optimizer, milestones=[milestone], gamma=self.hparams["lr_gamma"]
-            )
-            schedulers.append({"scheduler": scheduler, "interval": "step"})
+        decay = step_decay(optimizer, self.hparams["lr_milestone"], self.hparams["lr_gamma"],
+                           self._trainer)
+        schedulers = [decay] if decay else []
         if self.discriminator is None:
             return (
                 {"optimizer": optimizer, "lr_scheduler": schedulers[0]}
