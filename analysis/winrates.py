@@ -69,6 +69,50 @@ def pairwise_win_rates(losses: ArrayLike, weights: ArrayLike | None = None) -> N
     return out if w.ndim == 1 else np.moveaxis(out, -1, 0)
 
 
+def win_margin(losses_a: ArrayLike, losses_b: ArrayLike,
+               clusters: ArrayLike | None = None) -> tuple[float, float]:
+    """How much more often ``a`` wins than ``b``, with a cluster-robust standard error.
+
+    The margin is ``w_ab − w_ba``: the mean over images of ``sign(loss_b − loss_a)`` (a sign
+    test). Views of one building share their scene, so their outcomes are not independent; the
+    standard error treats each cluster (e.g. a building) as one draw, not each image.
+
+    Args:
+        losses_a: ``(n_images,)`` losses of candidate a.
+        losses_b: ``(n_images,)`` losses of candidate b on the same images.
+        clusters: ``(n_images,)`` cluster labels (``None``: every image its own cluster).
+
+    Returns:
+        ``(margin, standard_error)``; the error is ``inf`` with fewer than two clusters.
+    """
+    a = np.asarray(losses_a, dtype=np.float64)
+    b = np.asarray(losses_b, dtype=np.float64)
+    if a.shape != b.shape or a.ndim != 1 or a.size == 0:
+        raise ValueError(f"losses must be two equal non-empty vectors, got {a.shape} and {b.shape}")
+    signs = np.sign(b - a)
+    labels = np.arange(a.size) if clusters is None else np.asarray(clusters)
+    if labels.shape != a.shape:
+        raise ValueError(f"clusters must label every image: {labels.shape} for {a.shape} losses")
+    margin = float(signs.mean())
+    _, group = np.unique(labels, return_inverse=True)
+    n_groups = int(group.max()) + 1
+    if n_groups < 2:
+        return margin, float("inf")
+    sums = np.bincount(group, weights=signs - margin, minlength=n_groups)
+    variance = n_groups / (n_groups - 1) * float(np.sum(sums**2)) / a.size**2
+    return margin, float(np.sqrt(variance))
+
+
+def significantly_better(losses_a: ArrayLike, losses_b: ArrayLike,
+                         clusters: ArrayLike | None = None, z: float = 1.96) -> bool:
+    """Whether ``a`` beats ``b`` on more images than chance allows (two-sided 95 % by default).
+
+    See :func:`win_margin` for the test and the clusters.
+    """
+    margin, error = win_margin(losses_a, losses_b, clusters)
+    return margin > z * error
+
+
 @dataclass(frozen=True)
 class Tournament:
     """The tournament of one target.

@@ -241,7 +241,7 @@ def task_sweep(settings: DemoSettings, shards: Path) -> dict[str, Any]:
     steps = settings.task_steps
     overrides = _common_overrides(settings, shards) + [
         f"--trainer.max_steps={steps}", f"--data.batch_size={settings.batch_size}",
-        # validate (and keep the best checkpoint) about four times per run
+        # validate about four times per run (the curves; the final weights are tested)
         f"--data.epoch_size={max(1, steps // 4) * settings.batch_size}",
         f"--trainer.log_every_n_steps={max(1, min(10, steps // 4))}",
     ]
@@ -576,14 +576,49 @@ def _ranked(tournament: Any, target: str) -> list[str]:
     return [n for _, n in sorted(scored, key=lambda x: (-x[0], x[1]))]
 
 
+def _buildings(keys: Sequence[str]) -> list[str]:
+    """The building of each sample key: the views of one building share a scene."""
+    from taskonomy.datamodules.layouts import parse_key
+
+    def building(key: str) -> str:
+        try:
+            return parse_key(key).building
+        except ValueError:
+            return key
+    return [building(k) for k in keys]
+
+
+def _beats(tournament: Any, a: str, b: str) -> bool:
+    """Whether candidate ``a`` beats ``b`` significantly (sign test, clustered by building)."""
+    from taskonomy.analysis.winrates import significantly_better
+
+    aligned = tournament.alignment
+    rows = {name: i for i, name in enumerate(aligned.candidates)}
+    return significantly_better(aligned.losses[rows[a]], aligned.losses[rows[b]],
+                                _buildings(aligned.keys))
+
+
+def _rivals(tournament: Any, ranking: Sequence[str], name: str) -> list[str]:
+    """The sources that beat ``name`` significantly.
+
+    ``name`` ranks in the top k up to ties when fewer than k sources do.
+    """
+    return [other for other in ranking if other != name and _beats(tournament, other, name)]
+
+
 def sanity_checks(records: Sequence[Any], tasks: Sequence[str]) -> list[SanityCheck]:
     """The paper's sanity facts on first-order results.
 
-    - depth_zbuffer and depth_euclidean are each other's top-2 sources;
-    - normal and reshading rank each other in their top 3;
-    - every target's best source beats ``random`` (wins on more than half the test images).
+    - depth_zbuffer and depth_euclidean rank each other in their top 2;
+    - normal and reshading rank each other in their top 2;
+    - every target's best source beats ``random``.
 
-    Checks whose tasks are not in ``tasks`` are left out.
+    Both facts hold in the authors' 1k-image affinities restricted to these tasks. A test set of
+    a couple of dozen buildings cannot order sources that are about as good as each other, so a
+    source ranks in the top k when fewer than k others beat it *significantly*: a sign test over
+    the test images at 95 %, its error clustered by building (the views of one building share
+    a scene). The best source must beat ``random`` significantly too. Checks whose tasks are not
+    in ``tasks`` are left out.
     """
     targets = [t for t in tasks if any(r.role == "transfer" and r.target == t for r in records)]
     if not targets:
@@ -591,12 +626,17 @@ def sanity_checks(records: Sequence[Any], tasks: Sequence[str]) -> list[SanityCh
     tournaments = _first_order_tournaments(records, targets)
     rankings = {t: _ranked(tournaments[t], t) for t in tournaments}
     checks = []
-    for a, b, top in (("depth_zbuffer", "depth_euclidean", 2), ("normal", "reshading", 3)):
+    for a, b in (("depth_zbuffer", "depth_euclidean"), ("normal", "reshading")):
         if a in rankings and b in rankings:
-            ok = b in rankings[a][:top] and a in rankings[b][:top]
+            rivals = {a: _rivals(tournaments[a], rankings[a], b),
+                      b: _rivals(tournaments[b], rankings[b], a)}
+            ok = b in rankings[a] and a in rankings[b] and all(len(r) < 2 for r in rivals.values())
+            behind = [f"; significantly, into {target}, {', '.join(rivals[target])} beat {source}"
+                      for target, source in ((a, b), (b, a)) if len(rivals[target]) >= 2]
             checks.append(SanityCheck(
-                f"{a} and {b} rank each other in the top {top}", ok,
-                f"{a}: {', '.join(rankings[a][:top])}; {b}: {', '.join(rankings[b][:top])}"))
+                f"{a} and {b} rank each other in the top 2 (up to ties)", ok,
+                f"ranked by affinity, {a}: {', '.join(rankings[a])}; "
+                f"{b}: {', '.join(rankings[b])}" + "".join(behind)))
     beaten: list[str] = []
     lost: list[str] = []
     for target, t in tournaments.items():
@@ -605,7 +645,7 @@ def sanity_checks(records: Sequence[Any], tasks: Sequence[str]) -> list[SanityCh
             continue
         best = ranked[0]
         rate = float(t.win_rates[t.candidates.index(best), t.candidates.index("random")])
-        (beaten if rate > 0.5 else lost).append(f"{target} ← {best} ({rate:.2f})")
+        (beaten if _beats(t, best, "random") else lost).append(f"{target} ← {best} ({rate:.2f})")
     checks.append(SanityCheck(
         "every target's best source beats random", not lost and bool(beaten),
         "win rate of the best source vs random: " + "; ".join(lost + beaten)))

@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
+import numpy as np
 import pytest
 import yaml
 from rich.console import Console
 
-from taskonomy.analysis.records import read_records
+from taskonomy.analysis.records import RunRecord, read_records
 from taskonomy.experiments.demo import (
     QUICK,
     DemoSettings,
@@ -99,6 +101,58 @@ def test_minimal_demo_end_to_end_and_rerun_redoes_nothing(tmp_path: Path) -> Non
 def test_report_needs_a_demo_folder(tmp_path: Path) -> None:
     with pytest.raises(FileNotFoundError, match="taskonomy demo"):
         render_report(tmp_path)
+
+
+def _planted_records(quality: dict[str, dict[str, float]], seed: int = 0) -> list[RunRecord]:
+    """Records of every target's candidates on 24 buildings × 15 views; a candidate's loss is
+    its planted offset plus per-building and per-image noise."""
+    rng = np.random.default_rng(seed)
+    keys = [f"b{b}__{p}__{v}" for b in range(24) for p in range(5) for v in range(3)]
+    records = []
+    for target, offsets in quality.items():
+        for name, offset in offsets.items():
+            scene = np.repeat(rng.normal(0, 0.3, 24), 15)
+            losses = dict(zip(keys, 1 + offset + scene + rng.normal(0, 0.3, len(keys)),
+                              strict=True))
+            role = ("task" if name == "self" else "baseline" if name in ("random", "pixels")
+                    else "transfer")
+            records.append(RunRecord(
+                run_id=f"{target}_{name}", role=role, target=target,
+                sources=() if role == "task" else (name,), status="finished",
+                regime="full" if role == "task" else "256", per_image_losses=losses,
+                finished_at="2026-01-01T00:00:00"))
+    return records
+
+
+def _demo_quality(depth_euclidean_into_zbuffer: float) -> dict[str, dict[str, float]]:
+    base = {"self": -0.6, "random": 0.6, "pixels": 0.3, "inpainting": 0.4}
+    return {
+        "depth_zbuffer": {**base, "normal": 0.0, "reshading": 0.02,
+                          "depth_euclidean": depth_euclidean_into_zbuffer},
+        "depth_euclidean": {**base, "depth_zbuffer": 0.0, "normal": 0.1, "reshading": 0.2},
+        "normal": {**base, "reshading": 0.0, "depth_zbuffer": 0.1, "depth_euclidean": 0.2},
+        "reshading": {**base, "normal": 0.0, "depth_zbuffer": 0.1, "depth_euclidean": 0.2},
+    }
+
+
+def test_sanity_ranks_sources_up_to_ties_and_names_significant_rivals() -> None:
+    # depth_euclidean third into depth_zbuffer, but within the test set's noise: passes
+    near = {c.name: c for c in sanity_checks(_planted_records(_demo_quality(0.03)),
+                                             DemoSettings().tasks)}
+    assert [c.passed for c in near.values()] == [True, True, True]
+    assert re.search(r"depth_zbuffer: \w+, \w+, depth_euclidean,", next(iter(near.values())).detail)
+    # far behind both: fails, naming the sources that beat it significantly
+    far = sanity_checks(_planted_records(_demo_quality(0.8)), DemoSettings().tasks)
+    assert [c.passed for c in far] == [False, True, True]
+    assert "into depth_zbuffer, normal, reshading, inpainting beat depth_euclidean" in far[0].detail
+
+
+def test_sanity_needs_the_best_source_to_beat_random_significantly() -> None:
+    quality = _demo_quality(0.0)
+    for offsets in quality.values():
+        offsets["random"] = 0.01  # as good as the best source: no evidence of learning
+    checks = sanity_checks(_planted_records(quality), DemoSettings().tasks)
+    assert not checks[-1].passed and checks[-1].detail.count("←") == 4
 
 
 @pytest.mark.slow

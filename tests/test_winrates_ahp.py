@@ -13,7 +13,12 @@ from taskonomy.analysis.ahp import (
 )
 from taskonomy.analysis.losses_table import SampleKeyWarning, align_losses
 from taskonomy.analysis.records import RunRecord
-from taskonomy.analysis.winrates import pairwise_win_rates, tournament
+from taskonomy.analysis.winrates import (
+    pairwise_win_rates,
+    significantly_better,
+    tournament,
+    win_margin,
+)
 
 
 def _losses(rng, offsets, n=80):
@@ -245,3 +250,27 @@ def test_transfers_on_a_since_retrained_source_are_named():
     with pytest.warns(StaleSourceWarning, match="n-r \\(reshading: trained on reshading-old, "
                                                 "latest reshading-new\\)"):
         compute_affinities([*recs, new_task])
+
+
+# ------------------------------------------------------------------------ significance of a win
+def test_win_margin_is_a_sign_test_whose_error_counts_clusters_not_images():
+    a = np.zeros(100)
+    b = np.where(np.arange(100) < 75, 1.0, -1.0)  # a wins 75 images, loses 25
+    clusters = np.arange(100) // 25  # four buildings: a wins three whole ones
+    margin, image_error = win_margin(a, b)
+    assert margin == pytest.approx(0.5)
+    assert image_error == pytest.approx(np.sqrt(100 / 99 * 75 / 100**2))
+    assert significantly_better(a, b)  # 100 independent images: clear
+    margin, building_error = win_margin(a, b, clusters)
+    assert building_error == pytest.approx(0.5)  # four draws: no evidence
+    assert not significantly_better(a, b, clusters)
+    assert not significantly_better(b, a)
+
+
+def test_win_margin_ties_count_for_neither_side():
+    a = np.array([1.0, 1.0, 0.0, 2.0])
+    b = np.array([1.0, 1.0, 1.0, 1.0])
+    assert win_margin(a, b)[0] == 0.0
+    assert win_margin(a[:1], b[:1], ["x"])[1] == np.inf  # one cluster: no error estimate
+    with pytest.raises(ValueError, match="clusters must label every image"):
+        win_margin(a, b, ["x"])
