@@ -37,7 +37,7 @@ import json
 import os
 import time
 import warnings
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field, replace
 from itertools import combinations
 from pathlib import Path
@@ -64,6 +64,8 @@ SANITY_TASKS = ("depth_zbuffer", "depth_euclidean", "normal", "reshading")
 DATA, SHARDS, BUILDINGS, SWEEPS, RUNS, ANALYSIS = ("data", "data/shards", "data/buildings",
                                                    "sweeps", "runs", "analysis")
 STATE_FILE = "demo.json"
+#: Per-image test losses of each sanity task's best constant prediction (by task run).
+CONSTANTS_FILE = "constant_baselines.json"
 SPLITS = ("train", "val", "test")
 
 CONFIGS = Path(experiments_package.__file__).parent / "configs"
@@ -522,9 +524,41 @@ class Demo:
         self.state["analyzed"] = fingerprint
         return None
 
+    def _constant_baselines(self, records: Sequence[Any]) -> dict[str, dict[str, float]]:
+        """Per sanity task, the test losses of its best constant prediction.
+
+        Each is fitted once per task run and kept in ``OUT/constant_baselines.json``.
+        """
+        from taskonomy.experiments.train import task_model
+        from taskonomy.tasks.constant_baseline import constant_baseline
+
+        path = self.path(CONSTANTS_FILE)
+        try:
+            stored = dict(json.loads(path.read_text())) if path.is_file() else {}
+        except json.JSONDecodeError:
+            stored = {}
+        runs = {r.target: r for r in records if r.role == "task"
+                and r.target in SANITY_TASKS and r.target in self.settings.tasks}
+        found: dict[str, dict[str, float]] = {}
+        for task, record in sorted(runs.items()):
+            entry = stored.get(record.run_id)
+            if not entry or entry.get("finished_at") != record.finished_at:
+                self.console.print(f"fitting the best constant prediction of {task}")
+                module = task_model(**record.config["model"])
+                entry = {"finished_at": record.finished_at,
+                         "losses": constant_baseline(module, self.path(SHARDS),
+                                                     self.settings.resolution,
+                                                     batch_size=self.settings.batch_size)}
+                stored[record.run_id] = entry
+                atomic_write_bytes(path, json.dumps(stored).encode())
+            found[task] = entry["losses"]
+        return found
+
     def sanity(self) -> str | None:
-        """Check the science on the first-order results and print the verdicts."""
-        self.result.sanity = sanity_checks(self._records(), self.settings.tasks)
+        """Check the science on the task runs and the first-order results; print the verdicts."""
+        records = self._records()
+        self.result.sanity = sanity_checks(records, self.settings.tasks,
+                                           self._constant_baselines(records))
         self.state["sanity"] = [asdict(c) for c in self.result.sanity]
         for check in self.result.sanity:
             mark = "[green]PASS[/]" if check.passed else "[red]FAIL[/]"
@@ -606,9 +640,39 @@ def _rivals(tournament: Any, ranking: Sequence[str], name: str) -> list[str]:
     return [other for other in ranking if other != name and _beats(tournament, other, name)]
 
 
-def sanity_checks(records: Sequence[Any], tasks: Sequence[str]) -> list[SanityCheck]:
-    """The paper's sanity facts on first-order results.
+def _beats_constant(records: Sequence[Any], constants: Mapping[str, Mapping[str, float]]
+                    ) -> SanityCheck:
+    """Every task network's test losses against its best constant prediction's."""
+    import numpy as np
 
+    from taskonomy.analysis.winrates import significantly_better
+
+    runs = {r.target: r for r in records if r.role == "task"}
+    failed: list[str] = []
+    passed: list[str] = []
+    for task, constant in sorted(constants.items()):
+        losses = runs[task].per_image_losses if task in runs else {}
+        keys = sorted(set(losses) & set(constant))
+        if not keys:
+            failed.append(f"{task} (no test images in common)")
+            continue
+        network = np.array([losses[k] for k in keys])
+        floor = np.array([constant[k] for k in keys])
+        ratio = network.mean() / floor.mean() if floor.mean() > 0 else float("inf")
+        text = f"{task} {ratio:.2f} ({np.mean(network < floor):.0%})"
+        (passed if significantly_better(network, floor, _buildings(keys)) else failed).append(text)
+    return SanityCheck(
+        "every task network beats the best constant prediction", not failed and bool(passed),
+        "test loss ÷ the constant's (share of test images won): " + "; ".join(failed + passed))
+
+
+def sanity_checks(records: Sequence[Any], tasks: Sequence[str],
+                  constants: Mapping[str, Mapping[str, float]] | None = None
+                  ) -> list[SanityCheck]:
+    """The paper's sanity facts on task runs and first-order results.
+
+    - (with ``constants``) every task network beats the best constant prediction of its task
+      significantly: a network that does not learned nothing its transfers could read;
     - depth_zbuffer and depth_euclidean rank each other in their top 2;
     - normal and reshading rank each other in their top 2;
     - every target's best source beats ``random``.
@@ -619,13 +683,19 @@ def sanity_checks(records: Sequence[Any], tasks: Sequence[str]) -> list[SanityCh
     the test images at 95 %, its error clustered by building (the views of one building share
     a scene). The best source must beat ``random`` significantly too. Checks whose tasks are not
     in ``tasks`` are left out.
+
+    Args:
+        records: The demo's run records.
+        tasks: The demo's task set.
+        constants: Per task, the per-image test losses of its best constant prediction
+            (:func:`~taskonomy.tasks.constant_baseline.constant_baseline`).
     """
+    checks = [_beats_constant(records, constants)] if constants else []
     targets = [t for t in tasks if any(r.role == "transfer" and r.target == t for r in records)]
     if not targets:
-        return []
+        return checks
     tournaments = _first_order_tournaments(records, targets)
     rankings = {t: _ranked(tournaments[t], t) for t in tournaments}
-    checks = []
     for a, b in (("depth_zbuffer", "depth_euclidean"), ("normal", "reshading")):
         if a in rankings and b in rankings:
             rivals = {a: _rivals(tournaments[a], rankings[a], b),

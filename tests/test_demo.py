@@ -155,6 +155,20 @@ def test_sanity_needs_the_best_source_to_beat_random_significantly() -> None:
     assert not checks[-1].passed and checks[-1].detail.count("←") == 4
 
 
+def test_sanity_needs_every_task_network_to_beat_its_constant_prediction() -> None:
+    records = _planted_records(_demo_quality(0.0))
+    networks = {r.target: r.per_image_losses for r in records if r.role == "task"}
+    constants = {task: {k: v + 0.6 for k, v in losses.items()}  # far above: every image lost
+                 for task, losses in networks.items()}
+    constants["normal"] = {k: v - 0.01 for k, v in networks["normal"].items()}  # below it
+    checks = sanity_checks(records, DemoSettings().tasks, constants)
+    assert checks[0].name == "every task network beats the best constant prediction"
+    assert not checks[0].passed and len(checks) == 4
+    assert checks[0].detail.split(": ", 1)[1].startswith("normal 1.0")  # the failure first
+    del constants["normal"]
+    assert sanity_checks(records, DemoSettings().tasks, constants)[0].passed
+
+
 @pytest.mark.slow
 def test_default_demo_passes_the_sanity_checks(tmp_path: Path) -> None:
     """The default task set: the paper's sanity facts hold on its results."""

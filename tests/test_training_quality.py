@@ -14,6 +14,7 @@ from types import ModuleType
 import pytest
 import torch
 
+from taskonomy.tasks.constant_baseline import ConstantPredictor, output_range
 from taskonomy.tasks.registry import all_specs
 
 
@@ -63,13 +64,13 @@ def test_short_training_beats_the_constant_predictor(task: str, quality: ModuleT
     assert row["wins"] > 0.5, row
 
 
-def test_constant_predictor_fits_the_loss_minimizer(quality: ModuleType) -> None:
+def test_constant_predictor_fits_the_loss_minimizer() -> None:
     # For an L1 loss the best constant is the median; for MSE the mean.
     from taskonomy.experiments.train import task_model
 
     module = task_model("room_layout", encoder="resnet10_tiny", resolution=32)
     targets = torch.randn(64, 9) * 2 + 3
-    constant = quality.ConstantPredictor((9,))
+    constant = ConstantPredictor((9,))
     optimizer = torch.optim.Adam(constant.parameters(), lr=0.1)
     for _ in range(300):
         loss = module.compute_loss(constant(64), {"target": targets}, "mean")
@@ -79,8 +80,8 @@ def test_constant_predictor_fits_the_loss_minimizer(quality: ModuleType) -> None
     assert torch.allclose(constant.value.detach(), targets.mean(0), atol=0.05)
 
 
-def _fit_constant(quality: ModuleType, module, task_batch: dict, shape, steps: int = 400):
-    constant = quality.ConstantPredictor(shape, quality.output_range(module.output_activation()))
+def _fit_constant(module, task_batch: dict, shape, steps: int = 400):
+    constant = ConstantPredictor(shape, output_range(module.output_activation()))
     optimizer = torch.optim.Adam(constant.parameters(), lr=0.1)
     schedule = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, steps)
     batch = len(task_batch["target"])
@@ -94,7 +95,7 @@ def _fit_constant(quality: ModuleType, module, task_batch: dict, shape, steps: i
     return constant, float(module.compute_loss(constant(batch), task_batch, "mean"))
 
 
-def test_constant_predictor_is_bounded_like_the_network_output(quality: ModuleType) -> None:
+def test_constant_predictor_is_bounded_like_the_network_output() -> None:
     # Semantic logits are tanh-bounded: on background-only labels the best reachable constant
     # puts +1 on background and -1 elsewhere, CE = log(1 + 16 e^-2), not the unbounded 0.
     from taskonomy.experiments.train import task_model
@@ -103,14 +104,14 @@ def test_constant_predictor_is_bounded_like_the_network_output(quality: ModuleTy
     assert isinstance(module.output_activation(), torch.nn.Tanh)
     labels = torch.zeros(4, 32, 32, dtype=torch.long)
     task_batch = {"target": labels, "mask": torch.ones(4, 32, 32)}
-    constant, loss = _fit_constant(quality, module, task_batch, (17, 32, 32))
+    constant, loss = _fit_constant(module, task_batch, (17, 32, 32))
     assert loss == pytest.approx(math.log(1 + 16 * math.exp(-2)), rel=1e-3)
     values = constant(1)[0, :, 0, 0].detach()
     assert values[0] == pytest.approx(1.0, abs=1e-3)
     assert torch.allclose(values[1:], torch.full((16,), -1.0), atol=1e-3)
 
 
-def test_bounded_constant_equals_the_free_one_inside_the_range(quality: ModuleType) -> None:
+def test_bounded_constant_equals_the_free_one_inside_the_range() -> None:
     # For L1 targets in [-1, 1] the tanh-bounded constant reaches the median: no looser baseline.
     from taskonomy.experiments.train import task_model
 
@@ -118,7 +119,7 @@ def test_bounded_constant_equals_the_free_one_inside_the_range(quality: ModuleTy
     generator = torch.Generator().manual_seed(0)
     target = (torch.rand(8, 1, 32, 32, generator=generator) * 1.6 - 0.9)
     task_batch = {"target": target, "mask": torch.ones(8, 1, 32, 32)}
-    constant, loss = _fit_constant(quality, module, task_batch, (1, 32, 32))
+    constant, loss = _fit_constant(module, task_batch, (1, 32, 32))
     median = target.median()
     assert float(constant(1).flatten()[0]) == pytest.approx(float(median), abs=0.02)
     assert loss == pytest.approx(float((target - median).abs().mean()), rel=0.01)
