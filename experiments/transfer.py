@@ -10,7 +10,8 @@ Examples::
 
 The model is :class:`~taskonomy.tasks.transfer.TransferTask`; ``model.target`` (or
 ``model.transfer``) and ``model.resolution`` are linked into ``data.tasks`` and
-``data.resolution``. Besides the run arguments of
+``data.resolution``; a bare ``--model.sources=reshading`` (or ``=a,b``) is read as a list.
+Besides the run arguments of
 :class:`~taskonomy.experiments.lightning_cli.TaskonomyCLI`:
 
 - ``model.task_runs`` defaults to ``--runs_dir``: the sources' task runs are found there;
@@ -217,12 +218,35 @@ class TransferCLI(TaskonomyCLI):
         self._finish_wandb_of_finished(record)
 
 
+def sources_as_lists(argv: Sequence[str]) -> list[str]:
+    """Read a bare ``--model.sources=reshading`` (or ``=a,b``) as the list ``[reshading]``.
+
+    The option is a list, and jsonargparse rejects a bare name with a union-type error that
+    names no fix; a one-source transfer is what such a command means. Values that are already
+    lists (``[a,b]``, as sweep agents pass them) or ``null`` are left as they are.
+    """
+    def listed(value: str) -> str:
+        bare = value.strip()
+        if not bare or bare.startswith("[") or bare.lower() in ("null", "none"):
+            return value
+        return "[" + ",".join(part.strip() for part in bare.split(",")) + "]"
+
+    out = list(argv)
+    for i, arg in enumerate(out):
+        if arg.startswith("--model.sources="):
+            out[i] = "--model.sources=" + listed(arg.split("=", 1)[1])
+        elif arg == "--model.sources" and i + 1 < len(out):
+            out[i + 1] = listed(out[i + 1])
+    return out
+
+
 def build_cli(argv: Sequence[str], *, run: bool = True) -> TransferCLI:
     """The transfer CLI on ``argv``; with ``run=False`` it only parses and builds the objects."""
     with warnings.catch_warnings():
         # The console script passes its own argv on; LightningCLI warns when sys.argv is set too.
         warnings.filterwarnings("ignore", message="LightningCLI's args parameter")
-        return TransferCLI(TransferTask, TaskonomyDataModule, args=list(argv), run=run)
+        return TransferCLI(TransferTask, TaskonomyDataModule, args=sources_as_lists(argv),
+                           run=run)
 
 
 def run_cli(argv: Sequence[str] | None = None) -> TransferCLI:

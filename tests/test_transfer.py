@@ -309,6 +309,23 @@ def test_cli_reports_missing_sources(tiny_shards: Path, tmp_path: Path,
     assert "reshading" in err and "normal" in err and "no finished task run" in err
 
 
+def test_bare_source_names_are_read_as_a_list(tiny_shards: Path, tmp_path: Path,
+                                              capsys: pytest.CaptureFixture[str]) -> None:
+    from taskonomy.experiments.transfer import main, sources_as_lists
+
+    assert sources_as_lists(["--model.sources=reshading", "--model.sources", "a, b"]) == [
+        "--model.sources=[reshading]", "--model.sources", "[a,b]"]
+    kept = ["--model.sources=[a,b]", "--model.sources=['a']", "--model.sources=null"]
+    assert sources_as_lists(kept) == kept
+    (tmp_path / "runs").mkdir()
+    code = main(["fit", "--model.target=normal", "--model.sources=reshading,normal",
+                 f"--model.resolution={RES}", f"--data.root={tiny_shards}",
+                 "--trainer.logger=false", f"--runs_dir={tmp_path / 'runs'}", "--run_id=x"])
+    assert code == 2  # parsed: it fails later, on the missing task runs of both sources
+    err = capsys.readouterr().err
+    assert "reshading" in err and "normal" in err and "no finished task run" in err
+
+
 def test_inner_modules_keep_their_own_hyperparameters_under_the_cli() -> None:
     from taskonomy.experiments.transfer import build_cli
 
