@@ -50,7 +50,7 @@ from typing import Any, Literal
 import lightning as L
 import yaml
 from jsonargparse import ArgumentParser
-from lightning.pytorch.callbacks import Callback, ModelCheckpoint
+from lightning.pytorch.callbacks import Callback, ModelCheckpoint, ProgressBar, RichProgressBar
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
 from lightning.pytorch.loggers import Logger, WandbLogger
 
@@ -101,6 +101,20 @@ class BestAndLatestCheckpoint(ModelCheckpoint):
         super().on_train_end(trainer, pl_module)
         self._save_latest(trainer)
 
+
+
+class RunProgressBar(RichProgressBar):
+    """Lightning's rich progress bar, without an epoch total when epochs are unbounded.
+
+    Runs bounded by steps (``max_epochs: -1``, the CPU setting) showed ``Epoch 3/-2``.
+    """
+
+    def _get_train_description(self, current_epoch: int) -> str:
+        max_epochs = self.trainer.max_epochs
+        if max_epochs is not None and max_epochs >= 0:
+            return super()._get_train_description(current_epoch)
+        description = f"Epoch {current_epoch}"
+        return f"{description:{len(self.validation_description)}}"  # pad: no flicker, as Lightning
 
 
 _DUMP_PARAMETERS = inspect.signature(ArgumentParser.dump).parameters
@@ -323,6 +337,9 @@ class TaskonomyCLI(LightningCLI):
                     checkpoint.dirpath = str(self.run_dir / CHECKPOINT_DIR)
             known = {type(c) for c in callbacks}
             callbacks += [c for c in self.default_callbacks() if type(c) not in known]
+            if (trainer_config.get("enable_progress_bar", True) is not False
+                    and not any(isinstance(c, ProgressBar) for c in callbacks)):
+                callbacks.append(RunProgressBar())
             kwargs["callbacks"] = callbacks
         return super().instantiate_trainer(**kwargs)
 

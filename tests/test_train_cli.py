@@ -253,3 +253,25 @@ def test_ddp_spawn_is_refused_with_the_strategy_to_use(
     assert taskonomy_main(args) == 2
     assert "--trainer.strategy=ddp " in capsys.readouterr().err
     assert not (tmp_path / "runs" / "case").exists()
+
+
+def test_progress_bar_shows_no_epoch_total_for_runs_bounded_by_steps() -> None:
+    from types import SimpleNamespace
+
+    from taskonomy.experiments.lightning_cli import RunProgressBar
+
+    bar = RunProgressBar()
+    bar._trainer = SimpleNamespace(max_epochs=-1)  # type: ignore[assignment]
+    assert bar._get_train_description(3).strip() == "Epoch 3"  # Lightning's: "Epoch 3/-2"
+    bar._trainer = SimpleNamespace(max_epochs=20)  # type: ignore[assignment]
+    assert bar._get_train_description(3).strip() == "Epoch 3/19"
+
+
+def test_a_run_bounded_by_steps_shows_its_epoch_without_a_total(
+        tmp_path: Path, tiny_shards: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    args = _no_wandb_args(tmp_path, tiny_shards, "normal")
+    args[args.index("--config") + 1] = str(tiny_config(tmp_path, tiny_shards,
+                                                       enable_progress_bar=True))
+    assert taskonomy_main(args) == 0
+    out = capsys.readouterr().out
+    assert "Epoch 1 " in out and "/-2" not in out  # Lightning's bar: "Epoch 1/-2"
