@@ -22,7 +22,8 @@ What decides the outcome (measured on the synthetic scenes, network loss ÷ cons
 - Data: with 8 buildings (60 training views) the depth tasks swapped between 0.86 and 1.02 from
   run to run; the defaults use 192 buildings (2004 training views).
 - Bounded outputs: semantic logits are tanh-bounded as the paper's, so the constant stays in
-  the output range (:class:`ConstantPredictor`); otherwise it is out of the network's reach.
+  the output range (:class:`taskonomy.tasks.constant_baseline.ConstantPredictor`); otherwise
+  it is out of the network's reach.
 - Class weights: unweighted, semantic segmentation predicts background everywhere (1.002);
   ``class_weights: auto`` (cpu.yaml's task exceptions) counts them from the training labels, as
   it counts colorization's prior boost from the training images, and the run record's model

@@ -151,7 +151,7 @@ class DemoSettings:
 def split_sizes(buildings: int) -> tuple[int, int, int]:
     """Train, validation and test building counts of a demo with ``buildings`` buildings.
 
-    Two validation buildings pick the checkpoint; an eighth of the buildings (at least two) are
+    Two validation buildings follow training; an eighth of the buildings (at least two) are
     the test set, because the win rates and affinities are counted over test images and a
     handful of images makes them swing.
     """
@@ -534,24 +534,32 @@ class Demo:
 
         path = self.path(CONSTANTS_FILE)
         try:
-            stored = dict(json.loads(path.read_text())) if path.is_file() else {}
+            stored = json.loads(path.read_text()) if path.is_file() else {}
         except json.JSONDecodeError:
             stored = {}
-        runs = {r.target: r for r in records if r.role == "task"
-                and r.target in SANITY_TASKS and r.target in self.settings.tasks}
+        stored = stored if isinstance(stored, dict) else {}
+        runs = {task: r for task, r in _task_runs(records).items()
+                if task in SANITY_TASKS and task in self.settings.tasks}
         found: dict[str, dict[str, float]] = {}
+        kept: dict[str, Any] = {}
         for task, record in sorted(runs.items()):
             entry = stored.get(record.run_id)
             if not entry or entry.get("finished_at") != record.finished_at:
+                if "model" not in record.config:
+                    self.console.print(f"[yellow]warning[/]: the record of task run "
+                                       f"{record.run_id} has no model config; its network is "
+                                       "not compared with a constant prediction")
+                    continue
                 self.console.print(f"fitting the best constant prediction of {task}")
                 module = task_model(**record.config["model"])
                 entry = {"finished_at": record.finished_at,
                          "losses": constant_baseline(module, self.path(SHARDS),
                                                      self.settings.resolution,
                                                      batch_size=self.settings.batch_size)}
-                stored[record.run_id] = entry
-                atomic_write_bytes(path, json.dumps(stored).encode())
+            kept[record.run_id] = entry
             found[task] = entry["losses"]
+        if kept != stored:  # entries of runs no longer in the folder are dropped
+            atomic_write_bytes(path, json.dumps(kept).encode())
         return found
 
     def sanity(self) -> str | None:
@@ -623,7 +631,7 @@ def _buildings(keys: Sequence[str]) -> list[str]:
 
 
 def _beats(tournament: Any, a: str, b: str) -> bool:
-    """Whether candidate ``a`` beats ``b`` significantly (sign test, clustered by building)."""
+    """Whether candidate ``a`` beats ``b`` significantly (a sign test over buildings)."""
     from taskonomy.analysis.winrates import significantly_better
 
     aligned = tournament.alignment
@@ -640,6 +648,17 @@ def _rivals(tournament: Any, ranking: Sequence[str], name: str) -> list[str]:
     return [other for other in ranking if other != name and _beats(tournament, other, name)]
 
 
+def _task_runs(records: Sequence[Any]) -> dict[str, Any]:
+    """The latest finished task run of each task."""
+    from taskonomy.analysis.records import recency
+
+    runs: dict[str, Any] = {}
+    for record in sorted((r for r in records if r.role == "task" and r.status == "finished"),
+                         key=recency):
+        runs[record.target] = record
+    return runs
+
+
 def _beats_constant(records: Sequence[Any], constants: Mapping[str, Mapping[str, float]]
                     ) -> SanityCheck:
     """Every task network's test losses against its best constant prediction's."""
@@ -647,7 +666,7 @@ def _beats_constant(records: Sequence[Any], constants: Mapping[str, Mapping[str,
 
     from taskonomy.analysis.winrates import significantly_better
 
-    runs = {r.target: r for r in records if r.role == "task"}
+    runs = _task_runs(records)
     failed: list[str] = []
     passed: list[str] = []
     for task, constant in sorted(constants.items()):
@@ -679,10 +698,11 @@ def sanity_checks(records: Sequence[Any], tasks: Sequence[str],
 
     Both facts hold in the authors' 1k-image affinities restricted to these tasks. A test set of
     a couple of dozen buildings cannot order sources that are about as good as each other, so a
-    source ranks in the top k when fewer than k others beat it *significantly*: a sign test over
-    the test images at 95 %, its error clustered by building (the views of one building share
-    a scene). The best source must beat ``random`` significantly too. Checks whose tasks are not
-    in ``tasks`` are left out.
+    source ranks in the top k when fewer than k others beat it *significantly*: it wins more
+    test images than it loses and a sign test over buildings (each building's balance of wins
+    flipped at random, since the views of one building share a scene) rejects a tie at 5 %.
+    The best source must beat ``random`` significantly too. Checks whose tasks are not in
+    ``tasks`` are left out.
 
     Args:
         records: The demo's run records.

@@ -86,7 +86,8 @@ def task_model(
         head_width: Multiplier of FC head widths (1.0 = the paper).
         lr: Initial Adam learning rate.
         weight_decay: L2 weight decay on weights; ``None`` takes the task's (the paper's).
-        lr_milestone: Optimizer step of the ×``lr_gamma`` LR drop; ``None``: constant LR.
+        lr_milestone: Optimizer step of the ×``lr_gamma`` LR drop, or a fraction in (0, 1) of
+            the run's steps (the CPU setting's 0.67); ``None``: constant LR.
         lr_gamma: Factor of the LR drop.
         clip_norm: Per-variable gradient clip (``None``: the family's default, ``0``: off).
         gan: Add the cGAN term (dense regression tasks only).

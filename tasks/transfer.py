@@ -90,7 +90,13 @@ from taskonomy.tasks.representations import (
     RepresentationStore,
     weights_fingerprint,
 )
-from taskonomy.tasks.schedules import check_milestone, step_decay
+from taskonomy.tasks.schedules import (
+    check_milestone,
+    resync_learning_rates,
+    run_steps,
+    step_decay,
+    upgrade_scheduler_states,
+)
 from taskonomy.tasks.specs import BASELINES, TaskSpec, metric_key
 
 #: What a :class:`TransferTask` trains: a transfer or one of the baselines.
@@ -944,7 +950,7 @@ class TransferTask(L.LightningModule):
         optimizer = torch.optim.Adam(groups, lr=self.hparams["lr"], fused=fused or None,
                                      foreach=None if fused else True)
         decay = step_decay(optimizer, self.hparams["lr_milestone"], self.hparams["lr_gamma"],
-                           self._trainer)
+                           lambda: run_steps(self._trainer))
         return {"optimizer": optimizer, "lr_scheduler": decay} if decay else optimizer
 
     def _fused_adam(self, params: list[nn.Parameter]) -> bool:
@@ -992,12 +998,17 @@ class TransferTask(L.LightningModule):
             del state[key]
         checkpoint[SOURCE_RUNS_KEY] = self.source_runs
 
+    def on_train_start(self) -> None:
+        """Rates for the current step of the config's schedule (a resumed run's may differ)."""
+        resync_learning_rates(self.lr_schedulers())
+
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         """Refuse to resume a readout on source weights other than those it was trained on.
 
         Raises:
             ValueError: A source task was retrained since (another run, or changed weights).
         """
+        upgrade_scheduler_states(checkpoint)
         saved = checkpoint.get(SOURCE_RUNS_KEY)
         if saved is None:  # a checkpoint from before sources were named
             return

@@ -84,6 +84,10 @@ def test_minimal_demo_end_to_end_and_rerun_redoes_nothing(tmp_path: Path) -> Non
     state = json.loads((out / "demo.json").read_text())
     assert state["stages"]["transfers"]["last"] == "done"
     assert [c.name for c in result.sanity][-1] == "every target's best source beats random"
+    assert result.sanity[0].name == "every task network beats the best constant prediction"
+    constants = json.loads((out / "constant_baselines.json").read_text())
+    task_runs = {r.run_id for r in records if r.role == "task"}
+    assert set(constants) == task_runs  # depth_zbuffer and normal, fitted once each
 
     # rerun: every stage skips, no record is rewritten
     before = _finished_at(runs)

@@ -2,6 +2,8 @@
 
 import math
 import warnings
+from pathlib import Path
+from types import SimpleNamespace
 
 import lightning as L
 import pytest
@@ -9,7 +11,12 @@ import torch
 from torch.utils.data import DataLoader
 
 from taskonomy.tasks.build import build_task
-from taskonomy.tasks.schedules import check_milestone, milestone_step
+from taskonomy.tasks.schedules import (
+    check_milestone,
+    milestone_step,
+    step_decay,
+    upgrade_scheduler_states,
+)
 from taskonomy.tasks.testing import fake_batch
 from taskonomy.tasks.transfer import TransferTask
 
@@ -68,3 +75,58 @@ def test_transfers_accept_a_fractional_milestone_and_reject_a_bad_one() -> None:
         "lr_milestone"] == 0.67
     with pytest.raises(ValueError, match="outside \\(0, 1\\)"):
         TransferTask("normal", kind="pixels", **TINY, lr_milestone=2.5)
+
+
+def _fit(model: L.LightningModule, rates: _LearningRates, max_steps: int,
+         ckpt_path: Path | None = None) -> L.Trainer:
+    batches = [fake_batch(model.spec, 2, 32, seed=i) for i in range(3)]  # type: ignore[arg-type]
+    trainer = L.Trainer(accelerator="cpu", logger=False, enable_checkpointing=False,
+                        enable_progress_bar=False, enable_model_summary=False,
+                        callbacks=[rates], max_steps=max_steps)
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", ".*does not have many workers.*")
+        trainer.fit(model, DataLoader(batches, batch_size=None), ckpt_path=ckpt_path)
+    return trainer
+
+
+def test_a_run_resumed_with_more_steps_drops_where_a_fresh_run_of_that_length_would(
+        tmp_path: Path) -> None:
+    torch.set_num_threads(1)
+    rates = _LearningRates()
+    first = _fit(build_task("depth_zbuffer", **TINY, lr=1e-3, lr_milestone=0.67), rates, 6)
+    assert rates.seen == pytest.approx([1e-3] * 4 + [1e-4] * 2)
+    first.save_checkpoint(tmp_path / "six.ckpt")
+    longer = _LearningRates()
+    _fit(build_task("depth_zbuffer", **TINY, lr=1e-3, lr_milestone=0.67), longer, 12,
+         ckpt_path=tmp_path / "six.ckpt")
+    # round(0.67 × 12) = 8: steps 6 and 7 at the first rate again, not the milestone saved at 4
+    assert longer.seen == pytest.approx([1e-3] * 2 + [1e-4] * 4)
+
+
+def test_checkpoints_of_the_former_multistep_scheduler_resume() -> None:
+    parameter = torch.nn.Parameter(torch.zeros(1))
+    optimizer = torch.optim.Adam([parameter], lr=1e-3)
+    old = torch.optim.lr_scheduler.MultiStepLR(optimizer, milestones=[4], gamma=0.1)
+    for _ in range(3):
+        optimizer.step()
+        old.step()
+    checkpoint = {"lr_schedulers": [old.state_dict()]}
+    upgrade_scheduler_states(checkpoint)
+    config = step_decay(optimizer, 5, 0.1, lambda: math.inf)
+    assert config is not None
+    scheduler = config["scheduler"]
+    scheduler.load_state_dict(checkpoint["lr_schedulers"][0])
+    assert scheduler.last_epoch == 3
+    scheduler.step()
+    scheduler.step()
+    assert scheduler.get_last_lr() == pytest.approx([1e-4])  # at step 5, the config's milestone
+
+
+def test_a_gan_run_counts_its_milestone_in_generator_steps() -> None:
+    # Lightning counts two optimizer steps per batch once the discriminator trains.
+    gan = build_task("depth_zbuffer", **TINY, gan=True, gan_warmup_steps=100, lr_milestone=0.67)
+    plain = build_task("depth_zbuffer", **TINY, lr_milestone=0.67)
+    for model in (gan, plain):
+        model._trainer = SimpleNamespace(estimated_stepping_batches=400)  # type: ignore[assignment]
+    assert gan._scheduler_steps() == 250  # 100 warm-up + 150 batches of two steps
+    assert plain._scheduler_steps() == 400

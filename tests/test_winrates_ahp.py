@@ -15,6 +15,7 @@ from taskonomy.analysis.losses_table import SampleKeyWarning, align_losses
 from taskonomy.analysis.records import RunRecord
 from taskonomy.analysis.winrates import (
     pairwise_win_rates,
+    sign_flip_p_value,
     significantly_better,
     tournament,
     win_margin,
@@ -265,6 +266,28 @@ def test_win_margin_is_a_sign_test_whose_error_counts_clusters_not_images():
     assert building_error == pytest.approx(0.5)  # four draws: no evidence
     assert not significantly_better(a, b, clusters)
     assert not significantly_better(b, a)
+
+
+def test_sign_flip_test_is_exact_over_few_clusters_and_holds_its_level():
+    # Two buildings won outright: p = 2 / 2**2, never significant (a normal test says it is).
+    assert sign_flip_p_value([0, 0], [1, 1], ["x", "y"]) == 0.5
+    assert not significantly_better([0, 0], [1, 1], ["x", "y"])
+    # Four buildings, three won: 10 of the 16 flips are as extreme.
+    a, b = np.zeros(100), np.where(np.arange(100) < 75, 1.0, -1.0)
+    assert sign_flip_p_value(a, b, np.arange(100) // 25) == pytest.approx(10 / 16)
+    # 20 buildings all won: random flips (beyond 16 clusters) give p near 2 / 2**20.
+    assert sign_flip_p_value(np.zeros(40), np.ones(40), np.arange(40) // 2) < 1e-3
+    # Under the null, with building effects, it rejects about 5 % of the time (24 buildings).
+    rng = np.random.default_rng(0)
+    clusters = np.repeat(np.arange(24), 15)
+    rejected = 0
+    for _ in range(200):
+        scene = np.repeat(rng.normal(0, 1, 24), 15)
+        x, y = scene + rng.normal(0, 1, 360), rng.normal(0, 1, 360)  # same law, own images
+        rejected += sign_flip_p_value(x, y, clusters, draws=2000) < 0.05
+    assert rejected / 200 < 0.1
+    with pytest.raises(ValueError, match="finite"):
+        sign_flip_p_value([0.0, np.nan], [1.0, 1.0])
 
 
 def test_win_margin_ties_count_for_neither_side():

@@ -36,7 +36,13 @@ from taskonomy.tasks.metrics import (
 from taskonomy.tasks.networks.discriminator import Pix2PixDiscriminator
 from taskonomy.tasks.networks.encoders import build_encoder, representation_shape
 from taskonomy.tasks.registry import get_spec
-from taskonomy.tasks.schedules import check_milestone, step_decay
+from taskonomy.tasks.schedules import (
+    check_milestone,
+    resync_learning_rates,
+    run_steps,
+    step_decay,
+    upgrade_scheduler_states,
+)
 from taskonomy.tasks.specs import TaskSpec, metric_key
 
 #: Value of the ``class_weights`` option that asks the training CLI to count them.
@@ -363,6 +369,18 @@ class TaskModule(L.LightningModule):
         self._gan_step(task_batch, prediction, loss)
         return None
 
+    def _scheduler_steps(self) -> float:
+        """The LR scheduler's steps in the run: one per generator step.
+
+        Lightning's estimate counts a cGAN's discriminator steps too (two optimizer steps per
+        batch after the warm-up); a fraction of it would put the drop late, or past the end.
+        """
+        total = run_steps(self._trainer)
+        warmup = int(self.hparams["gan_warmup_steps"])
+        if self.discriminator is None or not math.isfinite(total) or total <= warmup:
+            return total
+        return (total + warmup) / 2
+
     def generator_steps(self) -> int:
         """Generator steps taken so far (the authors' step count of the cGAN schedule).
 
@@ -491,6 +509,14 @@ class TaskModule(L.LightningModule):
         if self.discriminator is not None and isinstance(ddp_kwargs, dict):
             ddp_kwargs["find_unused_parameters"] = True
 
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        """Resume checkpoints saved under the former LR scheduler too."""
+        upgrade_scheduler_states(checkpoint)
+
+    def on_train_start(self) -> None:
+        """Rates for the current step of the config's schedule (a resumed run's may differ)."""
+        resync_learning_rates(self.lr_schedulers())
+
     def configure_optimizers(self) -> Any:
         """Adam with an LR drop at a step milestone (+ SGD for the discriminator)."""
         optimizer = torch.optim.Adam(
@@ -498,7 +524,7 @@ class TaskModule(L.LightningModule):
             lr=self.hparams["lr"],
         )
         decay = step_decay(optimizer, self.hparams["lr_milestone"], self.hparams["lr_gamma"],
-                           self._trainer)
+                           self._scheduler_steps)
         schedulers = [decay] if decay else []
         if self.discriminator is None:
             return (
