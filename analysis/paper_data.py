@@ -122,18 +122,25 @@ def convert_dataset(reference_dir: str | os.PathLike[str], name: str) -> Affinit
     """Read one released regime (``paper-2018``, ``paper-2018-1k`` or ``paper-2018-16k``).
 
     Raises:
-        ValueError: If ``name`` is not a known data set.
+        ValueError: If ``name`` is not a known data set, or the affinities file holds keys of
+            no transfer (another file in its place); the message names the file.
         FileNotFoundError: If a pickle is missing from ``reference_dir``.
     """
     if name not in PICKLE_SUFFIXES:
         raise ValueError(f"unknown paper data set {name!r}; valid: {', '.join(PICKLE_SUFFIXES)}")
     folder = Path(reference_dir)
     suffix = PICKLE_SUFFIXES[name]
-    return build_table(
-        read_py2_pickle(folder / f"all_affinities{suffix}.pkl"),
-        read_py2_pickle(folder / f"wins_vs_task{suffix}.pkl"),
-        read_py2_pickle(folder / f"wins_vs_pixels{suffix}.pkl"),
-    )
+    path = folder / f"all_affinities{suffix}.pkl"
+    affinities = read_py2_pickle(path)
+    try:
+        return build_table(
+            affinities,
+            read_py2_pickle(folder / f"wins_vs_task{suffix}.pkl"),
+            read_py2_pickle(folder / f"wins_vs_pixels{suffix}.pkl"),
+        )
+    except ValueError as error:
+        raise ValueError(f"{path}: {error}; is it the authors' all_affinities file (the "
+                         "win-rate files hold 'pixels' keys)?") from error
 
 
 def convert_reference(reference_dir: str | os.PathLike[str],

@@ -11,6 +11,7 @@ supervision.
 from __future__ import annotations
 
 import math
+import sys
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -27,11 +28,17 @@ from taskonomy.solvers import (
     SELF_LABEL,
     Edge,
     InfeasibleBudgetError,
+    NoSolutionInTimeError,
     TaxonomyProblem,
     TaxonomySolution,
     smallest_feasible_budget,
     solve,
 )
+
+
+def _stderr(message: str) -> None:
+    print(message, file=sys.stderr)
+
 
 #: Default highest transfer order (the paper's).
 DEFAULT_MAX_ORDER = 4
@@ -192,18 +199,29 @@ def budget_sweep(problem: TaxonomyProblem, budgets: Iterable[float], *, solver: 
     """Solve one problem under several budgets; infeasible budgets are reported, not raised.
 
     When the first solve falls back from Gurobi to HiGHS, the remaining solves use HiGHS
-    directly (one message, not one per budget).
+    directly (one message, not one per budget), also when that budget was infeasible. A budget
+    that the time limit stopped before any solution gets status ``time_limit`` and no solution.
     """
     points = []
+    fell_back = False
+
+    def note(message: str) -> None:  # solve() speaks only to say it falls back to HiGHS
+        nonlocal fell_back
+        fell_back = True
+        (log or _stderr)(message)
+
     for budget in budgets:
         try:
-            solution = solve(problem.with_budget(budget), solver, time_limit=time_limit, log=log)
+            solution = solve(problem.with_budget(budget), solver, time_limit=time_limit,
+                             log=note)
         except InfeasibleBudgetError as error:
             point = SweepPoint(budget, "infeasible", None, error.min_budget)
+        except NoSolutionInTimeError:
+            point = SweepPoint(budget, "time_limit", None)
         else:
             point = SweepPoint(budget, solution.status, solution)
-            if solver in ("auto", "gurobi") and solution.solver == "highs":
-                solver = "highs"
+        if fell_back and solver in ("auto", "gurobi"):
+            solver = "highs"
         points.append(point)
         if progress is not None:
             progress(point)

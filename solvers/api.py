@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import sys
 from collections.abc import Callable
 
@@ -34,12 +35,15 @@ def solve(problem: TaxonomyProblem, solver: str = "auto", *, time_limit: float |
             :attr:`TaxonomySolution.notes`.
 
     Raises:
-        ValueError: On an unknown solver name.
+        ValueError: On an unknown solver name or a time limit that is not positive.
+        NoSolutionInTimeError: If the time limit stopped the backend before any solution.
         InfeasibleBudgetError: If the budget is too small; it names the smallest feasible one.
     """
     emit = log or _stderr
     if solver not in SOLVERS:
         raise ValueError(f"unknown solver {solver!r}; valid: {', '.join(SOLVERS)}")
+    if time_limit is not None and not (math.isfinite(time_limit) and time_limit > 0):
+        raise ValueError(f"the time limit must be a positive number of seconds, got {time_limit}")
     if solver == "highs":
         return solve_highs(problem, time_limit=time_limit)
     if solver == "brute_force":

@@ -15,6 +15,7 @@ from taskonomy.solvers.formulation import build_matrix_form, decode_edges
 from taskonomy.solvers.highs import smallest_feasible_budget_highs
 from taskonomy.solvers.problem import (
     InfeasibleBudgetError,
+    NoSolutionInTimeError,
     SolverUnavailableError,
     TaxonomyProblem,
     TaxonomySolution,
@@ -99,6 +100,8 @@ def solve_gurobi(problem: TaxonomyProblem, *, time_limit: float | None = None,
         if status == "infeasible":
             raise InfeasibleBudgetError(problem.budget, smallest_feasible_budget_highs(problem))
         if model.SolCount == 0:
+            if status == "time_limit":
+                raise NoSolutionInTimeError("Gurobi", time_limit, status)
             raise RuntimeError(f"Gurobi stopped with status {status!r} and no solution")
         edges = decode_edges(problem, form, x.X)
     finally:

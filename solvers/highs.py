@@ -9,7 +9,12 @@ import numpy as np
 from scipy.optimize import Bounds, LinearConstraint, OptimizeResult, milp
 
 from taskonomy.solvers.formulation import MatrixForm, build_matrix_form, decode_edges
-from taskonomy.solvers.problem import InfeasibleBudgetError, TaxonomyProblem, TaxonomySolution
+from taskonomy.solvers.problem import (
+    InfeasibleBudgetError,
+    NoSolutionInTimeError,
+    TaxonomyProblem,
+    TaxonomySolution,
+)
 
 _STATUS = {0: "optimal", 1: "time_limit", 2: "infeasible", 3: "unbounded", 4: "error"}
 # The default relative gap (1e-4) could stop short of the optimum; this program is small
@@ -61,6 +66,8 @@ def solve_highs(problem: TaxonomyProblem, *, time_limit: float | None = None,
     if status == "infeasible":
         raise InfeasibleBudgetError(problem.budget, smallest_feasible_budget_highs(problem))
     if result.x is None:
+        if status == "time_limit":
+            raise NoSolutionInTimeError("HiGHS", time_limit, status)
         raise RuntimeError(f"HiGHS stopped with status {status!r} and no solution: "
                            f"{result.message}")
     edges = decode_edges(problem, form, result.x)

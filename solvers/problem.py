@@ -41,6 +41,16 @@ class InfeasibleBudgetError(ValueError):
         )
 
 
+class NoSolutionInTimeError(ValueError):
+    """The time limit stopped the solver before it found any taxonomy."""
+
+    def __init__(self, solver: str, time_limit: float | None, status: str) -> None:
+        self.solver = solver
+        self.time_limit = time_limit
+        limit = f"within the time limit of {time_limit:g} s" if time_limit else f"({status})"
+        super().__init__(f"{solver} found no taxonomy {limit}; raise --time-limit or drop it")
+
+
 class SolverUnavailableError(RuntimeError):
     """A backend cannot solve this problem here (not installed, no licence, size limit).
 

@@ -98,6 +98,8 @@ def test_analyze_bad_input_is_reported(tmp_path, capsys):
     assert (out / "figures" / "quality_gain.png").is_file()
     assert main(["analyze", str(tmp_path / "none"), "--out", str(out)]) == 2
     assert "does not exist" in capsys.readouterr().err
+    assert main(["analyze", str(runs), "--out", str(out), "--max-order", "0"]) == 2
+    assert "--max-order must be ≥ 1" in capsys.readouterr().err
 
 
 def test_analyze_places_a_novel_task(tmp_path, capsys):

@@ -87,3 +87,15 @@ def test_converter_writes_reproducible_files(tmp_path):
     assert (tmp_path / "d" / "paper-2018-16k.csv.gz").read_bytes() == first[
         "paper-2018-16k"].read_bytes()
     assert main([str(tmp_path / "missing"), "--out", str(tmp_path / "e")]) == 2
+
+
+def test_a_win_rate_file_in_place_of_the_affinities_is_named(tmp_path):
+    ref = tmp_path / "ref"
+    ref.mkdir()
+    keys = ("self__rgb2depth", "pixels__rgb2depth", "reshade__rgb2depth")
+    for suffix in ("", "_1k", "_16k"):
+        for stem in ("all_affinities", "wins_vs_task", "wins_vs_pixels"):
+            with (ref / f"{stem}{suffix}.pkl").open("wb") as handle:
+                pickle.dump({k: np.float64(0.5) for k in keys}, handle, protocol=2)
+    with pytest.raises(ValueError, match=r"all_affinities\.pkl: .*win-rate files hold 'pixels'"):
+        convert_reference(ref, tmp_path / "out")

@@ -68,6 +68,9 @@ def test_options_reach_the_problem(tmp_path, capsys):
                         "--solver", "highs")
     record = json.loads(out)
     assert code == 0 and record["importance"] == {"normal": 3.0, "reshading": 1.0}
+    # the label costs asked for, beside the solution's total cost
+    assert record["label_cost"] == {"normal": 1.0, "reshading": 1.0, "depth_zbuffer": 1.0}
+    assert record["cost"] == 1.0
     # Budget 1 with normal weighted 3×: supervise normal (self 0.5·3) and transfer
     # normal → reshading (0.2) beats supervising depth_zbuffer for both (0.18·3 + 0.2).
     assert record["supervised"] == ["normal"]
@@ -104,6 +107,8 @@ def test_budget_sweep_json_reports_each_status(capsys):
         ([], "exactly one of --budget"),
         (["--budget", "2", "--affinities", "nowhere.csv"], "neither a shipped data set"),
         (["--budget", "2", "--max-order", "0"], "max-order"),
+        (["--budget", "2", "--time-limit", "-1"], "positive number of seconds"),
+        (["--budget-sweep", "1..2", "--time-limit", "0"], "positive number of seconds"),
     ],
 )
 def test_bad_input_exits_2_with_a_named_problem(capsys, argv, message):
@@ -218,3 +223,34 @@ def test_a_target_with_its_own_network_may_be_supervised_though_no_transfer_read
     assert table.sources() == ["a", "b"] and table.supervisable() == ["a", "b", "c"]
     solution = solve(build_problem(table, 2, require_complete=False), "highs")
     assert "c" in solution.supervised and solution.edges["c"].is_self
+
+
+def test_a_fallback_note_keeps_its_brackets(capsys, monkeypatch):
+    from taskonomy.solvers import SolverUnavailableError, api
+
+    def unavailable(*args, **kwargs):
+        raise SolverUnavailableError(
+            "not_installed", "gurobipy is not installed (pip install 'taskonomy[gurobi]')")
+
+    monkeypatch.setattr(api, "solve_gurobi", unavailable)
+    code, _, err = _run(capsys, "--affinities", "paper-2018", "--budget", "3", "--solver",
+                        "gurobi")
+    assert code == 0 and "pip install 'taskonomy[gurobi]'" in " ".join(err.split())
+    code, _, err = _run(capsys, "--affinities", "paper-2018", "--budget-sweep", "0..3",
+                        "--solver", "gurobi")
+    assert code == 0 and err.count("not installed") == 1  # HiGHS from the infeasible budget 0 on
+
+
+def test_a_time_limit_without_a_solution_is_one_line_and_a_sweep_point(capsys, monkeypatch):
+    from scipy.optimize import OptimizeResult
+
+    from taskonomy.solvers import highs
+
+    monkeypatch.setattr(highs, "_run", lambda *args: OptimizeResult(
+        status=1, x=None, message="Time limit reached"))
+    code, _, err = _run(capsys, "--affinities", "paper-2018", "--budget", "3", "--solver",
+                        "highs", "--time-limit", "0.001")
+    assert code == 2 and "HiGHS found no taxonomy within the time limit of 0.001 s" in err
+    problem = build_problem(load_affinities("paper-2018"), max_order=1)
+    points = budget_sweep(problem, [2, 3], solver="highs", time_limit=0.001)
+    assert [(p.status, p.solution) for p in points] == [("time_limit", None)] * 2

@@ -184,7 +184,7 @@ def _taxonomies(table: AffinityTable, args: argparse.Namespace, out: Path,
     with Progress(console=console, transient=True) as bar:
         task = bar.add_task("taxonomies", total=len(budgets))
         points = budget_sweep(problem, budgets, solver=args.solver,
-                              log=lambda message: console.print(message),
+                              log=lambda message: _note(console, message),
                               progress=lambda point: bar.advance(task))
     sweep = sweep_frame(table, points)
     paths = [_write_text(out / "taxonomies" / "sweep.csv", sweep.to_csv(index=False))]
@@ -197,6 +197,10 @@ def _taxonomies(table: AffinityTable, args: argparse.Namespace, out: Path,
         distinct.setdefault(frozenset(p.solution.supervised), p.budget)
     drawn = (set(parse_range(args.figure_budgets)) if args.figure_budgets
              else set(_spread(sorted(distinct.values()), 4)))
+    unswept = sorted(drawn - {p.budget for p in solved})
+    if unswept:
+        console.print(f"[yellow]warning:[/] --figure-budgets {', '.join(f'{b:g}' for b in unswept)}"
+                      " not among the solved budgets of --budgets; no taxonomy drawn for them")
     for point in points:
         if point.solution is None:
             continue
@@ -217,6 +221,11 @@ def _taxonomies(table: AffinityTable, args: argparse.Namespace, out: Path,
     return sweep, paths
 
 
+def _note(console: Console, message: str) -> None:
+    # Plain text: solver notes hold brackets (pip extras) that rich would read as markup.
+    console.print(message, markup=False, highlight=False)
+
+
 def _figures_and_taxonomies(table: AffinityTable, args: argparse.Namespace, out: Path,
                             console: Console) -> list[Path]:
     paths: list[Path] = []
@@ -233,7 +242,7 @@ def _place_novel(records: list[RunRecord], args: argparse.Namespace, out: Path,
     result = place_novel_task_from_records(
         records, args.novel_task, base, budget, regime=args.regime, strict=args.strict,
         bootstrap=args.bootstrap, seed=args.seed, solver=args.solver, max_order=args.max_order,
-        log=lambda message: console.print(message))
+        log=lambda message: _note(console, message))
     folder = out / "novel_task"
     record = solution_record(result.table, result.placement.solution)
     record.update(task=result.task, base=args.base, unknown_sources=list(result.unknown_sources))
@@ -274,6 +283,9 @@ def run(args: argparse.Namespace) -> int:
     console = Console(stderr=True)
     if args.bootstrap < 0:
         raise ValueError(f"--bootstrap must be ≥ 0, got {args.bootstrap}")
+    if args.max_order < 1:
+        raise ValueError(f"--max-order must be ≥ 1 (1: first-order transfers only), got "
+                         f"{args.max_order}")
     out: Path = args.out
     if out.exists() and not out.is_dir():
         raise NotADirectoryError(f"--out {out} exists and is not a folder; choose another path")

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import BarColumn, Progress, TextColumn
 from rich.table import Table
 
@@ -120,13 +121,13 @@ def run(args: argparse.Namespace) -> int:
         "sources": sources if sources is not None else table.supervisable(),
         "max_order": args.max_order,
         "importance": dict(problem.importance),
-        "cost": dict(problem.cost),
+        "label_cost": dict(problem.cost),
         "solver_requested": args.solver,
     }
     log_console = Console(stderr=True)
 
     def log(message: str) -> None:
-        log_console.print(f"[yellow]note:[/yellow] {message}", highlight=False)
+        log_console.print(f"[yellow]note:[/yellow] {escape(message)}", highlight=False)
 
     if args.budget_sweep is not None:
         return _run_sweep(args, table, problem, options, log)
@@ -199,8 +200,8 @@ def _run_sweep(args: argparse.Namespace, table: AffinityTable, problem: Any,
     return 0
 
 
-def _fmt(value: float | None) -> str:
-    return "" if value is None or (isinstance(value, float) and math.isnan(value)) else (
+def _fmt(value: float | None, missing: str = "") -> str:
+    return missing if value is None or (isinstance(value, float) and math.isnan(value)) else (
         f"{value:.3f}")
 
 
@@ -226,6 +227,6 @@ def _print_solution(solution: TaxonomySolution, record: dict[str, Any],
                       f"{edge_record['affinity']:.4f}", _fmt(edge_record["quality"]),
                       _fmt(edge_record["gain"]))
     console.print(edges)
-    console.print(f"mean quality {_fmt(record['mean_quality'])}, mean gain "
-                  f"{_fmt(record['mean_gain'])} over {len(record['edges'])} targets",
+    console.print(f"mean quality {_fmt(record['mean_quality'], 'n/a')}, mean gain "
+                  f"{_fmt(record['mean_gain'], 'n/a')} over {len(record['edges'])} targets",
                   highlight=False)
