@@ -150,7 +150,9 @@ def test_killed_executor_resumes_without_rerunning(tmp_path: Path) -> None:
 def test_a_hang_up_stops_the_executor_and_its_running_points(tmp_path: Path) -> None:
     sweep_path = _sweep(tmp_path, ["a"], sleep=60)
     runs = tmp_path / "runs"
-    executor = _start_executor(sweep_path, runs, workers=2)
+    executor = _start_executor(  # SIGHUP at its default even when the tests run under nohup
+        sweep_path, runs, workers=2,
+        preexec_fn=lambda: signal.signal(signal.SIGHUP, signal.SIG_DFL))
     pids = _running_point_pids(runs, 2)
     executor.send_signal(signal.SIGHUP)  # the terminal closed: only the executor gets it
     assert executor.wait(timeout=30) != 0
