@@ -5,11 +5,15 @@ training only the transfers *into* it from dictionary tasks (plus, where availab
 ``self``, ``random`` and ``pixels`` baselines). Its tournament is computed from those run
 records exactly as for any target; being AHP-normalized per target, its affinities join the
 dictionary's affinities (a results table of ours, or the shipped paper data) without rescaling
-the others. The taxonomy is then re-solved with the novel task among the targets.
+the others. They are on the base's scale only with about as many candidates as a base target
+has: with fewer, each weighs more in the objective, and a warning says so
+(:func:`candidate_scale_warning`). The taxonomy is then re-solved with the novel task among the
+targets.
 """
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
@@ -67,6 +71,28 @@ def merge_target(base: AffinityTable, addition: AffinityTable, task: str) -> Aff
     return AffinityTable.from_frame(frame[keep])
 
 
+def _stderr(message: str) -> None:
+    print(message, file=sys.stderr)
+
+
+def candidate_scale_warning(base: AffinityTable, task: str, candidates: int) -> str | None:
+    """A warning when the novel task has far fewer candidates than the base targets.
+
+    AHP makes each target's affinities sum to 1, so with N candidates against the base targets'
+    mean of M, each of its affinities weighs about M/N times as much in the taxonomy's
+    objective: the solve then favours serving it. ``None`` when N is at least half of M.
+    """
+    sizes = [len(base.candidates(t)) for t in base.targets()]
+    mean = sum(sizes) / len(sizes) if sizes else 0.0
+    if not sizes or candidates >= mean / 2:
+        return None
+    return (f"warning: the novel task {task!r} has {candidates} candidates against a mean of "
+            f"{mean:.0f} per base target; its affinities sum to 1 over fewer candidates, so "
+            f"each weighs about {mean / candidates:.0f}× a base target's in the taxonomy's "
+            "objective. Record transfers into it from more sources for a placement on the "
+            "base's scale")
+
+
 def place_novel_task_from_records(records: Sequence[RunRecord], task: str,
                                   base: AffinityTable, budget: float, *,
                                   targets: Sequence[str] | None = None, regime: str | None = None,
@@ -114,6 +140,9 @@ def place_novel_task_from_records(records: Sequence[RunRecord], task: str,
     known = set(base.sources()) | set(base.targets())
     unknown = sorted({s for r in own if r.role == "transfer" for s in r.sources} - known)
     chosen = None if targets is None else [t for t in targets if t != task]
+    warning = candidate_scale_warning(base, task, len(analysis.tournaments[task].candidates))
+    if warning:
+        (log or _stderr)(warning)
     placement = place_novel_task(table, task, budget, targets=chosen, solver=solver,
                                  max_order=max_order, log=log)
     return NovelTaskResult(task, ranking, tuple(unknown), table, placement, analysis)

@@ -3,7 +3,7 @@ import pytest
 
 from taskonomy.analysis.affinities import compute_affinities
 from taskonomy.analysis.affinity_table import load_affinities
-from taskonomy.analysis.novel_task import place_novel_task_from_records
+from taskonomy.analysis.novel_task import candidate_scale_warning, place_novel_task_from_records
 from taskonomy.analysis.records import RunRecord
 
 DICTIONARY = ["normal", "depth_zbuffer", "reshading", "edge_texture"]
@@ -70,9 +70,14 @@ def test_novel_task_against_the_paper_affinities():
     keys = [f"k{i}" for i in range(100)]
     recs = _novel_records(rng, keys, {"normal": 0.1, "edge_texture": 0.9, "class_scene": 1.2})
     base = load_affinities("paper-2018-16k")
+    notes: list[str] = []
     result = place_novel_task_from_records(recs, NOVEL, base, budget=8, solver="highs",
-                                           max_order=2)
+                                           max_order=2, log=notes.append)
     assert result.best_sources(1) in (["normal"], ["normal+reshading"])
+    # a handful of candidates against the paper's dozens per target: each weighs far more
+    warning = candidate_scale_warning(base, NOVEL, len(result.ranking))
+    assert warning in notes and "Record transfers into it from more sources" in warning
+    assert candidate_scale_warning(base, NOVEL, 80) is None
     assert NOVEL in result.placement.solution.edges
     assert len(result.placement.solution.edges) == len(base.targets()) + 1
 
