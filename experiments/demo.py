@@ -691,7 +691,7 @@ def sanity_checks(records: Sequence[Any], tasks: Sequence[str],
     """The paper's sanity facts on task runs and first-order results.
 
     - (with ``constants``) every task network beats the best constant prediction of its task
-      significantly: a network that does not has learned nothing its transfers could read;
+      significantly: a network that does not beat it has learned nothing its transfers could read;
     - depth_zbuffer and depth_euclidean rank each other in their top 2;
     - normal and reshading rank each other in their top 2;
     - every target's best source beats ``random``.
