@@ -234,3 +234,17 @@ def test_an_interrupted_stage_keeps_its_time(tmp_path: Path) -> None:
     stage = json.loads((tmp_path / "d" / "demo.json").read_text())["stages"]["transfers"]
     assert stage["last"] == "done" and stage["seconds"] >= stage["last_seconds"] >= 0
     assert demo.result.stages["transfers"]["last"] == "done"
+
+
+def test_quick_demo_shows_failed_checks_without_failing(monkeypatch: pytest.MonkeyPatch,
+                                                        tmp_path: Path,
+                                                        capsys: pytest.CaptureFixture[str]
+                                                        ) -> None:
+    import taskonomy.experiments.demo as demo
+    from taskonomy.experiments.cli import main
+
+    failed = demo.DemoResult(tmp_path, QUICK, sanity=[demo.SanityCheck("x", False, "")])
+    monkeypatch.setattr(demo, "run_demo", lambda *args, **kwargs: failed)
+    assert main(["demo", "--quick", "--out", str(tmp_path)]) == 0
+    assert "shown, not required" in capsys.readouterr().err
+    assert main(["demo", "--out", str(tmp_path)]) == 1  # the default demo's checks count

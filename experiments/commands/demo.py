@@ -27,7 +27,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    """Run the demo; exit status 1 when a sanity check fails."""
+    """Run the demo; exit status 1 when a sanity check fails (``--quick``: shown only)."""
     from rich.console import Console
 
     from taskonomy.experiments.demo import QUICK, DemoError, run_demo
@@ -53,4 +53,9 @@ def run(args: argparse.Namespace) -> int:
                                    f"run the same command again to continue ({args.out})")
         return 130
     failed = [c for c in result.sanity if not c.passed]
+    if failed and args.quick:
+        # A handful of steps on 2 test buildings checks the pipeline, not the science.
+        Console(stderr=True).print("[yellow]note:[/] --quick trains for a handful of steps on "
+                                   "2 test buildings: its sanity checks are shown, not required")
+        return 0
     return 1 if failed else 0
