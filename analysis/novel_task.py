@@ -84,7 +84,7 @@ def candidate_scale_warning(base: AffinityTable, task: str, candidates: int) -> 
     """
     sizes = [len(base.candidates(t)) for t in base.targets()]
     mean = sum(sizes) / len(sizes) if sizes else 0.0
-    if not sizes or candidates >= mean / 2:
+    if not sizes or candidates <= 0 or candidates >= mean / 2:
         return None
     return (f"warning: the novel task {task!r} has {candidates} candidates against a mean of "
             f"{mean:.0f} per base target; its affinities sum to 1 over fewer candidates, so "

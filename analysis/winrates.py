@@ -114,6 +114,8 @@ def win_margin(losses_a: ArrayLike, losses_b: ArrayLike,
 
 #: Clusters up to which :func:`sign_flip_p_value` enumerates every flip (2**16 sums).
 _EXACT_CLUSTERS = 16
+#: Flip signs drawn at once by :func:`sign_flip_p_value` (int64: 32 MiB).
+_FLIP_ELEMENTS = 4 * 1024 * 1024
 
 
 def sign_flip_p_value(losses_a: ArrayLike, losses_b: ArrayLike,
@@ -146,8 +148,11 @@ def sign_flip_p_value(losses_a: ArrayLike, losses_b: ArrayLike,
         totals = (1 - 2 * bits) @ sums
         return float(np.mean(np.abs(totals) >= observed))
     rng = np.random.default_rng(seed)
-    flips = rng.integers(0, 2, size=(draws, n_groups), dtype=np.int8) * 2 - 1
-    extreme = int(np.sum(np.abs(flips.astype(np.int64) @ sums) >= observed))
+    extreme = 0
+    chunk = max(1, _FLIP_ELEMENTS // n_groups)  # bounded memory with many clusters
+    for start in range(0, draws, chunk):
+        flips = rng.integers(0, 2, size=(min(chunk, draws - start), n_groups), dtype=np.int64)
+        extreme += int(np.sum(np.abs((1 - 2 * flips) @ sums) >= observed))
     return (extreme + 1) / (draws + 1)  # the observed flip counts as one draw
 
 

@@ -127,6 +127,14 @@ def test_a_gan_run_counts_its_milestone_in_generator_steps() -> None:
     gan = build_task("depth_zbuffer", **TINY, gan=True, gan_warmup_steps=100, lr_milestone=0.67)
     plain = build_task("depth_zbuffer", **TINY, lr_milestone=0.67)
     for model in (gan, plain):
-        model._trainer = SimpleNamespace(estimated_stepping_batches=400)  # type: ignore[assignment]
+        model._trainer = SimpleNamespace(  # type: ignore[assignment]
+            estimated_stepping_batches=400, max_steps=400)
     assert gan._scheduler_steps() == 250  # 100 warm-up + 150 batches of two steps
     assert plain._scheduler_steps() == 400
+    # bounded by epochs, Lightning's estimate counts batches: generator steps already
+    gan._trainer = SimpleNamespace(  # type: ignore[assignment]
+        estimated_stepping_batches=120, max_steps=-1)
+    assert gan._scheduler_steps() == 120
+    gan._trainer = SimpleNamespace(  # type: ignore[assignment]
+        estimated_stepping_batches=120, max_steps=400)  # the epochs end it first
+    assert gan._scheduler_steps() == 120

@@ -254,3 +254,6 @@ def test_a_time_limit_without_a_solution_is_one_line_and_a_sweep_point(capsys, m
     problem = build_problem(load_affinities("paper-2018"), max_order=1)
     points = budget_sweep(problem, [2, 3], solver="highs", time_limit=0.001)
     assert [(p.status, p.solution) for p in points] == [("time_limit", None)] * 2
+    code, out, _ = _run(capsys, "--affinities", "paper-2018", "--budget-sweep", "2..3",
+                        "--solver", "highs", "--time-limit", "0.001", "--max-order", "1")
+    assert code == 0 and out.count("no solution within --time-limit") == 2

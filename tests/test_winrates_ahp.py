@@ -286,6 +286,8 @@ def test_sign_flip_test_is_exact_over_few_clusters_and_holds_its_level():
         x, y = scene + rng.normal(0, 1, 360), rng.normal(0, 1, 360)  # same law, own images
         rejected += sign_flip_p_value(x, y, clusters, draws=2000) < 0.05
     assert rejected / 200 < 0.1
+    # every image its own cluster (many of them): random flips in bounded blocks
+    assert sign_flip_p_value(np.zeros(3000), np.ones(3000), draws=1000) == pytest.approx(1 / 1001)
     with pytest.raises(ValueError, match="finite"):
         sign_flip_p_value([0.0, np.nan], [1.0, 1.0])
 

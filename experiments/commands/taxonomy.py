@@ -187,8 +187,11 @@ def _run_sweep(args: argparse.Namespace, table: AffinityTable, problem: Any,
         summary.add_column(column, justify="right" if column != "status" else "left")
     for point, row in zip(points, frame.to_dict("records"), strict=True):
         if point.solution is None:
-            summary.add_row(f"{point.budget:g}", f"infeasible (needs ≥ {point.min_budget:g})",
-                            *[""] * 6)
+            status = (f"infeasible (needs ≥ {point.min_budget:g})"
+                      if point.status == "infeasible" and point.min_budget is not None
+                      else "no solution within --time-limit" if point.status == "time_limit"
+                      else point.status)
+            summary.add_row(f"{point.budget:g}", status, *[""] * 6)
             continue
         summary.add_row(f"{point.budget:g}", point.status, f"{row['objective']:.4f}",
                         _fmt(row["mean_quality"]), _fmt(row["mean_gain"]),

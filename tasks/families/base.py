@@ -372,14 +372,18 @@ class TaskModule(L.LightningModule):
     def _scheduler_steps(self) -> float:
         """The LR scheduler's steps in the run: one per generator step.
 
-        Lightning's estimate counts a cGAN's discriminator steps too (two optimizer steps per
-        batch after the warm-up); a fraction of it would put the drop late, or past the end.
+        Under a cGAN, ``trainer.max_steps`` counts the discriminator's steps too (two optimizer
+        steps per batch after the warm-up), while an epoch bound counts batches, i.e. generator
+        steps. Lightning's estimate is the smaller of the two bounds as it counts them; a
+        fraction of it would put the drop late, or past the end.
         """
         total = run_steps(self._trainer)
-        warmup = int(self.hparams["gan_warmup_steps"])
-        if self.discriminator is None or not math.isfinite(total) or total <= warmup:
+        max_steps = int(getattr(self._trainer, "max_steps", -1))
+        if self.discriminator is None or max_steps < 0:
             return total
-        return (total + warmup) / 2
+        warmup = int(self.hparams["gan_warmup_steps"])
+        by_steps = max_steps if max_steps <= warmup else (max_steps + warmup) / 2
+        return min(total, by_steps)
 
     def generator_steps(self) -> int:
         """Generator steps taken so far (the authors' step count of the cGAN schedule).
