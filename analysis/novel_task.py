@@ -13,7 +13,6 @@ targets.
 
 from __future__ import annotations
 
-import sys
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
@@ -23,6 +22,7 @@ from taskonomy.analysis.affinities import AffinityResult, compute_affinities
 from taskonomy.analysis.affinity_table import AffinityTable
 from taskonomy.analysis.records import RunRecord
 from taskonomy.analysis.taxonomy import DEFAULT_MAX_ORDER, NovelPlacement, place_novel_task
+from taskonomy.solvers import print_note
 
 
 @dataclass(frozen=True)
@@ -69,10 +69,6 @@ def merge_target(base: AffinityTable, addition: AffinityTable, task: str) -> Aff
     frame = pd.concat([base.frame, rows], ignore_index=True)
     keep = [c for c in frame.columns if c in rows.columns and c in base.frame.columns]
     return AffinityTable.from_frame(frame[keep])
-
-
-def _stderr(message: str) -> None:
-    print(message, file=sys.stderr)
 
 
 def candidate_scale_warning(base: AffinityTable, task: str, candidates: int) -> str | None:
@@ -142,7 +138,7 @@ def place_novel_task_from_records(records: Sequence[RunRecord], task: str,
     chosen = None if targets is None else [t for t in targets if t != task]
     warning = candidate_scale_warning(base, task, len(analysis.tournaments[task].candidates))
     if warning:
-        (log or _stderr)(warning)
+        (log or print_note)(warning)
     placement = place_novel_task(table, task, budget, targets=chosen, solver=solver,
                                  max_order=max_order, log=log)
     return NovelTaskResult(task, ranking, tuple(unknown), table, placement, analysis)

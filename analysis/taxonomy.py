@@ -11,7 +11,6 @@ supervision.
 from __future__ import annotations
 
 import math
-import sys
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -31,14 +30,10 @@ from taskonomy.solvers import (
     NoSolutionInTimeError,
     TaxonomyProblem,
     TaxonomySolution,
+    print_note,
     smallest_feasible_budget,
     solve,
 )
-
-
-def _stderr(message: str) -> None:
-    print(message, file=sys.stderr)
-
 
 #: Default highest transfer order (the paper's).
 DEFAULT_MAX_ORDER = 4
@@ -208,7 +203,7 @@ def budget_sweep(problem: TaxonomyProblem, budgets: Iterable[float], *, solver: 
     def note(message: str) -> None:  # solve() speaks only to say it falls back to HiGHS
         nonlocal fell_back
         fell_back = True
-        (log or _stderr)(message)
+        (log or print_note)(message)
 
     for budget in budgets:
         try:

@@ -138,7 +138,12 @@ def sign_flip_p_value(losses_a: ArrayLike, losses_b: ArrayLike,
     Raises:
         ValueError: As :func:`win_margin`.
     """
-    signs, group, n_groups = _signs_and_clusters(losses_a, losses_b, clusters)
+    return _sign_flip(*_signs_and_clusters(losses_a, losses_b, clusters), draws=draws,
+                      seed=seed)
+
+
+def _sign_flip(signs: NDArray[np.float64], group: NDArray[np.intp], n_groups: int, *,
+               draws: int = 2**16, seed: int = 0) -> float:
     sums = np.rint(np.bincount(group, weights=signs, minlength=n_groups)).astype(np.int64)
     observed = abs(int(sums.sum()))
     if observed == 0:
@@ -163,8 +168,8 @@ def significantly_better(losses_a: ArrayLike, losses_b: ArrayLike,
     ``a`` wins more images than it loses, and :func:`sign_flip_p_value` (two-sided) is below
     ``1 − level``.
     """
-    signs, _, _ = _signs_and_clusters(losses_a, losses_b, clusters)
-    return bool(signs.sum() > 0) and sign_flip_p_value(losses_a, losses_b, clusters) < 1 - level
+    signs, group, n_groups = _signs_and_clusters(losses_a, losses_b, clusters)
+    return bool(signs.sum() > 0) and _sign_flip(signs, group, n_groups) < 1 - level
 
 
 @dataclass(frozen=True)

@@ -529,6 +529,7 @@ class Demo:
 
         Each is fitted once per task run and kept in ``OUT/constant_baselines.json``.
         """
+        from taskonomy.analysis.records import latest_task_runs
         from taskonomy.experiments.train import task_model
         from taskonomy.tasks.constant_baseline import constant_baseline
 
@@ -538,7 +539,7 @@ class Demo:
         except json.JSONDecodeError:
             stored = {}
         stored = stored if isinstance(stored, dict) else {}
-        runs = {task: r for task, r in _task_runs(records).items()
+        runs = {task: r for task, r in latest_task_runs(records).items()
                 if task in SANITY_TASKS and task in self.settings.tasks}
         found: dict[str, dict[str, float]] = {}
         kept: dict[str, Any] = {}
@@ -648,25 +649,15 @@ def _rivals(tournament: Any, ranking: Sequence[str], name: str) -> list[str]:
     return [other for other in ranking if other != name and _beats(tournament, other, name)]
 
 
-def _task_runs(records: Sequence[Any]) -> dict[str, Any]:
-    """The latest finished task run of each task."""
-    from taskonomy.analysis.records import recency
-
-    runs: dict[str, Any] = {}
-    for record in sorted((r for r in records if r.role == "task" and r.status == "finished"),
-                         key=recency):
-        runs[record.target] = record
-    return runs
-
-
 def _beats_constant(records: Sequence[Any], constants: Mapping[str, Mapping[str, float]]
                     ) -> SanityCheck:
     """Every task network's test losses against its best constant prediction's."""
     import numpy as np
 
+    from taskonomy.analysis.records import latest_task_runs
     from taskonomy.analysis.winrates import significantly_better
 
-    runs = _task_runs(records)
+    runs = latest_task_runs(records)
     failed: list[str] = []
     passed: list[str] = []
     for task, constant in sorted(constants.items()):

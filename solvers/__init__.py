@@ -4,7 +4,7 @@ This package imports nothing else of the suite: a problem is built from plain na
 (see :mod:`taskonomy.analysis.taxonomy` for building one from an affinity table).
 """
 
-from taskonomy.solvers.api import SOLVERS, smallest_feasible_budget, solve
+from taskonomy.solvers.api import SOLVERS, print_note, smallest_feasible_budget, solve
 from taskonomy.solvers.brute_force import solve_brute_force
 from taskonomy.solvers.gurobi import gurobi_available
 from taskonomy.solvers.problem import (
@@ -27,6 +27,7 @@ __all__ = [
     "TaxonomyProblem",
     "TaxonomySolution",
     "gurobi_available",
+    "print_note",
     "smallest_feasible_budget",
     "solve",
     "solve_brute_force",

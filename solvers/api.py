@@ -15,7 +15,8 @@ from taskonomy.solvers.problem import SolverUnavailableError, TaxonomyProblem, T
 SOLVERS = ("auto", "highs", "gurobi", "brute_force")
 
 
-def _stderr(message: str) -> None:
+def print_note(message: str) -> None:
+    """Print a one-line solver note to standard error (the default ``log`` of the solves)."""
     print(message, file=sys.stderr)
 
 
@@ -39,7 +40,7 @@ def solve(problem: TaxonomyProblem, solver: str = "auto", *, time_limit: float |
         NoSolutionInTimeError: If the time limit stopped the backend before any solution.
         InfeasibleBudgetError: If the budget is too small; it names the smallest feasible one.
     """
-    emit = log or _stderr
+    emit = log or print_note
     if solver not in SOLVERS:
         raise ValueError(f"unknown solver {solver!r}; valid: {', '.join(SOLVERS)}")
     if time_limit is not None and not (math.isfinite(time_limit) and time_limit > 0):
