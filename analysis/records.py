@@ -340,6 +340,10 @@ def network_setting(record: RunRecord) -> tuple[Any, Any]:
     return model.get("resolution"), model.get("encoder")
 
 
+#: Config key of a finished task run's record holding its encoder's weight fingerprint.
+ENCODER_FINGERPRINT_KEY = "encoder_fingerprint"
+
+
 def latest_task_runs(records: Iterable[RunRecord], *, resolution: Any = None,
                      encoder: Any = None) -> dict[str, RunRecord]:
     """The latest finished task run of each task (the sources transfers read).
@@ -409,9 +413,33 @@ def stale_sources(record: RunRecord, latest: Mapping[str, RunRecord]
     for task, source in sorted(used.items()):
         run_id = source.get("run_id") if isinstance(source, dict) else None
         now = latest.get(task)
-        if run_id and now is not None and now.run_id != run_id:
+        if not run_id or now is None:
+            continue
+        if now.run_id != run_id:
             stale.append((task, str(run_id), now.run_id))
+            continue
+        # The same run trained further in place (``--run_id`` with more steps): its weights
+        # changed under the same id. Compared only where both sides recorded a fingerprint.
+        was, is_now = str(source.get("fingerprint") or ""), encoder_fingerprint(now)
+        if was and is_now and was != is_now:
+            stale.append((task, f"{run_id} (weights {_short(was)})",
+                          f"{run_id} (weights {_short(is_now)}, trained further)"))
     return stale
+
+
+def encoder_fingerprint(record: RunRecord) -> str:
+    """The fingerprint of a finished task run's encoder weights; ``""`` where not recorded.
+
+    Task runs record it (``config.encoder_fingerprint``) when they finish, and transfers record
+    the fingerprint of the weights they loaded, so a task run trained further under the same
+    run id makes its transfers stale.
+    """
+    value = record.config.get(ENCODER_FINGERPRINT_KEY) if record.role == "task" else None
+    return value if isinstance(value, str) else ""
+
+
+def _short(fingerprint: str) -> str:
+    return fingerprint.rpartition(":")[2][:8]
 
 
 def read_records(runs_dir: str | os.PathLike[str]) -> list[RunRecord]:

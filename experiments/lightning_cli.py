@@ -54,7 +54,13 @@ from lightning.pytorch.callbacks import Callback, ModelCheckpoint, ProgressBar, 
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
 from lightning.pytorch.loggers import Logger, WandbLogger
 
-from taskonomy.analysis.records import RunRecord, read_record, record_path, write_record
+from taskonomy.analysis.records import (
+    ENCODER_FINGERPRINT_KEY,
+    RunRecord,
+    read_record,
+    record_path,
+    write_record,
+)
 from taskonomy.datamodules.datamodule import SkippedSamplesCallback, TaskonomyDataModule
 from taskonomy.experiments.sweep_files import WANDB_PROJECT
 from taskonomy.tasks.specs import metric_key
@@ -454,6 +460,13 @@ class TaskonomyCLI(LightningCLI):
         """
         return None if checkpoint is None else str(Path(checkpoint).resolve())
 
+    def finished_config(self, model: L.LightningModule) -> dict[str, Any]:
+        """Config entries a finished run adds to its record, known only after testing.
+
+        None here; task runs add their encoder's weight fingerprint.
+        """
+        return {}
+
     def best_checkpoint(self) -> str | None:
         """The checkpoint to test.
 
@@ -489,9 +502,11 @@ class TaskonomyCLI(LightningCLI):
 
         def setting(config: dict[str, Any]) -> dict[str, Any]:
             # Left out: where it resumed from, the source runs found (a retrained source makes
-            # a stale transfer, which `sweep run --redo-stale` handles), and class weights that
-            # fitting resolves (`auto` or a file becomes the list).
-            out = {k: v for k, v in config.items() if k not in ("ckpt_path", "source_runs")}
+            # a stale transfer, which `sweep run --redo-stale` handles), what testing added,
+            # where the task overrides file lies (its values are in the config), and class
+            # weights that fitting resolves (`auto` or a file becomes the list).
+            out = {k: v for k, v in config.items() if k not in (
+                "ckpt_path", "source_runs", ENCODER_FINGERPRINT_KEY, "task_overrides")}
             model = out.get("model")
             if isinstance(model, dict) and "class_weights" in model:
                 out["model"] = {**model, "class_weights": None}
@@ -537,6 +552,9 @@ class TaskonomyCLI(LightningCLI):
                     f"run {self.run_id!r}: the test split gave no per-image losses; check that "
                     "the datamodule has a test split with samples"
                 )
+            extra = self.finished_config(model)
+            if extra:
+                record = dataclasses.replace(record, config={**record.config, **extra})
             record = record.finished(metrics=metrics, per_image_losses=losses,
                                      checkpoint=self._record_checkpoint(checkpoint))
             self._write(record)

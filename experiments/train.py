@@ -23,12 +23,12 @@ from typing import Any
 import lightning as L
 import torch
 import yaml
-from jsonargparse.typing import Path_fr
 from lightning.pytorch.callbacks import Callback
 from lightning.pytorch.cli import LightningArgumentParser
 from lightning.pytorch.utilities import rank_zero_only
 from rich.progress import Progress
 
+from taskonomy.analysis.records import ENCODER_FINGERPRINT_KEY
 from taskonomy.datamodules.datamodule import (
     ShardStream,
     SkipCounter,
@@ -47,7 +47,10 @@ from taskonomy.tasks.families.base import (
 )
 from taskonomy.tasks.losses import class_balancing_weights
 from taskonomy.tasks.registry import get_spec
+from taskonomy.tasks.representations import weights_fingerprint
 
+#: The packaged configs (``task_overrides`` paths are also looked up here).
+CONFIGS_DIR = Path(__file__).parent / "configs"
 #: Training samples (views) whose labels ``class_weights: auto`` counts at most: enough for a
 #: stable class distribution, while the real 4M-image split is never read whole.
 CLASS_COUNT_SAMPLES = 1024
@@ -287,6 +290,29 @@ def _announce(message: str) -> None:
     print(message, flush=True)
 
 
+def find_task_overrides(path: str | Path, config_dirs: Sequence[Path] = ()) -> Path:
+    """The task-overrides file a config names.
+
+    A relative path is tried beside the config files (the latest first), in the working
+    directory, then among the packaged configs. The config keeps the path as written, so the
+    saved ``config.yaml`` of a run (in its run folder) finds ``tasks/cpu_exceptions.yaml`` too,
+    and the run id does not depend on where the suite is installed.
+
+    Raises:
+        FileNotFoundError: No such file in any of those places (they are listed).
+    """
+    given = Path(path).expanduser()
+    places = [given] if given.is_absolute() else [
+        *(d / given for d in reversed(config_dirs)), Path.cwd() / given, CONFIGS_DIR / given]
+    for place in places:
+        if place.is_file():
+            return place
+    raise FileNotFoundError(
+        f"task_overrides file {str(path)!r} not found (looked in: "
+        f"{', '.join(str(p) for p in dict.fromkeys(places))}); give an existing YAML file or "
+        "--task_overrides=null")
+
+
 def load_task_overrides(path: str | Path) -> dict[str, dict[str, dict[str, Any]]]:
     """Read a task-overrides YAML file: ``{task: {section: {key: value}}}``.
 
@@ -360,9 +386,12 @@ class TrainCLI(TaskonomyCLI):
         """Run arguments, plus the links model.task → data.tasks, model.resolution → data."""
         super().add_arguments_to_parser(parser)
         parser.add_argument(
-            "--task_overrides", type=Path_fr | None, default=None,
+            "--task_overrides", type=str | None, default=None,
             help="YAML file mapping task names to config values that replace the parsed ones "
-                 "for that task (the paper's per-task batch sizes, weight decays, LR schedules).")
+                 "for that task (the paper's per-task batch sizes, weight decays, LR schedules). "
+                 "A relative path is looked up beside the --config files, in the working "
+                 "directory, then among the packaged configs, so a run's saved config.yaml "
+                 "works from any folder.")
         parser.link_arguments("model.task", "data.tasks", compute_fn=_as_task_list)
         parser.link_arguments("model.resolution", "data.resolution")
 
@@ -386,14 +415,20 @@ class TrainCLI(TaskonomyCLI):
     def before_instantiate_classes(self) -> None:
         """Apply the task's entry of ``task_overrides``, then fix the run id and folder.
 
+        The run id hashes the ``task_overrides`` path as written; the config then keeps it
+        absolute (:func:`find_task_overrides`), unless it is a packaged one.
+
         A key the user set on the command line keeps the user's value (e.g.
         ``--model.class_weights=[...]`` or ``--data.batch_size=...`` beside a task exception).
         """
+        found: Path | None = None
         if self.subcommand is not None:
             namespace = self.config[self.subcommand]
             path = namespace.get("task_overrides")
             if path is not None:
-                apply_task_overrides(namespace, load_task_overrides(path.absolute),
+                found = find_task_overrides(path, [Path(str(getattr(c, "absolute", c))).parent
+                                                   for c in namespace.get("config") or []])
+                apply_task_overrides(namespace, load_task_overrides(found),
                                      getattr(self, "explicit_keys", set()))
             model = namespace.get("model")
             weights = model.get("class_weights") if model is not None else None
@@ -402,10 +437,25 @@ class TrainCLI(TaskonomyCLI):
                 # record (transfers and `self` baselines read them from there).
                 model["class_weights"] = load_class_weights(weights)
         super().before_instantiate_classes()
+        if found is not None and found.resolve() != (CONFIGS_DIR / str(path)).resolve():
+            # The run id hashed the path as written. The saved config.yaml and the record get
+            # one that resolves from the run folder too (a packaged file keeps its short name:
+            # it is found among the packaged configs from anywhere).
+            namespace["task_overrides"] = str(found.resolve())
 
     def default_callbacks(self) -> list[Callback]:
         """Skipped-sample counts and per-task prediction panels."""
         return [*super().default_callbacks(), PredictionPanels()]
+
+    def finished_config(self, model: L.LightningModule) -> dict[str, Any]:
+        """The fingerprint of the tested encoder weights (those transfers will load).
+
+        A transfer records the fingerprint of the weights it read, so a run trained further
+        under the same run id later is told apart (its transfers become stale).
+        """
+        if not isinstance(model, TaskModule):
+            return {}
+        return {ENCODER_FINGERPRINT_KEY: weights_fingerprint(model.encoder)}
 
     def prepare_fit(self, model: L.LightningModule, datamodule: Any,
                     ckpt_path: str | None) -> None:

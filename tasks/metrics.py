@@ -387,15 +387,32 @@ def eval_loss_means() -> nn.ModuleDict:
     return nn.ModuleDict({"val": MeanMetric(), "test": MeanMetric()})
 
 
-def log_eval_loss(module: Any, stage: str, loss: torch.Tensor, size: int) -> None:
+def labelled_images(task_batch: dict[str, Any], size: int) -> int:
+    """How many images of a batch have at least one labelled element (all without a mask).
+
+    The weight of the batch's mean loss in the epoch's: a batch of images without any valid
+    label contributes a loss of 0 that says nothing about the network.
+    """
+    mask = task_batch.get("mask") if isinstance(task_batch, dict) else None
+    if not isinstance(mask, torch.Tensor) or mask.ndim == 0 or mask.shape[0] != size:
+        return size
+    return int((mask.reshape(size, -1) > 0).any(dim=1).sum())
+
+
+def log_eval_loss(module: Any, stage: str, loss: torch.Tensor, size: int,
+                  weight: int | None = None) -> None:
     """Log a ``val``/``test`` batch loss through ``module.loss_means`` (:func:`eval_loss_means`).
 
     Args:
         module: The LightningModule; it holds ``loss_means``.
         stage: ``val`` or ``test``.
         loss: The batch's mean loss.
-        size: The batch size (the weight of the batch in the epoch's mean).
+        size: The batch size.
+        weight: The weight of the batch in the epoch's mean: its images with any label
+            (:func:`labelled_images`); the batch size if not given.
     """
     mean = cast(Metric, module.loss_means[stage])
-    mean.update(loss.detach().float(), weight=size)
+    weight = size if weight is None else weight
+    if weight > 0:
+        mean.update(loss.detach().float(), weight=weight)
     module.log(metric_key(stage, "loss"), mean, on_epoch=True, prog_bar=True, batch_size=size)

@@ -47,6 +47,7 @@ from torch import nn
 from torchmetrics import Metric
 
 from taskonomy.analysis.records import (
+    ENCODER_FINGERPRINT_KEY,
     RunRecord,
     latest_task_runs,
     network_setting,
@@ -74,7 +75,7 @@ from taskonomy.tasks.families.base import (
     uses_class_weights,
 )
 from taskonomy.tasks.losses import Reduction
-from taskonomy.tasks.metrics import eval_loss_means, log_eval_loss
+from taskonomy.tasks.metrics import eval_loss_means, labelled_images, log_eval_loss
 from taskonomy.tasks.networks.encoders import (
     ENCODERS,
     REPRESENTATION_CHANNELS,
@@ -536,11 +537,14 @@ class TransferTask(L.LightningModule):
         self.network_checkpoint: str | None = None
         #: The task run of that network (``self`` baseline only).
         self.network_run: str | None = None
+        #: Its encoder's weight fingerprint (``self`` baseline only).
+        self.network_fingerprint = ""
         if kind == "self":
             record = find_task_runs(cast(str, runs), [target], resolution=resolution,
                                     encoder=encoder)[target]
             self.network_run = record.run_id
             self.network = self._load_task_network(record, cast(str, runs))
+            self.network_fingerprint = weights_fingerprint(self.network.encoder)
             loss_module: TaskModule = self.network
             self.head: nn.Module = nn.Identity()
         else:
@@ -871,7 +875,7 @@ class TransferTask(L.LightningModule):
         loss = self._loss(prediction, batch, "mean", keys)
         self._check_finite(loss, stage)
         size = prediction.shape[0]
-        log_eval_loss(self, stage, loss, size)
+        log_eval_loss(self, stage, loss, size, labelled_images(self._task_batch(batch), size))
         metrics = self.val_metrics if stage == "val" else self.test_metrics
         for name, module in metrics.items():
             metric = cast(Metric, module)
@@ -982,10 +986,11 @@ class TransferTask(L.LightningModule):
     def source_runs(self) -> dict[str, dict[str, str]]:
         """Each frozen source's task run and weight fingerprint, by source task.
 
-        For the ``self`` baseline, the target's task run it evaluates (no fingerprint).
+        For the ``self`` baseline, the target's task run it evaluates (and its encoder's).
         """
         if self.network_run is not None:
-            return {self.target: {"run_id": self.network_run, "fingerprint": ""}}
+            return {self.target: {"run_id": self.network_run,
+                                  "fingerprint": self.network_fingerprint}}
         return {cast(FrozenSource, source).spec.name: {
                     "run_id": cast(FrozenSource, source).run_id,
                     "fingerprint": cast(FrozenSource, source).fingerprint}
@@ -1059,8 +1064,10 @@ def register_task_run(module: TaskModule, runs_dir: str | os.PathLike[str], *,
     torch.save({"state_dict": module.state_dict(), "hyper_parameters": dict(module.hparams)},
                buffer)
     atomic_write_bytes(folder / checkpoint, buffer.getvalue())
+    config = {"model": dict(module.hparams),
+              ENCODER_FINGERPRINT_KEY: weights_fingerprint(module.encoder)}
     record = RunRecord(run_id=run_id, role="task", target=task, regime=regime,
-                       config={"model": dict(module.hparams)}).finished(
+                       config=config).finished(
         metrics=metrics or {}, per_image_losses=per_image_losses or {},
         checkpoint=str(checkpoint))
     write_record(record, runs_dir)

@@ -127,5 +127,7 @@ def test_self_baseline_cli_tests_without_training(runs: Path, tiny_shards: Path,
     assert record.checkpoint is not None and record.checkpoint.endswith("last.ckpt")
     assert not (runs / "self-normal" / "checkpoints").exists()  # nothing was trained
     # The task run it evaluated, so a retrained target flags this baseline as stale.
-    task_run = next(runs.glob("task__normal__*")).name
-    assert record.config["source_runs"] == {"normal": {"run_id": task_run, "fingerprint": ""}}
+    # (and its weights, so one trained further under the same run id does too).
+    task_run = read_record(next(runs.glob("task__normal__*")) / "record.json")
+    assert record.config["source_runs"] == {"normal": {
+        "run_id": task_run.run_id, "fingerprint": task_run.config["encoder_fingerprint"]}}

@@ -235,6 +235,28 @@ def test_bf16_mixed_training_step_on_cpu() -> None:
     assert out.shape == (2, 18) and torch.isfinite(out.float()).all()
 
 
+def test_dense_outputs_keep_full_precision_under_bf16_autocast() -> None:
+    # bf16 would round log depth (in [0.5, 0.8]) to steps of 2**-8: a floor on the loss.
+    model = build_task("depth_zbuffer", **TINY)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        out = model(fake_batch(model.spec, 2, 32)["depth_zbuffer"]["input"])
+    assert out.dtype == torch.float32
+
+
+def test_eval_loss_weighs_batches_by_their_labelled_images() -> None:
+    # A batch of images without any label adds a loss of 0 that says nothing of the network.
+    model = build_task("class_object", **TINY).eval()
+    unlabelled = fake_batch(model.spec, 4, 32, seed=1)
+    unlabelled["class_object"]["mask"] = torch.zeros(4)
+    labelled = fake_batch(model.spec, 4, 32, seed=2)
+    labelled["class_object"]["mask"] = torch.tensor([1.0, 1.0, 1.0, 0.0])
+    with torch.no_grad():
+        expected = model.compute_loss(model(labelled["class_object"]["input"]),
+                                      labelled["class_object"], "mean")
+    result = _trainer().validate(model, _loader([unlabelled, labelled]), verbose=False)[0]
+    assert result["val/loss"] == pytest.approx(float(expected), rel=1e-5)
+
+
 def test_encode_and_fresh_heads_for_transfers() -> None:
     model = build_task("fixated_pose", **TINY).eval()
     views = torch.randn(2, 2, 3, 32, 32)

@@ -84,6 +84,10 @@ def test_run_leaves_a_finished_record_keyed_by_test_shard_keys(wandb_run: Path,
     assert torch.load(checkpoint, map_location="cpu", weights_only=False)["global_step"] == 4
     assert (wandb_run / record.run_id / "checkpoints" / "last.ckpt").is_file()
     assert (wandb_run / record.run_id / "config.yaml").is_file()
+    # The fingerprint of the tested encoder is that of the weights transfers load from it.
+    from taskonomy.tasks.transfer import load_source
+    assert record.config["encoder_fingerprint"] == load_source(
+        record, wandb_run, resolution=32).fingerprint
 
 
 @pytest.mark.wandb
@@ -275,3 +279,46 @@ def test_a_run_bounded_by_steps_shows_its_epoch_without_a_total(
     assert taskonomy_main(args) == 0
     out = capsys.readouterr().out
     assert "Epoch 1 " in out and "/-2" not in out  # Lightning's bar: "Epoch 1/-2"
+
+
+def test_task_overrides_are_found_beside_the_config_then_among_the_packaged_configs(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from taskonomy.experiments.train import CONFIGS_DIR, find_task_overrides
+
+    monkeypatch.chdir(tmp_path)
+    packaged = find_task_overrides("tasks/cpu_exceptions.yaml")
+    assert packaged == CONFIGS_DIR / "tasks" / "cpu_exceptions.yaml"
+    beside = tmp_path / "mine" / "tasks" / "cpu_exceptions.yaml"
+    beside.parent.mkdir(parents=True)
+    beside.write_text("{}\n")
+    assert find_task_overrides("tasks/cpu_exceptions.yaml", [tmp_path / "mine"]) == beside
+    with pytest.raises(FileNotFoundError, match="'nope.yaml' not found .*--task_overrides=null"):
+        find_task_overrides("nope.yaml", [tmp_path / "mine"])
+
+
+def test_a_runs_saved_config_runs_from_any_folder(tiny_shards: Path, tmp_path: Path,
+                                                  monkeypatch: pytest.MonkeyPatch,
+                                                  capsys: pytest.CaptureFixture[str]) -> None:
+    # Its task_overrides path is kept as written (relative to the config that named it): the
+    # run's own config.yaml, in the run folder, must still find it.
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    configs = tmp_path / "configs"
+    (configs / "tasks").mkdir(parents=True)
+    (configs / "tasks" / "exceptions.yaml").write_text("normal: {model: {lr: 0.002}}\n")
+    config = yaml.safe_load(tiny_config(configs, tiny_shards).read_text())
+    (configs / "tiny.yaml").write_text(yaml.safe_dump(
+        {**config, "task_overrides": "tasks/exceptions.yaml"}))
+    runs = tmp_path / "runs"
+    args = ["train", "fit", "--model.task=normal", f"--runs_dir={runs}",
+            "--trainer.logger=false"]
+    assert taskonomy_main([*args[:2], "--config", str(configs / "tiny.yaml"), *args[2:]]) == 0
+    (record,) = read_records(runs)
+    assert record.config["model"]["lr"] == 0.002
+    # kept absolute (the run id hashed it as written); a packaged file keeps its short name
+    assert record.config["task_overrides"] == str(configs / "tasks" / "exceptions.yaml")
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)
+    saved = runs / record.run_id / "config.yaml"
+    assert taskonomy_main([*args[:2], "--config", str(saved), *args[2:]]) == 0
+    assert "is already finished" in capsys.readouterr().out

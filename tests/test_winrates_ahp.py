@@ -253,6 +253,29 @@ def test_transfers_on_a_since_retrained_source_are_named():
         compute_affinities([*recs, new_task])
 
 
+def test_a_source_trained_further_under_its_run_id_makes_its_transfers_stale():
+    from taskonomy.analysis.affinities import stale_transfers
+
+    loss = _losses(np.random.default_rng(3), {"x": 0.0})
+    task = _record("reshading-a", "task", "reshading", (), loss["x"], regime="full")
+    read = {"reshading": {"run_id": "reshading-a", "fingerprint": "weights:0123456789ab"}}
+    transfer = RunRecord.from_dict({
+        **_record("n-r", "transfer", "normal", ("reshading",), loss["x"]).to_dict(),
+        "config": {"source_runs": read}})
+
+    def task_with(fingerprint: str | None) -> RunRecord:
+        config = {} if fingerprint is None else {"encoder_fingerprint": fingerprint}
+        return RunRecord.from_dict({**task.to_dict(), "config": config})
+
+    # Unknown on either side (older records): not stale; same weights: not stale.
+    assert stale_transfers([task_with(None), transfer]) == []
+    assert stale_transfers([task_with("weights:0123456789ab"), transfer]) == []
+    assert [(t, old, now) for _, t, old, now in stale_transfers(
+        [task_with("weights:fedcba987654"), transfer])] == [
+        ("reshading", "reshading-a (weights 01234567)",
+         "reshading-a (weights fedcba98, trained further)")]
+
+
 # ------------------------------------------------------------------------ significance of a win
 def test_win_margin_is_a_sign_test_whose_error_counts_clusters_not_images():
     a = np.zeros(100)

@@ -31,6 +31,7 @@ from taskonomy.tasks.metrics import (
     LOG_DEPTH_TASKS,
     build_metrics,
     eval_loss_means,
+    labelled_images,
     log_eval_loss,
 )
 from taskonomy.tasks.networks.discriminator import Pix2PixDiscriminator
@@ -350,12 +351,13 @@ class TaskModule(L.LightningModule):
                 "rate or check the data for NaN values"
             )
 
-    def _log_loss(self, stage: str, loss: torch.Tensor, size: int) -> None:
+    def _log_loss(self, stage: str, loss: torch.Tensor, size: int,
+                  weight: int | None = None) -> None:
         if stage == "train":
             self.log(metric_key(stage, "loss"), loss, on_step=True, on_epoch=True,
                      prog_bar=True, batch_size=size)
             return
-        log_eval_loss(self, stage, loss, size)
+        log_eval_loss(self, stage, loss, size, weight)
 
     def training_step(self, batch: dict[str, Any], batch_idx: int) -> torch.Tensor | None:
         """One optimization step (manual when the cGAN term is on)."""
@@ -444,7 +446,8 @@ class TaskModule(L.LightningModule):
         per_image = self.compute_loss(prediction, task_batch, "none", keys=keys)
         loss = self.compute_loss(prediction, task_batch, "mean", keys=keys)
         self._check_finite(loss, stage)
-        self._log_loss(stage, loss, prediction.shape[0])
+        size = prediction.shape[0]
+        self._log_loss(stage, loss, size, labelled_images(task_batch, size))
         metrics = self.val_metrics if stage == "val" else self.test_metrics
         for name, module in metrics.items():
             metric = cast(Metric, module)

@@ -100,8 +100,15 @@ class DenseDecoder(nn.Module):
         self.upsampling = 16
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """Decode ``B×C×h×w`` into ``B×out×16h×16w``."""
-        return self.activation(self.output(self.layers(x)))
+        """Decode ``B×C×h×w`` into ``B×out×16h×16w`` (the output layer in fp32).
+
+        Under bf16 autocast the output would be rounded to 8 bits of mantissa: log depth, in
+        [0.5, 0.8], would move in steps of 2⁻⁸ (4 % in metres), a floor no network could beat.
+        The output layer is one cheap convolution, so it runs in full precision.
+        """
+        hidden = self.layers(x)
+        with torch.autocast(hidden.device.type, enabled=False):
+            return self.activation(self.output(hidden.float()))
 
 
 class ColorizationDecoder(nn.Module):
