@@ -8,7 +8,8 @@ dictionary's affinities (a results table of ours, or the shipped paper data) wit
 the others. They are on the base's scale only with about as many candidates as a base target
 has: with fewer, each weighs more in the objective, and a warning says so
 (:func:`candidate_scale_warning`). The taxonomy is then re-solved with the novel task among the
-targets.
+targets. As a source, a novel task needs its transfers ranked against every other candidate of
+each target, which only a joint analysis of all records can do (:func:`source_use_note`).
 """
 
 from __future__ import annotations
@@ -89,6 +90,25 @@ def candidate_scale_warning(base: AffinityTable, task: str, candidates: int) -> 
             "base's scale")
 
 
+def source_use_note(records: Sequence[RunRecord], task: str) -> str | None:
+    """A note when records use the novel task as a source, which the placement cannot weigh.
+
+    A source's affinity into a target comes from its tournament against the target's other
+    candidates on the same test images. Base affinities (the paper's, or a results table) hold
+    no per-image losses, so the novel task joins the taxonomy as a target only; analyzing all
+    records together (``taskonomy analyze runs RUNS``) weighs it as a source too.
+    """
+    used = sorted({r.target for r in records
+                   if r.role == "transfer" and task in r.sources and r.target != task})
+    if not used:
+        return None
+    return (f"note: {len(used)} target(s) ({', '.join(used[:5])}{', …' if len(used) > 5 else ''})"
+            f" have transfers from the novel task {task!r}; the base affinities hold no "
+            "per-image losses to rank it against their other candidates, so this placement "
+            f"uses {task!r} as a target only. To weigh it as a source too, analyze all records "
+            "together (`taskonomy analyze runs RUNS`, with every candidate of those targets)")
+
+
 def place_novel_task_from_records(records: Sequence[RunRecord], task: str,
                                   base: AffinityTable, budget: float, *,
                                   targets: Sequence[str] | None = None, regime: str | None = None,
@@ -137,8 +157,9 @@ def place_novel_task_from_records(records: Sequence[RunRecord], task: str,
     unknown = sorted({s for r in own if r.role == "transfer" for s in r.sources} - known)
     chosen = None if targets is None else [t for t in targets if t != task]
     warning = candidate_scale_warning(base, task, len(analysis.tournaments[task].candidates))
-    if warning:
-        (log or print_note)(warning)
+    for note in (warning, source_use_note(records, task)):
+        if note:
+            (log or print_note)(note)
     placement = place_novel_task(table, task, budget, targets=chosen, solver=solver,
                                  max_order=max_order, log=log)
     return NovelTaskResult(task, ranking, tuple(unknown), table, placement, analysis)

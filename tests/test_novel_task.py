@@ -3,7 +3,11 @@ import pytest
 
 from taskonomy.analysis.affinities import compute_affinities
 from taskonomy.analysis.affinity_table import load_affinities
-from taskonomy.analysis.novel_task import candidate_scale_warning, place_novel_task_from_records
+from taskonomy.analysis.novel_task import (
+    candidate_scale_warning,
+    place_novel_task_from_records,
+    source_use_note,
+)
 from taskonomy.analysis.records import RunRecord
 
 DICTIONARY = ["normal", "depth_zbuffer", "reshading", "edge_texture"]
@@ -92,3 +96,25 @@ def test_novel_task_bad_input():
     moved = [RunRecord.from_dict({**r.to_dict(), "target": "normal"}) for r in recs]
     with pytest.raises(ValueError, match="already a target of the base"):
         place_novel_task_from_records(moved, "normal", base, budget=2)
+
+
+def test_transfers_from_the_novel_task_are_named_and_the_joint_analysis_weighs_them():
+    rng = np.random.default_rng(2)
+    keys = [f"k{i}" for i in range(100)]
+    recs = _novel_records(rng, keys, {"normal": 0.1, "reshading": 0.5})
+    assert source_use_note(recs, NOVEL) is None
+    out_of_it = []
+    for t in DICTIONARY:
+        for s in (*DICTIONARY, NOVEL):
+            _add(out_of_it, rng, keys, f"{t}-{s}", "transfer", t, (s,), 0.05 if s == NOVEL else 0.5)
+        _add(out_of_it, rng, keys, f"{t}-random", "baseline", t, ("random",), 2.0)
+    notes: list[str] = []
+    place_novel_task_from_records([*recs, *out_of_it], NOVEL, _base(rng, keys), budget=2,
+                                  solver="highs", log=notes.append)
+    assert any("4 target(s) (depth_zbuffer, edge_texture, normal, reshading) have transfers "
+               f"from the novel task {NOVEL!r}" in n and "analyze all records" in n
+               for n in notes)
+    # Analyzed together, the novel task is a source of every target (here, the best one).
+    joint = compute_affinities([*recs, *out_of_it])
+    assert NOVEL in joint.table.sources()
+    assert all(joint.table.candidates(t).iloc[0]["sources"] == NOVEL for t in DICTIONARY)
