@@ -42,8 +42,10 @@ import inspect
 import json
 import os
 import re
+import sys
 import warnings
 import zipfile
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, Literal
 
@@ -570,3 +572,33 @@ class TaskonomyCLI(LightningCLI):
                 pass
             raise
         self._finish_wandb_of_finished(record)
+
+
+#: Exit status of a run stopped by SIGTERM (a scheduler, a W&B stop): 128 + 15, as a shell
+#: reports it, so that ``train … && next`` and sweep ledgers do not take it for a success.
+SIGTERM_EXIT = 143
+
+
+def run_main(run: Callable[[Sequence[str] | None], Any], argv: Sequence[str] | None) -> int:
+    """Run a training CLI: 0 on success, 2 on bad input, 1 on a failed run, 143 when stopped.
+
+    Lightning turns SIGTERM into a ``SystemExit`` without a status (0); the run's record is
+    already ``failed`` by then, so the process must not exit 0.
+    """
+    from lightning.pytorch.utilities.exceptions import SIGTERMException
+
+    from taskonomy.tasks.families.base import NonFiniteLossError
+
+    try:
+        run(argv)
+    except (ValueError, FileNotFoundError, NotADirectoryError) as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    except NonFiniteLossError as error:
+        print(f"error: the run diverged: {error}", file=sys.stderr)
+        return 1
+    except SIGTERMException:
+        print("error: the run was stopped (SIGTERM); its record says failed. Repeat the command "
+              "to resume from its last checkpoint", file=sys.stderr)
+        return SIGTERM_EXIT
+    return 0

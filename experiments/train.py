@@ -36,12 +36,11 @@ from taskonomy.datamodules.datamodule import (
     task_domains,
 )
 from taskonomy.datamodules.selfsupervised import AB_BIN_COUNT, smooth_ab_distribution
-from taskonomy.experiments.lightning_cli import TaskonomyCLI
+from taskonomy.experiments.lightning_cli import TaskonomyCLI, run_main
 from taskonomy.experiments.panels import PredictionPanels
 from taskonomy.tasks.build import build_task
 from taskonomy.tasks.families.base import (
     AUTO_CLASS_WEIGHTS,
-    NonFiniteLossError,
     TaskModule,
     load_class_weights,
 )
@@ -484,13 +483,5 @@ def run_cli(argv: Sequence[str] | None = None) -> TrainCLI:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Entry point of ``taskonomy train``: 0 on success, 2 on bad input, 1 on a failed run."""
-    try:
-        run_cli(argv)
-    except (ValueError, FileNotFoundError, NotADirectoryError) as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 2
-    except NonFiniteLossError as error:
-        print(f"error: the run diverged: {error}", file=sys.stderr)
-        return 1
-    return 0
+    """Entry point of ``taskonomy train`` (exit statuses: :func:`run_main`)."""
+    return run_main(run_cli, argv)

@@ -43,9 +43,8 @@ from lightning.pytorch.callbacks import Callback
 from lightning.pytorch.cli import LightningArgumentParser
 
 from taskonomy.datamodules.datamodule import TaskonomyDataModule
-from taskonomy.experiments.lightning_cli import TaskonomyCLI
+from taskonomy.experiments.lightning_cli import TaskonomyCLI, run_main
 from taskonomy.experiments.panels import PredictionPanels
-from taskonomy.tasks.families.base import NonFiniteLossError
 from taskonomy.tasks.transfer import TransferTask, parse_transfer, resolve_identity
 
 #: Sub-folder of the runs folder holding the shared representation cache.
@@ -255,13 +254,5 @@ def run_cli(argv: Sequence[str] | None = None) -> TransferCLI:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Entry point of ``taskonomy transfer``: 0 on success, 2 on bad input, 1 on a failed run."""
-    try:
-        run_cli(argv)
-    except (ValueError, FileNotFoundError, NotADirectoryError) as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 2
-    except NonFiniteLossError as error:
-        print(f"error: the run diverged: {error}", file=sys.stderr)
-        return 1
-    return 0
+    """Entry point of ``taskonomy transfer`` (exit statuses: :func:`run_main`)."""
+    return run_main(run_cli, argv)

@@ -94,3 +94,31 @@ def test_killed_run_resumes_from_its_last_checkpoint(tmp_path: Path, tiny_shards
     record = read_record(record_path(runs, "resumable"))
     assert record.status == "finished" and record.config["ckpt_path"] == str(last)
     assert torch.load(last, map_location="cpu", weights_only=False)["global_step"] == 6
+
+
+def test_a_run_stopped_by_sigterm_fails_with_status_143(tmp_path: Path,
+                                                        tiny_shards: Path) -> None:
+    # Lightning turns SIGTERM (a scheduler, a W&B stop) into a SystemExit without a status;
+    # `train … && next` must not take the stopped run for a success.
+    runs = tmp_path / "runs"
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    last = runs / "stopped" / "checkpoints" / "last.ckpt"
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "taskonomy.experiments.cli", "train", "fit",
+         "--config", str(_config(tmp_path, tiny_shards)), "--model.task=normal",
+         "--trainer.max_steps=100000", f"--runs_dir={runs}", "--run_id=stopped"],
+        env=env, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        deadline = time.monotonic() + 240
+        while not (last.is_file() and zipfile.is_zipfile(last)):
+            assert proc.poll() is None, proc.stdout.read() if proc.stdout else ""
+            assert time.monotonic() < deadline, "no checkpoint within 240 s"
+            time.sleep(0.1)
+        proc.send_signal(signal.SIGTERM)
+        output, _ = proc.communicate(timeout=120)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 143, output[-3000:]
+    assert "the run was stopped (SIGTERM)" in output
+    assert read_record(record_path(runs, "stopped")).status == "failed"
