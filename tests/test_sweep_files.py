@@ -159,3 +159,15 @@ def test_transfers_whose_task_runs_are_missing_are_named(tmp_path: Path) -> None
             metrics={}, per_image_losses={"k": 1.0}), elsewhere)
     assert missing_task_runs(points, runs, [f"--model.task_runs={elsewhere}"]) == {
         "reshading": 4}
+
+
+def test_a_transfer_sweep_names_the_task_sweep_of_its_setting() -> None:
+    from taskonomy.experiments.commands.sweep_run import matching_task_sweep
+
+    sweeps = Path(__file__).parents[1] / "sweeps"
+    assert matching_task_sweep(sweeps / "transfers_first_order_paper.yaml") == (
+        sweeps / "tasks_paper.yaml")
+    assert matching_task_sweep(sweeps / "transfers_first_order_cpu.yaml") == (
+        sweeps / "tasks_cpu.yaml")
+    assert matching_task_sweep(sweeps / "transfers_demo_cpu.yaml") == sweeps / "tasks_demo_cpu.yaml"
+    assert matching_task_sweep(sweeps / "higher_order.yaml") is None

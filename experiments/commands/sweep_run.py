@@ -18,6 +18,7 @@ import sys
 from collections.abc import Collection, Sequence
 from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
+from pathlib import Path
 from typing import Any
 
 from rich.console import Console
@@ -169,8 +170,6 @@ def check_sweep(sweep: Any, runs_dir: str, extra: Sequence[str] = (),
         ValueError: A point's arguments are rejected; the message names the point, the sweep
             file and the parser's complaint (the first such point in grid order).
     """
-    from pathlib import Path
-
     from taskonomy.experiments.sweep_executor import record_status
 
     points = sweep.points(extra)
@@ -300,10 +299,22 @@ def extra_arguments(pairs: Sequence[str]) -> list[str]:
     return extra
 
 
+def matching_task_sweep(path: Path) -> Path | None:
+    """The task sweep file beside a transfer sweep file, of the same setting.
+
+    ``transfers_first_order_paper.yaml`` → ``tasks_paper.yaml``, ``transfers_demo_cpu.yaml`` →
+    ``tasks_demo_cpu.yaml``; ``None`` where no such file exists.
+    """
+    for prefix in ("transfers_first_order_", "transfers_"):
+        if path.stem.startswith(prefix):
+            candidate = path.with_name(f"tasks_{path.stem[len(prefix):]}{path.suffix}")
+            if candidate.is_file():
+                return candidate
+    return None
+
+
 def run(args: argparse.Namespace) -> int:
     """Check every point, then run the sweep (or list it with ``--dry-run``)."""
-    from pathlib import Path
-
     from taskonomy.experiments.sweep_executor import (
         failure_line,
         gpu_slots,
@@ -331,10 +342,12 @@ def run(args: argparse.Namespace) -> int:
     lacking = missing_task_runs(points, args.runs, extra, indexes)
     if lacking:
         tasks = ", ".join(f"{task} ({count} points)" for task, count in sorted(lacking.items()))
+        task_sweep = matching_task_sweep(Path(args.file))
+        how = (f"`taskonomy sweep run {task_sweep} --runs {args.runs}`" if task_sweep else
+               "the task sweep file of this sweep's setting: same resolution and encoder")
         console.print(
             f"[yellow]transfers still to run read task runs that {args.runs} lacks[/yellow]: "
-            f"{tasks}; those points will fail. Train the tasks first (their sweep file, e.g. "
-            f"`taskonomy sweep run sweeps/tasks_cpu.yaml --runs {args.runs}`), or point "
+            f"{tasks}; those points will fail. Train the tasks first ({how}), or point "
             "`--set model.task_runs=FOLDER` at the runs folder that has them"
         )
     if stale and not args.dry_run:
