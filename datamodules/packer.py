@@ -136,6 +136,10 @@ def plan_shards(views: Sequence[ViewRef], shard_size: int) -> list[list[ViewRef]
     return shards
 
 
+#: Identity entries a part or a resumed pack may change: where the source lies.
+_MOVABLE = ("source",)
+
+
 def _identity(config: PackConfig, layout: SourceLayout, buildings: list[str]) -> dict[str, Any]:
     return {
         "source": str(Path(config.source).resolve()),
@@ -182,12 +186,17 @@ def _load_or_make_plan(config: PackConfig) -> dict[str, Any]:
     plan_path = split_dir / PLAN_NAME
     if plan_path.is_file():
         plan = json.loads(plan_path.read_text())
-        if plan["identity"] != identity:
-            diff = [k for k in identity if plan["identity"].get(k) != identity[k]]
+        # The source may lie elsewhere (another machine's mount or copy, a folder with a new
+        # domain's labels): the same layout, split, buildings and sizes make the same pack.
+        diff = [k for k in identity if k not in _MOVABLE and plan["identity"].get(k) != identity[k]]
+        if diff:
+            hint = ("repeat the original command with --resume" if not config.resume else
+                    "repeat the original command's --split, --split-file/--buildings, "
+                    "--shard-size and --resolution")
             raise ValueError(
                 f"{split_dir} holds shards of another pack (differs in: {', '.join(diff)}; "
                 f"packed from {plan['identity']['source']}). Choose another --out or --split, "
-                "or repeat the original command with --resume"
+                f"or {hint}"
             )
         if not config.resume and config.part[1] == 1:  # parts of one pack share its plan
             raise FileExistsError(

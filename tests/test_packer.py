@@ -92,7 +92,8 @@ def test_resume_refusal_and_added_domain(tiny_source: Path, tmp_path: Path, trai
     assert len(list((out / "train" / "normal").glob("*.tar"))) == 3
     other = PackConfig(**{**base.__dict__, "buildings": list(train_buildings[:2]),
                           "resume": True})
-    with pytest.raises(ValueError, match="another pack"):
+    with pytest.raises(ValueError, match="another pack .*buildings_sha1.*repeat the original "
+                                         "command's --split, --split-file/--buildings"):
         pack(other, progress=False)
 
 
@@ -124,7 +125,11 @@ def test_parts_pack_disjoint_shards_and_last_part_writes_manifest(tiny_source: P
     first = pack(PackConfig(**config, part=(1, 2)), progress=False)
     assert first.manifest is None and first.pending == 4
     assert not (out / "train" / "manifest.json").exists()
-    second = pack(PackConfig(**config, part=(2, 2), workers=2), progress=False)
+    # Another machine packs its part from its own copy (or mount) of the source.
+    copy = tmp_path / "elsewhere"
+    shutil.copytree(tiny_source, copy)
+    second = pack(PackConfig(**{**config, "source": copy}, part=(2, 2), workers=2),
+                  progress=False)
     assert second.shards_written == 4 and second.manifest["count"] == 27
     with pytest.raises(ValueError, match="K/N"):
         parse_part("3")

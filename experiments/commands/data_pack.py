@@ -23,7 +23,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--split-file", default=None,
         help=f"released split ({', '.join(SPLIT_NAMES)}) or an id,train,val,test CSV; "
              "default: the source's own train_val_test_*.csv if it has one (synthetic "
-             "buildings), else every building of the source",
+             "buildings), else none: then pass --all-buildings to pack every building",
     )
     parser.add_argument("--split", default="train",
                         help="part of the split file to pack (train, val, test, all); also the "
