@@ -105,6 +105,12 @@ def read_manifest(root: str | os.PathLike[str], split: str) -> dict[str, Any]:
         available = sorted(
             p.name for p in Path(root).iterdir() if (p / MANIFEST_NAME).is_file()
         ) if Path(root).is_dir() else []
+        if (Path(root) / MANIFEST_NAME).is_file():  # a split's folder given as the root
+            parent = Path(root).resolve().parent
+            raise FileNotFoundError(
+                f"{root} is the folder of one packed split ({Path(root).name!r}), not a shard "
+                f"root: give the folder that holds the splits, e.g. --data.root={parent}"
+            )
         raise FileNotFoundError(
             f"no shard manifest at {location}: split {split!r} has not been packed (or packing "
             f"is unfinished; rerun `taskonomy data pack ... --resume`). Packed splits under "

@@ -107,3 +107,8 @@ def test_pipe_urls_stream_shards(tmp_path: Path):
 def test_missing_manifest_names_the_split(tmp_path: Path):
     with pytest.raises(FileNotFoundError, match="split 'train' has not been packed"):
         read_manifest(tmp_path, "train")
+    # A split's own folder given as the root: the message names the root to give instead.
+    (tmp_path / "train").mkdir()
+    (tmp_path / "train" / "manifest.json").write_text("{}")
+    with pytest.raises(FileNotFoundError, match=f"--data.root={tmp_path.resolve()}$"):
+        read_manifest(tmp_path / "train", "val")
