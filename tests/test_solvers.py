@@ -78,6 +78,17 @@ def test_gurobi_matches_brute_force_on_random_instances():
         _check_agreement(random_problem(seed), "gurobi")
 
 
+@pytest.mark.parametrize("solver", ["highs", pytest.param("gurobi", marks=needs_gurobi)])
+def test_a_budget_just_short_of_a_set_does_not_buy_it(solver: str) -> None:
+    # Gurobi's default tolerances bought three tasks of 0.1 for 0.2999999.
+    edges = tuple(e for t in "abc" for e in (Edge(t, (t,), 1.0, 0, "self"),
+                                               Edge(t, ("z",), 0.01, 1, "z")))
+    costs = {"a": 0.1, "b": 0.1, "c": 0.1, "z": 0.1}
+    problem = TaxonomyProblem(("a", "b", "c"), ("z",), edges, None, costs, 0.2999999)
+    assert len(solve(problem, solver).supervised) == 2
+    assert len(solve(problem.with_budget(0.3), solver).supervised) == 3  # 0.1 * 3 in floats
+
+
 def _tiny() -> TaxonomyProblem:
     edges = (
         Edge("a", ("a",), 0.6, 0, "self"),
