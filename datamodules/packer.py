@@ -178,6 +178,24 @@ def _select_buildings(config: PackConfig, layout: SourceLayout) -> tuple[list[st
     return chosen, {"excluded_corrupt": excluded, "absent": absent}
 
 
+def _check_same_views(plan: dict[str, Any], layout: SourceLayout, buildings: list[str]) -> None:
+    """Refuse a source in another place unless it holds the views the plan packs.
+
+    Raises:
+        ValueError: Views of the plan are missing from it, or it has others.
+    """
+    planned = {key for shard in plan["shards"] for key in shard}
+    here = {ref.key for building in buildings for ref in layout.views(building)}
+    if planned != here:
+        missing, extra = sorted(planned - here), sorted(here - planned)
+        raise ValueError(
+            f"{layout.root} is not the source this split was planned from "
+            f"({plan['identity']['source']}): {len(missing)} of its views are missing here "
+            f"({', '.join(missing[:3]) or 'none'}) and {len(extra)} are extra "
+            f"({', '.join(extra[:3]) or 'none'}); give a complete copy of that source"
+        )
+
+
 def _load_or_make_plan(config: PackConfig) -> dict[str, Any]:
     layout = detect_layout(config.source)
     buildings, notes = _select_buildings(config, layout)
@@ -198,6 +216,8 @@ def _load_or_make_plan(config: PackConfig) -> dict[str, Any]:
                 f"packed from {plan['identity']['source']}). Choose another --out or --split, "
                 f"or {hint}"
             )
+        if plan["identity"]["source"] != identity["source"]:
+            _check_same_views(plan, layout, buildings)
         if not config.resume and config.part[1] == 1:  # parts of one pack share its plan
             raise FileExistsError(
                 f"{split_dir} was already packed (or is being packed) from this source; pass "
@@ -320,7 +340,7 @@ def pack(config: PackConfig, *, progress: bool = True,
     if domains != plan["domains"]:
         plan["domains"] = domains
         atomic_write_bytes(split_dir / PLAN_NAME, json.dumps(plan).encode())
-    source = plan["identity"]["source"]
+    source = str(Path(config.source).resolve())  # this machine's place for it (may be moved)
     layout_kind = plan["identity"]["layout"]
     jobs = [
         (index, domain, keys)

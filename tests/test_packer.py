@@ -119,18 +119,27 @@ def test_corrupt_files_and_known_corrupt_buildings(tmp_path: Path, building_fact
 def test_parts_pack_disjoint_shards_and_last_part_writes_manifest(tiny_source: Path,
                                                                   tmp_path: Path,
                                                                   train_buildings):
-    out = tmp_path / "out"
-    config = dict(source=tiny_source, out=out, split="train", buildings=list(train_buildings),
+    out, original = tmp_path / "out", tmp_path / "original"
+    shutil.copytree(tiny_source, original)
+    config = dict(source=original, out=out, split="train", buildings=list(train_buildings),
                   domains=["rgb"], shard_size=3, resume=True)
     first = pack(PackConfig(**config, part=(1, 2)), progress=False)
     assert first.manifest is None and first.pending == 4
     assert not (out / "train" / "manifest.json").exists()
-    # Another machine packs its part from its own copy (or mount) of the source.
+    # Another machine packs its part from its own copy (or mount) of the source; the first
+    # machine's path does not exist there. A copy lacking a view is refused.
     copy = tmp_path / "elsewhere"
-    shutil.copytree(tiny_source, copy)
+    shutil.copytree(original, copy)
+    shutil.move(original, tmp_path / "gone")
+    lacking = tmp_path / "lacking"
+    shutil.copytree(copy, lacking)
+    next((lacking / train_buildings[0] / "rgb").glob("*.png")).unlink()
+    with pytest.raises(ValueError, match="1 of its views are missing here"):
+        pack(PackConfig(**{**config, "source": lacking}, part=(2, 2)), progress=False)
     second = pack(PackConfig(**{**config, "source": copy}, part=(2, 2), workers=2),
                   progress=False)
     assert second.shards_written == 4 and second.manifest["count"] == 27
+    assert not second.manifest["skipped"]
     with pytest.raises(ValueError, match="K/N"):
         parse_part("3")
     with pytest.raises(ValueError, match="between 1 and N"):
