@@ -342,6 +342,9 @@ def network_setting(record: RunRecord) -> tuple[Any, Any]:
 
 #: Config key of a finished task run's record holding its encoder's weight fingerprint.
 ENCODER_FINGERPRINT_KEY = "encoder_fingerprint"
+#: Prefix of content fingerprints of weights (earlier versions used a file's path, size and
+#: mtime, which say nothing of the weights).
+WEIGHTS_FINGERPRINT = "weights:"
 
 
 def latest_task_runs(records: Iterable[RunRecord], *, resolution: Any = None,
@@ -421,7 +424,8 @@ def stale_sources(record: RunRecord, latest: Mapping[str, RunRecord]
         # The same run trained further in place (``--run_id`` with more steps): its weights
         # changed under the same id. Compared only where both sides recorded a fingerprint.
         was, is_now = str(source.get("fingerprint") or ""), encoder_fingerprint(now)
-        if was and is_now and was != is_now:
+        both = was.startswith(WEIGHTS_FINGERPRINT) and is_now.startswith(WEIGHTS_FINGERPRINT)
+        if both and was != is_now:
             stale.append((task, f"{run_id} (weights {_short(was)})",
                           f"{run_id} (weights {_short(is_now)}, trained further)"))
     return stale

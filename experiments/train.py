@@ -425,8 +425,11 @@ class TrainCLI(TaskonomyCLI):
             namespace = self.config[self.subcommand]
             path = namespace.get("task_overrides")
             if path is not None:
-                found = find_task_overrides(path, [Path(str(getattr(c, "absolute", c))).parent
-                                                   for c in namespace.get("config") or []])
+                # Given on the command line, it is relative to the working directory.
+                given_here = "task_overrides" in getattr(self, "explicit_keys", set())
+                found = find_task_overrides(path, [] if given_here else [
+                    Path(str(getattr(c, "absolute", c))).parent
+                    for c in namespace.get("config") or []])
                 apply_task_overrides(namespace, load_task_overrides(found),
                                      getattr(self, "explicit_keys", set()))
             model = namespace.get("model")

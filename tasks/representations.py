@@ -39,6 +39,7 @@ from typing import Any
 
 import torch
 
+from taskonomy.analysis.records import WEIGHTS_FINGERPRINT
 from taskonomy.datamodules.domains import atomic_write_bytes
 
 #: Version of the cache file layout; other versions are rebuilt.
@@ -47,8 +48,6 @@ CACHE_VERSION = 1
 _SAFE = re.compile(r"[^A-Za-z0-9._=+-]+")
 
 
-#: Prefix of content fingerprints (earlier versions used a file's path, size and mtime).
-WEIGHTS_FINGERPRINT = "weights:"
 
 
 def weights_fingerprint(network: torch.nn.Module) -> str:
@@ -60,6 +59,10 @@ def weights_fingerprint(network: torch.nn.Module) -> str:
     digest = hashlib.sha1()
     for name, tensor in sorted(network.state_dict().items()):
         value = tensor.detach().cpu().contiguous()
+        if value.dtype in (torch.bfloat16, torch.float16):
+            # A network held in half precision (``bf16-true``) is the same weights as the
+            # fp32 copy a transfer loads them into.
+            value = value.float()
         digest.update(f"{name}|{value.dtype}|{tuple(value.shape)}".encode())
         digest.update(value.reshape(-1).view(torch.uint8).numpy().tobytes())
     return WEIGHTS_FINGERPRINT + digest.hexdigest()[:20]

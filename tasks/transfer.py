@@ -48,6 +48,7 @@ from torchmetrics import Metric
 
 from taskonomy.analysis.records import (
     ENCODER_FINGERPRINT_KEY,
+    WEIGHTS_FINGERPRINT,
     RunRecord,
     latest_task_runs,
     network_setting,
@@ -86,7 +87,6 @@ from taskonomy.tasks.networks.encoders import (
 from taskonomy.tasks.networks.readout import TransferReadout
 from taskonomy.tasks.registry import get_spec
 from taskonomy.tasks.representations import (
-    WEIGHTS_FINGERPRINT,
     RepresentationCache,
     RepresentationStore,
     weights_fingerprint,

@@ -241,6 +241,13 @@ def test_dense_outputs_keep_full_precision_under_bf16_autocast() -> None:
     with torch.autocast("cpu", dtype=torch.bfloat16):
         out = model(fake_batch(model.spec, 2, 32)["depth_zbuffer"]["input"])
     assert out.dtype == torch.float32
+    # Held in bf16 (``bf16-true``), it computes in bf16, and its weights are the same weights
+    # as the fp32 copy a transfer loads them into.
+    from taskonomy.tasks.representations import weights_fingerprint
+    half = build_task("depth_zbuffer", **TINY).to(torch.bfloat16)
+    assert half(fake_batch(model.spec, 2, 32)["depth_zbuffer"]["input"].bfloat16()).dtype == (
+        torch.bfloat16)
+    assert weights_fingerprint(half.encoder) == weights_fingerprint(half.encoder.float())
 
 
 def test_eval_loss_weighs_batches_by_their_labelled_images() -> None:

@@ -322,3 +322,9 @@ def test_a_runs_saved_config_runs_from_any_folder(tiny_shards: Path, tmp_path: P
     saved = runs / record.run_id / "config.yaml"
     assert taskonomy_main([*args[:2], "--config", str(saved), *args[2:]]) == 0
     assert "is already finished" in capsys.readouterr().out
+    # On the command line, a relative path is the working directory's (not the config's).
+    (elsewhere / "tasks").mkdir()
+    (elsewhere / "tasks" / "exceptions.yaml").write_text("normal: {model: {lr: 0.003}}\n")
+    assert taskonomy_main([*args[:2], "--config", str(configs / "tiny.yaml"), *args[2:],
+                           "--task_overrides=tasks/exceptions.yaml", "--run_id=here"]) == 0
+    assert read_record(record_path(runs, "here")).config["model"]["lr"] == 0.003

@@ -269,6 +269,9 @@ def test_a_source_trained_further_under_its_run_id_makes_its_transfers_stale():
 
     # Unknown on either side (older records): not stale; same weights: not stale.
     assert stale_transfers([task_with(None), transfer]) == []
+    by_path = RunRecord.from_dict({**transfer.to_dict(), "config": {"source_runs": {
+        "reshading": {"run_id": "reshading-a", "fingerprint": "/runs/last.ckpt|1712345678"}}}})
+    assert stale_transfers([task_with("weights:fedcba987654"), by_path]) == []
     assert stale_transfers([task_with("weights:0123456789ab"), transfer]) == []
     assert [(t, old, now) for _, t, old, now in stale_transfers(
         [task_with("weights:fedcba987654"), transfer])] == [

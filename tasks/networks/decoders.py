@@ -100,7 +100,7 @@ class DenseDecoder(nn.Module):
         self.upsampling = 16
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """Decode ``B×C×h×w`` into ``B×out×16h×16w`` (the output layer in fp32).
+        """Decode ``B×C×h×w`` into ``B×out×16h×16w`` (the output layer outside autocast).
 
         Under bf16 autocast the output would be rounded to 8 bits of mantissa: log depth, in
         [0.5, 0.8], would move in steps of 2⁻⁸ (4 % in metres), a floor no network could beat.
@@ -108,7 +108,8 @@ class DenseDecoder(nn.Module):
         """
         hidden = self.layers(x)
         with torch.autocast(hidden.device.type, enabled=False):
-            return self.activation(self.output(hidden.float()))
+            # In the weights' own precision: fp32 under mixed precision, bf16 under bf16-true.
+            return self.activation(self.output(hidden.to(self.output.weight.dtype)))
 
 
 class ColorizationDecoder(nn.Module):
