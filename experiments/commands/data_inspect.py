@@ -29,7 +29,9 @@ def run(args: argparse.Namespace) -> int:
     """Write the sheet (and, for a shard root, print its summary)."""
     from taskonomy.datamodules.shard_inspect import inspect_shard_root, is_shard_root
     from taskonomy.datamodules.visualize import building_samples, save_contact_sheet
+    from taskonomy.tasks.registry import task_names
 
+    task_names()  # imports the task plugins, which register their label domains
     if args.views < 1:
         raise ValueError(f"--views must be at least 1, got {args.views}")
     if is_shard_root(args.building_dir):
