@@ -178,21 +178,43 @@ def _select_buildings(config: PackConfig, layout: SourceLayout) -> tuple[list[st
     return chosen, {"excluded_corrupt": excluded, "absent": absent}
 
 
-def _check_same_views(plan: dict[str, Any], layout: SourceLayout, buildings: list[str]) -> None:
-    """Refuse a source in another place unless it holds the views the plan packs.
+def _check_moved_source(plan: dict[str, Any], layout: SourceLayout,
+                        buildings: list[str]) -> None:
+    """Refuse a source in another place unless it holds what the plan packs from the original.
+
+    Its views (the rgb files) must be the planned ones, and each building must have the
+    domain folders it had when the plan was made: the shards still to pack are read from it.
 
     Raises:
-        ValueError: Views of the plan are missing from it, or it has others.
+        ValueError: The plan predates per-building domain lists, or views or domain folders of
+            the plan are missing from the source (or it has other views).
     """
+    original = plan["identity"]["source"]
+    known = plan.get("building_domains")
+    if not isinstance(known, dict):
+        raise ValueError(
+            f"this split was planned from {original} by an earlier version, which did not "
+            f"record each building's domains, so {layout.root} cannot be checked against it; "
+            "pack it from the original path"
+        )
     planned = {key for shard in plan["shards"] for key in shard}
     here = {ref.key for building in buildings for ref in layout.views(building)}
     if planned != here:
         missing, extra = sorted(planned - here), sorted(here - planned)
         raise ValueError(
-            f"{layout.root} is not the source this split was planned from "
-            f"({plan['identity']['source']}): {len(missing)} of its views are missing here "
-            f"({', '.join(missing[:3]) or 'none'}) and {len(extra)} are extra "
-            f"({', '.join(extra[:3]) or 'none'}); give a complete copy of that source"
+            f"{layout.root} is not the source this split was planned from ({original}): "
+            f"{len(missing)} of its views are missing here ({', '.join(missing[:3]) or 'none'}) "
+            f"and {len(extra)} are extra ({', '.join(extra[:3]) or 'none'}); give a complete "
+            "copy of that source"
+        )
+    lacking = [f"{building}/{domain}" for building in buildings
+               for domain in known.get(building, ()) if domain in plan["domains"]
+               and not layout.domain_dir(building, domain).is_dir()]
+    if lacking:
+        raise ValueError(
+            f"{layout.root} lacks {len(lacking)} domain folder(s) that {original} has "
+            f"({', '.join(lacking[:4])}{', …' if len(lacking) > 4 else ''}); the shards still to "
+            "pack would get them as missing. Give a complete copy of that source"
         )
 
 
@@ -204,8 +226,8 @@ def _load_or_make_plan(config: PackConfig) -> dict[str, Any]:
     plan_path = split_dir / PLAN_NAME
     if plan_path.is_file():
         plan = json.loads(plan_path.read_text())
-        # The source may lie elsewhere (another machine's mount or copy, a folder with a new
-        # domain's labels): the same layout, split, buildings and sizes make the same pack.
+        # The source may lie elsewhere (another machine's mount or copy of it): the same layout,
+        # split, buildings and sizes make the same pack, if it holds the same files.
         diff = [k for k in identity if k not in _MOVABLE and plan["identity"].get(k) != identity[k]]
         if diff:
             hint = ("repeat the original command with --resume" if not config.resume else
@@ -217,7 +239,7 @@ def _load_or_make_plan(config: PackConfig) -> dict[str, Any]:
                 f"or {hint}"
             )
         if plan["identity"]["source"] != identity["source"]:
-            _check_same_views(plan, layout, buildings)
+            _check_moved_source(plan, layout, buildings)
         if not config.resume and config.part[1] == 1:  # parts of one pack share its plan
             raise FileExistsError(
                 f"{split_dir} was already packed (or is being packed) from this source; pass "
@@ -238,6 +260,7 @@ def _load_or_make_plan(config: PackConfig) -> dict[str, Any]:
         "identity": identity,
         "domains": domains,
         "buildings": buildings,
+        "building_domains": {b: layout.domains(b) for b in buildings},
         "notes": notes,
         "resolution": config.resolution or _image_resolution(layout, views),
         "source_resolution": _image_resolution(layout, views),

@@ -146,6 +146,28 @@ def test_parts_pack_disjoint_shards_and_last_part_writes_manifest(tiny_source: P
         parse_part("3/2")
 
 
+def test_a_source_elsewhere_must_hold_the_planned_domain_folders(tiny_source: Path,
+                                                                 tmp_path: Path,
+                                                                 train_buildings):
+    out, copy = tmp_path / "out", tmp_path / "copy"
+    config = dict(source=tiny_source, out=out, split="train", buildings=list(train_buildings),
+                  domains=["rgb", "depth_zbuffer"], shard_size=3, resume=True)
+    pack(PackConfig(**config, part=(1, 2)), progress=False)
+    shutil.copytree(tiny_source, copy)
+    shutil.rmtree(copy / train_buildings[0] / "depth_zbuffer")
+    with pytest.raises(ValueError, match=f"lacks 1 domain folder.*{train_buildings[0]}/depth"):
+        pack(PackConfig(**{**config, "source": copy}, part=(2, 2)), progress=False)
+    # A plan of an earlier version (no per-building domains) cannot vouch for a moved source.
+    plan_path = out / "train" / "plan.json"
+    plan = json.loads(plan_path.read_text())
+    del plan["building_domains"]
+    plan_path.write_text(json.dumps(plan))
+    with pytest.raises(ValueError, match="earlier version.*pack it from the original path"):
+        pack(PackConfig(**{**config, "source": copy}, part=(2, 2)), progress=False)
+    done = pack(PackConfig(**config, part=(2, 2)), progress=False)  # the original still works
+    assert done.manifest is not None and not done.manifest["skipped"]
+
+
 def test_tiny_split_from_synthetic_buildings_with_real_names(tmp_path: Path, building_factory):
     source = tmp_path / "src"
     names = split_buildings("tiny", "all")
