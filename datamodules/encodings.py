@@ -179,12 +179,14 @@ def semantic_encoding(labels: np.ndarray, resolution: int) -> tuple[np.ndarray, 
 def to_distribution(values: np.ndarray) -> np.ndarray:
     """A probability vector from stored class values.
 
-    Probabilities are renormalized; anything else (negative values, or not summing to 1) is
-    treated as logits and soft-maxed, as the authors' ``class_1000_softmax`` does.
+    Probabilities are renormalized; anything else (negative values, values above 1, or a sum
+    far from 1) is treated as logits and soft-maxed, as the authors' ``class_1000_softmax``
+    does. The sum may be off by a few percent: probabilities stored in half precision over 1000
+    classes drift, and soft-maxing them would give a nearly uniform target.
     """
     vector = np.asarray(values, dtype=np.float64).reshape(-1)
     total = vector.sum()
-    if vector.min() >= 0 and abs(total - 1.0) < 1e-3:
+    if vector.min() >= 0 and vector.max() <= 1 and abs(total - 1.0) < 0.05:
         return (vector / total).astype(np.float32)
     shifted = np.exp(vector - vector.max())
     return (shifted / shifted.sum()).astype(np.float32)

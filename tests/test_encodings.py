@@ -71,6 +71,12 @@ def test_class_distributions():
     assert np.allclose(scene, kept / kept.sum(), atol=1e-6)
     logits = np.array([0.0, -1.0, 2.0])
     assert np.allclose(enc.to_distribution(logits), np.exp(logits) / np.exp(logits).sum())
+    assert np.allclose(enc.to_distribution([0.2, 0.9, 0.1]), np.exp([0.2, 0.9, 0.1]) / np.exp(
+        [0.2, 0.9, 0.1]).sum())  # sums to 1.2: logits
+    # Probabilities rounded to half precision (their sum drifts) stay probabilities.
+    drifted = (np.random.default_rng(1).dirichlet(np.ones(1000)) * 1.01).astype(np.float16)
+    assert np.allclose(enc.to_distribution(drifted), drifted / drifted.astype(np.float64).sum(),
+                       atol=1e-6)
     target, valid = enc.class_object_encoding(None)
     assert valid == 0.0 and target.sum() == pytest.approx(1.0)
 
