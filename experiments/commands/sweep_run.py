@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import io
+import logging
 import multiprocessing
 import os
 import sys
@@ -63,8 +64,15 @@ class LightningChecker:
 
         if self._cli is None:
             holder: list[Any] = []
-            with contextlib.suppress(_Parsed):
-                _checking(self.cli_class, holder)(self.model, TaskonomyDataModule, args=argv)
+            # Checking seeds nothing a run uses: keep Lightning's "Seed set to 0" out of the way.
+            seed_log = logging.getLogger("lightning.fabric.utilities.seed")
+            level = seed_log.level
+            seed_log.setLevel(logging.WARNING)
+            try:
+                with contextlib.suppress(_Parsed):
+                    _checking(self.cli_class, holder)(self.model, TaskonomyDataModule, args=argv)
+            finally:
+                seed_log.setLevel(level)
             self._cli = holder[0] if holder else None
             return
         cli = self._cli
