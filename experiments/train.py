@@ -293,9 +293,9 @@ def find_task_overrides(path: str | Path, config_dirs: Sequence[Path] = ()) -> P
     """The task-overrides file a config names.
 
     A relative path is tried beside the config files (the latest first), in the working
-    directory, then among the packaged configs. The config keeps the path as written, so the
-    saved ``config.yaml`` of a run (in its run folder) finds ``tasks/cpu_exceptions.yaml`` too,
-    and the run id does not depend on where the suite is installed.
+    directory, then among the packaged configs. So the saved ``config.yaml`` of a run (in its
+    run folder) still finds a packaged ``tasks/cpu_exceptions.yaml``, which it names as
+    written; the run id hashes that name, not where the suite is installed.
 
     Raises:
         FileNotFoundError: No such file in any of those places (they are listed).
