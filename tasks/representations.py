@@ -48,8 +48,6 @@ CACHE_VERSION = 1
 _SAFE = re.compile(r"[^A-Za-z0-9._=+-]+")
 
 
-
-
 def weights_fingerprint(network: torch.nn.Module) -> str:
     """The identity of a network's weights: a hash of its state (names, shapes, values).
 

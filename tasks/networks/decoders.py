@@ -104,7 +104,8 @@ class DenseDecoder(nn.Module):
 
         Under bf16 autocast the output would be rounded to 8 bits of mantissa: log depth, in
         [0.5, 0.8], would move in steps of 2⁻⁸ (4 % in metres), a floor no network could beat.
-        The output layer is one cheap convolution, so it runs in full precision.
+        The output layer is one cheap convolution, so it runs outside autocast, in the
+        precision of its weights (fp32 under mixed precision).
         """
         hidden = self.layers(x)
         with torch.autocast(hidden.device.type, enabled=False):
