@@ -51,7 +51,8 @@ CONFIG_KEY = "taskonomy"
 SUMMARY_FIELDS = {f"{CONFIG_KEY}/{name}": name
                   for name in ("status", "checkpoint", "started_at", "finished_at", "error")}
 _STATE_TO_STATUS = {"finished": "finished", "failed": "failed", "crashed": "failed",
-                    "killed": "failed", "running": "running", "pending": "running"}
+                    "killed": "failed", "preempted": "failed", "running": "running",
+                    "pending": "running", "preempting": "running"}
 
 
 def log_record(run: Any, record: RunRecord) -> None:
@@ -255,23 +256,44 @@ def read_project(project: str, *, api: Any = None, statuses: Iterable[str] = ("f
 
         api = wandb.Api()
 
+    keep = set(statuses)
+
     def rebuild(run: Any) -> RunRecord:
         summary = dict(getattr(run.summary, "_json_dict", run.summary))
         config = dict(run.config)
-        losses: dict[str, float] = {}
+        where = "/".join(run.path)
+        # Identity and status first: a foreign run, or one whose status is not kept (crashed,
+        # still running), needs no download, and may have no loss file at all.
+        shell = record_from_wandb(config, summary, str(run.state), {}, where)
+        if shell.status not in keep:
+            return shell
         table = _table_path(summary)
-        names = {getattr(f, "name", None) for f in run.files(names=[LOSS_FILE])}
-        with tempfile.TemporaryDirectory() as tmp:
-            if LOSS_FILE in names:
-                run.file(LOSS_FILE).download(root=tmp, replace=True)
-                losses = _read_loss_file(Path(tmp) / LOSS_FILE)
-            elif table is not None:
-                run.file(table).download(root=tmp, replace=True)
-                losses = _read_loss_table(Path(tmp) / table, summary)
-        return record_from_wandb(config, summary, str(run.state), losses, "/".join(run.path))
+        try:
+            # Asked for by name, the server lists a missing file too, with an md5 of "0".
+            found = [f for f in run.files(names=[LOSS_FILE])
+                     if getattr(f, "name", None) == LOSS_FILE and getattr(f, "md5", None) != "0"]
+            with tempfile.TemporaryDirectory() as tmp:
+                if found:
+                    found[0].download(root=tmp, replace=True)
+                    losses = _read_loss_file(Path(tmp) / LOSS_FILE)
+                elif table is not None:
+                    run.file(table).download(root=tmp, replace=True)
+                    losses = _read_loss_table(Path(tmp) / table, summary)
+                else:
+                    raise IncompleteRunError(
+                        f"{where}: the run has neither {LOSS_FILE} nor a {LOSS_TABLE} table; "
+                        "read it from its local record instead")
+        except IncompleteRunError:
+            raise
+        except Exception as error:  # noqa: BLE001 - one unreadable run must not stop the scan
+            raise IncompleteRunError(
+                f"{where}: its per-image losses could not be read "
+                f"({type(error).__name__}: {error}); read it from its local record instead"
+            ) from error
+        return record_from_wandb(config, summary, str(run.state), losses, where)
 
     return _collect(((f"{project}/{run.id}", lambda run=run: rebuild(run))
-                     for run in api.runs(project, lazy=False)), statuses)
+                     for run in api.runs(project, lazy=False)), keep)
 
 
 def _collect(readers: Iterable[tuple[str, Any]], statuses: Iterable[str] = ("finished",)

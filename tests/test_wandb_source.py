@@ -85,8 +85,11 @@ def test_offline_wandb_runs_and_local_folder_give_the_same_table(tmp_path, monke
 class _FakeFile:
     def __init__(self, payload, name):
         self.payload, self.name = payload, name
+        self.md5 = "0" if payload is None else "abc"  # the server's placeholder of a missing file
 
     def download(self, root, replace):
+        if self.payload is None:
+            raise RuntimeError("404: file not found")  # wandb raises CommError
         path = os.path.join(root, self.name)
         os.makedirs(os.path.dirname(path), exist_ok=True)
         with open(path, "w") as handle:
@@ -114,7 +117,11 @@ class _FakeRun:
 
     def files(self, names=None):
         files = [f for f in (self._table, self._loss_file) if f is not None]
-        return [f for f in files if names is None or f.name in names]
+        if names is None:
+            return files
+        # Like the server: every name asked for is listed, a missing one as a placeholder.
+        present = {f.name: f for f in files}
+        return [present.get(name, _FakeFile(None, name)) for name in names]
 
     def file(self, name):
         return {f.name: f for f in self.files()}[name]
@@ -136,7 +143,7 @@ def test_online_project_reader_rebuilds_records():
     api = _FakeApi([_FakeRun(records[0]), _FakeRun(records[1], with_file=False),
                     _FakeRun(crashed, state="crashed")])
     scan = read_project("me/proj", api=api)
-    assert scan.skipped == {"failed": 1}
+    assert scan.skipped == {"failed": 1}  # read without a download (it has no loss file)
     got = records_to_frame(scan.records)
     want = records_to_frame(records)
     assert got[COMMON].to_dict("records") == want[COMMON].to_dict("records")
@@ -153,3 +160,16 @@ def test_a_truncated_loss_table_is_not_read_as_the_whole_run():
     with pytest.warns(UserWarning, match="holds 2 of the run's 16000"):
         scan = read_project("me/proj", api=_FakeApi([run]))
     assert scan.records == [] and scan.skipped == {"incomplete": 1}
+
+
+def test_an_online_run_without_its_losses_is_skipped_not_fatal():
+    records = _records()
+    lost = _FakeRun(records[1], with_file=False)
+    del lost.summary[LOSS_TABLE]  # neither the loss file nor the table
+    broken = _FakeRun(records[0], with_file=False)
+    broken._table.payload = None  # listed, but the download fails
+    with pytest.warns(UserWarning) as caught:
+        scan = read_project("me/proj", api=_FakeApi([lost, broken]))
+    assert scan.records == [] and scan.skipped == {"incomplete": 2}
+    messages = " ".join(str(w.message) for w in caught)
+    assert "neither per_image_losses.json nor" in messages and "could not be read" in messages
