@@ -61,6 +61,7 @@ from taskonomy.analysis.records import (
     RunRecord,
     read_record,
     record_path,
+    utc_now,
     write_record,
 )
 from taskonomy.datamodules.datamodule import SkippedSamplesCallback, TaskonomyDataModule
@@ -146,13 +147,29 @@ def configure_wandb_mode(environ: dict[str, str] | Any = None) -> str | None:
 
 
 def wandb_run_id(run_id: str) -> str:
-    """A W&B run id that is stable per run id (W&B ids allow letters, digits, ``_`` and ``-``).
-
-    A resumed run reuses it, so an online run continues the same W&B run.
-    """
+    """A W&B run id derived from a run id (W&B ids allow letters, digits, ``_`` and ``-``)."""
     readable = _WANDB_ID_BAD.sub("-", run_id)[:48].strip("-")
     digest = hashlib.sha1(run_id.encode("utf-8")).hexdigest()[:10]
     return f"{readable}-{digest}" if readable else digest
+
+
+_OFFLINE_RUN_FOLDER = re.compile(r"^(?:offline-)?run-\d{8}_\d{6}-(?P<id>[A-Za-z0-9_-]+)$")
+
+
+def wandb_id_of(location: str | None) -> str | None:
+    """The W&B run id in a record's ``wandb`` entry; ``None`` if there is none.
+
+    The entry is ``entity/project/id`` online, an offline run folder
+    ``…/offline-run-DATE_TIME-id`` offline.
+    """
+    if not location:
+        return None
+    name = Path(location).name
+    match = _OFFLINE_RUN_FOLDER.match(name)
+    if match:
+        return match.group("id")
+    parts = location.split("/")
+    return parts[-1] if len(parts) == 3 and all(parts) else None
 
 
 def config_hash(config: dict[str, Any], length: int = 8) -> str:
@@ -322,10 +339,27 @@ class TaskonomyCLI(LightningCLI):
 
     # ------------------------------------------------------------------ trainer
     def make_logger(self) -> Logger:
-        """The default logger: W&B, saving into the run folder, resumable by run id."""
+        """The default logger: W&B, saving into the run folder, resumable (:meth:`wandb_id`)."""
         self.run_dir.mkdir(parents=True, exist_ok=True)
-        return WandbLogger(project=WANDB_PROJECT, name=self.run_id, id=wandb_run_id(self.run_id),
+        return WandbLogger(project=WANDB_PROJECT, name=self.run_id, id=self.wandb_id(),
                            save_dir=str(self.run_dir), resume="allow", job_type=self.role)
+
+    def wandb_id(self) -> str:
+        """The W&B run id of this attempt.
+
+        A run resuming from a checkpoint continues its earlier attempt's W&B run (the id in its
+        record). A run started afresh gets a new id: W&B refuses the id of a deleted run for
+        good (HTTP 409), so a redone run must not reuse its predecessor's.
+        """
+        folder = self.run_dir / CHECKPOINT_DIR
+        if folder.is_dir() and any(folder.glob("*.ckpt")):
+            path = record_path(self.run_dir.parent, self.run_id)
+            try:
+                location = read_record(path).wandb if path.is_file() else None
+            except ValueError:
+                location = None
+            return wandb_id_of(location) or wandb_run_id(self.run_id)
+        return wandb_run_id(f"{self.run_id}@{utc_now()}")
 
     def instantiate_trainer(self, **kwargs: Any) -> L.Trainer:
         """Build the Trainer with the run's logger, checkpoints and default callbacks."""

@@ -121,6 +121,44 @@ def test_run_ids_are_deterministic_and_wandb_safe() -> None:
     assert wandb_run_id("a+b") != wandb_run_id("a=b")
 
 
+def test_wandb_ids_are_read_back_from_record_locations() -> None:
+    from taskonomy.experiments.lightning_cli import wandb_id_of
+
+    assert wandb_id_of("me/proj/task-normal-1a2b") == "task-normal-1a2b"
+    assert wandb_id_of("/r/x/wandb/offline-run-20261207_040000-task__n-1a2b") == "task__n-1a2b"
+    assert wandb_id_of("runs/x/wandb/run-20261207_040000-abc") == "abc"
+    assert wandb_id_of(None) is None and wandb_id_of("somewhere/else") is None
+
+
+@pytest.mark.wandb
+def test_a_resumed_run_continues_its_wandb_run_and_a_redone_one_gets_a_new_id(
+        wandb_run: Path, tiny_shards: Path, tmp_path: Path) -> None:
+    # W&B refuses the id of a deleted run for good (409): a run started afresh needs a new one.
+    from taskonomy.datamodules.datamodule import TaskonomyDataModule
+    from taskonomy.experiments.lightning_cli import wandb_id_of
+    from taskonomy.experiments.train import TrainCLI, task_model
+
+    (record,) = read_records(wandb_run)
+    runs = tmp_path / "runs"
+    shutil.copytree(wandb_run / record.run_id, runs / record.run_id)
+
+    def attempt_id() -> str:
+        seen: list[str] = []
+        with pytest.MonkeyPatch.context() as mp:  # build the run as `train fit` would, no fit
+            mp.setattr(TrainCLI, "fit", lambda self, *a, **k: seen.append(
+                self.trainer.logger._wandb_init["id"]))
+            TrainCLI(task_model, TaskonomyDataModule, args=[
+                "fit", "--config", str(tiny_config(tmp_path, tiny_shards)),
+                "--model.task=normal", f"--runs_dir={runs}", f"--run_id={record.run_id}"])
+        return seen[0]
+
+    earlier = wandb_id_of(record.wandb)
+    assert earlier and attempt_id() == earlier  # it has checkpoints: a resume
+    shutil.rmtree(runs / record.run_id / "checkpoints")
+    fresh = attempt_id()
+    assert fresh != earlier and fresh.startswith(earlier.rsplit("-", 1)[0][:20])
+
+
 def test_wandb_is_offline_unless_chosen_or_swept() -> None:
     assert configure_wandb_mode({}) == "offline"
     assert configure_wandb_mode({"WANDB_MODE": "online"}) == "online"
