@@ -67,11 +67,7 @@ def log_record(run: Any, record: RunRecord) -> None:
     # The record's own config and metric names ride along: the run's config and summary also
     # hold what Lightning logged (flat hyperparameters, per-epoch values), and a resumed run
     # keeps the summary of its earlier attempts.
-    identity = {"run_id": record.run_id, "role": record.role, "target": record.target,
-                "sources": list(record.sources), "regime": record.regime,
-                "schema_version": record.schema_version, "config": record.config,
-                "metrics": sorted(record.metrics)}
-    run.config.update({**record.config, CONFIG_KEY: identity}, allow_val_change=True)
+    run.config.update({**record.config, CONFIG_KEY: _identity(record)}, allow_val_change=True)
     run.summary.update(dict(record.metrics))
     for key, name in SUMMARY_FIELDS.items():
         run.summary[key] = getattr(record, name)  # None clears an earlier attempt's value
@@ -80,6 +76,22 @@ def log_record(run: Any, record: RunRecord) -> None:
     run.save(str(loss_file), base_path=run.dir, policy="now")
     rows = [[key, loss] for key, loss in record.per_image_losses.items()]
     run.log({LOSS_TABLE: wandb.Table(columns=list(LOSS_TABLE_COLUMNS), data=rows)})
+
+
+def _identity(record: RunRecord) -> dict[str, Any]:
+    return {"run_id": record.run_id, "role": record.role, "target": record.target,
+            "sources": list(record.sources), "regime": record.regime,
+            "schema_version": record.schema_version, "config": record.config,
+            "metrics": sorted(record.metrics)}
+
+
+def log_identity(run: Any, record: RunRecord) -> None:
+    """Log a starting run's identity.
+
+    A run killed before :func:`log_record` then still reads back as a taskonomy run (running or
+    failed), not as a foreign one.
+    """
+    run.config.update({CONFIG_KEY: _identity(record)}, allow_val_change=True)
 
 
 def record_from_wandb(config: Mapping[str, Any], summary: Mapping[str, Any], state: str,

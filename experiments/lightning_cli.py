@@ -413,6 +413,10 @@ class TaskonomyCLI(LightningCLI):
                            config=config, wandb=self._wandb_location(),
                            **({"started_at": started} if started else {}))
         self._write(record)
+        if record.wandb is not None:  # rank 0 with a W&B run
+            from taskonomy.analysis.wandb_source import log_identity
+
+            log_identity(self._wandb_run(), record)
         return record
 
     def _wandb_run(self) -> Any:

@@ -7,9 +7,11 @@ from taskonomy.analysis.records import RunRecord, records_to_frame, scan_records
 from taskonomy.analysis.wandb_source import (
     LOSS_FILE,
     LOSS_TABLE,
+    log_identity,
     log_record,
     read_offline_runs,
     read_project,
+    record_from_wandb,
 )
 
 
@@ -173,3 +175,18 @@ def test_an_online_run_without_its_losses_is_skipped_not_fatal():
     assert scan.records == [] and scan.skipped == {"incomplete": 2}
     messages = " ".join(str(w.message) for w in caught)
     assert "neither per_image_losses.json nor" in messages and "could not be read" in messages
+
+
+def test_a_run_killed_before_its_record_was_logged_reads_back_as_unfinished():
+    class _Config(dict):
+        def update(self, values, allow_val_change=False):
+            super().update(values)
+
+    class _Run:
+        config = _Config()
+
+    record = _records()[0]
+    run = _Run()
+    log_identity(run, record)  # at start; the process is then killed (W&B state "unknown")
+    back = record_from_wandb(run.config, {}, "unknown", {}, "somewhere")
+    assert (back.run_id, back.status, back.target) == (record.run_id, "running", record.target)
