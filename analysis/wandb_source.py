@@ -313,18 +313,25 @@ def _collect(readers: Iterable[tuple[str, Any]], statuses: Iterable[str] = ("fin
     keep = set(statuses)
     records: dict[str, RunRecord] = {}
     skipped: Counter[str] = Counter()
-    for _where, read in readers:
+    first_error: Exception | None = None
+    for where, read in readers:
         try:
             record = read()
         except IncompleteRunError as error:
             warnings.warn(str(error), stacklevel=2)
             skipped["incomplete"] += 1
             continue
-        except ValueError as error:
+        except (ValueError, FileNotFoundError) as error:
             if f"no {CONFIG_KEY!r} section" in str(error):
                 skipped["foreign"] += 1  # a run of the project that is not a taskonomy run
                 continue
-            raise
+            # One unreadable run (a corrupt log, a record that cannot be rebuilt) must not stop
+            # the analysis of hundreds of others; it is named and counted.
+            if not skipped["unreadable"]:
+                first_error = error
+            warnings.warn(f"{where}: skipped, unreadable: {error}", stacklevel=2)
+            skipped["unreadable"] += 1
+            continue
         if record.status not in keep:
             skipped[record.status] += 1
             continue
@@ -336,4 +343,7 @@ def _collect(readers: Iterable[tuple[str, Any]], statuses: Iterable[str] = ("fin
             if recency(record) < recency(earlier):
                 continue
         records[record.run_id] = record
+    if not records and skipped["unreadable"] and sum(skipped.values()) == skipped["unreadable"]:
+        # Not one run could be read: a tool problem (e.g. an old wandb), not a corrupt run.
+        raise ValueError(f"no run could be read; the first error: {first_error}")
     return RecordScan([records[k] for k in sorted(records)], skipped)

@@ -190,3 +190,19 @@ def test_a_run_killed_before_its_record_was_logged_reads_back_as_unfinished():
     log_identity(run, record)  # at start; the process is then killed (W&B state "unknown")
     back = record_from_wandb(run.config, {}, "unknown", {}, "somewhere")
     assert (back.run_id, back.status, back.target) == (record.run_id, "running", record.target)
+
+
+def test_an_unreadable_run_is_named_and_skipped_unless_none_can_be_read():
+    from taskonomy.analysis.wandb_source import _collect
+
+    good = _records()[0]
+
+    def corrupt():
+        raise ValueError("`wandb leet inspect` failed on x (exit 1): bad log")
+
+    with pytest.warns(UserWarning, match="x-run: skipped, unreadable: .*bad log"):
+        scan = _collect([("good", lambda: good), ("x-run", corrupt)])
+    assert scan.records == [good] and scan.skipped == {"unreadable": 1}
+    with pytest.raises(ValueError, match="no run could be read; the first error: .*bad log"):
+        with pytest.warns(UserWarning):
+            _collect([("x-run", corrupt), ("y-run", corrupt)])
