@@ -424,11 +424,21 @@ def stale_sources(record: RunRecord, latest: Mapping[str, RunRecord]
         # The same run trained further in place (``--run_id`` with more steps): its weights
         # changed under the same id. Compared only where both sides recorded a fingerprint.
         was, is_now = str(source.get("fingerprint") or ""), encoder_fingerprint(now)
-        both = was.startswith(WEIGHTS_FINGERPRINT) and is_now.startswith(WEIGHTS_FINGERPRINT)
-        if both and was != is_now:
+        if other_weights(was, is_now):
             stale.append((task, f"{run_id} (weights {_short(was)})",
                           f"{run_id} (weights {_short(is_now)}, trained further)"))
     return stale
+
+
+def other_weights(was: str, now: str) -> bool:
+    """Whether two weight fingerprints name different weights.
+
+    Only content fingerprints (``weights:…``) compare: those of earlier versions named a
+    checkpoint's path and mtime, which change when a runs folder moves, and an empty one is
+    unknown.
+    """
+    return (was.startswith(WEIGHTS_FINGERPRINT) and now.startswith(WEIGHTS_FINGERPRINT)
+            and was != now)
 
 
 def encoder_fingerprint(record: RunRecord) -> str:

@@ -25,6 +25,7 @@ with columns :data:`LOSS_TABLE_COLUMNS` for dashboards (W&B truncates logged tab
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import subprocess
@@ -302,7 +303,7 @@ def read_project(project: str, *, api: Any = None, statuses: Iterable[str] = ("f
                 f"{where}: its per-image losses could not be read "
                 f"({type(error).__name__}: {error}); read it from its local record instead"
             ) from error
-        return record_from_wandb(config, summary, str(run.state), losses, where)
+        return dataclasses.replace(shell, per_image_losses=losses)
 
     return _collect(((f"{project}/{run.id}", lambda run=run: rebuild(run))
                      for run in api.runs(project, lazy=False)), keep)

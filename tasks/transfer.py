@@ -48,10 +48,10 @@ from torchmetrics import Metric
 
 from taskonomy.analysis.records import (
     ENCODER_FINGERPRINT_KEY,
-    WEIGHTS_FINGERPRINT,
     RunRecord,
     latest_task_runs,
     network_setting,
+    other_weights,
     record_path,
     scan_records,
     write_record,
@@ -1033,14 +1033,10 @@ class TransferTask(L.LightningModule):
 def _other_weights(saved: dict[str, str], now: dict[str, str]) -> bool:
     """Whether a source's weights differ from those a checkpoint was trained on.
 
-    Fingerprints of earlier versions named the checkpoint's path and mtime, which change when
-    a runs folder moves; for those only the task run is compared.
+    Another task run, or the same one with other weights (:func:`other_weights`).
     """
-    if saved.get("run_id") != now.get("run_id"):
-        return True
-    both_content = all(str(entry.get("fingerprint", "")).startswith(WEIGHTS_FINGERPRINT)
-                       for entry in (saved, now))
-    return both_content and saved.get("fingerprint") != now.get("fingerprint")
+    return saved.get("run_id") != now.get("run_id") or other_weights(
+        str(saved.get("fingerprint") or ""), str(now.get("fingerprint") or ""))
 
 
 def register_task_run(module: TaskModule, runs_dir: str | os.PathLike[str], *,
