@@ -377,14 +377,17 @@ def build_metrics(spec: TaskSpec) -> dict[str, Metric]:
     return {name: _metric(spec, name) for name in spec.metrics}
 
 
-def eval_loss_means() -> nn.ModuleDict:
-    """Means of the evaluation loss over an epoch, weighted by batch size, per stage.
+def loss_means() -> nn.ModuleDict:
+    """Means of the loss over an epoch, weighted by batch size, per stage.
 
-    Logged as metrics rather than as tensors with ``sync_dist``: Lightning averages the batch
-    size weights across ranks as integers, which biases ``val/loss`` and ``test/loss`` when
-    ranks see different numbers of samples (Lightning-AI/pytorch-lightning#21859).
+    Metrics rather than tensors logged with ``sync_dist``: their epoch value is reduced over
+    every rank of a DDP run (a plain logged tensor gives rank 0's mean), and Lightning would
+    average the batch-size weights across ranks as integers, which biases ``val/loss`` and
+    ``test/loss`` when ranks see different numbers of samples
+    (Lightning-AI/pytorch-lightning#21859).
     """
-    return nn.ModuleDict({"val": MeanMetric(), "test": MeanMetric()})
+    # Keyed ``<stage>_loss``: a ``train`` key would shadow ``nn.Module.train``.
+    return nn.ModuleDict({f"{stage}_loss": MeanMetric() for stage in ("train", "val", "test")})
 
 
 def labelled_images(task_batch: dict[str, Any], size: int) -> int:
@@ -399,20 +402,29 @@ def labelled_images(task_batch: dict[str, Any], size: int) -> int:
     return int((mask.reshape(size, -1) > 0).any(dim=1).sum())
 
 
-def log_eval_loss(module: Any, stage: str, loss: torch.Tensor, size: int,
-                  weight: int | None = None) -> None:
-    """Log a ``val``/``test`` batch loss through ``module.loss_means`` (:func:`eval_loss_means`).
+def log_loss(module: Any, stage: str, loss: torch.Tensor, size: int,
+             weight: int | None = None) -> None:
+    """Log a batch loss through ``module.loss_means`` (:func:`loss_means`).
+
+    ``train/loss`` is logged per step (this rank's batch) and per epoch; ``val``/``test`` per
+    epoch only.
 
     Args:
         module: The LightningModule; it holds ``loss_means``.
-        stage: ``val`` or ``test``.
+        stage: ``train``, ``val`` or ``test``.
         loss: The batch's mean loss.
         size: The batch size.
         weight: The weight of the batch in the epoch's mean: its images with any label
             (:func:`labelled_images`); the batch size if not given.
     """
-    mean = cast(Metric, module.loss_means[stage])
+    mean = cast(Metric, module.loss_means[f"{stage}_loss"])
     weight = size if weight is None else weight
+    value = loss.detach().float()
+    if stage == "train":
+        mean(value, weight=weight)  # forward: the step's value is this batch's alone
+        module.log(metric_key(stage, "loss"), mean, on_step=True, on_epoch=True, prog_bar=True,
+                   batch_size=size)
+        return
     if weight > 0:
-        mean.update(loss.detach().float(), weight=weight)
+        mean.update(value, weight=weight)
     module.log(metric_key(stage, "loss"), mean, on_epoch=True, prog_bar=True, batch_size=size)

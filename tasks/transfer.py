@@ -76,7 +76,7 @@ from taskonomy.tasks.families.base import (
     uses_class_weights,
 )
 from taskonomy.tasks.losses import Reduction
-from taskonomy.tasks.metrics import eval_loss_means, labelled_images, log_eval_loss
+from taskonomy.tasks.metrics import labelled_images, log_loss, loss_means
 from taskonomy.tasks.networks.encoders import (
     ENCODERS,
     REPRESENTATION_CHANNELS,
@@ -594,7 +594,7 @@ class TransferTask(L.LightningModule):
         self.clip_norm = loss_module.clip_norm
         self.val_metrics = nn.ModuleDict(loss_module.build_metrics())
         self.test_metrics = nn.ModuleDict(loss_module.build_metrics())
-        self.loss_means = eval_loss_means()
+        self.loss_means = loss_means()
 
     # ----------------------------------------------------------------- identity
     @property
@@ -864,8 +864,7 @@ class TransferTask(L.LightningModule):
         prediction = self.predict_batch(batch, "train")
         loss = self._loss(prediction, batch, "mean")
         self._check_finite(loss, "train")
-        self.log(metric_key("train", "loss"), loss, on_step=True, on_epoch=True, prog_bar=True,
-                 batch_size=prediction.shape[0])
+        log_loss(self, "train", loss, prediction.shape[0])
         return loss
 
     def _eval_step(self, batch: dict[str, Any], stage: str) -> tuple[torch.Tensor, torch.Tensor]:
@@ -875,7 +874,7 @@ class TransferTask(L.LightningModule):
         loss = self._loss(prediction, batch, "mean", keys)
         self._check_finite(loss, stage)
         size = prediction.shape[0]
-        log_eval_loss(self, stage, loss, size, labelled_images(self._task_batch(batch), size))
+        log_loss(self, stage, loss, size, labelled_images(self._task_batch(batch), size))
         metrics = self.val_metrics if stage == "val" else self.test_metrics
         for name, module in metrics.items():
             metric = cast(Metric, module)

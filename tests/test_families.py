@@ -1,5 +1,6 @@
 """Task families: perfect vs wrong predictions, overfitting, NaN, GAN, clipping, test loop."""
 
+import copy
 import warnings
 
 import lightning as L
@@ -325,3 +326,19 @@ def test_cgan_trains_under_plain_ddp() -> None:
     trainer.fit(model, _loader([batch] * 8))  # rank 0's weights come back to this process
     after = list(model.discriminator.parameters())
     assert any(not torch.equal(a, b) for a, b in zip(after, before, strict=True))
+
+
+def test_train_loss_of_the_epoch_is_the_mean_over_every_ddp_rank() -> None:
+    # Each rank trains on its own batch; a plain logged tensor gave rank 0's mean alone.
+    model = build_task("reshading", **TINY)
+    batches = [fake_batch(model.spec, 2, 32, seed=seed) for seed in (0, 1)]
+    batches[1]["reshading"]["target"] += 2.0
+    reference = copy.deepcopy(model).train()
+    with torch.no_grad():
+        losses = [reference.compute_loss(reference(b["reshading"]["input"]), b["reshading"])
+                  for b in batches]
+    assert abs(losses[0].item() - losses[1].item()) > 0.5  # the ranks' losses differ
+    trainer = _trainer(max_steps=1, limit_val_batches=0, devices=2, strategy="ddp_spawn")
+    trainer.fit(model, _loader(batches))  # the sampler gives rank r batch r
+    epoch = trainer.callback_metrics["train/loss_epoch"].item()
+    assert epoch == pytest.approx(sum(loss.item() for loss in losses) / 2, rel=1e-4)

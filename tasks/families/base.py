@@ -30,9 +30,9 @@ from taskonomy.tasks.losses import Reduction, gan_discriminator_loss, gan_genera
 from taskonomy.tasks.metrics import (
     LOG_DEPTH_TASKS,
     build_metrics,
-    eval_loss_means,
     labelled_images,
-    log_eval_loss,
+    log_loss,
+    loss_means,
 )
 from taskonomy.tasks.networks.discriminator import Pix2PixDiscriminator
 from taskonomy.tasks.networks.encoders import build_encoder, representation_shape
@@ -241,7 +241,7 @@ class TaskModule(L.LightningModule):
             self.automatic_optimization = False
         self.val_metrics = nn.ModuleDict(self.build_metrics())
         self.test_metrics = nn.ModuleDict(self.build_metrics())
-        self.loss_means = eval_loss_means()
+        self.loss_means = loss_means()
         #: Per-image test task losses, keyed by sample key (filled by ``test_step``).
         self.test_per_image_losses: dict[str, float] = {}
 
@@ -351,21 +351,13 @@ class TaskModule(L.LightningModule):
                 "rate or check the data for NaN values"
             )
 
-    def _log_loss(self, stage: str, loss: torch.Tensor, size: int,
-                  weight: int | None = None) -> None:
-        if stage == "train":
-            self.log(metric_key(stage, "loss"), loss, on_step=True, on_epoch=True,
-                     prog_bar=True, batch_size=size)
-            return
-        log_eval_loss(self, stage, loss, size, weight)
-
     def training_step(self, batch: dict[str, Any], batch_idx: int) -> torch.Tensor | None:
         """One optimization step (manual when the cGAN term is on)."""
         task_batch = self._task_batch(batch)
         prediction = self(task_batch["input"])
         loss = self.compute_loss(prediction, task_batch, "mean")
         self._check_finite(loss, "train")
-        self._log_loss("train", loss, prediction.shape[0])
+        log_loss(self, "train", loss, prediction.shape[0])
         if self.discriminator is None:
             return loss
         self._gan_step(task_batch, prediction, loss)
@@ -447,7 +439,7 @@ class TaskModule(L.LightningModule):
         loss = self.compute_loss(prediction, task_batch, "mean", keys=keys)
         self._check_finite(loss, stage)
         size = prediction.shape[0]
-        self._log_loss(stage, loss, size, labelled_images(task_batch, size))
+        log_loss(self, stage, loss, size, labelled_images(task_batch, size))
         metrics = self.val_metrics if stage == "val" else self.test_metrics
         for name, module in metrics.items():
             metric = cast(Metric, module)
