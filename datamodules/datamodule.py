@@ -219,6 +219,9 @@ class ShardStream(IterableDataset):
             counted, as one with an unreadable image would be.
         eval_blocks: Shards read together in evaluation, the unit handed to ranks and workers
             (``None``: each shard alone); multi-view units never span two blocks.
+        shard_counts: Samples per shard index, as the manifest lists them; a shard that ends
+            early (a tar cut at a member boundary reads as a valid, shorter archive) is
+            counted as truncated.
     """
 
     def __init__(self, root: str, split: str, domains: Sequence[str], tasks: Sequence[str],
@@ -229,8 +232,10 @@ class ShardStream(IterableDataset):
                  raw_domains: Sequence[str] = (), batch_size: int = 1,
                  num_workers: int = 0, cached_inputs: frozenset[str] | None = None,
                  memory_mb: float = 0,
-                 eval_blocks: Sequence[Sequence[int]] | None = None) -> None:
+                 eval_blocks: Sequence[Sequence[int]] | None = None,
+                 shard_counts: dict[int, int] | None = None) -> None:
         super().__init__()
+        self.shard_counts = dict(shard_counts or {})
         self.eval_blocks = eval_blocks
         self.cached_inputs = cached_inputs
         if memory_mb < 0:
@@ -319,8 +324,10 @@ class ShardStream(IterableDataset):
             room = self.memory_bytes - self._memory_used
             kept: list[dict[str, Any]] | None = [] if room > 0 else None
             kept_bytes = 0
+            read = 0
             try:
                 for sample in iter_aligned_shard(locations):
+                    read += 1
                     if self.keep is None or sample["__key__"] in self.keep:
                         if kept is not None:
                             kept_bytes += sum(len(v) for v in sample.values()
@@ -330,6 +337,9 @@ class ShardStream(IterableDataset):
                         if kept is not None:
                             kept.append(sample)
                         yield sample
+                expected = self.shard_counts.get(index, read)
+                if read < expected:
+                    raise EOFError(f"it ends after {read} of its {expected} samples")
                 # Only a shard read to its end is kept (a consumer may stop mid-shard).
                 if kept is not None:
                     self._remember(index, kept)
@@ -337,7 +347,8 @@ class ShardStream(IterableDataset):
                 raise
             except (tarfile.TarError, EOFError, OSError, ValueError) as error:
                 self.counter.add(f"shard {index} of {self.split} is unreadable from here on "
-                                 f"({type(error).__name__}: {error})")
+                                 f"({type(error).__name__}: {error}); repack it with "
+                                 "`taskonomy data pack ... --resume`")
 
     def _remember(self, index: int, samples: list[dict[str, Any]]) -> None:
         size = sum(len(v) for s in samples for v in s.values() if isinstance(v, bytes))
@@ -735,7 +746,7 @@ class TaskonomyDataModule(L.LightningDataModule):
             rank=self.rank, world_size=self.world_size, jigsaw_tile=self.jigsaw_tile,
             raw_domains=self.requested_domains, batch_size=self.batch_size,
             num_workers=self.num_workers, cached_inputs=cached, memory_mb=self.memory_mb,
-            eval_blocks=blocks,
+            eval_blocks=blocks, shard_counts={s["index"]: s["count"] for s in manifest["shards"]},
         )
 
     def use_cached_inputs(self, keys: Mapping[str, Collection[str]] | None) -> bool:
@@ -785,6 +796,7 @@ class TaskonomyDataModule(L.LightningDataModule):
             epoch_size=len(wanted), seed=self.seed, counter=self.skipped.stream("images"),
             rank=0 if whole else self.rank, world_size=1 if whole else self.world_size,
             batch_size=self.batch_size, num_workers=0 if whole else self.num_workers,
+            shard_counts={s["index"]: s["count"] for s in manifest["shards"]},
         )
         # Its own generator: iterating must not draw from the global RNG, or a run that reads
         # images first (to fill a cache) would train with other dropout masks than one that

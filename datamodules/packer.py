@@ -274,6 +274,20 @@ def _record_path(split_dir: Path, domain: str, index: int) -> Path:
     return split_dir / RECORDS_DIR / f"{domain}-{index:06d}.json"
 
 
+def _packed_whole(split_dir: Path, split: str, domain: str, index: int) -> bool:
+    """Whether a (shard, domain) is packed: its record exists and its shard has the recorded size.
+
+    The size catches a shard cut short after packing (a copy or a sync interrupted), which
+    would otherwise be kept by ``--resume``; hashing every shard would read the whole dataset.
+    """
+    shard = split_dir / domain / shard_file_name(split, index)
+    try:
+        record = json.loads(_record_path(split_dir, domain, index).read_text())
+        return shard.stat().st_size == int(record["bytes"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return False
+
+
 #: Interpolation per image kind when resizing at pack time. Depth and labels take nearest
 #: neighbours (averaging would mix missing 65535 depth with valid depth, or label ids).
 _AREA_KINDS = ("rgb8",)
@@ -370,8 +384,7 @@ def pack(config: PackConfig, *, progress: bool = True,
         for index, keys in enumerate(plan["shards"])
         if index % n == k - 1
         for domain in domains
-        if not ((split_dir / domain / shard_file_name(config.split, index)).is_file()
-                and _record_path(split_dir, domain, index).is_file())
+        if not _packed_whole(split_dir, config.split, domain, index)
     ]
     result = PackResult(split_dir=split_dir)
     result.shards_skipped = sum(1 for i in range(len(plan["shards"])) if i % n == k - 1) * len(

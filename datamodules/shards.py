@@ -264,16 +264,27 @@ def iter_aligned_shard(locations: dict[str, str]) -> Iterator[dict[str, Any]]:
         ``{"__key__": key, domain: bytes | MissingValue, ...}`` per sample.
 
     Raises:
-        ShardKeyMismatchError: two domains disagree on the key at the same position, or one
-            domain's shard ends early; the message names both keys and both shards.
+        ShardKeyMismatchError: two domains disagree on the key at the same position; the
+            message names both keys and both shards.
+        EOFError: one domain's shard ends before the others (a tar cut at a member boundary
+            reads as a shorter, valid archive), along with :func:`iter_domain_shard`'s errors.
     """
     domains = list(locations)
     iterators = [iter_domain_shard(locations[d], d) for d in domains]
     sentinel = ("<end of shard>", None)
+    read = 0
     while True:
         items = [next(it, sentinel) for it in iterators]
         if all(item is sentinel for item in items):
             return
+        ended = [d for d, item in zip(domains, items, strict=True) if item is sentinel]
+        if ended:
+            going_on = next(d for d, item in zip(domains, items, strict=True)
+                            if item is not sentinel)
+            raise EOFError(
+                f"{locations[ended[0]]} ends after {read} samples while "
+                f"{locations[going_on]} goes on: the shard is truncated"
+            )
         first_key = items[0][0]
         for domain, item in zip(domains[1:], items[1:], strict=True):
             if item[0] != first_key:
@@ -285,4 +296,5 @@ def iter_aligned_shard(locations: dict[str, str]) -> Iterator[dict[str, Any]]:
         sample: dict[str, Any] = {"__key__": first_key}
         for domain, item in zip(domains, items, strict=True):
             sample[domain] = item[1]
+        read += 1
         yield sample

@@ -148,6 +148,33 @@ def test_corrupt_png_and_truncated_shard_are_skipped_and_counted(tiny_shards: Pa
         assert len(_keys(train.train_dataloader())) == 30 == len(train.train_dataloader()) * 2
 
 
+def _cut_at_member(shard: Path, member: int) -> None:
+    """Cut a tar right before one of its members: what remains reads as a valid archive."""
+    with tarfile.open(shard) as tar:
+        offset = tar.getmembers()[member].offset
+    with shard.open("r+b") as handle:
+        handle.truncate(offset)
+
+
+@pytest.mark.parametrize("tasks", [["depth_zbuffer"], ["autoencoding"]],
+                         ids=["two-domains", "rgb-only"])
+def test_shard_cut_at_a_member_boundary_is_counted_as_truncated(tiny_shards: Path,
+                                                                 tmp_path: Path, tasks):
+    # Such a cut ended the epoch with a key mismatch (two domains), or dropped the shard's
+    # tail without a word (one domain).
+    root = tmp_path / "root"
+    shutil.copytree(tiny_shards / "val", root / "val")
+    shard = read_manifest(root, "val")["shards"][1]
+    _cut_at_member(root / "val" / "rgb" / "val-000001.tar", 1)
+    dm = TaskonomyDataModule(root, tasks=tasks, resolution=8, batch_size=2, num_workers=0,
+                             train_split=None, test_split=None)
+    with pytest.warns(RuntimeWarning, match="skipped a bad sample"):
+        keys = _keys(dm.val_dataloader())
+    lost = set(manifest_keys(read_manifest(root, "val"))) - set(keys)
+    assert lost and lost <= set(shard["keys"][1:])
+    assert dm.skipped.count == 1
+
+
 def test_missing_domain_folder_is_an_error_before_training(tiny_shards: Path, tmp_path: Path):
     root = tmp_path / "root"
     shutil.copytree(tiny_shards / "train", root / "train")

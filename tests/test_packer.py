@@ -90,6 +90,12 @@ def test_resume_refusal_and_added_domain(tiny_source: Path, tmp_path: Path, trai
     for path, (mtime, data) in before.items():  # nothing rewritten
         assert path.stat().st_mtime_ns == mtime and path.read_bytes() == data
     assert len(list((out / "train" / "normal").glob("*.tar"))) == 3
+    # A shard cut short after packing (an interrupted copy) is packed again by --resume.
+    cut = out / "train" / "rgb" / "train-000001.tar"
+    whole = cut.read_bytes()
+    cut.write_bytes(whole[:1024])
+    repaired = pack(PackConfig(**{**base.__dict__, "resume": True}), progress=False)
+    assert repaired.shards_written == 1 and cut.read_bytes() == whole
     other = PackConfig(**{**base.__dict__, "buildings": list(train_buildings[:2]),
                           "resume": True})
     with pytest.raises(ValueError, match="another pack .*buildings_sha1.*repeat the original "

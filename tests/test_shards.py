@@ -77,6 +77,15 @@ def test_aligned_zip_and_key_mismatch(tmp_path: Path):
                                  "depth_zbuffer": str(tmp_path / "bad.tar")}))
 
 
+def test_a_domain_ending_before_the_others_is_a_truncated_shard(tmp_path: Path):
+    write_domain_shard(tmp_path / "rgb.tar", "rgb", [ShardEntry("a__0__0", b"1")])
+    write_domain_shard(tmp_path / "d.tar", "depth_zbuffer", [ShardEntry("a__0__0", b"3"),
+                                                             ShardEntry("a__0__1", b"4")])
+    with pytest.raises(EOFError, match=r"rgb.tar ends after 1 samples while .*d.tar goes on"):
+        list(iter_aligned_shard({"rgb": str(tmp_path / "rgb.tar"),
+                                 "depth_zbuffer": str(tmp_path / "d.tar")}))
+
+
 def test_truncated_shard_raises_while_streaming(tmp_path: Path):
     path = tmp_path / "rgb.tar"
     write_domain_shard(path, "rgb", [ShardEntry(f"a__0__{i}", bytes(5000)) for i in range(4)])
