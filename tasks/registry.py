@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from importlib.metadata import entry_points
 from typing import Any
 
-from taskonomy.tasks.specs import BASELINES, BUILTIN_TASKS, TaskSpec
+from taskonomy.tasks.specs import BASELINES, BUILTIN_TASKS, FAMILIES, TaskSpec
 
 ENTRY_POINT_GROUP = "taskonomy.tasks"
 
@@ -37,6 +37,12 @@ def _load_plugins() -> list[RegisteredTask]:
         obj = ep.load()
         origin = f"{ep.value} (entry point {ep.name!r})"
         if isinstance(obj, TaskSpec):
+            if obj.family not in FAMILIES:
+                raise ValueError(
+                    f"entry point {ep.name!r}: task {obj.name!r} has family {obj.family!r}, "
+                    f"which has no built-in class (built-in families: {', '.join(FAMILIES)}); "
+                    "point the entry point to a (TaskSpec, family_class) pair to bring its class"
+                )
             found.append(RegisteredTask(obj, None, origin))
         elif isinstance(obj, tuple) and len(obj) == 2 and isinstance(obj[0], TaskSpec):
             found.append(RegisteredTask(obj[0], obj[1], origin))

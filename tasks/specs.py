@@ -44,7 +44,8 @@ class TaskSpec:
     Attributes:
         name: Our name (the released data folder where one exists).
         code_name: The authors' name in their code and result pickles.
-        family: One of :data:`FAMILIES`.
+        family: One of :data:`FAMILIES`, or a plugin's own family name when the plugin
+            registers its family class with the spec (:mod:`taskonomy.tasks.registry`).
         domains: Data domains a training sample reads (input, labels, masks), in released names.
         output_channels: Channels of a dense output, or length of a vector output.
         output_kind: One of :data:`OUTPUT_KINDS`.
@@ -78,9 +79,10 @@ class TaskSpec:
     weight_decay: float = 2e-6
 
     def __post_init__(self) -> None:
-        if self.family not in FAMILIES:
+        if not self.family or not self.family.isidentifier():
             raise ValueError(
-                f"task {self.name!r}: unknown family {self.family!r}; valid: {FAMILIES}"
+                f"task {self.name!r}: family {self.family!r} is not a name; built-in families: "
+                f"{FAMILIES}"
             )
         if self.output_kind not in OUTPUT_KINDS:
             raise ValueError(

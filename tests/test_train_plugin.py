@@ -97,3 +97,48 @@ def test_plugin_task_trains_through_the_train_command(installed_plugin: Path, tm
 
 def test_plugin_is_gone_after_uninstall() -> None:
     assert "grayscale" not in task_names()
+
+
+OWN_FAMILY = '''
+from taskonomy.tasks.families.dense import DenseRegressionTask
+from taskonomy.tasks.specs import TaskSpec
+
+SPEC = TaskSpec("grey_level", "grey_level", "grey_family", ("rgb",), 1, "dense",
+                "mean of the RGB encoding", "l1", ("l1",))
+
+
+class GreyFamily(DenseRegressionTask):
+    """A family of the plugin's own."""
+
+
+PAIR = (SPEC, GreyFamily)
+'''
+
+
+@pytest.mark.parametrize("target", ["PAIR", "SPEC"])
+def test_a_plugin_family_needs_its_class(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                         target: str) -> None:
+    from taskonomy.tasks.build import build_task
+
+    site = tmp_path / "site"
+    (site / "grey_task").mkdir(parents=True)
+    (site / "grey_task" / "__init__.py").write_text(OWN_FAMILY)
+    info = site / "grey_task-0.1.dist-info"
+    info.mkdir()
+    (info / "METADATA").write_text("Metadata-Version: 2.1\nName: grey-task\nVersion: 0.1\n")
+    (info / "entry_points.txt").write_text(f"[taskonomy.tasks]\ngrey_level = grey_task:{target}\n")
+    monkeypatch.syspath_prepend(str(site))
+    reload_registry()
+    try:
+        if target == "PAIR":  # a family name of its own, with its class
+            model = build_task("grey_level", encoder="resnet10_tiny", resolution=32,
+                               decoder_width=0.125)
+            assert type(model).__name__ == "GreyFamily" and model.spec.family == "grey_family"
+        else:
+            with pytest.raises(ValueError, match=r"family 'grey_family', which has no built-in "
+                                                 r"class.*\(TaskSpec, family_class\) pair"):
+                task_names()
+    finally:
+        monkeypatch.delitem(sys.modules, "grey_task", raising=False)
+        monkeypatch.undo()
+        reload_registry()
