@@ -24,7 +24,6 @@ import hashlib
 import json
 import os
 from collections.abc import Callable, Sequence
-from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -51,6 +50,7 @@ from taskonomy.datamodules.shards import (
     write_domain_shard,
     write_manifest,
 )
+from taskonomy.datamodules.worker_pool import worker_pool
 
 PLAN_NAME = "plan.json"
 RECORDS_DIR = ".records"
@@ -427,7 +427,7 @@ def _run_jobs(config: PackConfig, source: str, layout_kind: str, split_dir: Path
             for job in args:
                 advance(_pack_one(*job))
         else:
-            with ProcessPoolExecutor(max_workers=config.workers) as pool:
+            with worker_pool(config.workers) as pool:
                 for record in pool.map(_pack_one, *zip(*args, strict=True)) if args else ():
                     advance(record)
 

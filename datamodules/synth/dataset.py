@@ -17,12 +17,13 @@ import json
 import os
 import shutil
 from collections.abc import Callable, Mapping, Sequence
-from concurrent.futures import ProcessPoolExecutor, as_completed
+from concurrent.futures import as_completed
 from multiprocessing import get_context
 from pathlib import Path
 from typing import Any
 
 from taskonomy.datamodules.domains import atomic_write_bytes
+from taskonomy.datamodules.worker_pool import worker_pool
 
 MANIFEST = "synth_manifest.json"
 SPLIT_FILE = "train_val_test_synth.csv"
@@ -206,8 +207,7 @@ def synthesize(out: str | os.PathLike[str], buildings: int | Sequence[str] = 3,
                 _build_one(str(out), name, seed, resolution, points, views,
                            lambda: bar.advance(task))
         else:  # workers report whole buildings
-            with ProcessPoolExecutor(max_workers=min(workers, len(todo)),
-                                     mp_context=get_context("spawn")) as pool:
+            with worker_pool(min(workers, len(todo)), get_context("spawn")) as pool:
                 futures = [pool.submit(_build_one, str(out), n, seed, resolution, points, views)
                            for n in todo]
                 for future in as_completed(futures):

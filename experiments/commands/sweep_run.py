@@ -17,7 +17,6 @@ import multiprocessing
 import os
 import sys
 from collections.abc import Collection, Sequence
-from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from pathlib import Path
 from typing import Any
@@ -202,14 +201,12 @@ def check_sweep(sweep: Any, runs_dir: str, extra: Sequence[str] = (),
         return len(points)
     size = max(1, min(32, len(rest) // (4 * processes)))
     chunks = [(sweep, rest[i:i + size], runs_dir, list(extra)) for i in range(0, len(rest), size)]
-    # All workers fork at the first submission (fork context), before the progress bar starts
-    # its thread, so no child inherits a held lock; a worker that dies breaks the pool with an
-    # error instead of leaving the check waiting.
+    from taskonomy.datamodules.worker_pool import worker_pool
+
     # With fork, every worker is forked at the first submission, before the progress bar starts
     # its thread (no child inherits a held lock); a worker that dies breaks the pool with an
     # error rather than leaving the check waiting.
-    context = multiprocessing.get_context("fork")
-    with ProcessPoolExecutor(processes, mp_context=context) as pool:
+    with worker_pool(processes, multiprocessing.get_context("fork")) as pool:
         futures = [pool.submit(_check_chunk, chunk) for chunk in chunks]
         try:
             with bar:

@@ -1,0 +1,38 @@
+"""Worker processes that do not outlive the process that started them."""
+
+from __future__ import annotations
+
+import os
+import threading
+import time
+from concurrent.futures import ProcessPoolExecutor
+from multiprocessing.context import BaseContext
+
+#: Seconds between a worker's checks that its parent is alive.
+PARENT_POLL_S = 1.0
+
+
+def _exit_with_parent(parent: int) -> None:
+    """Pool initializer: end this worker once its parent is gone.
+
+    A parent killed with SIGKILL cannot stop its pool, and the workers, which hold both ends
+    of the task queue's pipe, would wait on it forever after their current job.
+    """
+
+    def watch() -> None:
+        while os.getppid() == parent:
+            time.sleep(PARENT_POLL_S)
+        os._exit(1)
+
+    threading.Thread(target=watch, name="exit-with-parent", daemon=True).start()
+
+
+def worker_pool(max_workers: int, mp_context: BaseContext | None = None) -> ProcessPoolExecutor:
+    """A process pool whose workers exit when the calling process dies, even by SIGKILL.
+
+    Args:
+        max_workers: Worker processes.
+        mp_context: The multiprocessing context (default: the platform's).
+    """
+    return ProcessPoolExecutor(max_workers=max_workers, mp_context=mp_context,
+                               initializer=_exit_with_parent, initargs=(os.getpid(),))
