@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import tarfile
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +23,7 @@ from taskonomy.datamodules.multiview import group_by_point
 from taskonomy.datamodules.shards import (
     MANIFEST_NAME,
     MissingValue,
+    file_sha256,
     iter_aligned_shard,
     read_manifest,
     shard_location,
@@ -60,17 +62,20 @@ def _sample_stats(root: str, split: str, manifest: dict[str, Any], domains: list
     errors: dict[str, int] = {d: 0 for d in domains}
     for shard in manifest["shards"]:
         locations = {d: shard_location(root, split, d, shard["index"]) for d in domains}
-        for sample in iter_aligned_shard(locations):
-            for domain in domains:
-                raw = sample[domain]
-                if isinstance(raw, MissingValue):
-                    continue
-                try:
-                    values[domain].append(decode_domain(domain, raw))
-                except ValueError:
-                    errors[domain] += 1
-            if len(values[domains[0]]) >= limit:
-                break
+        try:
+            for sample in iter_aligned_shard(locations):
+                for domain in domains:
+                    raw = sample[domain]
+                    if isinstance(raw, MissingValue):
+                        continue
+                    try:
+                        values[domain].append(decode_domain(domain, raw))
+                    except ValueError:
+                        errors[domain] += 1
+                if len(values[domains[0]]) >= limit:
+                    break
+        except (OSError, EOFError, tarfile.TarError, ValueError):
+            continue  # statistics of the readable shards; `inspect --verify` names the others
         if len(values[domains[0]]) >= limit:
             break
     return {d: {**_value_stats(d, values[d]), "sampled": len(values[d]),
@@ -195,14 +200,72 @@ def shard_samples(root: str | os.PathLike[str], split: str | None = None,
     return chosen
 
 
-def inspect_shard_root(root: str | os.PathLike[str], out: str | os.PathLike[str] | None,
-                       *, views: int = 4, size: int = 192) -> int:
-    """Print the summary of a shard root and, if ``out`` is given, write its contact sheet.
+def verify_shards(root: str | os.PathLike[str], *, progress: bool = True) -> tuple[int, list[str]]:
+    """Check every shard of every finished split against the SHA-256 its manifest lists.
+
+    For a shard root copied to another machine, where a damaged shard would otherwise show up
+    only as samples skipped during training.
 
     Returns:
-        0 (the ``run`` status of the inspect command).
+        The number of shards checked, and one line per shard that is missing or differs.
+    """
+    from rich.progress import BarColumn, DownloadColumn, Progress, TimeRemainingColumn
+
+    base = str(root)
+    checks: list[tuple[str, str, int, str]] = []
+    total = 0
+    for child in sorted(p for p in Path(base).iterdir() if (p / MANIFEST_NAME).is_file()):
+        manifest = read_manifest(base, child.name)
+        for domain, info in manifest["domains"].items():
+            total += int(info["bytes"])
+            checks += [(child.name, domain, s["index"], info["sha256"][n])
+                       for n, s in enumerate(manifest["shards"])]
+    problems = []
+    bar = Progress("[progress.description]{task.description}", BarColumn(), DownloadColumn(),
+                   TimeRemainingColumn(), disable=not progress)
+    with bar:
+        task = bar.add_task("verifying shards", total=total)
+        for split, domain, index, expected in checks:
+            location = shard_location(base, split, domain, index)
+            try:
+                size = Path(location).stat().st_size
+                actual = file_sha256(location)
+            except OSError as error:
+                problems.append(f"{location}: unreadable ({error})")
+                continue
+            bar.advance(task, size)
+            if actual != expected:
+                problems.append(f"{location}: its SHA-256 differs from the manifest's")
+    return len(checks), problems
+
+
+def inspect_shard_root(root: str | os.PathLike[str], out: str | os.PathLike[str] | None,
+                       *, views: int = 4, size: int = 192, verify: bool = False) -> int:
+    """Print the summary of a shard root and, if ``out`` is given, write its contact sheet.
+
+    Args:
+        root: The shard root.
+        out: PNG file for the contact sheet (``None``: none).
+        views: Views (rows) of the sheet.
+        size: Tile side in pixels.
+        verify: Also check every shard's SHA-256 (:func:`verify_shards`).
+
+    Returns:
+        The ``run`` status of the inspect command: 1 when a verified shard is missing or
+        differs, 0 otherwise.
     """
     print_shard_summary(inspect_shards(root))
+    if verify:
+        checked, problems = verify_shards(root)
+        if problems:
+            print(f"{len(problems)} of {checked} shards are damaged or missing:")
+            for line in problems:
+                print(f"  {line}")
+            print("delete them and repack with `taskonomy data pack SRC --out ROOT --split SPLIT "
+                  "--resume` (it rewrites only missing shards and shards cut short), or copy "
+                  "them again")
+            return 1
+        print(f"verified {checked} shards: every SHA-256 matches the manifest")
     if out is not None:
         import cv2
 

@@ -194,11 +194,14 @@ def write_domain_shard(path: str | os.PathLike[str], domain: str,
 
 
 def file_sha256(path: str | os.PathLike[str]) -> str:
-    """SHA-256 of a file, streamed."""
+    """SHA-256 of a local file or URL, streamed."""
     digest = hashlib.sha256()
-    with open(path, "rb") as handle:
+    handle = _open_stream(str(path))
+    try:
         for block in iter(lambda: handle.read(1 << 20), b""):
             digest.update(block)
+    finally:
+        handle.close()
     return digest.hexdigest()
 
 

@@ -275,6 +275,23 @@ def test_inspect_shards_summary_and_views(tiny_shards: Path, tmp_path: Path, cap
     assert "27 samples in 9 shards" in capsys.readouterr().out
 
 
+def test_inspect_verify_names_damaged_and_missing_shards(tiny_shards: Path, tmp_path: Path,
+                                                         capsys):
+    root = tmp_path / "copy"
+    shutil.copytree(tiny_shards, root)
+    assert cli_main(["data", "inspect", str(root), "--verify"]) == 0
+    assert "verified" in capsys.readouterr().out
+    damaged = root / "train" / "rgb" / "train-000001.tar"
+    data = bytearray(damaged.read_bytes())
+    data[600] ^= 1  # same size: only the hash tells
+    damaged.write_bytes(bytes(data))
+    (root / "val" / "normal" / "val-000000.tar").unlink()
+    assert cli_main(["data", "inspect", str(root), "--verify"]) == 1
+    out = capsys.readouterr().out
+    assert "2 of " in out and "train-000001.tar: its SHA-256 differs" in out
+    assert "val-000000.tar: unreadable" in out and "--resume" in out
+
+
 def test_pack_time_resize_keeps_depth_values_and_halves_the_side(tiny_source: Path,
                                                                  tmp_path: Path,
                                                                  train_buildings):

@@ -23,6 +23,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "shard root, which also prints a summary)")
     parser.add_argument("--views", type=int, default=4, help="views to show (rows)")
     parser.add_argument("--size", type=int, default=192, help="tile side in pixels")
+    parser.add_argument("--verify", action="store_true",
+                        help="shard root only: also check every shard against the SHA-256 its "
+                             "manifest lists (e.g. after copying the shards to another machine); "
+                             "exits 1 if one is damaged or missing")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -35,7 +39,11 @@ def run(args: argparse.Namespace) -> int:
     if args.views < 1:
         raise ValueError(f"--views must be at least 1, got {args.views}")
     if is_shard_root(args.building_dir):
-        return inspect_shard_root(args.building_dir, args.out, views=args.views, size=args.size)
+        return inspect_shard_root(args.building_dir, args.out, views=args.views, size=args.size,
+                                  verify=args.verify)
+    if args.verify:
+        raise ValueError(f"--verify checks a shard root; {args.building_dir} is not one (no "
+                         "SPLIT/manifest.json)")
     if args.out is None:
         raise ValueError("give --out sheet.png: the contact sheet of a building folder is a PNG")
     samples = building_samples(args.building_dir, args.views)
