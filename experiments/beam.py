@@ -169,13 +169,15 @@ def _setting(config: Mapping[str, Any], key: str) -> Any:
 
 
 def settings_to_carry(records: Iterable[RunRecord], parsed: Mapping[str, Any],
-                      keep: Iterable[str] = ()) -> list[str]:
+                      keep: Iterable[str] = (), regime: str | None = None) -> list[str]:
     """``--key=value`` arguments that make the higher orders run like the first order.
 
     Args:
         records: Run records; their first-order transfers are compared.
         parsed: The config a point of the higher-order sweep resolves to.
         keep: Keys the user set for the higher orders (``--set``); they are not carried.
+        regime: Compare only the first-order transfers of this data regime (the one ranked);
+            ``None``: all of them.
 
     Returns:
         One argument per :data:`SHARED_SETTINGS` key on whose value all first-order transfers
@@ -185,7 +187,8 @@ def settings_to_carry(records: Iterable[RunRecord], parsed: Mapping[str, Any],
     from taskonomy.experiments.sweep_files import format_value
 
     first = [r for r in records if r.status == "finished" and r.role == "transfer"
-             and r.order == 1 and isinstance(r.config, dict)]
+             and r.order == 1 and isinstance(r.config, dict)
+             and (regime is None or r.regime == regime)]
     kept = set(keep)
     carried = []
     for key in SHARED_SETTINGS:

@@ -146,3 +146,20 @@ def test_sweep_beam_carries_the_first_order_settings_over(
         assert argument in argv
     assert "--trainer.max_epochs=2" not in argv
     assert not any(a.startswith("--model.encoder") for a in argv)  # the config's already
+
+
+def test_sweep_beam_carries_the_settings_of_the_regime_it_ranks(tmp_path: Path) -> None:
+    # With 1k and 16k first-order transfers in one folder, the 16k higher orders ran as 1k.
+    runs = tmp_path / "runs"
+    for regime, limit in (("1k", 32), ("16k", 64)):
+        setting = {"data": {"limit": limit}, "model": {"resolution": 32}}
+        for record in first_order_records("normal", strengths_for("normal")):
+            record = RunRecord.from_dict({**record.to_dict(), "run_id": f"{record.run_id}-{regime}",
+                                         "regime": regime, "config": setting})
+            write_record(record, runs)
+    out = tmp_path / "higher_order.yaml"
+    assert main(["sweep", "beam", "--runs", str(runs), "--max-order", "2", "--out", str(out),
+                 "--regime", "16k"]) == 0
+    sweep = load_sweep_file(out)
+    argv = sweep.argv(sweep.points()[0].params)
+    assert "--data.limit=64" in argv and "--model.resolution=32" in argv

@@ -39,11 +39,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Rank, select and write the sweep file."""
+    from taskonomy.analysis.affinities import choose_regime
     from taskonomy.analysis.records import read_records
     from taskonomy.experiments.beam import (
         DEFAULT_CONFIG,
         beam_combinations,
         beam_sweep,
+        first_order_records,
         rank_sources,
         ranking_comment,
         write_sweep,
@@ -60,7 +62,9 @@ def run(args: argparse.Namespace) -> int:
     config = args.config or DEFAULT_CONFIG
     fixed = extra_arguments(args.set)
     sweep = beam_sweep(transfers, name=args.name or out.stem, config=config, fixed=fixed)
-    carried = _carried_settings(records, sweep, fixed)
+    # The settings of the regime ranked: 16k transfers must not run as the 1k ones did.
+    regime = choose_regime(first_order_records(records), args.regime)
+    carried = _carried_settings(records, sweep, fixed, regime)
     if carried:
         sweep = beam_sweep(transfers, name=args.name or out.stem, config=config,
                            fixed=[*fixed, *carried])
@@ -72,7 +76,7 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-def _carried_settings(records: list, sweep: dict, fixed: list[str]) -> list[str]:
+def _carried_settings(records: list, sweep: dict, fixed: list[str], regime: str) -> list[str]:
     """The first-order settings the sweep's points would otherwise run without."""
     from taskonomy.experiments.beam import settings_to_carry
     from taskonomy.experiments.commands.sweep_run import _lightning_checker
@@ -89,4 +93,4 @@ def _carried_settings(records: list, sweep: dict, fixed: list[str]) -> list[str]
                         "settings are not compared[/yellow]")
         return []
     keys = [argument[2:].split("=", 1)[0] for argument in fixed]
-    return settings_to_carry(records, parsed, keep=keys)
+    return settings_to_carry(records, parsed, keep=keys, regime=regime)
