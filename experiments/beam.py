@@ -57,6 +57,9 @@ def rank_sources(records: Sequence[RunRecord], *, targets: Iterable[str] | None 
         regime: Data regime of the transfers (default: the only one present).
         include_target: Keep the target as a source of itself (the authors did not).
 
+    The baselines are left out. The authors' ranking kept ``random`` (it entered a few of their
+    top-6 sets); a random encoder as one of several sources is not a transfer this suite runs.
+
     Raises:
         ValueError: No first-order transfer records, several regimes and none chosen, or a
             target with fewer than two tournament candidates (see

@@ -215,8 +215,9 @@ class TaskModule(L.LightningModule):
         check_milestone(lr_milestone)
         if gan and not self.supports_gan:
             raise ValueError(
-                f"task {task!r} ({self.spec.family}) has no cGAN term; the paper uses it for "
-                "dense regression tasks only: drop gan=True"
+                f"task {task!r} ({self.spec.family}) has no cGAN term here: this suite "
+                "trains it for the dense regression tasks (the authors also gave colorization "
+                "one, on its recoloured image; not implemented): drop gan=True"
             )
         if class_weights is not None:
             if not uses_class_weights(self.spec):
