@@ -305,14 +305,18 @@ def test_bad_batches_are_clear_value_errors() -> None:
         model.validation_step({"__key__": ["a"], "normal": batch["depth_zbuffer"]}, 0)
 
 
-def test_cgan_schedule_counts_generator_steps_not_optimizer_steps() -> None:
-    # After the warm-up each batch takes two optimizer steps; the warm-up and the instance
-    # noise follow the generator's steps, as in the authors' schedule.
-    model = build_task("depth_zbuffer", **TINY, gan=True, gan_warmup_steps=3)
+def test_cgan_schedule_counts_every_optimizer_step() -> None:
+    # After the warm-up each batch takes two optimizer steps; the LR schedule and the instance
+    # noise count both, as the authors' TensorFlow global step did.
+    model = build_task("depth_zbuffer", **TINY, gan=True, gan_warmup_steps=3, lr_milestone=8)
     batch = fake_batch(model.spec, 2, 32)
     trainer = _trainer(max_steps=9, limit_val_batches=0)
     trainer.fit(model, _loader([batch] * 10))
     assert trainer.global_step == 9 and model.generator_steps() == 6  # 3 + 3 batches with D
+    scheduler = trainer.lr_scheduler_configs[0].scheduler
+    assert scheduler.last_epoch == 9  # type: ignore[attr-defined]
+    assert scheduler.get_last_lr()[0] == pytest.approx(1e-5)  # dropped at step 8, batch 6
+    assert model._instance_noise() == pytest.approx(0.03 / (1 + 0.2 * 9 / 1000))
 
 
 def test_cgan_trains_under_plain_ddp() -> None:

@@ -122,19 +122,21 @@ def test_checkpoints_of_the_former_multistep_scheduler_resume() -> None:
     assert scheduler.get_last_lr() == pytest.approx([1e-4])  # at step 5, the config's milestone
 
 
-def test_a_gan_run_counts_its_milestone_in_generator_steps() -> None:
-    # Lightning counts two optimizer steps per batch once the discriminator trains.
+def test_a_gan_run_counts_its_milestone_in_optimizer_steps() -> None:
+    # As the authors' global step: two optimizer steps per batch once the discriminator trains.
     gan = build_task("depth_zbuffer", **TINY, gan=True, gan_warmup_steps=100, lr_milestone=0.67)
     plain = build_task("depth_zbuffer", **TINY, lr_milestone=0.67)
     for model in (gan, plain):
         model._trainer = SimpleNamespace(  # type: ignore[assignment]
             estimated_stepping_batches=400, max_steps=400)
-    assert gan._scheduler_steps() == 250  # 100 warm-up + 150 batches of two steps
-    assert plain._scheduler_steps() == 400
-    # bounded by epochs, Lightning's estimate counts batches: generator steps already
+    assert gan._scheduler_steps() == 400 == plain._scheduler_steps()
+    # bounded by epochs, Lightning's estimate counts batches: 100 warm-up + 20 batches of two
     gan._trainer = SimpleNamespace(  # type: ignore[assignment]
         estimated_stepping_batches=120, max_steps=-1)
-    assert gan._scheduler_steps() == 120
+    assert gan._scheduler_steps() == 140
     gan._trainer = SimpleNamespace(  # type: ignore[assignment]
         estimated_stepping_batches=120, max_steps=400)  # the epochs end it first
-    assert gan._scheduler_steps() == 120
+    assert gan._scheduler_steps() == 140
+    gan._trainer = SimpleNamespace(  # type: ignore[assignment]
+        estimated_stepping_batches=120, max_steps=130)  # the steps end it first
+    assert gan._scheduler_steps() == 130

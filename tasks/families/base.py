@@ -164,8 +164,9 @@ class TaskModule(L.LightningModule):
         clip_norm: Per-variable gradient clip; ``None`` takes the family's default (1.0 for room
             layout and vanishing points, off otherwise); ``0`` disables it.
         gan: Add the cGAN term (dense regression tasks only). Lightning then counts two
-            optimizer steps per batch after the warm-up, so ``trainer.max_steps`` stops such a
-            run after fewer batches; the paper setting bounds runs by epochs.
+            optimizer steps per batch after the warm-up, as the authors' global step did: the
+            LR milestone, the instance noise and ``trainer.max_steps`` count them; the paper
+            setting bounds runs by epochs.
         gan_weight: Weight of the GAN term (the task loss gets ``1 − gan_weight``).
         gan_warmup_steps: Generator steps on the task loss alone before the GAN term starts.
         gan_lr: SGD learning rate of the discriminator.
@@ -365,23 +366,25 @@ class TaskModule(L.LightningModule):
         return None
 
     def _scheduler_steps(self) -> float:
-        """The LR scheduler's steps in the run: one per generator step.
+        """The LR scheduler's steps in the run: one per optimizer step.
 
-        Under a cGAN, ``trainer.max_steps`` counts the discriminator's steps too (two optimizer
-        steps per batch after the warm-up), while an epoch bound counts batches, i.e. generator
-        steps. Lightning's estimate is the smaller of the two bounds as it counts them; a
-        fraction of it would put the drop late, or past the end.
+        Under a cGAN each batch after the warm-up takes two optimizer steps (generator, then
+        discriminator), and the schedule counts both, as the authors' TensorFlow global step did
+        (their ``gan_train_step_fn`` increments it once per train op): the 80k drop and the
+        instance noise follow that count. ``trainer.max_steps`` counts optimizer steps too, but
+        an epoch bound counts batches; Lightning's estimate is the smaller of the two bounds as
+        it counts them, so an epoch bound is converted.
         """
         total = run_steps(self._trainer)
-        max_steps = int(getattr(self._trainer, "max_steps", -1))
-        if self.discriminator is None or max_steps < 0:
+        if self.discriminator is None:
             return total
         warmup = int(self.hparams["gan_warmup_steps"])
-        by_steps = max_steps if max_steps <= warmup else (max_steps + warmup) / 2
-        return min(total, by_steps)
+        by_batches = total if total <= warmup else warmup + 2 * (total - warmup)
+        max_steps = int(getattr(self._trainer, "max_steps", -1))
+        return by_batches if max_steps < 0 else min(max_steps, by_batches)
 
     def generator_steps(self) -> int:
-        """Generator steps taken so far (the authors' step count of the cGAN schedule).
+        """Generator steps taken so far: one per batch.
 
         Lightning's ``global_step`` counts every optimizer step: one per batch during the
         warm-up, then two (generator and discriminator).
@@ -390,11 +393,11 @@ class TaskModule(L.LightningModule):
         return steps if steps <= warmup else (steps + warmup) // 2
 
     def _instance_noise(self) -> float:
-        # σ0 / (1 + 0.2·step/1000): tf.train.inverse_time_decay as the authors anneal it.
+        # σ0 / (1 + 0.2·step/1000): tf.train.inverse_time_decay of the authors' global step.
         sigma0 = self.hparams["gan_noise"]
         if sigma0 is None:
             sigma0 = 0.03 if self.spec.name in LOG_DEPTH_TASKS else 0.1
-        return float(sigma0) / (1.0 + 0.2 * self.generator_steps() / 1000.0)
+        return float(sigma0) / (1.0 + 0.2 * self.global_step / 1000.0)
 
     def _gan_step(
         self, task_batch: dict[str, Any], prediction: torch.Tensor, task_loss: torch.Tensor
@@ -403,7 +406,7 @@ class TaskModule(L.LightningModule):
         opt_g, opt_d = cast(list[Any], self.optimizers())
         condition = task_batch["input"]
         target = task_batch["target"].to(prediction.dtype)
-        active = self.generator_steps() >= self.hparams["gan_warmup_steps"]
+        active = self.global_step >= self.hparams["gan_warmup_steps"]  # one step per batch so far
         total = task_loss
         sigma = self._instance_noise()
         if active:
@@ -430,6 +433,8 @@ class TaskModule(L.LightningModule):
         opt_d.zero_grad()
         self.manual_backward(d_loss)
         opt_d.step()
+        if scheduler is not None:
+            scheduler.step()  # type: ignore[union-attr]  # the schedule counts every optimizer step
         self.log(metric_key("train", "gan_discriminator"), d_loss, batch_size=len(target))
 
     def _eval_step(self, batch: dict[str, Any], stage: str) -> tuple[torch.Tensor, torch.Tensor]:
