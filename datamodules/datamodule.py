@@ -560,11 +560,15 @@ class ShardStream(IterableDataset):
             buffer.append(sample)
             if len(buffer) < self.shuffle_buffer:
                 continue
-            yield buffer.pop(shard_rng.randrange(len(buffer)))
+            sample = buffer.pop(shard_rng.randrange(len(buffer)))
             produced += 1
             if produced >= per_worker:
+                # Kept before the last yield: Lightning stops after len(dataloader) batches and
+                # never resumes the generator past it.
                 self._leftover = buffer
+                yield sample
                 return
+            yield sample
         while buffer and produced < per_worker:  # only reached if the stream ran dry
             yield buffer.pop(shard_rng.randrange(len(buffer)))
             produced += 1
