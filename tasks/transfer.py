@@ -85,6 +85,7 @@ from taskonomy.tasks.networks.encoders import (
     representation_shape,
 )
 from taskonomy.tasks.networks.readout import TransferReadout
+from taskonomy.tasks.optimizers import adam
 from taskonomy.tasks.registry import get_spec
 from taskonomy.tasks.representations import (
     RepresentationCache,
@@ -945,30 +946,10 @@ class TransferTask(L.LightningModule):
         params = self.trainable_parameters()
         if not params:
             raise ValueError("the 'self' baseline has nothing to train; run `test`, not `fit`")
-        groups = [
-            {"params": [p for p in params if p.ndim > 1], "weight_decay": self.weight_decay},
-            {"params": [p for p in params if p.ndim <= 1], "weight_decay": 0.0},
-        ]
-        fused = self._fused_adam(params)
-        optimizer = torch.optim.Adam(groups, lr=self.hparams["lr"], fused=fused or None,
-                                     foreach=None if fused else True)
+        optimizer = adam(params, self.hparams["lr"], self.weight_decay, self._trainer)
         decay = step_decay(optimizer, self.hparams["lr_milestone"], self.hparams["lr_gamma"],
                            lambda: run_steps(self._trainer))
         return {"optimizer": optimizer, "lr_scheduler": decay} if decay else optimizer
-
-    def _fused_adam(self, params: list[nn.Parameter]) -> bool:
-        """Whether to use fused Adam (where it is safe; else the multi-tensor one).
-
-        A transfer's step is small (readout + head), so the per-parameter loop of the default
-        CPU Adam is a visible share of it (about 14 ms of a 70 ms step for a dense head at 64 px
-        on one core; fused: 3 ms). Fused Adam unscales gradients inside ``step``, so under
-        16-bit AMP (a GradScaler) the gradients would be clipped while still scaled: there,
-        and on devices without a fused kernel, the ``foreach`` implementation is used.
-        """
-        trainer = self._trainer
-        precision = str(getattr(trainer, "precision", "32-true")) if trainer is not None else ""
-        devices = {p.device.type for p in params}
-        return not precision.startswith("16") and devices <= {"cpu", "cuda"}
 
     def configure_gradient_clipping(
         self,

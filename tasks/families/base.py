@@ -36,6 +36,7 @@ from taskonomy.tasks.metrics import (
 )
 from taskonomy.tasks.networks.discriminator import Pix2PixDiscriminator
 from taskonomy.tasks.networks.encoders import build_encoder, representation_shape
+from taskonomy.tasks.optimizers import adam, l2_on_weights
 from taskonomy.tasks.registry import get_spec
 from taskonomy.tasks.schedules import (
     check_milestone,
@@ -492,16 +493,6 @@ class TaskModule(L.LightningModule):
     def _generator_parameters(self) -> list[nn.Parameter]:
         return list(self.encoder.parameters()) + list(self.head.parameters())
 
-    def _param_groups(self, params: list[nn.Parameter], decay: float) -> list[dict[str, Any]]:
-        # L2 on weights only, as slim's regularizers: Adam's coupled weight_decay adds wd·w to
-        # the gradient, the gradient of wd·‖w‖²/2.
-        weights = [p for p in params if p.ndim > 1]
-        others = [p for p in params if p.ndim <= 1]
-        return [
-            {"params": weights, "weight_decay": decay},
-            {"params": others, "weight_decay": 0.0},
-        ]
-
     def setup(self, stage: str) -> None:
         """Let DDP tolerate the cGAN's idle parameters, however the strategy was spelt.
 
@@ -524,10 +515,8 @@ class TaskModule(L.LightningModule):
 
     def configure_optimizers(self) -> Any:
         """Adam with an LR drop at a step milestone (+ SGD for the discriminator)."""
-        optimizer = torch.optim.Adam(
-            self._param_groups(self._generator_parameters(), self.weight_decay),
-            lr=self.hparams["lr"],
-        )
+        optimizer = adam(self._generator_parameters(), self.hparams["lr"], self.weight_decay,
+                         self._trainer)
         decay = step_decay(optimizer, self.hparams["lr_milestone"], self.hparams["lr_gamma"],
                            self._scheduler_steps)
         schedulers = [decay] if decay else []
@@ -538,7 +527,7 @@ class TaskModule(L.LightningModule):
                 else (optimizer)
             )
         d_optimizer = torch.optim.SGD(
-            self._param_groups(list(self.discriminator.parameters()), 10 * self.weight_decay),
+            l2_on_weights(list(self.discriminator.parameters()), 10 * self.weight_decay),
             lr=self.hparams["gan_lr"],
         )
         return [optimizer, d_optimizer], schedulers
