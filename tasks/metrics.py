@@ -20,7 +20,7 @@ from typing import Any, cast
 import torch
 import torch.nn.functional as F
 from torch import nn
-from torchmetrics import MeanMetric, Metric
+from torchmetrics import Metric
 
 from taskonomy.tasks.losses import METRIC_SAMPLES, full_precision, sample_pixels
 from taskonomy.tasks.networks.pose import denormalize_pose, rotation_angle
@@ -61,7 +61,51 @@ Values = tuple[torch.Tensor, torch.Tensor | None]
 ValueFn = Callable[[torch.Tensor, dict[str, Any]], Values]
 
 
-class WeightedMean(Metric):
+class Float64States(Metric):
+    """A metric whose floating states stay float64 whatever ``.to(dtype)`` asks.
+
+    Lightning's ``bf16-true`` and ``16-true`` convert the whole module with ``.to(dtype)``,
+    which torchmetrics applies to metric states too: a bf16 running sum stops growing after a
+    few hundred batches, and the epoch's mean drifts far from its batches'.
+    """
+
+    def _apply(self, fn: Callable[..., Any], exclude_state: Any = "") -> nn.Module:
+        this = super()._apply(fn, exclude_state)
+        defaults = cast(dict[str, Any], this._defaults)
+        for key, default in defaults.items():
+            if isinstance(default, torch.Tensor) and default.is_floating_point():
+                defaults[key] = default.double()
+            value = getattr(this, key)
+            if isinstance(value, torch.Tensor) and value.is_floating_point():
+                setattr(this, key, value.double())
+        return this
+
+
+class LossMean(Float64States):
+    """Weighted mean of batch losses over an epoch (float64 sums, reduced over ranks)."""
+
+    full_state_update = False
+    higher_is_better = False
+    total: torch.Tensor
+    weight: torch.Tensor
+
+    def __init__(self) -> None:
+        super().__init__()
+        zero = torch.tensor(0.0, dtype=torch.float64)
+        self.add_state("total", default=zero.clone(), dist_reduce_fx="sum")
+        self.add_state("weight", default=zero.clone(), dist_reduce_fx="sum")
+
+    def update(self, loss: torch.Tensor, weight: float = 1.0) -> None:
+        """Add a batch's mean loss with its weight (its labelled images)."""
+        self.total += loss.detach().double() * weight
+        self.weight += weight
+
+    def compute(self) -> torch.Tensor:
+        """The weighted mean (NaN before any weight)."""
+        return (self.total / self.weight if self.weight > 0 else self.total * math.nan).float()
+
+
+class WeightedMean(Float64States):
     """Weighted mean of per-element values, optionally transformed at the end (e.g. sqrt).
 
     Args:
@@ -387,7 +431,7 @@ def loss_means() -> nn.ModuleDict:
     (Lightning-AI/pytorch-lightning#21859).
     """
     # Keyed ``<stage>_loss``: a ``train`` key would shadow ``nn.Module.train``.
-    return nn.ModuleDict({f"{stage}_loss": MeanMetric() for stage in ("train", "val", "test")})
+    return nn.ModuleDict({f"{stage}_loss": LossMean() for stage in ("train", "val", "test")})
 
 
 def labelled_images(task_batch: dict[str, Any], size: int) -> int:

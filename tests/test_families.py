@@ -347,3 +347,18 @@ def test_train_loss_of_the_epoch_is_the_mean_over_every_ddp_rank() -> None:
     trainer.fit(model, _loader(batches))  # the sampler gives rank r batch r
     epoch = trainer.callback_metrics["train/loss_epoch"].item()
     assert epoch == pytest.approx(sum(loss.item() for loss in losses) / 2, rel=1e-4)
+
+
+def test_epoch_means_keep_float64_sums_under_bf16_true() -> None:
+    # bf16-true converts the module with .to(dtype); a bf16 sum stops growing after ~256 adds.
+    model = build_task("reshading", **TINY).to(torch.bfloat16)
+    means = model.loss_means["train_loss"]
+    assert means.total.dtype == torch.float64
+    assert all(m.total.dtype == torch.float64 for m in model.val_metrics.values()
+               if hasattr(m, "total"))
+    for _ in range(300):
+        means.update(torch.tensor(1.0, dtype=torch.bfloat16), 2)
+    means.update(torch.tensor(3.0), 2)
+    assert means.compute().item() == pytest.approx(606 / 602)
+    means.reset()
+    assert means.total.dtype == torch.float64  # the defaults stay float64 too
