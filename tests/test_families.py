@@ -362,3 +362,23 @@ def test_epoch_means_keep_float64_sums_under_bf16_true() -> None:
     assert means.compute().item() == pytest.approx(606 / 602)
     means.reset()
     assert means.total.dtype == torch.float64  # the defaults stay float64 too
+
+
+def test_a_cgan_checkpoint_counting_generator_steps_resumes_on_the_global_step(
+        tmp_path) -> None:
+    # Checkpoints written when the schedule counted generator steps only: the LR dropped late.
+    options = {**TINY, "gan": True, "gan_warmup_steps": 2, "lr_milestone": 12}
+    batch = fake_batch(get_spec("depth_zbuffer"), 2, 32)
+    trainer = _trainer(max_steps=8, limit_val_batches=0)
+    trainer.fit(build_task("depth_zbuffer", **options), _loader([batch] * 10))
+    path = tmp_path / "old.ckpt"
+    trainer.save_checkpoint(path)
+    checkpoint = torch.load(path, weights_only=False)
+    assert checkpoint["lr_schedulers"][0]["last_epoch"] == 8
+    checkpoint["lr_schedulers"][0].update(last_epoch=5, _step_count=6)  # 2 + 3 generator steps
+    torch.save(checkpoint, path)
+    resumed = _trainer(max_steps=20, limit_val_batches=0)
+    resumed.fit(build_task("depth_zbuffer", **options), _loader([batch] * 20), ckpt_path=path)
+    scheduler = resumed.lr_scheduler_configs[0].scheduler
+    assert resumed.global_step == 20 and scheduler.last_epoch == 20  # type: ignore[attr-defined]
+    assert scheduler.get_last_lr()[0] == pytest.approx(1e-5)

@@ -506,8 +506,18 @@ class TaskModule(L.LightningModule):
             ddp_kwargs["find_unused_parameters"] = True
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        """Resume checkpoints saved under the former LR scheduler too."""
+        """Resume checkpoints saved under the former LR scheduler too.
+
+        Under a cGAN the schedule counts every optimizer step (:meth:`_scheduler_steps`), so its
+        count is the checkpoint's global step; checkpoints written when it counted generator
+        steps only are brought in line, or their LR would drop late.
+        """
         upgrade_scheduler_states(checkpoint)
+        step = checkpoint.get("global_step")
+        if self.discriminator is not None and isinstance(step, int):
+            for state in checkpoint.get("lr_schedulers") or []:
+                if isinstance(state, dict) and "last_epoch" in state:
+                    state["last_epoch"], state["_step_count"] = step, step + 1
 
     def on_train_start(self) -> None:
         """Rates for the current step of the config's schedule (a resumed run's may differ)."""
