@@ -12,15 +12,28 @@ from multiprocessing.context import BaseContext
 PARENT_POLL_S = 1.0
 
 
-def _exit_with_parent(parent: int) -> None:
-    """Pool initializer: end this worker once its parent is gone.
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # exists, under another user
+        return True
+    return True
+
+
+def _exit_with_parent(caller: int) -> None:
+    """Pool initializer: end this worker once the process that started the pool is gone.
 
     A parent killed with SIGKILL cannot stop its pool, and the workers, which hold both ends
-    of the task queue's pipe, would wait on it forever after their current job.
+    of the task queue's pipe, would wait on it forever after their current job. A worker's
+    parent is the caller (fork, spawn) or a fork server that outlives it (forkserver), so the
+    caller is watched too.
     """
+    parent = os.getppid()
 
     def watch() -> None:
-        while os.getppid() == parent:
+        while os.getppid() == parent and _alive(caller):
             time.sleep(PARENT_POLL_S)
         os._exit(1)
 

@@ -9,15 +9,18 @@ import sys
 import time
 from pathlib import Path
 
+import pytest
+
 PARENT = '''
 import os
+import sys
 import time
 from multiprocessing import get_context
 
 from taskonomy.datamodules.worker_pool import worker_pool
 
 if __name__ == "__main__":
-    pool = worker_pool(1, get_context("spawn"))
+    pool = worker_pool(1, get_context(sys.argv[1]))
     print(pool.submit(os.getpid).result(), flush=True)
     pool.submit(time.sleep, 120)  # the worker is busy when its parent dies
     time.sleep(120)
@@ -32,11 +35,12 @@ def _running(pid: int) -> bool:
     return state != "Z"  # a zombie has exited (no init may reap it in a container)
 
 
-def test_workers_exit_when_their_parent_is_killed(tmp_path: Path) -> None:
+@pytest.mark.parametrize("method", ["spawn", "fork", "forkserver"])
+def test_workers_exit_when_their_parent_is_killed(tmp_path: Path, method: str) -> None:
     script = tmp_path / "parent.py"
     script.write_text(PARENT)
     # stderr: its resource tracker reports the semaphores the killed parent left; expected.
-    parent = subprocess.Popen([sys.executable, str(script)], stdout=subprocess.PIPE,
+    parent = subprocess.Popen([sys.executable, str(script), method], stdout=subprocess.PIPE,
                               stderr=subprocess.DEVNULL, text=True)
     try:
         assert parent.stdout is not None
