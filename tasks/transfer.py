@@ -85,7 +85,7 @@ from taskonomy.tasks.networks.encoders import (
     representation_shape,
 )
 from taskonomy.tasks.networks.readout import TransferReadout
-from taskonomy.tasks.optimizers import adam
+from taskonomy.tasks.optimizers import adam, restore_adam_implementation
 from taskonomy.tasks.registry import get_spec
 from taskonomy.tasks.representations import (
     RepresentationCache,
@@ -994,6 +994,7 @@ class TransferTask(L.LightningModule):
             ValueError: A source task was retrained since (another run, or changed weights).
         """
         upgrade_scheduler_states(checkpoint)
+        restore_adam_implementation(checkpoint, self._trainer, self.trainable_parameters())
         saved = checkpoint.get(SOURCE_RUNS_KEY)
         if saved is None:  # a checkpoint from before sources were named
             return

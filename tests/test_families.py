@@ -382,3 +382,20 @@ def test_a_cgan_checkpoint_counting_generator_steps_resumes_on_the_global_step(
     scheduler = resumed.lr_scheduler_configs[0].scheduler
     assert resumed.global_step == 20 and scheduler.last_epoch == 20  # type: ignore[attr-defined]
     assert scheduler.get_last_lr()[0] == pytest.approx(1e-5)
+
+
+def test_a_checkpoint_resumes_with_the_adam_implementation_of_this_run(tmp_path) -> None:
+    # Saved param groups carry `fused`, which loading restores: a checkpoint from before fused
+    # Adam resumed without it.
+    batch = fake_batch(get_spec("normal"), 2, 32)
+    trainer = _trainer(max_steps=2, limit_val_batches=0)
+    trainer.fit(build_task("normal", **TINY), _loader([batch] * 4))
+    path = tmp_path / "old.ckpt"
+    trainer.save_checkpoint(path)
+    checkpoint = torch.load(path, weights_only=False)
+    for group in checkpoint["optimizer_states"][0]["param_groups"]:
+        group.update(fused=None, foreach=None)
+    torch.save(checkpoint, path)
+    resumed = _trainer(max_steps=3, limit_val_batches=0)
+    resumed.fit(build_task("normal", **TINY), _loader([batch] * 4), ckpt_path=path)
+    assert all(g["fused"] is True for g in resumed.optimizers[0].param_groups)

@@ -108,7 +108,7 @@ SPEC = TaskSpec("grey_level", "grey_level", "grey_family", ("rgb",), 1, "dense",
 
 
 class GreyFamily(DenseRegressionTask):
-    """A family of the plugin's own."""
+    """A family of the plugin's own (built on dense regression here, for brevity)."""
 
 
 PAIR = (SPEC, GreyFamily)

@@ -36,7 +36,7 @@ from taskonomy.tasks.metrics import (
 )
 from taskonomy.tasks.networks.discriminator import Pix2PixDiscriminator
 from taskonomy.tasks.networks.encoders import build_encoder, representation_shape
-from taskonomy.tasks.optimizers import adam, l2_on_weights
+from taskonomy.tasks.optimizers import adam, l2_on_weights, restore_adam_implementation
 from taskonomy.tasks.registry import get_spec
 from taskonomy.tasks.schedules import (
     check_milestone,
@@ -513,6 +513,7 @@ class TaskModule(L.LightningModule):
         steps only are brought in line, or their LR would drop late.
         """
         upgrade_scheduler_states(checkpoint)
+        restore_adam_implementation(checkpoint, self._trainer, self._generator_parameters())
         step = checkpoint.get("global_step")
         if self.discriminator is not None and isinstance(step, int):
             for state in checkpoint.get("lr_schedulers") or []:
