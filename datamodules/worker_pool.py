@@ -7,13 +7,21 @@ import threading
 import time
 from concurrent.futures import ProcessPoolExecutor
 from multiprocessing.context import BaseContext
+from pathlib import Path
 
 #: Seconds between a worker's checks that its parent is alive.
 PARENT_POLL_S = 1.0
 
 
 def _alive(pid: int) -> bool:
-    try:
+    """Whether a process runs: a killed one may stay a zombie until its parent reaps it."""
+    if Path("/proc/self/stat").is_file():
+        try:
+            stat = Path(f"/proc/{pid}/stat").read_text()
+        except OSError:
+            return False
+        return stat.rsplit(")", 1)[-1].split()[:1] != ["Z"]
+    try:  # no /proc: ask the kernel (a zombie then counts as alive until it is reaped)
         os.kill(pid, 0)
     except ProcessLookupError:
         return False

@@ -29,6 +29,10 @@ def fused_adam_is_safe(trainer: Any, params: list[nn.Parameter]) -> bool:
     """
     precision = str(getattr(trainer, "precision", "32-true")) if trainer is not None else ""
     devices = {p.device.type for p in params}
+    # Where the parameters will train: before the strategy's setup they are still on the CPU.
+    root = getattr(getattr(trainer, "strategy", None), "root_device", None)
+    if isinstance(root, torch.device):
+        devices.add(root.type)
     scaled = precision.startswith("16") or precision.endswith("float16")  # a GradScaler
     return not scaled and devices <= {"cpu", "cuda"}
 
@@ -42,9 +46,11 @@ def restore_adam_implementation(checkpoint: dict[str, Any], trainer: Any,
                                 params: list[nn.Parameter]) -> None:
     """Make a checkpoint's Adam state resume with the implementation this run would choose.
 
-    Call from ``on_load_checkpoint``. An optimizer's saved param groups carry ``fused`` and
-    ``foreach``, which loading restores: a checkpoint from before fused Adam would resume
-    without it, and a fused one resumed under 16-bit AMP would clip still-scaled gradients.
+    Call from ``on_load_checkpoint`` of a module whose first optimizer is :func:`adam`'s (not
+    from a subclass with optimizers of its own). An optimizer's saved param groups carry
+    ``fused`` and ``foreach``, which loading restores: a checkpoint from before fused Adam
+    would resume without it, and a fused one resumed under 16-bit AMP would clip still-scaled
+    gradients. Rewritten before loading, so the loaded state sits where fused Adam wants it.
     """
     states = checkpoint.get("optimizer_states") or []
     if states and isinstance(states[0], dict):

@@ -994,7 +994,8 @@ class TransferTask(L.LightningModule):
             ValueError: A source task was retrained since (another run, or changed weights).
         """
         upgrade_scheduler_states(checkpoint)
-        restore_adam_implementation(checkpoint, self._trainer, self.trainable_parameters())
+        if type(self).configure_optimizers is TransferTask.configure_optimizers:  # our Adam
+            restore_adam_implementation(checkpoint, self._trainer, self.trainable_parameters())
         saved = checkpoint.get(SOURCE_RUNS_KEY)
         if saved is None:  # a checkpoint from before sources were named
             return

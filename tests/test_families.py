@@ -399,3 +399,21 @@ def test_a_checkpoint_resumes_with_the_adam_implementation_of_this_run(tmp_path)
     resumed = _trainer(max_steps=3, limit_val_batches=0)
     resumed.fit(build_task("normal", **TINY), _loader([batch] * 4), ckpt_path=path)
     assert all(g["fused"] is True for g in resumed.optimizers[0].param_groups)
+
+
+def test_a_family_with_its_own_optimizer_resumes_it_as_saved(tmp_path) -> None:
+    from taskonomy.tasks.families.dense import DenseRegressionTask
+
+    class OwnOptimizer(DenseRegressionTask):
+        def configure_optimizers(self):
+            return torch.optim.SGD(self.parameters(), lr=1e-3, momentum=0.9, foreach=False)
+
+    batch = fake_batch(get_spec("normal"), 2, 32)
+    trainer = _trainer(max_steps=2, limit_val_batches=0)
+    trainer.fit(OwnOptimizer("normal", **TINY), _loader([batch] * 4))
+    path = tmp_path / "own.ckpt"
+    trainer.save_checkpoint(path)
+    resumed = _trainer(max_steps=3, limit_val_batches=0)
+    resumed.fit(OwnOptimizer("normal", **TINY), _loader([batch] * 4), ckpt_path=path)
+    group = resumed.optimizers[0].param_groups[0]
+    assert group["foreach"] is False and not group["fused"]

@@ -46,11 +46,11 @@ def test_workers_exit_when_their_parent_is_killed(tmp_path: Path, method: str) -
         assert parent.stdout is not None
         worker = int(parent.stdout.readline())
         assert _running(worker)
-        os.kill(parent.pid, signal.SIGKILL)
-        parent.wait()
+        os.kill(parent.pid, signal.SIGKILL)  # and left a zombie: nothing reaps it meanwhile
         deadline = time.monotonic() + 30
         while _running(worker) and time.monotonic() < deadline:
             time.sleep(0.2)
         assert not _running(worker)
     finally:
         parent.kill()
+        parent.wait()

@@ -513,7 +513,8 @@ class TaskModule(L.LightningModule):
         steps only are brought in line, or their LR would drop late.
         """
         upgrade_scheduler_states(checkpoint)
-        restore_adam_implementation(checkpoint, self._trainer, self._generator_parameters())
+        if type(self).configure_optimizers is TaskModule.configure_optimizers:  # our Adam
+            restore_adam_implementation(checkpoint, self._trainer, self._generator_parameters())
         step = checkpoint.get("global_step")
         if self.discriminator is not None and isinstance(step, int):
             for state in checkpoint.get("lr_schedulers") or []:
