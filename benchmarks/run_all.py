@@ -113,6 +113,12 @@ def _cache(text: str) -> list[Row]:
     return rows
 
 
+def _start(text: str) -> list[Row]:
+    m = _find(r"both stages: ([\d.]+) s → ([\d.]+) s \(warm starts ([\d.]+)x", text)
+    return [("local sweep, warm vs fresh point processes",
+             f"{m.group(3)}x ({m.group(1)} s → {m.group(2)} s)", "> 1x")] if m else []
+
+
 def _quality(text: str) -> list[Row]:
     m = _find(r"(\d+)/(\d+) tasks? pass", text)
     return [("tasks below the constant predictor", f"{m.group(1)}/{m.group(2)}", "all")] if m \
@@ -133,6 +139,8 @@ BENCHMARKS = (
     Benchmark("cache", "bench_representation_cache.py",
               ("--limit", "32", "--epochs", "3", "--repeats", "1",
                "--targets", "normal", "depth_zbuffer", "edge_texture"), _cache),
+    Benchmark("start", "bench_sweep_start.py",
+              ("--task-steps", "20", "--transfers", "4", "--buildings", "8"), _start),
     Benchmark("quality", "task_quality.py",
               ("--tasks", "normal", "depth_zbuffer", "--steps", "60", "--buildings", "32"),
               _quality, default=False),
