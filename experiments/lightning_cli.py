@@ -556,7 +556,33 @@ class TaskonomyCLI(LightningCLI):
         if finished and self.trainer.is_global_zero:
             print(f"run {self.run_id} is already finished ({path}); nothing to do. To run it "
                   "again, delete its folder or its record.json, or pass another --run_id")
+            self._report_to_sweep_agent(record)
         return finished
+
+    def _report_to_sweep_agent(self, record: RunRecord) -> None:
+        """Under a W&B sweep agent, fill the agent's run of this point with the finished record.
+
+        The agent made a W&B run for the point and expects the process to log into it; left
+        alone it would stay an empty run in the sweep (no metrics, no state). The record's
+        results go there instead, so the sweep's table and its metric see every point; the
+        analysis reads such a copy as the same run (one run id) and counts it once.
+        """
+        if "WANDB_SWEEP_ID" not in os.environ:
+            return
+        try:
+            run = self._wandb_run()  # the agent's run: W&B ignores our id under a sweep
+            if run is None:
+                return
+            from taskonomy.analysis.wandb_source import log_record
+
+            log_record(run, record)
+            run.summary["finished_earlier_in"] = record.wandb or str(
+                record_path(self.run_dir.parent, self.run_id))
+            run.finish(exit_code=0)
+        except Exception as error:  # noqa: BLE001 - the run itself is finished and recorded
+            warnings.warn(f"run {self.run_id!r} is finished, but logging its record to the W&B "
+                          f"sweep agent's run failed ({type(error).__name__}: {error})",
+                          stacklevel=2)
 
     def fit(self, model: L.LightningModule, datamodule: Any = None, ckpt_path: str | None = None,
             **kwargs: Any) -> None:

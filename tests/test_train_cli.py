@@ -107,6 +107,29 @@ def test_offline_wandb_run_reads_back_like_the_record(wandb_run: Path) -> None:
     assert panels, "the prediction panels were not logged to W&B"
 
 
+@pytest.mark.wandb
+def test_a_finished_point_handed_out_by_a_sweep_agent_fills_the_agents_run(
+        wandb_run: Path, monkeypatch: pytest.MonkeyPatch,
+        capsys: pytest.CaptureFixture[str]) -> None:
+    from taskonomy.analysis.wandb_source import find_offline_runs, read_offline_run
+
+    (record,) = read_records(wandb_run)
+    before = set(find_offline_runs(wandb_run))
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    monkeypatch.setenv("WANDB_SILENT", "true")
+    monkeypatch.setenv("WANDB_SWEEP_ID", "sweep0001")
+    config = wandb_run.parent / "tiny.yaml"  # the command that trained it, handed out again
+    assert taskonomy_main(["train", "fit", "--config", str(config), "--model.task=normal",
+                           f"--runs_dir={wandb_run}"]) == 0
+    assert "already finished" in capsys.readouterr().out
+    (agents_run,) = set(find_offline_runs(wandb_run)) - before
+    copy = read_offline_run(agents_run)
+    assert copy.run_id == record.run_id and copy.status == "finished"
+    assert copy.per_image_losses == pytest.approx(record.per_image_losses)
+    assert copy.metrics["test/loss"] == pytest.approx(record.metrics["test/loss"])
+    assert read_records(wandb_run) == [record]  # the record itself is left as it was
+
+
 def test_run_ids_are_deterministic_and_wandb_safe() -> None:
     config = {"model": {"task": "normal", "lr": 1e-3}, "run_id": None}
     first = default_run_id("task", "normal", (), "full", config)
