@@ -13,6 +13,12 @@ fork), and the server never runs a tensor operation, so no math thread pool exis
 The executor uses warm starts where no GPU is visible and fresh processes elsewhere; on a GPU
 box each point runs for minutes, and the 4 s do not matter.
 
+What a warm point shares with the server, unlike a fresh process: the string-hash seed (set
+iteration order is the same in every point; no result may depend on it anyway), and its command
+line as ``ps`` shows it (``python -m taskonomy.experiments.warm_start ...``; the ledger and the
+log name the point). At exit it runs the interpreter's shutdown up to the module teardown
+(threads joined, atexit hooks, open files flushed) and skips the teardown itself.
+
 Protocol: JSON lines. The executor writes ``{"id", "args", "env", "cwd", "log"}`` to the
 server's stdin; the server answers ``{"id", "pid"}`` once the child has its own session, and
 ``{"id", "returncode"}`` (negative: killed by that signal) when it ends. The server exits when
@@ -24,7 +30,9 @@ from __future__ import annotations
 
 import atexit
 import contextlib
+import gc
 import importlib
+import io
 import json
 import os
 import selectors
@@ -35,6 +43,7 @@ import threading
 import time
 import warnings
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any, NoReturn
 
@@ -49,6 +58,8 @@ PRELOAD = (
 )
 #: Seconds the server may take to import everything before the executor gives up on it.
 STARTUP_TIMEOUT_S = 300.0
+#: Seconds the server may take to fork a point and name its pid.
+ANSWER_TIMEOUT_S = 60.0
 
 
 class WarmStartError(RuntimeError):
@@ -70,9 +81,11 @@ def suite_arguments(argv: Sequence[str]) -> list[str] | None:
 class WarmProcess:
     """A point started by a :class:`WarmStarter`; ``wait`` works like ``Popen.wait``."""
 
-    def __init__(self, starter: WarmStarter, request_id: int, pid: int) -> None:
+    def __init__(self, starter: WarmStarter, request_id: int, pid: int,
+                 started: str | None) -> None:
         self._starter = starter
         self._id = request_id
+        self._started = started
         self.pid = pid
         self.returncode: int | None = None
 
@@ -82,7 +95,7 @@ class WarmProcess:
         ``None`` when the server died first: the point was then watched until it ended, but
         its status is lost (its run record still tells whether it finished).
         """
-        self.returncode = self._starter._wait(self._id, self.pid)
+        self.returncode = self._starter._wait(self._id, self.pid, self._started)
         return self.returncode
 
 
@@ -171,21 +184,28 @@ class WarmStarter:
                 self._stdin.flush()
             except (BrokenPipeError, ValueError) as error:
                 raise WarmStartError("the warm starter has exited") from error
-            self._changed.wait_for(lambda: "pid" in self._replies.get(request_id, {})
-                                   or self._gone)
+            answered = self._changed.wait_for(
+                lambda: "pid" in self._replies.get(request_id, {}) or self._gone,
+                timeout=ANSWER_TIMEOUT_S)
             reply = self._replies.get(request_id, {})
-            if "pid" not in reply:
-                raise WarmStartError("the warm starter exited before it started the point")
-            return WarmProcess(self, request_id, int(reply["pid"]))
+        if "pid" not in reply:
+            if not answered:  # stuck: kill it, which also stops a child not yet let go
+                self._proc.kill()
+            raise WarmStartError("the warm starter did not start the point" + (
+                "" if answered else f" within {ANSWER_TIMEOUT_S:.0f} s"))
+        pid = int(reply["pid"])
+        return WarmProcess(self, request_id, pid, _start_time(pid))
 
-    def _wait(self, request_id: int, pid: int) -> int | None:
+    def _wait(self, request_id: int, pid: int, started: str | None) -> int | None:
         with self._changed:
             self._changed.wait_for(lambda: "returncode" in self._replies.get(request_id, {})
                                    or self._gone)
             reply = self._replies.pop(request_id, {})
         if "returncode" in reply:
             return int(reply["returncode"])
-        while _running(pid):  # the server died: the child is now init's, watch it by pid
+        # The server died: the child is now init's; watch it by pid and start time (a pid
+        # alone may name another process once it ended).
+        while started is not None and _start_time(pid) == started:
             time.sleep(0.5)
         return None
 
@@ -203,39 +223,70 @@ class WarmStarter:
         self._log.close()
 
 
-def _running(pid: int) -> bool:
+def _start_time(pid: int) -> str | None:
+    """A running process's start time (clock ticks since boot); None once it has ended."""
     try:
         stat = Path(f"/proc/{pid}/stat").read_text()
     except OSError:
-        return False
-    return stat.rsplit(")", 1)[-1].split()[:1] != ["Z"]
+        return None
+    fields = stat.rsplit(")", 1)[-1].split()  # after the parenthesised command name
+    if fields[:1] == ["Z"] or len(fields) < 20:
+        return None
+    return fields[19]
 
 
 # ------------------------------------------------------------------------------ the server
 
 
+#: Signals whose disposition a child gets back as the server found it at its start.
+_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGCHLD, signal.SIGPIPE,
+            signal.SIGQUIT, signal.SIGUSR1, signal.SIGUSR2)
+
+
+@dataclass
+class _Server:
+    """What every child needs from the server: its entry point and what it must undo."""
+
+    entry_module: str
+    entry_function: str
+    #: Signal dispositions the server was started with (an ignored SIGHUP under nohup stays
+    #: ignored in every point, as in a fresh process).
+    dispositions: dict[int, Any]
+    #: Environment variables the preloaded modules set while they were imported, with the
+    #: value they had before (``None``: unset). A fresh point's imports would set them again.
+    import_environment: dict[str, tuple[str | None, str]]
+    #: Descriptors of the server that no child may keep.
+    fds: list[int]
+
+
 def _serve(preload: Sequence[str], entry: str) -> None:
     """Import ``preload``, then fork one child per request until stdin closes."""
+    dispositions = {int(sig): signal.getsignal(sig) for sig in _SIGNALS}
     # Replies leave through a private copy of stdout; fd 1 joins the server's log, so that a
     # module printing while it is imported cannot garble them.
     global _REPLIES
     _REPLIES = os.dup(1)
     os.dup2(2, 1)
+    before = dict(os.environ)
     for name in preload:
         importlib.import_module(name)
     entry_module, entry_function = entry.split(":")
     importlib.import_module(entry_module)
+    imported = {key: (before.get(key), value) for key, value in os.environ.items()
+                if before.get(key) != value}
     # SIGCHLD wakes the selector below through this pipe, so ended children are answered
     # at once rather than at the next poll.
     wake_r, wake_w = os.pipe()
     os.set_blocking(wake_w, False)
     signal.signal(signal.SIGCHLD, lambda signum, frame: None)
     signal.set_wakeup_fd(wake_w)
-    children: dict[int, int] = {}
-    _reply({"ready": True})
     selector = selectors.DefaultSelector()
     selector.register(0, selectors.EVENT_READ, "requests")
     selector.register(wake_r, selectors.EVENT_READ, "children")
+    server = _Server(entry_module, entry_function, dispositions, imported,
+                     [wake_r, wake_w, _REPLIES, selector.fileno()])
+    children: dict[int, int] = {}
+    _reply({"ready": True})
     pending = b""
     while True:
         for key, _ in selector.select(timeout=5.0):
@@ -249,11 +300,7 @@ def _serve(preload: Sequence[str], entry: str) -> None:
             pending += data
             *lines, pending = pending.split(b"\n")
             for line in lines:
-                request = json.loads(line)
-                pid = _fork_point(request, entry_module, entry_function,
-                                  (wake_r, wake_w, _REPLIES))
-                children[pid] = int(request["id"])
-                _reply({"id": request["id"], "pid": pid})
+                _fork_point(json.loads(line), server, children)
         while children:
             try:
                 pid, status = os.waitpid(-1, os.WNOHANG)
@@ -274,10 +321,16 @@ def _reply(message: dict[str, Any]) -> None:
     os.write(_REPLIES, (json.dumps(message) + "\n").encode())
 
 
-def _fork_point(request: dict[str, Any], entry_module: str, entry_function: str,
-                server_fds: tuple[int, ...]) -> int:
-    """Fork a child for one request; return its pid once it has left the server's session."""
+def _fork_point(request: dict[str, Any], server: _Server, children: dict[int, int]) -> None:
+    """Fork a child for one request and tell the executor its pid.
+
+    Two steps: the child first leaves the server's session and says so, the server replies
+    with its pid, and only then lets it go on. A server that dies in between (its pipe
+    closes) takes the child with it, so the executor, which then starts the point afresh,
+    never leaves a second copy running.
+    """
     ready_r, ready_w = os.pipe()
+    go_r, go_w = os.pipe()
     with warnings.catch_warnings():
         # Python 3.12+ warns about forking with threads; the only ones here are the BLAS
         # library's idle workers, which register their own fork handlers.
@@ -285,25 +338,34 @@ def _fork_point(request: dict[str, Any], entry_module: str, entry_function: str,
         pid = os.fork()
     if pid == 0:
         os.close(ready_r)
-        _become_point(request, entry_module, entry_function, server_fds, ready_w)
+        os.close(go_w)
+        _become_point(request, server, ready_w, go_r)
     os.close(ready_w)
+    os.close(go_r)
     os.read(ready_r, 1)  # the child's new session exists (or the child is already gone)
     os.close(ready_r)
-    return pid
+    children[pid] = int(request["id"])
+    _reply({"id": request["id"], "pid": pid})
+    with contextlib.suppress(BrokenPipeError):
+        os.write(go_w, b".")
+    os.close(go_w)
 
 
-def _become_point(request: dict[str, Any], entry_module: str, entry_function: str,
-                  server_fds: tuple[int, ...], ready_w: int) -> NoReturn:
+def _become_point(request: dict[str, Any], server: _Server, ready_w: int,
+                  go_r: int) -> NoReturn:
     """In the child: become the point's process, run it, and exit with its status."""
     os.setsid()
     signal.set_wakeup_fd(-1)
-    for fd in server_fds:
+    for fd in server.fds:
         os.close(fd)
-    # The signal dispositions of a freshly started Python process.
-    signal.signal(signal.SIGCHLD, signal.SIG_DFL)
-    signal.signal(signal.SIGINT, signal.default_int_handler)
-    signal.signal(signal.SIGTERM, signal.SIG_DFL)
-    signal.signal(signal.SIGHUP, signal.SIG_DFL)
+    for signum, disposition in server.dispositions.items():
+        if disposition is not None:  # None: set outside Python, left as it is
+            signal.signal(signum, disposition)
+    os.write(ready_w, b".")
+    os.close(ready_w)
+    if os.read(go_r, 1) != b".":  # the server died before it could name us: do nothing
+        os._exit(1)
+    os.close(go_r)
     devnull = os.open(os.devnull, os.O_RDONLY)
     log = os.open(request["log"], os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
     os.dup2(devnull, 0)
@@ -311,27 +373,31 @@ def _become_point(request: dict[str, Any], entry_module: str, entry_function: st
     os.dup2(log, 2)
     os.close(devnull)
     os.close(log)
-    os.write(ready_w, b".")
-    os.close(ready_w)
     os.chdir(request["cwd"])
+    environment = dict(request["env"])
+    for key, (was, now) in server.import_environment.items():
+        if environment.get(key) == was:  # what the point's own imports would have set
+            environment[key] = now
     os.environ.clear()
-    os.environ.update(request["env"])
+    os.environ.update(environment)
     _fresh_process_state()
-    module = sys.modules[entry_module]
+    module = sys.modules[server.entry_module]
     args = list(request["args"])
     # As under `python -m MODULE ARGS`: Lightning relaunches a multi-device run as
     # `python -m <__main__.__spec__.name> <sys.argv[1:]>`, and spawned workers import it.
-    sys.argv = [str(getattr(module, "__file__", entry_module)), *args]
+    sys.argv = [str(getattr(module, "__file__", server.entry_module)), *args]
     sys.modules["__main__"] = module
     try:
-        status = getattr(module, entry_function)(args)
+        status = getattr(module, server.entry_function)(args)
     except SystemExit as leaving:
         status = leaving.code
     except KeyboardInterrupt:
+        sys.excepthook(*sys.exc_info())
         _finish(None)
         # As Python itself does: die of SIGINT, so the parent sees the interruption.
         signal.signal(signal.SIGINT, signal.SIG_DFL)
         os.kill(os.getpid(), signal.SIGINT)
+        status = 130  # not reached
     except BaseException:
         sys.excepthook(*sys.exc_info())
         status = 1
@@ -341,9 +407,10 @@ def _become_point(request: dict[str, Any], entry_module: str, entry_function: st
 def _finish(status: object) -> int:
     """Shut down as the interpreter does, up to where its teardown starts; the exit status.
 
-    Non-daemon threads are joined and atexit hooks run (W&B's, logging's, multiprocessing's),
-    and output is flushed. The module teardown that follows in a fresh process is skipped: it
-    frees memory that exiting frees anyway, and takes about 1 s with torch loaded.
+    Non-daemon threads are joined, atexit hooks run (W&B's, logging's, multiprocessing's),
+    and every open file is flushed, which is what a fresh process's teardown does for files
+    kept in module globals or cycles. The rest of the teardown, freeing memory that exiting
+    frees anyway, is skipped: with torch loaded it takes about 1 s.
     """
     if status is None:
         code = 0
@@ -356,10 +423,21 @@ def _finish(status: object) -> int:
     if shutdown is not None:
         shutdown()
     atexit._run_exitfuncs()
+    _flush_open_files()
     for stream in (sys.stdout, sys.stderr):
         with contextlib.suppress(Exception):
             stream.flush()
     return code & 0xFF
+
+
+def _flush_open_files() -> None:
+    for obj in gc.get_objects():
+        # type(), not isinstance(): some objects (deprecated torch proxies) warn when asked
+        # for their __class__.
+        if issubclass(type(obj), io.IOBase):
+            with contextlib.suppress(Exception):
+                if not obj.closed and obj.writable():
+                    obj.flush()
 
 
 def _fresh_process_state() -> None:

@@ -25,9 +25,10 @@ from taskonomy.experiments.warm_start import (
 )
 
 PROBE = '''
-import atexit, json, os, subprocess, sys, threading, time
+import atexit, json, os, signal, subprocess, sys, threading, time
 
 print("probe imported")  # output while the server imports must not garble its replies
+os.environ.setdefault("PROBE_SET_AT_IMPORT", "yes")  # as Lightning sets a CUDA-check variable
 
 
 def main(args):
@@ -42,10 +43,19 @@ def main(args):
         report = {"cwd": os.getcwd(), "var": os.environ.get("POINT_VAR"), "argv": sys.argv[1:],
                   "main": __main__.__spec__.name, "own_session": os.getsid(0) == os.getpid(),
                   "stdin": sys.stdin.read(), "random": float(np.random.random()),
-                  "threads": torch.get_num_threads()}
+                  "threads": torch.get_num_threads(),
+                  "set_at_import": os.environ.get("PROBE_SET_AT_IMPORT"),
+                  "sighup_ignored": signal.getsignal(signal.SIGHUP) == signal.SIG_IGN}
         with open(out, "w") as f:
             json.dump(report, f)
         return 0
+    if action == "global_file":  # left open in a global: a fresh process flushes it at exit
+        global _FILE
+        _FILE = open(out, "w")
+        _FILE.write("written, never closed")
+        return 0
+    if action == "interrupt":
+        raise KeyboardInterrupt
     if action == "exit3":
         return 3
     if action == "message":
@@ -116,6 +126,8 @@ def test_a_warm_point_sees_what_a_fresh_process_would(starter: WarmStarter, tmp_
     assert first["main"] == "probe"
     assert first["own_session"] and first["stdin"] == ""
     assert first["threads"] == 1
+    assert first["set_at_import"] == "yes"  # the server's import set it; the point keeps it
+    assert not first["sighup_ignored"]
     assert first["random"] != second["random"]  # numpy's global generator is re-seeded
 
 
@@ -130,6 +142,31 @@ def test_exit_statuses_and_errors_reach_the_executor_and_the_log(
     log = tmp_path / "point.log"
     assert starter.start([str(tmp_path / "out"), action], probe_env, log).wait() == status
     assert in_log in log.read_text()
+
+
+def test_a_point_flushes_files_left_open_and_reports_an_interruption(
+        starter: WarmStarter, tmp_path: Path, probe_env: dict[str, str]) -> None:
+    out = tmp_path / "out.txt"
+    assert starter.start([str(out), "global_file"], probe_env, tmp_path / "log").wait() == 0
+    assert out.read_text() == "written, never closed"
+    log = tmp_path / "interrupted.log"
+    assert starter.start([str(out), "interrupt"], probe_env, log).wait() == -signal.SIGINT
+    assert "KeyboardInterrupt" in log.read_text()
+
+
+def test_a_signal_ignored_where_the_executor_started_stays_ignored_in_points(
+        probe_env: dict[str, str], tmp_path: Path) -> None:
+    previous = signal.signal(signal.SIGHUP, signal.SIG_IGN)  # as under nohup
+    try:
+        server = WarmStarter(probe_env, tmp_path / "server.log", preload=(), entry="probe:main")
+    finally:
+        signal.signal(signal.SIGHUP, previous)
+    try:
+        out = tmp_path / "report.json"
+        assert server.start([str(out), "report"], probe_env, tmp_path / "log").wait() == 0
+    finally:
+        server.close()
+    assert json.loads(out.read_text())["sighup_ignored"]
 
 
 def test_a_point_joins_its_threads_and_runs_its_atexit_hooks(
