@@ -567,7 +567,8 @@ class TaskonomyCLI(LightningCLI):
         results go there instead, so the sweep's table and its metric see every point; the
         analysis reads such a copy as the same run (one run id) and counts it once.
         """
-        if "WANDB_SWEEP_ID" not in os.environ:
+        if not os.environ.get("WANDB_SWEEP_ID") or _global_rank() != 0 or (
+                not self.trainer.is_global_zero):
             return
         try:
             run = self._wandb_run()  # the agent's run: W&B ignores our id under a sweep

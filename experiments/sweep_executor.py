@@ -238,6 +238,7 @@ class PointResult:
     outcome: str  # "skipped" | "finished" | "failed" | "busy" (another executor runs it)
     returncode: int | None = None
     seconds: float = 0.0
+    started: str | None = None  # "warm" or "fresh" for a point that ran
 
 
 def process_identity(pid: int) -> str | None:
@@ -476,6 +477,8 @@ class _LazyWarmStarter:
             return None
 
     def _disable(self, error: BaseException) -> None:
+        if not self._enabled:  # another worker's start failed the same way first
+            return
         self._enabled = False
         with contextlib.suppress(OSError), open(self._log, "a") as log:
             log.write(f"warm starts stopped ({error}); points start as fresh processes\n")
@@ -516,7 +519,9 @@ def run_sweep(
         start: How a point's process starts: ``"fresh"`` runs its command line anew;
             ``"warm"`` forks points that run this suite's CLI from a process that has already
             imported it (:mod:`~taskonomy.experiments.warm_start`; about 4 s less per point),
-            other programs still start fresh; ``"auto"`` is warm where no GPU is visible.
+            other programs still start fresh; ``"auto"`` is warm where no GPU is visible and
+            no ``device_slots`` are given. A warm point whose exit status was lost with its
+            server counts as finished if its record is finished.
 
     Returns:
         One result per point, in grid order.
@@ -566,7 +571,7 @@ def run_sweep(
         attempts = int(previous.get("attempts", 0)) + 1
         ledger.update(point.run_id, status="running", params=point.params, argv=argv,
                       attempts=attempts, log=str(log_path), started=time.time())
-        start = time.monotonic()
+        began = time.monotonic()
         slot = slots.get()
         point_env = child_env if slot is None else {**child_env, "CUDA_VISIBLE_DEVICES": slot}
         try:
@@ -592,13 +597,14 @@ def run_sweep(
                     children.discard(proc)
         finally:
             slots.put(slot)
-        seconds = time.monotonic() - start
+        seconds = time.monotonic() - began
         # None: a warm-started point whose status was lost with its server; its record tells.
         finished = returncode in (0, None) and record_status(runs, point.run_id) == "finished"
         outcome = "finished" if finished else "failed"
         ledger.update(point.run_id, status=outcome, returncode=returncode, pid=None,
                       process=None, seconds=round(seconds, 2))
-        return PointResult(point, outcome, returncode, seconds)
+        return PointResult(point, outcome, returncode, seconds,
+                           "fresh" if isinstance(proc, subprocess.Popen) else "warm")
 
     columns = (TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
                TimeElapsedColumn(), TextColumn("{task.fields[last]}"))

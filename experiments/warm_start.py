@@ -9,7 +9,8 @@ the server's session, takes the point's environment, working folder and log file
 command line as ``python -m taskonomy.experiments.cli`` would, exit status included.
 
 Forking is only safe while the server has not touched CUDA (a CUDA context does not survive a
-fork), and the server never runs a tensor operation, so no math thread pool exists yet either.
+fork), and the server never runs a tensor operation, so torch's OpenMP team does not exist yet
+(the BLAS library's idle pool does; it registers its own fork handlers).
 The executor uses warm starts where no GPU is visible and fresh processes elsewhere; on a GPU
 box each point runs for minutes, and the 4 s do not matter.
 
@@ -19,8 +20,9 @@ line as ``ps`` shows it (``python -m taskonomy.experiments.warm_start ...``; the
 log name the point). At exit it runs the interpreter's shutdown up to the module teardown
 (threads joined, atexit hooks, open files flushed) and skips the teardown itself.
 
-Protocol: JSON lines. The executor writes ``{"id", "args", "env", "cwd", "log"}`` to the
-server's stdin; the server answers ``{"id", "pid"}`` once the child has its own session, and
+Protocol: JSON lines. The server says ``{"ready": true}`` once it has imported everything. The
+executor writes ``{"id", "args", "env", "cwd", "log"}`` to the server's stdin; the server answers
+``{"id", "pid"}`` once the child has its own session (and only then lets the child run), and
 ``{"id", "returncode"}`` (negative: killed by that signal) when it ends. The server exits when
 its stdin closes, so it never outlives the executor; the points it started keep running, as
 fresh processes would, and a later executor stops them through the ledger.
@@ -188,9 +190,14 @@ class WarmStarter:
                 lambda: "pid" in self._replies.get(request_id, {}) or self._gone,
                 timeout=ANSWER_TIMEOUT_S)
             reply = self._replies.get(request_id, {})
+        if "pid" not in reply and not answered:
+            # Stuck: kill it (a child not yet let go then exits), and read what it said before
+            # it died, so that a point it did start is watched rather than started twice.
+            self._proc.kill()
+            self._reader.join(timeout=10)
+            with self._changed:
+                reply = self._replies.get(request_id, {})
         if "pid" not in reply:
-            if not answered:  # stuck: kill it, which also stops a child not yet let go
-                self._proc.kill()
             raise WarmStartError("the warm starter did not start the point" + (
                 "" if answered else f" within {ANSWER_TIMEOUT_S:.0f} s"))
         pid = int(reply["pid"])
@@ -272,6 +279,11 @@ def _serve(preload: Sequence[str], entry: str) -> None:
         importlib.import_module(name)
     entry_module, entry_function = entry.split(":")
     importlib.import_module(entry_module)
+    # What the imports printed or wrote but left buffered would otherwise be written again
+    # by every child at its exit.
+    _flush_open_files()
+    for stream in (sys.stdout, sys.stderr):
+        stream.flush()
     imported = {key: (before.get(key), value) for key, value in os.environ.items()
                 if before.get(key) != value}
     # SIGCHLD wakes the selector below through this pipe, so ended children are answered

@@ -80,7 +80,9 @@ def main(args):
 def probe_env(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
     folder = tmp_path_factory.mktemp("probe")
     (folder / "probe.py").write_text(PROBE)
-    return {**os.environ, "PYTHONPATH": os.pathsep.join([str(folder), *sys.path])}
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(folder), *sys.path])}
+    env.pop("PYTHONUNBUFFERED", None)  # buffered output, as most users have it
+    return env
 
 
 @pytest.fixture(scope="module")
@@ -118,6 +120,7 @@ def test_a_warm_point_sees_what_a_fresh_process_would(starter: WarmStarter, tmp_
         assert proc.wait() == 0
         reports.append(json.loads(out.read_text()))
         assert "to stdout" in log.read_text() and "to stderr" in log.read_text()
+        assert "probe imported" not in log.read_text()  # the server's output stays its own
     first, second = reports
     assert first["cwd"] == str(tmp_path) and first["var"] == "value 0"
     assert second["var"] == "value 1"
@@ -239,8 +242,8 @@ def test_warm_and_fresh_points_train_to_the_same_record(tiny_shards: Path,
         (result,) = run_sweep(sweep, runs, start=start)
         assert result.outcome == "finished", (runs / result.point.run_id / "executor.log"
                                               ).read_text()[-3000:]
+        assert result.started == start
         losses[start] = read_record(runs / result.point.run_id / "record.json").per_image_losses
-    assert (tmp_path / "warm" / ".sweeps" / "warm.warm-start.log").is_file()
     assert not (tmp_path / "fresh" / ".sweeps" / "warm.warm-start.log").exists()
     assert losses["warm"] == pytest.approx(losses["fresh"], rel=1e-6)
 
@@ -250,6 +253,7 @@ def test_a_warm_point_launches_its_other_ranks(tiny_shards: Path, tmp_path: Path
     (result,) = run_sweep(sweep, tmp_path / "runs", start="warm")
     log = (tmp_path / "runs" / result.point.run_id / "executor.log").read_text()
     assert result.outcome == "finished", log[-3000:]
+    assert result.started == "warm"
     assert "distributed_backend=gloo" in log and "All distributed processes registered" in log
 
 
@@ -283,6 +287,7 @@ def test_a_warm_point_logs_a_complete_wandb_run(tiny_shards: Path, tmp_path: Pat
     (result,) = run_sweep(sweep, tmp_path / "runs", start="warm")
     folder = tmp_path / "runs" / result.point.run_id
     assert result.outcome == "finished", (folder / "executor.log").read_text()[-3000:]
+    assert result.started == "warm"
     record = read_record(folder / "record.json")
     assert record.wandb is not None
     # the W&B log is read back whole: its tail (summary, final state) was flushed at exit

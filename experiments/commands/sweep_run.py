@@ -280,7 +280,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--redo-stale", action="store_true",
                         help="run again the finished transfers whose source task runs were "
                              "retrained since (their folders move to RUNS/.stale/)")
-    parser.add_argument("--start", choices=("auto", "warm", "fresh"), default="auto",
+    from taskonomy.experiments.sweep_executor import START_MODES
+
+    parser.add_argument("--start", choices=START_MODES, default="auto",
                         help="how each point's process starts: warm forks it from a process "
                              "that has already imported the suite (about 4 s less per point), "
                              "fresh runs its command line anew; auto (default) is warm where "
