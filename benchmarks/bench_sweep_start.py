@@ -71,7 +71,9 @@ def timed_sweep(path: Path, runs: Path, workers: int, start: str, limit: int | N
     seconds = time.perf_counter() - began
     failed = [r.point.run_id for r in results if r.outcome != "finished"]
     if failed:
-        raise SystemExit(f"{start}: points did not finish: {failed}; see {runs}/<id>/executor.log")
+        log = (runs / failed[0] / "executor.log").read_text()
+        raise SystemExit(f"{start}: points did not finish: {failed}; the first one's log ends:\n"
+                         + "\n".join(log.strip().splitlines()[-5:]))
     other = [r.point.run_id for r in results if r.started != start]
     if other:
         raise SystemExit(f"{start} arm: points started otherwise: {other}; see "

@@ -140,7 +140,7 @@ BENCHMARKS = (
               ("--limit", "32", "--epochs", "3", "--repeats", "1",
                "--targets", "normal", "depth_zbuffer", "edge_texture"), _cache),
     Benchmark("start", "bench_sweep_start.py",
-              ("--task-steps", "20", "--transfers", "4", "--buildings", "8"), _start),
+              ("--task-steps", "20", "--transfers", "4"), _start),
     Benchmark("quality", "task_quality.py",
               ("--tasks", "normal", "depth_zbuffer", "--steps", "60", "--buildings", "32"),
               _quality, default=False),

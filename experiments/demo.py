@@ -139,6 +139,14 @@ class DemoSettings:
                 raise ValueError(f"{name} must be at least 1, got {getattr(self, name)}")
         if self.beam_width < 0:
             raise ValueError(f"beam_width must be ≥ 0, got {self.beam_width}")
+        train = split_sizes(self.buildings)[0]
+        images = train * self.points * self.views
+        if self.transfer_limit > images:
+            raise ValueError(
+                f"transfer_limit={self.transfer_limit} exceeds the {images} training images "
+                f"({train} training buildings × {self.points} points × {self.views} views); "
+                "lower transfer_limit or add buildings"
+            )
 
     @property
     def targets(self) -> list[str]:

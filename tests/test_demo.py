@@ -60,6 +60,9 @@ def test_bad_settings_name_the_problem(tmp_path: Path) -> None:
         run_demo(tmp_path / "d", ["normal"])
     with pytest.raises(ValueError, match="unknown demo setting"):
         run_demo(tmp_path / "d", ["normal", "reshading"], steps=3)
+    with pytest.raises(ValueError, match=r"transfer_limit=256 exceeds the 60 training images "
+                       r"\(4 training buildings × 5 points × 3 views\)"):
+        DemoSettings(buildings=8).check()  # before any building is rendered
 
 
 def test_minimal_demo_end_to_end_and_rerun_redoes_nothing(tmp_path: Path) -> None:
