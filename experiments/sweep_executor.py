@@ -42,6 +42,7 @@ from taskonomy.experiments.warm_start import (
     WarmProcess,
     WarmStarter,
     WarmStartError,
+    process_identity,
     suite_arguments,
 )
 
@@ -239,22 +240,6 @@ class PointResult:
     returncode: int | None = None
     seconds: float = 0.0
     started: str | None = None  # "warm" or "fresh" for a point that ran
-
-
-def process_identity(pid: int) -> str | None:
-    """Boot id and start time of a live process, or None (gone, or not Linux).
-
-    A pid alone is not an identity: after a reboot or once the process exits, the number names
-    some other process.
-    """
-    try:
-        boot = Path("/proc/sys/kernel/random/boot_id").read_text().strip()
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return None
-    # Field 22 (start time in clock ticks since boot) follows the parenthesised command name.
-    fields = stat.rsplit(")", 1)[-1].split()
-    return f"{boot}:{fields[19]}" if len(fields) > 19 else None
 
 
 def _orphan_of(entry: dict[str, Any]) -> int | None:

@@ -84,10 +84,10 @@ class WarmProcess:
     """A point started by a :class:`WarmStarter`; ``wait`` works like ``Popen.wait``."""
 
     def __init__(self, starter: WarmStarter, request_id: int, pid: int,
-                 started: str | None) -> None:
+                 identity: str | None) -> None:
         self._starter = starter
         self._id = request_id
-        self._started = started
+        self._identity = identity
         self.pid = pid
         self.returncode: int | None = None
 
@@ -97,7 +97,7 @@ class WarmProcess:
         ``None`` when the server died first: the point was then watched until it ended, but
         its status is lost (its run record still tells whether it finished).
         """
-        self.returncode = self._starter._wait(self._id, self.pid, self._started)
+        self.returncode = self._starter._wait(self._id, self.pid, self._identity)
         return self.returncode
 
 
@@ -201,9 +201,9 @@ class WarmStarter:
             raise WarmStartError("the warm starter did not start the point" + (
                 "" if answered else f" within {ANSWER_TIMEOUT_S:.0f} s"))
         pid = int(reply["pid"])
-        return WarmProcess(self, request_id, pid, _start_time(pid))
+        return WarmProcess(self, request_id, pid, process_identity(pid))
 
-    def _wait(self, request_id: int, pid: int, started: str | None) -> int | None:
+    def _wait(self, request_id: int, pid: int, identity: str | None) -> int | None:
         with self._changed:
             self._changed.wait_for(lambda: "returncode" in self._replies.get(request_id, {})
                                    or self._gone)
@@ -212,7 +212,7 @@ class WarmStarter:
             return int(reply["returncode"])
         # The server died: the child is now init's; watch it by pid and start time (a pid
         # alone may name another process once it ended).
-        while started is not None and _start_time(pid) == started:
+        while identity is not None and process_identity(pid) == identity:
             time.sleep(0.5)
         return None
 
@@ -230,16 +230,23 @@ class WarmStarter:
         self._log.close()
 
 
-def _start_time(pid: int) -> str | None:
-    """A running process's start time (clock ticks since boot); None once it has ended."""
+def process_identity(pid: int) -> str | None:
+    """Boot id and start time of a running process, or None (ended, a zombie, or not Linux).
+
+    A pid alone is not an identity: after a reboot or once the process exits, the number names
+    some other process.
+    """
     try:
+        boot = Path("/proc/sys/kernel/random/boot_id").read_text().strip()
         stat = Path(f"/proc/{pid}/stat").read_text()
     except OSError:
         return None
-    fields = stat.rsplit(")", 1)[-1].split()  # after the parenthesised command name
+    # Field 3 is the state, field 22 the start time in clock ticks since boot; both follow the
+    # parenthesised command name.
+    fields = stat.rsplit(")", 1)[-1].split()
     if fields[:1] == ["Z"] or len(fields) < 20:
         return None
-    return fields[19]
+    return f"{boot}:{fields[19]}"
 
 
 # ------------------------------------------------------------------------------ the server
@@ -282,8 +289,6 @@ def _serve(preload: Sequence[str], entry: str) -> None:
     # What the imports printed or wrote but left buffered would otherwise be written again
     # by every child at its exit.
     _flush_open_files()
-    for stream in (sys.stdout, sys.stderr):
-        stream.flush()
     imported = {key: (before.get(key), value) for key, value in os.environ.items()
                 if before.get(key) != value}
     # SIGCHLD wakes the selector below through this pipe, so ended children are answered
@@ -436,13 +441,14 @@ def _finish(status: object) -> int:
         shutdown()
     atexit._run_exitfuncs()
     _flush_open_files()
-    for stream in (sys.stdout, sys.stderr):
-        with contextlib.suppress(Exception):
-            stream.flush()
     return code & 0xFF
 
 
 def _flush_open_files() -> None:
+    """Flush stdout, stderr and every other file open for writing."""
+    for stream in (sys.stdout, sys.stderr):
+        with contextlib.suppress(Exception):
+            stream.flush()
     for obj in gc.get_objects():
         # type(), not isinstance(): some objects (deprecated torch proxies) warn when asked
         # for their __class__.

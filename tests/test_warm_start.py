@@ -21,8 +21,13 @@ from taskonomy.experiments.warm_start import (
     CLI_MODULE,
     WarmStarter,
     WarmStartError,
+    process_identity,
     suite_arguments,
 )
+
+
+def _running(pid: int) -> bool:
+    return process_identity(pid) is not None
 
 PROBE = '''
 import atexit, json, os, signal, subprocess, sys, threading, time
@@ -93,14 +98,6 @@ def starter(probe_env: dict[str, str],
     yield server
     server.close()
     assert "probe imported" in log.read_text()
-
-
-def _alive(pid: int) -> bool:
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return False
-    return stat.rsplit(")", 1)[-1].split()[:1] != ["Z"]
 
 
 def test_only_this_suites_cli_under_this_interpreter_starts_warm() -> None:
@@ -191,7 +188,7 @@ def test_killing_a_points_group_stops_it_and_what_it_started(
     os.killpg(proc.pid, signal.SIGTERM)
     assert proc.wait() == -signal.SIGTERM
     deadline = time.monotonic() + 10
-    while _alive(grandchild):
+    while _running(grandchild):
         assert time.monotonic() < deadline
         time.sleep(0.05)
 
@@ -203,7 +200,7 @@ def test_closing_the_starter_leaves_running_points_running(
     proc = server.start([str(out), "sleep"], probe_env, tmp_path / "log")
     server.close()
     try:
-        assert _alive(proc.pid)  # as a fresh process would: the next executor stops it
+        assert _running(proc.pid)  # as a fresh process would: the next executor stops it
     finally:
         os.killpg(proc.pid, signal.SIGKILL)
     assert proc.wait() is None  # its status went with the server; the record tells the rest
