@@ -70,7 +70,7 @@ def task_model(
     lr_gamma: float = 0.1,
     clip_norm: float | None = None,
     gan: bool = False,
-    gan_weight: float = 0.004,
+    gan_weight: float | None = None,
     gan_warmup_steps: int = 25_000,
     gan_lr: float = 1e-5,
     gan_noise: float | None = None,
@@ -92,8 +92,8 @@ def task_model(
             the run's steps (the CPU setting's 0.67); ``None``: constant LR.
         lr_gamma: Factor of the LR drop.
         clip_norm: Per-variable gradient clip (``None``: the family's default, ``0``: off).
-        gan: Add the cGAN term (dense regression tasks only).
-        gan_weight: Weight of the GAN term.
+        gan: Add the cGAN term (dense regression tasks and colorization).
+        gan_weight: Weight of the GAN term (None: 0.01 for colorization, else 0.004).
         gan_warmup_steps: Steps on the task loss alone before the GAN term starts.
         gan_lr: SGD learning rate of the discriminator.
         gan_noise: Initial σ of the discriminator's instance noise (None: 0.03 for depth, else 0.1).

@@ -8,8 +8,10 @@ import pytest
 import torch
 from torch.utils.data import DataLoader
 
+from taskonomy.datamodules.selfsupervised import ab_bins
 from taskonomy.tasks.build import build_task
 from taskonomy.tasks.families.base import NonFiniteLossError, per_variable_clip
+from taskonomy.tasks.families.dense import RECOLOUR_LOGIT_SCALE, regenerate_ab
 from taskonomy.tasks.families.low_dim import LowDimRegressionTask
 from taskonomy.tasks.registry import get_spec
 from taskonomy.tasks.testing import fake_batch
@@ -179,8 +181,9 @@ def test_metric_segmentation_eval_losses_are_deterministic_per_key() -> None:
     assert torch.allclose(swapped.flip(0), a)
 
 
-def test_cgan_term_trains_the_discriminator_after_warmup() -> None:
-    model = build_task("depth_zbuffer", **TINY, gan=True, gan_warmup_steps=2)
+@pytest.mark.parametrize("task", ["depth_zbuffer", "colorization"])
+def test_cgan_term_trains_the_discriminator_after_warmup(task: str) -> None:
+    model = build_task(task, **TINY, gan=True, gan_warmup_steps=2)
     assert model.discriminator is not None
     before = [p.detach().clone() for p in model.discriminator.parameters()]
     batch = fake_batch(model.spec, 2, 32)
@@ -189,8 +192,50 @@ def test_cgan_term_trains_the_discriminator_after_warmup() -> None:
     after = list(model.discriminator.parameters())
     assert any(not torch.equal(a, b) for a, b in zip(after, before, strict=True))
     assert "train/gan_discriminator" in trainer.callback_metrics
-    with pytest.raises(ValueError, match="dense regression"):
-        build_task("room_layout", **TINY, gan=True)
+    assert "train/gan_generator" in trainer.callback_metrics
+
+
+@pytest.mark.parametrize("task", ["room_layout", "segment_semantic", "segment_unsup2d"])
+def test_tasks_without_the_authors_cgan_term_refuse_it(task: str) -> None:
+    with pytest.raises(ValueError, match="dense regression tasks and colorization"):
+        build_task(task, **TINY, gan=True)
+
+
+def test_gan_weight_defaults_to_the_papers_per_task() -> None:
+    assert build_task("colorization", **TINY, gan=True).gan_weight() == 0.01
+    assert build_task("normal", **TINY, gan=True).gan_weight() == 0.004
+    assert build_task("normal", **TINY, gan=True, gan_weight=0.5).gan_weight() == 0.5
+    with pytest.raises(ValueError, match=r"gan_weight must be in \[0, 1\]"):
+        build_task("normal", **TINY, gan=True, gan_weight=1.5)
+
+
+def test_regenerate_ab_takes_each_pixels_expected_bin_centre() -> None:
+    bins = torch.from_numpy(ab_bins())
+    distribution = torch.zeros(1, len(bins), 2, 2)
+    distribution[0, 7, 0, 0] = 1.0
+    distribution[0, 3, 0, 1] = distribution[0, 5, 0, 1] = 0.5
+    distribution[0, 0, 1, :] = 1.0
+    ab = regenerate_ab(distribution, (8, 8))
+    assert ab.shape == (1, 2, 8, 8)
+    assert torch.allclose(ab[0, :, 0, 0], bins[7])
+    assert torch.allclose(ab[0, :, 3, 4], (bins[3] + bins[5]) / 2)  # nearest-neighbour enlarged
+    assert torch.allclose(ab[0, :, 7, 7], bins[0])
+
+
+def test_colorizations_discriminator_judges_recoloured_images_beside_lightness() -> None:
+    model = build_task("colorization", **TINY, gan=True, gan_warmup_steps=0)
+    assert model.discriminator is not None
+    task_batch = fake_batch(model.spec, 2, 32)["colorization"]
+    first_conv = next(m for m in model.discriminator.modules() if isinstance(m, torch.nn.Conv2d))
+    assert first_conv.in_channels == 1 + 2  # L, then the recoloured ab
+    logits = torch.randn(2, 313, 8, 8, requires_grad=True)
+    real, fake = model.discriminator_images(logits, task_batch)
+    assert real.shape == fake.shape == (2, 2, 32, 32)
+    assert torch.allclose(real, regenerate_ab(task_batch["target"], (32, 32)))
+    expected = regenerate_ab(torch.softmax(logits.detach() * RECOLOUR_LOGIT_SCALE, 1), (32, 32))
+    assert torch.allclose(fake, expected)
+    model.discriminator(task_batch["input"], fake).sum().backward()
+    assert logits.grad is not None and logits.grad.abs().sum() > 0  # the GAN term reaches G
 
 
 def test_per_variable_clip_bounds_each_gradient_separately() -> None:

@@ -5,7 +5,8 @@ so ``LightningCLI`` can build it from ``--model.task=normal``. It owns an encode
 8-channel representation) and a family-specific head, and implements the training loop the
 authors used: Adam at 1e-4, L2 weight decay on weights, LR ×0.1 at a step milestone, optional
 per-variable gradient clipping, and an optional cGAN term (0.996·L_task + 0.004·L_GAN after a
-warm-up of task-loss-only steps).
+warm-up of task-loss-only steps; 0.99/0.01 for colorization, whose discriminator judges the
+recoloured image).
 
 Batches follow the datamodule contract: ``batch[task]`` holds ``"input"``, ``"target"`` and
 optionally ``"mask"``; ``batch["__key__"]`` the sample keys. At test time the per-image task losses
@@ -164,11 +165,12 @@ class TaskModule(L.LightningModule):
         lr_gamma: Factor of the LR drop.
         clip_norm: Per-variable gradient clip; ``None`` takes the family's default (1.0 for room
             layout and vanishing points, off otherwise); ``0`` disables it.
-        gan: Add the cGAN term (dense regression tasks only). Lightning then counts two
+        gan: Add the cGAN term (dense regression tasks and colorization). Lightning then counts two
             optimizer steps per batch after the warm-up, as the authors' global step did: the
             LR milestone, the instance noise and ``trainer.max_steps`` count them; the paper
             setting bounds runs by epochs.
-        gan_weight: Weight of the GAN term (the task loss gets ``1 − gan_weight``).
+        gan_weight: Weight of the GAN term (the task loss gets ``1 − gan_weight``); ``None`` takes
+            the paper's (0.01 for colorization, 0.004 otherwise).
         gan_warmup_steps: Generator steps on the task loss alone before the GAN term starts.
         gan_lr: SGD learning rate of the discriminator.
         gan_noise: Initial σ of the discriminator's instance noise; ``None`` takes the paper's
@@ -201,7 +203,7 @@ class TaskModule(L.LightningModule):
         lr_gamma: float = 0.1,
         clip_norm: float | None = None,
         gan: bool = False,
-        gan_weight: float = 0.004,
+        gan_weight: float | None = None,
         gan_warmup_steps: int = 25_000,
         gan_lr: float = 1e-5,
         gan_noise: float | None = None,
@@ -215,12 +217,13 @@ class TaskModule(L.LightningModule):
         if lr <= 0:
             raise ValueError(f"lr must be positive, got {lr}")
         check_milestone(lr_milestone)
-        if gan and not self.supports_gan:
+        if gan and not self.gan_supported():
             raise ValueError(
-                f"task {task!r} ({self.spec.family}) has no cGAN term here: this suite "
-                "trains it for the dense regression tasks (the authors also gave colorization "
-                "one, on its recoloured image; not implemented): drop gan=True"
+                f"task {task!r} ({self.spec.family}) has no cGAN term: the authors gave one to "
+                "the dense regression tasks and colorization only; drop gan=True"
             )
+        if gan_weight is not None and not 0.0 <= gan_weight <= 1.0:
+            raise ValueError(f"gan_weight must be in [0, 1], got {gan_weight}")
         if class_weights is not None:
             if not uses_class_weights(self.spec):
                 raise ValueError(
@@ -239,7 +242,7 @@ class TaskModule(L.LightningModule):
         self.head = self.make_head(self.encoder.out_channels)
         self.discriminator: nn.Module | None = None
         if gan:
-            channels = self.spec.input_channels + self.spec.output_channels
+            channels = self.spec.input_channels + self.discriminator_channels()
             self.discriminator = Pix2PixDiscriminator(channels, width=decoder_width)
             self.automatic_optimization = False
         self.val_metrics = nn.ModuleDict(self.build_metrics())
@@ -393,6 +396,32 @@ class TaskModule(L.LightningModule):
         steps, warmup = self.global_step, int(self.hparams["gan_warmup_steps"])
         return steps if steps <= warmup else (steps + warmup) // 2
 
+    # ----------------------------------------------------------------- cGAN
+    def gan_supported(self) -> bool:
+        """Whether the task has the authors' cGAN term (the family's ``supports_gan``)."""
+        return self.supports_gan
+
+    def discriminator_channels(self) -> int:
+        """Channels of the image the discriminator judges beside the input: the prediction's."""
+        return self.spec.output_channels
+
+    def discriminator_images(
+        self, prediction: torch.Tensor, task_batch: dict[str, Any]
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """The real and the generated image the discriminator judges, beside the input.
+
+        The target and the prediction as they are; families whose prediction is not an image
+        (colorization's bin logits) override this. The generated image keeps its gradient.
+        """
+        return task_batch["target"].to(prediction.dtype), prediction
+
+    def gan_weight(self) -> float:
+        """Weight of the GAN term: the option, or the paper's (0.01 colorization, else 0.004)."""
+        weight = self.hparams["gan_weight"]
+        if weight is None:
+            return 0.01 if self.spec.name == "colorization" else 0.004
+        return float(weight)
+
     def _instance_noise(self) -> float:
         # σ0 / (1 + 0.2·step/1000): tf.train.inverse_time_decay of the authors' global step.
         sigma0 = self.hparams["gan_noise"]
@@ -406,14 +435,14 @@ class TaskModule(L.LightningModule):
         assert self.discriminator is not None
         opt_g, opt_d = cast(list[Any], self.optimizers())
         condition = task_batch["input"]
-        target = task_batch["target"].to(prediction.dtype)
+        target, generated = self.discriminator_images(prediction, task_batch)
         active = self.global_step >= self.hparams["gan_warmup_steps"]  # one step per batch so far
         total = task_loss
         sigma = self._instance_noise()
         if active:
-            fake = self.discriminator(condition, prediction + sigma * torch.randn_like(prediction))
+            fake = self.discriminator(condition, generated + sigma * torch.randn_like(generated))
             g_loss = gan_generator_loss(fake)
-            weight = self.hparams["gan_weight"]
+            weight = self.gan_weight()
             total = (1 - weight) * task_loss + weight * g_loss
             self.log(metric_key("train", "gan_generator"), g_loss, batch_size=len(target))
         opt_g.zero_grad()
@@ -428,7 +457,7 @@ class TaskModule(L.LightningModule):
             return
         real = self.discriminator(condition, target + sigma * torch.randn_like(target))
         fake = self.discriminator(
-            condition, prediction.detach() + sigma * torch.randn_like(prediction)
+            condition, generated.detach() + sigma * torch.randn_like(generated)
         )
         d_loss = gan_discriminator_loss(real, fake)
         opt_d.zero_grad()

@@ -7,7 +7,9 @@ weighted cross-entropy with uncertain pixels masked; with ``class_weights: auto`
 CLI counts the weights) and colorization (313 ab-bin logits at a quarter of the resolution,
 soft-target cross-entropy, each pixel weighted by the prior boost of its arg-max ab bin as in
 Zhang et al. 2016; ``class_weights: auto`` counts the bins of the training images, as the
-authors' ``prior_factor_in_door.npy`` is not bundled and indexes their own ab bins).
+authors' ``prior_factor_in_door.npy`` is not bundled and indexes their own ab bins). Colorization's
+optional cGAN term judges the recoloured image (:func:`regenerate_ab`), as the authors'
+``EDSoftmaxRegenCGAN`` did.
 """
 
 from __future__ import annotations
@@ -16,10 +18,32 @@ from typing import Any
 
 import torch
 from torch import nn
+from torch.nn import functional as F
 
+from taskonomy.datamodules.selfsupervised import ab_bins
 from taskonomy.tasks.families.base import TaskModule, check_same_shape
 from taskonomy.tasks.losses import Reduction, get_loss, soft_cross_entropy, weighted_cross_entropy
 from taskonomy.tasks.networks.decoders import ColorizationDecoder, DenseDecoder
+
+#: Logit scale before the softmax that recolours a prediction for the discriminator: 1/0.38, the
+#: annealed-mean temperature of Zhang et al. (2016), as the authors' ``EDSoftmaxRegenCGAN`` used.
+RECOLOUR_LOGIT_SCALE = 2.606
+
+
+def regenerate_ab(distribution: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+    """The ab image of a distribution over the 313 ab bins, enlarged to ``size``.
+
+    Each pixel's expected ab value under ``distribution`` (``B×313×h×w``, summing to 1 over the
+    bins), in Lab units as the authors fed it to the discriminator, enlarged by nearest neighbour:
+    their ``colorized_image_from_softmax`` (a 1×1 convolution with the bin centres, then a
+    nearest-neighbour resize to the input size).
+
+    Returns:
+        ``B×2×size``.
+    """
+    bins = distribution.new_tensor(ab_bins())
+    ab = torch.einsum("bkhw,kc->bchw", distribution, bins)
+    return F.interpolate(ab, size=size, mode="nearest")
 
 
 class DenseRegressionTask(TaskModule):
@@ -48,6 +72,27 @@ class DenseRegressionTask(TaskModule):
 
 class DenseClassificationTask(TaskModule):
     """Per-pixel classification: semantic segmentation or colorization (by ``output_kind``)."""
+
+    def gan_supported(self) -> bool:
+        """Colorization has the authors' cGAN term; semantic segmentation has none."""
+        return self.spec.output_kind == "dense_quarter"
+
+    def discriminator_channels(self) -> int:
+        """The discriminator judges the recoloured image's two ab channels."""
+        return 2
+
+    def discriminator_images(
+        self, prediction: torch.Tensor, task_batch: dict[str, Any]
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """The target's and the prediction's ab images at the input's size (:func:`regenerate_ab`).
+
+        The prediction's distribution is the softmax of its logits × :data:`RECOLOUR_LOGIT_SCALE`.
+        """
+        size = tuple(task_batch["input"].shape[-2:])
+        generated = torch.softmax(prediction.float() * RECOLOUR_LOGIT_SCALE, dim=1)
+        real = regenerate_ab(task_batch["target"].float(), size)
+        fake = regenerate_ab(generated, size)
+        return real.to(prediction.dtype), fake.to(prediction.dtype)
 
     def make_head(self, in_channels: int) -> nn.Module:
         """The 15-layer decoder (tanh-bounded logits) or the 64-resolution colorization one."""
