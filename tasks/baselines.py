@@ -25,12 +25,12 @@ from torch import nn
 
 from taskonomy.tasks.networks.encoders import (
     BN_EPS,
-    BN_MOMENTUM,
     DOWNSAMPLING,
     REPRESENTATION_CHANNELS,
     TaskonomyEncoder,
     build_encoder,
 )
+from taskonomy.tasks.networks.readout import READOUT_BN_MOMENTUM
 
 #: Stride of the pixels network's second conv (64² → 16² in the paper).
 PIXELS_STRIDE = 4
@@ -55,15 +55,15 @@ class PixelsEncoder(nn.Module):
         self.side = resolution // DOWNSAMPLING * PIXELS_STRIDE
         self.conv1 = nn.Sequential(
             nn.Conv2d(in_channels, 4, 3, padding=1, bias=False),
-            nn.BatchNorm2d(4, eps=BN_EPS, momentum=BN_MOMENTUM),
+            nn.BatchNorm2d(4, eps=BN_EPS, momentum=READOUT_BN_MOMENTUM),
             nn.ReLU(inplace=True),
         )
         self.conv2 = nn.Sequential(
             nn.Conv2d(4, REPRESENTATION_CHANNELS, 3, stride=PIXELS_STRIDE, padding=1, bias=False),
-            nn.BatchNorm2d(REPRESENTATION_CHANNELS, eps=BN_EPS, momentum=BN_MOMENTUM),
+            nn.BatchNorm2d(REPRESENTATION_CHANNELS, eps=BN_EPS, momentum=READOUT_BN_MOMENTUM),
         )
         self.output_norm = nn.BatchNorm2d(
-            2 * REPRESENTATION_CHANNELS, eps=BN_EPS, momentum=BN_MOMENTUM
+            2 * REPRESENTATION_CHANNELS, eps=BN_EPS, momentum=READOUT_BN_MOMENTUM
         )
         self.out_channels = 2 * REPRESENTATION_CHANNELS
         for m in self.modules():

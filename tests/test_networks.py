@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 import torch
 
+from taskonomy.tasks.baselines import PixelsEncoder
 from taskonomy.tasks.networks.decoders import ColorizationDecoder, DenseDecoder, SameDeconv2d
 from taskonomy.tasks.networks.discriminator import Pix2PixDiscriminator
 from taskonomy.tasks.networks.encoders import (
@@ -251,3 +252,16 @@ def test_low_dim_heads_rescale_vanishing_points_only() -> None:
     assert np.allclose(vanishing.head.output_std.numpy(), VANISHING_POINT_STD)
     layout = build_task("room_layout", encoder="resnet10_tiny", resolution=32, head_width=0.01)
     assert not layout.head.rescaled  # its encoding is already z-scored
+
+
+@pytest.mark.parametrize("network", [TransferReadout(in_channels=16), PixelsEncoder(32)])
+def test_readout_and_pixels_batch_norms_keep_the_transfer_prototypes_decay(network) -> None:
+    # The authors' transfer prototype: batch_norm_decay 0.8 for every BN of the readout and of the
+    # pixels network, so one training batch moves a running mean a fifth of the way.
+    norms = [m for m in network.modules() if isinstance(m, torch.nn.BatchNorm2d)]
+    assert len(norms) >= 3
+    first = norms[0]
+    network.train()
+    first(torch.full((4, first.num_features, 2, 2), 10.0))
+    assert torch.allclose(first.running_mean, torch.full_like(first.running_mean, 2.0))
+    assert all(m.momentum == pytest.approx(0.2) for m in norms)

@@ -4,7 +4,8 @@ The authors' ``transfer_two_stream_with_bn_ends_l2l0_no_image``: at training tim
 channel is clipped to its batch mean ± 5σ (moments over batch and space) so outliers of a frozen
 encoder cannot blow up the small readout; then BN on the input, two parallel streams of two 3×3
 conv layers with 8 channels (BN, ReLU), concatenated to 16 channels and batch-normalized. The
-authors' batch *re*normalization is replaced by plain BN (their rmax/dmax schedule is malformed).
+authors' batch *re*normalization is replaced by plain BN (their rmax/dmax schedule is malformed),
+with their transfer prototype's BN decay of 0.8 (:data:`READOUT_BN_MOMENTUM`).
 Higher-order transfers concatenate the k sources channel-wise first (``in_channels = 8·k``).
 """
 
@@ -13,7 +14,12 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from taskonomy.tasks.networks.encoders import BN_EPS, BN_MOMENTUM, REPRESENTATION_CHANNELS
+from taskonomy.tasks.networks.encoders import BN_EPS, REPRESENTATION_CHANNELS
+
+#: PyTorch momentum of every BN of the readout and of the ``pixels`` baseline's network: the
+#: authors' transfer prototype set ``batch_norm_decay`` 0.8 (TF decay d is momentum 1 − d), not
+#: the task networks' 0.9.
+READOUT_BN_MOMENTUM = 0.2
 
 
 def clip_to_batch_sigma(x: torch.Tensor, sigmas: float) -> torch.Tensor:
@@ -27,7 +33,7 @@ def clip_to_batch_sigma(x: torch.Tensor, sigmas: float) -> torch.Tensor:
 def _conv_bn_relu(in_channels: int, out_channels: int) -> list[nn.Module]:
     return [
         nn.Conv2d(in_channels, out_channels, 3, padding=1, bias=False),
-        nn.BatchNorm2d(out_channels, eps=BN_EPS, momentum=BN_MOMENTUM),
+        nn.BatchNorm2d(out_channels, eps=BN_EPS, momentum=READOUT_BN_MOMENTUM),
         nn.ReLU(inplace=True),
     ]
 
@@ -53,7 +59,7 @@ class TransferReadout(nn.Module):
                 f"readout channels must be positive, got in={in_channels}, stream={stream_channels}"
             )
         self.clip_sigmas = clip_sigmas
-        self.input_norm = nn.BatchNorm2d(in_channels, eps=BN_EPS, momentum=BN_MOMENTUM)
+        self.input_norm = nn.BatchNorm2d(in_channels, eps=BN_EPS, momentum=READOUT_BN_MOMENTUM)
         self.streams = nn.ModuleList(
             nn.Sequential(
                 *_conv_bn_relu(in_channels, stream_channels),
@@ -61,7 +67,9 @@ class TransferReadout(nn.Module):
             )
             for _ in range(2)
         )
-        self.output_norm = nn.BatchNorm2d(2 * stream_channels, eps=BN_EPS, momentum=BN_MOMENTUM)
+        self.output_norm = nn.BatchNorm2d(
+            2 * stream_channels, eps=BN_EPS, momentum=READOUT_BN_MOMENTUM
+        )
         self.in_channels = in_channels
         self.out_channels = 2 * stream_channels
         for m in self.modules():
