@@ -101,9 +101,12 @@ def resize_mask(valid: np.ndarray, resolution: int) -> np.ndarray:
 # Dense domains
 
 
-def rgb_encoding(rgb: np.ndarray, resolution: int) -> np.ndarray:
-    """uint8 H×W×3 RGB → 3×R×R float in [-1, 1]."""
-    return _chw(resize(rgb.astype(np.float32) / 255.0, resolution) * 2.0 - 1.0)
+def rgb_encoding(rgb: np.ndarray, resolution: int | None) -> np.ndarray:
+    """uint8 H×W×3 RGB → 3×R×R float in [-1, 1] (``None``: 3×H×W, the stored size)."""
+    image = rgb.astype(np.float32) / 255.0
+    if resolution is not None:
+        image = resize(image, resolution)
+    return _chw(image * 2.0 - 1.0)
 
 
 def depth_valid_mask(zbuffer_raw: np.ndarray, resolution: int) -> np.ndarray:

@@ -105,8 +105,8 @@ def _single_view(task: str, d: dict[str, Any], rng: np.random.Generator, r: int,
     if task == "colorization":
         lightness, soft = ss.colorization_sample(_rgb01(d, r), r)
         return {"input": lightness, "target": soft}
-    if task == "jigsaw":
-        tiles, k = ss.jigsaw_sample(rgb, rng, jigsaw_tile)
+    if task == "jigsaw":  # tiles cut from the stored image, as the authors cut them at 512²
+        tiles, k = ss.jigsaw_sample(enc.rgb_encoding(_need(d, "rgb"), None), rng, jigsaw_tile)
         return {"input": tiles, "target": np.int64(k)}
     out: dict[str, Any] = {"input": rgb}
     if task == "principal_curvature":

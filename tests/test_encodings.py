@@ -136,6 +136,17 @@ def test_jigsaw_permutation_set_and_tiles():
     assert [int(round(t.mean())) for t in tiles] == list(perms[k])
 
 
+def test_jigsaw_tiles_are_cut_from_the_stored_image_not_the_resized_one():
+    # A one-pixel checkerboard at 64² averages to flat grey at 16²; the authors cut tiles from
+    # the native image, so the detail must survive into the (enlarged) tiles.
+    checker = ((np.indices((64, 64)).sum(0) % 2) * 255).astype(np.uint8)
+    decoded = {"rgb": np.repeat(checker[:, :, None], 3, axis=2)}
+    sample = make_task_sample("jigsaw", decoded, np.random.default_rng(0), resolution=16,
+                              jigsaw_tile=32)
+    assert sample["input"].shape == (9, 3, 32, 32)
+    assert all(tile.std() > 0.3 for tile in sample["input"])
+
+
 def test_colorization_soft_encoding_peaks_at_the_true_colour():
     rgb = np.zeros((16, 16, 3), np.float32)
     rgb[..., 0] = 0.8  # a reddish image

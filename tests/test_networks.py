@@ -265,3 +265,27 @@ def test_readout_and_pixels_batch_norms_keep_the_transfer_prototypes_decay(netwo
     first(torch.full((4, first.num_features, 2, 2), 10.0))
     assert torch.allclose(first.running_mean, torch.full_like(first.running_mean, 2.0))
     assert all(m.momentum == pytest.approx(0.2) for m in norms)
+
+
+def test_encoder_stem_pools_like_tf_same_padding() -> None:
+    # TF SAME pads a 3×3/2 pool on an even map only at the bottom and right.
+    encoder = build_encoder("resnet10_tiny")
+    pool = encoder.stem[-1]
+    x = torch.randn(2, 4, 16, 16)
+    tf_same = torch.nn.functional.max_pool2d(
+        torch.nn.functional.pad(x, (0, 1, 0, 1), value=float("-inf")), 3, stride=2
+    )
+    assert torch.equal(pool(x), tf_same)
+
+
+def test_encoder_convs_start_from_tf_slims_truncated_fan_in_scaling() -> None:
+    encoder = build_encoder("resnet50")
+    convs = [m for m in encoder.modules() if isinstance(m, torch.nn.Conv2d)]
+    for conv in convs:
+        fan_in = conv.weight[0].numel()
+        bound = 2 * math.sqrt(2.6 / fan_in)  # truncated at 2σ, σ = sqrt(1.3·2/fan_in)
+        assert conv.weight.abs().max() <= bound + 1e-6
+    widest = max(convs, key=lambda conv: conv.weight.numel())
+    # A 2σ-truncated normal keeps 0.88σ of its spread: sqrt(2/fan_in), He's fan-in scaling.
+    expected = math.sqrt(2.0 / widest.weight[0].numel())
+    assert widest.weight.std().item() == pytest.approx(expected, rel=0.05)

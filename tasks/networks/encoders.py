@@ -9,6 +9,7 @@ it: a 7×7/2 root conv and a 3×3/2 max-pool, four blocks whose stride sits on t
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
@@ -148,7 +149,9 @@ class TaskonomyEncoder(nn.Module):
             nn.Conv2d(in_channels, config.stem, 7, stride=2, padding=3, bias=False),
             _bn(config.stem),
             nn.ReLU(inplace=True),
-            nn.MaxPool2d(3, stride=2, padding=1),
+            # TF's SAME pooling pads only the bottom and right: ceil_mode, not padding=1 (which
+            # would shift every feature map by a pixel against the authors' weights).
+            nn.MaxPool2d(3, stride=2, ceil_mode=True),
         )
         blocks: list[nn.Module] = []
         channels = config.stem
@@ -177,10 +180,13 @@ class TaskonomyEncoder(nn.Module):
 
 
 def _init_weights(module: nn.Module) -> None:
-    # Variance scaling (He) init for convs as in TF-slim's resnet_arg_scope.
+    # TF-slim's variance_scaling_initializer() of resnet_arg_scope: factor 2 over fan-in, as a
+    # normal truncated at 2σ with σ = sqrt(1.3·2/fan_in) (the 1.3 restores the truncated std).
     for m in module.modules():
         if isinstance(m, nn.Conv2d):
-            nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
+            fan_in = m.weight[0].numel()
+            std = math.sqrt(1.3 * 2.0 / fan_in)
+            nn.init.trunc_normal_(m.weight, std=std, a=-2 * std, b=2 * std)
 
 
 def representation_shape(resolution: int) -> tuple[int, int, int]:
