@@ -289,3 +289,14 @@ def test_encoder_convs_start_from_tf_slims_truncated_fan_in_scaling() -> None:
     # A 2σ-truncated normal keeps 0.88σ of its spread: sqrt(2/fan_in), He's fan-in scaling.
     expected = math.sqrt(2.0 / widest.weight[0].numel())
     assert widest.weight.std().item() == pytest.approx(expected, rel=0.05)
+
+
+def test_discriminator_starts_from_slims_glorot_uniform_init() -> None:
+    discriminator = Pix2PixDiscriminator(4)
+    for conv in (m for m in discriminator.modules() if isinstance(m, torch.nn.Conv2d)):
+        fan_in = conv.weight[0].numel()
+        fan_out = conv.weight.shape[0] * conv.weight[0, 0].numel()
+        bound = math.sqrt(6.0 / (fan_in + fan_out))
+        assert conv.weight.abs().max() <= bound
+        assert conv.weight.abs().max() > 0.9 * bound
+        assert conv.bias is None or not conv.bias.any()

@@ -62,6 +62,11 @@ class Pix2PixDiscriminator(nn.Module):
                 layers.append(nn.LeakyReLU(0.2, inplace=True))
             channels = out
         self.net = nn.Sequential(*layers)
+        for m in self.modules():
+            if isinstance(m, nn.Conv2d):  # slim.conv2d's defaults: Glorot uniform, zero biases
+                nn.init.xavier_uniform_(m.weight)
+                if m.bias is not None:
+                    nn.init.zeros_(m.bias)
 
     def forward(self, condition: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         """Logits ``B×1×h×w`` for ``condition`` (the input image) paired with ``target``."""
