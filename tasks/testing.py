@@ -102,3 +102,32 @@ def fake_batch(spec: TaskSpec, batch_size: int = 2, resolution: int = 32, seed: 
         "rgb": rgb,
         spec.name: task_batch,
     }
+
+
+def seeded_state_dict(shapes: list[tuple[str, list[int]]], seed: int) -> dict[str, torch.Tensor]:
+    """Reproducible float64 weights for a network's parameter names and shapes.
+
+    Values keep activations in range through deep networks (weights ~ N(0, 1/fan-in), BN
+    scales near 1, running variances in [0.5, 1.5]), so two implementations of one architecture
+    can be compared on them (e.g. against the authors' ``visualpriors`` port).
+
+    Args:
+        shapes: ``(name, shape)`` of each entry, in order.
+        seed: Seed of the values.
+    """
+    g = torch.Generator().manual_seed(seed)
+    state: dict[str, torch.Tensor] = {}
+    for name, shape in shapes:
+        if name.endswith("num_batches_tracked"):
+            state[name] = torch.tensor(0)
+            continue
+        noise = torch.randn(shape, generator=g, dtype=torch.float64)
+        if name.endswith("running_var"):
+            state[name] = torch.rand(shape, generator=g, dtype=torch.float64) + 0.5
+        elif name.endswith(("running_mean", "bias")):
+            state[name] = 0.1 * noise
+        elif len(shape) == 1:  # a BN scale
+            state[name] = 1.0 + 0.1 * noise
+        else:
+            state[name] = noise / math.sqrt(math.prod(shape[1:]))
+    return state

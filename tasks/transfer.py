@@ -86,6 +86,7 @@ from taskonomy.tasks.networks.encoders import (
 )
 from taskonomy.tasks.networks.readout import TransferReadout
 from taskonomy.tasks.optimizers import adam, restore_adam_implementation
+from taskonomy.tasks.pretrained import imported_without_head
 from taskonomy.tasks.registry import get_spec
 from taskonomy.tasks.representations import (
     RepresentationCache,
@@ -544,6 +545,13 @@ class TransferTask(L.LightningModule):
             record = find_task_runs(cast(str, runs), [target], resolution=resolution,
                                     encoder=encoder)[target]
             self.network_run = record.run_id
+            if imported_without_head(record):
+                raise ValueError(
+                    f"the task run {record.run_id!r} of {target!r} was imported without its "
+                    "decoder, so its head is untrained and cannot be the `self` baseline; "
+                    "import it again with the decoder file (`taskonomy weights import ENCODER "
+                    "DECODER`), or train the task"
+                )
             self.network = self._load_task_network(record, cast(str, runs))
             self.network_fingerprint = weights_fingerprint(self.network.encoder)
             loss_module: TaskModule = self.network
@@ -1024,12 +1032,14 @@ def _other_weights(saved: dict[str, str], now: dict[str, str]) -> bool:
 def register_task_run(module: TaskModule, runs_dir: str | os.PathLike[str], *,
                       run_id: str | None = None, regime: str = "full",
                       metrics: dict[str, float] | None = None,
-                      per_image_losses: dict[str, float] | None = None) -> RunRecord:
+                      per_image_losses: dict[str, float] | None = None,
+                      extra_config: dict[str, Any] | None = None) -> RunRecord:
     """Save a task network as a finished task run, so transfers can use it as a source.
 
     For networks trained outside ``taskonomy train`` (an external encoder, a test fixture): the
     weights go to ``RUNS_DIR/RUN_ID/checkpoints/last.ckpt`` in Lightning's layout and a finished
-    ``task`` record points at them (relative to the run folder).
+    ``task`` record points at them (relative to the run folder). ``extra_config`` joins the
+    record's config (e.g. where imported weights came from).
 
     Returns:
         The written record.
@@ -1042,7 +1052,7 @@ def register_task_run(module: TaskModule, runs_dir: str | os.PathLike[str], *,
     torch.save({"state_dict": module.state_dict(), "hyper_parameters": dict(module.hparams)},
                buffer)
     atomic_write_bytes(folder / checkpoint, buffer.getvalue())
-    config = {"model": dict(module.hparams),
+    config = {"model": dict(module.hparams), **(extra_config or {}),
               ENCODER_FINGERPRINT_KEY: weights_fingerprint(module.encoder)}
     record = RunRecord(run_id=run_id, role="task", target=task, regime=regime,
                        config=config).finished(

@@ -1,0 +1,127 @@
+"""The authors' released PyTorch weights (visualpriors) loaded and registered as task runs."""
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+from taskonomy.analysis.records import read_record, record_path
+from taskonomy.experiments.cli import main as cli
+from taskonomy.tasks.build import build_task
+from taskonomy.tasks.pretrained import (
+    import_visualpriors,
+    load_decoder,
+    load_encoder,
+    read_state_dict,
+    released_file_task,
+    released_pairs,
+)
+from taskonomy.tasks.testing import seeded_state_dict
+from taskonomy.tasks.transfer import TransferTask, find_task_runs, load_source
+
+#: The authors' port run on seeded weights (tests/data/make_visualpriors_reference.py).
+REFERENCE = json.loads(
+    (Path(__file__).parent / "data" / "visualpriors_reference.json").read_text()
+)
+
+
+def _case(name: str) -> tuple[dict, torch.Tensor, torch.Tensor]:
+    case = REFERENCE[name]
+    state = seeded_state_dict([(k, s) for k, s in case["shapes"]], case["seed"])
+    x = torch.randn(case["input_shape"], generator=torch.Generator().manual_seed(case["seed"] + 1),
+                    dtype=torch.float64)
+    expected = torch.tensor(case["output"], dtype=torch.float64).reshape(case["output_shape"])
+    return state, x, expected
+
+
+def test_encoder_weights_give_the_authors_representation() -> None:
+    state, x, expected = _case("encoder")
+    module = build_task("normal", encoder="resnet50", resolution=64).double().eval()
+    load_encoder(module, state, "reference encoder")
+    with torch.no_grad():
+        assert torch.allclose(module.encoder(x), expected, rtol=1e-9, atol=1e-9)
+
+
+def test_dense_decoder_weights_give_the_authors_prediction() -> None:
+    state, x, expected = _case("dense_decoder")
+    module = build_task("normal", encoder="resnet10_tiny", resolution=16).double().eval()
+    load_decoder(module, state, "reference decoder")
+    with torch.no_grad():
+        assert torch.allclose(module.head(x), expected, rtol=1e-9, atol=1e-9)
+
+
+def test_classification_decoder_reads_the_representation_in_tensorflows_order() -> None:
+    state, x, expected = _case("mlp_decoder")
+    module = build_task("class_scene", encoder="resnet10_tiny", resolution=256).double().eval()
+    load_decoder(module, state, "reference decoder")
+    with torch.no_grad():
+        assert torch.allclose(module.head(x), expected, rtol=1e-9, atol=1e-9)
+
+
+def test_released_file_names_give_task_and_part() -> None:
+    assert released_file_task("normal_encoder-f5e2c7737e49.pth") == ("normal", "encoder")
+    assert released_file_task("/x/curvature_decoder-b93aed18.pth") == ("principal_curvature",
+                                                                       "decoder")
+    assert released_file_task("segment_unsup25d_encoder.pth") == ("segment_unsup25d", "encoder")
+    assert released_file_task("weights.pth") is None
+    with pytest.raises(ValueError, match="not named like a released file"):
+        released_pairs(["weights.pth"])
+    with pytest.raises(ValueError, match="without its encoder"):
+        released_pairs(["normal_decoder-1.pth"])
+
+
+def _save(path: Path, case: str, **renames: str) -> Path:
+    state, _, _ = _case(case)
+    torch.save({"state_dict": {renames.get(k, k): v.float() for k, v in state.items()}}, path)
+    return path
+
+
+def test_imported_runs_are_sources_and_need_their_decoder_to_be_self(tmp_path: Path) -> None:
+    runs = tmp_path / "runs"
+    normal = _save(tmp_path / "normal_encoder-aa11.pth", "encoder")
+    decoder = _save(tmp_path / "normal_decoder-bb22.pth", "dense_decoder")
+    depth = _save(tmp_path / "depth_zbuffer_encoder-cc33.pth", "encoder")
+    assert cli(["weights", "import", str(normal), str(decoder), str(depth),
+                "--runs_dir", str(runs)]) == 0
+    found = find_task_runs(runs, ["normal", "depth_zbuffer"], resolution=256, encoder="resnet50")
+    assert found["normal"].run_id == "normal-visualpriors"
+    imported = found["normal"].config["imported"]
+    assert imported["format"] == "visualpriors" and imported["decoder"] == decoder.name
+    assert found["depth_zbuffer"].config["imported"]["decoder"] is None
+    assert found["depth_zbuffer"].config["model"]["encoder"] == "resnet50"
+
+    # The frozen source a transfer reads holds the released weights.
+    source = load_source(found["depth_zbuffer"], runs, resolution=256)
+    reference = build_task("depth_zbuffer", encoder="resnet50", resolution=256).eval()
+    load_encoder(reference, read_state_dict(depth), "reference")
+    x = torch.rand(1, 3, 64, 64) * 2 - 1
+    with torch.no_grad():
+        assert torch.equal(source.encoder(x), reference.encoder(x))
+
+    with pytest.raises(ValueError, match="imported without its decoder"):
+        TransferTask(target="depth_zbuffer", kind="self", task_runs=str(runs), resolution=256)
+    assert read_record(record_path(runs, "normal-visualpriors")).status == "finished"
+
+
+def test_mismatched_or_foreign_files_are_refused(tmp_path: Path) -> None:
+    encoder = _save(tmp_path / "normal_encoder-aa11.pth", "encoder")
+    decoder = _save(tmp_path / "normal_decoder-bb22.pth", "dense_decoder")
+    with pytest.raises(ValueError, match="released encoder of 'normal', not the encoder of "
+                                         "'reshading'"):
+        import_visualpriors(tmp_path, encoder, task="reshading")
+    with pytest.raises(ValueError, match="released decoder of 'normal', not the encoder"):
+        import_visualpriors(tmp_path, decoder, task="normal")
+    unnamed_decoder = _save(tmp_path / "weights_d.pth", "dense_decoder")
+    with pytest.raises(ValueError, match="not of the authors' network"):
+        import_visualpriors(tmp_path, unnamed_decoder, task="normal")  # a decoder as encoder
+    unnamed = _save(tmp_path / "weights.pth", "encoder")
+    with pytest.raises(ValueError, match="no decoder of 'room_layout'"):
+        import_visualpriors(tmp_path, unnamed, unnamed_decoder, task="room_layout")
+    with pytest.raises(ValueError, match="reads 3 channel"):
+        import_visualpriors(tmp_path, unnamed, task="colorization")
+    with pytest.raises(ValueError, match="cannot tell the task"):
+        import_visualpriors(tmp_path, unnamed)
+    (tmp_path / "junk.pth").write_bytes(b"not a checkpoint")
+    with pytest.raises(ValueError, match="cannot read"):
+        read_state_dict(tmp_path / "junk.pth")
