@@ -31,6 +31,7 @@ from taskonomy.tasks.networks.encoders import (
     build_encoder,
 )
 from taskonomy.tasks.networks.readout import READOUT_BN_MOMENTUM
+from taskonomy.tasks.representations import weights_fingerprint
 
 #: Stride of the pixels network's second conv (64² → 16² in the paper).
 PIXELS_STRIDE = 4
@@ -97,9 +98,13 @@ def random_encoder(name: str, in_channels: int = 3, seed: int = 0) -> TaskonomyE
     return encoder
 
 
-def random_fingerprint(name: str, in_channels: int, seed: int) -> str:
-    """Identity of a random encoder for the representation cache."""
-    return f"random|{name}|{in_channels}|{seed}"
+def random_fingerprint(encoder: TaskonomyEncoder, name: str, seed: int) -> str:
+    """Identity of a random encoder for the representation cache.
+
+    Its weights' hash as well as its recipe: a change of the initialization must not serve
+    representations of the former random weights.
+    """
+    return f"random|{name}|{encoder.in_channels}|{seed}|{weights_fingerprint(encoder)}"
 
 
 def load_checkpoint(path: str | os.PathLike[str], what: str) -> dict[str, Any]:

@@ -42,8 +42,9 @@ import torch
 from taskonomy.analysis.records import WEIGHTS_FINGERPRINT
 from taskonomy.datamodules.domains import atomic_write_bytes
 
-#: Version of the cache file layout; other versions are rebuilt.
-CACHE_VERSION = 1
+#: Version of the cache files; other versions are rebuilt. 2: the encoders' max-pool pads like
+#: TF's SAME (the same weights now give other representations).
+CACHE_VERSION = 2
 
 _SAFE = re.compile(r"[^A-Za-z0-9._=+-]+")
 

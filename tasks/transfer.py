@@ -589,7 +589,7 @@ class TransferTask(L.LightningModule):
                 network = random_encoder(arch, 3, random_seed)
                 self.sources.append(FrozenSource(get_spec(target).replace(input_channels=3),
                                                  network, f"random-{arch}-seed{random_seed}",
-                                                 random_fingerprint(arch, 3, random_seed)))
+                                                 random_fingerprint(network, arch, random_seed)))
             if kind == "pixels":
                 self.pixels = PixelsEncoder(resolution)
             else:

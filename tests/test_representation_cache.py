@@ -10,6 +10,7 @@ import pytest
 import torch
 
 from taskonomy.datamodules.datamodule import TaskonomyDataModule
+from taskonomy.tasks.baselines import random_encoder, random_fingerprint
 from taskonomy.tasks.build import build_task
 from taskonomy.tasks.representations import (
     RepresentationCache,
@@ -119,6 +120,16 @@ def test_fingerprint_follows_the_weights_not_the_file() -> None:
     with torch.no_grad():
         network[0].weight[0, 0, 0, 0] += 1e-3
     assert weights_fingerprint(network) != before
+
+
+def test_random_encoders_are_cached_by_their_weights_not_only_their_recipe() -> None:
+    first, again = random_encoder("resnet10_tiny", seed=3), random_encoder("resnet10_tiny", seed=3)
+    assert random_fingerprint(first, "resnet10_tiny", 3) == random_fingerprint(
+        again, "resnet10_tiny", 3)
+    with torch.no_grad():  # as another initialization scheme would give
+        again.stem[0].weight.mul_(2)
+    assert random_fingerprint(first, "resnet10_tiny", 3) != random_fingerprint(
+        again, "resnet10_tiny", 3)
 
 
 # ----------------------------------------------------------------------------- with transfers
