@@ -26,7 +26,7 @@ from typing import Any
 
 import torch
 
-from taskonomy.analysis.records import RunRecord
+from taskonomy.analysis.records import RunRecord, read_record, record_path
 from taskonomy.tasks.build import build_task
 from taskonomy.tasks.families.base import TaskModule
 from taskonomy.tasks.registry import get_spec
@@ -182,6 +182,13 @@ def load_encoder(module: TaskModule, state: Mapping[str, torch.Tensor], what: st
     renamed = rename(state, encoder_key_prefixes(), what)
     stem = renamed.get("stem.0.weight")
     if stem is not None and stem.shape[1] != module.spec.input_channels:
+        if module.spec.name == "colorization":
+            raise ValueError(
+                f"{what}: the released colorization encoder reads {stem.shape[1]} channels (the "
+                "PyTorch port feeds every encoder RGB), but colorization's encoder reads the L "
+                "channel alone, as the authors trained it; it cannot stand in for this suite's "
+                "colorization network: train that task instead"
+            )
         raise ValueError(
             f"{what}: its first conv reads {stem.shape[1]} channel(s), but {module.spec.name!r} "
             f"reads {module.spec.input_channels} here; import the encoder of the task it names"
@@ -202,6 +209,12 @@ def load_decoder(module: TaskModule, state: Mapping[str, torch.Tensor], what: st
         weight = renamed.get("net.1.weight")
         if weight is not None:
             channels, side, _ = module.representation_shape
+            if weight.ndim != 2 or weight.shape[1] != channels * side * side:
+                raise ValueError(
+                    f"{what}: its first FC layer has shape {tuple(weight.shape)}, but it must "
+                    f"read the {channels}×{side}×{side} representation ({channels * side * side} "
+                    "values); pass the released decoder file of this task"
+                )
             renamed["net.1.weight"] = nhwc_to_nchw_columns(weight, channels, side)
     elif has_dense_decoder(spec):
         renamed = rename(state, dense_decoder_key_prefixes(), what)
@@ -218,6 +231,11 @@ def has_dense_decoder(spec: TaskSpec) -> bool:
     return spec.output_kind == "dense" and spec.views == 1 and spec.towers == 1
 
 
+def has_released_decoder(spec: TaskSpec) -> bool:
+    """Whether the authors released a decoder of the task that loads into its head here."""
+    return spec.name in MLP_DECODER_TASKS or has_dense_decoder(spec)
+
+
 def _sha256(path: Path) -> str:
     digest = hashlib.sha256()
     with path.open("rb") as handle:
@@ -228,7 +246,8 @@ def _sha256(path: Path) -> str:
 
 def import_visualpriors(runs_dir: str | os.PathLike[str], encoder: str | os.PathLike[str],
                         decoder: str | os.PathLike[str] | None = None, *,
-                        task: str | None = None, run_id: str | None = None) -> RunRecord:
+                        task: str | None = None, run_id: str | None = None,
+                        class_weights: str | os.PathLike[str] | None = None) -> RunRecord:
     """Register the authors' released weights of a task as a finished task run.
 
     Args:
@@ -238,14 +257,19 @@ def import_visualpriors(runs_dir: str | os.PathLike[str], encoder: str | os.Path
             tasks); without it the head stays untrained and the run cannot be a ``self``
             baseline.
         task: The task (this suite's name); ``None`` takes it from the encoder's file name.
-        run_id: The run's id (default ``<task>-visualpriors``).
+        run_id: The run's id (default ``<task>-visualpriors``). A run of that id that was not
+            imported (a trained one) is never overwritten.
+        class_weights: The class weights of a class-weighted task (semantic segmentation: the
+            authors' ``semseg_prior_factor.npy``), which its transfers and ``self`` baseline
+            score with; without them they are unweighted (and warn).
 
     Returns:
         The written record (paper setting: ``resnet50``, resolution 256).
 
     Raises:
         ValueError: The task cannot be told from the file name, is unknown, the files name
-            another task, or the weights do not fit.
+            another task, the run id holds a run that was not imported, or the weights do not
+            fit.
     """
     encoder, decoder = Path(encoder), (Path(decoder) if decoder is not None else None)
     named = released_file_task(encoder)
@@ -264,7 +288,20 @@ def import_visualpriors(runs_dir: str | os.PathLike[str], encoder: str | os.Path
                 f"{Path(path or '').name} is the released {released[1]} of {released[0]!r}, "
                 f"not the {part} of {spec.name!r}; pass the {part} file of {spec.name!r}"
             )
-    module = build_task(spec.name, encoder="resnet50", resolution=256)
+    run_id = run_id or f"{spec.name}-{VISUALPRIORS}"
+    existing = record_path(runs_dir, run_id)
+    if existing.is_file():
+        try:
+            earlier = read_record(existing)
+        except ValueError:
+            earlier = None
+        if earlier is None or IMPORTED_KEY not in earlier.config:
+            raise ValueError(
+                f"{existing} holds a run that was not imported (a trained one, or an unreadable "
+                "record); importing would replace its weights: choose another --run_id"
+            )
+    module = build_task(spec.name, encoder="resnet50", resolution=256,
+                        **({"class_weights": str(class_weights)} if class_weights else {}))
     load_encoder(module, read_state_dict(encoder), f"encoder weights {encoder}")
     sources: dict[str, Any] = {"format": VISUALPRIORS, "encoder": encoder.name,
                                "encoder_sha256": _sha256(encoder), "decoder": None}
@@ -274,7 +311,7 @@ def import_visualpriors(runs_dir: str | os.PathLike[str], encoder: str | os.Path
     module.eval()
     from taskonomy.tasks.transfer import register_task_run  # the transfer module imports this one
 
-    return register_task_run(module, runs_dir, run_id=run_id or f"{spec.name}-{VISUALPRIORS}",
+    return register_task_run(module, runs_dir, run_id=run_id,
                              extra_config={IMPORTED_KEY: sources})
 
 

@@ -86,7 +86,7 @@ from taskonomy.tasks.networks.encoders import (
 )
 from taskonomy.tasks.networks.readout import TransferReadout
 from taskonomy.tasks.optimizers import adam, restore_adam_implementation
-from taskonomy.tasks.pretrained import imported_without_head
+from taskonomy.tasks.pretrained import IMPORTED_KEY, has_released_decoder, imported_without_head
 from taskonomy.tasks.registry import get_spec
 from taskonomy.tasks.representations import (
     RepresentationCache,
@@ -137,12 +137,13 @@ def task_run_class_weights(runs_dir: str | os.PathLike[str], task: str, *,
     return [float(w) for w in weights] if isinstance(weights, list) else None
 
 
-def _has_task_run(runs_dir: str | os.PathLike[str], task: str) -> bool:
+def _latest_task_run(runs_dir: str | os.PathLike[str], task: str, *,
+                     resolution: int | None = None,
+                     encoder: str | None = None) -> RunRecord | None:
     try:
-        find_task_runs(runs_dir, [task])
+        return find_task_runs(runs_dir, [task], resolution=resolution, encoder=encoder)[task]
     except (FileNotFoundError, ValueError):
-        return False
-    return True
+        return None
 
 
 def find_task_runs(runs_dir: str | os.PathLike[str], tasks: Sequence[str], *,
@@ -546,11 +547,12 @@ class TransferTask(L.LightningModule):
                                     encoder=encoder)[target]
             self.network_run = record.run_id
             if imported_without_head(record):
+                fix = ("import it again with its decoder file (`taskonomy weights import "
+                       "ENCODER DECODER`) or train the task" if has_released_decoder(self.spec)
+                       else "the authors released no decoder of it: train the task")
                 raise ValueError(
                     f"the task run {record.run_id!r} of {target!r} was imported without its "
-                    "decoder, so its head is untrained and cannot be the `self` baseline; "
-                    "import it again with the decoder file (`taskonomy weights import ENCODER "
-                    "DECODER`), or train the task"
+                    f"decoder, so its head is untrained and cannot be the `self` baseline; {fix}"
                 )
             self.network = self._load_task_network(record, cast(str, runs))
             self.network_fingerprint = weights_fingerprint(self.network.encoder)
@@ -563,12 +565,23 @@ class TransferTask(L.LightningModule):
                 # class-weighted target must be scored with the weights its task run used.
                 weights = task_run_class_weights(runs, target, resolution=resolution,
                                                  encoder=encoder)
-                if weights is None and not _has_task_run(runs, target):
+                task_run = (_latest_task_run(runs, target, resolution=resolution,
+                                             encoder=encoder) if weights is None else None)
+                if weights is None and task_run is None:
                     warnings.warn(
                         f"target {target!r} is class-weighted, but {runs} holds no finished "
                         "task run of it to take the weights from: this run's loss is "
                         "unweighted and its per-image losses will not compare with a weighted "
                         "`self` baseline; train the target's task run first",
+                        stacklevel=2,
+                    )
+                elif weights is None and task_run is not None and IMPORTED_KEY in task_run.config:
+                    warnings.warn(
+                        f"target {target!r} is class-weighted, but its task run "
+                        f"{task_run.run_id!r} was imported without class weights: this run's "
+                        "loss is unweighted, unlike the authors'; import it again with "
+                        "--class_weights FILE (their semseg_prior_factor.npy) or pass "
+                        "--model.target_options.class_weights",
                         stacklevel=2,
                     )
                 if weights is not None:
@@ -1025,8 +1038,11 @@ def _other_weights(saved: dict[str, str], now: dict[str, str]) -> bool:
 
     Another task run, or the same one with other weights (:func:`other_weights`).
     """
-    return saved.get("run_id") != now.get("run_id") or other_weights(
-        str(saved.get("fingerprint") or ""), str(now.get("fingerprint") or ""))
+    was, is_now = str(saved.get("fingerprint") or ""), str(now.get("fingerprint") or "")
+    # A random encoder's fingerprint names its recipe and weights: any difference is a change.
+    random_source = was.startswith("random|") or is_now.startswith("random|")
+    return (saved.get("run_id") != now.get("run_id") or other_weights(was, is_now)
+            or (random_source and was != is_now))
 
 
 def register_task_run(module: TaskModule, runs_dir: str | os.PathLike[str], *,

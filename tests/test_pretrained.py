@@ -18,7 +18,12 @@ from taskonomy.tasks.pretrained import (
     released_pairs,
 )
 from taskonomy.tasks.testing import seeded_state_dict
-from taskonomy.tasks.transfer import TransferTask, find_task_runs, load_source
+from taskonomy.tasks.transfer import (
+    TransferTask,
+    find_task_runs,
+    load_source,
+    register_task_run,
+)
 
 #: The authors' port run on seeded weights (tests/data/make_visualpriors_reference.py).
 REFERENCE = json.loads(
@@ -118,10 +123,64 @@ def test_mismatched_or_foreign_files_are_refused(tmp_path: Path) -> None:
     unnamed = _save(tmp_path / "weights.pth", "encoder")
     with pytest.raises(ValueError, match="no decoder of 'room_layout'"):
         import_visualpriors(tmp_path, unnamed, unnamed_decoder, task="room_layout")
-    with pytest.raises(ValueError, match="reads 3 channel"):
+    with pytest.raises(ValueError, match="colorization's encoder reads the L channel alone"):
         import_visualpriors(tmp_path, unnamed, task="colorization")
     with pytest.raises(ValueError, match="cannot tell the task"):
         import_visualpriors(tmp_path, unnamed)
     (tmp_path / "junk.pth").write_bytes(b"not a checkpoint")
     with pytest.raises(ValueError, match="cannot read"):
         read_state_dict(tmp_path / "junk.pth")
+
+
+def test_an_import_never_replaces_a_trained_run_but_may_replace_an_import(tmp_path: Path) -> None:
+    runs = tmp_path / "runs"
+    trained = build_task("normal", encoder="resnet50", resolution=256)
+    register_task_run(trained, runs, run_id="normal-trained")
+    encoder = _save(tmp_path / "normal_encoder-aa11.pth", "encoder")
+    with pytest.raises(ValueError, match="not imported .*choose another --run_id"):
+        import_visualpriors(runs, encoder, run_id="normal-trained")
+    first = import_visualpriors(runs, encoder)
+    again = import_visualpriors(runs, encoder)  # the same import, refreshed
+    assert first.run_id == again.run_id == "normal-visualpriors"
+
+
+def test_transfers_into_an_imported_class_weighted_target_warn_or_use_its_weights(
+        tmp_path: Path) -> None:
+    runs = tmp_path / "runs"
+    encoder = _save(tmp_path / "segment_semantic_encoder-dd44.pth", "encoder")
+    import_visualpriors(runs, encoder)
+    options = {"target": "segment_semantic", "kind": "pixels", "task_runs": str(runs),
+               "resolution": 256, "encoder": "resnet50"}
+    with pytest.warns(UserWarning, match="imported without class weights"):
+        TransferTask(**options)
+    weights = tmp_path / "prior.txt"
+    weights.write_text(" ".join(["0.5"] + ["8"] * 16))
+    import_visualpriors(runs, encoder, class_weights=weights)
+    model = TransferTask(**options)
+    assert model.hparams["target_options"]["class_weights"] == [0.5] + [8.0] * 16
+
+
+def test_a_self_baseline_of_a_task_without_a_released_decoder_says_to_train_it(
+        tmp_path: Path) -> None:
+    runs = tmp_path / "runs"
+    import_visualpriors(runs, _save(tmp_path / "room_layout_encoder-ee55.pth", "encoder"))
+    with pytest.raises(ValueError, match="released no decoder of it: train the task"):
+        TransferTask(target="room_layout", kind="self", task_runs=str(runs), resolution=256)
+
+
+def test_a_classification_decoder_of_another_input_size_is_refused(tmp_path: Path) -> None:
+    state, _, _ = _case("mlp_decoder")
+    state["fc0.weight"] = state["fc0.weight"][:, :1024]
+    module = build_task("class_scene", encoder="resnet10_tiny", resolution=256)
+    with pytest.raises(ValueError, match="first FC layer has shape"):
+        load_decoder(module, state, "cut decoder")
+
+
+def test_a_resumed_random_baseline_notices_other_random_weights() -> None:
+    from taskonomy.tasks.transfer import _other_weights
+
+    run = "random-resnet50-seed0"
+    new = {"run_id": run, "fingerprint": "random|resnet50|3|0|weights:aaaa"}
+    assert not _other_weights(new, dict(new))
+    assert _other_weights(new, {"run_id": run, "fingerprint": "random|resnet50|3|0|weights:bbbb"})
+    assert _other_weights({"run_id": run, "fingerprint": "random|resnet50|3|0"}, new)  # former

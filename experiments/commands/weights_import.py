@@ -31,14 +31,21 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="the task of files not named like the released ones: then FILE is "
                              "its encoder, optionally followed by its decoder")
     parser.add_argument("--run_id", default=None,
-                        help="run id (one task only; default <task>-visualpriors)")
+                        help="run id (one task only; default <task>-visualpriors); a run that was "
+                             "not imported is never overwritten")
+    parser.add_argument("--class_weights", default=None, metavar="FILE",
+                        help="class weights of a class-weighted task (one task only; semantic "
+                             "segmentation: the authors' semseg_prior_factor.npy), which its "
+                             "transfers score with")
 
 
 def run(args: argparse.Namespace) -> int:
     """Convert and register each task's weights."""
     from pathlib import Path
 
+    from taskonomy.tasks.families.base import uses_class_weights
     from taskonomy.tasks.pretrained import import_visualpriors, released_pairs
+    from taskonomy.tasks.registry import get_spec
 
     if args.task is not None:
         if len(args.files) > 2:
@@ -48,12 +55,19 @@ def run(args: argparse.Namespace) -> int:
                              **({"decoder": Path(args.files[1])} if len(args.files) == 2 else {})}}
     else:
         pairs = released_pairs(args.files)
-    if args.run_id is not None and len(pairs) > 1:
-        raise ValueError(f"--run_id names one run, but the files are of {len(pairs)} tasks")
+    for option in ("run_id", "class_weights"):
+        if getattr(args, option) is not None and len(pairs) > 1:
+            raise ValueError(f"--{option} is of one task, but the files are of {len(pairs)} "
+                             "tasks; import that task alone")
     console = Console()
     for task, parts in sorted(pairs.items()):
         record = import_visualpriors(args.runs_dir, parts["encoder"], parts.get("decoder"),
-                                     task=task, run_id=args.run_id)
+                                     task=task, run_id=args.run_id,
+                                     class_weights=args.class_weights)
         head = "with its decoder" if "decoder" in parts else "encoder only (a source, not `self`)"
         console.print(f"{task}: task run {record.run_id} in {args.runs_dir}, {head}")
+        if uses_class_weights(get_spec(task)) and args.class_weights is None:
+            console.print(f"[yellow]{task} is class-weighted: without --class_weights its "
+                          "transfers and `self` baseline score an unweighted loss, unlike the "
+                          "authors'[/yellow]")
     return 0
