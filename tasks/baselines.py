@@ -16,6 +16,7 @@
 from __future__ import annotations
 
 import os
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -26,6 +27,8 @@ from torch import nn
 from taskonomy.tasks.networks.encoders import (
     BN_EPS,
     DOWNSAMPLING,
+    ENCODER_LAYOUT,
+    ENCODER_LAYOUT_KEY,
     REPRESENTATION_CHANNELS,
     TaskonomyEncoder,
     build_encoder,
@@ -132,5 +135,13 @@ def load_checkpoint(path: str | os.PathLike[str], what: str) -> dict[str, Any]:
         raise ValueError(
             f"{what}: {path} is not a task checkpoint (it needs 'state_dict' and "
             "'hyper_parameters' as Lightning writes them for `taskonomy train`)"
+        )
+    layout = data.get(ENCODER_LAYOUT_KEY, 1)
+    if layout != ENCODER_LAYOUT:
+        warnings.warn(
+            f"{what}: {path} was trained with encoder layout {layout}, this version builds "
+            f"layout {ENCODER_LAYOUT} (the stem's max-pool now pads like TensorFlow's SAME), so "
+            "its features come out shifted by a pixel; retrain that task run for exact results",
+            stacklevel=2,
         )
     return data

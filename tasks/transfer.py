@@ -78,6 +78,8 @@ from taskonomy.tasks.families.base import (
 from taskonomy.tasks.losses import Reduction
 from taskonomy.tasks.metrics import labelled_images, log_loss, loss_means
 from taskonomy.tasks.networks.encoders import (
+    ENCODER_LAYOUT,
+    ENCODER_LAYOUT_KEY,
     ENCODERS,
     REPRESENTATION_CHANNELS,
     TaskonomyEncoder,
@@ -1065,8 +1067,8 @@ def register_task_run(module: TaskModule, runs_dir: str | os.PathLike[str], *,
     folder = record_path(runs_dir, run_id).parent
     checkpoint = Path("checkpoints") / "last.ckpt"
     buffer = io.BytesIO()
-    torch.save({"state_dict": module.state_dict(), "hyper_parameters": dict(module.hparams)},
-               buffer)
+    torch.save({"state_dict": module.state_dict(), "hyper_parameters": dict(module.hparams),
+                ENCODER_LAYOUT_KEY: ENCODER_LAYOUT}, buffer)
     atomic_write_bytes(folder / checkpoint, buffer.getvalue())
     config = {"model": dict(module.hparams), **(extra_config or {}),
               ENCODER_FINGERPRINT_KEY: weights_fingerprint(module.encoder)}

@@ -6,6 +6,7 @@ finished run's final weights, or a killed run's latest validation, were then not
 
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
 
 import pytest
@@ -14,6 +15,10 @@ import yaml
 
 from taskonomy.analysis.records import read_record, record_path
 from taskonomy.experiments.train import run_cli
+from taskonomy.tasks.baselines import load_checkpoint
+from taskonomy.tasks.build import build_task
+from taskonomy.tasks.networks.encoders import ENCODER_LAYOUT, ENCODER_LAYOUT_KEY
+from taskonomy.tasks.transfer import register_task_run
 
 
 def _config(tmp_path: Path, root: Path) -> Path:
@@ -53,6 +58,22 @@ def test_last_checkpoint_holds_the_final_weights(choice: str, tmp_path: Path,
     tested = Path(record.checkpoint)
     assert tested == (folder / "last.ckpt" if choice == "last" else best[0]).resolve()
     assert record.config["test_checkpoint"] == choice
+    saved = torch.load(folder / "last.ckpt", map_location="cpu", weights_only=False)
+    assert saved[ENCODER_LAYOUT_KEY] == ENCODER_LAYOUT  # readers can tell a former layout
+
+
+def test_a_checkpoint_of_a_former_encoder_layout_warns(tmp_path: Path) -> None:
+    module = build_task("normal", encoder="resnet10_tiny", resolution=32)
+    record = register_task_run(module, tmp_path, run_id="now")
+    path = tmp_path / "now" / str(record.checkpoint)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        load_checkpoint(path, "source")  # the current layout: silent
+    data = torch.load(path, map_location="cpu", weights_only=False)
+    del data[ENCODER_LAYOUT_KEY]  # as every checkpoint before the SAME max-pool
+    torch.save(data, path)
+    with pytest.warns(UserWarning, match="encoder layout 1.*shifted by a pixel"):
+        load_checkpoint(path, "source")
 
 
 def test_unknown_test_checkpoint_is_rejected(tmp_path: Path, tiny_shards: Path) -> None:

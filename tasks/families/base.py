@@ -36,7 +36,12 @@ from taskonomy.tasks.metrics import (
     loss_means,
 )
 from taskonomy.tasks.networks.discriminator import Pix2PixDiscriminator
-from taskonomy.tasks.networks.encoders import build_encoder, representation_shape
+from taskonomy.tasks.networks.encoders import (
+    ENCODER_LAYOUT,
+    ENCODER_LAYOUT_KEY,
+    build_encoder,
+    representation_shape,
+)
 from taskonomy.tasks.optimizers import adam, l2_on_weights, restore_adam_implementation
 from taskonomy.tasks.registry import get_spec
 from taskonomy.tasks.schedules import (
@@ -533,6 +538,10 @@ class TaskModule(L.LightningModule):
         ddp_kwargs = getattr(self.trainer.strategy, "_ddp_kwargs", None)
         if self.discriminator is not None and isinstance(ddp_kwargs, dict):
             ddp_kwargs["find_unused_parameters"] = True
+
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        """Stamp the encoder layout, so readers can tell networks of a former layout."""
+        checkpoint[ENCODER_LAYOUT_KEY] = ENCODER_LAYOUT
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         """Resume checkpoints saved under the former LR scheduler too.

@@ -16,6 +16,12 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+#: Checkpoint entry stamping the encoder layout a task network was trained with.
+ENCODER_LAYOUT_KEY = "taskonomy_encoder_layout"
+#: The encoder layout: 2 since the stem's max-pool pads like TF's SAME (bottom and right only);
+#: networks of layout 1 (padding on every side) see every feature map shifted by a pixel here.
+ENCODER_LAYOUT = 2
+
 #: Channels of every encoder's representation.
 REPRESENTATION_CHANNELS = 8
 #: Spatial downsampling of every encoder (256² → 16²).
