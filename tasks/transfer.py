@@ -577,13 +577,14 @@ class TransferTask(L.LightningModule):
                         "`self` baseline; train the target's task run first",
                         stacklevel=2,
                     )
-                elif weights is None and task_run is not None and IMPORTED_KEY in task_run.config:
+                elif (weights is None and task_run is not None
+                      and IMPORTED_KEY in task_run.config
+                      and not task_run.config.get("model", {}).get("class_weights")):
                     warnings.warn(
                         f"target {target!r} is class-weighted, but its task run "
                         f"{task_run.run_id!r} was imported without class weights: this run's "
                         "loss is unweighted, unlike the authors'; import it again with "
-                        "--class_weights FILE (their semseg_prior_factor.npy) or pass "
-                        "--model.target_options.class_weights",
+                        "--class_weights FILE (their semseg_prior_factor.npy)",
                         stacklevel=2,
                     )
                 if weights is not None:
