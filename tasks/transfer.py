@@ -126,9 +126,13 @@ def task_run_class_weights(runs_dir: str | os.PathLike[str], task: str, *,
 
     ``None`` when the task has no finished run or its run was not class-weighted.
     """
-    try:
-        record = find_task_runs(runs_dir, [task], resolution=resolution, encoder=encoder)[task]
-    except (FileNotFoundError, ValueError):
+    record = _latest_task_run(runs_dir, task, resolution=resolution, encoder=encoder)
+    return _run_class_weights(record, resolution=resolution, encoder=encoder)
+
+
+def _run_class_weights(record: RunRecord | None, *, resolution: int | None,
+                       encoder: str | None) -> list[float] | None:
+    if record is None:
         return None
     trained_at, architecture = network_setting(record)
     if (resolution is not None and trained_at not in (None, resolution)) or (
@@ -565,11 +569,10 @@ class TransferTask(L.LightningModule):
             if uses_class_weights(self.spec) and "class_weights" not in options and runs:
                 # Per-image losses are compared with the target's own network (``self``): a
                 # class-weighted target must be scored with the weights its task run used.
-                weights = task_run_class_weights(runs, target, resolution=resolution,
-                                                 encoder=encoder)
-                task_run = (_latest_task_run(runs, target, resolution=resolution,
-                                             encoder=encoder) if weights is None else None)
-                if weights is None and task_run is None:
+                task_run = _latest_task_run(runs, target, resolution=resolution,
+                                            encoder=encoder)
+                weights = _run_class_weights(task_run, resolution=resolution, encoder=encoder)
+                if task_run is None:
                     warnings.warn(
                         f"target {target!r} is class-weighted, but {runs} holds no finished "
                         "task run of it to take the weights from: this run's loss is "

@@ -40,28 +40,19 @@ def _case(name: str) -> tuple[dict, torch.Tensor, torch.Tensor]:
     return state, x, expected
 
 
-def test_encoder_weights_give_the_authors_representation() -> None:
-    state, x, expected = _case("encoder")
-    module = build_task("normal", encoder="resnet50", resolution=64).double().eval()
-    load_encoder(module, state, "reference encoder")
+@pytest.mark.parametrize(("case", "task", "encoder", "resolution", "load", "part"), [
+    ("encoder", "normal", "resnet50", 64, load_encoder, "encoder"),  # the representation
+    ("dense_decoder", "normal", "resnet10_tiny", 16, load_decoder, "head"),  # the prediction
+    # the FC head reads the representation in TensorFlow's H×W×C order
+    ("mlp_decoder", "class_scene", "resnet10_tiny", 256, load_decoder, "head"),
+])
+def test_released_weights_give_the_authors_outputs(case, task, encoder, resolution, load,
+                                                   part) -> None:
+    state, x, expected = _case(case)
+    module = build_task(task, encoder=encoder, resolution=resolution).double().eval()
+    load(module, state, f"reference {case}")
     with torch.no_grad():
-        assert torch.allclose(module.encoder(x), expected, rtol=1e-9, atol=1e-9)
-
-
-def test_dense_decoder_weights_give_the_authors_prediction() -> None:
-    state, x, expected = _case("dense_decoder")
-    module = build_task("normal", encoder="resnet10_tiny", resolution=16).double().eval()
-    load_decoder(module, state, "reference decoder")
-    with torch.no_grad():
-        assert torch.allclose(module.head(x), expected, rtol=1e-9, atol=1e-9)
-
-
-def test_classification_decoder_reads_the_representation_in_tensorflows_order() -> None:
-    state, x, expected = _case("mlp_decoder")
-    module = build_task("class_scene", encoder="resnet10_tiny", resolution=256).double().eval()
-    load_decoder(module, state, "reference decoder")
-    with torch.no_grad():
-        assert torch.allclose(module.head(x), expected, rtol=1e-9, atol=1e-9)
+        assert torch.allclose(getattr(module, part)(x), expected, rtol=1e-9, atol=1e-9)
 
 
 def test_released_file_names_give_task_and_part() -> None:
