@@ -326,6 +326,16 @@ class TaskonomyCLI(LightningCLI):
                 "gathered in the launching process, which spawned processes do not share; use "
                 "--trainer.strategy=ddp (one process per GPU, the paper config's default)"
             )
+        precision = trainer.get("precision") if trainer is not None else None
+        if str(precision) == "16-true":
+            # Adam's epsilon (1e-8) is zero in float16: a parameter whose gradients are all
+            # below float16's range gets 0/0 at the first update (the loss is NaN at step 1).
+            raise ValueError(
+                "--trainer.precision=16-true is not supported: it keeps the weights and Adam's "
+                "state in float16, where Adam's epsilon rounds to zero and the first update "
+                "makes the weights NaN; use --trainer.precision=16-mixed (float16 compute, "
+                "float32 weights) or bf16-mixed"
+            )
         role, target, sources = self.record_identity()
         regime = str(namespace.get("regime") or "full")
         self.run_id = namespace.get("run_id") or default_run_id(

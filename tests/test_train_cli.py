@@ -320,6 +320,14 @@ def test_ddp_spawn_is_refused_with_the_strategy_to_use(
     assert not (tmp_path / "runs" / "case").exists()
 
 
+def test_float16_weights_are_refused_with_the_precision_to_use(
+        tmp_path: Path, tiny_shards: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    args = [*_no_wandb_args(tmp_path, tiny_shards, "normal"), "--trainer.precision=16-true"]
+    assert taskonomy_main(args) == 2
+    assert "--trainer.precision=16-mixed" in capsys.readouterr().err
+    assert not (tmp_path / "runs" / "case").exists()
+
+
 def test_progress_bar_shows_no_epoch_total_for_runs_bounded_by_steps() -> None:
     from types import SimpleNamespace
 
