@@ -261,6 +261,8 @@ class ShardStream(IterableDataset):
         self._leftover: list[dict[str, Any]] = []
         #: Which views' skips this stream counts (``None``: all of them).
         self._counts_view: Callable[[str], bool] | None = None
+        #: Whether this stream counts an unreadable shard (one reader of a shared block does).
+        self._counts_shards = True
 
     # -- shard selection ----------------------------------------------------------------------
 
@@ -346,6 +348,8 @@ class ShardStream(IterableDataset):
             except ShardKeyMismatchError:
                 raise
             except (tarfile.TarError, EOFError, OSError, ValueError) as error:
+                if not self._counts_shards:
+                    continue
                 self.counter.add(f"shard {index} of {self.split} is unreadable from here on "
                                  f"({type(error).__name__}: {error}); repack it with "
                                  "`taskonomy data pack ... --resume`")
@@ -535,6 +539,7 @@ class ShardStream(IterableDataset):
             # Ranks reading the same blocks (fewer blocks than ranks) decode every view; a
             # skipped view is counted by one of them.
             self._counts_view = counts if share is not None and self.multiview else None
+            self._counts_shards = share is None or share[0] == 0
             for block in blocks:
                 # Multi-view units are built within one context block (see context_blocks),
                 # so an evaluation split has the same units however many ranks and workers

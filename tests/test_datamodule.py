@@ -525,3 +525,22 @@ def test_ranks_reading_the_same_blocks_count_a_bad_view_once(tiny_shards: Path, 
             _keys(dm.test_dataloader())
         counts.append(dm.skipped.count)
     assert sum(counts) == 1
+
+
+def test_ranks_reading_the_same_blocks_count_an_unreadable_shard_once(tiny_shards: Path,
+                                                                      tmp_path: Path):
+    # With fewer shards than ranks every rank reads every shard; each counted the cut one.
+    root = tmp_path / "root"
+    shutil.copytree(tiny_shards / "test", root / "test")
+    _cut_at_member(root / "test" / "rgb" / "test-000001.tar", 1)
+    world = 2 * len(read_manifest(root, "test")["shards"])
+    counts = []
+    for rank in range(world):
+        dm = TaskonomyDataModule(root, tasks=["normal"], resolution=8, batch_size=2,
+                                 num_workers=0, rank=rank, world_size=world, train_split=None,
+                                 val_split=None)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)
+            _keys(dm.test_dataloader())
+        counts.append(dm.skipped.count)
+    assert sum(counts) == 1
