@@ -198,13 +198,17 @@ class AffinityResult:
         return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
 
     def alignment_frame(self) -> pd.DataFrame:
-        """Per target: images compared, keys in the union, and keys missing per candidate."""
+        """Per target: images compared, the union of keys, keys missing per candidate.
+
+        ``n_gain_images`` counts the images the gain compares on (those ``pixels`` has).
+        """
         rows = []
         for target, t in self.tournaments.items():
             rows.append({
                 "target": target, "n_images": t.n_images, "n_union": t.alignment.n_union,
                 "n_dropped": t.alignment.n_dropped,
                 "missing": "; ".join(f"{k}: {v}" for k, v in sorted(t.alignment.missing.items())),
+                "n_gain_images": t.gain_images,
             })
         return pd.DataFrame(rows)
 

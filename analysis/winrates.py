@@ -14,6 +14,7 @@ bootstrap confidence intervals resample test images with replacement.
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Mapping
 from dataclasses import dataclass
 
@@ -22,7 +23,7 @@ import pandas as pd
 from numpy.typing import ArrayLike, NDArray
 
 from taskonomy.analysis.ahp import DEFAULT_CLIP, ahp_weights
-from taskonomy.analysis.losses_table import AlignedLosses, align_losses
+from taskonomy.analysis.losses_table import AlignedLosses, SampleKeyWarning, align_losses
 
 #: Elements of one block of per-image outcomes (float32: 64 MiB).
 _CHUNK_ELEMENTS = 16 * 1024 * 1024
@@ -182,10 +183,12 @@ class Tournament:
         win_rates: ``(n, n)``, ``w_ij`` = share of images where candidate i beats j.
         affinity: AHP weights, summing to 1.
         quality: Win rate of each candidate vs ``self`` (NaN without a ``self`` candidate).
-        gain: Win rate of each candidate vs ``pixels`` (NaN without ``pixels`` losses).
-        alignment: The aligned losses the tournament was computed from (``pixels`` included).
+        gain: Win rate of each candidate vs ``pixels`` on the images it has (NaN without it).
+        alignment: The aligned losses of the candidates (``pixels`` is not among them).
         ci: With a bootstrap, ``(low, high)`` arrays per quantity (``"affinity"``,
             ``"quality"``, ``"gain"``) at the requested level; empty otherwise.
+        gain_images: Images the gain compares on (those of the tournament ``pixels`` has;
+            0 without ``pixels``).
     """
 
     target: str
@@ -196,6 +199,7 @@ class Tournament:
     gain: NDArray[np.float64]
     alignment: AlignedLosses
     ci: dict[str, tuple[NDArray[np.float64], NDArray[np.float64]]]
+    gain_images: int = 0
 
     @property
     def n_images(self) -> int:
@@ -247,21 +251,29 @@ def tournament(target: str, losses: Mapping[str, Mapping[str, float]], *, strict
         )
     if not 0 < level < 1:
         raise ValueError(f"confidence level must be in (0, 1), got {level}")
-    ordered = {name: losses[name] for name in players}
-    if PIXELS in losses:
-        ordered[PIXELS] = losses[PIXELS]
-    aligned = align_losses(ordered, strict=strict, context=f"target {target!r}")
+    context = f"target {target!r}"
+    aligned = align_losses({name: losses[name] for name in players}, strict=strict,
+                           context=context)
     full = pairwise_win_rates(aligned.losses)
     n = len(players)
     quality_col = players.index(SELF) if SELF in players else None
-    gain_col = n if PIXELS in losses else None
+    # ``pixels`` is only the gain's reference: images it lacks leave the tournament as it is,
+    # and gain compares on the images both have.
+    beats_pixels, shared = (_beats_reference(aligned, losses[PIXELS], strict, context)
+                            if PIXELS in losses else (None, None))
 
-    def summarize(w: NDArray[np.float64]) -> tuple[NDArray[np.float64], ...]:
-        nan = np.full(n, np.nan)
+    def summarize(w: NDArray[np.float64], image_weights: NDArray[np.float64] | None = None
+                  ) -> tuple[NDArray[np.float64], ...]:
+        gain = np.full(n, np.nan)
+        if beats_pixels is not None and shared is not None and image_weights is None:
+            gain = beats_pixels.mean(axis=1)  # exact shares, as pairwise_win_rates
+        elif beats_pixels is not None and shared is not None and image_weights is not None:
+            mass = image_weights[shared].sum()
+            gain = beats_pixels @ image_weights[shared] / mass if mass > 0 else gain
         return (
-            ahp_weights(w[:n, :n], clip),
-            w[:n, quality_col] if quality_col is not None else nan,
-            w[:n, gain_col] if gain_col is not None else nan,
+            ahp_weights(w, clip),
+            w[:, quality_col] if quality_col is not None else np.full(n, np.nan),
+            gain,
         )
 
     affinity, quality, gain = summarize(full)
@@ -270,10 +282,40 @@ def tournament(target: str, losses: Mapping[str, Mapping[str, float]], *, strict
         m = len(aligned.keys)
         rng = np.random.default_rng(seed)
         weights = rng.multinomial(m, np.full(m, 1.0 / m), size=bootstrap).T / m
-        draws = [summarize(w) for w in pairwise_win_rates(aligned.losses, weights)]
+        draws = [summarize(w, weights[:, i])
+                 for i, w in enumerate(pairwise_win_rates(aligned.losses, weights))]
         tail = (1 - level) / 2 * 100
         for i, name in enumerate(("affinity", "quality", "gain")):
             stacked = np.stack([d[i] for d in draws])
-            low, high = np.percentile(stacked, [tail, 100 - tail], axis=0)
+            # Gain is undefined (NaN) in a draw that holds none of the images pixels has.
+            low, high = np.nanpercentile(stacked, [tail, 100 - tail], axis=0)
             ci[name] = (low, high)
-    return Tournament(target, tuple(players), full[:n, :n], affinity, quality, gain, aligned, ci)
+    return Tournament(target, tuple(players), full, affinity, quality, gain, aligned, ci,
+                      gain_images=int(shared.sum()) if shared is not None else 0)
+
+
+def _beats_reference(aligned: AlignedLosses, reference: Mapping[str, float], strict: bool,
+                     context: str) -> tuple[NDArray[np.float64], NDArray[np.bool_]]:
+    """Whether each candidate beats ``pixels`` on each shared image, and which images those are.
+
+    Returns:
+        ``(n_candidates, n_shared)`` outcomes (1.0: a strictly lower loss), and the mask of the
+        tournament's images that ``pixels`` has.
+
+    Raises:
+        ValueError: ``pixels`` has none of the tournament's images, or lacks some in strict mode.
+    """
+    shared = np.array([key in reference for key in aligned.keys], dtype=bool)
+    lacking = int((~shared).sum())
+    if lacking:
+        message = (f"{context}: {PIXELS!r} lacks {lacking} of the tournament's "
+                   f"{len(aligned.keys)} images")
+        if strict or not shared.any():
+            raise ValueError(f"{message}; evaluate it on the same test split as the candidates")
+        warnings.warn(f"{message}; gain compares on the {int(shared.sum())} it has",
+                      SampleKeyWarning, stacklevel=3)
+    values = np.array([reference[key] for key, has in zip(aligned.keys, shared, strict=True)
+                       if has], dtype=np.float64)
+    return (aligned.losses[:, shared] < values).astype(np.float64), shared
+
+
