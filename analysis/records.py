@@ -258,7 +258,8 @@ def read_record(path: str | os.PathLike[str]) -> RunRecord:
         data = json.loads(path.read_text(encoding="utf-8"))
     except json.JSONDecodeError as error:
         raise ValueError(
-            f"{path}: not valid JSON ({error}); delete the file or rerun that run"
+            f"{path}: not valid JSON ({error}); rerun that run with the same arguments to "
+            "rewrite it, or delete its folder"
         ) from error
     if not isinstance(data, dict):
         raise ValueError(f"{path}: a run record must be a JSON object")
@@ -268,17 +269,27 @@ def read_record(path: str | os.PathLike[str]) -> RunRecord:
         raise ValueError(f"{path}: invalid run record: {error}") from error
 
 
+#: The ``skipped`` entry of :class:`RecordScan` counting malformed record files.
+UNREADABLE = "unreadable"
+
+
+class UnreadableRecordWarning(UserWarning):
+    """A run record file could not be read and was skipped."""
+
+
 @dataclass
 class RecordScan:
     """The result of scanning a runs folder.
 
     Attributes:
         records: Records with an accepted status, sorted by run id.
-        skipped: Number of records skipped per status.
+        skipped: Number of records skipped per status (``unreadable``: malformed files).
+        unreadable: Why each malformed record file was skipped (the message names the file).
     """
 
     records: list[RunRecord]
     skipped: Counter[str]
+    unreadable: list[str] = field(default_factory=list)
 
     def describe(self) -> str:
         """A one-line summary, e.g. ``"12 records; skipped 2 running, 1 failed"``."""
@@ -296,10 +307,13 @@ def scan_records(runs_dir: str | os.PathLike[str], *,
         runs_dir: The runs folder.
         statuses: Statuses to keep; the others are counted in ``skipped``.
 
+    A malformed record file (cut short, edited by hand) is skipped with a warning naming it,
+    so one bad file does not stop every run and analysis of the folder; rerunning its run
+    rewrites it.
+
     Raises:
         FileNotFoundError: ``runs_dir`` does not exist.
-        ValueError: A record file is malformed (the message names it), or two files hold the
-            same run id.
+        ValueError: Two files hold the same run id.
     """
     root = Path(runs_dir)
     if not root.is_dir():
@@ -310,12 +324,20 @@ def scan_records(runs_dir: str | os.PathLike[str], *,
     keep = set(statuses)
     records: dict[str, tuple[Path, RunRecord]] = {}
     skipped: Counter[str] = Counter()
+    unreadable: list[str] = []
     # Only RUNS/<run_id>/record.json: a runs folder nested inside (another study, a demo) is
     # not this one's, and transfers must not take their sources from it.
     for path in sorted(root.glob(f"*/{RECORD_FILE}")):
         if path.parent.name.startswith("."):
             continue  # executor state and runs set aside (.sweeps, .stale) are no results
-        record = read_record(path)
+        try:
+            record = read_record(path)
+        except (ValueError, OSError) as error:
+            skipped[UNREADABLE] += 1
+            unreadable.append(str(error))
+            warnings.warn(f"skipped an unreadable run record: {error}", UnreadableRecordWarning,
+                          stacklevel=2)
+            continue
         if record.run_id in records:
             raise ValueError(
                 f"run id {record.run_id!r} appears twice: {records[record.run_id][0]} and {path}; "
@@ -325,7 +347,7 @@ def scan_records(runs_dir: str | os.PathLike[str], *,
             skipped[record.status] += 1
             continue
         records[record.run_id] = (path, record)
-    return RecordScan([records[k][1] for k in sorted(records)], skipped)
+    return RecordScan([records[k][1] for k in sorted(records)], skipped, unreadable)
 
 
 def recency(record: RunRecord) -> tuple[str, str]:

@@ -8,6 +8,7 @@ from taskonomy.analysis.losses_table import losses_frame, losses_summary
 from taskonomy.analysis.records import (
     RECORD_COLUMNS,
     RunRecord,
+    UnreadableRecordWarning,
     read_record,
     read_records,
     record_path,
@@ -66,18 +67,26 @@ def test_a_runs_folder_nested_inside_is_not_read(tmp_path):
     assert [r.run_id for r in read_records(tmp_path)] == ["study"]
 
 
-def test_malformed_files_are_named(tmp_path):
+def test_malformed_files_are_named_and_skipped(tmp_path):
+    # One bad file stopped every transfer, sweep and analysis of the folder.
+    write_record(_finished("ok"), tmp_path)
     bad = tmp_path / "broken" / "record.json"
     bad.parent.mkdir()
     bad.write_text("{not json")
-    with pytest.raises(ValueError, match="broken/record.json: not valid JSON"):
-        scan_records(tmp_path)
-    bad.write_text(json.dumps({"run_id": "x", "role": "teacher", "target": "normal"}))
-    with pytest.raises(ValueError, match=r"broken/record.json.*unknown role 'teacher'"):
-        scan_records(tmp_path)
-    bad.write_text(json.dumps({"run_id": "x", "role": "task", "target": "normal", "lr": 1}))
-    with pytest.raises(ValueError, match=r"unknown fields \['lr'\]"):
-        scan_records(tmp_path)
+    with pytest.raises(ValueError, match="broken/record.json: not valid JSON.*rerun that run"):
+        read_record(bad)
+    for text, reason in (
+            ("{not json", "not valid JSON"),
+            (json.dumps({"run_id": "x", "role": "teacher", "target": "normal"}),
+             "unknown role 'teacher'"),
+            (json.dumps({"run_id": "x", "role": "task", "target": "normal", "lr": 1}),
+             r"unknown fields \['lr'\]")):
+        bad.write_text(text)
+        with pytest.warns(UnreadableRecordWarning, match=f"broken/record.json.*{reason}"):
+            scan = scan_records(tmp_path)
+        assert [r.run_id for r in scan.records] == ["ok"]
+        assert scan.skipped == {"unreadable": 1} and "skipped 1 unreadable" in scan.describe()
+        assert len(scan.unreadable) == 1
     with pytest.raises(FileNotFoundError, match="does not exist"):
         scan_records(tmp_path / "nowhere")
 

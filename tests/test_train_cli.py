@@ -10,7 +10,13 @@ import pytest
 import torch
 import yaml
 
-from taskonomy.analysis.records import read_record, read_records, record_path
+from taskonomy.analysis.records import (
+    UnreadableRecordWarning,
+    read_record,
+    read_records,
+    record_path,
+    scan_records,
+)
 from taskonomy.datamodules.shards import manifest_keys, read_manifest
 from taskonomy.experiments.cli import main as taskonomy_main
 from taskonomy.experiments.lightning_cli import (
@@ -310,6 +316,18 @@ def test_repeating_a_finished_run_leaves_it_as_it_is(
     assert taskonomy_main(args) == 0
     assert "already finished" in capsys.readouterr().out
     assert path.read_text() == before  # not rewritten as running, not re-tested
+
+
+def test_a_cut_record_is_rewritten_by_running_again(
+        tmp_path: Path, tiny_shards: Path) -> None:
+    args = _no_wandb_args(tmp_path, tiny_shards, "normal")
+    assert taskonomy_main(args) == 0
+    path = record_path(tmp_path / "runs", "case")
+    path.write_text(path.read_text()[:300])
+    with pytest.warns(UnreadableRecordWarning, match="case/record.json"):
+        assert scan_records(tmp_path / "runs").skipped == {"unreadable": 1}
+    assert taskonomy_main(args) == 0
+    assert read_record(path).status == "finished"
 
 
 def test_ddp_spawn_is_refused_with_the_strategy_to_use(
