@@ -269,6 +269,16 @@ def test_cli_synth_and_its_errors(tmp_path, capsys):
     assert main(["data", "synth", "--out", str(out), "--buildings", "1", "--resolution", "32",
                  "--points", "1", "--views", "1", "--seed", "9"]) == 2
     assert "other settings" in capsys.readouterr().err
+    # One building gives train only: said at once, and packing val names the empty part.
+    assert main(["data", "synth", "--out", str(out), "--buildings", "1", "--resolution", "32",
+                 "--points", "1", "--views", "1"]) == 0
+    captured = capsys.readouterr()
+    assert "split: 1 train, 0 val, 0 test" in captured.out
+    assert "no val or test building" in captured.err
+    assert main(["data", "pack", str(out), "--out", str(tmp_path / "shards"),
+                 "--split", "val"]) == 2
+    assert "lists no 'val' buildings" in capsys.readouterr().err
+    assert not (tmp_path / "shards").exists()
 
 
 @pytest.mark.skipif((os.cpu_count() or 1) < 2, reason="needs two cores")

@@ -62,6 +62,12 @@ def run(args: argparse.Namespace) -> int:
             Console().print(f"using the split file {split_file} of the source")
     if split_file is not None:
         buildings = split_buildings(split_file, args.split)
+        if not buildings:
+            raise ValueError(
+                f"split file {split_file} lists no {args.split!r} buildings; pack another part "
+                "(--split), or give this one buildings (a synthetic source needs at least 3 "
+                "buildings for every part to get one)"
+            )
     elif not args.all_buildings:
         raise ValueError(
             f"no split file: every building of {args.source} would be packed into split "

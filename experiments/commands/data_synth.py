@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import sys
 import time
 
 COMMAND = ("data", "synth")
@@ -29,6 +30,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     """Synthesize the buildings and print a summary."""
     from taskonomy.datamodules.synth import read_split_csv, synthesize
+    from taskonomy.datamodules.synth.dataset import SPLITS
 
     split_names = None
     buildings: int | list[str] = args.buildings
@@ -46,4 +48,11 @@ def run(args: argparse.Namespace) -> int:
     views = count * manifest["points"] * manifest["views"]
     print(f"{count} buildings, {views} views at {args.resolution}² in {args.out} "
           f"({seconds:.1f} s)")
+    parts = {part: sum(1 for s in manifest["splits"].values() if s == part) for part in SPLITS}
+    print("split: " + ", ".join(f"{n} {part}" for part, n in parts.items()))
+    empty = [part for part, n in parts.items() if n == 0]
+    if empty:
+        print(f"warning: no {' or '.join(empty)} building: synthesize at least 3 buildings to "
+              "give every split one (`taskonomy data pack` needs the buildings of the split it "
+              "packs)", file=sys.stderr)
     return 0
