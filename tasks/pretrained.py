@@ -143,10 +143,25 @@ def read_state_dict(path: str | os.PathLike[str]) -> dict[str, torch.Tensor]:
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"no weights file {path}")
+    with path.open("rb") as handle:
+        head = handle.read(16)
+    # torch.save writes a zip archive (or, before PyTorch 1.6, a pickle: protocol byte 0x80).
+    if not head.startswith((b"PK\x03\x04", b"\x80")):
+        raise ValueError(
+            f"{path} is not a PyTorch weights file (it begins {head!r}: a web page or an "
+            "interrupted download?); download it again"
+        )
     try:
         data = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as error:  # noqa: BLE001 - any unpickling failure is a bad file
-        raise ValueError(f"cannot read {path} as a PyTorch weights file ({error})") from error
+        text = str(error)
+        # torch's own advice (weights_only=False runs the file's code) is not an option here.
+        reason = ("it holds Python objects besides tensors, which are not loaded (no code in "
+                  "a downloaded file runs)" if "weights_only" in text
+                  else " ".join(text.split())[:200] or type(error).__name__)
+        raise ValueError(
+            f"cannot read {path} as a PyTorch weights file ({reason}); download it again"
+        ) from error
     state = data.get("state_dict", data) if isinstance(data, dict) else None
     if not isinstance(state, Mapping) or not all(
             isinstance(v, torch.Tensor) for v in state.values()):

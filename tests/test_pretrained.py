@@ -118,9 +118,19 @@ def test_mismatched_or_foreign_files_are_refused(tmp_path: Path) -> None:
         import_visualpriors(tmp_path, unnamed, task="colorization")
     with pytest.raises(ValueError, match="cannot tell the task"):
         import_visualpriors(tmp_path, unnamed)
-    (tmp_path / "junk.pth").write_bytes(b"not a checkpoint")
-    with pytest.raises(ValueError, match="cannot read"):
+    (tmp_path / "junk.pth").write_bytes(b"<html><body>404 Not Found</body></html>")
+    with pytest.raises(ValueError, match=r"not a PyTorch weights file \(it begins b'<html>"):
         read_state_dict(tmp_path / "junk.pth")
+    cut = tmp_path / "cut.pth"
+    torch.save({"state_dict": {"w": torch.ones(3)}}, cut)
+    cut.write_bytes(cut.read_bytes()[:100])
+    with pytest.raises(ValueError, match="cannot read .*; download it again"):
+        read_state_dict(cut)
+    objects = tmp_path / "objects.pth"
+    torch.save({"state_dict": {"w": torch.ones(3)}, "opt": Path("x")}, objects)
+    with pytest.raises(ValueError, match="Python objects besides tensors") as caught:
+        read_state_dict(objects)
+    assert "weights_only=False" not in str(caught.value)
 
 
 def test_an_import_never_replaces_a_trained_run_but_may_replace_an_import(tmp_path: Path) -> None:
