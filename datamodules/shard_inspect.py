@@ -41,6 +41,12 @@ def is_shard_root(path: str | os.PathLike[str]) -> bool:
     )
 
 
+def is_split_folder(path: str | os.PathLike[str]) -> bool:
+    """Whether ``path`` is one packed (or partly packed) split of a shard root."""
+    folder = Path(path)
+    return (folder / MANIFEST_NAME).is_file() or (folder / PLAN_NAME).is_file()
+
+
 def _value_stats(domain: str, values: list[Any]) -> dict[str, Any]:
     arrays = [np.asarray(v) for v in values if isinstance(v, np.ndarray)]
     if not arrays:

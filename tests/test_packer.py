@@ -273,6 +273,10 @@ def test_inspect_shards_summary_and_views(tiny_shards: Path, tmp_path: Path, cap
     assert inspect_shard_root(tiny_shards, tmp_path / "sheet.png", views=2, size=64) == 0
     assert (tmp_path / "sheet.png").stat().st_size > 0
     assert "27 samples in 9 shards" in capsys.readouterr().out
+    # A split folder given for the root (it read as a released building folder).
+    assert cli_main(["data", "inspect", str(tiny_shards / "train"), "--out",
+                     str(tmp_path / "split.png")]) == 2
+    assert f"give the shard root {tiny_shards}" in capsys.readouterr().err
 
 
 def test_inspect_verify_names_damaged_and_missing_shards(tiny_shards: Path, tmp_path: Path,

@@ -8,6 +8,7 @@ shard samples by :mod:`taskonomy.datamodules.shard_inspect`.
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 
 COMMAND = ("data", "inspect")
 HELP = "Draw every domain of a few views of a building folder or shard root into one PNG."
@@ -31,13 +32,23 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Write the sheet (and, for a shard root, print its summary)."""
-    from taskonomy.datamodules.shard_inspect import inspect_shard_root, is_shard_root
+    from taskonomy.datamodules.shard_inspect import (
+        inspect_shard_root,
+        is_shard_root,
+        is_split_folder,
+    )
     from taskonomy.datamodules.visualize import building_samples, save_contact_sheet
     from taskonomy.tasks.registry import task_names
 
     task_names()  # imports the task plugins, which register their label domains
     if args.views < 1:
         raise ValueError(f"--views must be at least 1, got {args.views}")
+    folder = Path(args.building_dir)
+    if is_split_folder(folder):
+        raise ValueError(
+            f"{folder} is one split of a shard root; give the shard root {folder.parent} "
+            "(its summary covers every split)"
+        )
     if is_shard_root(args.building_dir):
         return inspect_shard_root(args.building_dir, args.out, views=args.views, size=args.size,
                                   verify=args.verify)
