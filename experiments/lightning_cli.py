@@ -375,6 +375,9 @@ class TaskonomyCLI(LightningCLI):
         """Build the Trainer with the run's logger, checkpoints and default callbacks."""
         trainer_config = self._get(self.config_init, "trainer", default={})
         if self.subcommand is not None and self.run_id:
+            if self.subcommand == "fit" and not self._recorded_finished():
+                # A missing split is refused before the run's folder, record or W&B run exist.
+                self.check_data(getattr(self, "datamodule", None))
             logger = trainer_config.get("logger")
             if logger is None or logger is True:
                 kwargs["logger"] = self.make_logger()
@@ -473,15 +476,27 @@ class TaskonomyCLI(LightningCLI):
             )
 
     # ------------------------------------------------------------------ data checks
+    def data_stages(self) -> tuple[str, ...]:
+        """The datamodule stages the run reads: training and testing."""
+        return ("fit", "test")
+
     def check_data(self, datamodule: Any) -> None:
         """Check before training that every split the run needs has the domains it reads.
 
-        A missing domain folder raises ``FileNotFoundError`` (naming the folder and the pack
-        command) here rather than after training.
+        A missing split or domain folder raises ``FileNotFoundError`` (naming the folder and
+        the pack command) here rather than after training.
         """
         if isinstance(datamodule, TaskonomyDataModule):
-            for stage in ("fit", "test"):
+            for stage in self.data_stages():
                 datamodule.setup(stage)
+
+    def _recorded_finished(self) -> bool:
+        """Whether the run's record says finished (whatever config it finished with)."""
+        path = record_path(self.run_dir.parent, self.run_id)
+        try:
+            return path.is_file() and read_record(path).status == "finished"
+        except ValueError:
+            return False
 
     def resume_checkpoint(self) -> str | None:
         """``RUN_DIR/checkpoints/last.ckpt`` if it exists and is complete, else ``None``.

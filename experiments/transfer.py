@@ -176,6 +176,13 @@ class TransferCLI(TaskonomyCLI):
         """Skipped-sample counts and prediction panels of the target."""
         return [*super().default_callbacks(), TransferPanels()]
 
+    def data_stages(self) -> tuple[str, ...]:
+        """Testing alone for ``self`` (it trains nothing), else training and testing."""
+        model = getattr(self, "model", None)
+        if isinstance(model, TransferTask) and model.kind == "self":
+            return ("test",)
+        return super().data_stages()
+
     def fit(self, model: L.LightningModule, datamodule: Any = None, ckpt_path: str | None = None,
             **kwargs: Any) -> None:
         """Train and test (transfers, ``pixels``, ``random``) or only test (``self``)."""

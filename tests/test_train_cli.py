@@ -217,9 +217,12 @@ def test_missing_domain_fails_before_training(tmp_path: Path, tiny_shards: Path,
     assert taskonomy_main(_no_wandb_args(tmp_path, root, "normal")) == 2
     message = capsys.readouterr().err
     assert str(root / "train" / "normal") in message and "taskonomy data pack" in message
-    record = read_record(record_path(tmp_path / "runs", "case"))
-    assert record.status == "failed" and "normal" in (record.error or "")
-    assert not (tmp_path / "runs" / "case" / "checkpoints").exists()
+    # Refused before the run exists: no folder, record or W&B run for a wrong data path.
+    assert not (tmp_path / "runs" / "case").exists()
+    args = [*_no_wandb_args(tmp_path, root, "normal"), f"--data.root={tmp_path / 'nowhere'}"]
+    assert taskonomy_main(args) == 2
+    assert "no shard manifest" in capsys.readouterr().err
+    assert not (tmp_path / "runs" / "case").exists()
 
 
 def test_nan_loss_stops_the_run_and_fails_its_record(
