@@ -42,6 +42,14 @@ def test_unknown_parameter_rejects_the_sweep_before_any_run(tmp_path: Path,
     assert main(["sweep", "run", str(sweep), "--runs", str(runs)]) == 2
     err = capsys.readouterr().err
     assert "model.readout_width" in err and "nothing was run" in err
+    assert "fix the sweep file" in err and "tip:" not in err  # the complaint, not the usage
+    assert not runs.exists()
+    # The same mistake in --set is the user's, not the sweep file's.
+    good = write_sweep(tmp_path / "good.yaml", {"model.target": {"values": ["normal"]},
+                                                "model.sources": {"values": [["reshading"]]}})
+    assert main(["sweep", "run", str(good), "--runs", str(runs), "--set", "data.rot=x"]) == 2
+    err = capsys.readouterr().err
+    assert "--set data.rot=x is rejected" in err and "fix the --set value" in err
     assert not runs.exists()
 
 

@@ -149,9 +149,12 @@ def check_point_arguments(argv: Sequence[str]) -> None:
                     return
             cli.build_parser(modules).parse_args(args)
     except SystemExit as error:
-        message = stderr.getvalue().strip().splitlines()
-        detail = " ".join(line.strip() for line in message[-3:]) or f"exit status {error.code}"
-        raise ValueError(detail) from None
+        lines = [line.strip() for line in stderr.getvalue().strip().splitlines()]
+        # The parser's complaint starts at its last "error:" line (usage and tips come before).
+        starts = [i for i, line in enumerate(lines) if line.startswith("error:")]
+        kept = lines[starts[-1]:] if starts else lines[-3:]
+        detail = " ".join(line for line in kept if line).removeprefix("error:").strip()
+        raise ValueError(detail or f"exit status {error.code}") from None
 
 
 def check_sweep(sweep: Any, runs_dir: str, extra: Sequence[str] = (),
@@ -261,6 +264,13 @@ def _check_point(sweep: Any, point: Any, runs_dir: str, extra: Sequence[str]) ->
     try:
         check_point_arguments(argv)
     except ValueError as error:
+        # An argument of --set named in the complaint is the user's, not the sweep file's.
+        named = [a for a in extra if a.startswith("--") and a.split("=", 1)[0] in str(error)]
+        if named:
+            raise ValueError(
+                f"--set {' '.join(a.removeprefix('--') for a in named)} is rejected by the CLI "
+                f"({error}); fix the --set value — nothing was run"
+            ) from None
         raise ValueError(
             f"{sweep.path}: point {point.index} {point.params} is rejected by the CLI "
             f"({error}); fix the sweep file — nothing was run"
