@@ -72,6 +72,10 @@ log = logging.getLogger(__name__)
 SKIP_STREAMS = ("train", "val", "test", "images")
 
 
+class UpsampledDataWarning(UserWarning):
+    """The shards hold smaller images than the run reads: it trains on enlarged images."""
+
+
 def _shared_count(value: int) -> Any:
     # A spawn-context lock travels to processes started by fork (DataLoader workers) and by
     # spawn (ddp_spawn, spawned workers) alike; a fork-context one refuses the latter.
@@ -678,6 +682,15 @@ class TaskonomyDataModule(L.LightningDataModule):
                     f"{', '.join(sorted(packed))}. Pack it with `taskonomy data pack SRC --out "
                     f"{self.root} --split {split} --domains {domain} --resume`"
                 )
+        packed_at = manifest.get("resolution")
+        if isinstance(packed_at, int) and packed_at < self.resolution:
+            warnings.warn(
+                f"split {split!r} of {self.root} holds {packed_at}² images, and the run reads "
+                f"them at {self.resolution}²: every image and label is enlarged, which adds no "
+                f"detail. Train at {packed_at} (--model.resolution={packed_at}), or pack the "
+                f"source again at --resolution {self.resolution}",
+                UpsampledDataWarning, stacklevel=2,
+            )
         return manifest
 
     def setup(self, stage: str | None = None) -> None:

@@ -12,7 +12,11 @@ import pytest
 import torch
 
 from taskonomy.datamodules import datamodule as datamodule_module
-from taskonomy.datamodules.datamodule import TaskonomyDataModule, select_subset
+from taskonomy.datamodules.datamodule import (
+    TaskonomyDataModule,
+    UpsampledDataWarning,
+    select_subset,
+)
 from taskonomy.datamodules.layouts import parse_key
 from taskonomy.datamodules.multiview import CONTEXT_POINTS, context_blocks
 from taskonomy.datamodules.shards import manifest_keys, read_manifest
@@ -174,6 +178,16 @@ def test_shard_cut_at_a_member_boundary_is_counted_as_truncated(tiny_shards: Pat
     lost = set(manifest_keys(read_manifest(root, "val"))) - set(keys)
     assert lost and lost <= set(shard["keys"][1:])
     assert dm.skipped.count == 1
+
+
+def test_reading_shards_at_a_larger_size_than_packed_warns(tiny_shards: Path):
+    dm = TaskonomyDataModule(tiny_shards, tasks=["normal"], resolution=64, num_workers=0)
+    with pytest.warns(UpsampledDataWarning, match=r"holds 32² images.*--model.resolution=32"):
+        dm.setup("fit")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", UpsampledDataWarning)
+        TaskonomyDataModule(tiny_shards, tasks=["normal"], resolution=16,
+                            num_workers=0).setup("fit")
 
 
 def test_missing_domain_folder_is_an_error_before_training(tiny_shards: Path, tmp_path: Path):
