@@ -47,7 +47,7 @@ import warnings
 import zipfile
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, NoReturn
 
 import lightning as L
 import yaml
@@ -200,6 +200,19 @@ def _global_rank() -> int:
     return 0
 
 
+#: jsonargparse's wrapping of an error raised by a linked value's function (the error itself
+#: names the problem and the fix; the link is an implementation detail).
+_LINK_ERROR = re.compile(r"Call to compute_fn of link '[^']*' with args \(.*?\) failed: ")
+
+
+class _ArgumentParser(LightningArgumentParser):
+    """The CLI's parser: errors of linked values read as the error itself."""
+
+    def error(self, message: str, ex: Exception | None = None) -> NoReturn:
+        """Report ``message`` (without jsonargparse's link wrapping) and exit."""
+        super().error(_LINK_ERROR.sub("", message), ex)
+
+
 class TaskonomyCLI(LightningCLI):
     """A LightningCLI with run folders, run records, resume and W&B logging.
 
@@ -227,6 +240,7 @@ class TaskonomyCLI(LightningCLI):
         save_config_kwargs = dict(kwargs.pop("save_config_kwargs", None) or {})
         save_config_kwargs.setdefault("overwrite", True)
         kwargs.setdefault("seed_everything_default", 0)
+        kwargs.setdefault("parser_class", _ArgumentParser)
         self.run_id = ""
         self.run_dir = Path()
         self.record: RunRecord | None = None

@@ -140,6 +140,8 @@ def test_analyze_draws_an_affinity_source_without_records(tmp_path, capsys):
     out = tmp_path / "paper"
     assert main(["analyze", "--affinities", str(source), "--out", str(out), "--budgets", "2..4",
                  "--solver", "highs"]) == 0
+    said = " ".join(capsys.readouterr().err.split())  # rich's console wraps lines
+    assert "5 targets, transfers up to order 2; wrote" in said
     for name in ("affinity_before_ahp", "affinity_after_ahp", "quality_gain", "similarity_tree",
                  "budget_curve"):
         assert (out / "figures" / f"{name}.png").is_file()

@@ -408,3 +408,15 @@ def test_class_weighted_target_is_scored_with_its_task_runs_weights(tmp_path: Pa
                             resolution=32, decoder_width=0.125, head_width=0.125,
                             target_options={"class_weights": [1.0] * 17})
     assert explicit.loss_module.hparams["class_weights"] == [1.0] * 17
+
+
+def test_a_malformed_transfer_reads_as_its_own_error(tmp_path: Path,
+                                                     capsys: pytest.CaptureFixture[str]) -> None:
+    from taskonomy.experiments.cli import main
+
+    with pytest.raises(SystemExit) as exited:  # the parser's exit
+        main(["transfer", "fit", "--model.transfer=normal-reshading", f"--runs_dir={tmp_path}"])
+    assert exited.value.code == 2
+    err = capsys.readouterr().err
+    assert "error: transfer 'normal-reshading' must read 'target:source" in err
+    assert "compute_fn" not in err  # jsonargparse's wrapping of the linked value's error

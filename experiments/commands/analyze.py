@@ -297,7 +297,8 @@ def run(args: argparse.Namespace) -> int:
         written.append(table.to_csv(out / RESULTS_FILE_NAME))
         written.append(_write_summary(out, written, {"affinities": args.affinities,
                                                      "targets": table.targets()}))
-        console.print(f"{table!r}: wrote {len(written)} files to {out}")
+        console.print(f"{args.affinities}: {len(table.targets())} targets, transfers up to "
+                      f"order {table.max_order()}; wrote {len(written)} files to {out}")
         return 0
     records = _load(args, console)
     paths: list[Path] = []
