@@ -142,18 +142,26 @@ def build_ab_bins() -> np.ndarray:
     return chosen.astype(np.float32)
 
 
-def colorization_sample(rgb01: np.ndarray, resolution: int) -> tuple[np.ndarray, np.ndarray]:
-    """Colorization input and target from an H×W×3 image in [0,1].
+def colorization_sample(rgb: np.ndarray, resolution: int) -> tuple[np.ndarray, np.ndarray]:
+    """Colorization input and target from a stored H×W×3 uint8 image.
+
+    As the authors' ``to_light`` and ``ab_image_to_prob``: the lightness of the image resized
+    bilinearly to R; the ab target from the image resized bilinearly (without anti-aliasing,
+    as their skimage's ``resize``) straight to R/4 in its 0–255 range, truncated to uint8,
+    then converted to Lab.
 
     Returns:
         ``(L, soft)``: the 1×R×R lightness in [-1,1] and the 313×(R/4)×(R/4) soft ab encoding
         (each pixel's weights over its 10 nearest bins, Gaussian σ=5, summing to 1).
     """
-    image = resize(rgb01.astype(np.float32), resolution)
-    lab = rgb_to_lab(image)
+    values = rgb.astype(np.float32)
+    lab = rgb_to_lab(resize(values / 255.0, resolution))
     lightness = (lab[:, :, 0] / 100.0 * 2.0 - 1.0)[None].astype(np.float32)
     quarter = max(1, resolution // 4)
-    ab = cv2.resize(lab[:, :, 1:], (quarter, quarter), interpolation=cv2.INTER_AREA).reshape(-1, 2)
+    small = cv2.resize(values, (quarter, quarter), interpolation=cv2.INTER_LINEAR)
+    # ``.astype('uint8')`` of the authors truncates (an exact value stays what it was).
+    small = np.floor(np.clip(small, 0.0, 255.0) + 1e-3) / 255.0
+    ab = rgb_to_lab(small.astype(np.float32))[:, :, 1:].reshape(-1, 2)
     bins = ab_bins()
     distance2 = ((ab[:, None, :] - bins[None, :, :]) ** 2).sum(-1)
     nearest = np.argpartition(distance2, COLOR_NEIGHBOURS, axis=1)[:, :COLOR_NEIGHBOURS]

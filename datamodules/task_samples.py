@@ -103,7 +103,7 @@ def _single_view(task: str, d: dict[str, Any], rng: np.random.Generator, r: int,
     if task == "inpainting":
         return {"input": ss.inpainting_input(rgb), "target": rgb}
     if task == "colorization":
-        lightness, soft = ss.colorization_sample(_rgb01(d, r), r)
+        lightness, soft = ss.colorization_sample(_need(d, "rgb"), r)
         return {"input": lightness, "target": soft}
     if task == "jigsaw":  # tiles cut from the stored image, as the authors cut them at 512²
         tiles, k = ss.jigsaw_sample(enc.rgb_encoding(_need(d, "rgb"), None), rng, jigsaw_tile)

@@ -148,16 +148,29 @@ def test_jigsaw_tiles_are_cut_from_the_stored_image_not_the_resized_one():
 
 
 def test_colorization_soft_encoding_peaks_at_the_true_colour():
-    rgb = np.zeros((16, 16, 3), np.float32)
-    rgb[..., 0] = 0.8  # a reddish image
-    rgb[..., 1:] = 0.2
+    rgb = np.zeros((16, 16, 3), np.uint8)
+    rgb[..., 0] = 204  # a reddish image
+    rgb[..., 1:] = 51
     lightness, soft = ss.colorization_sample(rgb, 16)
     assert lightness.shape == (1, 16, 16) and soft.shape == (313, 4, 4)
     assert np.allclose(soft.sum(0), 1.0, atol=1e-5)
-    ab = ss.rgb_to_lab(rgb)[0, 0, 1:]
+    ab = ss.rgb_to_lab(rgb.astype(np.float32) / 255)[0, 0, 1:]
     best = ss.ab_bins()[soft[:, 0, 0].argmax()]
     assert np.abs(best - ab).max() <= 5.0 + 1e-3
     assert ss.ab_bins().shape == (313, 2) and len(np.unique(ss.ab_bins(), axis=0)) == 313
+
+
+def test_colorization_target_is_the_image_sampled_bilinearly_at_a_quarter():
+    # The authors resize the 0-255 image straight to R/4 (bilinear, no anti-aliasing),
+    # truncate to uint8, then take Lab: at a factor of 4 each target pixel is the mean of the
+    # 2×2 pixels around its centre, floored. (Lab at R averaged over 4×4 blocks moved the
+    # arg-max bin of 38 % of the pixels of a blurred colour-block image.)
+    rgb = np.random.default_rng(0).integers(0, 256, (64, 64, 3)).astype(np.uint8)
+    _, soft = ss.colorization_sample(rgb, 64)
+    centre = rgb.astype(np.float64).reshape(16, 4, 16, 4, 3)[:, 1:3, :, 1:3].mean((1, 3))
+    ab = ss.rgb_to_lab((np.floor(centre) / 255).astype(np.float32))[:, :, 1:].reshape(-1, 2)
+    nearest = ((ab[:, None] - ss.ab_bins()[None]) ** 2).sum(-1).argmin(1)
+    assert (soft.reshape(313, -1).argmax(0) == nearest).all()
 
 
 def test_denoising_and_inpainting_inputs():
