@@ -20,6 +20,17 @@ def l2_on_weights(params: list[nn.Parameter], decay: float) -> list[dict[str, An
     ]
 
 
+def set_l2_on_weights(optimizer: torch.optim.Optimizer, decay: float) -> None:
+    """Set the weight decay of the weights' groups of an :func:`l2_on_weights` optimizer.
+
+    The groups are told apart by their parameters (weights have more than one dimension),
+    not by a key of their own: a checkpoint's groups replace the optimizer's when it loads.
+    """
+    for group in optimizer.param_groups:
+        if any(p.ndim > 1 for p in group["params"]):
+            group["weight_decay"] = decay
+
+
 def fused_adam_is_safe(trainer: Any, params: list[nn.Parameter]) -> bool:
     """Whether fused Adam may update ``params`` under ``trainer``'s precision.
 

@@ -195,6 +195,23 @@ def test_cgan_term_trains_the_discriminator_after_warmup(task: str) -> None:
     assert "train/gan_generator" in trainer.callback_metrics
 
 
+def test_cgan_warmup_trains_without_weight_decay() -> None:
+    # The authors' warm-up op minimizes the task loss alone; L2 joins with the GAN term.
+    model = build_task("depth_zbuffer", **TINY, gan=True, gan_warmup_steps=2, weight_decay=0.1)
+    seen: list[list[float]] = []
+
+    class Watch(L.Callback):
+        def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
+            groups = trainer.optimizers[0].param_groups
+            seen.append([g["weight_decay"] for g in groups])
+
+    batch = fake_batch(model.spec, 2, 32)
+    _trainer(max_steps=6, limit_val_batches=0, callbacks=[Watch()]).fit(
+        model, _loader([batch] * 4))
+    assert seen[:2] == [[0.0, 0.0], [0.0, 0.0]]  # two warm-up batches, then two steps each
+    assert seen[2] == [0.1, 0.0]
+
+
 @pytest.mark.parametrize("task", ["room_layout", "segment_semantic", "segment_unsup2d"])
 def test_tasks_without_the_authors_cgan_term_refuse_it(task: str) -> None:
     with pytest.raises(ValueError, match="dense regression tasks and colorization"):

@@ -42,7 +42,12 @@ from taskonomy.tasks.networks.encoders import (
     build_encoder,
     representation_shape,
 )
-from taskonomy.tasks.optimizers import adam, l2_on_weights, restore_adam_implementation
+from taskonomy.tasks.optimizers import (
+    adam,
+    l2_on_weights,
+    restore_adam_implementation,
+    set_l2_on_weights,
+)
 from taskonomy.tasks.registry import get_spec
 from taskonomy.tasks.schedules import (
     check_milestone,
@@ -454,6 +459,9 @@ class TaskModule(L.LightningModule):
         self.manual_backward(total)
         if self.clip_norm:
             per_variable_clip(self._generator_parameters(), self.clip_norm)
+        # The authors' warm-up op minimizes the task loss alone, without the L2 terms that
+        # their generator loss adds once the discriminator plays.
+        set_l2_on_weights(opt_g.optimizer, self.weight_decay if active else 0.0)
         opt_g.step()
         scheduler = self.lr_schedulers()
         if scheduler is not None:
