@@ -76,10 +76,15 @@ NONFIXATED_POSE_STD = np.array([1.02316223, 0.66477511, 1.03806996, 5.75692889, 
 
 
 def resize(image: np.ndarray, resolution: int, *, nearest: bool = False) -> np.ndarray:
-    """Resize an H×W or H×W×C array to ``resolution``² (bilinear, or nearest for labels)."""
+    """Resize an H×W or H×W×C array to ``resolution``² (bilinear, or nearest for labels).
+
+    Nearest takes the pixel under each output pixel's centre, as PIL's (the authors' labels
+    went through ``scipy.misc.imresize(..., interp='nearest')``); OpenCV's plain nearest
+    takes the one up and left of it.
+    """
     if image.shape[0] == resolution and image.shape[1] == resolution:
         return image
-    interpolation = cv2.INTER_NEAREST if nearest else cv2.INTER_LINEAR
+    interpolation = cv2.INTER_NEAREST_EXACT if nearest else cv2.INTER_LINEAR
     out = cv2.resize(image, (resolution, resolution), interpolation=interpolation)
     if image.ndim == 3 and out.ndim == 2:
         out = out[:, :, None]

@@ -62,6 +62,16 @@ def test_dense_encodings_follow_the_released_conventions():
     assert target.tolist() == [[0, 0], [1, 16]] and mask.tolist() == [[0, 1], [1, 1]]
 
 
+def test_labels_take_the_pixel_under_each_centre():
+    # 8 → 4 as PIL's nearest (the authors' imresize): pixels 1, 3, 5, 7; OpenCV's plain
+    # nearest took 0, 2, 4, 6. Odd factors and enlargements agree either way.
+    labels = np.tile(np.arange(8, dtype=np.uint8), (8, 1))
+    assert enc.semantic_encoding(labels + 1, 4)[0][0].tolist() == [1, 3, 5, 7]  # label − 1
+    assert enc.segment_ids(labels, 4)[0].tolist() == [1, 3, 5, 7]
+    assert enc.segment_ids(labels[:5, :5], 3)[0].tolist() == [0, 2, 4]
+    assert enc.segment_ids(labels[:5, :5], 8)[0].tolist() == [0, 0, 1, 2, 2, 3, 4, 4]
+
+
 def test_class_distributions():
     probs = np.random.default_rng(0).dirichlet(np.ones(365)).astype(np.float32)
     scene, valid = enc.class_scene_encoding(probs)
