@@ -2,9 +2,10 @@
 
 The graph puts the supervised tasks in a left column and the targets served by transfers in a
 right column. A first-order transfer is a straight arrow; a higher-order transfer is a
-hyperedge: its sources meet in a diamond (labelled with the order) from which arrows go to every
-target using that source set. Targets supervised themselves are drawn bold in the left column
-with a "self" tag. Every figure is
+hyperedge: its sources meet in a diamond (labelled with the order) beside its target(s), from
+which arrows go to every target using that source set. Targets supervised themselves are drawn
+bold in the left column with a "self" tag; a supervised task drawn plain is a source only (its
+own output comes from a transfer). Every figure is
 written as PNG and SVG through a temporary file (never half-written under its final name).
 
 Figures are built on :class:`matplotlib.figure.Figure` directly (no pyplot state), so they work
@@ -21,10 +22,11 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+from matplotlib.artist import Artist
 from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
-from matplotlib.patches import FancyArrowPatch, FancyBboxPatch
+from matplotlib.patches import FancyArrowPatch, FancyBboxPatch, Patch
 
 from taskonomy.datamodules.domains import atomic_write_bytes
 from taskonomy.solvers import Edge, TaxonomySolution
@@ -114,12 +116,10 @@ def plot_taxonomy(solution: TaxonomySolution, *, title: str | None = None,
                                            color=colour, linewidth=1.3, alpha=0.85, zorder=2))
         else:
             hubs.setdefault((edge.sources, edge.order), []).append(target)
-    for k, ((sources, order), targets) in enumerate(hubs.items()):
+    for (sources, order), targets, hub in zip(hubs, hubs.values(), _hub_places(hubs, y_right),
+                                               strict=True):
         colour = _order_colour(order)
         ys = [y_left[s] for s in sources]
-        x_hub = 0.5 + 0.12 * ((k % 3) - 1) / 2  # staggered so neighbouring hubs do not overlap
-        hub = (x_hub, 0.5 * float(np.mean(ys)) + 0.5 * float(np.mean([y_right[t]
-                                                                       for t in targets])))
         for y in ys:
             axes.plot([x_out, hub[0]], [y, hub[1]], color=colour, linewidth=1.1, alpha=0.7,
                       zorder=1)
@@ -153,19 +153,45 @@ def plot_taxonomy(solution: TaxonomySolution, *, title: str | None = None,
     # Orders past the palette share its last colour and one legend entry.
     top = len(ORDER_COLOURS)
     orders = sorted({min(e.order, top) for e in solution.edges.values() if not e.is_self})
-    handles = [Line2D([0], [0], color=_order_colour(o), linewidth=2,
-                      label=f"order {o}" if o < top else f"order ≥ {top}")
-               for o in orders]
-    if handles:
-        axes.legend(handles=handles, loc="upper center", bbox_to_anchor=(0.5, 0.0),
-                    ncol=len(handles), frameon=False, fontsize=8)
+    handles: list[Artist] = [Line2D([0], [0], color=_order_colour(o), linewidth=2,
+                                    label=f"order {o}" if o < top else f"order ≥ {top}")
+                             for o in orders]
+    served = [n for n in left if (e := solution.edges.get(n)) is not None and e.is_self]
+    handles.append(Patch(facecolor=_SUPERVISED_FACE, edgecolor="#333333", linewidth=1.6,
+                         label="supervised, serves itself (self)"))
+    if len(served) < len(left):
+        handles.append(Patch(facecolor=_SUPERVISED_FACE, edgecolor="#333333", linewidth=0.9,
+                             label="supervised as a source only"))
+    if show_affinity:
+        handles.append(Line2D([], [], linestyle="none", label="(0.123): the edge's affinity"))
+    axes.legend(handles=handles, loc="upper center", bbox_to_anchor=(0.5, 0.0),
+                ncol=min(len(handles), 5), frameon=False, fontsize=8)
     axes.set_xlim(-0.65, 2.0)
     axes.set_ylim(-0.8, rows + 0.4)
     budget = "∞" if math.isinf(solution.budget) else f"{solution.budget:g}"
-    axes.set_title(title or (f"taxonomy: budget {budget}, {len(solution.supervised)} supervised, "
-                             f"objective {solution.objective:.3f} ({solution.status}, "
+    selves = f" ({len(served)} serve themselves)" if len(served) < len(left) else ""
+    axes.set_title(title or (f"taxonomy: budget {budget}, {len(solution.supervised)} supervised"
+                             f"{selves}, objective {solution.objective:.3f} ({solution.status}, "
                              f"{solution.solver})"), fontsize=11)
     return figure
+
+
+def _hub_places(hubs: dict[tuple[tuple[str, ...], int], list[str]],
+                y_right: dict[str, float]) -> list[tuple[float, float]]:
+    """Where each hyperedge's diamond sits: beside its targets, apart from the others.
+
+    A diamond on the row of its target shows which target its sources feed; one feeding
+    several targets sits further left, so that its arrows fan out; diamonds closer than a row
+    step aside to the left.
+    """
+    places: list[tuple[float, float]] = []
+    for targets in hubs.values():
+        y = float(np.mean([y_right[t] for t in targets]))
+        x = 0.72 if len(targets) == 1 else 0.5
+        while any(abs(x - px) < 0.05 and abs(y - py) < 0.7 for px, py in places):
+            x -= 0.1
+        places.append((x, y))
+    return places
 
 
 def _edge_caption(edge: Edge) -> str:
