@@ -64,7 +64,7 @@ def save_figure(fig: Figure, out_dir: str | os.PathLike[str], name: str,
 
 
 def _heatmap(matrix: pd.DataFrame, title: str, label: str, norm: Normalize, cmap: str,
-             annotate: bool) -> Figure:
+             annotate: bool, *, number: str = ".2f", extend: str = "neither") -> Figure:
     rows, cols = matrix.shape
     fig = Figure(figsize=(2.8 + 0.34 * cols, 1.6 + 0.3 * rows))
     ax = fig.add_subplot()
@@ -76,13 +76,14 @@ def _heatmap(matrix: pd.DataFrame, title: str, label: str, norm: Normalize, cmap
     ax.set_ylabel("source")
     ax.set_title(title, fontsize=10)
     ax.set_facecolor("#dddddd")  # missing transfers show grey
-    fig.colorbar(image, ax=ax, label=label, fraction=0.04, pad=0.02)
+    # extend: an arrow on the colour bar says values past its end are drawn at the end.
+    fig.colorbar(image, ax=ax, label=label, fraction=0.04, pad=0.02, extend=extend)
     if annotate:
         for (i, j), v in np.ndenumerate(matrix.to_numpy(dtype=float)):
             if np.isfinite(v):
                 red, green, blue, _ = image.cmap(norm(v))
                 dark = 0.299 * red + 0.587 * green + 0.114 * blue < 0.5  # perceived luminance
-                ax.text(j, i, f"{v:.2f}", ha="center", va="center", fontsize=6,
+                ax.text(j, i, format(v, number), ha="center", va="center", fontsize=6,
                         color="white" if dark else "black")
     return fig
 
@@ -104,8 +105,10 @@ def affinity_matrices(table: AffinityTable, out_dir: str | os.PathLike[str]) -> 
     quality = _ordered_matrix(table, "quality")
     annotate = max(quality.shape) <= 12  # numbers in cells stay legible on small matrices
     if quality.notna().any().any():
+        # Diverging at 0.5, where a transfer is on par with the target's own network.
         fig = _heatmap(quality, "Before AHP: win rate of s → t against t's own network",
-                       "quality (win rate vs self)", Normalize(0, 1), "viridis", annotate)
+                       "quality (win rate vs self; 0.5 = on par)", Normalize(0, 1), "RdBu",
+                       annotate)
         paths += save_figure(fig, out_dir, "affinity_before_ahp", quality)
     affinity = _ordered_matrix(table, "affinity")
     finite = affinity.to_numpy(dtype=float)
@@ -115,8 +118,11 @@ def affinity_matrices(table: AffinityTable, out_dir: str | os.PathLike[str]) -> 
     positive = finite[np.isfinite(finite) & (finite > 0)]
     bottom = max(AFFINITY_FLOOR, float(positive.min()) / 2) if positive.size else AFFINITY_FLOOR
     norm = LogNorm(bottom, max(top, bottom * 10), clip=True)
+    below = bool((positive < bottom).any()) or bool((finite[np.isfinite(finite)] <= 0).any())
+    # Two significant digits: on a log scale 0.0037 and 0.00014 both read 0.00 with two decimals.
     fig = _heatmap(affinity.clip(lower=AFFINITY_FLOOR), "After AHP: affinity of s → t",
-                   "AHP affinity (log scale)", norm, "magma", annotate)
+                   "AHP affinity (log scale)", norm, "magma", annotate, number=".2g",
+                   extend="min" if below else "neither")
     paths += save_figure(fig, out_dir, "affinity_after_ahp", affinity)
     return paths
 
@@ -194,21 +200,28 @@ def quality_gain_figure(table: AffinityTable, out_dir: str | os.PathLike[str], *
     fig = Figure(figsize=(9, 1.2 + 0.32 * n))
     ax = fig.add_subplot()
     y = np.arange(n)
-    ax.barh(y - 0.2, data["quality"].astype(float), height=0.4, label="quality (vs self)",
-            color="#1f77b4")
-    ax.barh(y + 0.2, data["gain"].astype(float), height=0.4, label="gain (vs pixels)",
-            color="#ff7f0e")
+    for offset, column, label, colour in ((-0.2, "quality", "quality (vs self)", "#1f77b4"),
+                                          (0.2, "gain", "gain (vs pixels)", "#ff7f0e")):
+        values = data[column].astype(float)
+        bars = ax.barh(y + offset, values, height=0.4, label=label, color=colour)
+        # The value at each bar's end: a bar of 0.001 is otherwise invisible.
+        ax.bar_label(bars, labels=[f"{v:.2f}" if np.isfinite(v) else "" for v in values],
+                     padding=2, fontsize=6)
     ax.axvline(0.5, color="grey", linestyle="--", linewidth=0.8)
-    labels = [f"{t}  ←  {_short(s)}" for t, s in zip(data.index, data["sources"], strict=True)]
+    labels = [f"{t}  ←  {_short(s, keep=4)}"
+              for t, s in zip(data.index, data["sources"], strict=True)]
     ax.set_yticks(y, labels, fontsize=7)
     ax.invert_yaxis()
-    ax.set_xlim(0, 1)
+    ax.set_xlim(0, 1.08)
+    ax.set_xticks(np.linspace(0, 1, 6))
     ax.set_xlabel("win rate (0.5 = on par)")
     which = "chosen" if chosen else "highest-affinity"
     limit = f" (order ≤ {max_order})" if max_order is not None and not chosen else ""
-    ax.set_title(title or f"Quality and gain of each target's {which} transfer{limit}",
+    excluded = "" if chosen else ", baselines excluded"
+    ax.set_title(title or f"Quality and gain of each target's {which} transfer{limit}{excluded}",
                  fontsize=10)
-    ax.legend(loc="lower right", fontsize=8)
+    ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.1 - 0.5 / max(n, 1)), ncol=2,
+              fontsize=8, frameon=False)
     return save_figure(fig, out_dir, name, data)
 
 
@@ -266,6 +279,11 @@ def budget_curve_figure(sweep: pd.DataFrame, out_dir: str | os.PathLike[str], *,
     ax.set_title("Collective performance of taxonomies vs budget", fontsize=10)
     ax.legend(loc="upper left", fontsize=8)
     return save_figure(fig, out_dir, name, data.set_index("budget"))
+
+
+#: Targets a similarity tree needs to say anything: with three, each column holds two
+#: transfers besides its left-out t → t, and every merge happens at the same height.
+MIN_TREE_TARGETS = 4
 
 
 def similarity_tree(table: AffinityTable, method: str = "average",
@@ -328,7 +346,7 @@ def all_figures(table: AffinityTable, out_dir: str | os.PathLike[str], *,
     paths += quality_gain_figure(table, out_dir, max_order=max_order)
     if chosen:
         paths += quality_gain_figure(table, out_dir, chosen=chosen, name="quality_gain_taxonomy")
-    if len(table.targets()) >= 2:
+    if len(table.targets()) >= MIN_TREE_TARGETS:
         paths += similarity_tree_figure(table, out_dir)
     if sweep is not None and len(sweep):
         paths += budget_curve_figure(sweep, out_dir)

@@ -246,6 +246,11 @@ def _figures_section(out: Path) -> str:
                              "Agglomerative clustering of the targets' affinity columns: tasks "
                              "that are read out well from the same sources sit together.",
                              small=True))
+    else:
+        from taskonomy.analysis.figures import MIN_TREE_TARGETS
+
+        parts.append(f"<p>No task similarity tree: it needs at least {MIN_TREE_TARGETS} "
+                     "targets.</p>")
     return "".join(parts)
 
 
