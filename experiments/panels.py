@@ -210,6 +210,29 @@ def render_panel(module: Any, samples: list[dict[str, np.ndarray]], size: int = 
     return np.concatenate(rows, axis=0)
 
 
+def with_header(panel: np.ndarray, title: str, columns: tuple[str, ...] = COLUMNS
+                ) -> np.ndarray:
+    """The panel under a white strip with its title and a name over each column.
+
+    The image explains itself wherever it is opened (a PNG in the run folder, a W&B media
+    panel, a report).
+    """
+    width = panel.shape[1]
+    line = 18
+    strip = np.full((2 * line + 4, width, 3), 255, np.uint8)
+    font, scale = cv2.FONT_HERSHEY_SIMPLEX, 0.45
+
+    def put(text: str, x: int, y: int) -> None:
+        cv2.putText(strip, text, (x, y), font, scale, (30, 30, 30), 1, cv2.LINE_AA)
+
+    put(title, 4, line - 4)
+    column_width = width // len(columns)
+    for i, name in enumerate(columns):
+        text_width = cv2.getTextSize(name, font, scale, 1)[0][0]
+        put(name, i * column_width + max(0, (column_width - text_width) // 2), 2 * line - 2)
+    return np.concatenate([strip, panel], axis=0)
+
+
 def _modules(pl_module: L.LightningModule) -> list[Any]:
     # A task module draws itself; a module that wraps several tasks lists them in ``tasks``.
     if hasattr(pl_module, "spec") and hasattr(pl_module, "head"):
@@ -287,6 +310,7 @@ class PredictionPanels(L.Callback):
             The PNG path when one was written.
         """
         caption = f"{task} at step {trainer.global_step}: " + " | ".join(COLUMNS)
+        panel = with_header(panel, f"{task}, step {trainer.global_step}")
         wandb_loggers = [lg for lg in trainer.loggers if isinstance(lg, WandbLogger)]
         if wandb_loggers:
             wandb_loggers[0].log_image(key=f"panels/{task}", images=[panel],

@@ -254,7 +254,9 @@ def test_panels_are_png_files_without_wandb(tmp_path: Path, tiny_shards: Path) -
     import cv2
 
     panel = cv2.imread(str(panels[-1]))
-    assert panel.shape == (4 * 128, 3 * 128, 3)  # 4 samples × (input, target, prediction)
+    # A header strip (title, column names) over 4 samples × (input, target, prediction).
+    assert panel.shape == (40 + 4 * 128, 3 * 128, 3)
+    assert (panel[:40] < 128).any() and (panel[:40] == 255).mean() > 0.8  # dark text on white
     record = read_record(record_path(tmp_path / "runs", "case"))
     assert record.status == "finished" and record.wandb is None
 
