@@ -125,10 +125,13 @@ def _sanity_section(state: dict[str, Any]) -> str:
         rows.append(f'<tr><td class="l">{mark}</td><td class="l">{_e(check["name"])}</td>'
                     f'<td class="l">{_e(check["detail"])}</td></tr>')
     return ("<h2>Sanity of the science</h2>"
-            '<p class="note">What the paper predicts for any sensible training: the two depth '
-            "tasks are each other's best sources; normals and shading are close; every "
-            "target is read out better from a trained source than from a random encoder. "
-            "Rankings use the first-order AHP affinities.</p>"
+            '<p class="note">Facts of the authors\' results that any sensible training should '
+            "reproduce, checked where the task set holds their tasks: each task network beats "
+            "the best constant prediction of its task; the two depth tasks rank each other "
+            "among their top 2 sources, as do normals and shading; every target's best source "
+            "beats a random encoder. Rankings use the first-order AHP affinities; "
+            "&ldquo;beats&rdquo; means significantly, by a sign test over the test buildings."
+            "</p>"
             '<table><tr><th class="l">verdict</th><th class="l">check</th>'
             f'<th class="l">evidence</th></tr>{"".join(rows)}</table>')
 

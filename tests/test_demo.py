@@ -154,6 +154,16 @@ def test_sanity_ranks_sources_up_to_ties_and_names_significant_rivals() -> None:
     assert "into depth_zbuffer, normal, reshading, inpainting beat depth_euclidean" in far[0].detail
 
 
+def test_a_top_2_check_over_two_sources_is_left_out() -> None:
+    # With three tasks each target has two sources, both in its top 2: no evidence either way.
+    tasks = ("normal", "reshading", "depth_zbuffer")
+    quality = {t: {s: q for s, q in offsets.items() if s in (*tasks, "self", "random", "pixels")}
+               for t, offsets in _demo_quality(0.0).items() if t in tasks}
+    records = [r for r in _planted_records(quality) if r.target in tasks]
+    names = [c.name for c in sanity_checks(records, tasks)]
+    assert names == ["every target's best source beats random"]
+
+
 def test_sanity_needs_the_best_source_to_beat_random_significantly() -> None:
     quality = _demo_quality(0.0)
     for offsets in quality.values():
