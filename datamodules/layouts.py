@@ -21,10 +21,11 @@ from taskonomy.datamodules.domains import DOMAINS, get_domain, parse_file_name
 #: Layout names accepted by :func:`detect_layout`.
 LAYOUTS = ("released", "omnidata")
 
-#: Released buildings known to be corrupt (missing or broken RGB, wrong viewpoints); Omnidata
-#: excludes the same set. Packing skips them unless asked not to.
+#: Released buildings known to be corrupt (missing or broken RGB, wrong viewpoints): the set
+#: Omnidata's downloader leaves out (its ``forbidden_buildings``; woodbine's files were lost).
+#: Packing skips them unless asked not to.
 KNOWN_CORRUPT_BUILDINGS = frozenset(
-    {"mosquito", "tansboro", "tomkins", "darnestown", "brinnon", "rough"}
+    {"mosquito", "tansboro", "tomkins", "darnestown", "brinnon", "rough", "woodbine"}
 )
 
 _KEY_SEP = "__"
