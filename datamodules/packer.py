@@ -218,6 +218,28 @@ def _check_moved_source(plan: dict[str, Any], layout: SourceLayout,
         )
 
 
+def _changed_buildings(plan: dict[str, Any], now: list[str], notes: dict[str, Any]) -> str:
+    """How the source's buildings changed under the same request since a plan, in words.
+
+    "" when the request itself changed (other buildings asked for), or nothing is known.
+    """
+    planned = plan.get("buildings")
+    was_absent = (plan.get("notes") or {}).get("absent")
+    if not isinstance(planned, list) or not isinstance(was_absent, list):
+        return ""
+    added, removed = sorted(set(now) - set(planned)), sorted(set(planned) - set(now))
+    # The same buildings asked for: the added ones were absent then, the removed absent now.
+    if not (set(added) <= set(was_absent) and set(removed) <= set(notes.get("absent", ()))):
+        return ""
+
+    def named(names: list[str]) -> str:
+        return ", ".join(names[:6]) + (f" and {len(names) - 6} more" if len(names) > 6 else "")
+
+    parts = ([f"now also {named(added)}"] if added else []) + (
+        [f"no longer {named(removed)}"] if removed else [])
+    return "; ".join(parts)
+
+
 def _load_or_make_plan(config: PackConfig) -> dict[str, Any]:
     layout = detect_layout(config.source)
     buildings, notes = _select_buildings(config, layout)
@@ -233,6 +255,13 @@ def _load_or_make_plan(config: PackConfig) -> dict[str, Any]:
             hint = ("repeat the original command with --resume" if not config.resume else
                     "repeat the original command's --split, --split-file/--buildings, "
                     "--shard-size and --resolution")
+            changed = _changed_buildings(plan, buildings, notes)
+            if changed and diff == ["buildings_sha1"]:
+                # The same command over a source that gained or lost buildings (a download
+                # finished since): the planned shards cannot take them.
+                hint = (f"the source's buildings changed since it was planned ({changed}); a "
+                        "pack's shards are planned once, so pack the new buildings into another "
+                        "--out, or delete the folder and pack again")
             raise ValueError(
                 f"{split_dir} holds shards of another pack (differs in: {', '.join(diff)}; "
                 f"packed from {plan['identity']['source']}). Choose another --out or --split, "

@@ -103,6 +103,20 @@ def test_resume_refusal_and_added_domain(tiny_source: Path, tmp_path: Path, trai
         pack(other, progress=False)
 
 
+def test_a_building_downloaded_after_planning_is_named(tmp_path: Path, building_factory):
+    # The same command once a download finished: the plan cannot take the new building.
+    source = tmp_path / "source"
+    building_factory(source, "hanson", points=1, views=2, seed=1)
+    config = PackConfig(source=source, out=tmp_path / "out", split="train",
+                        buildings=["hanson", "klickitat"], domains=["rgb"], shard_size=2)
+    first = pack(config, progress=False)
+    assert first.manifest is not None and first.manifest["absent_buildings"] == ["klickitat"]
+    building_factory(source, "klickitat", points=1, views=2, seed=2)
+    with pytest.raises(ValueError, match=r"buildings changed since it was planned \(now also "
+                                         r"klickitat\).*another --out"):
+        pack(PackConfig(**{**config.__dict__, "resume": True}), progress=False)
+
+
 def test_corrupt_files_and_known_corrupt_buildings(tmp_path: Path, building_factory):
     source = tmp_path / "src"
     building_factory(source, "hanson", points=2, views=2, seed=3)

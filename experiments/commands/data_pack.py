@@ -100,4 +100,9 @@ def run(args: argparse.Namespace) -> int:
             f"{', '.join(m['excluded_buildings']) or 'none'}; absent from the source: "
             f"{len(m['absent_buildings'])}"
         )
+        if m["absent_buildings"]:
+            absent = m["absent_buildings"]
+            # A pack is planned once: buildings downloaded later go into another pack.
+            console.print(f"  absent: {', '.join(absent[:12])}{', …' if len(absent) > 12 else ''}"
+                          " (not packed; this split's shards are planned without them)")
     return 0
