@@ -17,6 +17,7 @@ point, so multi-view samples are formed while streaming (:mod:`taskonomy.datamod
 
 from __future__ import annotations
 
+import glob
 import hashlib
 import io
 import json
@@ -166,10 +167,14 @@ def write_domain_shard(path: str | os.PathLike[str], domain: str,
     """Write one domain's shard atomically and return ``{"sha256", "bytes", "count", "missing"}``.
 
     The tar is written to a temporary file beside ``path`` and renamed when complete, so a
-    killed packer never leaves a half shard under the final name.
+    killed packer never leaves a half shard under the final name. Temporary files of this
+    shard that an earlier, killed writer left (SIGKILL, or SIGTERM, which runs no cleanup)
+    are removed first: each can be as large as the shard.
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
+    for stale in path.parent.glob(f".{glob.escape(path.name)}.*.tmp"):
+        stale.unlink(missing_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     count = missing = 0
     try:

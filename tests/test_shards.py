@@ -59,6 +59,13 @@ def test_failed_write_leaves_no_final_file(tmp_path: Path):
     with pytest.raises(RuntimeError):
         write_domain_shard(path, "rgb", entries())
     assert not path.exists() and list(path.parent.iterdir()) == []
+    # A writer killed outright (SIGKILL, SIGTERM) leaves its temporary file: the next writer
+    # of that shard removes it, and leaves other shards' temporaries alone.
+    (path.parent / ".train-000000.tar.ab12cd.tmp").write_bytes(b"x" * 100)
+    (path.parent / ".train-000001.tar.ef34gh.tmp").write_bytes(b"y")
+    write_domain_shard(path, "rgb", [ShardEntry("b__0__0", b"x")])
+    assert sorted(p.name for p in path.parent.iterdir()) == [".train-000001.tar.ef34gh.tmp",
+                                                             "train-000000.tar"]
 
 
 def test_aligned_zip_and_key_mismatch(tmp_path: Path):
