@@ -31,9 +31,9 @@ from taskonomy.datamodules.domains import (
     DOMAINS,
     atomic_write_bytes,
     get_domain,
-    parse_file_name,
     read_domain_file,
 )
+from taskonomy.datamodules.layouts import SourceLayout, ViewRef, detect_layout
 
 #: Colours (RGB) of the semantic labels 0..17: uncertain black, background grey, then classes.
 SEMANTIC_PALETTE = np.array([
@@ -271,59 +271,73 @@ def draw_points(image: np.ndarray, pixels: Sequence[tuple[float, float]], resolu
 SHEET_COLUMNS = (*DOMAINS, "vanishing_point", "room_layout")
 
 
-def building_samples(building_dir: str | os.PathLike[str], views: int = 4
-                     ) -> list[dict[str, Any]]:
-    """Decoded values of every domain for ``views`` views of a released-layout building.
+def building_samples(building_dir: str | os.PathLike[str], views: int = 4, *,
+                     building: str | None = None) -> list[dict[str, Any]]:
+    """Decoded values of every domain for ``views`` views of one building of a source.
 
-    Views are taken from as many different fixated points as possible. Each sample maps a domain
-    to its value (missing files are absent) plus ``key`` (``point_P_view_V``) and ``sightings``:
-    pixel positions of other points seen in the view, from the ``nonfixated_matches`` files.
+    ``building_dir`` is a building folder of the released layout (``BUILDING/rgb/...``) or a
+    source folder of either layout (:func:`~taskonomy.datamodules.layouts.detect_layout`: the
+    released one, or Omnidata's ``DOMAIN/taskonomy/BUILDING/...``), whose ``building`` (default:
+    the first) is drawn. Views are taken from as many different fixated points as possible.
+    Each sample maps a domain to its value (missing files are absent) plus ``key``
+    (``point_P_view_V``) and ``sightings``: pixel positions of other points seen in the view,
+    from the ``nonfixated_matches`` files. Files that do not follow the released naming are
+    ignored.
 
     Raises:
-        FileNotFoundError: the folder has no ``rgb`` or ``point_info`` views.
+        FileNotFoundError: the folder does not exist, or the building has no ``rgb`` or
+            ``point_info`` views.
+        ValueError: neither a building folder nor a source, or no such building.
     """
     root = Path(building_dir)
     if not root.is_dir():
         raise FileNotFoundError(f"{root} is not a folder; give a building folder "
-                                "(BUILDING/rgb/point_P_view_V_domain_rgb.png, ...)")
-    anchor = next((d for d in ("rgb", "point_info") if (root / d).is_dir()), None)
+                                "(BUILDING/rgb/point_P_view_V_domain_rgb.png, ...) or a source")
+    omnidata = any((root / name / "taskonomy").is_dir() for name in DOMAINS)
+    if not omnidata and any((root / name).is_dir() for name in DOMAINS):  # a building folder
+        if building not in (None, root.name):
+            raise ValueError(f"{root} is the building folder of {root.name!r}, not {building!r}")
+        layout, name = SourceLayout(root.parent, "released"), root.name
+    else:
+        layout = detect_layout(root)
+        present = layout.buildings()
+        if not present:
+            raise FileNotFoundError(f"{root} holds no building")
+        name = building or present[0]
+        if name not in present:
+            raise ValueError(f"{root} has no building {name!r}; it has "
+                             f"{', '.join(present[:10])}{' ...' if len(present) > 10 else ''}")
+    anchor = next((d for d in ("rgb", "point_info") if layout.domain_dir(name, d).is_dir()), None)
     if anchor is None:
         raise FileNotFoundError(
-            f"{root} has no rgb/ or point_info/ folder; give a building folder of the released "
-            f"layout (folders: {', '.join(DOMAINS)})"
+            f"building {name!r} of {layout.root} has no rgb/ or point_info/ folder; give a "
+            f"building of the released layout (folders: {', '.join(DOMAINS)})"
         )
-    keys = sorted({parse_file_name(p.name)[:2] for p in (root / anchor).iterdir()
-                   if not p.name.startswith(".")}, key=lambda k: (_num(k[0]), _num(k[1])))
-    by_point: dict[str, list[tuple[str, str]]] = {}
-    for point, view in keys:
-        by_point.setdefault(point, []).append((point, view))
-    chosen: list[tuple[str, str]] = []
+    by_point: dict[str, list[ViewRef]] = {}
+    for ref in layout.views(name, anchor):
+        by_point.setdefault(ref.point, []).append(ref)
+    chosen: list[ViewRef] = []
     round_index = 0
     while len(chosen) < views and any(round_index < len(v) for v in by_point.values()):
         for point_views in by_point.values():
             if round_index < len(point_views) and len(chosen) < views:
                 chosen.append(point_views[round_index])
         round_index += 1
-    sightings = _sightings(root)
+    sightings = _sightings(layout.domain_dir(name, "nonfixated_matches"))
     samples = []
-    for point, view in chosen:
-        sample: dict[str, Any] = {"key": f"point_{point}_view_{view}"}
-        for name, spec in DOMAINS.items():
-            path = root / spec.name / spec.file_name(point, view)
+    for ref in chosen:
+        sample: dict[str, Any] = {"key": f"point_{ref.point}_view_{ref.view}"}
+        for domain in DOMAINS:
+            path = layout.file_path(ref, domain)
             if path.exists():
-                sample[name] = read_domain_file(path, name)
-        if (point, view) in sightings:
-            sample["sightings"] = sightings[(point, view)]
+                sample[domain] = read_domain_file(path, domain)
+        if (ref.point, ref.view) in sightings:
+            sample["sightings"] = sightings[(ref.point, ref.view)]
         samples.append(sample)
     return samples
 
 
-def _num(text: str) -> tuple[int, str]:
-    return (int(text), "") if text.isdigit() else (1 << 30, text)
-
-
-def _sightings(root: Path) -> dict[tuple[str, str], list[tuple[float, float]]]:
-    folder = root / "nonfixated_matches"
+def _sightings(folder: Path) -> dict[tuple[str, str], list[tuple[float, float]]]:
     result: dict[tuple[str, str], list[tuple[float, float]]] = {}
     if not folder.is_dir():
         return result

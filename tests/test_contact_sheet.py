@@ -77,8 +77,28 @@ def test_inspect_cli(building, tmp_path, capsys):
     assert main(["data", "inspect", str(tmp_path / "nowhere"), "--out", str(out)]) == 2
     assert "not a folder" in capsys.readouterr().err
     assert main(["data", "inspect", str(tmp_path), "--out", str(out)]) == 2
-    assert "no rgb/ or point_info/" in capsys.readouterr().err
+    assert "not a recognised Taskonomy layout" in capsys.readouterr().err
     assert main(["data", "inspect", str(building), "--out", str(tmp_path / "x.jpg")]) == 2
+
+
+def test_inspect_cli_draws_a_building_of_a_source_of_either_layout(building, tmp_path, capsys):
+    import shutil
+
+    # The released layout's source folder, and the same building as Omnidata's downloader
+    # lays it out (DOMAIN/taskonomy/BUILDING/...), beside another component dataset's folder.
+    omnidata = tmp_path / "omnidata"
+    for domain in building.iterdir():
+        shutil.copytree(domain, omnidata / domain.name / "taskonomy" / building.name)
+        (omnidata / domain.name / "replica" / "apartment_0").mkdir(parents=True)
+    (omnidata / "rgb" / "taskonomy" / building.name / ".DS_Store").write_bytes(b"\0")
+    for source in (building.parent, omnidata):
+        out = tmp_path / f"{source.name}.png"
+        assert main(["data", "inspect", str(source), "--building", building.name, "--out",
+                     str(out), "--views", "2", "--size", "48"]) == 0, capsys.readouterr().err
+        assert cv2.imread(str(out)) is not None
+    assert main(["data", "inspect", str(omnidata), "--building", "nowhere", "--out",
+                 str(tmp_path / "x.png")]) == 2
+    assert f"has no building 'nowhere'; it has {building.name}" in capsys.readouterr().err
 
 
 def test_inspect_cli_needs_out_for_a_building(building, capsys):

@@ -1,8 +1,9 @@
 """``taskonomy data inspect``: a contact sheet of every domain of a few views.
 
-``ROOT`` is either a building folder of the released layout (``BUILDING/rgb/...``), drawn from
-its files, or a shard root (split folders with manifests), summarized and drawn from decoded
-shard samples by :mod:`taskonomy.datamodules.shard_inspect`.
+``ROOT`` is a building folder of the released layout (``BUILDING/rgb/...``) or a source folder
+of buildings (released or Omnidata layout; ``--building`` picks one), drawn from its files, or a
+shard root (split folders with manifests), summarized and drawn from decoded shard samples by
+:mod:`taskonomy.datamodules.shard_inspect`.
 """
 
 from __future__ import annotations
@@ -17,11 +18,15 @@ HELP = "Draw every domain of a few views of a building folder or shard root into
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Add the command's arguments."""
     parser.add_argument("building_dir", metavar="ROOT",
-                        help="a building folder of the released layout (BUILDING/rgb/..., ...) "
-                             "or a shard root")
+                        help="a building folder of the released layout (BUILDING/rgb/..., ...), "
+                             "a source folder of buildings (released or Omnidata layout), or a "
+                             "shard root")
     parser.add_argument("--out", default=None,
                         help="PNG file to write (required for a building folder; optional for a "
                              "shard root, which also prints a summary)")
+    parser.add_argument("--building", default=None,
+                        help="with a source folder (released or Omnidata layout) for ROOT: the "
+                             "building to draw (default: the first)")
     parser.add_argument("--views", type=int, default=4, help="views to show (rows)")
     parser.add_argument("--size", type=int, default=192, help="tile side in pixels")
     parser.add_argument("--verify", action="store_true",
@@ -57,7 +62,7 @@ def run(args: argparse.Namespace) -> int:
                          "SPLIT/manifest.json)")
     if args.out is None:
         raise ValueError("give --out sheet.png: the contact sheet of a building folder is a PNG")
-    samples = building_samples(args.building_dir, args.views)
+    samples = building_samples(args.building_dir, args.views, building=args.building)
     path = save_contact_sheet(samples, args.out, size=args.size)
     print(f"wrote {path}")
     return 0
