@@ -80,9 +80,12 @@ def log_record(run: Any, record: RunRecord) -> None:
 
 
 def _identity(record: RunRecord) -> dict[str, Any]:
+    # The config twice: as a mapping, which W&B's run table can filter on, and as JSON text,
+    # which reads back with its exact types (W&B stores a whole float such as 0.0 as 0).
     return {"run_id": record.run_id, "role": record.role, "target": record.target,
-            "sources": list(record.sources), "regime": record.regime,
+            "sources": list(record.sources), "order": record.order, "regime": record.regime,
             "schema_version": record.schema_version, "config": record.config,
+            "config_json": json.dumps(record.config, sort_keys=True),
             "metrics": sorted(record.metrics)}
 
 
@@ -119,6 +122,12 @@ def record_from_wandb(config: Mapping[str, Any], summary: Mapping[str, Any], sta
         and (not isinstance(names, list) or key in names)
     }
     own_config = identity.get("config")
+    exact = identity.get("config_json")
+    if isinstance(exact, str):
+        try:
+            own_config = json.loads(exact)
+        except ValueError:
+            pass  # the mapping form is the next best
     if not isinstance(own_config, Mapping):  # logged before the record's config rode along
         own_config = {k: v for k, v in config.items() if k != CONFIG_KEY and not k.startswith("_")}
     fields = {name: summary.get(key) for key, name in SUMMARY_FIELDS.items()
@@ -314,6 +323,9 @@ def _collect(readers: Iterable[tuple[str, Any]], statuses: Iterable[str] = ("fin
     keep = set(statuses)
     records: dict[str, RunRecord] = {}
     skipped: Counter[str] = Counter()
+    #: Statuses of the attempts not kept, per run id (a killed attempt of a run that a later
+    #: attempt finished is superseded, not running).
+    left: dict[str, list[str]] = {}
     first_error: Exception | None = None
     for where, read in readers:
         try:
@@ -334,7 +346,7 @@ def _collect(readers: Iterable[tuple[str, Any]], statuses: Iterable[str] = ("fin
             skipped["unreadable"] += 1
             continue
         if record.status not in keep:
-            skipped[record.status] += 1
+            left.setdefault(record.run_id, []).append(record.status)
             continue
         earlier = records.get(record.run_id)
         if earlier is not None:
@@ -344,6 +356,9 @@ def _collect(readers: Iterable[tuple[str, Any]], statuses: Iterable[str] = ("fin
             if recency(record) < recency(earlier):
                 continue
         records[record.run_id] = record
+    for run_id, statuses_left in left.items():
+        for status in statuses_left:
+            skipped["superseded" if run_id in records else status] += 1
     if not records and skipped["unreadable"] and sum(skipped.values()) == skipped["unreadable"]:
         # Not one run could be read: a tool problem (e.g. an old wandb), not a corrupt run.
         raise ValueError(f"no run could be read; the first error: {first_error}")

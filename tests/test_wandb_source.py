@@ -1,3 +1,4 @@
+import dataclasses
 import json
 import os
 
@@ -190,6 +191,35 @@ def test_a_run_killed_before_its_record_was_logged_reads_back_as_unfinished():
     log_identity(run, record)  # at start; the process is then killed (W&B state "unknown")
     back = record_from_wandb(run.config, {}, "unknown", {}, "somewhere")
     assert (back.run_id, back.status, back.target) == (record.run_id, "running", record.target)
+
+
+def test_a_killed_attempt_of_a_run_finished_later_is_superseded_not_running():
+    record = _records()[0]
+    killed, redone = _FakeRun(record, state="running"), _FakeRun(record)
+    for runs in ([killed, redone], [redone, killed]):
+        scan = read_project("me/proj", api=_FakeApi(runs))
+        assert [r.run_id for r in scan.records] == [record.run_id]
+        assert scan.skipped == {"superseded": 1}
+    assert read_project("me/proj", api=_FakeApi([killed])).skipped == {"running": 1}
+
+
+def test_the_identity_keeps_the_config_types_and_names_the_order():
+    class _Config(dict):
+        def update(self, values, allow_val_change=False):
+            super().update(values)
+
+    class _Run:
+        config = _Config()
+
+    record = dataclasses.replace(_records()[0], config={"trainer": {"overfit_batches": 0.0}})
+    run = _Run()
+    log_identity(run, record)
+    identity = run.config["taskonomy"]
+    assert identity["order"] == 1
+    identity["config"] = {"trainer": {"overfit_batches": 0}}  # as W&B stores a whole float
+    back = record_from_wandb(run.config, {}, "unknown", {}, "somewhere")
+    assert back.config == record.config
+    assert isinstance(back.config["trainer"]["overfit_batches"], float)
 
 
 def test_an_unreadable_run_is_named_and_skipped_unless_none_can_be_read():
