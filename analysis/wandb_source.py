@@ -37,7 +37,7 @@ from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
-from taskonomy.analysis.records import RecordScan, RunRecord, recency
+from taskonomy.analysis.records import RecordScan, RunRecord, recency, utc_now
 from taskonomy.datamodules.domains import atomic_write_bytes
 
 #: Name of the logged per-image loss table.
@@ -84,6 +84,7 @@ def _identity(record: RunRecord) -> dict[str, Any]:
     # which reads back with its exact types (W&B stores a whole float such as 0.0 as 0).
     return {"run_id": record.run_id, "role": record.role, "target": record.target,
             "sources": list(record.sources), "order": record.order, "regime": record.regime,
+            "started_at": record.started_at,
             "schema_version": record.schema_version, "config": record.config,
             "config_json": json.dumps(record.config, sort_keys=True),
             "metrics": sorted(record.metrics)}
@@ -132,6 +133,8 @@ def record_from_wandb(config: Mapping[str, Any], summary: Mapping[str, Any], sta
         own_config = {k: v for k, v in config.items() if k != CONFIG_KEY and not k.startswith("_")}
     fields = {name: summary.get(key) for key, name in SUMMARY_FIELDS.items()
               if name != "status" and summary.get(key) is not None}
+    if "started_at" not in fields and isinstance(identity.get("started_at"), str):
+        fields["started_at"] = identity["started_at"]  # logged at the start: killed runs too
     try:
         return RunRecord(
             run_id=str(identity["run_id"]), role=str(identity["role"]),
@@ -318,14 +321,27 @@ def read_project(project: str, *, api: Any = None, statuses: Iterable[str] = ("f
                      for run in api.runs(project, lazy=False)), keep)
 
 
+def _started_before(attempt: RunRecord, finished: RunRecord, read_at: str) -> bool:
+    """Whether an unfinished attempt started before a finished one ended (it is superseded).
+
+    An attempt logged before its start time rode along in the identity is rebuilt with the
+    time of reading (``read_at`` or later): it counts as superseded, as nothing tells it apart
+    from an attempt killed before the finished one.
+    """
+    if finished.finished_at is None or attempt.started_at >= read_at:
+        return True
+    return attempt.started_at < finished.finished_at
+
+
 def _collect(readers: Iterable[tuple[str, Any]], statuses: Iterable[str] = ("finished",)
              ) -> RecordScan:
     keep = set(statuses)
+    read_at = utc_now()
     records: dict[str, RunRecord] = {}
     skipped: Counter[str] = Counter()
-    #: Statuses of the attempts not kept, per run id (a killed attempt of a run that a later
-    #: attempt finished is superseded, not running).
-    left: dict[str, list[str]] = {}
+    #: The attempts not kept, per run id (one killed before a later attempt of its run
+    #: finished is superseded, not running).
+    left: dict[str, list[RunRecord]] = {}
     first_error: Exception | None = None
     for where, read in readers:
         try:
@@ -346,7 +362,7 @@ def _collect(readers: Iterable[tuple[str, Any]], statuses: Iterable[str] = ("fin
             skipped["unreadable"] += 1
             continue
         if record.status not in keep:
-            left.setdefault(record.run_id, []).append(record.status)
+            left.setdefault(record.run_id, []).append(record)
             continue
         earlier = records.get(record.run_id)
         if earlier is not None:
@@ -356,9 +372,11 @@ def _collect(readers: Iterable[tuple[str, Any]], statuses: Iterable[str] = ("fin
             if recency(record) < recency(earlier):
                 continue
         records[record.run_id] = record
-    for run_id, statuses_left in left.items():
-        for status in statuses_left:
-            skipped["superseded" if run_id in records else status] += 1
+    for run_id, attempts in left.items():
+        for attempt in attempts:
+            kept = records.get(run_id)
+            superseded = kept is not None and _started_before(attempt, kept, read_at)
+            skipped["superseded" if superseded else attempt.status] += 1
     if not records and skipped["unreadable"] and sum(skipped.values()) == skipped["unreadable"]:
         # Not one run could be read: a tool problem (e.g. an old wandb), not a corrupt run.
         raise ValueError(f"no run could be read; the first error: {first_error}")

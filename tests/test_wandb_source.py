@@ -201,6 +201,13 @@ def test_a_killed_attempt_of_a_run_finished_later_is_superseded_not_running():
         assert [r.run_id for r in scan.records] == [record.run_id]
         assert scan.skipped == {"superseded": 1}
     assert read_project("me/proj", api=_FakeApi([killed])).skipped == {"running": 1}
+    # A redo started after the finished attempt (e.g. `sweep run --redo-stale`) is running.
+    redone.summary["taskonomy/finished_at"] = "2026-01-01T00:00:00+00:00"
+    again = _FakeRun(record, state="running")
+    again.config["taskonomy"]["started_at"] = "2026-01-02T00:00:00+00:00"
+    killed.config["taskonomy"]["started_at"] = "2025-12-31T00:00:00+00:00"
+    scan = read_project("me/proj", api=_FakeApi([killed, redone, again]))
+    assert scan.skipped == {"superseded": 1, "running": 1}
 
 
 def test_the_identity_keeps_the_config_types_and_names_the_order():
