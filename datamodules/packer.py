@@ -327,7 +327,8 @@ def resize_file(domain: str, value: Any, resolution: int) -> bytes:
     """Re-encode a decoded image file of ``domain`` at ``resolution``² (PNG stays lossless).
 
     Colour images and 16-bit responses are area-averaged; depth and label images take the
-    nearest pixel. Non-image domains are re-encoded unchanged.
+    pixel under each output pixel's centre (PIL's nearest, as the authors' label resizing and
+    the datamodule's). Non-image domains are re-encoded unchanged.
     """
     import cv2
 
@@ -335,7 +336,7 @@ def resize_file(domain: str, value: Any, resolution: int) -> bytes:
     if spec.kind in ("json", "npy") or value.shape[0] == resolution:
         return encode_domain(domain, value)
     area = spec.kind in _AREA_KINDS or domain in _AREA_DOMAINS
-    interpolation = cv2.INTER_AREA if area else cv2.INTER_NEAREST
+    interpolation = cv2.INTER_AREA if area else cv2.INTER_NEAREST_EXACT
     resized = cv2.resize(value, (resolution, resolution), interpolation=interpolation)
     return encode_domain(domain, resized.astype(value.dtype))
 

@@ -327,6 +327,8 @@ def test_pack_time_resize_keeps_depth_values_and_halves_the_side(tiny_source: Pa
         depth = decode_domain("depth_zbuffer", sample["depth_zbuffer"])
         original = read_domain_file(layout.file_path(ref, "depth_zbuffer"), "depth_zbuffer")
         assert depth.shape == (16, 16) and set(np.unique(depth)) <= set(np.unique(original))
+        # The pixel under each centre, as the datamodule's (and the authors') nearest resize.
+        assert np.array_equal(depth, original[1::2, 1::2])
         assert decode_domain("rgb", sample["rgb"]).shape == (16, 16, 3)
         assert sample["point_info"] == layout.file_path(ref, "point_info").read_bytes()
 
