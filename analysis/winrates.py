@@ -287,8 +287,11 @@ def tournament(target: str, losses: Mapping[str, Mapping[str, float]], *, strict
         tail = (1 - level) / 2 * 100
         for i, name in enumerate(("affinity", "quality", "gain")):
             stacked = np.stack([d[i] for d in draws])
-            # Gain is undefined (NaN) in a draw that holds none of the images pixels has.
-            low, high = np.nanpercentile(stacked, [tail, 100 - tail], axis=0)
+            # Gain is undefined (NaN) in a draw that holds none of the images pixels has;
+            # without pixels (or self) every draw is NaN, and so is the interval.
+            partial = name == "gain" and beats_pixels is not None
+            percentile = np.nanpercentile if partial else np.percentile
+            low, high = percentile(stacked, [tail, 100 - tail], axis=0)
             ci[name] = (low, high)
     return Tournament(target, tuple(players), full, affinity, quality, gain, aligned, ci,
                       gain_images=int(shared.sum()) if shared is not None else 0)

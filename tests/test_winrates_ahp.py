@@ -116,6 +116,16 @@ def test_bootstrap_intervals_contain_the_estimate():
     np.testing.assert_array_equal(again.ci["affinity"][0], low)
 
 
+def test_bootstrap_without_pixels_or_self_gives_undefined_intervals_quietly():
+    rng = np.random.default_rng(4)
+    losses = _losses(rng, {"a": 0.1, "b": 0.3, "random": 1.0})
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # numpy's "All-NaN slice" for every target
+        t = tournament("normal", losses, bootstrap=20)
+    assert np.isnan(t.ci["gain"][0]).all() and np.isnan(t.ci["quality"][1]).all()
+    assert np.isfinite(t.ci["affinity"][0]).all()
+
+
 def test_mismatched_keys_warn_with_counts_or_raise_in_strict_mode():
     rng = np.random.default_rng(0)
     losses = _losses(rng, {"a": 0.1, "self": 0.0})
