@@ -50,6 +50,9 @@ def test_unknown_parameter_rejects_the_sweep_before_any_run(tmp_path: Path,
     assert main(["sweep", "run", str(good), "--runs", str(runs), "--set", "data.rot=x"]) == 2
     err = capsys.readouterr().err
     assert "--set data.rot=x is rejected" in err and "fix the --set value" in err
+    assert main(["sweep", "run", str(good), "--runs", str(runs), "--set",
+                 "trainer.max_steps=abc"]) == 2  # a bad value: `Parser key "trainer.max_steps"`
+    assert "--set trainer.max_steps=abc is rejected" in capsys.readouterr().err
     assert not runs.exists()
 
 

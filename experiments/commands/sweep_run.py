@@ -15,6 +15,7 @@ import io
 import logging
 import multiprocessing
 import os
+import re
 import sys
 from collections.abc import Collection, Sequence
 from concurrent.futures.process import BrokenProcessPool
@@ -264,8 +265,11 @@ def _check_point(sweep: Any, point: Any, runs_dir: str, extra: Sequence[str]) ->
     try:
         check_point_arguments(argv)
     except ValueError as error:
-        # An argument of --set named in the complaint is the user's, not the sweep file's.
-        named = [a for a in extra if a.startswith("--") and a.split("=", 1)[0] in str(error)]
+        # An argument of --set named in the complaint is the user's, not the sweep file's
+        # (jsonargparse names it `--key=value` or `Parser key "key"`; `model.lr` must not
+        # match `model.lr_milestone`).
+        named = [a for a in extra if a.startswith("--") and re.search(
+            rf"(?<![\w.]){re.escape(a[2:].split('=', 1)[0])}(?![\w.])", str(error))]
         if named:
             raise ValueError(
                 f"--set {' '.join(a.removeprefix('--') for a in named)} is rejected by the CLI "
