@@ -256,7 +256,16 @@ def _load_or_make_plan(config: PackConfig) -> dict[str, Any]:
                     "repeat the original command's --split, --split-file/--buildings, "
                     "--shard-size and --resolution")
             changed = _changed_buildings(plan, buildings, notes)
-            if changed and diff == ["buildings_sha1"]:
+            planned = plan.get("buildings") if isinstance(plan.get("buildings"), list) else []
+            newly_corrupt = sorted(set(planned) & set(notes["excluded_corrupt"]))
+            if (newly_corrupt and diff == ["buildings_sha1"]
+                    and set(planned) - set(buildings) == set(newly_corrupt)
+                    and set(buildings) <= set(planned)):
+                # Planned with a building this version knows to be corrupt (e.g. woodbine).
+                hint = (f"{', '.join(newly_corrupt)} is now excluded as known to be corrupt; "
+                        "pass --include-corrupt to finish this pack as planned, or pack again "
+                        "into another --out without it")
+            elif changed and diff == ["buildings_sha1"]:
                 # The same command over a source that gained or lost buildings (a download
                 # finished since): the planned shards cannot take them.
                 hint = (f"the source's buildings changed since it was planned ({changed}); a "

@@ -117,6 +117,26 @@ def test_a_building_downloaded_after_planning_is_named(tmp_path: Path, building_
         pack(PackConfig(**{**config.__dict__, "resume": True}), progress=False)
 
 
+def test_a_plan_with_a_building_now_known_corrupt_says_how_to_finish(
+        tmp_path: Path, building_factory, monkeypatch: pytest.MonkeyPatch):
+    # A pack planned before a building joined the known-corrupt list (as woodbine did).
+    import taskonomy.datamodules.packer as packer
+
+    source = tmp_path / "source"
+    for seed, name in enumerate(("hanson", "klickitat")):
+        building_factory(source, name, points=1, views=2, seed=seed)
+    config = PackConfig(source=source, out=tmp_path / "out", split="train",
+                        buildings=["hanson", "klickitat"], domains=["rgb"], shard_size=2)
+    pack(config, progress=False)
+    monkeypatch.setattr(packer, "KNOWN_CORRUPT_BUILDINGS", frozenset({"klickitat"}))
+    resumed = PackConfig(**{**config.__dict__, "resume": True})
+    with pytest.raises(ValueError, match="klickitat is now excluded as known to be corrupt; "
+                                         "pass --include-corrupt"):
+        pack(resumed, progress=False)
+    done = pack(PackConfig(**{**resumed.__dict__, "include_corrupt": True}), progress=False)
+    assert done.shards_written == 0 and done.manifest is not None
+
+
 def test_corrupt_files_and_known_corrupt_buildings(tmp_path: Path, building_factory):
     source = tmp_path / "src"
     building_factory(source, "hanson", points=2, views=2, seed=3)
