@@ -638,9 +638,11 @@ class TaskonomyCLI(LightningCLI):
         if ckpt_path is None:
             ckpt_path = self.resume_checkpoint()
         self.resumed_from = ckpt_path
+        # Before the record is rewritten as running: a finished run trained further with a
+        # wrong data path keeps its results.
+        self.check_data(datamodule)
         record = self._start_record()
         try:
-            self.check_data(datamodule)
             self.prepare_fit(model, datamodule, ckpt_path)
             config = self._record_config()
             if config != record.config:

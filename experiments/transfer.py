@@ -198,10 +198,9 @@ class TransferCLI(TaskonomyCLI):
         Raises:
             Exception: Whatever stopped the run, after its record was marked ``failed``.
         """
+        self.check_data(datamodule)  # before the record is rewritten as running
         record = self._start_record()
         try:
-            if isinstance(datamodule, TaskonomyDataModule):
-                datamodule.setup("test")
             results = self.trainer.test(model, datamodule=datamodule)
             metrics = {k: float(v) for result in results for k, v in result.items()}
             losses = dict(model.test_per_image_losses)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 
 import pytest
@@ -110,6 +111,7 @@ def test_self_baseline_reproduces_the_task_networks_losses(runs: Path) -> None:
 
 
 def test_self_baseline_cli_tests_without_training(runs: Path, tiny_shards: Path,
+                                                  tmp_path: Path,
                                                   monkeypatch: pytest.MonkeyPatch) -> None:
     from taskonomy.experiments.transfer import main
 
@@ -120,6 +122,14 @@ def test_self_baseline_cli_tests_without_training(runs: Path, tiny_shards: Path,
                  "--regime=auto", "--trainer.logger=false", "--trainer.enable_progress_bar=false",
                  f"--runs_dir={runs}", "--run_id=self-normal"])
     assert code == 0
+    # It trains nothing, so the test split alone is data enough.
+    only_test = tmp_path / "only_test"
+    shutil.copytree(tiny_shards / "test", only_test / "test")
+    assert main(["fit", "--model.target=normal", "--model.kind=self",
+                 f"--model.resolution={RES}", f"--data.root={only_test}",
+                 "--data.batch_size=6", "--data.num_workers=0", "--trainer.logger=false",
+                 "--trainer.enable_progress_bar=false", f"--runs_dir={tmp_path / 'runs'}",
+                 f"--model.task_runs={runs}", "--run_id=self-test-only"]) == 0
     record = read_record(runs / "self-normal" / "record.json")
     assert (record.role, record.target, record.sources, record.regime) == (
         "baseline", "normal", ("self",), "8")

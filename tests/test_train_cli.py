@@ -225,6 +225,18 @@ def test_missing_domain_fails_before_training(tmp_path: Path, tiny_shards: Path,
     assert not (tmp_path / "runs" / "case").exists()
 
 
+def test_a_finished_run_trained_further_from_a_wrong_data_path_keeps_its_results(
+        tmp_path: Path, tiny_shards: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    args = _no_wandb_args(tmp_path, tiny_shards, "normal")
+    assert taskonomy_main(args) == 0
+    path = record_path(tmp_path / "runs", "case")
+    before = path.read_text()
+    further = [*args, "--trainer.max_steps=7", f"--data.root={tmp_path / 'nowhere'}"]
+    assert taskonomy_main(further) == 2
+    assert "no shard manifest" in capsys.readouterr().err
+    assert path.read_text() == before  # not rewritten as running, then failed
+
+
 def test_nan_loss_stops_the_run_and_fails_its_record(
         tmp_path: Path, tiny_shards: Path, monkeypatch: pytest.MonkeyPatch,
         capsys: pytest.CaptureFixture[str]) -> None:
