@@ -29,6 +29,7 @@ import socket
 import subprocess
 import threading
 import time
+import warnings
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import dataclass
@@ -186,7 +187,11 @@ def stale_transfer_points(points: Sequence[SweepPoint], runs_dir: str | Path,
     for point in points:
         if record_status(runs, point.run_id) != "finished":
             continue
-        record = read_record(runs / point.run_id / RECORD_NAME)
+        try:
+            record = read_record(runs / point.run_id / RECORD_NAME)
+        except ValueError as error:  # finished, but not a record this version reads
+            warnings.warn(f"staleness of {point.run_id} unknown: {error}", stacklevel=2)
+            continue
         if record.role not in ("transfer", "baseline"):
             continue
         folder = (record.config.get("model") or {}).get("task_runs") or runs

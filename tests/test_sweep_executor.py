@@ -3,6 +3,7 @@
 import contextlib
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -328,6 +329,12 @@ def test_transfers_on_retrained_sources_are_found_and_set_aside(tmp_path: Path) 
     stale = stale_transfer_points(points, runs)
     assert stale == {run_id: ["reshading: trained on task-old, latest task-new"]
                      for run_id in ("n-r", "d-r", "r-self")}
+    # A finished record this version cannot read is warned about, not fatal.
+    (runs / "odd").mkdir()
+    (runs / "odd" / "record.json").write_text('{"status": "finished", "role": "teacher"}')
+    with pytest.warns(UserWarning, match="staleness of odd unknown"):
+        assert stale_transfer_points([SweepPoint(0, {}, "odd")], runs) == {}
+    shutil.rmtree(runs / "odd")
     # A point another executor holds is left alone; the others move to RUNS/.stale/.
     with _exclusive(runs / "d-r" / ".executor.lock", wait=False) as mine:
         assert mine
