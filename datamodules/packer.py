@@ -240,6 +240,33 @@ def _changed_buildings(plan: dict[str, Any], now: list[str], notes: dict[str, An
     return "; ".join(parts)
 
 
+def _other_pack_hint(config: PackConfig, plan: dict[str, Any], buildings: list[str],
+                     notes: dict[str, Any], diff: list[str]) -> str:
+    """What to do when a split folder holds the plan of another pack (``diff``: what differs)."""
+    hint = ("repeat the original command with --resume" if not config.resume else
+            "repeat the original command's --split, --split-file/--buildings, "
+            "--shard-size and --resolution")
+    if diff != ["buildings_sha1"]:
+        return hint
+    listed = plan.get("buildings")
+    planned: list[str] = listed if isinstance(listed, list) else []
+    newly_corrupt = sorted(set(planned) & set(notes["excluded_corrupt"]))
+    if newly_corrupt and set(planned) - set(buildings) == set(newly_corrupt) and set(
+            buildings) <= set(planned):
+        # Planned with a building this version knows to be corrupt (e.g. woodbine).
+        return (f"{', '.join(newly_corrupt)} is now excluded as known to be corrupt; pass "
+                "--include-corrupt to finish this pack as planned, or pack again into another "
+                "--out without it")
+    changed = _changed_buildings(plan, buildings, notes)
+    if changed:
+        # The same command over a source that gained or lost buildings (a download finished
+        # since): the planned shards cannot take them.
+        return (f"the source's buildings changed since it was planned ({changed}); a pack's "
+                "shards are planned once, so pack the new buildings into another --out, or "
+                "delete the folder and pack again")
+    return hint
+
+
 def _load_or_make_plan(config: PackConfig) -> dict[str, Any]:
     layout = detect_layout(config.source)
     buildings, notes = _select_buildings(config, layout)
@@ -252,25 +279,7 @@ def _load_or_make_plan(config: PackConfig) -> dict[str, Any]:
         # split, buildings and sizes make the same pack, if it holds the same files.
         diff = [k for k in identity if k not in _MOVABLE and plan["identity"].get(k) != identity[k]]
         if diff:
-            hint = ("repeat the original command with --resume" if not config.resume else
-                    "repeat the original command's --split, --split-file/--buildings, "
-                    "--shard-size and --resolution")
-            changed = _changed_buildings(plan, buildings, notes)
-            planned = plan.get("buildings") if isinstance(plan.get("buildings"), list) else []
-            newly_corrupt = sorted(set(planned) & set(notes["excluded_corrupt"]))
-            if (newly_corrupt and diff == ["buildings_sha1"]
-                    and set(planned) - set(buildings) == set(newly_corrupt)
-                    and set(buildings) <= set(planned)):
-                # Planned with a building this version knows to be corrupt (e.g. woodbine).
-                hint = (f"{', '.join(newly_corrupt)} is now excluded as known to be corrupt; "
-                        "pass --include-corrupt to finish this pack as planned, or pack again "
-                        "into another --out without it")
-            elif changed and diff == ["buildings_sha1"]:
-                # The same command over a source that gained or lost buildings (a download
-                # finished since): the planned shards cannot take them.
-                hint = (f"the source's buildings changed since it was planned ({changed}); a "
-                        "pack's shards are planned once, so pack the new buildings into another "
-                        "--out, or delete the folder and pack again")
+            hint = _other_pack_hint(config, plan, buildings, notes, diff)
             raise ValueError(
                 f"{split_dir} holds shards of another pack (differs in: {', '.join(diff)}; "
                 f"packed from {plan['identity']['source']}). Choose another --out or --split, "
