@@ -74,7 +74,8 @@ def _heatmap(matrix: pd.DataFrame, title: str, label: str, norm: Normalize, cmap
     ax.set_yticks(range(rows), list(matrix.index), fontsize=8)
     ax.set_xlabel("target")
     ax.set_ylabel("source")
-    ax.set_title(title, fontsize=10)
+    missing = bool(np.isnan(matrix.to_numpy(dtype=float)).any())
+    ax.set_title(title + ("\n(grey: not measured)" if missing else ""), fontsize=10)
     ax.set_facecolor("#dddddd")  # missing transfers show grey
     # extend: an arrow on the colour bar says values past its end are drawn at the end.
     fig.colorbar(image, ax=ax, label=label, fraction=0.04, pad=0.02, extend=extend)

@@ -157,8 +157,9 @@ def plot_taxonomy(solution: TaxonomySolution, *, title: str | None = None,
                                     label=f"order {o}" if o < top else f"order ≥ {top}")
                              for o in orders]
     served = [n for n in left if (e := solution.edges.get(n)) is not None and e.is_self]
-    handles.append(Patch(facecolor=_SUPERVISED_FACE, edgecolor="#333333", linewidth=1.6,
-                         label="supervised, serves itself (self)"))
+    if served:
+        handles.append(Patch(facecolor=_SUPERVISED_FACE, edgecolor="#333333", linewidth=1.6,
+                             label="supervised, serves itself (self)"))
     if len(served) < len(left):
         handles.append(Patch(facecolor=_SUPERVISED_FACE, edgecolor="#333333", linewidth=0.9,
                              label="supervised as a source only"))

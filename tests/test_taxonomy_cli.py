@@ -1,6 +1,7 @@
 import json
 import re
 
+import numpy as np
 import pandas as pd
 import pytest
 
@@ -257,3 +258,25 @@ def test_a_time_limit_without_a_solution_is_one_line_and_a_sweep_point(capsys, m
     code, out, _ = _run(capsys, "--affinities", "paper-2018", "--budget-sweep", "2..3",
                         "--solver", "highs", "--time-limit", "0.001", "--max-order", "1")
     assert code == 0 and out.count("no solution within --time-limit") == 2
+
+
+@pytest.mark.parametrize("budget", [8, 21])
+def test_taxonomy_graph_sets_each_diamond_beside_its_target_and_explains_its_boxes(budget):
+    from taskonomy.analysis.taxonomy_figures import plot_taxonomy
+
+    solution = solve(build_problem(load_affinities("paper-2018-16k"), budget), "highs")
+    figure = plot_taxonomy(solution)
+    axes = figure.axes[0]
+    labels = [t.get_text() for t in axes.get_legend().get_texts()]
+    served = [t for t, e in solution.edges.items() if e.is_self]
+    assert ("supervised, serves itself (self)" in labels) == bool(served)
+    assert ("supervised as a source only" in labels) == (len(served) < budget)
+    assert "(0.123): the edge's affinity" in labels
+    # One diamond per distinct higher-order source set, clear of the others (at budget 21
+    # three nearly overlapped); rows are a unit apart.
+    spots = np.array([c.get_offsets()[0] for c in axes.collections])
+    hubs = {(e.sources, e.order) for e in solution.edges.values()
+            if not e.is_self and len(e.sources) > 1}
+    assert len(spots) == len(hubs) > 0
+    gaps = [np.hypot(*(a - b)) for i, a in enumerate(spots) for b in spots[i + 1:]]
+    assert min(gaps, default=1.0) >= 0.9  # the former layout: 0.63
