@@ -324,9 +324,9 @@ def read_project(project: str, *, api: Any = None, statuses: Iterable[str] = ("f
 def _started_before(attempt: RunRecord, finished: RunRecord, read_at: str) -> bool:
     """Whether an unfinished attempt started before a finished one ended (it is superseded).
 
-    An attempt logged before its start time rode along in the identity is rebuilt with the
-    time of reading (``read_at`` or later): it counts as superseded, as nothing tells it apart
-    from an attempt killed before the finished one.
+    An attempt whose identity has no start time (logged by an earlier version) is rebuilt with
+    the time of reading (``read_at`` or later): it counts as superseded, as nothing tells it
+    apart from an attempt killed before the finished one.
     """
     if finished.finished_at is None or attempt.started_at >= read_at:
         return True
