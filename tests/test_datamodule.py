@@ -525,6 +525,19 @@ def test_context_blocks_hold_enough_points_and_keep_shard_order():
     assert context_blocks(shards, keep=subset, min_points=2) == [[0, 1], [2, 3, 4]]
 
 
+def _skips_over_ranks(root: Path, task: str, world: int) -> int:
+    """Skipped test samples summed over every rank of a ``world``-rank evaluation."""
+    total = 0
+    for rank in range(world):
+        dm = TaskonomyDataModule(root, tasks=[task], resolution=8, batch_size=2, num_workers=0,
+                                 rank=rank, world_size=world, train_split=None, val_split=None)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)
+            _keys(dm.test_dataloader())
+        total += dm.skipped.count
+    return total
+
+
 def test_ranks_reading_the_same_blocks_count_a_bad_view_once(tiny_shards: Path, tmp_path: Path):
     # Fewer context blocks than ranks: every rank decodes every view, and the skipped counts
     # are summed over ranks, so only the rank owning the view's point may count it.
@@ -532,16 +545,7 @@ def test_ranks_reading_the_same_blocks_count_a_bad_view_once(tiny_shards: Path, 
     shutil.copytree(tiny_shards / "test", root / "test")
     _rewrite_member(root / "test" / "rgb" / "test-000001.tar", 1,
                     b"\x89PNG\r\n\x1a\n" + bytes(100))
-    counts = []
-    for rank in range(3):
-        dm = TaskonomyDataModule(root, tasks=["fixated_pose"], resolution=8, batch_size=2,
-                                 num_workers=0, rank=rank, world_size=3, train_split=None,
-                                 val_split=None)
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", RuntimeWarning)
-            _keys(dm.test_dataloader())
-        counts.append(dm.skipped.count)
-    assert sum(counts) == 1
+    assert _skips_over_ranks(root, "fixated_pose", 3) == 1
 
 
 def test_ranks_reading_the_same_blocks_count_an_unreadable_shard_once(tiny_shards: Path,
@@ -551,13 +555,4 @@ def test_ranks_reading_the_same_blocks_count_an_unreadable_shard_once(tiny_shard
     shutil.copytree(tiny_shards / "test", root / "test")
     _cut_at_member(root / "test" / "rgb" / "test-000001.tar", 1)
     world = 2 * len(read_manifest(root, "test")["shards"])
-    counts = []
-    for rank in range(world):
-        dm = TaskonomyDataModule(root, tasks=["normal"], resolution=8, batch_size=2,
-                                 num_workers=0, rank=rank, world_size=world, train_split=None,
-                                 val_split=None)
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", RuntimeWarning)
-            _keys(dm.test_dataloader())
-        counts.append(dm.skipped.count)
-    assert sum(counts) == 1
+    assert _skips_over_ranks(root, "normal", world) == 1

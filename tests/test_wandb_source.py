@@ -178,16 +178,23 @@ def test_an_online_run_without_its_losses_is_skipped_not_fatal():
     assert "neither per_image_losses.json nor" in messages and "could not be read" in messages
 
 
+class _RunConfig(dict):
+    """A W&B run config as :func:`log_identity` updates it."""
+
+    def update(self, values, allow_val_change=False):
+        super().update(values)
+
+
+class _StartedRun:
+    """A W&B run as far as a starting run touches it: its config."""
+
+    def __init__(self):
+        self.config = _RunConfig()
+
+
 def test_a_run_killed_before_its_record_was_logged_reads_back_as_unfinished():
-    class _Config(dict):
-        def update(self, values, allow_val_change=False):
-            super().update(values)
-
-    class _Run:
-        config = _Config()
-
     record = _records()[0]
-    run = _Run()
+    run = _StartedRun()
     log_identity(run, record)  # at start; the process is then killed (W&B state "unknown")
     back = record_from_wandb(run.config, {}, "unknown", {}, "somewhere")
     assert (back.run_id, back.status, back.target) == (record.run_id, "running", record.target)
@@ -211,15 +218,8 @@ def test_a_killed_attempt_of_a_run_finished_later_is_superseded_not_running():
 
 
 def test_the_identity_keeps_the_config_types_and_names_the_order():
-    class _Config(dict):
-        def update(self, values, allow_val_change=False):
-            super().update(values)
-
-    class _Run:
-        config = _Config()
-
     record = dataclasses.replace(_records()[0], config={"trainer": {"overfit_batches": 0.0}})
-    run = _Run()
+    run = _StartedRun()
     log_identity(run, record)
     identity = run.config["taskonomy"]
     assert identity["order"] == 1
