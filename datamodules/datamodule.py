@@ -48,6 +48,7 @@ from taskonomy.datamodules.multiview import (
     context_blocks,
     group_by_point,
 )
+from taskonomy.datamodules.selfsupervised import LabelSets
 from taskonomy.datamodules.shards import (
     ShardKeyMismatchError,
     is_url,
@@ -213,6 +214,7 @@ class ShardStream(IterableDataset):
         shuffle_buffer: Samples in the shuffle buffer (train only).
         rank, world_size: Override the distributed rank (default: from ``torch.distributed``).
         jigsaw_tile: Jigsaw tile size.
+        label_sets: The ab bins and jigsaw permutations the labels index (default: shipped).
         raw_domains: Domains delivered as ``sample["domains"][d]`` in stored units.
         batch_size, num_workers: The DataLoader's; a training epoch gives every worker a whole
             number of batches, so ``len(dataloader)`` is exact.
@@ -233,6 +235,7 @@ class ShardStream(IterableDataset):
                  train: bool, epoch_size: int, seed: int, counter: StreamSkips,
                  shuffle_buffer: int = 256, rank: int | None = None,
                  world_size: int | None = None, jigsaw_tile: int | None = None,
+                 label_sets: LabelSets | None = None,
                  raw_domains: Sequence[str] = (), batch_size: int = 1,
                  num_workers: int = 0, cached_inputs: frozenset[str] | None = None,
                  memory_mb: float = 0,
@@ -256,6 +259,7 @@ class ShardStream(IterableDataset):
         self.train, self.epoch_size, self.seed = train, epoch_size, seed
         self.counter, self.shuffle_buffer = counter, shuffle_buffer
         self.rank, self.world_size, self.jigsaw_tile = rank, world_size, jigsaw_tile
+        self.label_sets = label_sets
         self.multiview = any(t in MULTIVIEW_TASKS for t in self.tasks)
         self._iterations = 0
         #: Epochs trained before this stream's first one (a run resumed from a checkpoint
@@ -389,7 +393,8 @@ class ShardStream(IterableDataset):
         out: dict[str, Any] = {"__key__": decoded["__key__"]}
         for task in tasks:
             out[task] = make_task_sample(task, decoded, rng, resolution=self.resolution,
-                                         jigsaw_tile=self.jigsaw_tile)
+                                         jigsaw_tile=self.jigsaw_tile,
+                                         label_sets=self.label_sets)
         if self.raw_domains:
             tensors = {}
             for domain in self.raw_domains:
@@ -632,6 +637,10 @@ class TaskonomyDataModule(L.LightningDataModule):
         seed: Seed of the subset, the shuffling and the self-supervised randomness.
         shuffle_buffer: Training shuffle buffer in samples.
         jigsaw_tile: Jigsaw tile size (default: ``resolution``).
+        ab_bins: Colorization's 313 ab bin centres: a 313×2 ``.npy`` file such as the authors'
+            ``pts_in_hull.npy``, or a list (default: the suite's set).
+        jigsaw_permutations: Jigsaw's 100 permutations: a 100×9 ``.npy`` file such as the
+            authors' ``jigsaw_max_hamming_set.npy``, or a list (default: the suite's set).
         rank, world_size: Simulate a distributed rank (tests); default from torch.distributed.
         memory_mb: Encoded samples each loader process keeps in memory after reading their
             shards whole (MiB; 0: read from disk every epoch). Training loaders keep their
@@ -644,9 +653,13 @@ class TaskonomyDataModule(L.LightningDataModule):
                  val_split: str | None = "val", test_split: str | None = "test",
                  limit: int | None = None, epoch_size: int | None = None, seed: int = 0,
                  shuffle_buffer: int = 256, jigsaw_tile: int | None = None,
+                 ab_bins: str | list[list[float]] | None = None,
+                 jigsaw_permutations: str | list[list[int]] | None = None,
                  rank: int | None = None, world_size: int | None = None,
                  memory_mb: float = 512) -> None:
         super().__init__()
+        # Read and checked now, so a wrong file fails before any run starts.
+        self.label_sets = LabelSets.load(ab_bins, jigsaw_permutations)
         if memory_mb < 0:
             raise ValueError(f"memory_mb must be ≥ 0 (0 keeps nothing in memory), got {memory_mb}")
         self.memory_mb = memory_mb
@@ -766,7 +779,8 @@ class TaskonomyDataModule(L.LightningDataModule):
             train=role == "train", epoch_size=self.epoch_size or count, seed=self.seed,
             counter=self.skipped.stream(role), shuffle_buffer=min(self.shuffle_buffer, count),
             rank=self.rank, world_size=self.world_size, jigsaw_tile=self.jigsaw_tile,
-            raw_domains=self.requested_domains, batch_size=self.batch_size,
+            label_sets=self.label_sets, raw_domains=self.requested_domains,
+            batch_size=self.batch_size,
             num_workers=self.num_workers, cached_inputs=cached, memory_mb=self.memory_mb,
             eval_blocks=blocks, shard_counts={s["index"]: s["count"] for s in manifest["shards"]},
         )

@@ -13,13 +13,19 @@ The authors' ``pts_in_hull.npy`` (the 313 bins) and ``jigsaw_max_hamming_set.npy
 of their repositories) are not bundled; both sets are rebuilt here deterministically by the same
 constructions (:func:`build_ab_bins`, :func:`build_jigsaw_permutations`) and shipped as package
 data (``ab_bins_313.npy``, ``jigsaw_permutations_100.npy``) because building them takes seconds.
+A run can use the authors' files instead (:class:`LabelSets`, the ``ab_bins`` and
+``jigsaw_permutations`` options), so that a bin or permutation index means what it meant to them.
 """
 
 from __future__ import annotations
 
 import functools
 import itertools
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass, field
 from importlib import resources
+from pathlib import Path
 
 import cv2
 import numpy as np
@@ -87,12 +93,105 @@ def jigsaw_permutations() -> np.ndarray:
     return shipped if shipped is not None else build_jigsaw_permutations()
 
 
+#: A set given as a ``.npy`` file or as nested lists of numbers (``None``: the shipped set).
+SetSource = str | os.PathLike[str] | Sequence[Sequence[float]] | np.ndarray | None
+
+
+def _read_set(source: str | os.PathLike[str] | Sequence[Sequence[float]] | np.ndarray,
+              option: str) -> np.ndarray:
+    if isinstance(source, (str, os.PathLike)):
+        path = Path(source)
+        if not path.is_file():
+            raise ValueError(f"{option}: {str(path)!r} is no such file; give the path of a .npy "
+                             "file (e.g. the authors' file, downloaded beside your configs)")
+        try:
+            return np.asarray(np.load(path, allow_pickle=False))
+        except (ValueError, OSError) as error:
+            raise ValueError(f"{option}: {path} is not a .npy array file ({error})") from None
+    return np.asarray(source)
+
+
+def load_ab_bins(source: str | os.PathLike[str] | Sequence[Sequence[float]] | np.ndarray
+                 ) -> np.ndarray:
+    """The 313 ab bin centres of a file (such as Zhang et al.'s ``pts_in_hull.npy``) or a list.
+
+    Returns:
+        313×2 float32, in the order given: a bin index is a row of the set.
+
+    Raises:
+        ValueError: No such file, not an array, not 313 distinct finite (a, b) pairs.
+    """
+    values = _read_set(source, "ab_bins")
+    if values.shape != (AB_BIN_COUNT, 2) or not np.issubdtype(values.dtype, np.number):
+        raise ValueError(f"ab_bins must be {AB_BIN_COUNT}×2 numbers (one (a, b) centre per bin, "
+                         f"as pts_in_hull.npy); got an array of shape {values.shape} and dtype "
+                         f"{values.dtype}")
+    if not np.isfinite(values).all() or len(np.unique(values, axis=0)) != AB_BIN_COUNT:
+        raise ValueError("ab_bins must be finite and distinct: two bins with one centre could "
+                         "never both be the nearest")
+    return values.astype(np.float32)
+
+
+def load_jigsaw_permutations(
+        source: str | os.PathLike[str] | Sequence[Sequence[float]] | np.ndarray) -> np.ndarray:
+    """The jigsaw permutations of a file (such as the authors' ``jigsaw_max_hamming_set.npy``).
+
+    Returns:
+        100×9 int64: row ``k`` is the permutation of class ``k`` (tile ``i`` is cut from grid
+        cell ``row[i]``, cells numbered 0–8 row by row).
+
+    Raises:
+        ValueError: No such file, not an array, not 100 distinct permutations of 0..8.
+    """
+    values = _read_set(source, "jigsaw_permutations")
+    if values.shape != (JIGSAW_PERMUTATIONS, 9) or not np.issubdtype(values.dtype, np.number):
+        raise ValueError(f"jigsaw_permutations must be {JIGSAW_PERMUTATIONS}×9 (one permutation "
+                         f"of the 9 grid cells per class of the jigsaw head); got an array of "
+                         f"shape {values.shape} and dtype {values.dtype}")
+    rows = np.sort(values, axis=1)
+    if not (rows == np.arange(9)).all():
+        hint = " (it counts cells from 1: subtract 1)" if (rows == np.arange(1, 10)).all() else ""
+        raise ValueError(f"jigsaw_permutations: every row must be a permutation of the cells "
+                         f"0..8{hint}")
+    if len(np.unique(values, axis=0)) != JIGSAW_PERMUTATIONS:
+        raise ValueError("jigsaw_permutations: two classes share one permutation; the rows "
+                         "must be distinct")
+    return values.astype(np.int64)
+
+
+@dataclass(frozen=True)
+class LabelSets:
+    """What the labels of the two index-coded self-supervised tasks index.
+
+    Colorization's targets are distributions over ``ab_bins`` (313×2); jigsaw's label ``k`` means
+    ``jigsaw_permutations[k]`` (100×9). Both default to the shipped sets.
+    """
+
+    ab_bins: np.ndarray = field(default_factory=lambda: ab_bins())
+    jigsaw_permutations: np.ndarray = field(default_factory=lambda: jigsaw_permutations())
+
+    @classmethod
+    def load(cls, ab_bins: SetSource = None, jigsaw_permutations: SetSource = None) -> LabelSets:
+        """The sets of files or lists (``None``: the shipped set), checked.
+
+        Raises:
+            ValueError: See :func:`load_ab_bins` and :func:`load_jigsaw_permutations`.
+        """
+        sets = cls()
+        return cls(
+            sets.ab_bins if ab_bins is None else load_ab_bins(ab_bins),
+            sets.jigsaw_permutations if jigsaw_permutations is None
+            else load_jigsaw_permutations(jigsaw_permutations),
+        )
+
+
 #: Width (ab units) of the Gaussian that smooths the ab-bin distribution before the prior boost
 #: (Zhang et al. 2016: σ = 5).
 AB_PRIOR_SIGMA = 5.0
 
 
-def smooth_ab_distribution(counts: np.ndarray, sigma: float = AB_PRIOR_SIGMA) -> np.ndarray:
+def smooth_ab_distribution(counts: np.ndarray, sigma: float = AB_PRIOR_SIGMA,
+                           bins: np.ndarray | None = None) -> np.ndarray:
     """The empirical ab-bin distribution smoothed with a Gaussian in ab space (sums to 1).
 
     Zhang et al. (2016), whose prior boost the authors' colorization loss uses, smooth the
@@ -103,6 +202,7 @@ def smooth_ab_distribution(counts: np.ndarray, sigma: float = AB_PRIOR_SIGMA) ->
     Args:
         counts: 313 non-negative counts (or probabilities) over the bins of :func:`ab_bins`.
         sigma: Kernel width in ab units (the bins are 10 apart).
+        bins: The 313 bin centres the counts are over (default: :func:`ab_bins`).
 
     Raises:
         ValueError: Wrong length, negative counts or none at all, or ``sigma`` not positive.
@@ -113,7 +213,7 @@ def smooth_ab_distribution(counts: np.ndarray, sigma: float = AB_PRIOR_SIGMA) ->
             f"need {AB_BIN_COUNT} non-negative ab-bin counts, not all zero, and sigma > 0; got "
             f"{len(counts)} counts (sum {counts.sum():g}) and sigma {sigma}"
         )
-    centres = ab_bins().astype(np.float64)
+    centres = (ab_bins() if bins is None else bins).astype(np.float64)
     squared = ((centres[:, None, :] - centres[None, :, :]) ** 2).sum(-1)
     smoothed = np.exp(-squared / (2.0 * sigma**2)) @ (counts / counts.sum())
     return smoothed / smoothed.sum()
@@ -142,13 +242,14 @@ def build_ab_bins() -> np.ndarray:
     return chosen.astype(np.float32)
 
 
-def colorization_sample(rgb: np.ndarray, resolution: int) -> tuple[np.ndarray, np.ndarray]:
+def colorization_sample(rgb: np.ndarray, resolution: int,
+                        bins: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
     """Colorization input and target from a stored H×W×3 uint8 image.
 
     As the authors' ``to_light`` and ``ab_image_to_prob``: the lightness of the image resized
     bilinearly to R; the ab target from the image resized bilinearly (without anti-aliasing,
     as their skimage's ``resize``) straight to R/4 in its 0–255 range, truncated to uint8,
-    then converted to Lab.
+    then converted to Lab. ``bins``: the 313 bin centres (default: :func:`ab_bins`).
 
     Returns:
         ``(L, soft)``: the 1×R×R lightness in [-1,1] and the 313×(R/4)×(R/4) soft ab encoding
@@ -162,7 +263,7 @@ def colorization_sample(rgb: np.ndarray, resolution: int) -> tuple[np.ndarray, n
     # ``.astype('uint8')`` of the authors truncates (an exact value stays what it was).
     small = np.floor(np.clip(small, 0.0, 255.0) + 1e-3) / 255.0
     ab = rgb_to_lab(small.astype(np.float32))[:, :, 1:].reshape(-1, 2)
-    bins = ab_bins()
+    bins = ab_bins() if bins is None else bins
     distance2 = ((ab[:, None, :] - bins[None, :, :]) ** 2).sum(-1)
     nearest = np.argpartition(distance2, COLOR_NEIGHBOURS, axis=1)[:, :COLOR_NEIGHBOURS]
     weights = np.exp(-np.take_along_axis(distance2, nearest, 1) / (2 * COLOR_SIGMA**2))
@@ -193,15 +294,18 @@ def build_jigsaw_permutations() -> np.ndarray:
 
 
 def jigsaw_sample(rgb_chw: np.ndarray, rng: np.random.Generator,
-                  tile_size: int) -> tuple[np.ndarray, int]:
+                  tile_size: int, permutations: np.ndarray | None = None
+                  ) -> tuple[np.ndarray, int]:
     """Jigsaw tiles and label from a 3×H×W image in [-1,1].
+
+    ``permutations``: the 100×9 set the label indexes (default: :func:`jigsaw_permutations`).
 
     Returns:
         ``(tiles, k)``: 9×3×tile×tile tiles where tile i is cut from grid cell ``perm[k][i]``,
         and the permutation index k.
     """
     k = int(rng.integers(JIGSAW_PERMUTATIONS))
-    permutation = jigsaw_permutations()[k]
+    permutation = (jigsaw_permutations() if permutations is None else permutations)[k]
     image = rgb_chw.transpose(1, 2, 0)
     h, w = image.shape[:2]
     unit_h, unit_w = h // 3, w // 3

@@ -91,7 +91,7 @@ def _dense(target: np.ndarray, mask: np.ndarray | None = None) -> dict[str, Any]
 
 
 def _single_view(task: str, d: dict[str, Any], rng: np.random.Generator, r: int,
-                 jigsaw_tile: int) -> dict[str, Any]:
+                 jigsaw_tile: int, label_sets: ss.LabelSets | None) -> dict[str, Any]:
     # The datamodule passes the RGB encoding it already made for ``batch["rgb"]``.
     ready = d.get("__rgb__")
     rgb = ready if ready is not None and ready.shape[-1] == r else enc.rgb_encoding(
@@ -103,10 +103,12 @@ def _single_view(task: str, d: dict[str, Any], rng: np.random.Generator, r: int,
     if task == "inpainting":
         return {"input": ss.inpainting_input(rgb), "target": rgb}
     if task == "colorization":
-        lightness, soft = ss.colorization_sample(_need(d, "rgb"), r)
+        lightness, soft = ss.colorization_sample(
+            _need(d, "rgb"), r, label_sets.ab_bins if label_sets else None)
         return {"input": lightness, "target": soft}
     if task == "jigsaw":  # tiles cut from the stored image, as the authors cut them at 512²
-        tiles, k = ss.jigsaw_sample(enc.rgb_encoding(_need(d, "rgb"), None), rng, jigsaw_tile)
+        tiles, k = ss.jigsaw_sample(enc.rgb_encoding(_need(d, "rgb"), None), rng, jigsaw_tile,
+                                    label_sets.jigsaw_permutations if label_sets else None)
         return {"input": tiles, "target": np.int64(k)}
     out: dict[str, Any] = {"input": rgb}
     if task == "principal_curvature":
@@ -188,7 +190,8 @@ def _to_tensor(value: Any) -> torch.Tensor:
 
 def make_task_sample(task: str, decoded_domains: dict[str, Any], rng: np.random.Generator, *,
                      resolution: int | None = None,
-                     jigsaw_tile: int | None = None) -> dict[str, torch.Tensor]:
+                     jigsaw_tile: int | None = None,
+                     label_sets: ss.LabelSets | None = None) -> dict[str, torch.Tensor]:
     """Build one task's sample (without the batch axis) from decoded domain files.
 
     Args:
@@ -201,6 +204,7 @@ def make_task_sample(task: str, decoded_domains: dict[str, Any], rng: np.random.
         resolution: Training resolution (default: the RGB file's).
         jigsaw_tile: Jigsaw tile size (default: ``resolution``, as the authors resize tiles to
             the full input size).
+        label_sets: The ab bins and jigsaw permutations the labels index (default: shipped).
 
     Returns:
         ``"input"``: 3×R×R (1×R×R colorization, 9×3×t×t jigsaw, V×3×R×R multi-view);
@@ -222,7 +226,7 @@ def make_task_sample(task: str, decoded_domains: dict[str, Any], rng: np.random.
         sample = _multi_view(task, views, r)
     else:
         r = resolution or int(_need(decoded_domains, "rgb").shape[0])
-        sample = _single_view(task, decoded_domains, rng, r, jigsaw_tile or r)
+        sample = _single_view(task, decoded_domains, rng, r, jigsaw_tile or r, label_sets)
     return {name: _to_tensor(value) for name, value in sample.items()}
 
 

@@ -120,10 +120,15 @@ def _lab_to_rgb(lightness: np.ndarray, ab: np.ndarray) -> np.ndarray:
     return np.ascontiguousarray((np.clip(rgb, 0, 1) * 255).astype(np.uint8))
 
 
-def render_colorization(lightness: np.ndarray, distribution: np.ndarray) -> np.ndarray:
-    """Colorization: the input lightness with the expected ab colour of a 313-bin distribution."""
+def render_colorization(lightness: np.ndarray, distribution: np.ndarray,
+                        bins: np.ndarray | None = None) -> np.ndarray:
+    """Colorization: the input lightness with the expected ab colour of a 313-bin distribution.
+
+    ``bins``: the 313×2 centres the distribution is over (default: the shipped set).
+    """
     weights = distribution.reshape(distribution.shape[0], -1)
-    ab = (ab_bins().T @ weights).T.reshape(*distribution.shape[1:], 2)
+    centres = ab_bins() if bins is None else bins
+    ab = (centres.T @ weights).T.reshape(*distribution.shape[1:], 2)
     return _lab_to_rgb(lightness[0], ab)
 
 
@@ -175,7 +180,8 @@ def render_tile(module: Any, column: str, sample: dict[str, np.ndarray], size: i
         return render_vector(spec.name, spec.family, value, is_logits=is_prediction, size=size)
     if spec.family == "dense_classification" and spec.output_kind == "dense_quarter":
         distribution = _softmax(value) if is_prediction else value
-        return render_colorization(sample["input"], distribution)
+        return render_colorization(sample["input"], distribution,
+                                   getattr(module, "ab_centres", None))
     if spec.family == "dense_classification":
         labels = value.argmax(0) if is_prediction else value
         stored = labels.astype(np.int64) + 1  # back to file labels: 0 uncertain, 1 background

@@ -201,7 +201,8 @@ def count_class_labels(datamodule: TaskonomyDataModule, task: str,
         datamodule.root, split, label_domains or ["rgb"], [task],
         datamodule.resolution, list(chosen), keys, train=False, epoch_size=len(keys),
         seed=datamodule.seed, counter=SkipCounter().stream("images"), rank=0, world_size=1,
-        jigsaw_tile=datamodule.jigsaw_tile, cached_inputs=keys if label_domains else None,
+        jigsaw_tile=datamodule.jigsaw_tile, label_sets=datamodule.label_sets,
+        cached_inputs=keys if label_domains else None,
     )
     counts = torch.zeros(spec.output_channels, dtype=torch.float64)
     samples = 0
@@ -279,7 +280,8 @@ def resolve_class_weights(model: TaskModule, datamodule: Any, ckpt_path: str | N
         )
     counts, samples = count_class_labels(datamodule, model.spec.name, max_samples, progress)
     if is_ab_bin_task(model.spec.name):  # Zhang et al.'s Gaussian smoothing of the colours
-        counts = torch.from_numpy(smooth_ab_distribution(counts.numpy()))
+        counts = torch.from_numpy(smooth_ab_distribution(
+            counts.numpy(), bins=datamodule.label_sets.ab_bins))
     weights = class_balancing_weights(counts, CLASS_BALANCE_MIX).tolist()
     return model.set_class_weights(weights), f"counted on {samples} training samples"
 

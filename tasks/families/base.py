@@ -83,8 +83,8 @@ def load_class_weights(path: str | Path) -> list[float]:
 
     The authors' ``semseg_prior_factor.npy`` (the 17 weights of semantic segmentation, in their
     repository's ``taskbank/lib/data/``) loads as it is. Their colorization prior
-    (``prior_factor_in_door.npy``) follows the order of their ``pts_in_hull.npy`` bins, which
-    are rebuilt here, so it fits only if the bins match.
+    (``prior_factor_in_door.npy``) follows the order of their ``pts_in_hull.npy`` bins, so it
+    fits when the run's data uses those bins (``--data.ab_bins=pts_in_hull.npy``).
 
     Raises:
         ValueError: No such file (a misspelt option lands here too), or it holds no numbers.

@@ -6,21 +6,22 @@ optional cGAN term. Dense classification: semantic segmentation (17 tanh-bounded
 weighted cross-entropy with uncertain pixels masked; with ``class_weights: auto`` the training
 CLI counts the weights) and colorization (313 ab-bin logits at a quarter of the resolution,
 soft-target cross-entropy, each pixel weighted by the prior boost of its arg-max ab bin as in
-Zhang et al. 2016; ``class_weights: auto`` counts the bins of the training images, as the
-authors' ``prior_factor_in_door.npy`` is not bundled and indexes their own ab bins). Colorization's
-optional cGAN term judges the recoloured image (:func:`regenerate_ab`), as the authors'
-``EDSoftmaxRegenCGAN`` did.
+Zhang et al. 2016; ``class_weights: auto`` counts the bins of the training images; the authors'
+``prior_factor_in_door.npy`` fits with their bins, ``--data.ab_bins=pts_in_hull.npy``).
+Colorization's optional cGAN term judges the recoloured image (:func:`regenerate_ab`), as the
+authors' ``EDSoftmaxRegenCGAN`` did.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
+import numpy as np
 import torch
 from torch import nn
 from torch.nn import functional as F
 
-from taskonomy.datamodules.selfsupervised import ab_bins
+from taskonomy.datamodules.selfsupervised import LabelSets, ab_bins
 from taskonomy.tasks.families.base import TaskModule, check_same_shape
 from taskonomy.tasks.losses import Reduction, get_loss, soft_cross_entropy, weighted_cross_entropy
 from taskonomy.tasks.networks.decoders import ColorizationDecoder, DenseDecoder
@@ -30,19 +31,21 @@ from taskonomy.tasks.networks.decoders import ColorizationDecoder, DenseDecoder
 RECOLOUR_LOGIT_SCALE = 2.606
 
 
-def regenerate_ab(distribution: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+def regenerate_ab(distribution: torch.Tensor, size: tuple[int, int],
+                  bins: np.ndarray | None = None) -> torch.Tensor:
     """The ab image of a distribution over the 313 ab bins, enlarged to ``size``.
 
     Each pixel's expected ab value under ``distribution`` (``B×313×h×w``, summing to 1 over the
     bins), in Lab units as the authors fed it to the discriminator, enlarged by nearest neighbour:
     their ``colorized_image_from_softmax`` (a 1×1 convolution with the bin centres, then a
-    nearest-neighbour resize to the input size).
+    nearest-neighbour resize to the input size). ``bins``: the 313×2 centres (default:
+    :func:`~taskonomy.datamodules.selfsupervised.ab_bins`).
 
     Returns:
         ``B×2×size``.
     """
-    bins = distribution.new_tensor(ab_bins())
-    ab = torch.einsum("bkhw,kc->bchw", distribution, bins)
+    centres = distribution.new_tensor(ab_bins() if bins is None else bins)
+    ab = torch.einsum("bkhw,kc->bchw", distribution, centres)
     return F.interpolate(ab, size=size, mode="nearest")
 
 
@@ -73,6 +76,18 @@ class DenseRegressionTask(TaskModule):
 class DenseClassificationTask(TaskModule):
     """Per-pixel classification: semantic segmentation or colorization (by ``output_kind``)."""
 
+    #: Colorization's 313×2 bin centres, taken from the datamodule in :meth:`setup` (``None``:
+    #: the shipped set). Not saved: the run's config names the file, and the bins only serve
+    #: to draw and judge colours.
+    ab_centres: np.ndarray | None = None
+
+    def setup(self, stage: str) -> None:
+        """Take the ab bins of the trainer's datamodule (``--data.ab_bins``), if it has any."""
+        super().setup(stage)
+        sets = getattr(self.trainer.datamodule, "label_sets", None)
+        if isinstance(sets, LabelSets):
+            self.ab_centres = sets.ab_bins
+
     def gan_supported(self) -> bool:
         """Colorization has the authors' cGAN term; semantic segmentation has none."""
         return self.spec.output_kind == "dense_quarter"
@@ -90,8 +105,8 @@ class DenseClassificationTask(TaskModule):
         """
         size = tuple(task_batch["input"].shape[-2:])
         generated = torch.softmax(prediction.float() * RECOLOUR_LOGIT_SCALE, dim=1)
-        real = regenerate_ab(task_batch["target"].float(), size)
-        fake = regenerate_ab(generated, size)
+        real = regenerate_ab(task_batch["target"].float(), size, self.ab_centres)
+        fake = regenerate_ab(generated, size, self.ab_centres)
         return real.to(prediction.dtype), fake.to(prediction.dtype)
 
     def make_head(self, in_channels: int) -> nn.Module:
