@@ -43,8 +43,9 @@ from taskonomy.analysis.records import WEIGHTS_FINGERPRINT
 from taskonomy.datamodules.domains import atomic_write_bytes
 
 #: Version of the cache files; other versions are rebuilt. 2: the encoders' max-pool pads like
-#: TF's SAME (the same weights now give other representations).
-CACHE_VERSION = 2
+#: TF's SAME (the same weights now give other representations). 3: denoising and inpainting
+#: sources read their own tasks' inputs (noisy, centre blanked).
+CACHE_VERSION = 3
 
 _SAFE = re.compile(r"[^A-Za-z0-9._=+-]+")
 

@@ -4,8 +4,10 @@ A transfer for target t from sources S (order |S| = 1..4, or longer beam chains)
 
 1. each source's encoder is taken from its finished task run (found through the run records of
    ``task_runs``; the record names the checkpoint), frozen and kept in eval mode;
-2. the sources' representations of the image (``B×8×h×w`` each; colorization's encoder reads the
-   L channel) are concatenated channel-wise (``8·|S|`` channels);
+2. the sources' representations of the image (``B×8×h×w`` each; each encoder reads the image
+   as its task did: colorization's the L channel, denoising's a noisy copy, inpainting's one
+   with the centre blanked, as the authors extracted representations through each source's own
+   input step) are concatenated channel-wise (``8·|S|`` channels);
 3. the paper's readout (:class:`~taskonomy.tasks.networks.readout.TransferReadout`) maps them to
    16 channels, and a freshly initialized copy of t's head (``make_head(16)`` of t's family)
    predicts t; multi-view targets apply the readout per view with shared weights;
@@ -15,8 +17,9 @@ A transfer for target t from sources S (order |S| = 1..4, or longer beam chains)
    loss only, as the authors' did).
 
 The same module runs the baselines (``kind``): ``pixels`` (a small from-scratch network instead
-of frozen sources), ``random`` (the readout on a random frozen encoder) and ``self`` (t's own
-task network, evaluated only). With ``cache_dir`` set, representations come from the
+of frozen sources, reading t's own input as the authors' side encoder did: denoising's noisy
+image), ``random`` (the readout on a random frozen encoder) and ``self`` (t's own task network,
+evaluated only). With ``cache_dir`` set, representations come from the
 representation cache (:mod:`taskonomy.tasks.representations`) by sample key.
 
 With the cache on and a :class:`~taskonomy.datamodules.datamodule.TaskonomyDataModule`, a
@@ -34,6 +37,7 @@ import contextlib
 import io
 import os
 import warnings
+import zlib
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -58,7 +62,7 @@ from taskonomy.analysis.records import (
 )
 from taskonomy.datamodules.datamodule import TaskonomyDataModule
 from taskonomy.datamodules.domains import atomic_write_bytes
-from taskonomy.datamodules.selfsupervised import rgb_to_lab
+from taskonomy.datamodules.selfsupervised import denoising_input, rgb_to_lab
 from taskonomy.tasks.baselines import (
     PixelsEncoder,
     freeze,
@@ -232,11 +236,42 @@ def resolve_checkpoint(record: RunRecord, runs_dir: str | os.PathLike[str]) -> P
 SOURCE_RUNS_KEY = "taskonomy_source_runs"
 
 
-def source_input(spec: TaskSpec, images: torch.Tensor) -> torch.Tensor:
-    """The image in the form a source's encoder reads: RGB in [-1,1], or colorization's L.
+def noisy_images(images: torch.Tensor) -> torch.Tensor:
+    """Denoising's input made of ``B×3×H×W`` images in [-1,1]: each with its own fixed noise.
 
-    Jigsaw's encoder reads the whole image, not tiles (as the authors extracted it).
+    The noise is :func:`~taskonomy.datamodules.selfsupervised.denoising_input`'s, drawn from a
+    seed hashed from the image's values, so a representation does not depend on the batch, the
+    epoch or whether it came from the cache (the authors extracted each one once).
     """
+    pixels = ((images.detach().float().cpu() + 1.0) / 2.0).clamp(0.0, 1.0)
+    noisy = [
+        denoising_input(image.permute(1, 2, 0).numpy(),
+                        np.random.default_rng(zlib.crc32(image.numpy().tobytes())))
+        for image in pixels
+    ]
+    return torch.from_numpy(np.stack(noisy)).to(images)
+
+
+def centre_blanked(images: torch.Tensor) -> torch.Tensor:
+    """Inpainting's input: ``B×3×H×W`` images with the centre block (H/4:3H/4, W/4:3W/4) at 0."""
+    out = images.clone()
+    h, w = images.shape[-2:]
+    out[..., h // 4: 3 * h // 4, w // 4: 3 * w // 4] = 0.0
+    return out
+
+
+def source_input(spec: TaskSpec, images: torch.Tensor) -> torch.Tensor:
+    """The image in the form a source's encoder reads, as it did when its task was trained.
+
+    RGB in [-1,1]; colorization's L; denoising's noisy image (:func:`noisy_images`); inpainting's
+    image with its centre blanked (:func:`centre_blanked`). The authors extracted every source's
+    representations through its task's own input step; jigsaw's through the whole image, not
+    tiles.
+    """
+    if spec.name == "denoising":
+        return noisy_images(images)
+    if spec.name == "inpainting":
+        return centre_blanked(images)
     if spec.input_channels == 3:
         return images
     if spec.input_channels == 1:
@@ -674,7 +709,8 @@ class TransferTask(L.LightningModule):
         """The images a batch's representations are made of (``B×3×H×W`` or ``B×V×3×H×W``)."""
         images = self._batch_images(batch)
         if images is None:
-            what = f"'{self.target}'/'input'" if self.multi_view else "'rgb'"
+            own = self.multi_view or self.pixels is not None
+            what = f"'{self.target}'/'input'" if own else "'rgb'"
             raise KeyError(
                 f"transfer batches need the images under {what} (batch contract); batches "
                 "without images can only be read out of a filled representation cache"
@@ -682,7 +718,9 @@ class TransferTask(L.LightningModule):
         return images
 
     def _batch_images(self, batch: dict[str, Any]) -> torch.Tensor | None:
-        if self.multi_view:
+        # Multi-view targets' views, and the pixels baseline's input: the target's own, as the
+        # authors' side encoder read it (denoising's noisy image).
+        if self.multi_view or self.pixels is not None:
             return cast(torch.Tensor | None, self._task_batch(batch).get("input"))
         return cast(torch.Tensor | None, batch.get("rgb"))
 

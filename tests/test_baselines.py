@@ -63,6 +63,18 @@ def test_pixels_baseline_trains_its_network_and_head() -> None:
     assert model(batch).shape == (2, 3, RES, RES)
 
 
+def test_pixels_baseline_reads_the_targets_own_input() -> None:
+    # The authors' side encoder took the target's input: denoising's noisy image, not the clean.
+    model = TransferTask(target="denoising", kind="pixels", **SMALL)  # type: ignore[arg-type]
+    assert model.pixels is not None
+    seen: list[torch.Tensor] = []
+    model.pixels.register_forward_hook(lambda _, inputs, __: seen.append(inputs[0]))
+    batch = fake_batch(get_spec("denoising"), 2, RES)
+    batch["rgb"] = torch.zeros_like(batch["denoising"]["input"])
+    model(batch)
+    assert seen[0] is batch["denoising"]["input"]
+
+
 def test_random_encoder_is_seeded_frozen_and_leaves_the_rng_alone() -> None:
     torch.manual_seed(123)
     state = torch.random.get_rng_state()

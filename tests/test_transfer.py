@@ -194,6 +194,25 @@ def test_colorization_source_reads_lightness() -> None:
     assert source_input(get_spec("normal"), rgb) is rgb
 
 
+def test_denoising_and_inpainting_sources_read_their_own_inputs() -> None:
+    images = torch.rand(3, 3, 16, 16) * 2 - 1
+    noisy = source_input(get_spec("denoising"), images)
+    # Variance 0.01 on the [0,1] image: σ 0.2 in [-1,1] (a little less where clipped).
+    assert 0.15 < float((noisy - images).std()) < 0.21
+    # Each image's noise is its own, whatever else is in the batch (the cache encodes other
+    # batches than training reads), and differs between images.
+    assert torch.equal(source_input(get_spec("denoising"), images[1:2]), noisy[1:2])
+    assert torch.equal(source_input(get_spec("denoising"), images.flip(0)), noisy.flip(0))
+    same = images[:1].expand(2, -1, -1, -1).clone()
+    same[1, 0, 0, 0] += 0.5
+    twins = source_input(get_spec("denoising"), same) - same
+    assert not torch.allclose(twins[0, :, 1:], twins[1, :, 1:])
+    blank = source_input(get_spec("inpainting"), images)
+    assert (blank[..., 4:12, 4:12] == 0).all()
+    blank[..., 4:12, 4:12] = images[..., 4:12, 4:12]
+    assert torch.equal(blank, images)
+
+
 def test_checkpoints_leave_frozen_sources_out(runs: Path) -> None:
     model = transfer(runs)
     checkpoint = {"state_dict": model.state_dict()}
