@@ -512,21 +512,26 @@ class ShardStream(IterableDataset):
                 continue
             yield without_inputs(sample)
 
-    def _per_worker(self, world: int, workers: int) -> int:
-        # Rounded up to whole batches: an epoch covers at least ``epoch_size`` samples however
-        # many ranks and workers share it (rounding down dropped up to a batch per worker, a
-        # quarter of a 1k regime's epoch on 8 workers). Train shards are resampled, so a
-        # worker never runs dry.
-        share = -(-self.epoch_size // (world * workers))
-        return -(-share // self.batch_size) * self.batch_size
+    def _rank_batches(self, world: int) -> int:
+        # Whole batches per rank, enough for ``epoch_size`` samples over all ranks: a rank's
+        # epoch is never short (rounding down dropped up to a batch per worker, a quarter of a
+        # 1k regime's epoch on 8 workers), nor more than a batch per rank long.
+        return -(-self.epoch_size // (world * self.batch_size))
+
+    def _per_worker(self, world: int, workers: int, worker: int) -> int:
+        # The rank's batches dealt to its workers (some get one fewer, or none: the loader
+        # takes batches from the others). Rounding each worker's share up to a whole batch
+        # made an epoch of at least world × workers batches: 2048 images of a 1k regime on 8
+        # GPUs. Train shards are resampled, so a worker never runs dry.
+        batches = self._rank_batches(world)
+        return (batches // workers + int(worker < batches % workers)) * self.batch_size
 
     def __len__(self) -> int:
         """Training samples per rank and epoch (evaluation streams have no length)."""
         if not self.train:
             raise TypeError("evaluation streams read every shard once and have no fixed length")
         rank_world = _node_info(self.rank, self.world_size)[1]
-        workers = max(1, self.num_workers)
-        return self._per_worker(rank_world, workers) * workers
+        return self._rank_batches(rank_world) * self.batch_size
 
     def __iter__(self) -> Iterator[dict[str, Any]]:
         rank, world, worker, workers, epoch_seed = self._worker()
@@ -561,7 +566,9 @@ class ShardStream(IterableDataset):
         base = _stable_seed(self.seed, rank, worker, epoch_seed)
         shard_rng = random.Random(base)
         sample_rng = np.random.default_rng(base)
-        per_worker = self._per_worker(world, workers)
+        per_worker = self._per_worker(world, workers, worker)
+        if per_worker == 0:
+            return
         stream = self._samples(self._decoded(self._raw_samples(self._train_shards(shard_rng))),
                                lambda _key: sample_rng)
         # The shuffle buffer's leftovers carry over to the next epoch of this stream (the same

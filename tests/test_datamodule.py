@@ -402,6 +402,29 @@ def test_a_resumed_fit_continues_the_epoch_sequence(tiny_shards: Path):
     assert first != epochs[0]  # a resumed one goes on
 
 
+@pytest.mark.parametrize("world", [1, 2, 4, 8])
+def test_an_epoch_covers_epoch_size_whatever_the_number_of_ranks(tiny_shards: Path, world: int):
+    # The paper's 1k regime on 8 loader workers: each worker's share rounded up to a batch
+    # made 2048 images an epoch on 8 GPUs.
+    dm = TaskonomyDataModule(tiny_shards, tasks=["autoencoding"], resolution=8, batch_size=32,
+                             num_workers=8, epoch_size=1000, rank=0, world_size=world,
+                             val_split=None, test_split=None)
+    dm.setup("fit")
+    stream = dm.train_dataloader().dataset
+    per_rank = len(stream)  # type: ignore[arg-type]
+    assert per_rank % 32 == 0 and 1000 <= world * per_rank < 1000 + world * 32
+    assert sum(stream._per_worker(world, 8, w) for w in range(8)) == per_rank  # type: ignore[attr-defined]
+
+
+def test_workers_with_fewer_batches_still_give_an_exact_epoch(tiny_shards: Path):
+    dm = TaskonomyDataModule(tiny_shards, tasks=["autoencoding"], resolution=8, batch_size=2,
+                             num_workers=2, epoch_size=6, val_split=None, test_split=None)
+    dm.setup("fit")
+    loader = dm.train_dataloader()
+    assert len(loader) == 3  # one worker makes two batches, the other one
+    assert len(_keys(loader)) == 6
+
+
 def test_memory_mb_must_not_be_negative(tiny_shards: Path):
     with pytest.raises(ValueError, match="memory_mb"):
         TaskonomyDataModule(tiny_shards, tasks=["normal"], memory_mb=-1)
