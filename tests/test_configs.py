@@ -117,6 +117,10 @@ def test_cpu_and_paper_settings() -> None:
     assert paper["trainer"]["precision"] == "bf16-mixed"
     assert paper["model"]["gan"] is True  # normal trains with the cGAN term, as the authors'
     assert paper["trainer"]["strategy"] == "ddp"
+    # Per-GPU batches are the paper's divided by N: BN must see the whole step's batch.
+    assert paper["trainer"]["sync_batchnorm"] is True
+    transfer = yaml.safe_load((CONFIGS / "transfer_paper.yaml").read_text())
+    assert transfer["trainer"]["sync_batchnorm"] is True
 
 
 @pytest.mark.parametrize("task", ["jigsaw", "egomotion", "principal_curvature", "class_scene",
