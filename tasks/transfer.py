@@ -72,10 +72,11 @@ from taskonomy.tasks.baselines import (
 )
 from taskonomy.tasks.build import build_task, family_class
 from taskonomy.tasks.families.base import (
-    NonFiniteLossError,
     TaskModule,
+    check_finite_loss,
     gather_per_image_losses,
     per_variable_clip,
+    settle_finite_losses,
     store_per_image_losses,
     uses_class_weights,
 )
@@ -917,11 +918,7 @@ class TransferTask(L.LightningModule):
                                    cast(Reduction, reduction), keys=keys)
 
     def _check_finite(self, loss: torch.Tensor, stage: str) -> None:
-        if not torch.isfinite(loss).all():
-            raise NonFiniteLossError(
-                f"transfer into {self.target!r}: {stage} loss is not finite at step "
-                f"{self.global_step}; lower the learning rate or check the data"
-            )
+        check_finite_loss(self, loss, stage, f"transfer into {self.target!r}")
 
     def training_step(self, batch: dict[str, Any], batch_idx: int) -> torch.Tensor:
         """One optimization step of the readout and head (or the pixels network)."""
@@ -965,8 +962,12 @@ class TransferTask(L.LightningModule):
         return loss
 
     def on_test_epoch_end(self) -> None:
-        """Save new cached representations; merge per-image losses across DDP ranks."""
+        """Save new representations, stop on a non-finite test loss, merge per-image losses.
+
+        Per-image losses are merged across DDP ranks; the stop is decided on all of them.
+        """
         self._save_cache()
+        settle_finite_losses(self, "test")
         self.test_per_image_losses = gather_per_image_losses(self.test_per_image_losses)
 
     def on_train_epoch_end(self) -> None:
@@ -974,8 +975,9 @@ class TransferTask(L.LightningModule):
         self._save_cache()
 
     def on_validation_epoch_end(self) -> None:
-        """Save the representations first seen in this validation pass."""
+        """Save the representations first seen in this pass; stop on a non-finite loss."""
         self._save_cache()
+        settle_finite_losses(self, "val")
 
     def on_fit_end(self) -> None:
         """Say how many representations the cache served and how many were encoded."""

@@ -148,6 +148,42 @@ def test_nan_loss_raises_naming_task_and_step() -> None:
         _trainer(max_steps=1).fit(model, _loader([batch]))
 
 
+def test_a_nan_evaluation_loss_stops_at_the_end_of_the_pass() -> None:
+    # DDP ranks may read different numbers of evaluation batches: a rank that raised mid-pass
+    # left the others waiting. The loss is noted and the pass ends on every rank first.
+    model = build_task("reshading", **TINY)
+    batches = [fake_batch(model.spec, 2, 32, seed=s) for s in range(3)]
+    batches[0]["reshading"]["target"][0, 0, 5, 5] = float("nan")
+    batches[0]["reshading"]["mask"][0, 0, 5, 5] = 1.0
+    seen: list[int] = []
+    model.on_test_batch_end = lambda *args: seen.append(args[2])  # type: ignore[method-assign]
+    with pytest.raises(NonFiniteLossError, match=r"task 'reshading': test loss is nan"):
+        _trainer().test(model, _loader(batches), verbose=False)
+    assert seen == [0, 1, 2]
+
+
+def test_ranks_stop_together_on_another_ranks_nan_loss() -> None:
+    from types import SimpleNamespace
+
+    from taskonomy.tasks.families.base import check_finite_loss, settle_finite_losses
+
+    model = build_task("reshading", **TINY)
+    votes: list[bool] = []
+
+    def another_rank_saw_nan(decision: bool, all: bool = True) -> bool:
+        votes.append(decision)
+        return True
+
+    model._trainer = SimpleNamespace(  # type: ignore[assignment]
+        world_size=2, strategy=SimpleNamespace(reduce_boolean_decision=another_rank_saw_nan),
+        global_step=7, current_epoch=0)
+    with pytest.raises(NonFiniteLossError, match="another GPU"):
+        check_finite_loss(model, torch.tensor(0.5), "train", "task 'reshading'")
+    with pytest.raises(NonFiniteLossError, match="val loss was not finite on another GPU"):
+        settle_finite_losses(model, "val")
+    assert votes == [False, False]  # this rank's own losses were finite
+
+
 def test_test_loop_collects_per_image_losses_by_key() -> None:
     model = build_task("keypoints2d", **TINY)
     batches = [fake_batch(model.spec, 3, 32, seed=s) for s in range(2)]

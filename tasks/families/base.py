@@ -16,6 +16,7 @@ are collected in :attr:`TaskModule.test_per_image_losses`, keyed by sample key.
 from __future__ import annotations
 
 import math
+import weakref
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, cast
@@ -66,6 +67,62 @@ CLASS_WEIGHTED_LOSSES = frozenset({"weighted_cross_entropy"})
 
 class NonFiniteLossError(FloatingPointError):
     """A task loss became NaN or infinite; the message names the task, stage and step."""
+
+
+#: The first non-finite evaluation loss of a module's current pass (see check_finite_loss).
+_NONFINITE_EVAL: weakref.WeakKeyDictionary[L.LightningModule, str] = weakref.WeakKeyDictionary()
+
+
+def _any_rank(module: L.LightningModule, flag: bool) -> bool:
+    trainer = module._trainer
+    if trainer is None or trainer.world_size <= 1:
+        return flag
+    return bool(trainer.strategy.reduce_boolean_decision(flag, all=False))
+
+
+def check_finite_loss(module: L.LightningModule, loss: torch.Tensor, stage: str,
+                      what: str) -> None:
+    """Stop every DDP rank together when a loss is NaN or infinite.
+
+    A rank that raised alone left the others waiting in their next collective (or had them
+    killed), and the run record got a lost connection instead of the cause. Ranks take their
+    training steps in step, so they decide at once; evaluation ranks may read different numbers
+    of batches, so a bad evaluation loss is noted and decided at the end of the pass
+    (:func:`settle_finite_losses`).
+
+    Args:
+        module: The module whose loss it is.
+        loss: The loss of a batch.
+        stage: ``train``, ``val`` or ``test``.
+        what: The module named in the message (``task 'normal'``).
+
+    Raises:
+        NonFiniteLossError: A training loss is not finite on some rank.
+    """
+    finite = bool(torch.isfinite(loss).all())
+    message = (f"{what}: {stage} loss is {loss.detach().float().cpu().tolist()} at step "
+               f"{module.global_step} (epoch {module.current_epoch}); lower the learning rate "
+               "or check the data for NaN values")
+    if stage != "train":
+        if not finite:
+            _NONFINITE_EVAL.setdefault(module, message)
+        return
+    if _any_rank(module, not finite):
+        raise NonFiniteLossError(message if not finite else
+                                 f"{what}: train loss is not finite on another GPU at step "
+                                 f"{module.global_step}; lower the learning rate or check the "
+                                 "data for NaN values")
+
+
+def settle_finite_losses(module: L.LightningModule, stage: str) -> None:
+    """At the end of an evaluation pass: raise on every rank if one saw a non-finite loss.
+
+    Raises:
+        NonFiniteLossError: A ``stage`` loss of this pass was not finite on some rank.
+    """
+    message = _NONFINITE_EVAL.pop(module, None)
+    if _any_rank(module, message is not None):
+        raise NonFiniteLossError(message or f"a {stage} loss was not finite on another GPU")
 
 
 def uses_class_weights(spec: TaskSpec) -> bool:
@@ -360,12 +417,7 @@ class TaskModule(L.LightningModule):
         return batch[self.spec.name]
 
     def _check_finite(self, loss: torch.Tensor, stage: str) -> None:
-        if not torch.isfinite(loss).all():
-            raise NonFiniteLossError(
-                f"task {self.spec.name!r}: {stage} loss is {loss.detach().float().cpu().tolist()} "
-                f"at step {self.global_step} (epoch {self.current_epoch}); lower the learning "
-                "rate or check the data for NaN values"
-            )
+        check_finite_loss(self, loss, stage, f"task {self.spec.name!r}")
 
     def training_step(self, batch: dict[str, Any], batch_idx: int) -> torch.Tensor | None:
         """One optimization step (manual when the cGAN term is on)."""
@@ -506,6 +558,10 @@ class TaskModule(L.LightningModule):
         """Loss and metrics on a validation batch."""
         return self._eval_step(batch, "val")[1]
 
+    def on_validation_epoch_end(self) -> None:
+        """Stop if a validation loss was not finite (on any rank)."""
+        settle_finite_losses(self, "val")
+
     def on_test_epoch_start(self) -> None:
         """Start a fresh collection of per-image losses."""
         self.test_per_image_losses = {}
@@ -518,7 +574,8 @@ class TaskModule(L.LightningModule):
         return loss
 
     def on_test_epoch_end(self) -> None:
-        """Merge per-image losses across DDP ranks so every rank holds all of them."""
+        """Stop if a test loss was not finite; merge per-image losses across DDP ranks."""
+        settle_finite_losses(self, "test")
         self.test_per_image_losses = gather_per_image_losses(self.test_per_image_losses)
 
     def predict_step(self, batch: dict[str, Any], batch_idx: int) -> dict[str, Any]:
