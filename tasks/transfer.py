@@ -76,6 +76,7 @@ from taskonomy.tasks.families.base import (
     check_finite_loss,
     gather_per_image_losses,
     per_variable_clip,
+    seed_rank,
     settle_finite_losses,
     store_per_image_losses,
     uses_class_weights,
@@ -1051,8 +1052,12 @@ class TransferTask(L.LightningModule):
         checkpoint[SOURCE_RUNS_KEY] = self.source_runs
 
     def on_train_start(self) -> None:
-        """Rates for the current step of the config's schedule (a resumed run's may differ)."""
+        """The schedule's rates for the current step; each DDP rank's own random stream.
+
+        A resumed run's rates may differ from its checkpoint's (the config's schedule wins).
+        """
         resync_learning_rates(self.lr_schedulers())
+        seed_rank(self)
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         """Refuse to resume a readout on source weights other than those it was trained on.

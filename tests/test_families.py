@@ -184,6 +184,23 @@ def test_ranks_stop_together_on_another_ranks_nan_loss() -> None:
     assert votes == [False, False]  # this rank's own losses were finite
 
 
+def test_each_rank_trains_with_its_own_random_stream() -> None:
+    from types import SimpleNamespace
+
+    from taskonomy.tasks.families.base import seed_rank
+
+    model = build_task("reshading", **TINY)
+    draws = []
+    for rank, world in [(0, 1), (0, 2), (1, 2), (1, 2)]:
+        torch.manual_seed(5)  # what seed_everything gives every rank
+        model._trainer = SimpleNamespace(world_size=world, global_rank=rank)  # type: ignore[assignment]
+        seed_rank(model)
+        draws.append(torch.rand(4))
+    model._trainer = None
+    assert torch.equal(draws[0], draws[1])  # rank 0 keeps its stream
+    assert not torch.equal(draws[1], draws[2]) and torch.equal(draws[2], draws[3])
+
+
 def test_test_loop_collects_per_image_losses_by_key() -> None:
     model = build_task("keypoints2d", **TINY)
     batches = [fake_batch(model.spec, 3, 32, seed=s) for s in range(2)]

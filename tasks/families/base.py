@@ -114,6 +114,17 @@ def check_finite_loss(module: L.LightningModule, loss: torch.Tensor, stage: str,
                                  "data for NaN values")
 
 
+def seed_rank(module: L.LightningModule) -> None:
+    """Give each DDP rank its own random stream: dropout, instance noise, sampled pixels.
+
+    Every rank is seeded alike before the networks are built (their first weights agree); left
+    so, each sample slot of a step drew the same noise on every GPU. Rank 0 keeps its stream.
+    """
+    trainer = module._trainer
+    if trainer is not None and trainer.world_size > 1:
+        torch.manual_seed(torch.initial_seed() + trainer.global_rank)
+
+
 def settle_finite_losses(module: L.LightningModule, stage: str) -> None:
     """At the end of an evaluation pass: raise on every rank if one saw a non-finite loss.
 
@@ -625,8 +636,12 @@ class TaskModule(L.LightningModule):
                     state["last_epoch"], state["_step_count"] = step, step + 1
 
     def on_train_start(self) -> None:
-        """Rates for the current step of the config's schedule (a resumed run's may differ)."""
+        """The schedule's rates for the current step; each DDP rank's own random stream.
+
+        A resumed run's rates may differ from its checkpoint's (the config's schedule wins).
+        """
         resync_learning_rates(self.lr_schedulers())
+        seed_rank(self)
 
     def configure_optimizers(self) -> Any:
         """Adam with an LR drop at a step milestone (+ SGD for the discriminator)."""
