@@ -12,6 +12,15 @@ TASKS = ["normal", "reshading", "edge_texture"]
 NOVEL = "surface_wetness"
 
 
+
+def stderr(capsys: pytest.CaptureFixture[str]) -> str:
+    """What a command printed to stderr, with rich's line wrapping undone.
+
+    Off a terminal rich wraps at 80 columns, so where a line breaks moves with the length of the
+    temporary paths in it.
+    """
+    return " ".join(capsys.readouterr().err.split())
+
 def _write_runs(runs, *, skip=(), n=60, seed=0, drop_keys=None):
     rng = np.random.default_rng(seed)
     keys = [f"b0-p{i}" for i in range(n)]
@@ -43,7 +52,7 @@ def test_analyze_writes_tables_figures_and_taxonomies(tmp_path, capsys):
     _write_runs(runs)
     assert main(["analyze", str(runs), "--out", str(out), "--budgets", "1..3",
                  "--bootstrap", "20", "--solver", "highs"]) == 0
-    err = capsys.readouterr().err
+    err = stderr(capsys)
     assert "skipped 1 running" in err
     table = AffinityTable.read_csv(out / "affinities.csv")
     assert table.targets() == sorted(TASKS)
@@ -86,21 +95,21 @@ def test_analyze_bad_input_is_reported(tmp_path, capsys):
     _write_runs(runs, skip={"normal--edge_texture"}, drop_keys=("normal--reshading", 5))
     out = tmp_path / "out"
     assert main(["analyze", str(runs), "--out", str(out), "--targets", "normal,nope"]) == 2
-    err = capsys.readouterr().err
+    err = stderr(capsys)
     assert "unknown target(s) ['nope']" in err and "valid task names" in err
     assert main(["analyze", str(runs), "--out", str(out), "--strict"]) == 2
-    assert "55 of 60 sample keys" in capsys.readouterr().err
+    assert "55 of 60 sample keys" in stderr(capsys)
     # A missing transfer is named, and the taxonomies use what exists; figures are still drawn.
     assert main(["analyze", str(runs), "--out", str(out), "--budgets", "1..2"]) == 0
-    err = capsys.readouterr().err
+    err = stderr(capsys)
     assert "reshading lacks 5" in err  # key mismatch reported with counts
     assert "edge_texture → normal" in err and "use the transfers present" in err
     assert (out / "taxonomies" / "budget_2.json").is_file()
     assert (out / "figures" / "quality_gain.png").is_file()
     assert main(["analyze", str(tmp_path / "none"), "--out", str(out)]) == 2
-    assert "does not exist" in capsys.readouterr().err
+    assert "does not exist" in stderr(capsys)
     assert main(["analyze", str(runs), "--out", str(out), "--max-order", "0"]) == 2
-    assert "--max-order must be ≥ 1" in capsys.readouterr().err
+    assert "--max-order must be ≥ 1" in stderr(capsys)
 
 
 def test_analyze_places_a_novel_task(tmp_path, capsys):
@@ -122,7 +131,7 @@ def test_analyze_places_a_novel_task(tmp_path, capsys):
     novel_out = tmp_path / "novel_out"
     assert main(["analyze", str(novel_runs), "--out", str(novel_out), "--novel-task", NOVEL,
                  "--base", str(out), "--budget", "2", "--solver", "highs"]) == 0
-    err = capsys.readouterr().err
+    err = stderr(capsys)
     assert f"novel task {NOVEL}: best sources edge_texture" in err
     ranking = pd.read_csv(novel_out / "novel_task" / "ranking.csv")
     assert list(ranking["sources"][:3]) == ["edge_texture", "normal", "reshading"]
@@ -141,7 +150,7 @@ def test_analyze_draws_an_affinity_source_without_records(tmp_path, capsys):
     out = tmp_path / "paper"
     assert main(["analyze", "--affinities", str(source), "--out", str(out), "--budgets", "2..4",
                  "--solver", "highs"]) == 0
-    said = " ".join(capsys.readouterr().err.split())  # rich's console wraps lines
+    said = stderr(capsys)
     assert "5 targets, transfers up to order 2; wrote" in said
     for name in ("affinity_before_ahp", "affinity_after_ahp", "quality_gain", "similarity_tree",
                  "budget_curve"):
@@ -151,7 +160,7 @@ def test_analyze_draws_an_affinity_source_without_records(tmp_path, capsys):
     assert len(pd.read_csv(out / "taxonomies" / "sweep.csv")) == 3
     assert main(["analyze", str(tmp_path), "--affinities", "paper-2018", "--out",
                  str(out)]) == 2
-    assert "drop RUNS" in capsys.readouterr().err
+    assert "drop RUNS" in stderr(capsys)
 
 
 def test_a_reused_out_folder_shows_only_the_latest_analysis(tmp_path, capsys):
