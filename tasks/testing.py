@@ -52,8 +52,7 @@ def _target(spec: TaskSpec, batch: int, resolution: int, g: torch.Generator) -> 
         out["target"] = target if "log(1+d)" in spec.encoding else target * 1.8 - 0.9
     elif spec.family == "dense_classification" and spec.output_kind == "dense_quarter":
         logits = torch.randn(batch, *shape, generator=g) * 3
-        out["target"] = logits.softmax(1)
-        out["mask"] = torch.rand(batch, 1, *shape[1:], generator=g) * 4 + 0.5
+        out["target"] = logits.softmax(1)  # no mask: the prior boost comes from class_weights
     elif spec.family == "dense_classification":
         out["target"] = _blocks(batch, resolution, 4, spec.output_channels, g)
     elif spec.family == "metric_segmentation":
@@ -73,9 +72,9 @@ def _target(spec: TaskSpec, batch: int, resolution: int, g: torch.Generator) -> 
     if "log(1+d)" in spec.encoding:  # depth: metres beside the log target, 0 where missing
         metres = (torch.exp(out["target"] * math.log(2.0**16)) - 1.0) / 512.0
         out["raw"] = metres * out.get("mask", torch.ones_like(metres))
-    elif spec.mask == "semantic_certain":
-        out["mask"] = _dense_mask(batch, resolution, g)
-        out["target"] = torch.where(out["mask"][:, 0] > 0, out["target"], -1)
+    elif spec.mask == "semantic_certain":  # B×R×R, as the label map
+        out["mask"] = _dense_mask(batch, resolution, g)[:, 0]
+        out["target"] = torch.where(out["mask"] > 0, out["target"], -1)
     elif spec.mask == "sample_valid":
         out["mask"] = torch.ones(batch)
         if batch > 1:
