@@ -8,14 +8,34 @@ including ``point_info`` records with the released field names and fixated camer
 from __future__ import annotations
 
 import json
+import os
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 from scipy.spatial.transform import Rotation
 
 from taskonomy.datamodules.domains import DEPTH_MISSING, write_domain_file
 from taskonomy.datamodules.packer import PackConfig, pack
+
+
+@pytest.fixture(autouse=True)
+def _restore_process_state() -> Iterator[None]:
+    """Give every test the environment and torch thread count the one before it found.
+
+    The CLI sets ``WANDB_MODE`` (and the synthesizer ``NUMBA_CACHE_DIR``) in ``os.environ`` for
+    its subprocesses, and tests pin torch to one thread; left in place, they would make a test
+    pass or fail by the tests that ran before it.
+    """
+    environ = dict(os.environ)
+    threads = torch.get_num_threads()
+    yield
+    os.environ.clear()
+    os.environ.update(environ)
+    torch.set_num_threads(threads)
+
 
 TINY_RESOLUTION = 32
 TRAIN_BUILDINGS = ("allensville", "beechwood", "coffeen")

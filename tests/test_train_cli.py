@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import os
 import shutil
 from pathlib import Path
 
@@ -60,12 +61,16 @@ def wandb_run(tiny_shards: Path, tmp_path_factory: pytest.TempPathFactory) -> Pa
     """One finished ``normal`` run with an offline W&B run; returns the runs folder."""
     tmp = tmp_path_factory.mktemp("train_cli")
     runs = tmp / "runs"
-    with pytest.MonkeyPatch.context() as mp:
-        mp.delenv("WANDB_MODE", raising=False)
-        mp.delenv("WANDB_SWEEP_ID", raising=False)
-        mp.setenv("WANDB_SILENT", "true")
+    environ = dict(os.environ)
+    try:
+        for name in ("WANDB_MODE", "WANDB_SWEEP_ID"):
+            os.environ.pop(name, None)
+        os.environ["WANDB_SILENT"] = "true"
         code = taskonomy_main(["train", "fit", "--config", str(tiny_config(tmp, tiny_shards)),
                                "--model.task=normal", f"--runs_dir={runs}"])
+    finally:  # the CLI sets WANDB_MODE for its subprocesses: leave no trace of it
+        os.environ.clear()
+        os.environ.update(environ)
     assert code == 0
     return runs
 

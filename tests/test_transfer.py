@@ -182,6 +182,14 @@ def test_multi_view_target_reads_each_view(runs: Path) -> None:
     representation = model.frozen_representation(batch, "test")
     assert representation.shape == (2, 2, 8, 2, 2)
     assert model(batch).shape == (2, 6)
+    # Each view is encoded on its own by the shared source: swapping the views swaps them.
+    views = batch["fixated_pose"]["input"]
+    (source,) = model.sources
+    with torch.no_grad():
+        assert torch.allclose(representation[:, 1], source(views[:, 1]), atol=1e-6)
+        batch["fixated_pose"]["input"] = views.flip(1)
+        swapped = model.frozen_representation(batch, "test")
+    assert torch.allclose(swapped, representation.flip(1), atol=1e-6)
 
 
 def test_colorization_source_reads_lightness() -> None:
