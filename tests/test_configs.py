@@ -123,11 +123,12 @@ def test_cpu_and_paper_settings() -> None:
     assert transfer["trainer"]["sync_batchnorm"] is True
 
 
-@pytest.mark.parametrize("task", ["jigsaw", "egomotion", "principal_curvature", "class_scene",
-                                  "normal"])
+@pytest.mark.parametrize("task", task_names())
 def test_paper_setting_applies_the_per_task_exceptions(task: str) -> None:
     config = parse("--config", str(CONFIGS / "paper.yaml"), f"--model.task={task}").config
     spec = get_spec(task)
+    assert config["data"]["tasks"] == [task]
+    assert config["model"]["gan"] == (spec.family == "dense_regression" or task == "colorization")
     assert config["data"]["batch_size"] == spec.batch_size
     weight_decay = config["model"]["weight_decay"]
     assert (spec.weight_decay if weight_decay is None else weight_decay) == spec.weight_decay
