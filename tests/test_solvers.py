@@ -225,3 +225,20 @@ def test_highs_and_gurobi_agree_on_the_paper_scale_problem(name):
         assert grb.solver == "gurobi"
         assert grb.objective == pytest.approx(highs.objective, abs=1e-9)
         assert grb.status == highs.status == "optimal"
+
+
+def test_brute_force_is_a_solver_choice_for_small_problems_only():
+    problem = random_problem(3)
+    try:
+        expected = solve_brute_force(problem)
+    except InfeasibleBudgetError:
+        problem = TaxonomyProblem(problem.targets, problem.sources, problem.edges,
+                                  problem.importance, problem.cost, sum(problem.cost.values()))
+        expected = solve_brute_force(problem)
+    assert solve(problem, "brute_force").objective == pytest.approx(expected.objective)
+    tasks = tuple(f"t{i}" for i in range(17))
+    big = TaxonomyProblem(tasks, (), tuple(Edge(t, (t,), 1.0, 0, "self") for t in tasks),
+                          dict.fromkeys(tasks, 1.0), dict.fromkeys(tasks, 1.0), 17.0)
+    with pytest.raises(ValueError, match=r"2\^17 sets.*solve with 'highs'"):
+        solve(big, "brute_force")
+    assert solve(big, "highs").objective == pytest.approx(17.0)
