@@ -76,6 +76,7 @@ from taskonomy.tasks.families.base import (
     check_finite_loss,
     gather_per_image_losses,
     per_variable_clip,
+    per_view,
     seed_rank,
     settle_finite_losses,
     store_per_image_losses,
@@ -863,10 +864,7 @@ class TransferTask(L.LightningModule):
                 progress.advance(bar, len(keys))
 
     def _per_view(self, module: nn.Module, x: torch.Tensor) -> torch.Tensor:
-        if x.ndim == 5:  # multi-view: shared weights over the views
-            b, v = x.shape[:2]
-            return cast(torch.Tensor, module(x.flatten(0, 1))).unflatten(0, (b, v))
-        return cast(torch.Tensor, module(x))
+        return per_view(module, x)  # multi-view: shared weights, statistics per view
 
     def predict_batch(self, batch: dict[str, Any], stage: str) -> torch.Tensor:
         """The target prediction of a batch."""

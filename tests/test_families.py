@@ -109,7 +109,8 @@ def test_short_training_overfits_a_fixed_batch(name) -> None:
     # approach their floor too slowly for a short test; colorization covers the family.)
     torch.manual_seed(0)
     model = build_task(name, **{**TINY, "head_width": 0.25})
-    batch = fake_batch(model.spec, 4, 32, seed=1)
+    # Views are normalized one at a time (as the authors' towers): 4 samples are too few.
+    batch = fake_batch(model.spec, 8 if model.spec.views > 1 else 4, 32, seed=1)
     task_batch = batch[name]
     optimizer = torch.optim.Adam(model.parameters(), lr=3e-3)
     losses = []
@@ -199,6 +200,23 @@ def test_each_rank_trains_with_its_own_random_stream() -> None:
     model._trainer = None
     assert torch.equal(draws[0], draws[1])  # rank 0 keeps its stream
     assert not torch.equal(draws[1], draws[2]) and torch.equal(draws[2], draws[3])
+
+
+def test_views_are_normalized_per_view_in_training() -> None:
+    # The authors called their tower once per view: batch statistics over one view's samples.
+    from taskonomy.tasks.families.base import per_view
+
+    norm = torch.nn.BatchNorm2d(3)
+    x = torch.randn(4, 2, 3, 5, 5)
+    x[:, 1] += 10.0
+    out = per_view(norm.train(), x)
+    assert out.shape == x.shape
+    assert torch.allclose(out.mean((0, 3, 4)), torch.zeros(2, 3), atol=1e-5)
+    # Each view moved the running mean once (momentum 0.1): 0.9·(0.1·0) + 0.1·10 ≈ 1; the
+    # views as one batch (mean 5) would give 0.5.
+    assert torch.allclose(norm.running_mean, torch.ones(3), atol=0.15)
+    norm.eval()
+    assert torch.equal(per_view(norm, x), norm(x.flatten(0, 1)).unflatten(0, (4, 2)))
 
 
 def test_test_loop_collects_per_image_losses_by_key() -> None:

@@ -73,6 +73,22 @@ class NonFiniteLossError(FloatingPointError):
 _NONFINITE_EVAL: weakref.WeakKeyDictionary[L.LightningModule, str] = weakref.WeakKeyDictionary()
 
 
+def per_view(module: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    """A shared-weight tower over the views of ``B×V×…`` inputs (``B×…`` inputs pass through).
+
+    In training each view is a pass of its own, as the authors called their tower once per view:
+    batch-norm statistics (and the transfer readout's clip moments) are taken over the B samples
+    of one view, and running averages move once per view. In evaluation, where the statistics
+    are fixed, the views go through as one batch (the same result, faster).
+    """
+    if x.ndim != 5:
+        return cast(torch.Tensor, module(x))
+    b, v = x.shape[:2]
+    if module.training:
+        return torch.stack([cast(torch.Tensor, module(x[:, i])) for i in range(v)], dim=1)
+    return cast(torch.Tensor, module(x.flatten(0, 1))).unflatten(0, (b, v))
+
+
 def _any_rank(module: L.LightningModule, flag: bool) -> bool:
     trainer = module._trainer
     if trainer is None or trainer.world_size <= 1:
@@ -407,12 +423,10 @@ class TaskModule(L.LightningModule):
     def encode(self, x: torch.Tensor) -> torch.Tensor:
         """Representation of images: ``B×C×H×W`` → ``B×8×h×w`` (``B×V×…`` keeps the view axis).
 
-        This is the frozen-source interface of transfers.
+        This is the frozen-source interface of transfers. Views are encoded by one shared tower
+        (:func:`per_view`).
         """
-        if x.ndim == 5:
-            b, v = x.shape[:2]
-            return self.encoder(x.flatten(0, 1)).unflatten(0, (b, v))
-        return self.encoder(x)
+        return per_view(self.encoder, x)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Prediction for an encoder input (``batch[task]["input"]``)."""
