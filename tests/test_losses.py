@@ -235,13 +235,27 @@ def test_semantic_miou_and_pixel_accuracy_ignore_uncertain() -> None:
 
 
 def test_classification_top1_and_kl() -> None:
-    metrics = _metrics("class_scene")
     target = torch.rand(3, 63).softmax(1)
+    prediction = target.log()
+    # The masked third sample is predicted wrongly and confidently: all mass on a class that
+    # is not its argmax. Only the mask keeps it out of top1 and KL.
+    wrong = int(target[2].argmin())
+    prediction[2] = -50.0
+    prediction[2, wrong] = 50.0
     mask = torch.tensor([1.0, 1.0, 0.0])
-    for metric in metrics.values():
-        metric.update(target.log(), {"target": target, "mask": mask})
-    assert metrics["kl"].compute().item() == pytest.approx(0.0, abs=1e-5)
-    assert metrics["top1"].compute().item() == pytest.approx(1.0)
+    masked = _metrics("class_scene")
+    unmasked = _metrics("class_scene")
+    for name in ("top1", "kl"):
+        masked[name].update(prediction, {"target": target, "mask": mask})
+        unmasked[name].update(prediction, {"target": target})
+    assert masked["kl"].compute().item() == pytest.approx(0.0, abs=1e-5)
+    assert masked["top1"].compute().item() == pytest.approx(1.0)
+    # Were the mask ignored: top1 2/3, and KL the third sample's −log q(wrong) ≈ 100 over 3.
+    assert unmasked["top1"].compute().item() == pytest.approx(2 / 3)
+    log_q = torch.log_softmax(prediction[2], 0)
+    kl_third = (target[2] * (target[2].log() - log_q)).sum().item()
+    assert kl_third > 50
+    assert unmasked["kl"].compute().item() == pytest.approx(kl_third / 3, rel=1e-4)
 
 
 def test_pose_and_room_layout_errors_are_in_scene_units() -> None:

@@ -85,6 +85,29 @@ def test_options_reach_the_problem(tmp_path, capsys):
     assert record["objective"] == pytest.approx(3 * 0.18 + 0.18)
 
 
+def test_json_edges_carry_their_rows_quality_and_gain(tmp_path, capsys):
+    # Distinct quality and gain in every row (never equal to each other): each JSON edge must
+    # carry its own row's pair, the right way round, and the means must be theirs.
+    frame = _results_table().frame.reset_index(drop=True)
+    frame["quality"] = 0.11 + 0.01 * frame.index
+    frame["gain"] = 0.93 - 0.02 * frame.index
+    assert not (frame["quality"] == frame["gain"]).any()
+    csv = AffinityTable.from_frame(frame).to_csv(tmp_path / "affinities.csv")
+    rows = AffinityTable.read_csv(csv).frame.set_index(["target", "sources"])
+    code, out, _ = _run(capsys, "--affinities", str(csv), "--budget", "2", "--json",
+                        "--solver", "highs")
+    record = json.loads(out)
+    assert code == 0 and len(record["edges"]) == 3
+    # Budget 2 serves one target by a transfer: not every edge is a self edge.
+    assert {e["label"] for e in record["edges"]} != {"self"}
+    for edge in record["edges"]:
+        row = rows.loc[(edge["target"], edge["label"])]
+        assert edge["quality"] == pytest.approx(row["quality"])
+        assert edge["gain"] == pytest.approx(row["gain"])
+    assert record["mean_quality"] == pytest.approx(np.mean([e["quality"] for e in record["edges"]]))
+    assert record["mean_gain"] == pytest.approx(np.mean([e["gain"] for e in record["edges"]]))
+
+
 def test_budget_sweep_json_reports_each_status(capsys):
     code, out, _ = _run(capsys, "--affinities", "paper-2018", "--budget-sweep", "0..3",
                         "--json", "--solver", "highs")
