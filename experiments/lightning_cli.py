@@ -200,6 +200,31 @@ def _global_rank() -> int:
     return 0
 
 
+def write_failed_record(failed: RunRecord, runs_dir: Path, rank: int) -> RunRecord:
+    """Write a run's failed record from the DDP rank that failed; returns what was written.
+
+    A rank that fails alone gets the others stopped (Lightning kills them, or their next
+    collective breaks), so rank 0, which writes the records, may never get here, or only with a
+    lost connection for a cause. Another rank therefore writes its failure itself, named by its
+    rank, unless the attempt is already recorded as failed; rank 0 adds its own message to a
+    failure another rank wrote for the same attempt instead of replacing it.
+    """
+    try:
+        on_disk: RunRecord | None = read_record(record_path(runs_dir, failed.run_id))
+    except (OSError, ValueError):
+        on_disk = None
+    if on_disk is None or on_disk.status != "failed" or on_disk.started_at != failed.started_at:
+        on_disk = None  # no failure of this attempt recorded yet
+    if rank != 0:
+        if on_disk is not None:
+            return on_disk
+        failed = dataclasses.replace(failed, error=f"rank {rank}: {failed.error}")
+    elif on_disk is not None and (on_disk.error or "").startswith("rank "):
+        failed = dataclasses.replace(failed, error=f"{on_disk.error}; rank 0: {failed.error}")
+    write_record(failed, runs_dir)
+    return failed
+
+
 #: jsonargparse's wrapping of an error raised by a linked value's function (the error itself
 #: names the problem and the fix; the link is an implementation detail).
 _LINK_ERROR = re.compile(r"Call to compute_fn of link '[^']*' with args \(.*?\) failed: ")
@@ -671,9 +696,11 @@ class TaskonomyCLI(LightningCLI):
             if isinstance(error, (SystemExit, KeyboardInterrupt)) and self.trainer.interrupted:
                 message = "interrupted; repeat the command to resume from the last checkpoint"
             failed = (self.record or record).failed(message)
-            self._write(failed)
+            trainer = getattr(self, "trainer", None)
+            rank = trainer.global_rank if trainer is not None else _global_rank()
+            self.record = write_failed_record(failed, self.run_dir.parent, rank)
             try:
-                self._finish_wandb(failed, exit_code=1)
+                self._finish_wandb(self.record, exit_code=1)
             except Exception:  # noqa: BLE001 - never hide the original error
                 pass
             raise

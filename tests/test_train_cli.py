@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import os
 import shutil
@@ -437,3 +438,24 @@ def test_a_runs_saved_config_runs_from_any_folder(tiny_shards: Path, tmp_path: P
     assert taskonomy_main([*args[:2], "--config", str(configs / "tiny.yaml"), *args[2:],
                            "--task_overrides=tasks/exceptions.yaml", "--run_id=here"]) == 0
     assert read_record(record_path(runs, "here")).config["model"]["lr"] == 0.003
+
+
+def test_the_failing_rank_records_its_cause(tmp_path: Path) -> None:
+    # A rank that fails alone gets rank 0 killed or cut off: it writes its cause itself, and
+    # rank 0, if it gets there, adds its own (a lost connection) instead of replacing it.
+    from taskonomy.analysis.records import RunRecord, write_record
+    from taskonomy.experiments.lightning_cli import write_failed_record
+
+    running = RunRecord(run_id="r", role="task", target="normal", sources=(), regime="full")
+    write_record(running, tmp_path)
+    write_failed_record(running.failed("ShardKeyMismatchError: shard 3"), tmp_path, rank=1)
+    assert read_record(record_path(tmp_path, "r")).error == "rank 1: ShardKeyMismatchError: shard 3"
+    write_failed_record(running.failed("RuntimeError: Connection closed by peer"), tmp_path, 2)
+    written = write_failed_record(running.failed("RuntimeError: Connection closed by peer"),
+                                  tmp_path, rank=0)
+    assert written.error == ("rank 1: ShardKeyMismatchError: shard 3; "
+                             "rank 0: RuntimeError: Connection closed by peer")
+    assert read_record(record_path(tmp_path, "r")) == written
+    # A later attempt of the run is its own: rank 0 writes its failure as it is.
+    again = dataclasses.replace(running, started_at="2099-01-01T00:00:00+00:00")
+    assert write_failed_record(again.failed("ValueError: x"), tmp_path, 0).error == "ValueError: x"
