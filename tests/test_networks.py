@@ -157,6 +157,39 @@ def test_egomotion_head_output_is_cycle_consistent() -> None:
     assert torch.allclose(compose_poses(p01, p12), p02, atol=1e-4)
 
 
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+def _clip_on_two_ranks(rank: int, address: str, batch: torch.Tensor,
+                       out: torch.Tensor) -> None:
+    import torch.distributed as dist
+
+    dist.init_process_group("gloo", init_method=address, rank=rank, world_size=2)
+    try:
+        half = batch[rank * 4:(rank + 1) * 4]
+        out[rank * 4:(rank + 1) * 4] = clip_to_batch_sigma(half, 1.0, synchronized=True)
+    finally:
+        dist.destroy_process_group()
+
+
+def test_synchronized_clip_takes_the_moments_of_every_ranks_batch() -> None:
+    # With batch norm synchronized over GPUs, the readout's clip sees the step's whole batch.
+    batch = torch.randn(8, 3, 2, 2)
+    batch[4:] += 3.0  # the second rank's half is shifted: its own moments would differ
+    out = torch.zeros_like(batch).share_memory_()
+    torch.multiprocessing.spawn(_clip_on_two_ranks, nprocs=2,
+                                args=(f"tcp://127.0.0.1:{_free_port()}", batch, out))
+    whole = clip_to_batch_sigma(batch, 1.0)
+    assert torch.allclose(out, whole, atol=1e-5)
+    halves = torch.cat([clip_to_batch_sigma(batch[:4], 1.0), clip_to_batch_sigma(batch[4:], 1.0)])
+    assert not torch.allclose(out, halves, atol=1e-3)
+
+
 def test_readout_shapes_and_training_time_clipping() -> None:
     readout = TransferReadout(in_channels=16)
     x = torch.randn(8, 16, 2, 2)

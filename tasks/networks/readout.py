@@ -12,6 +12,7 @@ Higher-order transfers concatenate the k sources channel-wise first (``in_channe
 from __future__ import annotations
 
 import torch
+import torch.distributed as dist
 from torch import nn
 
 from taskonomy.tasks.networks.encoders import BN_EPS, REPRESENTATION_CHANNELS
@@ -22,11 +23,29 @@ from taskonomy.tasks.networks.encoders import BN_EPS, REPRESENTATION_CHANNELS
 READOUT_BN_MOMENTUM = 0.2
 
 
-def clip_to_batch_sigma(x: torch.Tensor, sigmas: float) -> torch.Tensor:
-    """Clip every channel of ``B×C×h×w`` to its batch mean ± ``sigmas`` standard deviations."""
+def clip_to_batch_sigma(x: torch.Tensor, sigmas: float, *,
+                        synchronized: bool = False) -> torch.Tensor:
+    """Clip every channel of ``B×C×h×w`` to its batch mean ± ``sigmas`` standard deviations.
+
+    ``synchronized``: under DDP, take the moments over every rank's batch (as synchronized batch
+    norm does), so the clip sees the step's whole batch however it is split over GPUs.
+    """
     dims = (0, 2, 3)
-    mean = x.mean(dim=dims, keepdim=True)
-    std = x.std(dim=dims, keepdim=True, unbiased=False)
+    if synchronized and dist.is_available() and dist.is_initialized() \
+            and dist.get_world_size() > 1:
+        channels = x.shape[1]
+        flat = x.detach().double().transpose(0, 1).reshape(channels, -1)
+        sums = torch.cat([flat.sum(1), (flat * flat).sum(1),
+                          flat.new_tensor([flat.shape[1]])])
+        dist.all_reduce(sums)
+        count = sums[-1]
+        mean64 = sums[:channels] / count
+        var64 = (sums[channels:2 * channels] / count - mean64 * mean64).clamp_min(0.0)
+        mean = mean64.to(x.dtype).view(1, channels, 1, 1)
+        std = var64.sqrt().to(x.dtype).view(1, channels, 1, 1)
+    else:
+        mean = x.mean(dim=dims, keepdim=True)
+        std = x.std(dim=dims, keepdim=True, unbiased=False)
     return torch.maximum(torch.minimum(x, mean + sigmas * std), mean - sigmas * std)
 
 
@@ -83,6 +102,8 @@ class TransferReadout(nn.Module):
                 f"readout expects B×{self.in_channels}×h×w representations, got {tuple(x.shape)}"
             )
         if self.training and self.clip_sigmas is not None:
-            x = clip_to_batch_sigma(x, self.clip_sigmas)
+            # Batch norm made synchronized (``sync_batchnorm``): the clip's moments are too.
+            x = clip_to_batch_sigma(x, self.clip_sigmas,
+                                    synchronized=isinstance(self.input_norm, nn.SyncBatchNorm))
         x = self.input_norm(x)
         return self.output_norm(torch.cat([s(x) for s in self.streams], dim=1))
