@@ -27,16 +27,17 @@ def solve(problem: TaxonomyProblem, solver: str = "auto", *, time_limit: float |
     Args:
         problem: The problem.
         solver: ``auto`` (Gurobi if importable and licensed, else HiGHS), ``highs``, ``gurobi``
-            or ``brute_force`` (small problems only). When Gurobi cannot solve the problem (not
-            installed, no licence, over the size-limited licence) the solve falls back to HiGHS
-            and says so in one line.
+            or ``brute_force`` (at most 16 tasks; no time limit). When Gurobi cannot solve the
+            problem (not installed, no licence, over the size-limited licence) the solve falls
+            back to HiGHS and says so in one line.
         time_limit: Seconds before the backend returns its best solution (status
             ``time_limit``); ``None`` for no limit.
         log: Where one-line messages go (default: standard error). They are also kept in
             :attr:`TaxonomySolution.notes`.
 
     Raises:
-        ValueError: On an unknown solver name or a time limit that is not positive.
+        ValueError: On an unknown solver name, a time limit that is not positive, or
+            ``brute_force`` on more than 16 tasks.
         NoSolutionInTimeError: If the time limit stopped the backend before any solution.
         InfeasibleBudgetError: If the budget is too small; it names the smallest feasible one.
     """

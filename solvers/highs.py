@@ -56,7 +56,8 @@ def solve_highs(problem: TaxonomyProblem, *, time_limit: float | None = None,
 
     Raises:
         InfeasibleBudgetError: If the budget is too small (names the smallest feasible one).
-        RuntimeError: If HiGHS fails without a solution (e.g. a time limit before any).
+        NoSolutionInTimeError: If the time limit stopped HiGHS before any solution.
+        RuntimeError: If HiGHS fails otherwise without a solution.
     """
     form = build_matrix_form(problem)
     start = time.perf_counter()

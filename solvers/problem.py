@@ -126,7 +126,8 @@ class TaxonomyProblem:
 
     Raises:
         ValueError: On duplicate names, edges into non-targets or from unknown tasks, a target
-            without any edge (named), negative or non-finite weights or budget.
+            without any edge (named), negative or non-finite weights, a negative or NaN
+            budget (an infinite one means no budget).
     """
 
     targets: tuple[str, ...]
