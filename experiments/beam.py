@@ -109,17 +109,20 @@ def transfer_value(target: str, sources: Sequence[str]) -> str:
     return f"{target}:{'+'.join(sorted(sources))}"
 
 
-def beam_transfers(records: Sequence[RunRecord], *, max_order: int = 4,
-                   targets: Iterable[str] | None = None, regime: str | None = None,
-                   include_target: bool = False) -> dict[str, list[tuple[str, ...]]]:
-    """Per target, the higher-order source sets the beam search selects."""
-    ranking = rank_sources(records, targets=targets, regime=regime,
-                           include_target=include_target)
-    return {t: beam_combinations(r, max_order) for t, r in ranking.items()}
+def beam_description(max_order: int) -> str:
+    """How :func:`beam_combinations` chose the sets up to ``max_order``, in words."""
+    parts = [f"order{'s 2-3' if max_order >= 3 else ' 2'} from the top-{TOP_LOW_ORDERS} sources"]
+    if max_order >= 4:
+        parts.append(f"order 4 from the top-{TOP_ORDER_FOUR}")
+    if max_order >= 5:
+        parts.append(f"order{'s 5-' + str(max_order) if max_order > 5 else ' 5'}: the top-k "
+                     "sources")
+    return ", ".join(parts)
 
 
 def beam_sweep(transfers: dict[str, list[tuple[str, ...]]], *, name: str = "higher_order",
-               config: str = DEFAULT_CONFIG, fixed: Sequence[str] = ()) -> dict[str, Any]:
+               config: str = DEFAULT_CONFIG, fixed: Sequence[str] = (),
+               max_order: int = 4) -> dict[str, Any]:
     """The W&B grid sweep of the selected transfers (one ``model.transfer`` parameter).
 
     Args:
@@ -128,6 +131,7 @@ def beam_sweep(transfers: dict[str, list[tuple[str, ...]]], *, name: str = "high
         config: The transfer config of the command.
         fixed: ``--key=value`` arguments every point takes after the config (the first-order
             sweep's overrides, e.g. ``--model.resolution=32``), so both orders run alike.
+        max_order: The highest order selected (for the sweep's description).
 
     Raises:
         ValueError: No combination was selected.
@@ -141,7 +145,7 @@ def beam_sweep(transfers: dict[str, list[tuple[str, ...]]], *, name: str = "high
     sweep: dict[str, Any] = {
         "name": name,
         "description": "Higher-order transfers selected by beam search over first-order "
-                       "affinities (orders 2-3 from the top-5 sources, order 4 from the top-6).",
+                       f"affinities ({beam_description(max_order)}).",
         # Runs of a sweep go to the sweep's project: W&B ignores the project that the
         # runs' own loggers name when an agent drives them.
         "project": WANDB_PROJECT,

@@ -10,8 +10,7 @@ import inspect
 from pathlib import Path
 from typing import Any
 
-import torch
-
+from taskonomy.tasks.baselines import load_checkpoint
 from taskonomy.tasks.families.base import TaskModule
 from taskonomy.tasks.families.classification import ClassificationTask
 from taskonomy.tasks.families.dense import DenseClassificationTask, DenseRegressionTask
@@ -74,8 +73,9 @@ def build_task(name: str, **options: Any) -> TaskModule:
 def load_task(checkpoint: str | Path, **overrides: Any) -> TaskModule:
     """Load a trained task module from a Lightning checkpoint, whatever its family.
 
-    The task name saved in the checkpoint's hyper-parameters picks the family class, so a caller
-    (e.g. a transfer that freezes a source encoder) needs only the path.
+    The task name saved in the checkpoint's hyper-parameters picks the family class, so a user
+    (predicting with a task run's network, say) needs only the path. A checkpoint of a former
+    encoder layout loads with a warning, as a transfer's source does.
 
     Args:
         checkpoint: Path of a ``.ckpt`` written by a Trainer.
@@ -86,10 +86,7 @@ def load_task(checkpoint: str | Path, **overrides: Any) -> TaskModule:
         ValueError: The checkpoint was not written by a task module.
     """
     path = Path(checkpoint)
-    if not path.is_file():
-        raise FileNotFoundError(f"no checkpoint at {path}; pass the path of a .ckpt file")
-    saved = torch.load(path, map_location="cpu", weights_only=False)
-    hparams = saved.get("hyper_parameters", {}) if isinstance(saved, dict) else {}
+    hparams = load_checkpoint(path, f"task checkpoint {path}")["hyper_parameters"]
     if "task" not in hparams:
         raise ValueError(
             f"{path} has no 'task' hyper-parameter: it was not written by a taskonomy task module"

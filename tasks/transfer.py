@@ -126,17 +126,6 @@ HIGHER_ORDER_WEIGHT_DECAY = 1e-6
 
 
 # --------------------------------------------------------------------------- finding source runs
-def task_run_class_weights(runs_dir: str | os.PathLike[str], task: str, *,
-                           resolution: int | None = None,
-                           encoder: str | None = None) -> list[float] | None:
-    """The class weights the latest finished task run of ``task`` trained with.
-
-    ``None`` when the task has no finished run or its run was not class-weighted.
-    """
-    record = _latest_task_run(runs_dir, task, resolution=resolution, encoder=encoder)
-    return _run_class_weights(record, resolution=resolution, encoder=encoder)
-
-
 def _run_class_weights(record: RunRecord | None, *, resolution: int | None,
                        encoder: str | None) -> list[float] | None:
     if record is None:

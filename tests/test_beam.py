@@ -12,8 +12,8 @@ import yaml
 from taskonomy.analysis.records import RunRecord, write_record
 from taskonomy.experiments.beam import (
     beam_combinations,
+    beam_description,
     beam_sweep,
-    beam_transfers,
     rank_sources,
     transfer_value,
 )
@@ -87,9 +87,12 @@ def test_ranking_uses_first_order_affinities() -> None:
 def test_beam_sweep_file_is_valid_and_parsable(tmp_path: Path) -> None:
     records = first_order_records("normal", strengths_for("normal"))
     records += first_order_records("reshading", strengths_for("reshading"), seed=1)
-    transfers = beam_transfers(records, max_order=4)
+    transfers = {t: beam_combinations(r, 4) for t, r in rank_sources(records).items()}
     assert {t: len(v) for t, v in transfers.items()} == {"normal": 35, "reshading": 35}
     sweep = beam_sweep(transfers, name="hi")
+    assert "orders 2-3 from the top-5 sources, order 4 from the top-6" in sweep["description"]
+    assert beam_description(2) == "order 2 from the top-5 sources"
+    assert beam_description(6).endswith("orders 5-6: the top-k sources")
     path = tmp_path / "hi.yaml"
     path.write_text(yaml.safe_dump(sweep, sort_keys=False))
     loaded = load_sweep_file(path)

@@ -178,8 +178,11 @@ def test_load_task_restores_the_family_and_weights(tmp_path) -> None:
     views = batch["fixated_pose"]["input"]
     with torch.no_grad():
         assert torch.equal(loaded.eval().encode(views), model.eval().encode(views))
-    with pytest.raises(FileNotFoundError, match="no checkpoint"):
+    with pytest.raises(FileNotFoundError, match="missing.ckpt does not exist"):
         load_task(tmp_path / "missing.ckpt")
     torch.save({"state_dict": {}}, tmp_path / "other.ckpt")
-    with pytest.raises(ValueError, match="not written by a taskonomy task"):
+    with pytest.raises(ValueError, match="not a task checkpoint"):
         load_task(tmp_path / "other.ckpt")
+    torch.save({"state_dict": {}, "hyper_parameters": {"lr": 1.0}}, tmp_path / "module.ckpt")
+    with pytest.raises(ValueError, match="not written by a taskonomy task"):
+        load_task(tmp_path / "module.ckpt")

@@ -419,14 +419,12 @@ def test_cli_transfers_in_separate_processes_encode_a_source_once(
 def test_class_weighted_target_is_scored_with_its_task_runs_weights(tmp_path: Path) -> None:
     """Transfers and baselines into segment_semantic use the weights its task run trained with."""
     from taskonomy.experiments.train import task_model
-    from taskonomy.tasks.transfer import TransferTask, register_task_run, task_run_class_weights
+    from taskonomy.tasks.transfer import TransferTask, register_task_run
 
     weights = [0.5] + [float(i) for i in range(1, 17)]
     network = task_model("segment_semantic", encoder="resnet10_tiny", resolution=32,
                          decoder_width=0.125, class_weights=weights)
     register_task_run(network, tmp_path)
-    assert task_run_class_weights(tmp_path, "segment_semantic") == weights
-    assert task_run_class_weights(tmp_path, "normal") is None  # no run
     model = TransferTask(target="segment_semantic", kind="pixels", task_runs=str(tmp_path),
                          resolution=32, decoder_width=0.125, head_width=0.125)
     assert model.loss_module.hparams["class_weights"] == weights

@@ -61,13 +61,14 @@ def run(args: argparse.Namespace) -> int:
     out = Path(args.out)
     config = args.config or DEFAULT_CONFIG
     fixed = extra_arguments(args.set)
-    sweep = beam_sweep(transfers, name=args.name or out.stem, config=config, fixed=fixed)
+    sweep = beam_sweep(transfers, name=args.name or out.stem, config=config, fixed=fixed,
+                       max_order=args.max_order)
     # The settings of the regime ranked: 16k transfers must not run as the 1k ones did.
     regime = choose_regime(first_order_records(records), args.regime)
     carried = _carried_settings(records, sweep, fixed, regime)
     if carried:
         sweep = beam_sweep(transfers, name=args.name or out.stem, config=config,
-                           fixed=[*fixed, *carried])
+                           fixed=[*fixed, *carried], max_order=args.max_order)
         Console().print("settings of the first-order transfers, carried over (a --set of the "
                         "same key overrides): " + " ".join(carried))
     path = write_sweep(sweep, out, header=ranking_comment(ranking))

@@ -474,15 +474,6 @@ class TaskModule(L.LightningModule):
         max_steps = int(getattr(self._trainer, "max_steps", -1))
         return by_batches if max_steps < 0 else min(max_steps, by_batches)
 
-    def generator_steps(self) -> int:
-        """Generator steps taken so far: one per batch.
-
-        Lightning's ``global_step`` counts every optimizer step: one per batch during the
-        warm-up, then two (generator and discriminator).
-        """
-        steps, warmup = self.global_step, int(self.hparams["gan_warmup_steps"])
-        return steps if steps <= warmup else (steps + warmup) // 2
-
     # ----------------------------------------------------------------- cGAN
     def gan_supported(self) -> bool:
         """Whether the task has the authors' cGAN term (the family's ``supports_gan``)."""
