@@ -226,18 +226,6 @@ def quality_gain_figure(table: AffinityTable, out_dir: str | os.PathLike[str], *
     return save_figure(fig, out_dir, name, data)
 
 
-def collective_performance(table: AffinityTable, chosen: Mapping[str, str]) -> dict[str, float]:
-    """Mean quality, gain and affinity over targets of a taxonomy's chosen edges.
-
-    A target whose edge is ``self`` (it is supervised) counts quality 0.5 (on par with itself)
-    and the gain of its own network where the table has it.
-    """
-    data = best_transfers(table.restrict(targets=list(chosen)), chosen)
-    return {"mean_quality": float(data["quality"].astype(float).mean()),
-            "mean_gain": float(data["gain"].astype(float).mean()),
-            "mean_affinity": float(data["affinity"].astype(float).mean())}
-
-
 def budget_curve_figure(sweep: pd.DataFrame, out_dir: str | os.PathLike[str], *,
                         name: str = "budget_curve") -> list[Path]:
     """Collective performance of taxonomies vs budget.

@@ -27,8 +27,8 @@ from taskonomy.analysis.losses_table import AlignedLosses, SampleKeyWarning, ali
 
 #: Elements of one block of per-image outcomes (float32: 64 MiB).
 _CHUNK_ELEMENTS = 16 * 1024 * 1024
-#: Reference candidates of quality and gain.
-SELF, PIXELS, RANDOM = "self", "pixels", "random"
+#: Reference candidates of quality (``self``) and gain (``pixels``).
+SELF, PIXELS = "self", "pixels"
 
 
 def pairwise_win_rates(losses: ArrayLike, weights: ArrayLike | None = None) -> NDArray[np.float64]:

@@ -153,10 +153,9 @@ def _last_line(text: str) -> str:
     return lines[-1][:90] if lines else "(no output)"
 
 
-def run_benchmark(bench: Benchmark, *, full: bool, logs: Path, extra: tuple[str, ...] = ()
-                  ) -> tuple[list[Row], float, int]:
+def run_benchmark(bench: Benchmark, *, full: bool, logs: Path) -> tuple[list[Row], float, int]:
     """Run one benchmark; returns its rows, wall seconds and exit status."""
-    argv = [sys.executable, str(HERE / bench.script), *(() if full else bench.quick), *extra]
+    argv = [sys.executable, str(HERE / bench.script), *(() if full else bench.quick)]
     env = {**os.environ, "WANDB_MODE": os.environ.get("WANDB_MODE", "offline")}
     start = time.perf_counter()
     proc = subprocess.run(argv, capture_output=True, text=True, env=env, cwd=HERE.parent)

@@ -3,7 +3,7 @@
 - Opens only the domain folders its tasks need and zips them by key (a mismatch is an error
   naming both keys). A missing domain folder is an error before training starts.
 - Train: shards resampled with replacement, samples shuffled in a buffer, ``epoch_size``
-  samples per epoch split over ranks and workers (``with_epoch``).
+  samples per epoch as whole batches per rank, dealt to its loader workers.
 - Val/test: every shard read once, in order, split over ranks then workers, so every sample
   key comes exactly once across the whole job; keys travel in the batch.
 - Bad samples (truncated shards, corrupt files, missing labels) are warned about, counted and
@@ -590,9 +590,6 @@ class ShardStream(IterableDataset):
                 yield sample
                 return
             yield sample
-        while buffer and produced < per_worker:  # only reached if the stream ran dry
-            yield buffer.pop(shard_rng.randrange(len(buffer)))
-            produced += 1
 
 
 def select_subset(keys: Sequence[str], limit: int, seed: int,
@@ -650,8 +647,8 @@ class TaskonomyDataModule(L.LightningDataModule):
             authors' ``jigsaw_max_hamming_set.npy``, or a list (default: the suite's set).
         rank, world_size: Simulate a distributed rank (tests); default from torch.distributed.
         memory_mb: Encoded samples each loader process keeps in memory after reading their
-            shards whole (MiB; 0: read from disk every epoch). Training loaders keep their
-            workers between epochs so the memory is reused.
+            shards whole (MiB; 0: read from disk every epoch). With it, every loader keeps its
+            workers between passes so the memory is reused.
     """
 
     def __init__(self, root: str | Path, tasks: Sequence[str] = (),

@@ -102,10 +102,6 @@ def group_by_point(samples: Iterable[dict[str, Any]]) -> Iterator[list[dict[str,
         yield group
 
 
-def _point_id(sample: dict[str, Any]) -> str:
-    return parse_key(sample["__key__"]).point
-
-
 def _sees(viewer: dict[str, Any], point: str) -> bool:
     info = viewer.get("point_info")
     if isinstance(info, dict):

@@ -55,13 +55,6 @@ def inpainting_input(rgb_chw: np.ndarray) -> np.ndarray:
     return out
 
 
-def inpainting_mask(resolution: int) -> np.ndarray:
-    """1×R×R float mask of the inpainted centre block (1 inside)."""
-    mask = np.zeros((1, resolution, resolution), np.float32)
-    mask[:, resolution // 4 : 3 * resolution // 4, resolution // 4 : 3 * resolution // 4] = 1.0
-    return mask
-
-
 def rgb_to_lab(rgb01: np.ndarray) -> np.ndarray:
     """H×W×3 sRGB in [0,1] → CIE Lab (L in [0,100], a/b roughly in [-110, 110])."""
     return np.asarray(cv2.cvtColor(rgb01.astype(np.float32), cv2.COLOR_RGB2LAB))

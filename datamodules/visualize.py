@@ -431,8 +431,8 @@ def save_contact_sheet(samples: Sequence[Mapping[str, Any]], out: str | os.PathL
 
 
 def write_contact_sheet(building_dir: str | os.PathLike[str], out: str | os.PathLike[str],
-                        views: int = 4, size: int = 192) -> Path:
-    """Write the contact sheet of ``views`` views of a released-layout building folder.
+                        views: int = 4, size: int = 192, *, building: str | None = None) -> Path:
+    """Write the contact sheet of ``views`` views of a building (see :func:`building_samples`).
 
     Raises:
         ValueError: ``views`` is not positive, or see :func:`save_contact_sheet`.
@@ -442,4 +442,4 @@ def write_contact_sheet(building_dir: str | os.PathLike[str], out: str | os.Path
         raise ValueError(f"--views must be at least 1, got {views}")
     if Path(out).suffix.lower() != ".png":  # fail before reading the building
         raise ValueError(f"--out must end in .png, got {out}")
-    return save_contact_sheet(building_samples(building_dir, views), out, size)
+    return save_contact_sheet(building_samples(building_dir, views, building=building), out, size)

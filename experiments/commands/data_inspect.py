@@ -42,11 +42,11 @@ def run(args: argparse.Namespace) -> int:
         is_shard_root,
         is_split_folder,
     )
-    from taskonomy.datamodules.visualize import building_samples, save_contact_sheet
+    from taskonomy.datamodules.visualize import write_contact_sheet
     from taskonomy.tasks.registry import task_names
 
     task_names()  # imports the task plugins, which register their label domains
-    if args.views < 1:
+    if args.views < 1:  # before anything is read, shard root or building
         raise ValueError(f"--views must be at least 1, got {args.views}")
     folder = Path(args.building_dir)
     if is_split_folder(folder):
@@ -62,7 +62,7 @@ def run(args: argparse.Namespace) -> int:
                          "SPLIT/manifest.json)")
     if args.out is None:
         raise ValueError("give --out sheet.png: the contact sheet of a building folder is a PNG")
-    samples = building_samples(args.building_dir, args.views, building=args.building)
-    path = save_contact_sheet(samples, args.out, size=args.size)
+    path = write_contact_sheet(args.building_dir, args.out, views=args.views, size=args.size,
+                               building=args.building)
     print(f"wrote {path}")
     return 0

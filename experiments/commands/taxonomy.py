@@ -142,7 +142,7 @@ def run(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(record))
     else:
-        _print_solution(solution, record, table)
+        _print_solution(solution, record)
         if args.out is not None:
             print(f"wrote {args.out / 'taxonomy.json'} and taxonomy.png/.svg")
     return 0
@@ -213,8 +213,7 @@ def _write_json(path: Path, record: dict[str, Any]) -> None:
     path.chmod(0o644)
 
 
-def _print_solution(solution: TaxonomySolution, record: dict[str, Any],
-                    table: AffinityTable) -> None:
+def _print_solution(solution: TaxonomySolution, record: dict[str, Any]) -> None:
     console = Console(width=140)
     console.print(
         f"[bold]supervised[/bold] ({len(solution.supervised)}, cost {solution.cost:g} of budget "

@@ -10,7 +10,7 @@ it: a 7×7/2 root conv and a 3×3/2 max-pool, four blocks whose stride sits on t
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
@@ -229,17 +229,3 @@ def build_encoder(name: str, in_channels: int = 3) -> TaskonomyEncoder:
         raise ValueError(f"unknown encoder {name!r}; valid encoders: {', '.join(ENCODERS)}")
     return TaskonomyEncoder(ENCODERS[name], in_channels=in_channels)
 
-
-def fold_views(x: torch.Tensor) -> tuple[torch.Tensor, Sequence[int]]:
-    """Merge leading view axes into the batch: ``B×V×C×H×W`` → ``(B·V)×C×H×W``.
-
-    Returns:
-        The folded tensor and the leading shape to restore with :func:`unfold_views`.
-    """
-    lead = tuple(x.shape[:-3])
-    return x.reshape(-1, *x.shape[-3:]), lead
-
-
-def unfold_views(x: torch.Tensor, lead: Sequence[int]) -> torch.Tensor:
-    """Inverse of :func:`fold_views`."""
-    return x.reshape(*lead, *x.shape[1:])
