@@ -88,6 +88,12 @@ def failure_line(runs_dir: Path, result: PointResult) -> str:
     from rich.markup import escape
 
     reason = failure_reason(runs_dir, result.point.run_id)
+    if result.returncode < 0:  # a signal, not the run, ended it: its log's last line is noise
+        try:
+            name = signal.Signals(-result.returncode).name
+        except ValueError:
+            name = f"signal {-result.returncode}"
+        reason = f"killed by {name}; the same command resumes it from its last checkpoint"
     return (f"[red]failed[/red] {result.point.run_id} (exit {result.returncode})"
             + (f": {escape(reason)}" if reason else "")
             + f"; log: {runs_dir / result.point.run_id / 'executor.log'}")

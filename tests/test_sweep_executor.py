@@ -211,6 +211,23 @@ def test_run_ids_follow_the_config_contents_and_the_overrides(tmp_path: Path,
     assert ids("small.yaml", both) == ids("small.yaml", both[::-1])
     twice = ("--data.root=/a", "--data.root=/b")
     assert set(ids("small.yaml", twice)).isdisjoint(ids("small.yaml", twice[::-1]))
+    # A config given with --set counts by its contents as well.
+    Path("extra.yaml").write_text("trainer: {max_steps: 5}\n")
+    with_extra = ids("small.yaml", ("--config=extra.yaml",))
+    Path("extra.yaml").write_text("trainer: {max_steps: 50}\n")
+    assert set(with_extra).isdisjoint(ids("small.yaml", ("--config=extra.yaml",)))
+
+
+def test_a_point_killed_by_a_signal_says_so(tmp_path: Path) -> None:
+    from taskonomy.experiments.sweep_executor import PointResult, failure_line
+    from taskonomy.experiments.sweep_files import SweepPoint
+
+    point = SweepPoint(0, {"model.task": "normal"}, "normal-1234")
+    (tmp_path / "normal-1234").mkdir()
+    (tmp_path / "normal-1234" / "executor.log").write_text(
+        "=== attempt 1\nwarnings.warn('resource_tracker: There appear to be 1 leaked')\n")
+    line = failure_line(tmp_path, PointResult(point, "failed", returncode=-9))
+    assert "killed by SIGKILL" in line and "resource_tracker" not in line
 
 
 def test_point_ids_start_with_a_letter_or_digit() -> None:
