@@ -88,11 +88,12 @@ def failure_line(runs_dir: Path, result: PointResult) -> str:
     from rich.markup import escape
 
     reason = failure_reason(runs_dir, result.point.run_id)
-    if result.returncode < 0:  # a signal, not the run, ended it: its log's last line is noise
+    code = result.returncode
+    if code is not None and code < 0:  # a signal, not the run, ended it: its log is noise
         try:
-            name = signal.Signals(-result.returncode).name
+            name = signal.Signals(-code).name
         except ValueError:
-            name = f"signal {-result.returncode}"
+            name = f"signal {-code}"
         reason = f"killed by {name}; the same command resumes it from its last checkpoint"
     return (f"[red]failed[/red] {result.point.run_id} (exit {result.returncode})"
             + (f": {escape(reason)}" if reason else "")
