@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import json
 import os
+import warnings
 from collections.abc import Iterable, Mapping, Sequence
 from itertools import combinations
 from pathlib import Path
@@ -25,7 +26,7 @@ from typing import Any
 
 import yaml
 
-from taskonomy.analysis.affinities import compute_affinities
+from taskonomy.analysis.affinities import choose_regime, compute_affinities, record_targets
 from taskonomy.analysis.records import RunRecord
 from taskonomy.datamodules.domains import atomic_write_bytes
 from taskonomy.experiments.sweep_files import WANDB_PROJECT
@@ -35,6 +36,15 @@ from taskonomy.tasks.specs import BASELINES
 TOP_LOW_ORDERS = 5
 #: Sources whose combinations make order 4 (the authors' top-6).
 TOP_ORDER_FOUR = 6
+
+#: Decimal places of an affinity in the ranking: ties (equal per-image losses) sort by name, not
+#: by floating-point noise in the AHP weights.
+AFFINITY_DECIMALS = 9
+
+
+class BeamWarning(UserWarning):
+    """A target left out of the beam search (too few first-order results to rank)."""
+
 
 #: Transfer CLI configs by setting, for the sweep file's command.
 DEFAULT_CONFIG = "experiments/configs/transfer_cpu.yaml"
@@ -59,22 +69,70 @@ def rank_sources(records: Sequence[RunRecord], *, targets: Iterable[str] | None 
 
     The baselines are left out. The authors' ranking kept ``random`` (it entered a few of their
     top-6 sets); a random encoder as one of several sources is not a transfer this suite runs.
+    Each target is ranked on its own: missing first-order transfers are named (a
+    :class:`~taskonomy.analysis.affinities.MissingTransferWarning`), and by default a target
+    with too few results to rank is left out with a :class:`BeamWarning` rather than stopping
+    the others.
 
     Raises:
-        ValueError: No first-order transfer records, several regimes and none chosen, or a
-            target with fewer than two tournament candidates (see
-            :func:`~taskonomy.analysis.affinities.compute_affinities`).
+        ValueError: No first-order transfer records, several regimes and none chosen, a
+            requested target that cannot be ranked (see
+            :func:`~taskonomy.analysis.affinities.compute_affinities`), or no target ranked.
     """
-    result = compute_affinities(first_order_records(records), targets=targets, regime=regime)
+    first = first_order_records(records)
+    chosen_regime = choose_regime(first, regime)
+    requested = targets is not None
+    names = (list(dict.fromkeys(targets)) if targets is not None
+             else record_targets([r for r in first if r.per_image_losses], chosen_regime))
     ranking: dict[str, list[str]] = {}
-    for target, tournament in result.tournaments.items():
+    for target in names:
+        try:
+            result = compute_affinities(first, targets=[target], regime=chosen_regime)
+        except ValueError as error:
+            if requested:
+                raise
+            warnings.warn(f"{target!r} is left out of the beam search: {error}", BeamWarning,
+                          stacklevel=2)
+            continue
+        tournament = result.tournaments[target]
         scored = [
-            (float(a), name) for name, a in zip(tournament.candidates, tournament.affinity,
-                                                strict=True)
+            (round(float(a), AFFINITY_DECIMALS), name)
+            for name, a in zip(tournament.candidates, tournament.affinity, strict=True)
             if name not in BASELINES and (include_target or name != target)
         ]
         ranking[target] = [name for _, name in sorted(scored, key=lambda x: (-x[0], x[1]))]
+    if not ranking:
+        raise ValueError(f"no target of regime {chosen_regime!r} has first-order results enough "
+                         "to rank its sources (see the warnings)")
     return ranking
+
+
+def recorded_configs(records: Iterable[RunRecord], regime: str | None = None) -> list[str] | None:
+    """The ``--config`` files the finished first-order transfers (of ``regime``) ran with.
+
+    Paths inside the working directory come back relative to it, as sweep files name them.
+
+    Returns:
+        The files in order, or ``None`` when no record names its configs.
+
+    Raises:
+        ValueError: The transfers ran with different configs (each set listed).
+    """
+    found: set[tuple[str, ...]] = set()
+    here = Path.cwd()
+    for record in first_order_records(records):
+        if record.role != "transfer" or (regime is not None and record.regime != regime):
+            continue
+        named = record.config.get("config") if isinstance(record.config, dict) else None
+        if isinstance(named, list) and named:
+            paths = (Path(str(p)) for p in named)
+            found.add(tuple(str(p.relative_to(here)) if p.is_relative_to(here) else str(p)
+                            for p in paths))
+    if len(found) > 1:
+        listed = "; ".join(" + ".join(c) for c in sorted(found))
+        raise ValueError(f"the first-order transfers ran with different configs ({listed}); "
+                         "choose the higher orders' with --config")
+    return list(found.pop()) if found else None
 
 
 def beam_combinations(ranked: Sequence[str], max_order: int = 4) -> list[tuple[str, ...]]:
@@ -121,14 +179,14 @@ def beam_description(max_order: int) -> str:
 
 
 def beam_sweep(transfers: dict[str, list[tuple[str, ...]]], *, name: str = "higher_order",
-               config: str = DEFAULT_CONFIG, fixed: Sequence[str] = (),
+               config: str | Sequence[str] = DEFAULT_CONFIG, fixed: Sequence[str] = (),
                max_order: int = 4) -> dict[str, Any]:
     """The W&B grid sweep of the selected transfers (one ``model.transfer`` parameter).
 
     Args:
         transfers: Per target, the selected source sets.
         name: The sweep's name.
-        config: The transfer config of the command.
+        config: The transfer config(s) of the command, in order.
         fixed: ``--key=value`` arguments every point takes after the config (the first-order
             sweep's overrides, e.g. ``--model.resolution=32``), so both orders run alike.
         max_order: The highest order selected (for the sweep's description).
@@ -136,6 +194,7 @@ def beam_sweep(transfers: dict[str, list[tuple[str, ...]]], *, name: str = "high
     Raises:
         ValueError: No combination was selected.
     """
+    configs = [config] if isinstance(config, str) else list(config)
     values = [transfer_value(t, s) for t, sets in transfers.items() for s in sets]
     if not values:
         raise ValueError(
@@ -152,7 +211,8 @@ def beam_sweep(transfers: dict[str, list[tuple[str, ...]]], *, name: str = "high
         "program": "taskonomy",
         "method": "grid",
         "metric": {"name": "test/loss", "goal": "minimize"},
-        "command": ["taskonomy", "transfer", "fit", "--config", config, *fixed, "${args}"],
+        "command": ["taskonomy", "transfer", "fit",
+                    *[item for c in configs for item in ("--config", c)], *fixed, "${args}"],
         "parameters": {"model.transfer": {"values": values}},
     }
     return sweep

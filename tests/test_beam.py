@@ -9,18 +9,22 @@ import numpy as np
 import pytest
 import yaml
 
+from taskonomy.analysis.affinities import MissingTransferWarning
 from taskonomy.analysis.records import RunRecord, write_record
 from taskonomy.experiments.beam import (
+    BeamWarning,
     beam_combinations,
     beam_description,
     beam_sweep,
     rank_sources,
+    recorded_configs,
     transfer_value,
 )
 from taskonomy.experiments.cli import main
 from taskonomy.experiments.sweep_files import load_sweep_file
 from taskonomy.tasks.transfer import resolve_identity
 
+ROOT = Path(__file__).resolve().parents[1]
 SOURCES = ["autoencoding", "depth_zbuffer", "edge_texture", "keypoints2d", "normal", "reshading",
            "segment_unsup2d", "principal_curvature"]
 KEYS = [f"img{i:03d}" for i in range(60)]
@@ -166,3 +170,47 @@ def test_sweep_beam_carries_the_settings_of_the_regime_it_ranks(tmp_path: Path) 
     sweep = load_sweep_file(out)
     argv = sweep.argv(sweep.points()[0].params)
     assert "--data.limit=64" in argv and "--model.resolution=32" in argv
+
+
+def test_sweep_beam_runs_the_higher_orders_with_the_first_orders_config(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # Paper-setting results turned into CPU-config higher orders: other splits, schedule, device.
+    monkeypatch.chdir(ROOT)  # sweeps name configs relative to the project folder
+    runs = tmp_path / "runs"
+    paper = str(ROOT / "experiments" / "configs" / "transfer_paper.yaml")
+    for record in first_order_records("normal", strengths_for("normal")):
+        write_record(RunRecord.from_dict({**record.to_dict(), "config": {"config": [paper]}}),
+                     runs)
+    out = tmp_path / "higher_order.yaml"
+    assert main(["sweep", "beam", "--runs", str(runs), "--max-order", "2", "--out",
+                 str(out)]) == 0
+    command = load_sweep_file(out).command
+    assert command[3:5] == ["--config", "experiments/configs/transfer_paper.yaml"]
+    assert recorded_configs([]) is None
+    mixed = first_order_records("normal", strengths_for("normal"))
+    mixed[0] = RunRecord.from_dict({**mixed[0].to_dict(), "config": {"config": ["a.yaml"]}})
+    mixed[1] = RunRecord.from_dict({**mixed[1].to_dict(), "config": {"config": ["b.yaml"]}})
+    with pytest.raises(ValueError, match=r"different configs \(a.yaml; b.yaml\).*--config"):
+        recorded_configs(mixed)
+
+
+def test_beam_ranks_each_target_on_its_own(tmp_path: Path) -> None:
+    records = first_order_records("normal", strengths_for("normal"))
+    # A target with a single transfer and no baselines cannot be ranked: left out, not fatal.
+    lonely = first_order_records("reshading", {"normal": 0.5})
+    with pytest.warns(BeamWarning, match="'reshading' is left out"):
+        ranking = rank_sources(records + lonely)
+    assert list(ranking) == ["normal"]
+    with pytest.raises(ValueError, match="at least two candidates"):
+        rank_sources(records + lonely, targets=["reshading"])
+    # A first-order transfer missing (here: failed) while others read the source is named.
+    dropped = [r for r in records if r.sources != ("depth_zbuffer",)]
+    other = first_order_records("reshading", strengths_for("reshading"), seed=1)
+    with pytest.warns(MissingTransferWarning, match="depth_zbuffer → normal"):
+        assert "depth_zbuffer" not in rank_sources(dropped + other)["normal"]
+    # Equal per-image losses tie exactly: by name, not by floating-point noise.
+    same = {k: 0.5 for k in KEYS}
+    tied = [RunRecord(run_id=f"t-{s}", role="transfer", target="normal", sources=(s,),
+                      regime="1k").finished(metrics={}, per_image_losses=same)
+            for s in reversed(SOURCES) if s != "normal"]
+    assert rank_sources(tied)["normal"] == sorted(s for s in SOURCES if s != "normal")

@@ -27,8 +27,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--targets", nargs="+", default=None,
                         help="targets (default: every target with first-order transfers)")
     parser.add_argument("--config", default=None,
-                        help="transfer config of the sweep's command "
-                             "(default: experiments/configs/transfer_cpu.yaml)")
+                        help="transfer config of the sweep's command (default: the one the "
+                             "first-order transfers ran with, else "
+                             "experiments/configs/transfer_cpu.yaml)")
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                         help="fixed argument of every point, as the first-order sweep had it "
                              "(e.g. --set model.resolution=32; repeatable)")
@@ -48,6 +49,7 @@ def run(args: argparse.Namespace) -> int:
         first_order_records,
         rank_sources,
         ranking_comment,
+        recorded_configs,
         write_sweep,
     )
     from taskonomy.experiments.commands.sweep_run import extra_arguments
@@ -59,12 +61,17 @@ def run(args: argparse.Namespace) -> int:
                            include_target=args.include_target)
     transfers = {t: beam_combinations(r, args.max_order) for t, r in ranking.items()}
     out = Path(args.out)
-    config = args.config or DEFAULT_CONFIG
+    # The settings of the regime ranked: 16k transfers must not run as the 1k ones did.
+    regime = choose_regime(first_order_records(records), args.regime)
+    # The higher orders run as the first order did: its config (the paper's trains on other
+    # splits, schedule and devices than the CPU default), unless one is chosen.
+    config: list[str] = ([args.config] if args.config
+                         else recorded_configs(records, regime) or [DEFAULT_CONFIG])
+    if not args.config:
+        Console().print(f"config of the higher orders: {' + '.join(config)}", highlight=False)
     fixed = extra_arguments(args.set)
     sweep = beam_sweep(transfers, name=args.name or out.stem, config=config, fixed=fixed,
                        max_order=args.max_order)
-    # The settings of the regime ranked: 16k transfers must not run as the 1k ones did.
-    regime = choose_regime(first_order_records(records), args.regime)
     carried = _carried_settings(records, sweep, fixed, regime)
     if carried:
         sweep = beam_sweep(transfers, name=args.name or out.stem, config=config,
