@@ -26,8 +26,10 @@ WANDB_PROJECT = "taskonomy"
 
 _MACROS = ("${env}", "${interpreter}", "${program}", "${args}", "${args_no_hyphens}",
            "${args_json}")
-#: W&B macros the suite's CLI cannot take (it reads arguments, not a JSON file).
-_UNSUPPORTED_MACROS = ("${args_json_file}", "${args_no_boolean_flags}")
+#: W&B macros the suite's CLI cannot take (it reads ``--key=value`` arguments: not a JSON file,
+#: space-separated values or Hydra overrides).
+_UNSUPPORTED_MACROS = ("${args_json_file}", "${args_no_boolean_flags}", "${args_no_equals}",
+                       "${args_append_hydra}", "${args_override_hydra}")
 _DEFAULT_COMMAND = ["${env}", "${interpreter}", "${program}", "${args}"]
 
 
@@ -187,7 +189,11 @@ def config_digest(path: str | Path) -> str:
 
 
 def format_value(value: Any) -> str:
-    """Format a parameter value the way a W&B agent puts it on the command line."""
+    """Format a parameter value for the command line: JSON for lists, dicts and booleans.
+
+    A W&B agent writes Python's ``str`` of the value instead (``['normal']``, ``True``); the CLI
+    reads both spellings alike.
+    """
     if isinstance(value, bool):
         return "true" if value else "false"
     if isinstance(value, list | dict):

@@ -308,6 +308,8 @@ def test_points_side_by_side_split_the_cores_between_their_threads(
     [
         ("method: grid\ncommand: ['${args_json_file}', '${args}']\n"
          "parameters: {a: {values: [1]}}\n", "cannot read"),
+        ("method: grid\ncommand: [taskonomy, '${args_no_equals}']\n"
+         "parameters: {a: {values: [1]}}\n", "args_no_equals.*cannot read"),
         ("method: random\nparameters: {a: {values: [1]}}\n", "cannot be enumerated"),
         ("method: grid\nparameters: {a: {min: 1, max: 2}}\n", "needs `values"),
         ("method: grid\ncommand: [python, x.py]\nparameters: {a: {values: [1]}}\n", "args"),

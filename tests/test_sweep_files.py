@@ -54,6 +54,9 @@ def test_sweep_file_is_a_wandb_grid_the_cli_accepts(path: Path) -> None:
     for point in sample(sweep):
         argv = sweep.argv(point.params, [f"--run_id={point.run_id}", "--runs_dir=runs"])
         check_point_arguments(argv)
+        # A W&B agent writes each value with Python's str (['normal'], True): accepted too.
+        agent = [f"--{k}={v}" for k, v in point.params.items()]
+        check_point_arguments([*argv[:-len(agent) - 2], *agent, *argv[-2:]])
 
 
 def test_task_sweeps_cover_every_task() -> None:
