@@ -364,6 +364,9 @@ def network_setting(record: RunRecord) -> tuple[Any, Any]:
 
 #: Config key of a finished task run's record holding its encoder's weight fingerprint.
 ENCODER_FINGERPRINT_KEY = "encoder_fingerprint"
+#: Key of a record's config listing the ``--config`` files the run was started with (absolute;
+#: the dumped config leaves them out): ``sweep beam`` runs higher orders with the same ones.
+CONFIG_FILES_KEY = "config_files"
 #: Prefix of content fingerprints of weights (earlier versions used a file's path, size and
 #: mtime, which say nothing of the weights).
 WEIGHTS_FINGERPRINT = "weights:"

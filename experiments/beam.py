@@ -27,7 +27,7 @@ from typing import Any
 import yaml
 
 from taskonomy.analysis.affinities import choose_regime, compute_affinities, record_targets
-from taskonomy.analysis.records import RunRecord
+from taskonomy.analysis.records import CONFIG_FILES_KEY, RunRecord
 from taskonomy.datamodules.domains import atomic_write_bytes
 from taskonomy.experiments.sweep_files import WANDB_PROJECT
 from taskonomy.tasks.specs import BASELINES
@@ -123,7 +123,8 @@ def recorded_configs(records: Iterable[RunRecord], regime: str | None = None) ->
     for record in first_order_records(records):
         if record.role != "transfer" or (regime is not None and record.regime != regime):
             continue
-        named = record.config.get("config") if isinstance(record.config, dict) else None
+        named = (record.config.get(CONFIG_FILES_KEY) if isinstance(record.config, dict)
+                 else None)
         if isinstance(named, list) and named:
             paths = (Path(str(p)) for p in named)
             found.add(tuple(str(p.relative_to(here)) if p.is_relative_to(here) else str(p)

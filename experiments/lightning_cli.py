@@ -57,6 +57,7 @@ from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
 from lightning.pytorch.loggers import Logger, WandbLogger
 
 from taskonomy.analysis.records import (
+    CONFIG_FILES_KEY,
     ENCODER_FINGERPRINT_KEY,
     RunRecord,
     read_record,
@@ -200,29 +201,41 @@ def _global_rank() -> int:
     return 0
 
 
-def write_failed_record(failed: RunRecord, runs_dir: Path, rank: int) -> RunRecord:
+def write_failed_record(failed: RunRecord, runs_dir: Path, rank: int, *,
+                        echo: bool = False) -> RunRecord:
     """Write a run's failed record from the DDP rank that failed; returns what was written.
 
     A rank that fails alone gets the others stopped (Lightning kills them, or their next
     collective breaks), so rank 0, which writes the records, may never get here, or only with a
-    lost connection for a cause. Another rank therefore writes its failure itself, named by its
-    rank, unless the attempt is already recorded as failed; rank 0 adds its own message to a
-    failure another rank wrote for the same attempt instead of replacing it.
+    lost connection for a cause. Another rank therefore writes its own failure, named by its
+    rank, over the attempt's ``running`` record (rank 0 wrote it before the other ranks
+    started, so its start time is the attempt's); rank 0 adds its message to such a failure
+    instead of replacing it. ``echo``: the error only repeats another rank's (a loss that was
+    not finite on another GPU); it is written only where nothing better is.
     """
     try:
         on_disk: RunRecord | None = read_record(record_path(runs_dir, failed.run_id))
     except (OSError, ValueError):
         on_disk = None
-    if on_disk is None or on_disk.status != "failed" or on_disk.started_at != failed.started_at:
-        on_disk = None  # no failure of this attempt recorded yet
     if rank != 0:
-        if on_disk is not None:
+        if echo or on_disk is None or on_disk.status not in ("running", "failed"):
+            return on_disk or failed
+        if on_disk.status == "failed" and not (on_disk.error or "").startswith(_ECHO_ERRORS):
+            return on_disk  # another rank's cause, or rank 0's own, is there already
+        failed = dataclasses.replace(failed, started_at=on_disk.started_at,
+                                     error=f"rank {rank}: {failed.error}")
+    elif (on_disk is not None and on_disk.status == "failed"
+          and on_disk.started_at == failed.started_at
+          and (on_disk.error or "").startswith("rank ")):
+        if echo:
             return on_disk
-        failed = dataclasses.replace(failed, error=f"rank {rank}: {failed.error}")
-    elif on_disk is not None and (on_disk.error or "").startswith("rank "):
         failed = dataclasses.replace(failed, error=f"{on_disk.error}; rank 0: {failed.error}")
     write_record(failed, runs_dir)
     return failed
+
+
+#: Error messages that only repeat another rank's failure.
+_ECHO_ERRORS = ("NonFiniteLossElsewhereError",)
 
 
 #: jsonargparse's wrapping of an error raised by a linked value's function (the error itself
@@ -447,6 +460,8 @@ class TaskonomyCLI(LightningCLI):
     def _record_config(self) -> dict[str, Any]:
         config = self.subcommand_config()
         config["ckpt_path"] = self.resumed_from or config.get("ckpt_path")
+        config[CONFIG_FILES_KEY] = [os.path.abspath(str(path))
+                                    for path in self._namespace().get("config") or []]
         return config
 
     def _start_record(self) -> RunRecord:
@@ -610,7 +625,8 @@ class TaskonomyCLI(LightningCLI):
             # where the task overrides file lies (its values are in the config), and class
             # weights that fitting resolves (`auto` or a file becomes the list).
             out = {k: v for k, v in config.items() if k not in (
-                "ckpt_path", "source_runs", ENCODER_FINGERPRINT_KEY, "task_overrides")}
+                "ckpt_path", "source_runs", ENCODER_FINGERPRINT_KEY, "task_overrides",
+                CONFIG_FILES_KEY)}
             model = out.get("model")
             if isinstance(model, dict) and "class_weights" in model:
                 out["model"] = {**model, "class_weights": None}
@@ -696,9 +712,13 @@ class TaskonomyCLI(LightningCLI):
             if isinstance(error, (SystemExit, KeyboardInterrupt)) and self.trainer.interrupted:
                 message = "interrupted; repeat the command to resume from the last checkpoint"
             failed = (self.record or record).failed(message)
+            from taskonomy.tasks.families.base import NonFiniteLossElsewhereError
+
             trainer = getattr(self, "trainer", None)
             rank = trainer.global_rank if trainer is not None else _global_rank()
-            self.record = write_failed_record(failed, self.run_dir.parent, rank)
+            self.record = write_failed_record(
+                failed, self.run_dir.parent, rank,
+                echo=isinstance(error, NonFiniteLossElsewhereError))
             try:
                 self._finish_wandb(self.record, exit_code=1)
             except Exception:  # noqa: BLE001 - never hide the original error

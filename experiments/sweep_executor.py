@@ -89,7 +89,10 @@ def failure_line(runs_dir: Path, result: PointResult) -> str:
 
     reason = failure_reason(runs_dir, result.point.run_id)
     code = result.returncode
-    if code is not None and code < 0:  # a signal, not the run, ended it: its log is noise
+    # A signal ended it and its run did not record a failure (a run that failed on one DDP
+    # rank gets the others killed: then the record's cause counts).
+    if (code is not None and code < 0
+            and record_status(runs_dir, result.point.run_id) != "failed"):
         try:
             name = signal.Signals(-code).name
         except ValueError:

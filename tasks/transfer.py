@@ -37,7 +37,6 @@ import contextlib
 import io
 import os
 import warnings
-import zlib
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -62,7 +61,7 @@ from taskonomy.analysis.records import (
 )
 from taskonomy.datamodules.datamodule import TaskonomyDataModule
 from taskonomy.datamodules.domains import atomic_write_bytes
-from taskonomy.datamodules.selfsupervised import denoising_input, rgb_to_lab
+from taskonomy.datamodules.selfsupervised import DENOISE_VARIANCE, rgb_to_lab
 from taskonomy.tasks.baselines import (
     PixelsEncoder,
     freeze,
@@ -228,20 +227,41 @@ def resolve_checkpoint(record: RunRecord, runs_dir: str | os.PathLike[str]) -> P
 SOURCE_RUNS_KEY = "taskonomy_source_runs"
 
 
+#: Integer weights of the image hash that seeds the denoising source's noise, by pixel count.
+_HASH_WEIGHTS: dict[tuple[int, str], torch.Tensor] = {}
+
+
+def _image_seeds(images: torch.Tensor) -> list[int]:
+    """One seed per ``B×C×H×W`` image in [-1,1], from its 8-bit levels.
+
+    An integer sum is exact in any order, so an image gets one seed on any device and in any
+    batch (a float hash would depend on how the reduction was split).
+    """
+    levels = ((images.detach().float().clamp(-1.0, 1.0) + 1.0) * 127.5).round().long()
+    levels = levels.flatten(1)
+    key = (levels.shape[1], str(levels.device))
+    if key not in _HASH_WEIGHTS:
+        weights = torch.randint(1, 2**20, (levels.shape[1],),
+                                generator=torch.Generator().manual_seed(0))
+        _HASH_WEIGHTS[key] = weights.to(levels.device)
+    return [int(v) % 2**31 for v in (levels * _HASH_WEIGHTS[key]).sum(1).tolist()]
+
+
 def noisy_images(images: torch.Tensor) -> torch.Tensor:
     """Denoising's input made of ``B×3×H×W`` images in [-1,1]: each with its own fixed noise.
 
-    The noise is :func:`~taskonomy.datamodules.selfsupervised.denoising_input`'s, drawn from a
-    seed hashed from the image's values, so a representation does not depend on the batch, the
-    epoch or whether it came from the cache (the authors extracted each one once).
+    The denoising task's corruption (Gaussian noise of variance 0.01 on the [0,1] image,
+    clipped), drawn on the images' device from a seed hashed from each image's pixels, so a
+    representation does not depend on the batch, the epoch or whether it came from the cache
+    (the authors extracted each one once).
     """
-    pixels = ((images.detach().float().cpu() + 1.0) / 2.0).clamp(0.0, 1.0)
-    noisy = [
-        denoising_input(image.permute(1, 2, 0).numpy(),
-                        np.random.default_rng(zlib.crc32(image.numpy().tobytes())))
-        for image in pixels
-    ]
-    return torch.from_numpy(np.stack(noisy)).to(images)
+    pixels = (images.detach().float() + 1.0) / 2.0
+    noise = torch.empty_like(pixels)
+    for i, seed in enumerate(_image_seeds(images)):
+        generator = torch.Generator(device=pixels.device).manual_seed(seed)
+        noise[i] = torch.randn(pixels.shape[1:], generator=generator, device=pixels.device)
+    noisy = (pixels + DENOISE_VARIANCE**0.5 * noise).clamp(0.0, 1.0)
+    return (noisy * 2.0 - 1.0).to(images.dtype)
 
 
 def centre_blanked(images: torch.Tensor) -> torch.Tensor:
@@ -633,7 +653,9 @@ class TransferTask(L.LightningModule):
             elif kind == "random":
                 arch = encoder or "resnet50"
                 network = random_encoder(arch, 3, random_seed)
-                self.sources.append(FrozenSource(get_spec(target).replace(input_channels=3),
+                # Not named after the target: it reads the plain image whatever the target reads.
+                self.sources.append(FrozenSource(get_spec(target).replace(name="random_encoder",
+                                                                          input_channels=3),
                                                  network, f"random-{arch}-seed{random_seed}",
                                                  random_fingerprint(network, arch, random_seed)))
             if kind == "pixels":

@@ -75,6 +75,18 @@ def test_pixels_baseline_reads_the_targets_own_input() -> None:
     assert seen[0] is batch["denoising"]["input"]
 
 
+def test_random_baseline_reads_the_plain_image_under_its_own_name() -> None:
+    # Into denoising, a source named after the target read the noisy input; and keyed by the
+    # target's name, the target's task run looked like a retrained source of the baseline.
+    from taskonomy.tasks.transfer import source_input
+
+    model = TransferTask(target="denoising", kind="random", **SMALL)  # type: ignore[arg-type]
+    (source,) = model.sources
+    images = torch.rand(2, 3, RES, RES) * 2 - 1
+    assert source_input(source.spec, images) is images
+    assert list(model.source_runs) == ["random_encoder"]
+
+
 def test_random_encoder_is_seeded_frozen_and_leaves_the_rng_alone() -> None:
     torch.manual_seed(123)
     state = torch.random.get_rng_state()

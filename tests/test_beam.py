@@ -10,7 +10,7 @@ import pytest
 import yaml
 
 from taskonomy.analysis.affinities import MissingTransferWarning
-from taskonomy.analysis.records import RunRecord, write_record
+from taskonomy.analysis.records import CONFIG_FILES_KEY, RunRecord, write_record
 from taskonomy.experiments.beam import (
     BeamWarning,
     beam_combinations,
@@ -179,8 +179,8 @@ def test_sweep_beam_runs_the_higher_orders_with_the_first_orders_config(
     runs = tmp_path / "runs"
     paper = str(ROOT / "experiments" / "configs" / "transfer_paper.yaml")
     for record in first_order_records("normal", strengths_for("normal")):
-        write_record(RunRecord.from_dict({**record.to_dict(), "config": {"config": [paper]}}),
-                     runs)
+        write_record(RunRecord.from_dict({**record.to_dict(),
+                                          "config": {CONFIG_FILES_KEY: [paper]}}), runs)
     out = tmp_path / "higher_order.yaml"
     assert main(["sweep", "beam", "--runs", str(runs), "--max-order", "2", "--out",
                  str(out)]) == 0
@@ -188,8 +188,8 @@ def test_sweep_beam_runs_the_higher_orders_with_the_first_orders_config(
     assert command[3:5] == ["--config", "experiments/configs/transfer_paper.yaml"]
     assert recorded_configs([]) is None
     mixed = first_order_records("normal", strengths_for("normal"))
-    mixed[0] = RunRecord.from_dict({**mixed[0].to_dict(), "config": {"config": ["a.yaml"]}})
-    mixed[1] = RunRecord.from_dict({**mixed[1].to_dict(), "config": {"config": ["b.yaml"]}})
+    mixed[0] = RunRecord.from_dict({**mixed[0].to_dict(), "config": {CONFIG_FILES_KEY: ["a.yaml"]}})
+    mixed[1] = RunRecord.from_dict({**mixed[1].to_dict(), "config": {CONFIG_FILES_KEY: ["b.yaml"]}})
     with pytest.raises(ValueError, match=r"different configs \(a.yaml; b.yaml\).*--config"):
         recorded_configs(mixed)
 

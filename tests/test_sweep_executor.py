@@ -228,6 +228,11 @@ def test_a_point_killed_by_a_signal_says_so(tmp_path: Path) -> None:
         "=== attempt 1\nwarnings.warn('resource_tracker: There appear to be 1 leaked')\n")
     line = failure_line(tmp_path, PointResult(point, "failed", returncode=-9))
     assert "killed by SIGKILL" in line and "resource_tracker" not in line
+    # A run whose rank 1 failed gets rank 0 killed: the recorded cause is the reason.
+    (tmp_path / "normal-1234" / "record.json").write_text(json.dumps(
+        {"status": "failed", "error": "rank 1: ShardKeyMismatchError: shard 3"}))
+    line = failure_line(tmp_path, PointResult(point, "failed", returncode=-9))
+    assert "rank 1: ShardKeyMismatchError" in line and "SIGKILL" not in line
 
 
 def test_point_ids_start_with_a_letter_or_digit() -> None:

@@ -80,6 +80,9 @@ def test_run_leaves_a_finished_record_keyed_by_test_shard_keys(wandb_run: Path,
                                                                 tiny_shards: Path) -> None:
     (record,) = read_records(wandb_run)
     assert record.status == "finished" and record.role == "task" and record.target == "normal"
+    # The --config files, absolute: `sweep beam` runs higher orders with a transfer's configs.
+    (config,) = record.config["config_files"]
+    assert Path(config).is_absolute() and Path(config).name == "tiny.yaml"
     assert record.run_id.startswith("task__normal__full__")
     test_keys = manifest_keys(read_manifest(tiny_shards, "test"))
     assert sorted(record.per_image_losses) == sorted(test_keys)
@@ -446,16 +449,39 @@ def test_the_failing_rank_records_its_cause(tmp_path: Path) -> None:
     from taskonomy.analysis.records import RunRecord, write_record
     from taskonomy.experiments.lightning_cli import write_failed_record
 
-    running = RunRecord(run_id="r", role="task", target="normal", sources=(), regime="full")
-    write_record(running, tmp_path)
-    write_failed_record(running.failed("ShardKeyMismatchError: shard 3"), tmp_path, rank=1)
-    assert read_record(record_path(tmp_path, "r")).error == "rank 1: ShardKeyMismatchError: shard 3"
-    write_failed_record(running.failed("RuntimeError: Connection closed by peer"), tmp_path, 2)
-    written = write_failed_record(running.failed("RuntimeError: Connection closed by peer"),
-                                  tmp_path, rank=0)
+    def attempt(started: str) -> RunRecord:  # each rank builds its own record of the attempt
+        return dataclasses.replace(RunRecord(run_id="r", role="task", target="normal",
+                                             sources=(), regime="full"), started_at=started)
+
+    write_record(attempt("2026-01-01T00:00:00+00:00"), tmp_path)  # rank 0, as the run starts
+    rank1 = attempt("2026-01-01T00:00:07+00:00")  # started seconds later
+    write_failed_record(rank1.failed("ShardKeyMismatchError: shard 3"), tmp_path, rank=1)
+    on_disk = read_record(record_path(tmp_path, "r"))
+    assert on_disk.error == "rank 1: ShardKeyMismatchError: shard 3"
+    assert on_disk.started_at == "2026-01-01T00:00:00+00:00"  # the attempt's start
+    write_failed_record(rank1.failed("RuntimeError: Connection closed"), tmp_path, rank=2)
+    written = write_failed_record(attempt("2026-01-01T00:00:00+00:00").failed(
+        "RuntimeError: Connection closed by peer"), tmp_path, rank=0)
     assert written.error == ("rank 1: ShardKeyMismatchError: shard 3; "
                              "rank 0: RuntimeError: Connection closed by peer")
     assert read_record(record_path(tmp_path, "r")) == written
-    # A later attempt of the run is its own: rank 0 writes its failure as it is.
-    again = dataclasses.replace(running, started_at="2099-01-01T00:00:00+00:00")
-    assert write_failed_record(again.failed("ValueError: x"), tmp_path, 0).error == "ValueError: x"
+    # A later attempt is its own: rank 0 writes its failure as it is.
+    assert write_failed_record(attempt("2099-01-01T00:00:00+00:00").failed("ValueError: x"),
+                               tmp_path, 0).error == "ValueError: x"
+
+
+def test_a_nan_on_one_rank_is_recorded_by_that_rank(tmp_path: Path) -> None:
+    # Every rank stops on a NaN; only the rank that saw it names the loss. The others' echo
+    # ("not finite on another GPU") never replaces it, whoever writes first.
+    from taskonomy.analysis.records import RunRecord, write_record
+    from taskonomy.experiments.lightning_cli import write_failed_record
+
+    running = RunRecord(run_id="r", role="task", target="normal", sources=(), regime="full")
+    echo = "NonFiniteLossElsewhereError: train loss is not finite on another GPU at step 5"
+    cause = "NonFiniteLossError: task 'normal': train loss is nan at step 5"
+    for first_writer in (0, 1):
+        write_record(running, tmp_path)
+        order = [(0, echo, True), (1, cause, False)]
+        for rank, error, is_echo in (order if first_writer == 0 else order[::-1]):
+            write_failed_record(running.failed(error), tmp_path, rank, echo=is_echo)
+        assert read_record(record_path(tmp_path, "r")).error == f"rank 1: {cause}"

@@ -69,6 +69,10 @@ class NonFiniteLossError(FloatingPointError):
     """A task loss became NaN or infinite; the message names the task, stage and step."""
 
 
+class NonFiniteLossElsewhereError(NonFiniteLossError):
+    """Another DDP rank's loss became NaN or infinite (that rank's error names it)."""
+
+
 #: The first non-finite evaluation loss of a module's current pass (see check_finite_loss).
 _NONFINITE_EVAL: weakref.WeakKeyDictionary[L.LightningModule, str] = weakref.WeakKeyDictionary()
 
@@ -116,29 +120,36 @@ def check_finite_loss(module: L.LightningModule, loss: torch.Tensor, stage: str,
         NonFiniteLossError: A training loss is not finite on some rank.
     """
     finite = bool(torch.isfinite(loss).all())
-    message = (f"{what}: {stage} loss is {loss.detach().float().cpu().tolist()} at step "
-               f"{module.global_step} (epoch {module.current_epoch}); lower the learning rate "
-               "or check the data for NaN values")
+
+    def message() -> str:  # only for a bad loss: reading it back costs a device sync
+        return (f"{what}: {stage} loss is {loss.detach().float().cpu().tolist()} at step "
+                f"{module.global_step} (epoch {module.current_epoch}); lower the learning rate "
+                "or check the data for NaN values")
+
     if stage != "train":
-        if not finite:
-            _NONFINITE_EVAL.setdefault(module, message)
+        if not finite and module not in _NONFINITE_EVAL:
+            _NONFINITE_EVAL[module] = message()
         return
     if _any_rank(module, not finite):
-        raise NonFiniteLossError(message if not finite else
-                                 f"{what}: train loss is not finite on another GPU at step "
-                                 f"{module.global_step}; lower the learning rate or check the "
-                                 "data for NaN values")
+        if not finite:
+            raise NonFiniteLossError(message())
+        raise NonFiniteLossElsewhereError(
+            f"{what}: train loss is not finite on another GPU at step {module.global_step}; "
+            "lower the learning rate or check the data for NaN values")
 
 
 def seed_rank(module: L.LightningModule) -> None:
     """Give each DDP rank its own random stream: dropout, instance noise, sampled pixels.
 
     Every rank is seeded alike before the networks are built (their first weights agree); left
-    so, each sample slot of a step drew the same noise on every GPU. Rank 0 keeps its stream.
+    so, each sample slot of a step drew the same noise on every GPU. Rank 0 goes on with its
+    stream; every other rank takes one seeded from (seed, rank), which no run's rank 0 starts
+    from.
     """
     trainer = module._trainer
-    if trainer is not None and trainer.world_size > 1:
-        torch.manual_seed(torch.initial_seed() + trainer.global_rank)
+    if trainer is not None and trainer.world_size > 1 and trainer.global_rank > 0:
+        state = np.random.SeedSequence([torch.initial_seed(), trainer.global_rank])
+        torch.manual_seed(int(state.generate_state(1, np.uint64)[0]))
 
 
 def settle_finite_losses(module: L.LightningModule, stage: str) -> None:
@@ -149,7 +160,9 @@ def settle_finite_losses(module: L.LightningModule, stage: str) -> None:
     """
     message = _NONFINITE_EVAL.pop(module, None)
     if _any_rank(module, message is not None):
-        raise NonFiniteLossError(message or f"a {stage} loss was not finite on another GPU")
+        if message is not None:
+            raise NonFiniteLossError(message)
+        raise NonFiniteLossElsewhereError(f"a {stage} loss was not finite on another GPU")
 
 
 def uses_class_weights(spec: TaskSpec) -> bool:
