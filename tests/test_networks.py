@@ -1,6 +1,7 @@
 """Networks: encoder shapes and layout, decoders, heads, pose geometry, readout, discriminator."""
 
 import math
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -165,27 +166,33 @@ def _free_port() -> int:
         return int(probe.getsockname()[1])
 
 
-def _clip_on_two_ranks(rank: int, address: str, batch: torch.Tensor,
-                       out: torch.Tensor) -> None:
-    import torch.distributed as dist
+#: One rank of a 2-process gloo group: clip its half of a saved batch, synchronized.
+_CLIP_RANK = """
+import sys, torch, torch.distributed as dist
+from taskonomy.tasks.networks.readout import clip_to_batch_sigma
+rank, address, folder = int(sys.argv[1]), sys.argv[2], sys.argv[3]
+dist.init_process_group("gloo", init_method=address, rank=rank, world_size=2)
+batch = torch.load(f"{folder}/batch.pt")
+half = batch[rank * 4:(rank + 1) * 4]
+torch.save(clip_to_batch_sigma(half, 1.0, synchronized=True), f"{folder}/out{rank}.pt")
+dist.destroy_process_group()
+"""
 
-    dist.init_process_group("gloo", init_method=address, rank=rank, world_size=2)
-    try:
-        half = batch[rank * 4:(rank + 1) * 4]
-        out[rank * 4:(rank + 1) * 4] = clip_to_batch_sigma(half, 1.0, synchronized=True)
-    finally:
-        dist.destroy_process_group()
 
-
-def test_synchronized_clip_takes_the_moments_of_every_ranks_batch() -> None:
+def test_synchronized_clip_takes_the_moments_of_every_ranks_batch(tmp_path: Path) -> None:
     # With batch norm synchronized over GPUs, the readout's clip sees the step's whole batch.
+    import subprocess
+    import sys
+
     batch = torch.randn(8, 3, 2, 2)
     batch[4:] += 3.0  # the second rank's half is shifted: its own moments would differ
-    out = torch.zeros_like(batch).share_memory_()
-    torch.multiprocessing.spawn(_clip_on_two_ranks, nprocs=2,
-                                args=(f"tcp://127.0.0.1:{_free_port()}", batch, out))
-    whole = clip_to_batch_sigma(batch, 1.0)
-    assert torch.allclose(out, whole, atol=1e-5)
+    torch.save(batch, tmp_path / "batch.pt")
+    address = f"tcp://127.0.0.1:{_free_port()}"
+    ranks = [subprocess.Popen([sys.executable, "-c", _CLIP_RANK, str(rank), address,
+                               str(tmp_path)]) for rank in (0, 1)]
+    assert [rank.wait(timeout=120) for rank in ranks] == [0, 0]
+    out = torch.cat([torch.load(tmp_path / f"out{rank}.pt") for rank in (0, 1)])
+    assert torch.allclose(out, clip_to_batch_sigma(batch, 1.0), atol=1e-5)
     halves = torch.cat([clip_to_batch_sigma(batch[:4], 1.0), clip_to_batch_sigma(batch[4:], 1.0)])
     assert not torch.allclose(out, halves, atol=1e-3)
 
