@@ -435,7 +435,9 @@ def stale_sources(record: RunRecord, latest: Mapping[str, RunRecord]
         ``(source task, run it used, latest run)`` per retrained source.
     """
     used = record.config.get("source_runs") if record.role in ("transfer", "baseline") else None
-    if not isinstance(used, dict):
+    if not isinstance(used, dict) or record.sources == ("random",):
+        # A random encoder is no task run: records of earlier versions named it after the
+        # target, whose task run then looked like a retrained source.
         return []
     stale = []
     for task, source in sorted(used.items()):

@@ -346,7 +346,10 @@ def test_transfers_on_retrained_sources_are_found_and_set_aside(tmp_path: Path) 
     finished("d-r", "transfer", "depth_zbuffer", ("reshading",), source_runs=used)
     finished("r-self", "baseline", "reshading", ("self",),
              source_runs={"reshading": {"run_id": "task-old", "fingerprint": ""}})
-    ids = ["n-r", "d-r", "r-self", "todo"]
+    # A random baseline as earlier versions recorded it (its encoder named after the target).
+    finished("r-random", "baseline", "reshading", ("random",),
+             source_runs={"reshading": {"run_id": "random-resnet50-seed0", "fingerprint": ""}})
+    ids = ["n-r", "d-r", "r-self", "r-random", "todo"]
     points = [SweepPoint(i, {}, run_id) for i, run_id in enumerate(ids)]
     assert stale_transfer_points(points, runs) == {}
     finished("task-new", "task", "reshading", when="2026-02-01T00:00:00")
@@ -367,5 +370,6 @@ def test_transfers_on_retrained_sources_are_found_and_set_aside(tmp_path: Path) 
     assert all(p.parent == runs / ".stale" and (p / "record.json").is_file() for p in moved)
     assert record_status(runs, "n-r") is None and record_status(runs, "d-r") == "finished"
     # A set-aside run is no result: the analysis and the source lookup never read it.
-    assert {r.run_id for r in scan_records(runs).records} == {"task-old", "task-new", "d-r"}
+    assert {r.run_id for r in scan_records(runs).records} == {"task-old", "task-new", "d-r",
+                                                             "r-random"}
     assert redo_stale(points, runs)[0].name.startswith("d-r@")
