@@ -91,17 +91,20 @@ SetSource = str | os.PathLike[str] | Sequence[Sequence[float]] | np.ndarray | No
 
 
 def _read_set(source: str | os.PathLike[str] | Sequence[Sequence[float]] | np.ndarray,
-              option: str) -> np.ndarray:
+              option: str) -> tuple[np.ndarray, str]:
+    """The array of a file or list, and how to name it in messages."""
     if isinstance(source, (str, os.PathLike)):
         path = Path(source)
+        what = f"--data.{option}={path}"
         if not path.is_file():
-            raise ValueError(f"{option}: {str(path)!r} is no such file; give the path of a .npy "
-                             "file (e.g. the authors' file, downloaded beside your configs)")
+            raise ValueError(f"{what}: no such file (a relative path is read from the working "
+                             f"directory {Path.cwd()}); give the .npy file's path")
         try:
-            return np.asarray(np.load(path, allow_pickle=False))
-        except (ValueError, OSError) as error:
-            raise ValueError(f"{option}: {path} is not a .npy array file ({error})") from None
-    return np.asarray(source)
+            return np.asarray(np.load(path, allow_pickle=False)), what
+        except (ValueError, OSError):
+            raise ValueError(f"{what} is not a .npy array file (a download that saved a web "
+                             "page instead?); fetch the file again") from None
+    return np.asarray(source), option
 
 
 def load_ab_bins(source: str | os.PathLike[str] | Sequence[Sequence[float]] | np.ndarray
@@ -114,14 +117,15 @@ def load_ab_bins(source: str | os.PathLike[str] | Sequence[Sequence[float]] | np
     Raises:
         ValueError: No such file, not an array, not 313 distinct finite (a, b) pairs.
     """
-    values = _read_set(source, "ab_bins")
+    values, what = _read_set(source, "ab_bins")
     if values.shape != (AB_BIN_COUNT, 2) or not np.issubdtype(values.dtype, np.number):
-        raise ValueError(f"ab_bins must be {AB_BIN_COUNT}×2 numbers (one (a, b) centre per bin, "
-                         f"as pts_in_hull.npy); got an array of shape {values.shape} and dtype "
-                         f"{values.dtype}")
+        hint = " (transposed: save its .T)" if values.shape == (2, AB_BIN_COUNT) else ""
+        raise ValueError(f"{what}: need {AB_BIN_COUNT}×2 numbers (one (a, b) centre per bin, as "
+                         f"pts_in_hull.npy); got an array of shape {values.shape} and dtype "
+                         f"{values.dtype}{hint}")
     if not np.isfinite(values).all() or len(np.unique(values, axis=0)) != AB_BIN_COUNT:
-        raise ValueError("ab_bins must be finite and distinct: two bins with one centre could "
-                         "never both be the nearest")
+        raise ValueError(f"{what}: the bin centres must be finite and distinct (two bins with "
+                         "one centre could never both be the nearest)")
     return values.astype(np.float32)
 
 
@@ -136,19 +140,19 @@ def load_jigsaw_permutations(
     Raises:
         ValueError: No such file, not an array, not 100 distinct permutations of 0..8.
     """
-    values = _read_set(source, "jigsaw_permutations")
+    values, what = _read_set(source, "jigsaw_permutations")
     if values.shape != (JIGSAW_PERMUTATIONS, 9) or not np.issubdtype(values.dtype, np.number):
-        raise ValueError(f"jigsaw_permutations must be {JIGSAW_PERMUTATIONS}×9 (one permutation "
-                         f"of the 9 grid cells per class of the jigsaw head); got an array of "
-                         f"shape {values.shape} and dtype {values.dtype}")
+        raise ValueError(f"{what}: need {JIGSAW_PERMUTATIONS}×9 numbers (one permutation of the "
+                         f"9 grid cells per class of the jigsaw head); got an array of shape "
+                         f"{values.shape} and dtype {values.dtype}")
     rows = np.sort(values, axis=1)
     if not (rows == np.arange(9)).all():
-        hint = " (it counts cells from 1: subtract 1)" if (rows == np.arange(1, 10)).all() else ""
-        raise ValueError(f"jigsaw_permutations: every row must be a permutation of the cells "
-                         f"0..8{hint}")
+        hint = (" (its cells are numbered 1..9: subtract 1 from the array)"
+                if (rows == np.arange(1, 10)).all() else "")
+        raise ValueError(f"{what}: every row must be a permutation of the cells 0..8{hint}")
     if len(np.unique(values, axis=0)) != JIGSAW_PERMUTATIONS:
-        raise ValueError("jigsaw_permutations: two classes share one permutation; the rows "
-                         "must be distinct")
+        raise ValueError(f"{what}: two classes share one permutation; the rows must be "
+                         "distinct")
     return values.astype(np.int64)
 
 

@@ -173,7 +173,8 @@ def test_sweep_beam_carries_the_settings_of_the_regime_it_ranks(tmp_path: Path) 
 
 
 def test_sweep_beam_runs_the_higher_orders_with_the_first_orders_config(
-        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+        capsys: pytest.CaptureFixture[str]) -> None:
     # Paper-setting results turned into CPU-config higher orders: other splits, schedule, device.
     monkeypatch.chdir(ROOT)  # sweeps name configs relative to the project folder
     runs = tmp_path / "runs"
@@ -186,6 +187,17 @@ def test_sweep_beam_runs_the_higher_orders_with_the_first_orders_config(
                  str(out)]) == 0
     command = load_sweep_file(out).command
     assert command[3:5] == ["--config", "experiments/configs/transfer_paper.yaml"]
+    # Records from another machine name a config this one lacks: named, with the fix.
+    moved = tmp_path / "moved"
+    for record in first_order_records("normal", strengths_for("normal")):
+        write_record(RunRecord.from_dict({**record.to_dict(),
+                                          "config": {CONFIG_FILES_KEY: ["/elsewhere/t.yaml"]}}),
+                     moved)
+    capsys.readouterr()
+    assert main(["sweep", "beam", "--runs", str(moved), "--max-order", "2", "--out",
+                 str(out)]) == 2
+    said = " ".join(capsys.readouterr().err.split())
+    assert "/elsewhere/t.yaml, not found" in said and "--config" in said
     assert recorded_configs([]) is None
     mixed = first_order_records("normal", strengths_for("normal"))
     mixed[0] = RunRecord.from_dict({**mixed[0].to_dict(), "config": {CONFIG_FILES_KEY: ["a.yaml"]}})

@@ -48,14 +48,17 @@ def reordered_bins(tmp_path: Path) -> Path:
 
 
 def test_ab_bins_files_are_checked(tmp_path: Path) -> None:
-    with pytest.raises(ValueError, match="no such file"):
+    with pytest.raises(ValueError, match="--data.ab_bins=.*missing.npy: no such file"):
         ss.load_ab_bins(tmp_path / "missing.npy")
     (tmp_path / "page.npy").write_text("<html>not found</html>")
-    with pytest.raises(ValueError, match="not a .npy array file"):
+    with pytest.raises(ValueError, match="not a .npy array file") as raised:
         ss.load_ab_bins(tmp_path / "page.npy")
+    assert "allow_pickle" not in str(raised.value)  # numpy's advice to load it unsafely
     np.save(tmp_path / "short.npy", ss.ab_bins()[:300])
-    with pytest.raises(ValueError, match=r"313×2 numbers.*\(300, 2\)"):
+    with pytest.raises(ValueError, match=r"short.npy: need 313×2 numbers.*\(300, 2\)"):
         ss.load_ab_bins(tmp_path / "short.npy")
+    with pytest.raises(ValueError, match=r"transposed: save its .T"):
+        ss.load_ab_bins(ss.ab_bins().T)
     twice = ss.ab_bins().copy()
     twice[1] = twice[0]
     with pytest.raises(ValueError, match="distinct"):
@@ -65,7 +68,7 @@ def test_ab_bins_files_are_checked(tmp_path: Path) -> None:
 
 def test_jigsaw_permutation_files_are_checked(tmp_path: Path) -> None:
     shipped = ss.jigsaw_permutations()
-    with pytest.raises(ValueError, match="counts cells from 1: subtract 1"):
+    with pytest.raises(ValueError, match="numbered 1..9: subtract 1"):
         ss.load_jigsaw_permutations(shipped + 1)
     broken = shipped.copy()
     broken[5, 0] = broken[5, 1]
@@ -107,7 +110,7 @@ def test_datamodule_reads_the_sets_before_any_run(tiny_shards: Path, reordered_b
     shipped = first_batch()["colorization"]["target"]
     reordered = first_batch(ab_bins=str(reordered_bins))["colorization"]["target"]
     assert torch.allclose(reordered, shipped[:, torch.from_numpy(ORDER)], atol=1e-6)
-    with pytest.raises(ValueError, match="jigsaw_permutations: .*no such file"):
+    with pytest.raises(ValueError, match="--data.jigsaw_permutations=.*no such file"):
         TaskonomyDataModule(tiny_shards, tasks=["jigsaw"],
                             jigsaw_permutations=str(tmp_path / "jigsaw_max_hamming_set.npy"))
 

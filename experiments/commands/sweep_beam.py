@@ -65,10 +65,25 @@ def run(args: argparse.Namespace) -> int:
     regime = choose_regime(first_order_records(records), args.regime)
     # The higher orders run as the first order did: its config (the paper's trains on other
     # splits, schedule and devices than the CPU default), unless one is chosen.
-    config: list[str] = ([args.config] if args.config
-                         else recorded_configs(records, regime) or [DEFAULT_CONFIG])
-    if not args.config:
-        Console().print(f"config of the higher orders: {' + '.join(config)}", highlight=False)
+    recorded = None if args.config else recorded_configs(records, regime)
+    if args.config:
+        config = [args.config]
+    elif recorded:
+        missing = [c for c in recorded if not Path(c).is_file()]
+        if missing:
+            raise ValueError(
+                f"the first-order transfers ran with {', '.join(missing)}, not found from "
+                f"{Path.cwd()}; run sweep beam from the project folder, or pass --config "
+                "(this machine's copy)")
+        config = recorded
+        Console().print(f"config of the higher orders (the first order's): {' + '.join(config)}",
+                        highlight=False)
+    else:
+        config = [DEFAULT_CONFIG]
+        Console(stderr=True).print(
+            f"[yellow]the first-order records name no config (written before records listed "
+            f"them): the higher orders use {DEFAULT_CONFIG}; for paper-setting results pass "
+            "--config experiments/configs/transfer_paper.yaml[/yellow]", highlight=False)
     fixed = extra_arguments(args.set)
     sweep = beam_sweep(transfers, name=args.name or out.stem, config=config, fixed=fixed,
                        max_order=args.max_order)
@@ -97,8 +112,9 @@ def _carried_settings(records: list, sweep: dict, fixed: list[str], regime: str)
         with contextlib.redirect_stderr(io.StringIO()), contextlib.redirect_stdout(io.StringIO()):
             parsed = checker.parsed_config([*command[2:], f"--model.transfer={first}"])
     except (SystemExit, ValueError) as error:
-        Console().print(f"[yellow]could not parse the sweep's command ({error}); first-order "
-                        "settings are not compared[/yellow]")
+        reason = "rejected by the transfer CLI" if isinstance(error, SystemExit) else str(error)
+        Console().print(f"[yellow]could not parse the sweep's command {' '.join(command)} "
+                        f"({reason}); first-order settings are not compared[/yellow]")
         return []
     keys = [argument[2:].split("=", 1)[0] for argument in fixed]
     return settings_to_carry(records, parsed, keep=keys, regime=regime)
