@@ -440,6 +440,15 @@ class TrainCLI(TaskonomyCLI):
                 # The weights, not the file name, go into the config, the run id and the
                 # record (transfers and `self` baselines read them from there).
                 model["class_weights"] = load_class_weights(weights)
+                data = namespace.get("data")
+                if (is_ab_bin_task(str(model.get("task")))
+                        and (data is None or data.get("ab_bins") is None)):
+                    warnings.warn(
+                        f"class_weights {weights} weighs colorization's ab bins in the order of "
+                        "the bins it was made for, and this run uses the suite's own bins; pass "
+                        "those bins too (the authors' prior_factor_in_door.npy goes with their "
+                        "pts_in_hull.npy: --data.ab_bins=pts_in_hull.npy)", UserWarning,
+                        stacklevel=2)
         super().before_instantiate_classes()
         if found is not None and found.resolve() != (CONFIGS_DIR / str(path)).resolve():
             # The run id hashed the path as written. The saved config.yaml and the record get

@@ -163,6 +163,25 @@ def test_a_class_weights_file_is_loaded_into_the_config(tmp_path: Path) -> None:
               "--model.class_weights=balanced")
 
 
+def test_a_colorization_prior_without_its_bins_is_warned_about(tmp_path: Path) -> None:
+    # The authors' prior_factor_in_door.npy weighs their pts_in_hull.npy bins, not the suite's.
+    import warnings
+
+    import numpy as np
+
+    from taskonomy.datamodules.selfsupervised import ab_bins
+
+    np.save(tmp_path / "prior.npy", np.ones(313))
+    np.save(tmp_path / "bins.npy", ab_bins())
+    argv = ["--config", str(CONFIGS / "cpu.yaml"), "--model.task=colorization",
+            f"--model.class_weights={tmp_path / 'prior.npy'}"]
+    with pytest.warns(UserWarning, match="--data.ab_bins=pts_in_hull.npy"):
+        parse(*argv)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", UserWarning)
+        parse(*argv, f"--data.ab_bins={tmp_path / 'bins.npy'}")
+
+
 def test_task_exceptions_match_the_task_table() -> None:
     exceptions = load_task_overrides(CONFIGS / "tasks" / "paper_exceptions.yaml")
     assert set(exceptions) <= set(task_names())
