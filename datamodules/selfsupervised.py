@@ -86,6 +86,9 @@ def jigsaw_permutations() -> np.ndarray:
     return shipped if shipped is not None else build_jigsaw_permutations()
 
 
+#: The datamodule options that name label-set files (their contents make the labels).
+LABEL_SET_OPTIONS = ("ab_bins", "jigsaw_permutations")
+
 #: A set given as a ``.npy`` file or as nested lists of numbers (``None``: the shipped set).
 SetSource = str | os.PathLike[str] | Sequence[Sequence[float]] | np.ndarray | None
 

@@ -193,6 +193,26 @@ def default_run_id(role: str, target: str, sources: tuple[str, ...], regime: str
     return "__".join(parts)
 
 
+def _with_label_set_digests(config: dict[str, Any]) -> dict[str, Any]:
+    """``config`` with each label-set file of the data named with a hash of its contents.
+
+    The labels are made from the file (``--data.ab_bins``, ``--data.jigsaw_permutations``), so a
+    file edited under the same name gives another run id.
+    """
+    from taskonomy.datamodules.selfsupervised import LABEL_SET_OPTIONS
+
+    data = config.get("data")
+    if not isinstance(data, dict):
+        return config
+    named = {key: data[key] for key in LABEL_SET_OPTIONS
+             if isinstance(data.get(key), str) and Path(data[key]).is_file()}
+    if not named:
+        return config
+    digests = {key: hashlib.sha1(Path(value).read_bytes()).hexdigest()[:12]
+               for key, value in named.items()}
+    return {**config, "data": {**data, **{k: f"{named[k]}#{d}" for k, d in digests.items()}}}
+
+
 def _global_rank() -> int:
     # Before the Trainer exists, the launcher's environment tells which process this is.
     for name in ("RANK", "SLURM_PROCID", "LOCAL_RANK"):
@@ -391,7 +411,7 @@ class TaskonomyCLI(LightningCLI):
         role, target, sources = self.record_identity()
         regime = str(namespace.get("regime") or "full")
         self.run_id = namespace.get("run_id") or default_run_id(
-            role, target, sources, regime, self.subcommand_config())
+            role, target, sources, regime, _with_label_set_digests(self.subcommand_config()))
         # Validates the run id (it names a folder) before anything is written.
         RunRecord(run_id=self.run_id, role=role, target=target, sources=sources, regime=regime)
         self.run_dir = Path(namespace.get("runs_dir") or "runs") / self.run_id

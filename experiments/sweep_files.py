@@ -93,9 +93,10 @@ class SweepFile:
         hash of every config file it names, and the extra arguments.
         """
         template = [item for item in self.command if item not in _MACROS]
-        # Config files given as extra arguments (``--set config=F``) count by content too.
-        digests = {path: config_digest(path)
-                   for path in config_paths([*template, *extra]) if Path(path).is_file()}
+        # Files given as extra arguments (``--set config=F``, a label set, class weights) count
+        # by their contents too: the same name with other contents is another run.
+        named = [*config_paths(template), *(a.split("=", 1)[1] for a in extra if "=" in a)]
+        digests = {path: config_digest(path) for path in named if Path(path).is_file()}
         # Order-free: `--set a=1 --set b=2` and `--set b=2 --set a=1` are one run (a stable
         # sort keeps a repeated key's order, where the last value wins).
         if not any(argument.startswith("--config=") for argument in extra):

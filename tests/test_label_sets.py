@@ -160,3 +160,16 @@ def test_train_cli_counts_the_prior_over_the_given_bins(tiny_shards: Path, reord
     shipped = prior()
     assert np.corrcoef(weights, shipped[ORDER])[0, 1] > 0.99
     assert np.corrcoef(weights, shipped)[0, 1] < 0.5
+
+
+def test_a_label_set_file_counts_by_its_contents_in_run_ids(tmp_path: Path) -> None:
+    from taskonomy.experiments.lightning_cli import _with_label_set_digests, config_hash
+
+    path = tmp_path / "bins.npy"
+    np.save(path, ss.ab_bins())
+    config = {"data": {"ab_bins": str(path), "root": str(tmp_path)}, "model": {"lr": 1.0}}
+    first = config_hash(_with_label_set_digests(config))
+    np.save(path, ss.ab_bins()[ORDER])  # edited under the same name
+    assert config_hash(_with_label_set_digests(config)) != first
+    plain = {"data": {"ab_bins": None}, "model": {"lr": 1.0}}
+    assert _with_label_set_digests(plain) == plain  # runs without label files keep their ids

@@ -216,6 +216,11 @@ def test_run_ids_follow_the_config_contents_and_the_overrides(tmp_path: Path,
     with_extra = ids("small.yaml", ("--config=extra.yaml",))
     Path("extra.yaml").write_text("trainer: {max_steps: 50}\n")
     assert set(with_extra).isdisjoint(ids("small.yaml", ("--config=extra.yaml",)))
+    # So does any file a --set names (a label set): other contents, other runs.
+    Path("bins.npy").write_bytes(b"first")
+    with_bins = ids("small.yaml", ("--data.ab_bins=bins.npy",))
+    Path("bins.npy").write_bytes(b"second")
+    assert set(with_bins).isdisjoint(ids("small.yaml", ("--data.ab_bins=bins.npy",)))
 
 
 def test_a_point_killed_by_a_signal_says_so(tmp_path: Path) -> None:
