@@ -43,6 +43,7 @@ import json
 import os
 import re
 import sys
+import time
 import warnings
 import zipfile
 from collections.abc import Callable, Sequence
@@ -233,16 +234,29 @@ def write_failed_record(failed: RunRecord, runs_dir: Path, rank: int, *,
     instead of replacing it. ``echo``: the error only repeats another rank's (a loss that was
     not finite on another GPU); it is written only where nothing better is.
     """
-    try:
-        on_disk: RunRecord | None = read_record(record_path(runs_dir, failed.run_id))
-    except (OSError, ValueError):
-        on_disk = None
+    path = record_path(runs_dir, failed.run_id)
+
+    def read() -> RunRecord | None:
+        try:
+            return read_record(path)
+        except (OSError, ValueError):
+            return None
+
+    on_disk = read()
+    if rank == 0 and echo:
+        # The rank with the cause fails at the same collective: give its record a moment.
+        deadline = time.monotonic() + ECHO_WAIT_SECONDS
+        while (on_disk is None or on_disk.status != "failed") and time.monotonic() < deadline:
+            time.sleep(0.1)
+            on_disk = read()
     if rank != 0:
-        if echo or on_disk is None or on_disk.status not in ("running", "failed"):
+        if echo:
             return on_disk or failed
-        if on_disk.status == "failed" and not (on_disk.error or "").startswith(_ECHO_ERRORS):
+        if on_disk is not None and on_disk.status == "failed" \
+                and not (on_disk.error or "").startswith(_ECHO_ERRORS):
             return on_disk  # another rank's cause, or rank 0's own, is there already
-        failed = dataclasses.replace(failed, started_at=on_disk.started_at,
+        started = on_disk.started_at if on_disk is not None else failed.started_at
+        failed = dataclasses.replace(failed, started_at=started,
                                      error=f"rank {rank}: {failed.error}")
     elif (on_disk is not None and on_disk.status == "failed"
           and on_disk.started_at == failed.started_at
@@ -254,6 +268,8 @@ def write_failed_record(failed: RunRecord, runs_dir: Path, rank: int, *,
     return failed
 
 
+#: Seconds rank 0 waits for the failing rank's record before recording only an echo of it.
+ECHO_WAIT_SECONDS = 5.0
 #: Error messages that only repeat another rank's failure.
 _ECHO_ERRORS = ("NonFiniteLossElsewhereError",)
 

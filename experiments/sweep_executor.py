@@ -89,10 +89,13 @@ def failure_line(runs_dir: Path, result: PointResult) -> str:
 
     reason = failure_reason(runs_dir, result.point.run_id)
     code = result.returncode
-    # A signal ended it and its run did not record a failure (a run that failed on one DDP
-    # rank gets the others killed: then the record's cause counts).
-    if (code is not None and code < 0
-            and record_status(runs_dir, result.point.run_id) != "failed"):
+    # A signal ended it and its run did not record a failure in this attempt (a run that failed
+    # on one DDP rank gets the others killed: then the record's cause counts).
+    record = runs_dir / result.point.run_id / RECORD_NAME
+    attempt_began = time.time() - result.seconds - 1.0
+    failed_now = (record_status(runs_dir, result.point.run_id) == "failed"
+                  and record.stat().st_mtime >= attempt_began)
+    if code is not None and code < 0 and not failed_now:
         try:
             name = signal.Signals(-code).name
         except ValueError:

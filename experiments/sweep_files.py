@@ -31,6 +31,8 @@ _MACROS = ("${env}", "${interpreter}", "${program}", "${args}", "${args_no_hyphe
 _UNSUPPORTED_MACROS = ("${args_json_file}", "${args_no_boolean_flags}", "${args_no_equals}",
                        "${args_append_hydra}", "${args_override_hydra}")
 _DEFAULT_COMMAND = ["${env}", "${interpreter}", "${program}", "${args}"]
+#: Arguments naming label-set files (their contents make the labels).
+_LABEL_SET_ARGS = ("--data.ab_bins", "--data.jigsaw_permutations")
 
 
 @dataclass(frozen=True)
@@ -75,8 +77,9 @@ class SweepFile:
 
         Args:
             extra: Arguments added to every point (the executor's ``--set``); they, the command
-                template and the contents of its ``--config`` files are part of each run id,
-                so the same grid under another config or override never reuses a run.
+                template and the contents of the config and label-set files named are part of
+                each run id, so the same grid under another config or override never reuses a
+                run.
         """
         names = list(self.parameters)
         context = self.run_context(extra)
@@ -90,12 +93,14 @@ class SweepFile:
         """What, besides a point's parameters, decides what its run computes.
 
         The command template without the macros (the program, fixed arguments) with the content
-        hash of every config file it names, and the extra arguments.
+        hash of every config file it names, and the extra arguments with the content hash of the
+        config and label-set files they name.
         """
         template = [item for item in self.command if item not in _MACROS]
-        # Files given as extra arguments (``--set config=F``, a label set, class weights) count
-        # by their contents too: the same name with other contents is another run.
-        named = [*config_paths(template), *(a.split("=", 1)[1] for a in extra if "=" in a)]
+        # Configs and label sets given as extra arguments (``--set config=F``, ``--set
+        # data.ab_bins=F``) count by their contents too: the same name edited is another run.
+        named = [*config_paths([*template, *extra]),
+                 *(a.split("=", 1)[1] for a in extra if a.split("=", 1)[0] in _LABEL_SET_ARGS)]
         digests = {path: config_digest(path) for path in named if Path(path).is_file()}
         # Order-free: `--set a=1 --set b=2` and `--set b=2 --set a=1` are one run (a stable
         # sort keeps a repeated key's order, where the last value wins).

@@ -44,8 +44,9 @@ from taskonomy.datamodules.domains import atomic_write_bytes
 
 #: Version of the cache files; other versions are rebuilt. 2: the encoders' max-pool pads like
 #: TF's SAME (the same weights now give other representations). 3: denoising and inpainting
-#: sources read their own tasks' inputs (noisy, centre blanked).
-CACHE_VERSION = 3
+#: sources read their own tasks' inputs (noisy, centre blanked). 4: that noise drawn with
+#: torch on the images' device; the random encoder reads the plain image for every target.
+CACHE_VERSION = 4
 
 _SAFE = re.compile(r"[^A-Za-z0-9._=+-]+")
 

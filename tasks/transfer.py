@@ -253,7 +253,8 @@ def noisy_images(images: torch.Tensor) -> torch.Tensor:
     The denoising task's corruption (Gaussian noise of variance 0.01 on the [0,1] image,
     clipped), drawn on the images' device from a seed hashed from each image's pixels, so a
     representation does not depend on the batch, the epoch or whether it came from the cache
-    (the authors extracted each one once).
+    (the authors extracted each one once). The seed is the same on every device; torch's CPU
+    and CUDA generators draw different noise from it.
     """
     pixels = (images.detach().float() + 1.0) / 2.0
     noise = torch.empty_like(pixels)
@@ -1043,7 +1044,8 @@ class TransferTask(L.LightningModule):
     def source_runs(self) -> dict[str, dict[str, str]]:
         """Each frozen source's task run and weight fingerprint, by source task.
 
-        For the ``self`` baseline, the target's task run it evaluates (and its encoder's).
+        For the ``self`` baseline, the target's task run it evaluates (and its encoder's); for
+        ``random``, its encoder's recipe under ``random_encoder`` (no task run).
         """
         if self.network_run is not None:
             return {self.target: {"run_id": self.network_run,

@@ -238,6 +238,11 @@ def test_a_point_killed_by_a_signal_says_so(tmp_path: Path) -> None:
         {"status": "failed", "error": "rank 1: ShardKeyMismatchError: shard 3"}))
     line = failure_line(tmp_path, PointResult(point, "failed", returncode=-9))
     assert "rank 1: ShardKeyMismatchError" in line and "SIGKILL" not in line
+    # A failure an earlier attempt recorded is not this attempt's cause.
+    old = time.time() - 3600
+    os.utime(tmp_path / "normal-1234" / "record.json", (old, old))
+    line = failure_line(tmp_path, PointResult(point, "failed", returncode=-9, seconds=60.0))
+    assert "killed by SIGKILL" in line
 
 
 def test_point_ids_start_with_a_letter_or_digit() -> None:

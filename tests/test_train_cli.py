@@ -470,11 +470,15 @@ def test_the_failing_rank_records_its_cause(tmp_path: Path) -> None:
                                tmp_path, 0).error == "ValueError: x"
 
 
-def test_a_nan_on_one_rank_is_recorded_by_that_rank(tmp_path: Path) -> None:
+def test_a_nan_on_one_rank_is_recorded_by_that_rank(tmp_path: Path,
+                                                   monkeypatch: pytest.MonkeyPatch) -> None:
     # Every rank stops on a NaN; only the rank that saw it names the loss. The others' echo
     # ("not finite on another GPU") never replaces it, whoever writes first.
+    import taskonomy.experiments.lightning_cli as cli
     from taskonomy.analysis.records import RunRecord, write_record
     from taskonomy.experiments.lightning_cli import write_failed_record
+
+    monkeypatch.setattr(cli, "ECHO_WAIT_SECONDS", 0.2)  # rank 0's wait for the cause
 
     running = RunRecord(run_id="r", role="task", target="normal", sources=(), regime="full")
     echo = "NonFiniteLossElsewhereError: train loss is not finite on another GPU at step 5"
@@ -485,3 +489,9 @@ def test_a_nan_on_one_rank_is_recorded_by_that_rank(tmp_path: Path) -> None:
         for rank, error, is_echo in (order if first_writer == 0 else order[::-1]):
             write_failed_record(running.failed(error), tmp_path, rank, echo=is_echo)
         assert read_record(record_path(tmp_path, "r")).error == f"rank 1: {cause}"
+
+    # Under a launcher that starts every rank at once there may be no record yet: the failing
+    # rank still writes its cause.
+    alone = tmp_path / "alone"
+    write_failed_record(running.failed(cause), alone, rank=2)
+    assert read_record(record_path(alone, "r")).error == f"rank 2: {cause}"

@@ -143,8 +143,8 @@ def seed_rank(module: L.LightningModule) -> None:
 
     Every rank is seeded alike before the networks are built (their first weights agree); left
     so, each sample slot of a step drew the same noise on every GPU. Rank 0 goes on with its
-    stream; every other rank takes one seeded from (seed, rank), which no run's rank 0 starts
-    from.
+    stream; every other rank takes one seeded from (seed, rank) through a seed sequence, so it
+    is not simply another seed's rank 0.
     """
     trainer = module._trainer
     if trainer is not None and trainer.world_size > 1 and trainer.global_rank > 0:
