@@ -37,6 +37,16 @@ def _restore_process_state() -> Iterator[None]:
     torch.set_num_threads(threads)
 
 
+@pytest.fixture()
+def offline_one_thread(monkeypatch: pytest.MonkeyPatch) -> None:
+    """W&B offline and one torch thread (OpenMP spin-waits on a shared 2-core machine).
+
+    :func:`_restore_process_state` gives the thread count back after the test.
+    """
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    torch.set_num_threads(1)
+
+
 TINY_RESOLUTION = 32
 TRAIN_BUILDINGS = ("allensville", "beechwood", "coffeen")
 VAL_BUILDINGS = ("collierville", "corozal")

@@ -35,14 +35,7 @@ SPLITS = {"train": ("allensville", "beechwood", "coffeen"), "val": ("corozal",),
 LABEL_PROBABILITIES = np.array([0.05, 0.75] + [0.2 / 16] * 16)
 
 
-@pytest.fixture(autouse=True)
-def _offline_one_thread(monkeypatch: pytest.MonkeyPatch) -> Any:
-    """W&B offline; one torch thread (OpenMP spin-waits on a shared 2-core machine)."""
-    monkeypatch.setenv("WANDB_MODE", "offline")
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("offline_one_thread")
 
 
 @pytest.fixture(scope="module")

@@ -30,14 +30,7 @@ RES = 32
 ORDER = np.random.default_rng(3).permutation(ss.AB_BIN_COUNT)
 
 
-@pytest.fixture(autouse=True)
-def _offline_one_thread(monkeypatch: pytest.MonkeyPatch) -> Any:
-    """W&B offline; one torch thread (OpenMP spin-waits on a shared 2-core machine)."""
-    monkeypatch.setenv("WANDB_MODE", "offline")
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("offline_one_thread")
 
 
 @pytest.fixture()
