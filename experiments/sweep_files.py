@@ -77,16 +77,23 @@ class SweepFile:
 
         Args:
             extra: Arguments added to every point (the executor's ``--set``); they, the command
-                template and the contents of the config and label-set files named are part of
-                each run id, so the same grid under another config or override never reuses a
-                run.
+                template and the contents of the config and label-set files named (there, in
+                the point's parameters or inside those configs) are part of each run id, so the
+                same grid under another config, override or edited file never reuses a run.
         """
         names = list(self.parameters)
         context = self.run_context(extra)
         points = []
         for index, values in enumerate(itertools.product(*(self.parameters[n] for n in names))):
             params = dict(zip(names, values, strict=True))
-            points.append(SweepPoint(index, params, point_run_id(params, context)))
+            # A config or label-set file among the parameters counts by its contents too.
+            files = {name: config_digest(value) if name == "config" else file_digest(value)
+                     for name, value in params.items()
+                     if (name == "config" or f"--{name}" in _LABEL_SET_ARGS)
+                     and isinstance(value, str) and Path(value).is_file()}
+            point_context = (context if not files
+                             else f"{context}\n{json.dumps(files, sort_keys=True)}")
+            points.append(SweepPoint(index, params, point_run_id(params, point_context)))
         return points
 
     def run_context(self, extra: Sequence[str] = ()) -> str:
@@ -99,9 +106,11 @@ class SweepFile:
         template = [item for item in self.command if item not in _MACROS]
         # Configs and label sets given as extra arguments (``--set config=F``, ``--set
         # data.ab_bins=F``) count by their contents too: the same name edited is another run.
-        named = [*config_paths([*template, *extra]),
-                 *(a.split("=", 1)[1] for a in extra if a.split("=", 1)[0] in _LABEL_SET_ARGS)]
-        digests = {path: config_digest(path) for path in named if Path(path).is_file()}
+        digests = {path: config_digest(path) for path in config_paths([*template, *extra])
+                   if Path(path).is_file()}
+        digests |= {path: file_digest(path) for path in (
+            a.split("=", 1)[1] for a in extra if a.split("=", 1)[0] in _LABEL_SET_ARGS)
+            if Path(path).is_file()}
         # Order-free: `--set a=1 --set b=2` and `--set b=2 --set a=1` are one run (a stable
         # sort keeps a repeated key's order, where the last value wins).
         if not any(argument.startswith("--config=") for argument in extra):
@@ -177,15 +186,49 @@ def config_files(path: str | Path) -> list[Path]:
     return found
 
 
-def config_digest(path: str | Path) -> str:
-    """Content hash of a config file and of every YAML file it names (:func:`config_files`).
+def config_label_sets(files: Sequence[Path]) -> list[Path]:
+    """The label-set files (``data.ab_bins``, ``data.jigsaw_permutations``) config files name.
 
+    Names are resolved against the working directory, as the CLI reads them.
+    """
+    keys = {argument.rsplit(".", 1)[1] for argument in _LABEL_SET_ARGS}
+    found: list[Path] = []
+
+    def visit(data: Any) -> None:
+        if isinstance(data, dict):
+            for key, value in data.items():
+                if key in keys and isinstance(value, str) and Path(value).is_file():
+                    found.append(Path(value).resolve())
+                else:
+                    visit(value)
+        elif isinstance(data, list):
+            for value in data:
+                visit(value)
+
+    for file in files:
+        try:
+            visit(yaml.safe_load(file.read_text(encoding="utf-8")))
+        except (yaml.YAMLError, UnicodeDecodeError):
+            continue
+    return [file for i, file in enumerate(found) if file not in found[:i]]
+
+
+def file_digest(path: str | Path) -> str:
+    """Content hash of one file."""
+    return hashlib.sha1(Path(path).read_bytes()).hexdigest()[:12]
+
+
+def config_digest(path: str | Path) -> str:
+    """Content hash of a config file and of every file it names, YAML or label set.
+
+    The YAML files are :func:`config_files`, the label sets :func:`config_label_sets`.
     Editing ``configs/model/cpu.yaml`` changes the digest of ``configs/cpu.yaml``, which names it.
     A config naming no other file keeps the plain content hash (the run ids it gave before).
     """
     files = config_files(path)
+    files += [file for file in config_label_sets(files) if file not in files]
     if len(files) == 1:
-        return hashlib.sha1(files[0].read_bytes()).hexdigest()[:12]
+        return file_digest(files[0])
     root, digest = files[0].parent, hashlib.sha1()
     for file in files:
         digest.update(str(file.relative_to(root) if file.is_relative_to(root) else file.name)

@@ -221,6 +221,34 @@ def test_run_ids_follow_the_config_contents_and_the_overrides(tmp_path: Path,
     with_bins = ids("small.yaml", ("--data.ab_bins=bins.npy",))
     Path("bins.npy").write_bytes(b"second")
     assert set(with_bins).isdisjoint(ids("small.yaml", ("--data.ab_bins=bins.npy",)))
+    # ... and one a config names (read from the working directory, as the CLI reads it).
+    Path("colour.yaml").write_text("data: {ab_bins: bins.npy}\n")
+    with_config_bins = ids("colour.yaml")
+    Path("bins.npy").write_bytes(b"third")
+    assert set(with_config_bins).isdisjoint(ids("colour.yaml"))
+
+
+def test_files_among_a_points_parameters_count_by_their_contents(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    Path("sweep.yaml").write_text(
+        "method: grid\nprogram: taskonomy\ncommand: ['${args}']\nparameters:\n"
+        "  model.task: {value: colorization}\n  config: {values: [a.yaml, b.yaml]}\n"
+        "  data.ab_bins: {value: bins.npy}\n")
+    Path("a.yaml").write_text("model: {resolution: 32}\n")
+    Path("b.yaml").write_text("model: {resolution: 64}\n")
+    Path("bins.npy").write_bytes(b"first")
+
+    def ids() -> list[str]:
+        return [point.run_id for point in load_sweep_file("sweep.yaml").points()]
+
+    first = ids()
+    assert first == ids() and len(set(first)) == 2
+    Path("b.yaml").write_text("model: {resolution: 128}\n")
+    edited = ids()
+    assert edited[0] == first[0] and edited[1] != first[1]  # only b.yaml's point changed
+    Path("bins.npy").write_bytes(b"second")
+    assert set(ids()).isdisjoint(edited)
 
 
 def test_a_point_killed_by_a_signal_says_so(tmp_path: Path) -> None:
