@@ -6,6 +6,16 @@ and every source of the data is eligible, transfers up to order 4, importance 1 
 label cost 1 per task. ``random`` is a baseline and never an edge; as one member of a higher-order
 source set (the authors' beam search) it is the label-free random encoder and needs no
 supervision.
+
+``convention="supervision-api"`` builds the program of the authors' released solver instead
+(``taxonomy_api.py``, the Supervision API of taskonomy.vision), which departs from the paper's
+text: an edge earns √affinity; the ``t → t`` readout is no edge; a supervised target takes its
+``self`` value and no transfer; ``random`` is a source task like any other (a first-order
+source, and a member of higher-order sets) and costs its label cost; ``class_selected`` is left
+out unless named. On the paper's affinities the two conventions choose other supervised sets at
+several budgets. One quirk of that solver is not copied: its floor of 1e-5 on every reward lets
+it mark unused source-only tasks as supervised when budget is left over; here a supervised task
+is always a source of a chosen edge.
 """
 
 from __future__ import annotations
@@ -37,6 +47,10 @@ from taskonomy.solvers import (
 
 #: Default highest transfer order (the paper's).
 DEFAULT_MAX_ORDER = 4
+#: How the program is built: as the paper's text states it, or as the authors' released solver.
+CONVENTIONS = ("paper", "supervision-api")
+#: Tasks the authors' solver leaves out unless asked for (its 100-class object task).
+_API_UNUSED = ("class_selected",)
 #: How many missing transfers an error message lists before summarizing.
 _MAX_LISTED = 30
 
@@ -70,12 +84,36 @@ def missing_transfers(table: AffinityTable, targets: Sequence[str],
     return missing
 
 
+def eligible_sources(table: AffinityTable, convention: str = "paper") -> list[str]:
+    """The tasks a taxonomy may supervise under a convention, sorted.
+
+    The table's supervisable tasks (:meth:`AffinityTable.supervisable`); under
+    ``supervision-api`` also ``random`` when the table has its rows (a task to pay for there).
+    """
+    supervisable = table.supervisable()
+    if convention == "supervision-api" and (table.frame["sources"] == RANDOM_SOURCE).any():
+        supervisable = sorted({*supervisable, RANDOM_SOURCE})
+    return supervisable
+
+
+def default_sources(table: AffinityTable, convention: str = "paper") -> list[str]:
+    """The sources a taxonomy uses when none are named.
+
+    :func:`eligible_sources`; the authors' solver leaves out ``class_selected``.
+    """
+    eligible = eligible_sources(table, convention)
+    if convention == "supervision-api":
+        return [s for s in eligible if s not in _API_UNUSED]
+    return eligible
+
+
 def build_problem(table: AffinityTable, budget: float = math.inf, *,
                   targets: Sequence[str] | None = None, sources: Sequence[str] | None = None,
                   max_order: int = DEFAULT_MAX_ORDER,
                   importance: Mapping[str, float] | None = None,
                   cost: Mapping[str, float] | None = None,
-                  require_complete: bool = True) -> TaxonomyProblem:
+                  require_complete: bool = True,
+                  convention: str = "paper") -> TaxonomyProblem:
     """The taxonomy BIP for an affinity table and the user's choices.
 
     Args:
@@ -92,18 +130,27 @@ def build_problem(table: AffinityTable, budget: float = math.inf, *,
         cost: Label cost per task (default 1).
         require_complete: Require a ``self`` row and a first-order transfer from every
             eligible source for every target (``False`` for a novel task with few transfers).
+        convention: ``paper`` (the paper's text) or ``supervision-api`` (the authors' released
+            solver; see the module docstring).
 
     Raises:
         ValueError: On unknown task names (valid names listed), missing ``self`` or first-order
             transfers for a requested target (the missing pairs listed), a target without an
-            eligible edge (named), or bad weights.
+            eligible edge (named), bad weights, or an unknown convention.
     """
     if max_order < 1:
         raise ValueError(f"--max-order must be ≥ 1, got {max_order}")
-    target_list = _check_names(targets if targets is not None else table.targets(),
+    if convention not in CONVENTIONS:
+        raise ValueError(f"unknown convention {convention!r}; valid: {', '.join(CONVENTIONS)}")
+    api = convention == "supervision-api"
+    supervisable = eligible_sources(table, convention)
+    default_targets = table.targets()
+    if api:
+        default_targets = [t for t in default_targets if t not in _API_UNUSED]
+    target_list = _check_names(targets if targets is not None else default_targets,
                                table.targets(), "target")
-    source_list = _check_names(sources if sources is not None else table.supervisable(),
-                               table.supervisable(), "source")
+    source_list = _check_names(sources if sources is not None
+                               else default_sources(table, convention), supervisable, "source")
     missing = missing_transfers(table, target_list, source_list) if require_complete else []
     if missing:
         listed = ", ".join(f"({s} → {t})" for s, t in missing[:_MAX_LISTED])
@@ -123,11 +170,17 @@ def build_problem(table: AffinityTable, budget: float = math.inf, *,
             if target in allowed:
                 edges.append(Edge(target, (target,), float(affinity), 0, SELF_LABEL))
             continue
-        if order == 0:  # the random baseline is never an edge
+        if api:
+            # The authors' solver: random is a task to pay for; t → t is no transfer.
+            needed = split_sources(label) or (RANDOM_SOURCE,)  # (the rest are baselines)
+            if label == target:
+                continue
+        elif order == 0:  # the random baseline is never an edge
             continue
-        needed = tuple(s for s in split_sources(label) if s != RANDOM_SOURCE)
+        else:
+            needed = tuple(s for s in split_sources(label) if s != RANDOM_SOURCE)
         if set(needed) <= allowed:
-            edges.append(Edge(target, needed, float(affinity), int(order), label))
+            edges.append(Edge(target, needed, float(affinity), max(int(order), 1), label))
     return TaxonomyProblem(
         targets=tuple(target_list),
         sources=tuple(s for s in source_list if s not in target_list),
@@ -135,6 +188,8 @@ def build_problem(table: AffinityTable, budget: float = math.inf, *,
         importance=dict(importance or {}),
         cost=dict(cost or {}),
         budget=budget,
+        reward="sqrt" if api else "affinity",
+        self_when_supervised=api,
     )
 
 
@@ -315,12 +370,15 @@ def place_novel_task(table: AffinityTable, task: str, budget: float, *,
 
 
 __all__ = [
+    "CONVENTIONS",
     "DEFAULT_MAX_ORDER",
     "NovelPlacement",
     "SweepPoint",
     "budget_sweep",
     "build_problem",
+    "default_sources",
     "edge_scores",
+    "eligible_sources",
     "missing_transfers",
     "parse_range",
     "place_novel_task",

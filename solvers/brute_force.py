@@ -17,8 +17,10 @@ def _best_edges(problem: TaxonomyProblem, supervised: frozenset[str]) -> dict[st
     for edge in problem.edges:
         if not set(edge.sources) <= supervised:
             continue
+        if problem.self_when_supervised and edge.target in supervised and not edge.is_self:
+            continue
         current = best.get(edge.target)
-        if current is None or edge.affinity > current.affinity:
+        if current is None or problem.edge_reward(edge) > problem.edge_reward(current):
             best[edge.target] = edge
     return best if len(best) == len(problem.targets) else None
 

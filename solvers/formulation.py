@@ -6,7 +6,9 @@ size-limited Gurobi licence at paper scale):
 
 - ``Σ_{i→t} edge_i = 1`` for each target t;
 - ``|S_i| · edge_i − Σ_{j∈S_i} supervised_j ≤ 0`` for each edge i;
-- ``Σ_j cost_j · supervised_j ≤ budget`` (omitted for an infinite budget).
+- ``Σ_j cost_j · supervised_j ≤ budget`` (omitted for an infinite budget);
+- ``supervised_t − self_t ≤ 0`` for each target t when a supervised target must take its
+  ``self`` edge (:attr:`TaxonomyProblem.self_when_supervised`).
 
 Only undominated edges get a variable (:meth:`TaxonomyProblem.undominated_edges`).
 """
@@ -55,7 +57,7 @@ def build_matrix_form(problem: TaxonomyProblem, *, with_budget: bool = True) -> 
     eq_rows, eq_cols = [], []
     ub_rows, ub_cols, ub_vals = [], [], []
     for i, edge in enumerate(edges):
-        reward[i] = problem.importance[edge.target] * edge.affinity
+        reward[i] = problem.edge_reward(edge)
         eq_rows.append(target_index[edge.target])
         eq_cols.append(i)
         ub_rows.append(i)
@@ -67,9 +69,22 @@ def build_matrix_form(problem: TaxonomyProblem, *, with_budget: bool = True) -> 
             ub_vals.append(-1.0)
     task_cost = np.array([problem.cost[name] for name in tasks], dtype=float)
     bounds = [0.0] * n_edges
+    if problem.self_when_supervised:
+        self_edge = {edge.target: i for i, edge in enumerate(edges) if edge.is_self}
+        for target in problem.targets:
+            row = len(bounds)
+            ub_rows.append(row)
+            ub_cols.append(n_edges + task_index[target])
+            ub_vals.append(1.0)
+            if target in self_edge:  # without one, the target cannot be supervised at all
+                ub_rows.append(row)
+                ub_cols.append(self_edge[target])
+                ub_vals.append(-1.0)
+            bounds.append(0.0)
     if with_budget and not math.isinf(problem.budget):
+        budget_row = len(bounds)
         for k, value in enumerate(task_cost):
-            ub_rows.append(n_edges)
+            ub_rows.append(budget_row)
             ub_cols.append(n_edges + k)
             ub_vals.append(value)
         bounds.append(float(problem.budget))

@@ -9,18 +9,27 @@ The program (Zamir et al., CVPR 2018, Sec. 3.4): one binary per edge and one per
 gets exactly one incoming edge, an edge is chosen only if all its sources are supervised, and
 Σ cost · supervised ≤ budget. Supervising a target itself is the edge ``({t}, t)`` labelled
 ``self``.
+
+Two options give the program of the authors' released solver instead (the Supervision API
+behind taskonomy.vision, ``taxonomy_api.py``): a reward of √affinity (clipped to [1e-5, 1]), and
+a supervised target served by its own ``self`` edge only.
 """
 
 from __future__ import annotations
 
 import math
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from types import MappingProxyType
 from typing import Any
 
 #: Label of the "supervise the target itself" edge.
 SELF_LABEL = "self"
+#: How an edge's affinity becomes its reward: as it is (the paper's text), or its square root
+#: clipped to [1e-5, 1] (the authors' released solver).
+REWARDS = ("affinity", "sqrt")
+#: The authors' solver's floor on a reward.
+_SQRT_FLOOR = 1e-5
 
 
 class InfeasibleBudgetError(ValueError):
@@ -123,11 +132,16 @@ class TaxonomyProblem:
         importance: Weight r_t per target (default 1 for every target not given).
         cost: Label cost per task (default 1 for every task not given).
         budget: Upper bound on Σ cost of supervised tasks.
+        reward: ``affinity`` (the paper: an edge earns importance · affinity) or ``sqrt``
+            (the authors' solver: importance · √affinity, clipped to [1e-5, 1]).
+        self_when_supervised: A supervised target is served by its ``self`` edge and no other
+            (the authors' solver: a task is either supervised or transferred to). ``False``
+            (the paper's text) lets a supervised target take a transfer that beats ``self``.
 
     Raises:
         ValueError: On duplicate names, edges into non-targets or from unknown tasks, a target
             without any edge (named), negative or non-finite weights, a negative or NaN
-            budget (an infinite one means no budget).
+            budget (an infinite one means no budget), an unknown reward.
     """
 
     targets: tuple[str, ...]
@@ -136,8 +150,12 @@ class TaxonomyProblem:
     importance: Mapping[str, float] = field(default_factory=dict)
     cost: Mapping[str, float] = field(default_factory=dict)
     budget: float = math.inf
+    reward: str = "affinity"
+    self_when_supervised: bool = False
 
     def __post_init__(self) -> None:
+        if self.reward not in REWARDS:
+            raise ValueError(f"unknown reward {self.reward!r}; valid: {', '.join(REWARDS)}")
         targets, sources = tuple(self.targets), tuple(self.sources)
         if not targets:
             raise ValueError("a taxonomy needs at least one target")
@@ -183,8 +201,8 @@ class TaxonomyProblem:
 
     def with_budget(self, budget: float) -> TaxonomyProblem:
         """The same problem under another budget."""
-        return TaxonomyProblem(self.targets, self.sources, self.edges, dict(self.importance),
-                               dict(self.cost), budget)
+        return replace(self, importance=dict(self.importance), cost=dict(self.cost),
+                       budget=budget)
 
     def undominated_edges(self) -> tuple[Edge, ...]:
         """The edges the backends model: dominated edges removed.
@@ -193,7 +211,8 @@ class TaxonomyProblem:
         sources and has at least its affinity: any solution using it can switch to the other
         edge without breaking a constraint or lowering the objective, so the optimum is
         unchanged. On the paper's 16k data this removes about 30 % of the edges and halves
-        HiGHS's solve time. Order of the kept edges follows :attr:`edges`.
+        HiGHS's solve time. Order of the kept edges follows :attr:`edges`. With
+        :attr:`self_when_supervised` a ``self`` edge is always kept (a supervised target needs it).
         """
         by_target: dict[str, list[int]] = {}
         for index, edge in enumerate(self.edges):
@@ -206,7 +225,8 @@ class TaxonomyProblem:
             chosen: list[frozenset[str]] = []
             for index in ranked:
                 sources = frozenset(self.edges[index].sources)
-                if any(other <= sources for other in chosen):
+                keep_self = self.self_when_supervised and self.edges[index].is_self
+                if any(other <= sources for other in chosen) and not keep_self:
                     continue
                 chosen.append(sources)
                 kept.add(index)
@@ -215,11 +235,20 @@ class TaxonomyProblem:
     def size(self) -> tuple[int, int]:
         """(variables, linear constraints) of the BIP as the backends build it."""
         edges = len(self.undominated_edges())
-        return edges + len(self.tasks), edges + len(self.targets) + 1
+        rows = edges + len(self.targets) + 1
+        return edges + len(self.tasks), rows + (len(self.targets) if self.self_when_supervised
+                                                else 0)
+
+    def edge_reward(self, edge: Edge) -> float:
+        """What choosing ``edge`` adds to the objective (:attr:`reward`, times importance)."""
+        value = edge.affinity
+        if self.reward == "sqrt":
+            value = min(max(math.sqrt(max(value, 0.0)), _SQRT_FLOOR), 1.0)
+        return self.importance[edge.target] * value
 
     def objective_of(self, edges: Mapping[str, Edge]) -> float:
-        """Σ importance · affinity of one chosen edge per target."""
-        return sum(self.importance[t] * edge.affinity for t, edge in edges.items())
+        """Σ reward of one chosen edge per target (:meth:`edge_reward`)."""
+        return sum(self.edge_reward(edge) for edge in edges.values())
 
 
 @dataclass(frozen=True)
@@ -228,7 +257,7 @@ class TaxonomySolution:
 
     Attributes:
         status: ``"optimal"``, or ``"time_limit"`` when a limit stopped the search early.
-        objective: Σ importance · affinity over the chosen edges.
+        objective: Σ reward over the chosen edges (:meth:`TaxonomyProblem.edge_reward`).
         supervised: Tasks to supervise (the union of the chosen edges' sources), sorted.
         edges: The chosen incoming edge per target.
         solver: The backend that produced it (``highs``, ``gurobi``, ``brute_force``).

@@ -1,3 +1,4 @@
+import dataclasses
 import itertools
 import math
 import sys
@@ -242,3 +243,31 @@ def test_brute_force_is_a_solver_choice_for_small_problems_only():
     with pytest.raises(ValueError, match=r"2\^17 sets.*solve with 'highs'"):
         solve(big, "brute_force")
     assert solve(big, "highs").objective == pytest.approx(17.0)
+
+
+def _as_authors_solver(problem: TaxonomyProblem) -> TaxonomyProblem:
+    return dataclasses.replace(problem, reward="sqrt", self_when_supervised=True)
+
+
+def test_the_authors_solvers_program_matches_brute_force_on_random_instances():
+    outcomes = [_check_agreement(_as_authors_solver(random_problem(seed)), "highs")
+                for seed in range(80)]
+    assert outcomes.count("optimal") >= 50 and outcomes.count("infeasible") >= 3
+
+
+def test_the_authors_solvers_program_rewards_sqrt_and_keeps_supervised_targets_on_self():
+    # b → a (0.64) beats a's own network (0.36), and a is supervised anyway as c's source.
+    edges = (Edge("a", ("a",), 0.36, 0, "self"), Edge("a", ("b",), 0.64, 1, "b"),
+             Edge("c", ("a",), 0.25, 1, "a"), Edge("c", ("c",), 0.01, 0, "self"))
+    paper = TaxonomyProblem(("a", "c"), ("b",), edges, budget=2)
+    chosen = solve(paper, "highs")
+    assert chosen.supervised == ("a", "b") and chosen.edges["a"].label == "b"
+    assert chosen.objective == pytest.approx(0.64 + 0.25)
+    authors = solve(_as_authors_solver(paper), "highs")
+    # A supervised task keeps its own network: a → a (√.36) and a → c (√.25) beat b → a with
+    # c → c (√.64 + √.01) — and the reward is √affinity, floored at 1e-5.
+    assert authors.supervised == ("a",) and authors.edges["a"].is_self
+    assert authors.objective == pytest.approx(0.6 + 0.5)
+    assert _as_authors_solver(paper).edge_reward(Edge("c", ("c",), 0.0, 0, "self")) == 1e-5
+    with pytest.raises(ValueError, match="unknown reward 'log'; valid: affinity, sqrt"):
+        dataclasses.replace(paper, reward="log")

@@ -23,10 +23,12 @@ from rich.table import Table
 
 from taskonomy.analysis.affinity_table import PAPER_DATASETS, AffinityTable, load_affinities
 from taskonomy.analysis.taxonomy import (
+    CONVENTIONS,
     DEFAULT_MAX_ORDER,
     SweepPoint,
     budget_sweep,
     build_problem,
+    default_sources,
     parse_range,
     solution_record,
     sweep_frame,
@@ -60,6 +62,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="importance of targets (default 1 each)")
     parser.add_argument("--cost", metavar="TASK=C,...",
                         help="label cost of tasks (default 1 each)")
+    parser.add_argument("--convention", choices=CONVENTIONS, default="paper",
+                        help="paper: the program as the paper states it (default); "
+                             "supervision-api: as the authors' released solver builds it "
+                             "(√affinity rewards, a supervised target keeps its own network, "
+                             "random is a paid source, no t→t edges)")
     parser.add_argument("--solver", choices=[s for s in SOLVERS if s != "brute_force"],
                         default="auto",
                         help="auto: Gurobi if importable and licensed, else HiGHS (default)")
@@ -114,11 +121,13 @@ def run(args: argparse.Namespace) -> int:
         max_order=args.max_order,
         importance=parse_weights(args.importance, "--importance"),
         cost=parse_weights(args.cost, "--cost"),
+        convention=args.convention,
     )
     options = {
         "affinities": str(args.affinities),
+        "convention": args.convention,
         "targets": list(problem.targets),
-        "sources": sources if sources is not None else table.supervisable(),
+        "sources": sources if sources is not None else default_sources(table, args.convention),
         "max_order": args.max_order,
         "importance": dict(problem.importance),
         "label_cost": dict(problem.cost),
