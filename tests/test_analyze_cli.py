@@ -157,7 +157,16 @@ def test_analyze_draws_an_affinity_source_without_records(tmp_path, capsys):
         assert (out / "figures" / f"{name}.png").is_file()
     solved = json.loads((out / "taxonomies" / "budget_4.json").read_text())
     assert solved["status"] == "optimal" and len(solved["supervised"]) <= 4
+    assert solved["convention"] == "paper"
     assert len(pd.read_csv(out / "taxonomies" / "sweep.csv")) == 3
+    # The authors' solver's program: a supervised target keeps its own network.
+    api_out = tmp_path / "api"
+    assert main(["analyze", "--affinities", str(source), "--out", str(api_out), "--budgets", "2",
+                 "--solver", "highs", "--convention", "supervision-api"]) == 0
+    solved = json.loads((api_out / "taxonomies" / "budget_2.json").read_text())
+    assert solved["convention"] == "supervision-api"
+    assert all((edge["label"] == "self") == (edge["target"] in solved["supervised"])
+               for edge in solved["edges"])
     assert main(["analyze", str(tmp_path), "--affinities", "paper-2018", "--out",
                  str(out)]) == 2
     assert "drop RUNS" in stderr(capsys)

@@ -22,6 +22,7 @@ from taskonomy.analysis.losses_table import losses_frame, losses_summary
 from taskonomy.analysis.novel_task import place_novel_task_from_records
 from taskonomy.analysis.records import RecordScan, RunRecord, records_to_frame, scan_records
 from taskonomy.analysis.taxonomy import (
+    CONVENTIONS,
     budget_sweep,
     build_problem,
     missing_transfers,
@@ -66,6 +67,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--max-order", type=int, default=4, help="highest transfer order")
     parser.add_argument("--solver", default="auto", choices=("auto", "highs", "gurobi"),
                         help="BIP backend")
+    parser.add_argument("--convention", choices=CONVENTIONS, default="paper",
+                        help="the taxonomies' program: paper (default) or supervision-api "
+                             "(the authors' released solver; see `taskonomy taxonomy --help`)")
     parser.add_argument("--novel-task", metavar="TASK",
                         help="place TASK (its transfer records are in RUNS) onto --base")
     parser.add_argument("--base", default="paper-2018-16k", metavar="AFFINITIES",
@@ -176,8 +180,8 @@ def _taxonomies(table: AffinityTable, args: argparse.Namespace, out: Path,
         console.print(f"[yellow]warning:[/] {len(missing)} self or first-order run(s) are "
                       f"missing ({listed}{more}); the taxonomies use the transfers present")
     try:
-        problem = build_problem(table, targets=table.targets(), max_order=args.max_order,
-                                require_complete=False)
+        problem = build_problem(table, max_order=args.max_order, require_complete=False,
+                                convention=args.convention)
     except ValueError as error:
         console.print(f"[yellow]warning:[/] no taxonomies: {error}")
         return None, []
@@ -205,7 +209,7 @@ def _taxonomies(table: AffinityTable, args: argparse.Namespace, out: Path,
         if point.solution is None:
             continue
         stem = f"budget_{point.budget:g}"
-        record = solution_record(table, point.solution)
+        record = {"convention": args.convention, **solution_record(table, point.solution)}
         paths.append(_write_text(out / "taxonomies" / f"{stem}.json",
                                  json.dumps(record, indent=1, default=str)))
         if point.budget in drawn:
