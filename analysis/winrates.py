@@ -41,10 +41,18 @@ def pairwise_win_rates(losses: ArrayLike, weights: ArrayLike | None = None) -> N
 
     Returns:
         ``(n, n)`` matrix, or ``(n_draws, n, n)`` with 2-D weights.
+
+    Raises:
+        ValueError: Losses of another shape, or not finite (a NaN would tie with everything,
+            and a diverged candidate would draw level with the best).
     """
     values = np.asarray(losses, dtype=np.float64)
     if values.ndim != 2 or values.shape[1] == 0:
         raise ValueError(f"losses must be (candidates, images) with images > 0, got {values.shape}")
+    if not np.isfinite(values).all():
+        bad = sorted({int(i) for i in np.nonzero(~np.isfinite(values).all(axis=1))[0]})
+        raise ValueError(f"losses must be finite; candidate row(s) {bad} hold NaN or inf (a "
+                         "diverged run): drop those candidates or the images they failed on")
     n, m = values.shape
     w = np.full(m, 1.0 / m) if weights is None else np.asarray(weights, dtype=np.float64)
     # Per-image outcomes are 0 or 1, exact in float32, which halves the bootstrap's matmul cost.
@@ -240,8 +248,8 @@ def tournament(target: str, losses: Mapping[str, Mapping[str, float]], *, strict
         clip: AHP clipping range.
 
     Raises:
-        ValueError: Fewer than two tournament candidates, or key mismatches (see
-            :func:`~taskonomy.analysis.losses_table.align_losses`).
+        ValueError: Fewer than two tournament candidates, key mismatches (see
+            :func:`~taskonomy.analysis.losses_table.align_losses`), or non-finite losses.
     """
     players = [name for name in losses if name != PIXELS]
     if len(players) < 2:
@@ -254,6 +262,13 @@ def tournament(target: str, losses: Mapping[str, Mapping[str, float]], *, strict
     context = f"target {target!r}"
     aligned = align_losses({name: losses[name] for name in players}, strict=strict,
                            context=context)
+    diverged = [name for name, row in zip(players, aligned.losses, strict=True)
+                if not np.isfinite(row).all()]
+    if PIXELS in losses and not np.isfinite(np.fromiter(losses[PIXELS].values(), float)).all():
+        diverged.append(PIXELS)
+    if diverged:
+        raise ValueError(f"{context}: {', '.join(diverged)} have NaN or inf per-image losses (a "
+                         "diverged run); train them again, or leave their records out")
     full = pairwise_win_rates(aligned.losses)
     n = len(players)
     quality_col = players.index(SELF) if SELF in players else None
