@@ -258,7 +258,11 @@ class ShardStream(IterableDataset):
         self.resolution, self.shards, self.keep = resolution, list(shards), keep
         self.train, self.epoch_size, self.seed = train, epoch_size, seed
         self.counter, self.shuffle_buffer = counter, shuffle_buffer
-        self.rank, self.world_size, self.jigsaw_tile = rank, world_size, jigsaw_tile
+        # Resolved here, in the trainer's process: a DataLoader worker started by spawn or
+        # forkserver (macOS, Python ≥ 3.14, `multiprocessing_context`) has no process group,
+        # and would read every rank's share as rank 0 of 1.
+        self.rank, self.world_size = _node_info(rank, world_size)
+        self.jigsaw_tile = jigsaw_tile
         self.label_sets = label_sets
         self.multiview = any(t in MULTIVIEW_TASKS for t in self.tasks)
         self._iterations = 0
@@ -275,7 +279,7 @@ class ShardStream(IterableDataset):
     # -- shard selection ----------------------------------------------------------------------
 
     def _worker(self) -> tuple[int, int, int, int, str]:
-        rank, world = _node_info(self.rank, self.world_size)
+        rank, world = self.rank, self.world_size
         info = get_worker_info()
         worker, workers = (info.id, info.num_workers) if info is not None else (0, 1)
         # A new DataLoader iterator draws a fresh base seed, but persistent workers keep the
@@ -530,8 +534,7 @@ class ShardStream(IterableDataset):
         """Training samples per rank and epoch (evaluation streams have no length)."""
         if not self.train:
             raise TypeError("evaluation streams read every shard once and have no fixed length")
-        rank_world = _node_info(self.rank, self.world_size)[1]
-        return self._rank_batches(rank_world) * self.batch_size
+        return self._rank_batches(self.world_size) * self.batch_size
 
     def __iter__(self) -> Iterator[dict[str, Any]]:
         rank, world, worker, workers, epoch_seed = self._worker()

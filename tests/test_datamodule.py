@@ -90,6 +90,24 @@ def test_every_eval_key_once_across_two_ranks_and_two_workers(tiny_shards: Path,
     assert Counter(seen) == Counter(expected)
 
 
+def test_the_rank_is_read_when_the_loader_is_made_not_in_its_workers(
+        tiny_shards: Path, monkeypatch: pytest.MonkeyPatch):
+    # Workers started by spawn or forkserver have no process group: a rank looked up there
+    # read 0 of 1 on every rank, and every rank read the whole split.
+    expected = manifest_keys(read_manifest(tiny_shards, "val"))
+    seen: list[str] = []
+    for rank in range(2):
+        with monkeypatch.context() as patch:  # the trainer's process of DDP rank `rank`
+            patch.setattr(torch.distributed, "is_initialized", lambda: True)
+            patch.setattr(torch.distributed, "get_rank", lambda rank=rank: rank)
+            patch.setattr(torch.distributed, "get_world_size", lambda: 2)
+            dm = TaskonomyDataModule(tiny_shards, tasks=["normal"], resolution=8, batch_size=2,
+                                     num_workers=2)
+            loader = dm.val_dataloader()
+        seen.extend(_keys(loader))  # iterated where no process group exists, as such workers
+    assert Counter(seen) == Counter(expected)
+
+
 @pytest.mark.parametrize("world", [3, 64])
 def test_eval_keys_once_with_any_number_of_ranks(tiny_shards: Path, world: int):
     # 64 ranks outnumber the shards: each rank reads all of them and keeps its points.
