@@ -232,26 +232,51 @@ def selected_object_classes() -> np.ndarray:
     return np.asarray(SELECTED_OBJECT_CLASSES, dtype=np.int64)
 
 
+def _class_vector(values: np.ndarray, classes: int, domain: str) -> np.ndarray:
+    """The stored class values as a distribution over ``classes``.
+
+    Raises:
+        ValueError: The file holds another number of values (another label set's file).
+    """
+    size = int(np.asarray(values).size)
+    if size != classes:
+        raise ValueError(f"a {domain} file holds {size} values, not the {classes} classes of "
+                         f"its label set; repack the domain from the released {domain} files")
+    return to_distribution(values)
+
+
 def class_object_encoding(values: np.ndarray | None) -> tuple[np.ndarray, float]:
-    """1000-way target and sample mask (a missing file gives uniform and mask 0)."""
+    """1000-way target and sample mask (a missing file gives uniform and mask 0).
+
+    Raises:
+        ValueError: The file does not hold 1000 values.
+    """
     if values is None:
         return np.full(1000, 1e-3, np.float32), 0.0
-    return to_distribution(values), 1.0
+    return _class_vector(values, 1000, "class_object"), 1.0
 
 
 def class_selected_encoding(values: np.ndarray | None) -> tuple[np.ndarray, float]:
-    """100-way target restricted to :func:`selected_object_classes`, renormalized."""
+    """100-way target restricted to :func:`selected_object_classes`, renormalized.
+
+    Raises:
+        ValueError: The file does not hold 1000 values.
+    """
     if values is None:
         return np.full(100, 1e-2, np.float32), 0.0
-    selected = to_distribution(values)[selected_object_classes()]
+    selected = _class_vector(values, 1000, "class_object")[selected_object_classes()]
     return (selected / max(float(selected.sum()), 1e-12)).astype(np.float32), 1.0
 
 
 def class_scene_encoding(values: np.ndarray | None) -> tuple[np.ndarray, float]:
-    """63-way target: the 365-way distribution restricted to home/workspace classes."""
+    """63-way target: the 365-way distribution restricted to home/workspace classes.
+
+    Raises:
+        ValueError: The file does not hold 365 values.
+    """
     if values is None:
         return np.full(63, 1.0 / 63, np.float32), 0.0
-    kept = to_distribution(values)[places_mask()]
+    kept = _class_vector(values, 365, "class_scene")[places_mask()]
     return (kept / max(float(kept.sum()), 1e-12)).astype(np.float32), 1.0
 
 

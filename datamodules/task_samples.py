@@ -139,7 +139,10 @@ def _single_view(task: str, d: dict[str, Any], rng: np.random.Generator, r: int,
         encoder = {"class_object": enc.class_object_encoding,
                    "class_selected": enc.class_selected_encoding,
                    "class_scene": enc.class_scene_encoding}[task]
-        target, valid = encoder(d.get(domain))
+        try:
+            target, valid = encoder(d.get(domain))
+        except ValueError as error:  # a file of another label set: skip the sample, say why
+            raise BadSampleError(f"sample {d.get('__key__', '?')}: {error}") from error
         out |= {"target": target, "mask": np.float32(valid)}
     elif task == "room_layout":
         out["target"] = enc.room_layout_target(_need(d, "point_info"))

@@ -91,6 +91,17 @@ def test_class_distributions():
     assert valid == 0.0 and target.sum() == pytest.approx(1.0)
 
 
+def test_a_class_file_of_another_label_set_is_a_bad_sample_named_as_such():
+    with pytest.raises(ValueError, match="class_scene file holds 300 values, not the 365"):
+        enc.class_scene_encoding(np.full(300, 1 / 300))
+    with pytest.raises(ValueError, match="class_object file holds 365 values, not the 1000"):
+        enc.class_selected_encoding(np.full(365, 1 / 365))
+    decoded = {"__key__": "b-p0-v0", "rgb": np.zeros((8, 8, 3), np.uint8),
+               "class_object": np.full(365, 1 / 365, np.float32)}
+    with pytest.raises(BadSampleError, match="b-p0-v0: a class_object file holds 365"):
+        make_task_sample("class_object", decoded, np.random.default_rng(0), resolution=8)
+
+
 def test_vanishing_points_match_the_released_gaussian_sphere():
     vps = enc.vanishing_point_target(POINT_INFO).reshape(3, 3)
     released = POINT_INFO["vanishing_points_gaussian_sphere"]
