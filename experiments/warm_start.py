@@ -41,6 +41,7 @@ import selectors
 import signal
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 import warnings
@@ -469,6 +470,26 @@ def _fresh_process_state() -> None:
     np = sys.modules.get("numpy")
     if np is not None:  # numpy's global generator is seeded at import: re-seed per point
         np.random.seed()
+    _own_wandb_media_folder()
+
+
+def _own_wandb_media_folder() -> None:
+    """Give the child a W&B media staging folder of its own.
+
+    W&B makes one temporary folder at import, where images and tables are staged before they
+    enter the run, and removes it at exit. Every child would inherit the server's and remove
+    it when it ends, so the points still running lost their panels and per-image tables.
+    """
+    private = sys.modules.get("wandb.sdk.data_types._private")
+    media = getattr(private, "MEDIA_TMP", None)
+    if not isinstance(media, tempfile.TemporaryDirectory):
+        return
+    finalizer = getattr(media, "_finalizer", None)
+    if finalizer is not None:
+        finalizer.detach()  # the server's folder is the server's to remove
+    own = tempfile.TemporaryDirectory("wandb-media")
+    media.name = own.name  # every W&B module reads the folder through this one object
+    private._taskonomy_media = own  # type: ignore[union-attr]  # removes the folder at exit
 
 
 if __name__ == "__main__":

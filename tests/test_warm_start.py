@@ -34,6 +34,8 @@ import atexit, json, os, signal, subprocess, sys, threading, time
 
 print("probe imported")  # output while the server imports must not garble its replies
 os.environ.setdefault("PROBE_SET_AT_IMPORT", "yes")  # as Lightning sets a CUDA-check variable
+_WANDB_MEDIA = sys.modules.get("wandb.sdk.data_types._private")  # preloaded before the probe
+SERVER_MEDIA = _WANDB_MEDIA.MEDIA_TMP.name if _WANDB_MEDIA else None
 
 
 def main(args):
@@ -58,6 +60,13 @@ def main(args):
         global _FILE
         _FILE = open(out, "w")
         _FILE.write("written, never closed")
+        return 0
+    if action == "wandb_media":  # stage in W&B's media folder, clean it at exit as wandb.init
+        _WANDB_MEDIA._cleanup_media_tmp_dir()
+        own = _WANDB_MEDIA.MEDIA_TMP.name
+        open(os.path.join(own, "panel.png"), "w").write("staged")
+        with open(out, "w") as f:
+            json.dump({"server": SERVER_MEDIA, "own": own}, f)
         return 0
     if action == "interrupt":
         raise KeyboardInterrupt
@@ -174,6 +183,26 @@ def test_a_point_joins_its_threads_and_runs_its_atexit_hooks(
     out = tmp_path / "out.txt"
     assert starter.start([str(out), "atexit"], probe_env, tmp_path / "log").wait() == 0
     assert out.read_text().splitlines() == ["thread", "atexit"]
+
+
+def test_points_stage_wandb_media_in_folders_of_their_own(
+        probe_env: dict[str, str], tmp_path: Path) -> None:
+    # A point removing the server's folder at exit took the panels of the points still running.
+    server = WarmStarter(probe_env, tmp_path / "server.log", preload=("wandb", "probe"),
+                         entry="probe:main")
+    try:
+        folders = []
+        for name in ("first", "second"):
+            out = tmp_path / f"{name}.json"
+            assert server.start([str(out), "wandb_media"], probe_env,
+                                tmp_path / f"{name}.log").wait() == 0
+            folders.append(json.loads(out.read_text()))
+        first, second = folders
+        assert first["server"] == second["server"] and Path(first["server"]).is_dir()
+    finally:
+        server.close()
+    assert len({first["server"], first["own"], second["own"]}) == 3
+    assert not Path(first["own"]).exists() and not Path(second["own"]).exists()  # cleaned up
 
 
 def test_killing_a_points_group_stops_it_and_what_it_started(
