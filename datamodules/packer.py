@@ -243,9 +243,13 @@ def _changed_buildings(plan: dict[str, Any], now: list[str], notes: dict[str, An
 def _other_pack_hint(config: PackConfig, plan: dict[str, Any], buildings: list[str],
                      notes: dict[str, Any], diff: list[str]) -> str:
     """What to do when a split folder holds the plan of another pack (``diff``: what differs)."""
+    options = {"shard_size": "--shard-size", "resolution": "--resolution", "split": "--split",
+               "layout": "the source's layout"}
+    was = [f"{options[k]} {plan['identity'].get(k)}" for k in diff if k in options]
+    if "buildings_sha1" in diff:
+        was.append("the buildings of its --split-file (or --all-buildings)")
     hint = ("repeat the original command with --resume" if not config.resume else
-            "repeat the original command's --split, --split-file/--buildings, "
-            "--shard-size and --resolution")
+            f"repeat the original command's options: it was packed with {', '.join(was)}")
     if diff != ["buildings_sha1"]:
         return hint
     listed = plan.get("buildings")

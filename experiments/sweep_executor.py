@@ -54,9 +54,10 @@ def record_status(runs_dir: Path, run_id: str) -> str | None:
     """Status of a run's record (``finished``, ``failed``, ...), or None if it has none."""
     path = runs_dir / run_id / RECORD_NAME
     try:
-        return str(json.loads(path.read_text()).get("status"))
+        status = json.loads(path.read_text()).get("status")
     except (FileNotFoundError, json.JSONDecodeError, AttributeError):
         return None
+    return status if isinstance(status, str) else None  # a record without one: to do
 
 
 def failure_reason(runs_dir: Path, run_id: str, limit: int = 300) -> str | None:

@@ -99,8 +99,14 @@ def test_resume_refusal_and_added_domain(tiny_source: Path, tmp_path: Path, trai
     other = PackConfig(**{**base.__dict__, "buildings": list(train_buildings[:2]),
                           "resume": True})
     with pytest.raises(ValueError, match="another pack .*buildings_sha1.*repeat the original "
-                                         "command's --split, --split-file/--buildings"):
+                                         "command's options: it was packed with the buildings "
+                                         "of its --split-file"):
         pack(other, progress=False)
+    # A new domain asked for with another shard size names the one the pack was made with.
+    resized = PackConfig(**{**base.__dict__, "shard_size": 8, "domains": ["normal"],
+                            "resume": True})
+    with pytest.raises(ValueError, match="differs in: shard_size; .*packed with --shard-size 3"):
+        pack(resized, progress=False)
 
 
 def test_a_building_downloaded_after_planning_is_named(tmp_path: Path, building_factory):

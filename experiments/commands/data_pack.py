@@ -26,8 +26,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
              "buildings), else none: then pass --all-buildings to pack every building",
     )
     parser.add_argument("--split", default="train",
-                        help="part of the split file to pack (train, val, test, all); also the "
-                             "output folder name")
+                        help="part of the split file to pack (train, val, test, all; default: "
+                             "train); also the output folder name")
     parser.add_argument("--domains", nargs="+", default=None,
                         help="domains to pack (default: all found); with --resume, extra "
                              "domains are added for the existing keys")

@@ -285,7 +285,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Add the command's arguments."""
     parser.add_argument("file", help="W&B sweep file (method: grid)")
     parser.add_argument("--workers", type=int, default=1, help="points run at once")
-    parser.add_argument("--runs", default="runs", help="runs folder (records, logs, ledger)")
+    parser.add_argument("--runs", default="runs",
+                        help="runs folder (records, logs, ledger; default: runs)")
     parser.add_argument("--dry-run", action="store_true",
                         help="list the points and their command lines, run nothing")
     parser.add_argument("--gpus-per-point", type=int, default=None, metavar="K",
