@@ -19,7 +19,9 @@ import argparse
 import importlib
 import pkgutil
 import sys
+import warnings
 from collections.abc import Sequence
+from pathlib import Path
 from types import ModuleType
 
 from taskonomy.experiments import commands as commands_package
@@ -62,8 +64,32 @@ def build_parser(modules: Sequence[ModuleType]) -> argparse.ArgumentParser:
     return parser
 
 
+#: The suite's own source folder: its warnings are messages to the user, not code to debug.
+_SUITE_ROOT = Path(__file__).resolve().parents[1]
+
+
+def _format_warning(message: Warning | str, category: type[Warning], filename: str,
+                    lineno: int, line: str | None = None) -> str:
+    """The suite's warnings as one ``Category: message`` line, without a line of source."""
+    if Path(filename).resolve().is_relative_to(_SUITE_ROOT):
+        return f"{category.__name__}: {message}\n"
+    return _DEFAULT_FORMAT_WARNING(message, category, filename, lineno, line)
+
+
+_DEFAULT_FORMAT_WARNING = warnings.formatwarning
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the ``taskonomy`` console script."""
+    previous = warnings.formatwarning
+    warnings.formatwarning = _format_warning
+    try:
+        return _main(argv)
+    finally:
+        warnings.formatwarning = previous
+
+
+def _main(argv: Sequence[str] | None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     modules = _command_modules()
     # Pass-through commands (LightningCLI) get their arguments untouched, ``--help`` included.

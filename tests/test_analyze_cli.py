@@ -192,3 +192,17 @@ def test_a_reused_out_folder_shows_only_the_latest_analysis(tmp_path, capsys):
     assert (out / "winrates" / "normal.png").is_file() and (out / "notes.txt").is_file()
     summary = json.loads((out / "summary.json").read_text())
     assert all((out / name).is_file() for name in summary["files"])
+
+
+def test_the_suites_warnings_print_as_one_line_without_source(tmp_path):
+    import subprocess
+    import sys
+
+    (tmp_path / "runs" / "broken").mkdir(parents=True)
+    (tmp_path / "runs" / "broken" / "record.json").write_text("{not json")
+    done = subprocess.run([sys.executable, "-m", "taskonomy.experiments.cli", "analyze",
+                           str(tmp_path / "runs"), "--out", str(tmp_path / "out")],
+                          capture_output=True, text=True, timeout=300)
+    lines = [line for line in done.stderr.splitlines() if "unreadable run record" in line]
+    assert len(lines) == 1 and lines[0].startswith("UnreadableRecordWarning: skipped an unre")
+    assert "scan_records(" not in done.stderr  # no line of the suite's code
