@@ -177,13 +177,28 @@ def task_run_index(folder: str | Path, indexes: dict[str, Any] | None = None) ->
     return indexes[key]
 
 
+def source_runs_folder(record: Any, runs_dir: str | Path) -> Path:
+    """Where a transfer's task runs are to be looked up now.
+
+    Its recorded ``model.task_runs``, except where that was its own runs folder then (the
+    usual case): a runs folder moved or copied elsewhere holds its task runs with it, and the
+    recorded path would name the original folder's.
+    """
+    config = record.config if isinstance(record.config, dict) else {}
+    recorded = (config.get("model") or {}).get("task_runs")
+    own = config.get("runs_dir")
+    if not recorded or (own and Path(recorded).resolve() == Path(own).resolve()):
+        return Path(runs_dir)
+    return Path(recorded)
+
+
 def stale_transfer_points(points: Sequence[SweepPoint], runs_dir: str | Path,
                           indexes: dict[str, Any] | None = None) -> dict[str, list[str]]:
     """Finished transfer (and ``self`` baseline) points whose task runs were retrained since.
 
     Their point is skipped as finished, yet its readout was trained on other encoders than the
     latest task runs of its setting, which the analysis and later transfers use. The latest task
-    runs are looked up where each transfer found its sources (its ``model.task_runs``).
+    runs are looked up where each transfer found its sources (:func:`source_runs_folder`).
 
     Args:
         points: The points to look at.
@@ -208,7 +223,7 @@ def stale_transfer_points(points: Sequence[SweepPoint], runs_dir: str | Path,
             continue
         if record.role not in ("transfer", "baseline"):
             continue
-        folder = (record.config.get("model") or {}).get("task_runs") or runs
+        folder = source_runs_folder(record, runs)
         for task, old, new in task_run_index(folder, indexes).stale_sources(record):
             stale.setdefault(point.run_id, []).append(f"{task}: trained on {old}, latest {new}")
     return stale

@@ -411,3 +411,36 @@ def test_transfers_on_retrained_sources_are_found_and_set_aside(tmp_path: Path) 
     assert {r.run_id for r in scan_records(runs).records} == {"task-old", "task-new", "d-r",
                                                              "r-random"}
     assert redo_stale(points, runs)[0].name.startswith("d-r@")
+
+
+def test_a_copied_runs_folder_checks_staleness_against_its_own_task_runs(tmp_path: Path) -> None:
+    from taskonomy.analysis.records import RunRecord, write_record
+    from taskonomy.experiments.sweep_executor import stale_transfer_points
+    from taskonomy.experiments.sweep_files import SweepPoint
+
+    original, elsewhere = tmp_path / "runs", tmp_path / "shared_task_runs"
+
+    def finished(folder: Path, run_id: str, role: str, sources: tuple[str, ...] = (),
+                 when: str = "2026-01-01T00:00:00", **config) -> None:
+        write_record(RunRecord(run_id=run_id, role=role, target="normal" if sources else
+                               "reshading", sources=sources, status="finished", finished_at=when,
+                               config=config), folder)
+
+    used = {"reshading": {"run_id": "task-old", "fingerprint": ""}}
+    finished(original, "task-old", "task")
+    finished(original, "n-r", "transfer", ("reshading",), source_runs=used,
+             runs_dir=str(original), model={"task_runs": str(original)})
+    # Task runs kept in a folder of their own stay looked up there.
+    finished(elsewhere, "task-old", "task")
+    finished(original, "n-r-elsewhere", "transfer", ("reshading",), source_runs=used,
+             runs_dir=str(original), model={"task_runs": str(elsewhere)})
+    copy = tmp_path / "copy"
+    shutil.copytree(original, copy)
+    points = [SweepPoint(0, {}, "n-r"), SweepPoint(1, {}, "n-r-elsewhere")]
+    finished(original, "task-new", "task", when="2026-02-01T00:00:00")  # in the original only
+    assert stale_transfer_points(points, copy) == {}
+    assert set(stale_transfer_points(points, original)) == {"n-r"}
+    finished(copy, "task-new", "task", when="2026-02-01T00:00:00")  # now in the copy too
+    assert set(stale_transfer_points(points, copy)) == {"n-r"}
+    finished(elsewhere, "task-new", "task", when="2026-02-01T00:00:00")
+    assert set(stale_transfer_points(points, copy)) == {"n-r", "n-r-elsewhere"}
