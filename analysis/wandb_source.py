@@ -272,14 +272,19 @@ def read_project(project: str, *, api: Any = None, statuses: Iterable[str] = ("f
         statuses: Statuses to keep; others are counted in ``skipped``.
 
     Raises:
-        ValueError: ``project`` is not ``entity/project``.
+        ValueError: ``project`` is not ``entity/project``, or W&B has no API key here.
     """
     if project.count("/") != 1 or not all(project.split("/")):
         raise ValueError(f"W&B project must be 'entity/project', got {project!r}")
     if api is None:
         import wandb
 
-        api = wandb.Api()
+        try:
+            api = wandb.Api()
+        except wandb.errors.UsageError as error:  # no key: a setup step, not a bug
+            raise ValueError(f"reading the W&B project {project!r} needs a W&B login ({error}): "
+                             "run `wandb login` or set WANDB_API_KEY; runs logged offline are "
+                             "read with --wandb-offline RUNS instead") from None
 
     keep = set(statuses)
 

@@ -243,3 +243,15 @@ def test_an_unreadable_run_is_named_and_skipped_unless_none_can_be_read():
     with pytest.raises(ValueError, match="no run could be read; the first error: .*bad log"):
         with pytest.warns(UserWarning):
             _collect([("x-run", corrupt), ("y-run", corrupt)])
+
+
+def test_an_online_project_without_a_login_says_how_to_log_in(monkeypatch):
+    import wandb
+
+    def no_key(*args, **kwargs):
+        raise wandb.errors.UsageError("No API key configured. Use `wandb login` to log in.")
+
+    monkeypatch.setattr(wandb, "Api", no_key)
+    with pytest.raises(ValueError, match="needs a W&B login .*run `wandb login` or set "
+                                         "WANDB_API_KEY; .*--wandb-offline"):
+        read_project("me/taskonomy")
