@@ -51,6 +51,7 @@ from pathlib import Path
 from typing import Any, Literal, NoReturn
 
 import lightning as L
+import torch
 import yaml
 from jsonargparse import ArgumentParser
 from lightning.pytorch.callbacks import Callback, ModelCheckpoint, ProgressBar, RichProgressBar
@@ -462,6 +463,7 @@ class TaskonomyCLI(LightningCLI):
     def instantiate_trainer(self, **kwargs: Any) -> L.Trainer:
         """Build the Trainer with the run's logger, checkpoints and default callbacks."""
         trainer_config = self._get(self.config_init, "trainer", default={})
+        _check_accelerator(trainer_config.get("accelerator"))
         if self.subcommand is not None and self.run_id:
             if self.subcommand == "fit" and not self._recorded_finished():
                 # A missing split is refused before the run's folder, record or W&B run exist.
@@ -766,6 +768,25 @@ class TaskonomyCLI(LightningCLI):
 #: Exit status of a run stopped by SIGTERM (a scheduler, a W&B stop): 128 + 15, as a shell
 #: reports it, so that ``train … && next`` and sweep ledgers do not take it for a success.
 SIGTERM_EXIT = 143
+
+
+#: Overrides that run a GPU config (``paper.yaml``, ``transfer_paper.yaml``) on the CPU.
+CPU_OVERRIDES = ("--trainer.accelerator=cpu --trainer.devices=1 --trainer.strategy=auto "
+                 "--trainer.precision=32-true --trainer.sync_batchnorm=false")
+
+
+def _check_accelerator(accelerator: Any) -> None:
+    """Refuse a GPU config where no GPU is visible, before the run's folder exists.
+
+    Raises:
+        ValueError: ``accelerator`` is ``gpu``/``cuda`` and CUDA sees no device; names the CPU
+            config and the overrides.
+    """
+    if str(accelerator).lower() in ("gpu", "cuda") and not torch.cuda.is_available():
+        raise ValueError(
+            f"this config trains on GPUs (--trainer.accelerator={accelerator}), but none is "
+            "visible here; on a CPU use experiments/configs/cpu.yaml (transfer_cpu.yaml for "
+            f"transfers), or keep this config and add {CPU_OVERRIDES}")
 
 
 def run_main(run: Callable[[Sequence[str] | None], Any], argv: Sequence[str] | None) -> int:

@@ -218,6 +218,17 @@ def test_unknown_task_lists_valid_names(tmp_path: Path, tiny_shards: Path,
     assert "normal" in message and "depth_zbuffer" in message and "egomotion" in message
 
 
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks a machine without a GPU")
+def test_a_gpu_config_without_a_gpu_names_the_cpu_config_before_the_run_exists(
+        tmp_path: Path, tiny_shards: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    args = [*_no_wandb_args(tmp_path, tiny_shards, "normal"), "--trainer.accelerator=gpu"]
+    assert taskonomy_main(args) == 2
+    message = capsys.readouterr().err
+    assert "none is visible here; on a CPU use experiments/configs/cpu.yaml" in message
+    assert "--trainer.accelerator=cpu --trainer.devices=1" in message
+    assert not (tmp_path / "runs").exists() or not any((tmp_path / "runs").iterdir())
+
+
 def test_missing_domain_fails_before_training(tmp_path: Path, tiny_shards: Path,
                                               capsys: pytest.CaptureFixture[str]) -> None:
     root = tmp_path / "shards"
