@@ -43,6 +43,10 @@ class MissingTransferWarning(UserWarning):
     """A requested target lacks first-order transfers from sources that other targets have."""
 
 
+class MissingBaselineWarning(UserWarning):
+    """A target lacks its ``self`` or ``pixels`` baseline: its quality or gain is undefined."""
+
+
 class NoLossesWarning(UserWarning):
     """Finished records without per-image losses (e.g. a failed upload) are left out."""
 
@@ -302,6 +306,14 @@ def compute_affinities(records: Sequence[RunRecord], *, targets: Iterable[str] |
             frame = result.frame().rename(columns={"candidate": "sources"})
             rows.append(frame)
             bar.advance(task)
+    lacking = [f"{name} → {target}" for target in chosen for name in (SELF, PIXELS)
+               if name not in used[target]]
+    if lacking:
+        warnings.warn(
+            f"{len(lacking)} baseline run(s) are missing: {', '.join(lacking)}; without its "
+            "self baseline a target's quality is undefined (NaN), without its pixels baseline "
+            "its gain. Run them (the transfer sweeps list them as points)",
+            MissingBaselineWarning, stacklevel=2)
     table_frame = pd.concat(rows, ignore_index=True)
     columns = ["target", "sources", "affinity", "quality", "gain"]
     if bootstrap > 0:

@@ -269,6 +269,18 @@ def test_duplicate_runs_use_the_latest_and_self_prefers_the_baseline_record():
     assert found["self"].run_id == "self16k"
 
 
+def test_a_target_without_its_self_or_pixels_baseline_is_named():
+    from taskonomy.analysis.affinities import MissingBaselineWarning
+
+    loss = _losses(np.random.default_rng(5), {"x": 0.0, "z": 1.0})
+    recs = [_record("n-r", "transfer", "normal", ("reshading",), loss["x"]),
+            _record("n-self", "baseline", "normal", ("self",), loss["z"])]
+    with pytest.warns(MissingBaselineWarning, match="1 baseline run\\(s\\) are missing: "
+                                                    "pixels → normal; .*its gain"):
+        result = compute_affinities(recs)
+    assert result.table.frame["gain"].isna().all()
+
+
 def test_requested_target_with_gaps_warns_with_the_missing_pairs():
     from taskonomy.analysis.affinities import MissingTransferWarning
 
@@ -301,7 +313,9 @@ def test_transfers_on_a_since_retrained_source_are_named():
         "config": {"source_runs": {"reshading": {"run_id": "reshading-old",
                                                  "fingerprint": "abc"}}}})
     recs = [old_task, transfer, _record("n-rand", "baseline", "normal", ("random",), loss["z"]),
-            _record("n-task", "task", "normal", (), loss["y"], regime="full")]
+            _record("n-task", "task", "normal", (), loss["y"], regime="full"),
+            _record("n-self", "baseline", "normal", ("self",), loss["y"]),
+            _record("n-pix", "baseline", "normal", ("pixels",), loss["z"])]
     assert stale_transfers(recs) == []
     with warnings.catch_warnings():
         warnings.simplefilter("error")
