@@ -54,7 +54,13 @@ import lightning as L
 import torch
 import yaml
 from jsonargparse import ArgumentParser
-from lightning.pytorch.callbacks import Callback, ModelCheckpoint, ProgressBar, RichProgressBar
+from lightning.pytorch.callbacks import (
+    Callback,
+    LearningRateMonitor,
+    ModelCheckpoint,
+    ProgressBar,
+    RichProgressBar,
+)
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
 from lightning.pytorch.loggers import Logger, WandbLogger
 
@@ -482,6 +488,9 @@ class TaskonomyCLI(LightningCLI):
                     checkpoint.dirpath = str(self.run_dir / CHECKPOINT_DIR)
             known = {type(c) for c in callbacks}
             callbacks += [c for c in self.default_callbacks() if type(c) not in known]
+            if logger is not False and LearningRateMonitor not in known:
+                # The schedule's drops on the dashboards (the monitor needs a logger).
+                callbacks.append(LearningRateMonitor(logging_interval="step"))
             if (trainer_config.get("enable_progress_bar", True) is not False
                     and not any(isinstance(c, ProgressBar) for c in callbacks)):
                 callbacks.append(RunProgressBar())

@@ -246,6 +246,17 @@ def _modules(pl_module: L.LightningModule) -> list[Any]:
     return [m for m in getattr(pl_module, "panel_modules", []) if hasattr(m, "spec")]
 
 
+def logged_step(trainer: L.Trainer) -> int:
+    """The step Lightning logs metrics at now: training batches that stepped.
+
+    ``trainer.global_step`` counts optimizer steps instead: one ahead of the validation
+    metrics it logged, and twice the batches for a cGAN task (its discriminator steps too).
+    """
+    loop = getattr(getattr(trainer, "fit_loop", None), "epoch_loop", None)
+    step = getattr(loop, "_batches_that_stepped", None)
+    return int(step) if isinstance(step, int) else int(trainer.global_step)
+
+
 class PredictionPanels(L.Callback):
     """Log input/target/prediction panels of the first validation samples each epoch.
 
@@ -315,17 +326,20 @@ class PredictionPanels(L.Callback):
         Returns:
             The PNG path when one was written.
         """
-        caption = f"{task} at step {trainer.global_step}: " + " | ".join(COLUMNS)
-        panel = with_header(panel, f"{task}, step {trainer.global_step}")
         wandb_loggers = [lg for lg in trainer.loggers if isinstance(lg, WandbLogger)]
+        # On W&B at the step of the validation metrics it shows beside; as a file, named by
+        # the optimizer steps (as the checkpoints are).
+        step = logged_step(trainer) if wandb_loggers else trainer.global_step
+        caption = f"{task} at step {step}: " + " | ".join(COLUMNS)
+        panel = with_header(panel, f"{task}, step {step}")
         if wandb_loggers:
             wandb_loggers[0].log_image(key=f"panels/{task}", images=[panel],
-                                       caption=[caption], step=trainer.global_step)
+                                       caption=[caption], step=step)
             return None
         ok, png = cv2.imencode(".png", cv2.cvtColor(panel, cv2.COLOR_RGB2BGR))
         if not ok:
             raise ValueError(f"could not encode the {task} panel as PNG")
-        name = f"{task}_step{trainer.global_step:07d}.png"
+        name = f"{task}_step{step:07d}.png"
         path = Path(trainer.default_root_dir) / "panels" / name
         atomic_write_bytes(path, png.tobytes())
         return path

@@ -120,6 +120,10 @@ def test_offline_wandb_run_reads_back_like_the_record(wandb_run: Path) -> None:
         assert from_wandb.metrics[key] == pytest.approx(record.metrics[key])
     panels = list(Path(record.wandb).rglob("panels/normal_*.png"))
     assert panels, "the prediction panels were not logged to W&B"
+    from taskonomy.analysis.wandb_source import inspect_offline_run
+
+    summary = inspect_offline_run(record.wandb)["summary"]
+    assert summary.get("lr-Adam/pg1") == pytest.approx(1e-3)  # the learning-rate curve
 
 
 @pytest.mark.wandb
@@ -506,3 +510,28 @@ def test_a_nan_on_one_rank_is_recorded_by_that_rank(tmp_path: Path,
     alone = tmp_path / "alone"
     write_failed_record(running.failed(cause), alone, rank=2)
     assert read_record(record_path(alone, "r")).error == f"rank 2: {cause}"
+
+
+def test_a_wandb_panel_sits_at_the_step_of_the_validation_metrics(tmp_path: Path) -> None:
+    from types import SimpleNamespace
+
+    import numpy as np
+    from lightning.pytorch.loggers import WandbLogger
+
+    from taskonomy.experiments.panels import PredictionPanels
+
+    class Recorder(WandbLogger):
+        def __init__(self) -> None:  # no W&B run: only the calls are kept
+            self.calls: list[tuple[str, int | None]] = []
+
+        def log_image(self, key, images, step=None, **kwargs):  # type: ignore[no-untyped-def, override]
+            self.calls.append((key, step))
+
+    recorder = Recorder()
+    # A cGAN task after 3 batches: 6 optimizer steps (its discriminator's count too), while
+    # Lightning logs the validation metrics at 3.
+    trainer = SimpleNamespace(loggers=[recorder], global_step=6, default_root_dir=str(tmp_path),
+                              fit_loop=SimpleNamespace(epoch_loop=SimpleNamespace(
+                                  _batches_that_stepped=3)))
+    PredictionPanels().emit(trainer, "normal", np.zeros((8, 24, 3), np.uint8))  # type: ignore[arg-type]
+    assert recorder.calls == [("panels/normal", 3)]
