@@ -68,7 +68,8 @@ def log_record(run: Any, record: RunRecord) -> None:
     # The record's own config and metric names ride along: the run's config and summary also
     # hold what Lightning logged (flat hyperparameters, per-epoch values), and a resumed run
     # keeps the summary of its earlier attempts.
-    run.config.update({**record.config, CONFIG_KEY: _identity(record)}, allow_val_change=True)
+    run.config.update({**record.config, CONFIG_KEY: _identity(record), **_dashboard(record)},
+                      allow_val_change=True)
     run.summary.update(dict(record.metrics))
     for key, name in SUMMARY_FIELDS.items():
         run.summary[key] = getattr(record, name)  # None clears an earlier attempt's value
@@ -80,23 +81,35 @@ def log_record(run: Any, record: RunRecord) -> None:
 
 
 def _identity(record: RunRecord) -> dict[str, Any]:
-    # The config twice: as a mapping, which W&B's run table can filter on, and as JSON text,
-    # which reads back with its exact types (W&B stores a whole float such as 0.0 as 0).
+    # The config as JSON text, which reads back with its exact types (W&B stores a whole float
+    # such as 0.0 as 0); the run table filters on the config's own keys, logged beside.
     return {"run_id": record.run_id, "role": record.role, "target": record.target,
             "sources": list(record.sources), "order": record.order, "regime": record.regime,
             "started_at": record.started_at,
-            "schema_version": record.schema_version, "config": record.config,
+            "schema_version": record.schema_version,
             "config_json": json.dumps(record.config, sort_keys=True),
             "metrics": sorted(record.metrics)}
 
 
+def _dashboard(record: RunRecord) -> dict[str, Any]:
+    """Top-level config keys to filter and group every kind of run by in W&B's run table.
+
+    The same keys for task runs, transfers and baselines (a transfer given as ``--transfer``
+    leaves the CLI's own ``target`` and ``sources`` options empty; these name what ran).
+    """
+    return {"role": record.role, "target": record.target,
+            "sources": "+".join(record.sources), "order": record.order,
+            "regime": record.regime}
+
+
 def log_identity(run: Any, record: RunRecord) -> None:
-    """Log a starting run's identity.
+    """Log a starting run's config and identity.
 
     A run killed before :func:`log_record` then still reads back as a taskonomy run (running or
-    failed), not as a foreign one.
+    failed), not as a foreign one, and its dashboard shows its settings from the start.
     """
-    run.config.update({CONFIG_KEY: _identity(record)}, allow_val_change=True)
+    run.config.update({**record.config, CONFIG_KEY: _identity(record), **_dashboard(record)},
+                      allow_val_change=True)
 
 
 def record_from_wandb(config: Mapping[str, Any], summary: Mapping[str, Any], state: str,

@@ -546,7 +546,8 @@ class TransferTask(L.LightningModule):
         target_options: dict[str, Any] | None = None,
     ) -> None:
         super().__init__()
-        self.save_hyperparameters()
+        # Kept in checkpoints; W&B gets the run's whole config from its record instead.
+        self.save_hyperparameters(logger=False)
         identity = resolve_identity(target, sources, kind, transfer)
         target = identity.target
         kind = "transfer" if identity.role == "transfer" else identity.sources[0]

@@ -122,8 +122,13 @@ def test_offline_wandb_run_reads_back_like_the_record(wandb_run: Path) -> None:
     assert panels, "the prediction panels were not logged to W&B"
     from taskonomy.analysis.wandb_source import inspect_offline_run
 
-    summary = inspect_offline_run(record.wandb)["summary"]
-    assert summary.get("lr-Adam/pg1") == pytest.approx(1e-3)  # the learning-rate curve
+    logged = inspect_offline_run(record.wandb)
+    assert logged["summary"].get("lr-Adam/pg1") == pytest.approx(1e-3)  # the learning rate
+    # Every kind of run is filtered by the same top-level keys; the settings appear once.
+    config = logged["config"]
+    assert {k: config.get(k) for k in ("role", "target", "sources", "order", "regime")} == {
+        "role": "task", "target": "normal", "sources": "", "order": 0, "regime": "full"}
+    assert "lr" not in config and "config" not in config["taskonomy"], sorted(config)
 
 
 @pytest.mark.wandb

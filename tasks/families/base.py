@@ -318,7 +318,8 @@ class TaskModule(L.LightningModule):
         metric_samples: int = 300,
     ) -> None:
         super().__init__()
-        self.save_hyperparameters()
+        # Kept in checkpoints; W&B gets the run's whole config from its record instead.
+        self.save_hyperparameters(logger=False)
         self.spec: TaskSpec = get_spec(task)
         representation_shape(resolution)  # validates the resolution early
         if lr <= 0:
