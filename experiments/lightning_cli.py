@@ -558,8 +558,10 @@ class TaskonomyCLI(LightningCLI):
             return
         from taskonomy.analysis.wandb_source import log_record
 
-        log_record(run, record)
-        run.finish(exit_code=exit_code)
+        try:
+            log_record(run, record)
+        finally:  # the run's state (a failed run's exit code) even if the upload failed
+            run.finish(exit_code=exit_code)
 
     def _finish_wandb_of_finished(self, record: RunRecord) -> None:
         """Close the W&B run of a finished run; a W&B failure leaves the record finished.

@@ -540,3 +540,26 @@ def test_a_wandb_panel_sits_at_the_step_of_the_validation_metrics(tmp_path: Path
                                   _batches_that_stepped=3)))
     PredictionPanels().emit(trainer, "normal", np.zeros((8, 24, 3), np.uint8))  # type: ignore[arg-type]
     assert recorder.calls == [("panels/normal", 3)]
+
+
+def test_a_failed_upload_still_closes_the_wandb_run_with_the_runs_exit_code(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    from types import SimpleNamespace
+
+    from taskonomy.analysis import wandb_source
+    from taskonomy.analysis.records import RunRecord
+    from taskonomy.experiments.lightning_cli import TaskonomyCLI
+
+    closed: list[int] = []
+    run = SimpleNamespace(finish=lambda exit_code: closed.append(exit_code))
+
+    def upload_fails(run, record):  # type: ignore[no-untyped-def]
+        raise ConnectionError("W&B server unreachable")
+
+    monkeypatch.setattr(wandb_source, "log_record", upload_fails)
+    cli = object.__new__(TaskonomyCLI)
+    cli.trainer = SimpleNamespace(is_global_zero=True)  # type: ignore[assignment]
+    monkeypatch.setattr(TaskonomyCLI, "_wandb_run", lambda self: run)
+    with pytest.raises(ConnectionError):
+        cli._finish_wandb(RunRecord(run_id="r", role="task", target="normal"), exit_code=1)
+    assert closed == [1]  # shown failed in W&B, not finished by the exit hooks
