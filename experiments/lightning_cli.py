@@ -446,8 +446,14 @@ class TaskonomyCLI(LightningCLI):
     def make_logger(self) -> Logger:
         """The default logger: W&B, saving into the run folder, resumable (:meth:`wandb_id`)."""
         self.run_dir.mkdir(parents=True, exist_ok=True)
+        role, target, sources = self.record_identity()
+        regime = str(self._namespace().get("regime") or "full")
+        # Tags to pick a target's runs, or a regime's, in the run table at a glance.
+        tags = [role, f"target:{target}", f"regime:{regime}",
+                *([f"order:{len(sources)}"] if role == "transfer" else [])]
         return WandbLogger(project=WANDB_PROJECT, name=self.run_id, id=self.wandb_id(),
-                           save_dir=str(self.run_dir), resume="allow", job_type=self.role)
+                           save_dir=str(self.run_dir), resume="allow", job_type=self.role,
+                           tags=tags)
 
     def wandb_id(self) -> str:
         """The W&B run id of this attempt.

@@ -129,6 +129,7 @@ def test_offline_wandb_run_reads_back_like_the_record(wandb_run: Path) -> None:
     assert {k: config.get(k) for k in ("role", "target", "sources", "order", "regime")} == {
         "role": "task", "target": "normal", "sources": "", "order": 0, "regime": "full"}
     assert "lr" not in config and "config" not in config["taskonomy"], sorted(config)
+    assert {"task", "target:normal", "regime:full"} <= set(logged.get("tags") or []), logged
 
 
 @pytest.mark.wandb
