@@ -103,6 +103,20 @@ def test_dry_run_lists_points_and_their_status(tmp_path: Path,
     assert not (runs / ".sweeps").exists()
 
 
+def test_a_missing_data_root_stops_the_sweep_once_before_any_point_runs(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    sweep = write_sweep(tmp_path / "ok.yaml", {"model.target": {"values": ["normal", "reshading"]},
+                                               "model.sources": {"values": [["pixels"]]}})
+    runs, nowhere = tmp_path / "runs", tmp_path / "nowhere"
+    argv = ["sweep", "run", str(sweep), "--runs", str(runs), "--set", f"data.root={nowhere}"]
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert f"data.root={nowhere}, which does not exist here" in err
+    assert "--set data.root=DIR — nothing was run" in err and not runs.exists()
+    assert main([*argv, "--dry-run"]) == 0  # listed, with the warning
+    assert "does not exist here" in capsys.readouterr().out
+
+
 def _sweep_process(sweep: Path, runs: Path, shards: Path) -> subprocess.Popen[bytes]:
     env = {**os.environ, "WANDB_MODE": "offline"}
     return subprocess.Popen(

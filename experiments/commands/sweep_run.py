@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
@@ -229,6 +230,24 @@ def check_sweep(sweep: Any, runs_dir: str, extra: Sequence[str] = (),
     return len(points)
 
 
+def point_data_root(sweep: Any, point: Any, runs_dir: str, extra: Sequence[str]) -> str | None:
+    """The ``data.root`` a point's command resolves to (``None``: not a training command)."""
+    args = _cli_arguments(sweep.argv(point.params, [f"--run_id={point.run_id}",
+                                                    f"--runs_dir={runs_dir}", *extra]))
+    checker = _lightning_checker(args[0]) if args else None
+    if args is None or checker is None:
+        return None
+    with contextlib.redirect_stderr(io.StringIO()), contextlib.redirect_stdout(io.StringIO()):
+        try:
+            config = checker.parsed_config(args[1:])
+        except SystemExit:
+            return None  # the check names what is wrong with it
+    data = config.get("data") or {}
+    data = data.get("init_args", data) if isinstance(data, dict) else {}
+    root = data.get("root") if isinstance(data, dict) else None
+    return str(root) if root else None
+
+
 def _default_processes(count: int) -> int:
     """Parser processes for ``count`` points: one per core on Linux, none for small sweeps."""
     if sys.platform != "linux" or count < 32:
@@ -366,6 +385,16 @@ def run(args: argparse.Namespace) -> int:
     stale = stale_transfer_points(points, args.runs, indexes)
     redo = set(stale) if args.redo_stale else set()
     checked = check_sweep(sweep, args.runs, extra, progress=True, skip_finished=True, redo=redo)
+    to_run = [p for p in points if p.run_id in redo
+              or record_status(Path(args.runs), p.run_id) != "finished"]
+    root = point_data_root(sweep, to_run[0], args.runs, extra) if to_run else None
+    if root is not None and not Path(root).is_dir():
+        message = (f"the points read shards from data.root={root}, which does not exist here "
+                   f"({Path.cwd()}): make them (`taskonomy data pack`, README section 1) or "
+                   "point the sweep at them with --set data.root=DIR")
+        if not args.dry_run:
+            raise ValueError(f"{message} — nothing was run")
+        console.print(f"[yellow]warning:[/yellow] {escape(message)}")
     lacking = missing_task_runs(points, args.runs, extra, indexes)
     if lacking:
         tasks = ", ".join(f"{task} ({count} points)" for task, count in sorted(lacking.items()))
