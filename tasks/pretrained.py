@@ -345,6 +345,9 @@ def released_pairs(paths: Iterable[str | os.PathLike[str]]) -> dict[str, dict[st
     pairs: dict[str, dict[str, Path]] = {}
     for raw in paths:
         path = Path(raw)
+        if not path.is_file():  # e.g. a shell pattern that matched nothing, passed as it is
+            raise ValueError(f"no weights file {path}: download the released files first "
+                             "(or fix the path)")
         named = released_file_task(path)
         if named is None:
             raise ValueError(

@@ -206,3 +206,9 @@ def test_the_suites_warnings_print_as_one_line_without_source(tmp_path):
     lines = [line for line in done.stderr.splitlines() if "unreadable run record" in line]
     assert len(lines) == 1 and lines[0].startswith("UnreadableRecordWarning: skipped an unre")
     assert "scan_records(" not in done.stderr  # no line of the suite's code
+
+
+def test_a_folder_holding_a_runs_folder_is_pointed_at_it(tmp_path, capsys):
+    (tmp_path / "demo" / "runs").mkdir(parents=True)  # a demo's output folder
+    assert main(["analyze", str(tmp_path / "demo"), "--out", str(tmp_path / "out")]) == 2
+    assert f"analyze {tmp_path / 'demo' / 'runs'}" in stderr(capsys)

@@ -55,16 +55,21 @@ def test_released_weights_give_the_authors_outputs(case, task, encoder, resoluti
         assert torch.allclose(getattr(module, part)(x), expected, rtol=1e-9, atol=1e-9)
 
 
-def test_released_file_names_give_task_and_part() -> None:
+def test_released_file_names_give_task_and_part(tmp_path: Path) -> None:
     assert released_file_task("normal_encoder-f5e2c7737e49.pth") == ("normal", "encoder")
     assert released_file_task("/x/curvature_decoder-b93aed18.pth") == ("principal_curvature",
                                                                        "decoder")
     assert released_file_task("segment_unsup25d_encoder.pth") == ("segment_unsup25d", "encoder")
     assert released_file_task("weights.pth") is None
+    for name in ("weights.pth", "normal_decoder-1.pth"):
+        (tmp_path / name).write_bytes(b"")
     with pytest.raises(ValueError, match="not named like a released file"):
-        released_pairs(["weights.pth"])
+        released_pairs([tmp_path / "weights.pth"])
     with pytest.raises(ValueError, match="without its encoder"):
-        released_pairs(["normal_decoder-1.pth"])
+        released_pairs([tmp_path / "normal_decoder-1.pth"])
+    # A shell pattern that matched nothing reaches the command as it is.
+    with pytest.raises(ValueError, match="no weights file .*normal_encoder-\\*.pth: download"):
+        released_pairs([tmp_path / "normal_encoder-*.pth"])
 
 
 def _save(path: Path, case: str, **renames: str) -> Path:

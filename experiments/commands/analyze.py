@@ -105,8 +105,11 @@ def _load(args: argparse.Namespace, console: Console) -> list[RunRecord]:
         for record in scan.records:
             records.setdefault(record.run_id, record)  # the first source (local records) wins
     if not records:
+        hint = ""
+        if args.runs is not None and (Path(args.runs) / "runs").is_dir():
+            hint = f"; {args.runs} holds a runs folder: analyze {Path(args.runs) / 'runs'}"
         raise ValueError("no finished run records found; " + "; ".join(
-            f"{where}: {scan.describe()}" for where, scan in scans))
+            f"{where}: {scan.describe()}" for where, scan in scans) + hint)
     return list(records.values())
 
 
