@@ -265,13 +265,46 @@ def find_offline_runs(path: str | os.PathLike[str]) -> list[Path]:
 
 
 def read_offline_runs(path: str | os.PathLike[str], *,
-                      statuses: Iterable[str] = ("finished",)) -> RecordScan:
+                      statuses: Iterable[str] = ("finished",),
+                      progress: bool = False) -> RecordScan:
     """Records of every offline run under ``path`` (a ``wandb`` folder or one run folder).
 
-    Runs not logged with :func:`log_record` are counted as ``"foreign"`` in ``skipped``.
+    Runs not logged with :func:`log_record` are counted as ``"foreign"`` in ``skipped``. Each
+    run is read by a ``wandb`` subprocess (about a second); several run at once.
+
+    Args:
+        path: The folder.
+        statuses: Statuses to keep; others are counted in ``skipped``.
+        progress: Show a progress bar.
     """
-    return _collect(((str(p), lambda p=p: read_offline_run(p)) for p in find_offline_runs(path)),
-                    statuses)
+    from concurrent.futures import ThreadPoolExecutor
+
+    from rich.progress import Progress
+
+    folders = find_offline_runs(path)
+
+    def attempt(folder: Path) -> tuple[RunRecord | None, Exception | None]:
+        try:
+            return read_offline_run(folder), None
+        except Exception as error:  # noqa: BLE001 - handed to _collect, which names it
+            return None, error
+
+    results = []
+    with (ThreadPoolExecutor(max(1, min(4, os.cpu_count() or 1))) as pool,
+          Progress(disable=not progress, transient=True) as bar):
+        task = bar.add_task("reading offline W&B runs", total=len(folders))
+        for result in pool.map(attempt, folders):
+            results.append(result)
+            bar.advance(task)
+
+    def replay(record: RunRecord | None, error: Exception | None) -> RunRecord:
+        if error is not None:
+            raise error
+        assert record is not None
+        return record
+
+    return _collect(((str(folder), lambda r=r, e=e: replay(r, e))
+                     for folder, (r, e) in zip(folders, results, strict=True)), statuses)
 
 
 # ----------------------------------------------------------------------------------- online

@@ -96,7 +96,7 @@ def _load(args: argparse.Namespace, console: Console) -> list[RunRecord]:
 
         if args.wandb_offline is not None:
             scans.append((str(args.wandb_offline),
-                          wandb_source.read_offline_runs(args.wandb_offline)))
+                          wandb_source.read_offline_runs(args.wandb_offline, progress=True)))
         if args.wandb_project:
             scans.append((args.wandb_project, wandb_source.read_project(args.wandb_project)))
     records: dict[str, RunRecord] = {}
