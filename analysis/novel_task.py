@@ -114,7 +114,8 @@ def place_novel_task_from_records(records: Sequence[RunRecord], task: str,
                                   targets: Sequence[str] | None = None, regime: str | None = None,
                                   strict: bool = False, bootstrap: int = 0, seed: int = 0,
                                   solver: str = "auto", max_order: int = DEFAULT_MAX_ORDER,
-                                  log: Callable[[str], None] | None = None) -> NovelTaskResult:
+                                  log: Callable[[str], None] | None = None,
+                                  convention: str = "paper") -> NovelTaskResult:
     """Rank a novel task's sources from its run records and re-solve the taxonomy with it.
 
     Args:
@@ -130,6 +131,7 @@ def place_novel_task_from_records(records: Sequence[RunRecord], task: str,
         solver: ``auto``, ``highs`` or ``gurobi``.
         max_order: Highest transfer order in the taxonomy.
         log: Receives one-line solver messages (e.g. a Gurobi fallback).
+        convention: The taxonomy's program (:func:`~taskonomy.analysis.taxonomy.build_problem`).
 
     Raises:
         ValueError: No transfer records into ``task``, ``task`` already a target of ``base``,
@@ -161,5 +163,5 @@ def place_novel_task_from_records(records: Sequence[RunRecord], task: str,
         if note:
             (log or print_note)(note)
     placement = place_novel_task(table, task, budget, targets=chosen, solver=solver,
-                                 max_order=max_order, log=log)
+                                 max_order=max_order, log=log, convention=convention)
     return NovelTaskResult(task, ranking, tuple(unknown), table, placement, analysis)

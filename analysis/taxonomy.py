@@ -344,7 +344,8 @@ class NovelPlacement:
 def place_novel_task(table: AffinityTable, task: str, budget: float, *,
                      targets: Sequence[str] | None = None, solver: str = "auto",
                      max_order: int = DEFAULT_MAX_ORDER,
-                     log: Callable[[str], None] | None = None) -> NovelPlacement:
+                     log: Callable[[str], None] | None = None,
+                     convention: str = "paper") -> NovelPlacement:
     """Rank a novel task's sources and re-solve the taxonomy with it as a target.
 
     ``table`` must hold the transfers into ``task`` (from its few labels) besides the
@@ -363,9 +364,9 @@ def place_novel_task(table: AffinityTable, task: str, budget: float, *,
         chosen_targets.append(task)
     # A novel task has transfers from some sources only: use what exists. It is target-only
     # (the paper's T − T∩S), even with a `self` row of its own.
-    sources = [s for s in table.supervisable() if s != task]
+    sources = [s for s in default_sources(table, convention) if s != task]
     problem = build_problem(table, budget, targets=chosen_targets, sources=sources,
-                            max_order=max_order, require_complete=False)
+                            max_order=max_order, require_complete=False, convention=convention)
     return NovelPlacement(task, ranking, solve(problem, solver, log=log))
 
 

@@ -71,7 +71,9 @@ _SUITE_ROOT = Path(__file__).resolve().parents[1]
 def _format_warning(message: Warning | str, category: type[Warning], filename: str,
                     lineno: int, line: str | None = None) -> str:
     """The suite's warnings as one ``Category: message`` line, without a line of source."""
-    if Path(filename).resolve().is_relative_to(_SUITE_ROOT):
+    path = Path(filename).resolve()
+    # (An environment inside the project folder holds the third-party packages.)
+    if path.is_relative_to(_SUITE_ROOT) and not path.is_relative_to(Path(sys.prefix).resolve()):
         return f"{category.__name__}: {message}\n"
     return _DEFAULT_FORMAT_WARNING(message, category, filename, lineno, line)
 

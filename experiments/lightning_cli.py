@@ -51,7 +51,6 @@ from pathlib import Path
 from typing import Any, Literal, NoReturn
 
 import lightning as L
-import torch
 import yaml
 from jsonargparse import ArgumentParser
 from lightning.pytorch.callbacks import (
@@ -799,7 +798,13 @@ def _check_accelerator(accelerator: Any) -> None:
         ValueError: ``accelerator`` is ``gpu``/``cuda`` and CUDA sees no device; names the CPU
             config and the overrides.
     """
-    if str(accelerator).lower() in ("gpu", "cuda") and not torch.cuda.is_available():
+    from lightning.pytorch.accelerators import CUDAAccelerator, MPSAccelerator
+
+    kind = str(accelerator).lower()
+    # Lightning's checks (no CUDA context is made before a forked DDP launch); "gpu" is MPS on
+    # Apple silicon.
+    available = CUDAAccelerator.is_available() or (kind == "gpu" and MPSAccelerator.is_available())
+    if kind in ("gpu", "cuda") and not available:
         raise ValueError(
             f"this config trains on GPUs (--trainer.accelerator={accelerator}), but none is "
             "visible here; on a CPU use experiments/configs/cpu.yaml (transfer_cpu.yaml for "

@@ -108,9 +108,8 @@ class SweepFile:
         # data.ab_bins=F``) count by their contents too: the same name edited is another run.
         digests = {path: config_digest(path) for path in config_paths([*template, *extra])
                    if Path(path).is_file()}
-        digests |= {path: file_digest(path) for path in (
-            a.split("=", 1)[1] for a in extra if a.split("=", 1)[0] in _LABEL_SET_ARGS)
-            if Path(path).is_file()}
+        digests |= {path: file_digest(path) for path in label_set_paths([*template, *extra])
+                    if Path(path).is_file()}
         # Order-free: `--set a=1 --set b=2` and `--set b=2 --set a=1` are one run (a stable
         # sort keeps a repeated key's order, where the last value wins).
         if not any(argument.startswith("--config=") for argument in extra):
@@ -152,6 +151,13 @@ def config_paths(argv: Sequence[str]) -> list[str]:
     """The config files a command line names (``--config F``, ``-c F``, ``--config=F``)."""
     named = [argv[i + 1] for i, a in enumerate(argv[:-1]) if a in ("--config", "-c")]
     return named + [a.split("=", 1)[1] for a in argv if a.startswith("--config=")]
+
+
+def label_set_paths(argv: Sequence[str]) -> list[str]:
+    """The label-set files a command line names (``--data.ab_bins F`` or ``=F``, and jigsaw's)."""
+    named = [argv[i + 1] for i, a in enumerate(argv[:-1]) if a in _LABEL_SET_ARGS]
+    return named + [a.split("=", 1)[1] for a in argv if a.split("=", 1)[0] in _LABEL_SET_ARGS
+                    and "=" in a]
 
 
 def config_files(path: str | Path) -> list[Path]:

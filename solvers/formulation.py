@@ -6,9 +6,9 @@ size-limited Gurobi licence at paper scale):
 
 - ``Σ_{i→t} edge_i = 1`` for each target t;
 - ``|S_i| · edge_i − Σ_{j∈S_i} supervised_j ≤ 0`` for each edge i;
-- ``Σ_j cost_j · supervised_j ≤ budget`` (omitted for an infinite budget);
 - ``supervised_t − self_t ≤ 0`` for each target t when a supervised target must take its
-  ``self`` edge (:attr:`TaxonomyProblem.self_when_supervised`).
+  ``self`` edge (:attr:`TaxonomyProblem.self_when_supervised`);
+- ``Σ_j cost_j · supervised_j ≤ budget`` (omitted for an infinite budget).
 
 Only undominated edges get a variable (:meth:`TaxonomyProblem.undominated_edges`).
 """

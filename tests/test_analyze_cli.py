@@ -136,8 +136,16 @@ def test_analyze_places_a_novel_task(tmp_path, capsys):
     ranking = pd.read_csv(novel_out / "novel_task" / "ranking.csv")
     assert list(ranking["sources"][:3]) == ["edge_texture", "normal", "reshading"]
     placed = json.loads((novel_out / "novel_task" / "taxonomy.json").read_text())
-    assert NOVEL in [e["target"] for e in placed["edges"]]
+    assert NOVEL in [e["target"] for e in placed["edges"]] and placed["convention"] == "paper"
     assert (novel_out / "novel_task" / "taxonomy.png").is_file()
+    # The authors' solver's program places it too (a supervised task keeps its network).
+    assert main(["analyze", str(novel_runs), "--out", str(novel_out), "--novel-task", NOVEL,
+                 "--base", str(out), "--budget", "2", "--solver", "highs",
+                 "--convention", "supervision-api"]) == 0
+    placed = json.loads((novel_out / "novel_task" / "taxonomy.json").read_text())
+    assert placed["convention"] == "supervision-api"
+    assert all((e["label"] == "self") == (e["target"] in placed["supervised"])
+               for e in placed["edges"])
 
 
 def test_analyze_draws_an_affinity_source_without_records(tmp_path, capsys):

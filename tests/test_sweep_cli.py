@@ -115,6 +115,15 @@ def test_a_missing_data_root_stops_the_sweep_once_before_any_point_runs(
     assert "--set data.root=DIR — nothing was run" in err and not runs.exists()
     assert main([*argv, "--dry-run"]) == 0  # listed, with the warning
     assert "does not exist here" in capsys.readouterr().out
+    # Roots the datamodule streams (URLs, pipe: commands) and roots per point are not checked.
+    for root in ("https://example.com/shards", "pipe:cat /shards/{000..003}.tar"):
+        assert main([*argv[:-1], f"data.root={root}", "--dry-run"]) == 0
+        assert "does not exist here" not in capsys.readouterr().out
+    per_point = write_sweep(tmp_path / "roots.yaml", {
+        "model.target": {"values": ["normal"]}, "model.sources": {"values": [["pixels"]]},
+        "data.root": {"values": [str(nowhere), str(tmp_path)]}})
+    assert main(["sweep", "run", str(per_point), "--runs", str(runs), "--dry-run"]) == 0
+    assert "does not exist here" not in capsys.readouterr().out
 
 
 def _sweep_process(sweep: Path, runs: Path, shards: Path) -> subprocess.Popen[bytes]:

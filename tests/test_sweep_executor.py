@@ -249,6 +249,14 @@ def test_files_among_a_points_parameters_count_by_their_contents(
     assert edited[0] == first[0] and edited[1] != first[1]  # only b.yaml's point changed
     Path("bins.npy").write_bytes(b"second")
     assert set(ids()).isdisjoint(edited)
+    # A label set fixed in the command template, in either spelling, counts by contents too.
+    for fixed in ("'--data.ab_bins=bins.npy'", "--data.ab_bins, bins.npy"):
+        Path("fixed.yaml").write_text(
+            f"method: grid\nprogram: taskonomy\ncommand: [{fixed}, '${{args}}']\nparameters:\n"
+            "  model.task: {value: colorization}\n")
+        before = [point.run_id for point in load_sweep_file("fixed.yaml").points()]
+        Path("bins.npy").write_bytes(b"third" + fixed.encode())
+        assert set(before).isdisjoint(p.run_id for p in load_sweep_file("fixed.yaml").points())
 
 
 def test_a_point_killed_by_a_signal_says_so(tmp_path: Path) -> None:

@@ -249,10 +249,11 @@ def _place_novel(records: list[RunRecord], args: argparse.Namespace, out: Path,
     result = place_novel_task_from_records(
         records, args.novel_task, base, budget, regime=args.regime, strict=args.strict,
         bootstrap=args.bootstrap, seed=args.seed, solver=args.solver, max_order=args.max_order,
-        log=lambda message: _note(console, message))
+        log=lambda message: _note(console, message), convention=args.convention)
     folder = out / "novel_task"
     record = solution_record(result.table, result.placement.solution)
-    record.update(task=result.task, base=args.base, unknown_sources=list(result.unknown_sources))
+    record.update(task=result.task, base=args.base, unknown_sources=list(result.unknown_sources),
+                  convention=args.convention)
     paths = [
         _write_text(folder / "ranking.csv",
                     result.ranking.to_csv(index=False, float_format="%.6g")),

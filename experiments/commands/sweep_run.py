@@ -387,8 +387,12 @@ def run(args: argparse.Namespace) -> int:
     checked = check_sweep(sweep, args.runs, extra, progress=True, skip_finished=True, redo=redo)
     to_run = [p for p in points if p.run_id in redo
               or record_status(Path(args.runs), p.run_id) != "finished"]
-    root = point_data_root(sweep, to_run[0], args.runs, extra) if to_run else None
-    if root is not None and not Path(root).is_dir():
+    # One root for every point (a root per point, a parameter, fails those points alone).
+    root = (point_data_root(sweep, to_run[0], args.runs, extra)
+            if to_run and "data.root" not in sweep.parameters else None)
+    from taskonomy.datamodules.shards import is_url
+
+    if root is not None and not is_url(root) and not Path(root).is_dir():
         message = (f"the points read shards from data.root={root}, which does not exist here "
                    f"({Path.cwd()}): make them (`taskonomy data pack`, README section 1) or "
                    "point the sweep at them with --set data.root=DIR")
