@@ -190,7 +190,8 @@ def _run_sweep(args: argparse.Namespace, table: AffinityTable, problem: Any,
     if args.json:
         print(json.dumps(record))
         return 0
-    summary = Table(title=f"budget sweep on {args.affinities} (max order {args.max_order})")
+    summary = Table(title=f"budget sweep on {args.affinities} (max order {args.max_order}, "
+                          f"{args.convention} convention)")
     for column in ("budget", "status", "objective", "mean quality", "mean gain", "supervised",
                    "solver", "seconds"):
         summary.add_column(column, justify="right" if column != "status" else "left")
@@ -228,8 +229,9 @@ def _print_solution(solution: TaxonomySolution, record: dict[str, Any]) -> None:
         f"[bold]supervised[/bold] ({len(solution.supervised)}, cost {solution.cost:g} of budget "
         f"{solution.budget:g}): {', '.join(solution.supervised)}", highlight=False)
     console.print(
-        f"[bold]objective[/bold] {solution.objective:.4f}  [bold]status[/bold] {solution.status}"
-        f"  [bold]solver[/bold] {solution.solver} ({solution.seconds:.3f} s)", highlight=False)
+        f"[bold]objective[/bold] {solution.objective:.4f} ({record['convention']} convention)  "
+        f"[bold]status[/bold] {solution.status}  [bold]solver[/bold] {solution.solver} "
+        f"({solution.seconds:.3f} s)", highlight=False)
     edges = Table(title="chosen edge per target")
     for column in ("target", "from", "order", "affinity", "quality", "gain"):
         edges.add_column(column, justify="left" if column in ("target", "from") else "right")
