@@ -795,8 +795,8 @@ def _check_accelerator(accelerator: Any) -> None:
     """Refuse a GPU config where no GPU is visible, before the run's folder exists.
 
     Raises:
-        ValueError: ``accelerator`` is ``gpu``/``cuda`` and CUDA sees no device; names the CPU
-            config and the overrides.
+        ValueError: ``accelerator`` is ``gpu``/``cuda`` and Lightning sees no such device;
+            names the CPU config and the overrides.
     """
     from lightning.pytorch.accelerators import CUDAAccelerator, MPSAccelerator
 
