@@ -65,11 +65,10 @@ def log_record(run: Any, record: RunRecord) -> None:
     """
     import wandb
 
-    # The record's own config and metric names ride along: the run's config and summary also
-    # hold what Lightning logged (flat hyperparameters, per-epoch values), and a resumed run
-    # keeps the summary of its earlier attempts.
-    run.config.update({**record.config, CONFIG_KEY: _identity(record), **_dashboard(record)},
-                      allow_val_change=True)
+    # The record's own config and metric names ride along: the run's summary also holds what
+    # Lightning logged (per-epoch values), and a resumed run keeps the summary of its earlier
+    # attempts.
+    _log_config(run, record)
     run.summary.update(dict(record.metrics))
     for key, name in SUMMARY_FIELDS.items():
         run.summary[key] = getattr(record, name)  # None clears an earlier attempt's value
@@ -108,6 +107,11 @@ def log_identity(run: Any, record: RunRecord) -> None:
     A run killed before :func:`log_record` then still reads back as a taskonomy run (running or
     failed), not as a foreign one, and its dashboard shows its settings from the start.
     """
+    _log_config(run, record)
+
+
+def _log_config(run: Any, record: RunRecord) -> None:
+    """The run's config, its identity and the dashboard keys (the latter win a name clash)."""
     run.config.update({**record.config, CONFIG_KEY: _identity(record), **_dashboard(record)},
                       allow_val_change=True)
 

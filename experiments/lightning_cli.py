@@ -73,7 +73,7 @@ from taskonomy.analysis.records import (
     write_record,
 )
 from taskonomy.datamodules.datamodule import SkippedSamplesCallback, TaskonomyDataModule
-from taskonomy.experiments.sweep_files import WANDB_PROJECT
+from taskonomy.experiments.sweep_files import WANDB_PROJECT, file_digest
 from taskonomy.tasks.specs import metric_key
 
 #: Top-level arguments the base class adds to every subcommand.
@@ -215,8 +215,7 @@ def _with_label_set_digests(config: dict[str, Any]) -> dict[str, Any]:
              if isinstance(data.get(key), str) and Path(data[key]).is_file()}
     if not named:
         return config
-    digests = {key: hashlib.sha1(Path(value).read_bytes()).hexdigest()[:12]
-               for key, value in named.items()}
+    digests = {key: file_digest(value) for key, value in named.items()}
     return {**config, "data": {**data, **{k: f"{named[k]}#{d}" for k, d in digests.items()}}}
 
 

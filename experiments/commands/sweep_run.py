@@ -159,6 +159,15 @@ def check_point_arguments(argv: Sequence[str]) -> None:
         raise ValueError(detail or f"exit status {error.code}") from None
 
 
+def points_to_run(points: Sequence[Any], runs_dir: str | Path,
+                  redo: Collection[str] = ()) -> list[Any]:
+    """The points the executor will run: those without a finished record, and ``redo``."""
+    from taskonomy.experiments.sweep_executor import record_status
+
+    return [p for p in points
+            if p.run_id in redo or record_status(Path(runs_dir), p.run_id) != "finished"]
+
+
 def check_sweep(sweep: Any, runs_dir: str, extra: Sequence[str] = (),
                 limit: int | None = None, progress: bool = False,
                 skip_finished: bool = False, processes: int | None = None,
@@ -182,14 +191,11 @@ def check_sweep(sweep: Any, runs_dir: str, extra: Sequence[str] = (),
         ValueError: A point's arguments are rejected; the message names the point, the sweep
             file and the parser's complaint (the first such point in grid order).
     """
-    from taskonomy.experiments.sweep_executor import record_status
-
     points = sweep.points(extra)
     if limit is not None:
         points = points[:limit]
     if skip_finished:
-        points = [p for p in points if p.run_id in redo
-                  or record_status(Path(runs_dir), p.run_id) != "finished"]
+        points = points_to_run(points, runs_dir, redo)
     if not points:
         return 0
     # The first point builds the parser here (about 10 s); forked parser processes inherit it.
@@ -385,8 +391,7 @@ def run(args: argparse.Namespace) -> int:
     stale = stale_transfer_points(points, args.runs, indexes)
     redo = set(stale) if args.redo_stale else set()
     checked = check_sweep(sweep, args.runs, extra, progress=True, skip_finished=True, redo=redo)
-    to_run = [p for p in points if p.run_id in redo
-              or record_status(Path(args.runs), p.run_id) != "finished"]
+    to_run = points_to_run(points, args.runs, redo)
     # One root for every point (a root per point, a parameter, fails those points alone).
     root = (point_data_root(sweep, to_run[0], args.runs, extra)
             if to_run and "data.root" not in sweep.parameters else None)
