@@ -172,12 +172,17 @@ def decode_domain(domain: str, data: bytes) -> Any:
         ValueError: the bytes do not decode as this domain's file type.
     """
     kind = get_domain(domain).kind
+    if not data:  # a truncated download; OpenCV and numpy would raise their own errors
+        raise ValueError(f"empty file for domain {domain!r}")
     if kind == "json":
         return json.loads(data)
     if kind == "npy":
         import io
 
-        return np.load(io.BytesIO(data), allow_pickle=False)
+        try:
+            return np.load(io.BytesIO(data), allow_pickle=False)
+        except (OSError, EOFError) as error:
+            raise ValueError(f"corrupt .npy file for domain {domain!r}: {error}") from None
     if kind == "gray8" and _is_palette_png(data):
         return _palette_indices(domain, data)
     array = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_UNCHANGED)

@@ -1,7 +1,8 @@
 """Multi-view samples (pose, egomotion, point matching) from sequential shards.
 
 Shards are read front to back, so multi-view samples cannot fetch arbitrary views. The packer
-sorts views by building, point and view and never splits a point across shards; the stream
+groups views by building and point (points that see each other close together, see
+:mod:`~taskonomy.datamodules.point_order`) and never splits a point across shards; the stream
 therefore delivers all views of one fixated point consecutively, and:
 
 - **fixated pose** uses two views of one point, **egomotion** three (a *group* of views);
@@ -36,9 +37,13 @@ MULTIVIEW_TASKS: dict[str, int] = {
 }
 
 
+#: Points read before (and, for non-fixated pose, after) a point that its unit can draw
+#: negatives and non-fixated partners from (``build_units``' buffer).
+PARTNER_WINDOW = 16
+
 #: Points an evaluation context block holds at least: the recent groups a unit draws negatives
 #: and non-fixated partners from, and as many read ahead (``build_units``' buffer, twice).
-CONTEXT_POINTS = 32
+CONTEXT_POINTS = 2 * PARTNER_WINDOW
 
 
 def context_blocks(shards: Sequence[dict[str, Any]], keep: Collection[str] | None = None,
@@ -146,7 +151,7 @@ def _with_lookahead(groups: Iterable[Sequence[dict[str, Any]]], size: int
 
 def build_units(groups: Iterable[Sequence[dict[str, Any]]], tasks: Sequence[str],
                 rng_for: Callable[[str], np.random.Generator],
-                buffer_size: int = 16) -> Iterator[dict[str, Any]]:
+                buffer_size: int = PARTNER_WINDOW) -> Iterator[dict[str, Any]]:
     """Turn point groups into multi-view units.
 
     Args:

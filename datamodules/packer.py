@@ -2,9 +2,11 @@
 
 The packer is resumable and safe to run on several machines at once:
 
-1. A **plan** (``ROOT/{split}/plan.json``) fixes the sample keys of every shard: views sorted by
-   building, point and view, cut into shards of about ``shard_size`` views without splitting
-   the views of one fixated point. The first packer writes it; later runs and other parts read
+1. A **plan** (``ROOT/{split}/plan.json``) fixes the sample keys of every shard: views grouped
+   by building and point, the points of a building in visibility order (points that see each
+   other close together, for non-fixated pose; :mod:`~taskonomy.datamodules.point_order`) or
+   by number, cut into shards of about ``shard_size`` views without splitting the views of one
+   fixated point. The first packer writes it; later runs and other parts read
    it, so everyone agrees on the shards. A root whose plan came from another source or building
    list is refused.
 2. Each (shard, domain) is written to a temporary file and renamed when complete, then a small
@@ -42,6 +44,8 @@ from taskonomy.datamodules.layouts import (
     detect_layout,
     parse_key,
 )
+from taskonomy.datamodules.multiview import PARTNER_WINDOW
+from taskonomy.datamodules.point_order import BuildingOrder, order_building
 from taskonomy.datamodules.shards import (
     FORMAT,
     FORMAT_VERSION,
@@ -75,6 +79,8 @@ class PackConfig:
         resolution: Resize images to this side at pack time (``None``: keep the files' bytes,
             lossless). Packing the released 512² images at the 256² training resolution cuts
             the bytes read and the PNG decoding per sample about 4×; see :func:`resize_file`.
+        point_order: ``visibility`` (each building's points ordered so that points that see
+            each other lie close in the stream) or ``number`` (point-number order).
     """
 
     source: Path
@@ -88,6 +94,11 @@ class PackConfig:
     resume: bool = False
     include_corrupt: bool = False
     resolution: int | None = None
+    point_order: str = "visibility"
+
+
+#: Accepted :attr:`PackConfig.point_order` values.
+POINT_ORDERS = ("visibility", "number")
 
 
 @dataclass
@@ -100,6 +111,7 @@ class PackResult:
     manifest: dict[str, Any] | None = None
     pending: int = 0
     skipped_files: list[dict[str, str]] = field(default_factory=list)
+    point_order: dict[str, Any] = field(default_factory=dict)
 
 
 def parse_part(text: str) -> tuple[int, int]:
@@ -271,7 +283,7 @@ def _other_pack_hint(config: PackConfig, plan: dict[str, Any], buildings: list[s
     return hint
 
 
-def _load_or_make_plan(config: PackConfig) -> dict[str, Any]:
+def _load_or_make_plan(config: PackConfig, progress: bool = False) -> dict[str, Any]:
     layout = detect_layout(config.source)
     buildings, notes = _select_buildings(config, layout)
     identity = _identity(config, layout, buildings)
@@ -301,9 +313,7 @@ def _load_or_make_plan(config: PackConfig) -> dict[str, Any]:
         domains = list(config.domains)
     else:  # every domain some building has (a building lacking one gets `.missing` members)
         domains = list(dict.fromkeys(d for b in buildings for d in layout.domains(b)))
-    views: list[ViewRef] = []
-    for building in buildings:
-        views.extend(layout.views(building))
+    views, point_order = _ordered_views(config, layout, buildings, progress)
     if not views:
         raise ValueError(f"no rgb files found for the selected buildings in {layout.root}")
     shards = plan_shards(views, config.shard_size)
@@ -315,10 +325,51 @@ def _load_or_make_plan(config: PackConfig) -> dict[str, Any]:
         "notes": notes,
         "resolution": config.resolution or _image_resolution(layout, views),
         "source_resolution": _image_resolution(layout, views),
+        "point_order": point_order,
         "shards": [[ref.key for ref in shard] for shard in shards],
     }
     atomic_write_bytes(plan_path, json.dumps(plan).encode())
     return plan
+
+
+def _building_views(layout: SourceLayout, building: str, point_order: str) -> BuildingOrder:
+    views = layout.views(building)
+    if point_order == "number":
+        return BuildingOrder(views, "none", 0, 0, 0)
+    return order_building(layout, building, views)
+
+
+def _ordered_views(config: PackConfig, layout: SourceLayout, buildings: list[str],
+                   progress: bool) -> tuple[list[ViewRef], dict[str, Any]]:
+    """Every selected view in packing order, and a summary of the order for the plan."""
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress
+
+    bar = Progress("[progress.description]{task.description}", BarColumn(),
+                   MofNCompleteColumn(), disable=not progress or len(buildings) < 2)
+    orders: list[BuildingOrder] = []
+    with bar:
+        task = bar.add_task(f"planning {config.split} (buildings)", total=len(buildings))
+        args = ([layout] * len(buildings), buildings, [config.point_order] * len(buildings))
+        if config.workers == 1:
+            results = map(_building_views, *args)
+            for order in results:
+                orders.append(order)
+                bar.advance(task)
+        else:
+            with worker_pool(config.workers) as pool:
+                for order in pool.map(_building_views, *args):
+                    orders.append(order)
+                    bar.advance(task)
+    sources = sorted({o.source for o in orders})
+    summary = {
+        "kind": config.point_order,
+        "graph": sources,
+        "window": PARTNER_WINDOW,
+        "edges": sum(o.edges for o in orders),
+        "reachable_by_number": sum(o.reachable_before for o in orders),
+        "reachable": sum(o.reachable for o in orders),
+    }
+    return [ref for o in orders for ref in o.views], summary
 
 
 def _record_path(split_dir: Path, domain: str, index: int) -> Path:
@@ -408,10 +459,12 @@ def pack(config: PackConfig, *, progress: bool = True,
     """Pack (or resume packing) one split; see the module docstring.
 
     Returns:
-        What was done; ``manifest`` is set when every shard of the split is complete.
+        What was done; ``manifest`` is set when every shard of the split is complete;
+        ``point_order`` summarizes the plan's point order.
 
     Raises:
-        ValueError: unknown domains (valid ones listed), an unrecognised source layout, no
+        ValueError: unknown domains (valid ones listed), an unknown point order, an
+            unrecognised source layout, no
             selected building in the source, or an output root packed from something else.
         FileExistsError: the split was already packed from this plan and ``resume`` is off.
     """
@@ -419,8 +472,11 @@ def pack(config: PackConfig, *, progress: bool = True,
         get_domain(domain)
     if config.workers < 1:
         raise ValueError(f"workers must be at least 1, got {config.workers}")
+    if config.point_order not in POINT_ORDERS:
+        raise ValueError(f"point_order must be one of {', '.join(POINT_ORDERS)}, got "
+                         f"{config.point_order!r}")
     k, n = config.part
-    plan = _load_or_make_plan(config)
+    plan = _load_or_make_plan(config, progress)
     split_dir = Path(config.out) / config.split
     domains = list(plan["domains"])
     for domain in config.domains or ():
@@ -438,7 +494,7 @@ def pack(config: PackConfig, *, progress: bool = True,
         for domain in domains
         if not _packed_whole(split_dir, config.split, domain, index)
     ]
-    result = PackResult(split_dir=split_dir)
+    result = PackResult(split_dir=split_dir, point_order=plan.get("point_order", {}))
     result.shards_skipped = sum(1 for i in range(len(plan["shards"])) if i % n == k - 1) * len(
         domains) - len(jobs)
     _run_jobs(config, source, layout_kind, split_dir, jobs, result, progress, on_progress)
@@ -484,6 +540,14 @@ def _run_jobs(config: PackConfig, source: str, layout_kind: str, split_dir: Path
                     advance(record)
 
 
+def _grouping(plan: dict[str, Any]) -> str:
+    order = plan.get("point_order", {}).get("kind", "number")
+    points = ("points that see each other close together" if order == "visibility"
+              else "points by number")
+    return (f"views grouped by building and point ({points}), views of a point by number; "
+            "a shard never splits a point")
+
+
 def finalize(out: str | os.PathLike[str], split: str) -> dict[str, Any] | None:
     """Write the split's manifest if every (shard, domain) of the plan is complete.
 
@@ -511,7 +575,7 @@ def finalize(out: str | os.PathLike[str], split: str) -> dict[str, Any] | None:
         "buildings": plan["buildings"],
         "excluded_buildings": plan["notes"]["excluded_corrupt"],
         "absent_buildings": plan["notes"]["absent"],
-        "grouping": "views sorted by building, point, view; a shard never splits a point",
+        "grouping": _grouping(plan),
         "shards": [
             {"index": i, "file": shard_file_name(split, i), "count": len(keys), "keys": keys}
             for i, keys in enumerate(plan["shards"])

@@ -8,7 +8,7 @@ from pathlib import Path
 from rich.console import Console
 
 from taskonomy.datamodules.layouts import detect_layout
-from taskonomy.datamodules.packer import PackConfig, pack, parse_part
+from taskonomy.datamodules.packer import POINT_ORDERS, PackConfig, pack, parse_part
 from taskonomy.datamodules.splits import SPLIT_NAMES, split_buildings
 
 COMMAND = ("data", "pack")
@@ -36,6 +36,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--resolution", type=int, default=None,
                         help="resize images to this side while packing (default: keep the "
                              "files unchanged, lossless); e.g. 256 for the released 512² data")
+    parser.add_argument("--point-order", choices=POINT_ORDERS, default="visibility",
+                        help="order of a building's points in the shards: visibility (points "
+                             "that see each other close together, so non-fixated pose finds "
+                             "its pairs in the stream; default) or number")
     parser.add_argument("--part", default="1/1", help="pack part K of N (K/N), for N machines")
     parser.add_argument("--resume", action="store_true",
                         help="continue an interrupted pack, or add domains to a packed split")
@@ -79,7 +83,7 @@ def run(args: argparse.Namespace) -> int:
         source=args.source, out=args.out, split=args.split, buildings=buildings,
         domains=args.domains, shard_size=args.shard_size, workers=args.workers,
         part=parse_part(args.part), resume=args.resume, include_corrupt=args.include_corrupt,
-        resolution=args.resolution,
+        resolution=args.resolution, point_order=args.point_order,
     )
     result = pack(config, progress=not args.quiet)
     console = Console()
@@ -87,6 +91,13 @@ def run(args: argparse.Namespace) -> int:
         f"{result.split_dir}: wrote {result.shards_written} domain shards, "
         f"{result.shards_skipped} already complete, {len(result.skipped_files)} files skipped"
     )
+    order = result.point_order
+    if order.get("edges"):
+        console.print(
+            f"point order {order['kind']}: {order['reachable']} of {order['edges']} visibility "
+            f"edges within {order['window']} points in the stream (non-fixated pose pairs; "
+            f"{order['reachable_by_number']} in point-number order)"
+        )
     for item in result.skipped_files[:20]:
         console.print(f"  skipped {item['key']} {item['domain']}: {item['reason']}")
     if result.manifest is None:

@@ -1,0 +1,146 @@
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from taskonomy.datamodules.layouts import detect_layout, parse_key
+from taskonomy.datamodules.multiview import PARTNER_WINDOW, build_units
+from taskonomy.datamodules.packer import PackConfig, pack
+from taskonomy.datamodules.point_order import (
+    order_building,
+    reachable_edges,
+    visibility_order,
+)
+
+VIEWS = 2
+
+
+def _rooms(seed: int = 0, rooms: int = 30) -> tuple[list[str], list[tuple[str, str]]]:
+    """Points in rooms of 5-15, numbered at random (as released buildings are); each point is
+    seen from half of its room's other points and from one point of the next room."""
+    rng = np.random.default_rng(seed)
+    sizes = rng.integers(5, 16, rooms)
+    numbers = rng.permutation(int(sizes.sum()))
+    members, start = [], 0
+    for size in sizes:
+        members.append([str(n) for n in numbers[start:start + size]])
+        start += size
+    edges = []
+    for r, room in enumerate(members):
+        for a in room:
+            edges += [(a, b) for b in room if b != a and rng.random() < 0.5]
+        if r + 1 < rooms:
+            edges.append((room[0], members[r + 1][0]))
+    points = sorted((p for room in members for p in room), key=int)
+    return points, edges
+
+
+def test_visibility_order_brings_the_partners_of_a_randomly_numbered_building_in_reach():
+    points, edges = _rooms()
+    order = visibility_order(points, edges)
+    assert sorted(order, key=int) == points  # a permutation
+    before, total = reachable_edges(points, edges)
+    after, _ = reachable_edges(order, edges)
+    assert before / total < 0.2 and after / total > 0.95, (before, after, total)
+
+
+def test_visibility_order_ignores_foreign_points_and_keeps_an_edgeless_order():
+    assert visibility_order(["1", "2", "3"], []) == ["1", "2", "3"]
+    assert visibility_order(["1", "2"], [("1", "9"), ("2", "2")]) == ["1", "2"]
+    assert reachable_edges(["a", "b", "c"], [("a", "c"), ("c", "a"), ("a", "x")], 1) == (0, 1)
+
+
+def _write_building(root: Path, name: str, points: list[str], edges: list[tuple[str, str]],
+                    graph_domain: str) -> None:
+    """A released-layout building: empty rgb files name the views; the visibility graph is
+    written as ``point_info`` records or as ``nonfixated_matches`` files."""
+    (root / name / "rgb").mkdir(parents=True)
+    (root / name / graph_domain).mkdir()
+    seen_by: dict[str, set[str]] = {p: set() for p in points}
+    for a, b in edges:
+        seen_by[b].add(a)  # b is visible in a's images
+    for point in points:
+        for view in range(VIEWS):
+            (root / name / "rgb" / f"point_{point}_view_{view}_domain_rgb.png").write_bytes(b"")
+            if graph_domain == "point_info":
+                sees = [b for a, b in edges if a == point]
+                record = {"point_uuid": point, "view_id": view, "nonfixated_points_in_view": sees}
+                (root / name / "point_info" / f"point_{point}_view_{view}_domain_point_info.json"
+                 ).write_text(json.dumps(record))
+        if graph_domain == "nonfixated_matches":
+            record = {"point_uuid": point, "views": [
+                {"point_uuid": a, "view_id": "0"} for a in sorted(seen_by[point])]}
+            name_of = f"point_{point}_view_all_domain_nonfixated_matches.json"
+            (root / name / "nonfixated_matches" / name_of).write_text(json.dumps(record))
+
+
+@pytest.mark.parametrize("graph_domain", ["point_info", "nonfixated_matches"])
+def test_a_building_is_ordered_by_either_visibility_record(tmp_path: Path, graph_domain: str):
+    points, edges = _rooms(seed=1, rooms=12)
+    _write_building(tmp_path, "hanson", points, edges, graph_domain)
+    layout = detect_layout(tmp_path)
+    order = order_building(layout, "hanson", layout.views("hanson"))
+    assert order.source == graph_domain
+    assert order.edges == reachable_edges(points, edges)[1]
+    assert order.reachable > 2 * order.reachable_before
+    # Views stay grouped by point, in view order.
+    keys = [(ref.point, ref.view) for ref in order.views]
+    assert len(keys) == len(points) * VIEWS
+    assert all(keys[i][0] == keys[i + 1][0] and keys[i + 1][1] == str(int(keys[i][1]) + 1)
+               for i in range(0, len(keys), VIEWS))
+
+
+def test_a_building_without_visibility_records_keeps_point_numbers(tmp_path: Path):
+    (tmp_path / "b" / "rgb").mkdir(parents=True)
+    for p in (10, 2, 1):
+        (tmp_path / "b" / "rgb" / f"point_{p}_view_0_domain_rgb.png").write_bytes(b"")
+    layout = detect_layout(tmp_path)
+    order = order_building(layout, "b", layout.views("b"))
+    assert order.source == "none" and [r.point for r in order.views] == ["1", "2", "10"]
+
+
+def _units(keys: list[str], edges: list[tuple[str, str]]) -> int:
+    """Non-fixated pose units the stream makes from views in this order."""
+    sees: dict[str, list[str]] = {}
+    for a, b in edges:
+        sees.setdefault(a, []).append(b)
+    groups: list[list[dict]] = []
+    for key in keys:
+        ref = parse_key(key)
+        info = {"nonfixated_points_in_view": sees.get(ref.point, [])}
+        view = {"__key__": key, "point_info": info}
+        if groups and parse_key(groups[-1][0]["__key__"]).point == ref.point:
+            groups[-1].append(view)
+        else:
+            groups.append([view])
+    units = build_units(groups, ["nonfixated_pose"], lambda key: np.random.default_rng(0))
+    return sum(1 for _ in units)
+
+
+def test_the_packed_order_gives_non_fixated_pose_its_pairs(tmp_path: Path):
+    points, edges = _rooms(seed=2, rooms=80)
+    _write_building(tmp_path / "src", "hanson", points, edges, "point_info")
+    made = {}
+    for order in ("number", "visibility"):
+        out = tmp_path / order
+        result = pack(PackConfig(source=tmp_path / "src", out=out, split="train",
+                                 domains=["point_info"], shard_size=400, point_order=order),
+                      progress=False)
+        assert result.manifest is not None
+        keys = [k for shard in result.manifest["shards"] for k in shard["keys"]]
+        made[order] = _units(keys, edges)
+        assert result.point_order["kind"] == order
+    summary = result.point_order
+    assert summary["graph"] == ["point_info"] and summary["window"] == PARTNER_WINDOW
+    assert summary["reachable"] > 2 * summary["reachable_by_number"]
+    assert "see each other" in result.manifest["grouping"]
+    # Nearly every point finds a partner in visibility order, few in number order.
+    assert made["visibility"] >= 0.9 * len(points) > 2 * made["number"], (made, len(points))
+
+
+def test_an_unknown_point_order_is_refused(tmp_path: Path):
+    with pytest.raises(ValueError, match="point_order must be one of visibility, number"):
+        pack(PackConfig(source=tmp_path, out=tmp_path / "o", split="train",
+                        point_order="random"), progress=False)
+
