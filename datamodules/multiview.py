@@ -7,12 +7,16 @@ therefore delivers all views of one fixated point consecutively, and:
 
 - **fixated pose** uses two views of one point, **egomotion** three (a *group* of views);
 - **point matching** pairs the first view with another view of the same point (label 1) or,
-  half of the time, with a view of a recently seen other point (label 0);
+  half of the time, with a view of another point (label 0): one of the recently seen points
+  (in visibility order, mostly points nearby) or of a uniform sample of the views read before
+  them (:data:`NEGATIVE_RESERVOIR` views, across buildings), as the authors' negatives came
+  from the same or another building;
 - **non-fixated pose** pairs the first view with a view of a nearby *other* point of the same
-  building (among the recently seen groups and as many read ahead) whose image shows the first
-  point, or whose point the first image shows (``nonfixated_points_in_view`` /
-  ``nonfixated_matches``); the first view is the first one of the group (in its random order)
-  that has such a partner, and groups where no view has one are passed over.
+  building (among the recently seen groups and as many read ahead) such that the two images
+  see a common point: one shows the other's fixated point, or both show a third one
+  (``nonfixated_points_in_view`` / ``nonfixated_matches``; :func:`overlapping`); the first
+  view is the first one of the group (in its random order) that has such a partner, and
+  groups where no view has one are passed over.
 
 A *unit* is one training sample: its views (decoded domain dicts), and per multi-view task the
 indices of the views that task uses. Single-view tasks use view 0.
@@ -40,6 +44,10 @@ MULTIVIEW_TASKS: dict[str, int] = {
 #: Points read before (and, for non-fixated pose, after) a point that its unit can draw
 #: negatives and non-fixated partners from (``build_units``' buffer).
 PARTNER_WINDOW = 16
+
+#: Earlier views kept (a uniform reservoir sample of the stream) for point-matching negatives
+#: beyond the recent points.
+NEGATIVE_RESERVOIR = 32
 
 #: Points an evaluation context block holds at least: the recent groups a unit draws negatives
 #: and non-fixated partners from, and as many read ahead (``build_units``' buffer, twice).
@@ -107,11 +115,11 @@ def group_by_point(samples: Iterable[dict[str, Any]]) -> Iterator[list[dict[str,
         yield group
 
 
-def _sees(viewer: dict[str, Any], point: str) -> bool:
-    info = viewer.get("point_info")
+def _points_in_view(view: dict[str, Any]) -> set[str]:
+    info = view.get("point_info")
     if isinstance(info, dict):
-        return point in {str(p) for p in info.get("nonfixated_points_in_view", [])}
-    return False
+        return {str(p) for p in info.get("nonfixated_points_in_view", [])}
+    return set()
 
 
 def _listed_in_matches(sample: dict[str, Any], other: dict[str, Any]) -> bool:
@@ -127,12 +135,18 @@ def _listed_in_matches(sample: dict[str, Any], other: dict[str, Any]) -> bool:
 
 
 def overlapping(a: dict[str, Any], b: dict[str, Any]) -> bool:
-    """Whether two views of different points of one building see each other's point."""
+    """Whether two views of different points of one building make a non-fixated pair.
+
+    The authors paired any two images that see a common point (two entries of one point's
+    ``nonfixated_matches`` list, which includes the point's own views): here, one image shows
+    the other's fixated point, or both show a third point (``nonfixated_points_in_view``).
+    """
     ra, rb = parse_key(a["__key__"]), parse_key(b["__key__"])
     if ra.building != rb.building or ra.point == rb.point:
         return False
-    return (_sees(a, rb.point) or _sees(b, ra.point) or _listed_in_matches(a, b)
-            or _listed_in_matches(b, a))
+    seen_a, seen_b = _points_in_view(a), _points_in_view(b)
+    return (rb.point in seen_a or ra.point in seen_b or not seen_a.isdisjoint(seen_b)
+            or _listed_in_matches(a, b) or _listed_in_matches(b, a))
 
 
 def _with_lookahead(groups: Iterable[Sequence[dict[str, Any]]], size: int
@@ -149,6 +163,24 @@ def _with_lookahead(groups: Iterable[Sequence[dict[str, Any]]], size: int
         yield current, list(pending)
 
 
+class _Reservoir:
+    """A uniform sample of the views that have left the recent window (Algorithm R)."""
+
+    def __init__(self, size: int) -> None:
+        self.size, self.seen = size, 0
+        self.views: list[dict[str, Any]] = []
+
+    def add(self, group: Sequence[dict[str, Any]], rng: np.random.Generator) -> None:
+        for view in group:
+            self.seen += 1
+            if len(self.views) < self.size:
+                self.views.append(view)
+            else:
+                slot = int(rng.integers(self.seen))
+                if slot < self.size:
+                    self.views[slot] = view
+
+
 def build_units(groups: Iterable[Sequence[dict[str, Any]]], tasks: Sequence[str],
                 rng_for: Callable[[str], np.random.Generator],
                 buffer_size: int = PARTNER_WINDOW) -> Iterator[dict[str, Any]]:
@@ -161,20 +193,28 @@ def build_units(groups: Iterable[Sequence[dict[str, Any]]], tasks: Sequence[str]
             deterministic evaluation order, from the worker for training).
         buffer_size: Recently seen groups kept for negatives and non-fixated partners; with
             non-fixated pose as many following groups are read ahead for partners too.
+            Point matching also draws negatives from a sample of the views read earlier.
 
     Yields:
         ``{"__key__": "k0+k1...", "views": [...], "roles": {task: (view indices...)},
         "point_match": 0|1}``; groups that cannot serve every configured task are passed over.
     """
     need_views = max([MULTIVIEW_TASKS.get(t, 1) for t in tasks if t != "nonfixated_pose"] + [1])
-    recent: deque[Sequence[dict[str, Any]]] = deque(maxlen=buffer_size)
+    recent: deque[Sequence[dict[str, Any]]] = deque()
+    earlier = _Reservoir(NEGATIVE_RESERVOIR if "point_matching" in tasks else 0)
+
+    def remember(group: Sequence[dict[str, Any]], rng: np.random.Generator) -> None:
+        recent.append(group)
+        if len(recent) > buffer_size:
+            earlier.add(recent.popleft(), rng)
+
     # Non-fixated partners may also be points that come later in the building.
     lookahead = buffer_size if "nonfixated_pose" in tasks else 0
     for group, upcoming in _with_lookahead(groups, lookahead):
         rng = rng_for(group[0]["__key__"])
         order = rng.permutation(len(group)) if len(group) > 1 else np.zeros(1, int)
         if len(group) < need_views:
-            recent.append(group)
+            remember(group, rng)
             continue
         partners: list[dict[str, Any]] = []
         if "nonfixated_pose" in tasks:
@@ -188,7 +228,7 @@ def build_units(groups: Iterable[Sequence[dict[str, Any]]], tasks: Sequence[str]
                     order = np.concatenate([order[lead:lead + 1], np.delete(order, lead)])
                     break
             if not partners:
-                recent.append(group)
+                remember(group, rng)
                 continue
         views = [group[int(i)] for i in order[:need_views]]
         roles: dict[str, tuple[int, ...]] = {}
@@ -201,10 +241,12 @@ def build_units(groups: Iterable[Sequence[dict[str, Any]]], tasks: Sequence[str]
             views.append(partners[int(rng.integers(len(partners)))])
             roles["nonfixated_pose"] = (0, len(views) - 1)
         if "point_matching" in tasks:
-            others = [v for g in recent for v in g if point_key_of(v) != point_key_of(views[0])]
+            point = point_key_of(views[0])
+            others = [v for g in recent for v in g if point_key_of(v) != point]
+            others += [v for v in earlier.views if point_key_of(v) != point]
             positive = len(group) > 1 and (not others or rng.random() < 0.5)
             if not positive and not others:
-                recent.append(group)
+                remember(group, rng)
                 continue
             if positive:
                 roles["point_matching"] = (0, 1)
@@ -214,5 +256,5 @@ def build_units(groups: Iterable[Sequence[dict[str, Any]]], tasks: Sequence[str]
             unit["point_match"] = int(positive)
         unit.update({"__key__": "+".join(v["__key__"] for v in views), "views": views,
                      "roles": roles})
-        recent.append(group)
+        remember(group, rng)
         yield unit

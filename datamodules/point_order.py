@@ -1,15 +1,17 @@
 """Order a building's points so that points that see each other lie close in the stream.
 
-Non-fixated pose pairs a view with a view of another point of the same building that it sees
-(or that sees it), and the stream can only reach the points read just before and after
+Non-fixated pose pairs a view with a view of another point of the same building when the two
+images see a common point (:func:`~taskonomy.datamodules.multiview.overlapping`), and the
+stream can only reach the points read just before and after
 (:data:`~taskonomy.datamodules.multiview.PARTNER_WINDOW` on each side). Released point numbers
 do not follow visibility (the sample record's point 0 sees points 171 to 1418), so packing in
 point-number order leaves most real pairs out of reach. The packer therefore orders each
-building's points by the reverse Cuthill–McKee permutation of the building's visibility graph,
+building's points by the reverse Cuthill–McKee permutation of the building's co-visibility
+graph (two points are linked when images of theirs see a common point, or one sees the other),
 the classic ordering that keeps the edges of a sparse graph near its diagonal.
 
-The graph comes from the per-point ``nonfixated_matches`` files (every image in which a point is
-visible) where a building has them, else from the per-view ``point_info`` records'
+Sightings come from the per-point ``nonfixated_matches`` files (every image in which a point
+is visible) where a building has them, else from the per-view ``point_info`` records'
 ``nonfixated_points_in_view``. A building with neither keeps point-number order.
 """
 
@@ -35,7 +37,7 @@ class BuildingOrder:
         views: The building's views, grouped by point (views of a point in view order).
         source: Where the visibility graph came from (``nonfixated_matches``, ``point_info``),
             or ``none`` (point-number order kept).
-        edges: Visibility edges between two of the building's points.
+        edges: Co-visibility edges between two of the building's points.
         reachable_before: Edges within the partner window in point-number order.
         reachable: Edges within the partner window in the chosen order.
     """
@@ -94,30 +96,51 @@ def _read_json(path: Path) -> dict[str, Any] | None:
     return value if isinstance(value, dict) else None
 
 
-def visibility_edges(layout: SourceLayout, building: str, views: Sequence[ViewRef]
-                     ) -> tuple[str, list[tuple[str, str]]]:
-    """The visibility edges of a building and the domain they were read from.
+def sightings(layout: SourceLayout, building: str, views: Sequence[ViewRef]
+              ) -> tuple[str, list[tuple[str, str]]]:
+    """Which points' images see which points, and the domain this was read from.
 
     Returns:
-        ``(source, edges)``; ``("none", [])`` when the building has neither domain.
+        ``(source, pairs)`` of ``(point whose image sees, point seen)``; ``("none", [])`` when
+        the building has neither domain.
     """
     points = list(dict.fromkeys(ref.point for ref in views))
-    edges: list[tuple[str, str]] = []
+    pairs: list[tuple[str, str]] = []
     if layout.domain_dir(building, "nonfixated_matches").is_dir():
         for point in points:
             record = _read_json(layout.file_path(ViewRef(building, point, "all"),
                                                  "nonfixated_matches"))
             for seen_in in (record or {}).get("views", []):
                 if isinstance(seen_in, dict) and "point_uuid" in seen_in:
-                    edges.append((str(seen_in["point_uuid"]), point))
-        return "nonfixated_matches", edges
+                    pairs.append((str(seen_in["point_uuid"]), point))
+        return "nonfixated_matches", pairs
     if layout.domain_dir(building, "point_info").is_dir():
         for ref in views:
             record = _read_json(layout.file_path(ref, "point_info"))
             for seen in (record or {}).get("nonfixated_points_in_view", []):
-                edges.append((ref.point, str(seen)))
-        return "point_info", edges
-    return "none", edges
+                pairs.append((ref.point, str(seen)))
+        return "point_info", pairs
+    return "none", pairs
+
+
+def covisibility_edges(seen: Iterable[tuple[str, str]]) -> list[tuple[str, str]]:
+    """Pairs of points whose images can make a non-fixated pair.
+
+    Args:
+        seen: ``(point whose image sees, point seen)`` pairs (:func:`sightings`).
+
+    Returns:
+        Each point linked to the points it is seen from, and those points to each other (their
+        images share the seen point), once per unordered pair.
+    """
+    seen_from: dict[str, set[str]] = {}
+    for viewer, point in seen:
+        seen_from.setdefault(point, set()).add(viewer)
+    edges: set[tuple[str, str]] = set()
+    for point, viewers in seen_from.items():
+        group = sorted(viewers | {point})
+        edges.update((a, b) for i, a in enumerate(group) for b in group[i + 1:])
+    return sorted(edges)
 
 
 def order_building(layout: SourceLayout, building: str, views: Sequence[ViewRef],
@@ -134,7 +157,8 @@ def order_building(layout: SourceLayout, building: str, views: Sequence[ViewRef]
     for ref in sorted(views, key=view_sort_key):
         by_point.setdefault(ref.point, []).append(ref)
     numbered = list(by_point)
-    source, edges = visibility_edges(layout, building, views)
+    source, seen = sightings(layout, building, views)
+    edges = covisibility_edges(seen)
     order = visibility_order(numbered, edges)
     before, total = reachable_edges(numbered, edges, window)
     after, _ = reachable_edges(order, edges, window)

@@ -106,7 +106,7 @@ def _single_view(task: str, d: dict[str, Any], rng: np.random.Generator, r: int,
         lightness, soft = ss.colorization_sample(
             _need(d, "rgb"), r, label_sets.ab_bins if label_sets else None)
         return {"input": lightness, "target": soft}
-    if task == "jigsaw":  # tiles cut from the stored image, as the authors cut them at 512²
+    if task == "jigsaw":  # tiles from the stored image (the authors cut them from the 512² one)
         tiles, k = ss.jigsaw_sample(enc.rgb_encoding(_need(d, "rgb"), None), rng, jigsaw_tile,
                                     label_sets.jigsaw_permutations if label_sets else None)
         return {"input": tiles, "target": np.int64(k)}

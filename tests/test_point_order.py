@@ -8,6 +8,7 @@ from taskonomy.datamodules.layouts import detect_layout, parse_key
 from taskonomy.datamodules.multiview import PARTNER_WINDOW, build_units
 from taskonomy.datamodules.packer import PackConfig, pack
 from taskonomy.datamodules.point_order import (
+    covisibility_edges,
     order_building,
     reachable_edges,
     visibility_order,
@@ -51,6 +52,26 @@ def test_visibility_order_ignores_foreign_points_and_keeps_an_edgeless_order():
     assert reachable_edges(["a", "b", "c"], [("a", "c"), ("c", "a"), ("a", "x")], 1) == (0, 1)
 
 
+def test_points_whose_images_see_a_common_point_are_linked():
+    # 1's image sees 2; 3's and 4's images see 5: 3, 4 and 5 are linked pairwise.
+    assert covisibility_edges([("1", "2"), ("3", "5"), ("4", "5"), ("3", "5")]) == [
+        ("1", "2"), ("3", "4"), ("3", "5"), ("4", "5")]
+
+
+def test_two_images_that_see_a_third_point_make_a_non_fixated_pair():
+    from taskonomy.datamodules.multiview import overlapping
+
+    def view(point: str, sees: list[str], building: str = "b") -> dict:
+        return {"__key__": f"{building}__{point}__0",
+                "point_info": {"nonfixated_points_in_view": sees}}
+
+    assert overlapping(view("1", ["9"]), view("2", ["9", "7"]))  # both see point 9
+    assert overlapping(view("1", ["2"]), view("2", []))  # 1's image shows point 2
+    assert not overlapping(view("1", ["8"]), view("2", ["9"]))
+    assert not overlapping(view("1", ["9"]), view("1", ["9"]))  # one point: fixated pose
+    assert not overlapping(view("1", ["9"]), view("2", ["9"], building="c"))
+
+
 def _write_building(root: Path, name: str, points: list[str], edges: list[tuple[str, str]],
                     graph_domain: str) -> None:
     """A released-layout building: empty rgb files name the views; the visibility graph is
@@ -82,7 +103,7 @@ def test_a_building_is_ordered_by_either_visibility_record(tmp_path: Path, graph
     layout = detect_layout(tmp_path)
     order = order_building(layout, "hanson", layout.views("hanson"))
     assert order.source == graph_domain
-    assert order.edges == reachable_edges(points, edges)[1]
+    assert order.edges == len(covisibility_edges(edges))
     assert order.reachable > 2 * order.reachable_before
     # Views stay grouped by point, in view order.
     keys = [(ref.point, ref.view) for ref in order.views]
@@ -144,3 +165,21 @@ def test_an_unknown_point_order_is_refused(tmp_path: Path):
         pack(PackConfig(source=tmp_path, out=tmp_path / "o", split="train",
                         point_order="random"), progress=False)
 
+
+
+def test_point_matching_negatives_also_come_from_beyond_the_recent_points():
+    # 60 points of 2 views in 3 buildings: negatives are drawn from the 16 points just read
+    # (in visibility order, mostly neighbours) and from a sample of earlier views, so some
+    # come from far back and from other buildings, as the authors' did.
+    groups = [[{"__key__": f"b{p // 20}__{p}__{v}"} for v in range(2)] for p in range(60)]
+    units = list(build_units(groups, ["point_matching"], lambda key: np.random.default_rng(
+        int(parse_key(key).point))))
+    gaps, other_building = [], 0
+    for unit in units:
+        if unit["point_match"] == 0:
+            keys = unit["__key__"].split("+")
+            a, b = (parse_key(keys[i]) for i in unit["roles"]["point_matching"])
+            gaps.append(int(a.point) - int(b.point))
+            other_building += a.building != b.building
+    assert min(gaps) >= 1 and max(gaps) > PARTNER_WINDOW and other_building > 0
+    assert 0.3 < len(gaps) / len(units) < 0.7
