@@ -50,12 +50,12 @@ class BuildingOrder:
 
 
 def visibility_order(points: Sequence[str], edges: Iterable[tuple[str, str]]) -> list[str]:
-    """Points in reverse Cuthill–McKee order of their visibility graph.
+    """Points in reverse Cuthill–McKee order of their co-visibility graph.
 
     Args:
-        points: The points, in their fallback order (ties and isolated points keep it).
-        edges: Pairs of points of which one sees the other; pairs naming other points (of
-            another building, or absent from the pack) are ignored.
+        points: The points (the same list gives the same order; without edges it is kept).
+        edges: Pairs of linked points (:func:`covisibility_edges`); pairs naming other points
+            (of another building, or absent from the pack) are ignored.
 
     Returns:
         ``points`` reordered; connected points come out close together.
