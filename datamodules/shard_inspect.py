@@ -206,14 +206,16 @@ def shard_samples(root: str | os.PathLike[str], split: str | None = None,
     return chosen
 
 
-def verify_shards(root: str | os.PathLike[str], *, progress: bool = True) -> tuple[int, list[str]]:
+def verify_shards(root: str | os.PathLike[str], *, progress: bool = True
+                  ) -> tuple[int, list[tuple[str, str]]]:
     """Check every shard of every finished split against the SHA-256 its manifest lists.
 
     For a shard root copied to another machine, where a damaged shard would otherwise show up
     only as samples skipped during training.
 
     Returns:
-        The number of shards checked, and one line per shard that is missing or differs.
+        The number of shards checked, and ``(split, line)`` per shard that is missing or
+        differs.
     """
     from rich.progress import BarColumn, DownloadColumn, Progress, TimeRemainingColumn
 
@@ -237,12 +239,30 @@ def verify_shards(root: str | os.PathLike[str], *, progress: bool = True) -> tup
                 size = Path(location).stat().st_size
                 actual = file_sha256(location)
             except OSError as error:
-                problems.append(f"{location}: unreadable ({error})")
+                problems.append((split, f"{location}: unreadable ({error})"))
                 continue
             bar.advance(task, size)
             if actual != expected:
-                problems.append(f"{location}: its SHA-256 differs from the manifest's")
+                problems.append((split, f"{location}: its SHA-256 differs from the manifest's"))
     return len(checks), problems
+
+
+def repack_hint(root: str | os.PathLike[str], split: str) -> str:
+    """The ``data pack --resume`` command that repairs a split, from its plan.
+
+    The plan does not say which split file chose the buildings, so that option is named as
+    one to repeat; the options the plan records are filled in.
+    """
+    manifest = read_manifest(str(root), split)
+    plan_path = Path(str(root)) / split / "plan.json"
+    identity: dict[str, Any] = {}
+    if plan_path.is_file():
+        identity = json.loads(plan_path.read_text()).get("identity", {})
+    options = [f"--split {split}", f"--shard-size {identity.get('shard_size', 1000)}"]
+    if identity.get("resolution"):
+        options.append(f"--resolution {identity['resolution']}")
+    return (f"taskonomy data pack {manifest.get('source', 'SRC')} --out {root} "
+            f"{' '.join(options)} --split-file SPLIT_FILE --resume")
 
 
 def inspect_shard_root(root: str | os.PathLike[str], out: str | os.PathLike[str] | None,
@@ -265,11 +285,13 @@ def inspect_shard_root(root: str | os.PathLike[str], out: str | os.PathLike[str]
         checked, problems = verify_shards(root)
         if problems:
             print(f"{len(problems)} of {checked} shards are damaged or missing:")
-            for line in problems:
+            for _, line in problems:
                 print(f"  {line}")
-            print("delete them and repack with `taskonomy data pack SRC --out ROOT --split SPLIT "
-                  "--resume` (it rewrites only missing shards and shards cut short), or copy "
-                  "them again")
+            print("delete them and repack with the original pack command plus --resume (it "
+                  "rewrites only missing shards and shards cut short; SPLIT_FILE: the split "
+                  "file the split was packed with, or --all-buildings), or copy them again:")
+            for split in sorted({split for split, _ in problems}):
+                print(f"  {repack_hint(root, split)}")
             return 1
         print(f"verified {checked} shards: every SHA-256 matches the manifest")
     if out is not None:

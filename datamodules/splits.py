@@ -7,6 +7,7 @@ unchanged with the package as ``splits_{name}.csv``. Any CSV of the same form ca
 from __future__ import annotations
 
 import os
+import zipfile
 from importlib import resources
 from pathlib import Path
 
@@ -73,6 +74,15 @@ def load_split(name_or_path: str | os.PathLike[str]) -> dict[str, list[str]]:
         raise FileNotFoundError(
             f"split file {path} not found; give a released split ({', '.join(SPLIT_NAMES)}) "
             "or the path of an 'id,train,val,test' CSV"
+        )
+    if zipfile.is_zipfile(path):
+        with zipfile.ZipFile(path) as archive:
+            inside = [n for n in archive.namelist()  # not macOS's resource-fork copies
+                      if n.endswith(".csv") and not Path(n).name.startswith("._")]
+        raise ValueError(
+            f"split file {path} is a zip archive (of {', '.join(inside) or 'no CSV'}); unzip it "
+            "and pass one of its CSVs, or a released split by name "
+            f"({', '.join(SPLIT_NAMES)}: the same files, packaged)"
         )
     return parse_split_csv(path.read_text(errors="replace"), source=str(path))
 

@@ -407,11 +407,43 @@ class TrainCLI(TaskonomyCLI):
         return role, task, sources
 
     def parse_arguments(self, parser: LightningArgumentParser, args: Any) -> None:
-        """Parse, remembering which keys the command line set (they beat task overrides)."""
+        """Parse, remembering which keys the command line set (they beat task overrides).
+
+        ``--print_config`` prints the config with the task's overrides applied (the values the
+        run would use); jsonargparse alone prints it before they are.
+        """
         raw = sys.argv[1:] if args is None else args
-        self.explicit_keys = (command_line_keys([str(a) for a in raw])
-                              if isinstance(raw, (list, tuple)) else set())
-        super().parse_arguments(parser, args)
+        listed = [str(a) for a in raw] if isinstance(raw, (list, tuple)) else None
+        self.explicit_keys = command_line_keys(listed) if listed is not None else set()
+        if listed is None or "--print_config" not in listed:
+            super().parse_arguments(parser, args)
+            return
+        super().parse_arguments(parser, [a for a in listed if a != "--print_config"])
+        subcommand = self.config.get("subcommand")
+        if subcommand is not None:
+            self._apply_task_overrides(self.config[subcommand])
+            sys.stdout.write(self._subcommand_parsers[subcommand].dump(
+                self.config[subcommand], skip_validation=True))
+        else:
+            sys.stdout.write(parser.dump(self.config, skip_validation=True))
+        sys.exit(0)
+
+    def _apply_task_overrides(self, namespace: Any) -> Path | None:
+        """Apply the task's entry of the ``task_overrides`` file, if one is named.
+
+        Returns:
+            The file found, or ``None``.
+        """
+        path = namespace.get("task_overrides")
+        if path is None:
+            return None
+        # Given on the command line, it is relative to the working directory.
+        given_here = "task_overrides" in getattr(self, "explicit_keys", set())
+        found = find_task_overrides(path, [] if given_here else [
+            Path(str(getattr(c, "absolute", c))).parent for c in namespace.get("config") or []])
+        apply_task_overrides(namespace, load_task_overrides(found),
+                             getattr(self, "explicit_keys", set()))
+        return found
 
     def before_instantiate_classes(self) -> None:
         """Apply the task's entry of ``task_overrides``, then fix the run id and folder.
@@ -426,14 +458,7 @@ class TrainCLI(TaskonomyCLI):
         if self.subcommand is not None:
             namespace = self.config[self.subcommand]
             path = namespace.get("task_overrides")
-            if path is not None:
-                # Given on the command line, it is relative to the working directory.
-                given_here = "task_overrides" in getattr(self, "explicit_keys", set())
-                found = find_task_overrides(path, [] if given_here else [
-                    Path(str(getattr(c, "absolute", c))).parent
-                    for c in namespace.get("config") or []])
-                apply_task_overrides(namespace, load_task_overrides(found),
-                                     getattr(self, "explicit_keys", set()))
+            found = self._apply_task_overrides(namespace)
             model = namespace.get("model")
             weights = model.get("class_weights") if model is not None else None
             if isinstance(weights, str) and weights != AUTO_CLASS_WEIGHTS:

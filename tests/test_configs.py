@@ -149,6 +149,18 @@ def test_command_line_values_beat_task_exceptions() -> None:
     assert config["model"]["class_weights"] == "auto"
 
 
+def test_print_config_shows_the_task_exceptions(capsys: pytest.CaptureFixture[str]) -> None:
+    """What --print_config shows is what the run uses (jigsaw's batch of 4 under paper.yaml)."""
+    with pytest.raises(SystemExit) as stopped:
+        TrainCLI(task_model, TaskonomyDataModule, args=[
+            "fit", "--config", str(CONFIGS / "paper.yaml"), "--model.task=jigsaw",
+            "--model.lr=0.01", "--print_config"])
+    assert stopped.value.code == 0
+    printed = yaml.safe_load(capsys.readouterr().out)
+    assert printed["data"]["batch_size"] == get_spec("jigsaw").batch_size == 4
+    assert printed["model"]["lr"] == 0.01
+
+
 def test_a_class_weights_file_is_loaded_into_the_config(tmp_path: Path) -> None:
     # As the authors' semseg_prior_factor.npy: the weights reach the config, the run id and the
     # record (transfers read them there), not the file name.

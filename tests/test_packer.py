@@ -1,5 +1,6 @@
 import json
 import shutil
+import zipfile
 from pathlib import Path
 
 import numpy as np
@@ -264,6 +265,22 @@ def test_bad_input_messages(tmp_path: Path, tiny_source: Path, capsys):
     assert not (tmp_path / "o" / "test").exists()
     assert cli_main(["data", "pack", str(tiny_source), "--out", str(tmp_path / "o"),
                      "--split", "test", "--all-buildings", "--domains", "rgb", "--quiet"]) == 0
+    # The authors' zip of split CSVs, and a source holding several split CSVs.
+    archive = tmp_path / "splits_taskonomy.zip"
+    with zipfile.ZipFile(archive, "w") as zipped:
+        zipped.writestr("splits_taskonomy/train_val_test_tiny.csv", "id,train,val,test\n")
+        zipped.writestr("__MACOSX/splits_taskonomy/._train_val_test_tiny.csv", "")
+    code = cli_main(["data", "pack", str(tiny_source), "--out", str(tmp_path / "o"),
+                     "--split-file", str(archive)])
+    err = capsys.readouterr().err
+    assert code == 2 and "zip archive (of splits_taskonomy/train_val_test_tiny.csv)" in err
+    source = tmp_path / "source"
+    shutil.copytree(tiny_source, source)
+    for name in ("tiny", "medium"):
+        (source / f"train_val_test_{name}.csv").write_text("id,train,val,test\n")
+    code = cli_main(["data", "pack", str(source), "--out", str(tmp_path / "o2")])
+    err = capsys.readouterr().err
+    assert code == 2 and "2 split files (train_val_test_medium.csv, train_val_test_tiny.csv)" in err
 
 
 def test_parts_need_no_resume_and_an_unresizable_file_is_skipped(tmp_path: Path,
@@ -322,7 +339,7 @@ def test_inspect_shards_summary_and_views(tiny_shards: Path, tmp_path: Path, cap
 
 
 def test_inspect_verify_names_damaged_and_missing_shards(tiny_shards: Path, tmp_path: Path,
-                                                         capsys):
+                                                         capsys, train_buildings):
     root = tmp_path / "copy"
     shutil.copytree(tiny_shards, root)
     assert cli_main(["data", "inspect", str(root), "--verify"]) == 0
@@ -336,6 +353,20 @@ def test_inspect_verify_names_damaged_and_missing_shards(tiny_shards: Path, tmp_
     out = capsys.readouterr().out
     assert "2 of " in out and "train-000001.tar: its SHA-256 differs" in out
     assert "val-000000.tar: unreadable" in out and "--resume" in out
+    # The printed commands repair both splits once the split file is filled in.
+    manifest = read_manifest(root, "train")
+    hints = [line.strip() for line in out.splitlines()
+             if line.strip().startswith("taskonomy data pack")]
+    assert len(hints) == 2 and all(manifest["source"] in h for h in hints)
+    split_file = tmp_path / "split.csv"
+    split_file.write_text("id,train,val,test\n" + "".join(
+        f"{b},{int(b in train_buildings)},{int(b not in train_buildings)},0\n"
+        for b in manifest["buildings"] + read_manifest(root, "val")["buildings"]))
+    damaged.unlink()
+    for hint in hints:
+        argv = hint.replace("SPLIT_FILE", str(split_file)).split()[1:]
+        assert cli_main([*argv, "--quiet"]) == 0
+    assert cli_main(["data", "inspect", str(root), "--verify"]) == 0
 
 
 def test_pack_time_resize_keeps_depth_values_and_halves_the_side(tiny_source: Path,

@@ -64,6 +64,11 @@ def run(args: argparse.Namespace) -> int:
         if len(found) == 1:
             split_file = found[0]
             Console().print(f"using the split file {split_file} of the source")
+        elif found:
+            raise ValueError(
+                f"{args.source} holds {len(found)} split files "
+                f"({', '.join(p.name for p in found)}); choose one with --split-file"
+            )
     if split_file is not None:
         buildings = split_buildings(split_file, args.split)
         if not buildings:
