@@ -202,6 +202,36 @@ def test_a_reused_out_folder_shows_only_the_latest_analysis(tmp_path, capsys):
     assert all((out / name).is_file() for name in summary["files"])
 
 
+def test_a_failed_or_refused_analysis_leaves_the_out_folder_as_it_was(tmp_path, capsys,
+                                                                     monkeypatch):
+    runs, out = tmp_path / "runs", tmp_path / "out"
+    _write_runs(runs)
+    args = ["analyze", str(runs), "--out", str(out), "--regime", "1k", "--solver", "highs"]
+    assert main([*args, "--budgets", "1..2"]) == 0
+
+    def contents():
+        return {p.relative_to(out): p.read_bytes() for p in out.rglob("*") if p.is_file()}
+
+    before = contents()
+    for bad in ("-1", "5..1", "x"):  # refused before anything is read or written
+        assert main([*args, "--budgets", bad]) == 2
+        assert "budget" in stderr(capsys)
+    assert main([*args, "--budgets", "1", "--figure-budgets", "-2"]) == 2
+    assert "--figure-budgets -2: budgets must be integers ≥ 0" in stderr(capsys)
+
+    # A failure part-way (here: drawing the figures) publishes nothing of the new analysis.
+    import taskonomy.experiments.commands.analyze as analyze_command
+
+    def broken(*_args, **_kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(analyze_command, "all_figures", broken)
+    with pytest.raises(KeyboardInterrupt):
+        main([*args, "--budgets", "1..3", "--targets", "normal,reshading"])
+    assert contents() == before
+    assert {p.name for p in tmp_path.iterdir()} == {"runs", "out"}  # no staging folder left
+
+
 def test_the_suites_warnings_print_as_one_line_without_source(tmp_path):
     import subprocess
     import sys

@@ -5,8 +5,12 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import os
+import shutil
 import sys
+import tempfile
 import warnings
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -286,6 +290,50 @@ def _print_summary(result: AffinityResult, console: Console) -> None:
     console.print(table)
 
 
+def _check_budgets(args: argparse.Namespace) -> None:
+    """Refuse bad budget options before anything is read or written."""
+    for option, text in (("--budgets", args.budgets), ("--figure-budgets", args.figure_budgets)):
+        if not text or (option == "--budgets" and text.lower() == "none"):
+            continue
+        budgets = parse_range(text)
+        if not budgets or min(budgets) < 0:
+            raise ValueError(f"{option} {text}: budgets must be integers ≥ 0 (e.g. 1..26)")
+
+
+def _publish(stage: Path, out: Path) -> list[Path]:
+    """Move everything written into the staging folder to ``out``; returns the new paths."""
+    published = []
+    for path in sorted(p for p in stage.rglob("*") if p.is_file()):
+        target = out / path.relative_to(stage)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        os.replace(path, target)
+        published.append(target)
+    return published
+
+
+def _write_staged(out: Path, write: Callable[[Path], dict[str, Any] | None]) -> int:
+    """Run ``write`` into a staging folder beside ``out``, then publish it with its summary.
+
+    A failure or an interrupt part-way leaves ``out`` as it was (the staging folder is
+    removed); the summary, written last, names the files of one whole analysis.
+
+    Returns:
+        The number of files published.
+    """
+    out.parent.mkdir(parents=True, exist_ok=True)
+    stage = Path(tempfile.mkdtemp(prefix=f".{out.name}.partial-", dir=out.parent))
+    try:
+        summary = write(stage)
+        out.mkdir(exist_ok=True)
+        paths = _publish(stage, out)
+    finally:
+        shutil.rmtree(stage, ignore_errors=True)
+    if summary is None:  # nothing of a whole analysis (a novel-task placement alone)
+        return len(paths)
+    _write_summary(out, paths, summary)
+    return len(paths) + 1
+
+
 def run(args: argparse.Namespace) -> int:
     """Read records, write tables, figures and taxonomies."""
     console = Console(stderr=True)
@@ -294,6 +342,7 @@ def run(args: argparse.Namespace) -> int:
     if args.max_order < 1:
         raise ValueError(f"--max-order must be ≥ 1 (1: first-order transfers only), got "
                          f"{args.max_order}")
+    _check_budgets(args)
     out: Path = args.out
     if out.exists() and not out.is_dir():
         raise NotADirectoryError(f"--out {out} exists and is not a folder; choose another path")
@@ -301,35 +350,44 @@ def run(args: argparse.Namespace) -> int:
         if args.runs is not None or args.novel_task:
             raise ValueError("--affinities replaces run records; drop RUNS and --novel-task")
         table = load_affinities(args.affinities)
-        written = _figures_and_taxonomies(table, args, out, console)
-        written.append(table.to_csv(out / RESULTS_FILE_NAME))
-        written.append(_write_summary(out, written, {"affinities": args.affinities,
-                                                     "targets": table.targets()}))
+
+        def write_from_table(stage: Path) -> dict[str, Any]:
+            _figures_and_taxonomies(table, args, stage, console)
+            table.to_csv(stage / RESULTS_FILE_NAME)
+            return {"affinities": args.affinities, "targets": table.targets()}
+
+        count = _write_staged(out, write_from_table)
         console.print(f"{args.affinities}: {len(table.targets())} targets, transfers up to "
-                      f"order {table.max_order()}; wrote {len(written)} files to {out}")
+                      f"order {table.max_order()}; wrote {count} files to {out}")
         return 0
     records = _load(args, console)
-    paths: list[Path] = []
-    if args.novel_task:
-        paths += _place_novel(records, args, out, console)
-        records = [r for r in records if r.target != args.novel_task]
-        if not any(r.role == "transfer" for r in records):
-            console.print(f"wrote {len(paths)} files to {out}")
-            return 0
     targets = [t.strip() for t in args.targets.split(",") if t.strip()] if args.targets else None
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always")
-        result = compute_affinities(records, targets=targets, regime=args.regime,
-                                    strict=args.strict, bootstrap=args.bootstrap,
-                                    level=args.level, seed=args.seed, progress=sys.stderr.isatty())
-    for warning in caught:  # key mismatches and duplicate runs, with their counts
-        console.print(f"[yellow]warning:[/] {warning.message}")
-    used = _used_records(records, result.regime)
-    paths += _write_tables(result, used, out)
-    paths += _figures_and_taxonomies(result.table, args, out, console)
-    summary = {"regime": result.regime, "records": len(used),
-               "targets": result.table.targets(), "bootstrap": args.bootstrap}
-    paths.append(_write_summary(out, paths, summary))
-    _print_summary(result, console)
-    console.print(f"wrote {len(paths)} files to {out}")
+    results: list[AffinityResult] = []
+
+    def write_from_records(stage: Path) -> dict[str, Any] | None:
+        usable = records
+        if args.novel_task:
+            _place_novel(records, args, stage, console)
+            usable = [r for r in records if r.target != args.novel_task]
+            if not any(r.role == "transfer" for r in usable):
+                return None
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            result = compute_affinities(usable, targets=targets, regime=args.regime,
+                                        strict=args.strict, bootstrap=args.bootstrap,
+                                        level=args.level, seed=args.seed,
+                                        progress=sys.stderr.isatty())
+        for warning in caught:  # key mismatches and duplicate runs, with their counts
+            console.print(f"[yellow]warning:[/] {warning.message}")
+        used = _used_records(usable, result.regime)
+        _write_tables(result, used, stage)
+        _figures_and_taxonomies(result.table, args, stage, console)
+        results.append(result)
+        return {"regime": result.regime, "records": len(used),
+                "targets": result.table.targets(), "bootstrap": args.bootstrap}
+
+    count = _write_staged(out, write_from_records)
+    if results:
+        _print_summary(results[0], console)
+    console.print(f"wrote {count} files to {out}")
     return 0
