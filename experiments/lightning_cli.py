@@ -745,6 +745,13 @@ class TaskonomyCLI(LightningCLI):
             self.trainer.fit(model, datamodule=datamodule, ckpt_path=ckpt_path, **kwargs)
             if self.trainer.interrupted:
                 raise KeyboardInterrupt("training was interrupted")
+            if self.trainer.global_step == 0:
+                # A finished record of an untrained network would enter the analysis (and
+                # a task run's transfers) as if trained.
+                raise ValueError(
+                    f"run {self.run_id!r} took no training step (trainer.max_steps, "
+                    "max_epochs or limit_train_batches is 0, or the training split gave no "
+                    "batch); set them above 0 and repeat the command")
             checkpoint = self.best_checkpoint()
             results = self.trainer.test(model, datamodule=datamodule, ckpt_path=checkpoint)
             metrics = {k: float(v) for result in results for k, v in result.items()}

@@ -267,6 +267,18 @@ def test_a_finished_run_trained_further_from_a_wrong_data_path_keeps_its_results
     assert path.read_text() == before  # not rewritten as running, then failed
 
 
+def test_a_run_that_trains_no_step_is_not_recorded_finished(
+        tmp_path: Path, tiny_shards: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    args = [*_no_wandb_args(tmp_path, tiny_shards, "normal"), "--trainer.max_steps=0"]
+    assert taskonomy_main(args) == 2
+    assert "took no training step" in capsys.readouterr().err
+    record = read_record(record_path(tmp_path / "runs", "case"))
+    assert record.status == "failed" and "max_steps" in (record.error or "")
+    # Repeating the command with steps trains it (a failed record is not "finished").
+    assert taskonomy_main(_no_wandb_args(tmp_path, tiny_shards, "normal")) == 0
+    assert read_record(record_path(tmp_path / "runs", "case")).status == "finished"
+
+
 def test_nan_loss_stops_the_run_and_fails_its_record(
         tmp_path: Path, tiny_shards: Path, monkeypatch: pytest.MonkeyPatch,
         capsys: pytest.CaptureFixture[str]) -> None:
