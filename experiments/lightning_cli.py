@@ -340,6 +340,14 @@ class TaskonomyCLI(LightningCLI):
             raise ValueError("no task given; pass --model.task=NAME (see `taskonomy tasks`)")
         return self.role, str(task), ()
 
+    def preflight(self) -> None:
+        """Check a parsed point as far as can be done without building anything.
+
+        ``sweep run`` calls it for every point before the first runs: the record identity
+        here (task, target and source names); subclasses add what their options name.
+        """
+        self.record_identity()
+
     def default_callbacks(self) -> list[Callback]:
         """Callbacks every run of this CLI gets (besides those in ``trainer.callbacks``)."""
         return [SkippedSamplesCallback()]

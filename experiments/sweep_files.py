@@ -283,7 +283,10 @@ def load_sweep_file(path: str | Path) -> SweepFile:
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"sweep file {path} does not exist")
-    raw = yaml.safe_load(path.read_text())
+    try:
+        raw = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as error:
+        raise ValueError(f"sweep file {path} is not valid YAML: {error}") from None
     if not isinstance(raw, dict):
         raise ValueError(f"{path}: a sweep file is a YAML mapping with method and parameters")
     method = raw.get("method")

@@ -13,6 +13,7 @@ prediction panels are drawn each validation epoch by
 
 from __future__ import annotations
 
+import copy
 import math
 import sys
 import warnings
@@ -319,12 +320,16 @@ def load_task_overrides(path: str | Path) -> dict[str, dict[str, dict[str, Any]]
 
     Raises:
         FileNotFoundError: The file does not exist.
-        ValueError: The file is not a mapping of that shape.
+        ValueError: The file is not YAML, or not a mapping of that shape.
     """
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"task overrides file {path} does not exist; fix task_overrides")
-    data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    except yaml.YAMLError as error:
+        raise ValueError(f"task overrides file {path} is not valid YAML ({error}); fix it or "
+                         "pass --task_overrides=null") from None
     if not isinstance(data, dict) or not all(
         isinstance(sections, dict) and all(isinstance(v, dict) for v in sections.values())
         for sections in data.values()
@@ -405,6 +410,12 @@ class TrainCLI(TaskonomyCLI):
         role, task, sources = super().record_identity()
         get_spec(task)
         return role, task, sources
+
+    def preflight(self) -> None:
+        """Also read the ``task_overrides`` file and check that its keys exist."""
+        super().preflight()
+        if self.subcommand is not None:
+            self._apply_task_overrides(copy.deepcopy(self.config[self.subcommand]))
 
     def parse_arguments(self, parser: LightningArgumentParser, args: Any) -> None:
         """Parse, remembering which keys the command line set (they beat task overrides).

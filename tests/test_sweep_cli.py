@@ -72,6 +72,30 @@ def test_bad_values_are_rejected_too(tmp_path: Path, capsys: pytest.CaptureFixtu
     assert "source-only" in capsys.readouterr().err
 
 
+def test_a_broken_sweep_file_or_task_overrides_file_is_named_before_any_run(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    broken = tmp_path / "broken.yaml"
+    broken.write_text("method: grid\nparameters: {model.task: [\n")
+    assert main(["sweep", "run", str(broken), "--dry-run"]) == 2
+    assert f"sweep file {broken} is not valid YAML" in " ".join(capsys.readouterr().err.split())
+    overrides = tmp_path / "exceptions.yaml"
+    overrides.write_text("jigsaw: {data: {batch_size: 4}\n")
+    command = ["taskonomy", "train", "fit", "--config",
+               str(ROOT / "experiments" / "configs" / "cpu.yaml"),
+               f"--task_overrides={overrides}", "${args}"]
+    tasks = tmp_path / "tasks.yaml"
+    tasks.write_text(json.dumps({"method": "grid", "command": command,
+                                 "parameters": {"model.task": {"values": ["jigsaw"]}}}))
+    runs = tmp_path / "runs"
+    assert main(["sweep", "run", str(tasks), "--runs", str(runs), "--dry-run"]) == 2
+    err = " ".join(capsys.readouterr().err.split())
+    assert f"task overrides file {overrides} is not valid YAML" in err
+    overrides.write_text("jigsaw: {data: {batch_sise: 4}}\n")
+    assert main(["sweep", "run", str(tasks), "--runs", str(runs), "--dry-run"]) == 2
+    assert "the config has no data.batch_sise" in " ".join(capsys.readouterr().err.split())
+    assert not runs.exists()
+
+
 def test_a_config_named_relative_to_another_folder_says_where_to_run_from(
         tmp_path: Path, capsys: pytest.CaptureFixture[str],
         monkeypatch: pytest.MonkeyPatch) -> None:

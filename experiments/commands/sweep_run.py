@@ -39,9 +39,9 @@ def _checking(cli_class: type, holder: list[Any]) -> type:
     class Checking(cli_class):
         def before_instantiate_classes(self) -> None:
             holder.append(self)
-            # The record identity checks target, sources and kind names as a run would.
+            # Target, source and kind names, and files the options name, as a run would.
             if self.subcommand is not None:
-                self.record_identity()
+                self.preflight()
             raise _Parsed
 
     return Checking
@@ -79,7 +79,7 @@ class LightningChecker:
         cli = self._cli
         cli.parse_arguments(cli.parser, argv)
         cli.subcommand = cli.config["subcommand"]
-        cli.record_identity()
+        cli.preflight()
 
     def parsed_config(self, argv: list[str]) -> dict[str, Any]:
         """The config ``argv`` resolves to (its subcommand's part, as a nested dict).
