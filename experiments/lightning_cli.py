@@ -340,6 +340,21 @@ class TaskonomyCLI(LightningCLI):
             raise ValueError("no task given; pass --model.task=NAME (see `taskonomy tasks`)")
         return self.role, str(task), ()
 
+    def _parse_ckpt_path(self) -> None:
+        """Refuse a ``--ckpt_path`` that is no whole checkpoint, then let Lightning read it.
+
+        Lightning unpickles the file while parsing; a damaged or foreign one raised an
+        unpickling traceback suggesting an unsafe load.
+        """
+        subcommand = self.config.get("subcommand")
+        path = self.config[subcommand].get("ckpt_path") if subcommand else None
+        if path and "://" not in str(path) and str(path) not in ("last", "best", "hpc") and (
+                not checkpoint_intact(Path(path))):
+            raise ValueError(f"--ckpt_path {path} is not a complete Lightning checkpoint "
+                             "(missing, cut short or damaged); give another one, or leave it "
+                             "out to resume from the run's own last.ckpt")
+        super()._parse_ckpt_path()
+
     def preflight(self) -> None:
         """Check a parsed point as far as can be done without building anything.
 
@@ -616,16 +631,17 @@ class TaskonomyCLI(LightningCLI):
     def resume_checkpoint(self) -> str | None:
         """``RUN_DIR/checkpoints/last.ckpt`` if it exists and is complete, else ``None``.
 
-        A process killed while writing leaves a truncated file (no zip directory at its end):
-        the newest complete checkpoint of the folder is used instead, with a warning.
+        A process killed while writing leaves a truncated file (no zip directory at its end), and
+        a disk or a copy can damage one inside: the newest intact checkpoint of the folder is
+        used instead, with a warning.
         """
         folder = self.run_dir / CHECKPOINT_DIR
         last = folder / LAST_CHECKPOINT
         if not last.is_file():
             return None
-        if zipfile.is_zipfile(last):
+        if checkpoint_intact(last):
             return str(last)
-        others = sorted((p for p in folder.glob("*.ckpt") if p != last and zipfile.is_zipfile(p)),
+        others = sorted((p for p in folder.glob("*.ckpt") if p != last and checkpoint_intact(p)),
                         key=lambda p: p.stat().st_mtime)
         fallback = str(others[-1]) if others else None
         warnings.warn(f"{last} is incomplete (the run was killed while saving); resuming from "
@@ -793,6 +809,18 @@ class TaskonomyCLI(LightningCLI):
                 pass
             raise
         self._finish_wandb_of_finished(record)
+
+
+def checkpoint_intact(path: Path) -> bool:
+    """Whether ``path`` is a whole checkpoint: a zip archive whose members pass their CRC.
+
+    Reading it through costs about as much as loading it, once per resume.
+    """
+    try:
+        with zipfile.ZipFile(path) as archive:
+            return archive.testzip() is None
+    except (OSError, zipfile.BadZipFile, RuntimeError, ValueError):
+        return False
 
 
 #: Exit status of a run stopped by SIGTERM (a scheduler, a W&B stop): 128 + 15, as a shell

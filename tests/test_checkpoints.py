@@ -80,3 +80,49 @@ def test_unknown_test_checkpoint_is_rejected(tmp_path: Path, tiny_shards: Path) 
     with pytest.raises(SystemExit):
         run_cli(["fit", "--config", str(_config(tmp_path, tiny_shards)), "--model.task=normal",
                  f"--runs_dir={tmp_path}", "--test_checkpoint=latest"])
+
+
+def _checkpoint_file(path: Path, payload: bytes = b"weights" * 1000) -> Path:
+    import zipfile
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with zipfile.ZipFile(path, "w", compression=zipfile.ZIP_STORED) as archive:
+        archive.writestr("archive/data/0", payload)
+    return path
+
+
+def test_a_checkpoint_damaged_inside_is_passed_over_when_resuming(tmp_path: Path) -> None:
+    import os
+    from types import SimpleNamespace
+
+    from taskonomy.experiments.lightning_cli import TaskonomyCLI, checkpoint_intact
+
+    folder = tmp_path / "run" / "checkpoints"
+    best = _checkpoint_file(folder / "best-step=4.ckpt")
+    last = _checkpoint_file(folder / "last.ckpt")
+    os.utime(best, (1, 1))
+    assert checkpoint_intact(last) and not checkpoint_intact(tmp_path / "none.ckpt")
+    data = bytearray(last.read_bytes())
+    data[len(data) // 3] ^= 0xFF  # inside a member: the zip directory is still whole
+    last.write_bytes(bytes(data))
+    assert not checkpoint_intact(last)
+    cli = SimpleNamespace(run_dir=tmp_path / "run")
+    with pytest.warns(RuntimeWarning, match=f"resuming from {best}"):
+        assert TaskonomyCLI.resume_checkpoint(cli) == str(best)  # type: ignore[arg-type]
+    (tmp_path / "garbage.ckpt").write_bytes(b"not a checkpoint")
+    assert not checkpoint_intact(tmp_path / "garbage.ckpt")
+
+
+def test_a_damaged_ckpt_path_is_refused_before_the_run_starts(tmp_path: Path,
+                                                             tiny_shards: Path,
+                                                             capsys: pytest.CaptureFixture[str]
+                                                             ) -> None:
+    from taskonomy.experiments.cli import main
+
+    garbage = tmp_path / "garbage.ckpt"
+    garbage.write_bytes(b"not a checkpoint")
+    args = ["train", "fit", "--config", str(_config(tmp_path, tiny_shards)),
+            "--model.task=normal", f"--runs_dir={tmp_path / 'runs'}", "--run_id=case",
+            f"--ckpt_path={garbage}"]
+    assert main(args) == 2
+    assert "is not a complete Lightning checkpoint" in " ".join(capsys.readouterr().err.split())
