@@ -313,9 +313,13 @@ def scan_records(runs_dir: str | os.PathLike[str], *,
 
     Raises:
         FileNotFoundError: ``runs_dir`` does not exist.
+        NotADirectoryError: ``runs_dir`` is a file.
         ValueError: Two files hold the same run id.
     """
     root = Path(runs_dir)
+    if root.is_file():
+        raise NotADirectoryError(f"{root} is a file, not a runs folder; pass the folder that "
+                                 f"training wrote (it holds <run_id>/{RECORD_FILE})")
     if not root.is_dir():
         raise FileNotFoundError(
             f"runs folder {root} does not exist; pass the folder that training wrote "

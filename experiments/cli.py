@@ -112,6 +112,10 @@ def _main(argv: Sequence[str] | None) -> int:
         # problem and the fix; the user gets that message, not a traceback.
         print(f"error: {error}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:
+        hint = getattr(chosen, "INTERRUPTED", "repeat the command to run it again")
+        print(f"\ninterrupted: {hint}", file=sys.stderr)
+        return 130  # 128 + SIGINT, as a shell reports it
 
 
 if __name__ == "__main__":

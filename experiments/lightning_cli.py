@@ -458,7 +458,11 @@ class TaskonomyCLI(LightningCLI):
             role, target, sources, regime, _with_label_set_digests(self.subcommand_config()))
         # Validates the run id (it names a folder) before anything is written.
         RunRecord(run_id=self.run_id, role=role, target=target, sources=sources, regime=regime)
-        self.run_dir = Path(namespace.get("runs_dir") or "runs") / self.run_id
+        runs_dir = Path(namespace.get("runs_dir") or "runs")
+        if runs_dir.is_file():
+            raise ValueError(f"--runs_dir {runs_dir} is a file; it names the folder that holds "
+                             "the run folders")
+        self.run_dir = runs_dir / self.run_id
         namespace["run_id"] = self.run_id
         if namespace.get("trainer") is not None:
             namespace.trainer.default_root_dir = str(self.run_dir)

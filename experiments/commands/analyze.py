@@ -39,6 +39,8 @@ from taskonomy.datamodules.domains import atomic_write_bytes
 
 COMMAND = ("analyze",)
 HELP = "Turn run records into win rates, AHP affinities, quality/gain, figures and taxonomies."
+#: What an interrupt (Ctrl-C) leaves, printed in its place.
+INTERRUPTED = "the results folder is as it was before; repeat the command"
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

@@ -13,6 +13,8 @@ from taskonomy.datamodules.splits import SPLIT_NAMES, split_buildings
 
 COMMAND = ("data", "pack")
 HELP = "Pack released, Omnidata or synthetic buildings into per-domain aligned shards."
+#: What an interrupt (Ctrl-C) leaves, printed in its place.
+INTERRUPTED = "nothing is left half-written; repeat the command with --resume to finish the split"
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

@@ -8,6 +8,8 @@ import time
 
 COMMAND = ("data", "synth")
 HELP = "Render procedural indoor buildings with every Taskonomy label (released layout)."
+#: What an interrupt (Ctrl-C) leaves, printed in its place.
+INTERRUPTED = "finished buildings are kept; repeat the command to render the rest"
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

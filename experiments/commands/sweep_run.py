@@ -383,6 +383,8 @@ def run(args: argparse.Namespace) -> int:
         raise ValueError(f"--workers must be at least 1, got {args.workers}")
     if args.gpus_per_point is not None and args.gpus_per_point < 0:
         raise ValueError(f"--gpus-per-point must be ≥ 0, got {args.gpus_per_point}")
+    if Path(args.runs).is_file():
+        raise ValueError(f"--runs {args.runs} is a file; it names the folder of the run folders")
     sweep = load_sweep_file(args.file)
     extra = extra_arguments(args.set)
     console = Console()

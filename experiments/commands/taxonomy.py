@@ -39,6 +39,8 @@ from taskonomy.solvers import SOLVERS, TaxonomySolution, solve
 
 COMMAND = ("taxonomy",)
 HELP = "Compute a task taxonomy (supervised set + one transfer per target) for a budget."
+#: What an interrupt (Ctrl-C) leaves, printed in its place.
+INTERRUPTED = "each file is written whole (or not at all); repeat the command"
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -112,6 +114,9 @@ def run(args: argparse.Namespace) -> int:
     """Build the problem, solve it (or sweep budgets), print and write the results."""
     if (args.budget is None) == (args.budget_sweep is None):
         raise ValueError("give exactly one of --budget B or --budget-sweep A..B")
+    if args.out is not None and args.out.exists() and not args.out.is_dir():
+        raise NotADirectoryError(f"--out {args.out} is a file; --out names the folder to write "
+                                 "taxonomy.json and its figures into")
     table = load_affinities(args.affinities)
     sources = parse_names(args.sources)
     problem = build_problem(
