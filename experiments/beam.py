@@ -269,9 +269,13 @@ def settings_to_carry(records: Iterable[RunRecord], parsed: Mapping[str, Any],
     return carried
 
 
+#: The first line of a sweep file that ``sweep beam`` wrote (it may replace only such files).
+RANKING_HEADER = "# First-order ranking per target (best first), from AHP affinities:"
+
+
 def ranking_comment(ranking: dict[str, list[str]]) -> str:
     """The per-target rankings as YAML comment lines (W&B rejects unknown top-level keys)."""
-    lines = ["First-order ranking per target (best first), from AHP affinities:"]
+    lines = [RANKING_HEADER[2:]]
     lines += [f"  {t}: {', '.join(r)}" for t, r in ranking.items()]
     return "".join(f"# {line}\n" for line in lines)
 

@@ -131,6 +131,19 @@ def test_sweep_beam_command(tmp_path: Path, capsys: pytest.CaptureFixture[str]) 
     assert main(["sweep", "beam", "--runs", str(tmp_path / "nope"), "--out", str(out)]) == 2
     assert main(["sweep", "beam", "--runs", str(runs), "--max-order", "1",
                  "--out", str(out)]) == 2
+    capsys.readouterr()
+    # A command the transfer CLI rejects writes nothing; a file of the user's is not replaced.
+    before = out.read_text()
+    for bad in (["--set", "model.lr=fast"], ["--config", str(tmp_path / "nope.yaml")]):
+        assert main(["sweep", "beam", "--runs", str(runs), "--max-order", "3", "--out",
+                     str(out), *bad]) == 2
+        assert "would not run" in capsys.readouterr().err and out.read_text() == before
+    mine = tmp_path / "mine.yaml"
+    mine.write_text("method: grid\n")
+    assert main(["sweep", "beam", "--runs", str(runs), "--max-order", "3",
+                 "--out", str(mine)]) == 2
+    assert "was not written by sweep beam" in " ".join(capsys.readouterr().err.split())
+    assert mine.read_text() == "method: grid\n"
 
 
 def test_sweep_beam_carries_the_first_order_settings_over(

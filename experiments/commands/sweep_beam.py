@@ -44,6 +44,7 @@ def run(args: argparse.Namespace) -> int:
     from taskonomy.analysis.records import read_records
     from taskonomy.experiments.beam import (
         DEFAULT_CONFIG,
+        RANKING_HEADER,
         beam_combinations,
         beam_sweep,
         first_order_records,
@@ -61,6 +62,9 @@ def run(args: argparse.Namespace) -> int:
                            include_target=args.include_target)
     transfers = {t: beam_combinations(r, args.max_order) for t, r in ranking.items()}
     out = Path(args.out)
+    if out.is_file() and not out.read_text(errors="replace").startswith(RANKING_HEADER):
+        raise FileExistsError(f"--out {out} exists and was not written by sweep beam; choose "
+                              "another path, or delete it first")
     # The settings of the regime ranked: 16k transfers must not run as the 1k ones did.
     regime = choose_regime(first_order_records(records), args.regime)
     # The higher orders run as the first order did: its config (the paper's trains on other
@@ -107,14 +111,16 @@ def _carried_settings(records: list, sweep: dict, fixed: list[str], regime: str)
     command = [str(item) for item in sweep["command"] if item != "${args}"]
     first = sweep["parameters"]["model.transfer"]["values"][0]
     checker = _lightning_checker("transfer")
+    assert checker is not None
+    said = io.StringIO()
     try:
-        assert checker is not None
-        with contextlib.redirect_stderr(io.StringIO()), contextlib.redirect_stdout(io.StringIO()):
+        with contextlib.redirect_stderr(said), contextlib.redirect_stdout(io.StringIO()):
             parsed = checker.parsed_config([*command[2:], f"--model.transfer={first}"])
     except (SystemExit, ValueError) as error:
-        reason = "rejected by the transfer CLI" if isinstance(error, SystemExit) else str(error)
-        Console().print(f"[yellow]could not parse the sweep's command {' '.join(command)} "
-                        f"({reason}); first-order settings are not compared[/yellow]")
-        return []
+        lines = [line for line in said.getvalue().splitlines() if line.strip()]
+        reason = str(error) if isinstance(error, ValueError) else (
+            lines[-1] if lines else "rejected by the transfer CLI")
+        raise ValueError(f"the sweep's command {' '.join(command)} would not run ({reason}); "
+                         "fix --config or --set. No sweep file was written") from None
     keys = [argument[2:].split("=", 1)[0] for argument in fixed]
     return settings_to_carry(records, parsed, keep=keys, regime=regime)
