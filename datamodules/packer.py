@@ -181,6 +181,14 @@ def _select_buildings(config: PackConfig, layout: SourceLayout) -> tuple[list[st
     excluded = [] if config.include_corrupt else [b for b in wanted if b in KNOWN_CORRUPT_BUILDINGS]
     absent = [b for b in wanted if b not in present and b not in excluded]
     chosen = sorted(b for b in wanted if b in present and b not in excluded)
+    unfinished = sorted(p.name for p in layout.root.glob(".partial-*") if p.is_dir()
+                        and p.name.removeprefix(".partial-") in absent)
+    if unfinished:  # the plan would leave those buildings of the split out for good
+        raise ValueError(
+            f"{layout.root} holds unfinished buildings ({', '.join(unfinished[:5])}"
+            f"{', ...' if len(unfinished) > 5 else ''}): an interrupted `taskonomy data synth`. "
+            "Repeat that command to finish them, then pack"
+        )
     if not chosen:
         raise ValueError(
             f"none of the {len(wanted)} requested buildings are in {layout.root} "
@@ -290,7 +298,14 @@ def _load_or_make_plan(config: PackConfig, progress: bool = False) -> dict[str, 
     split_dir = Path(config.out) / config.split
     plan_path = split_dir / PLAN_NAME
     if plan_path.is_file():
-        plan = json.loads(plan_path.read_text())
+        try:
+            plan = json.loads(plan_path.read_text())
+        except ValueError as error:
+            raise ValueError(
+                f"{plan_path} is not valid JSON ({error}); it fixes which views each shard "
+                f"holds, so the packed shards of {split_dir} cannot be resumed without it. "
+                "Restore it, or delete the split's folder and pack it again"
+            ) from None
         # The source may lie elsewhere (another machine's mount or copy of it): the same layout,
         # split, buildings and sizes make the same pack, if it holds the same files.
         diff = [k for k in identity if k not in _MOVABLE and plan["identity"].get(k) != identity[k]]
@@ -472,6 +487,9 @@ def pack(config: PackConfig, *, progress: bool = True,
         get_domain(domain)
     if config.workers < 1:
         raise ValueError(f"workers must be at least 1, got {config.workers}")
+    if config.resolution is not None and config.resolution < 1:
+        raise ValueError(f"resolution must be a positive side in pixels (e.g. 256), got "
+                         f"{config.resolution}")
     if config.point_order not in POINT_ORDERS:
         raise ValueError(f"point_order must be one of {', '.join(POINT_ORDERS)}, got "
                          f"{config.point_order!r}")

@@ -117,8 +117,15 @@ def read_manifest(root: str | os.PathLike[str], split: str) -> dict[str, Any]:
             f"is unfinished; rerun `taskonomy data pack ... --resume`). Packed splits under "
             f"{root}: {', '.join(available) or 'none'}"
         )
-    manifest = json.loads(read_bytes(location))
-    if manifest.get("format") != FORMAT:
+    try:
+        manifest = json.loads(read_bytes(location))
+    except ValueError as error:
+        raise ValueError(
+            f"{location} is not valid JSON ({error}): the manifest was damaged (a cut copy?). "
+            f"Copy it again, or repack the split with `taskonomy data pack ... --resume`, "
+            "which writes it anew"
+        ) from None
+    if not isinstance(manifest, dict) or manifest.get("format") != FORMAT:
         raise ValueError(f"{location} is not a {FORMAT} manifest")
     if manifest.get("format_version") != FORMAT_VERSION:
         raise ValueError(

@@ -432,3 +432,40 @@ def test_source_split_file_is_used_and_partial_buildings_ignored(tmp_path: Path,
                          "--split", part, "--quiet"]) == 0
     assert read_manifest(tmp_path / "out", "train")["buildings"] == ["synth000", "synth001"]
     assert read_manifest(tmp_path / "out", "val")["count"] == 2
+    # A building of the split still being rendered: packing now would plan the split without it.
+    (source / "train_val_test_synth.csv").write_text(
+        "id,train,val,test\nsynth000,1,0,0\nsynth001,1,0,0\nsynth002,0,1,0\nsynth003,0,0,1\n")
+    with pytest.raises(ValueError, match=r"unfinished buildings \(\.partial-synth003\).*Repeat"):
+        pack(PackConfig(source=source, out=tmp_path / "out", split="test",
+                        buildings=["synth003"]), progress=False)
+    assert not (tmp_path / "out" / "test").exists()
+
+
+def test_options_that_cannot_work_are_refused_before_anything_is_written(
+        tiny_source: Path, tiny_shards: Path, tmp_path: Path, capsys):
+    with pytest.raises(ValueError, match="resolution must be a positive side"):
+        pack(PackConfig(source=tiny_source, out=tmp_path / "o", split="train",
+                        resolution=-5), progress=False)
+    assert not (tmp_path / "o").exists()
+    notes = tmp_path / "notes.txt"
+    notes.write_text("mine")
+    assert cli_main(["data", "inspect", str(tiny_shards), "--out", str(notes)]) == 2
+    assert "--out must end in .png" in capsys.readouterr().err and notes.read_text() == "mine"
+
+
+def test_a_damaged_manifest_or_plan_is_named_with_the_repair(tiny_shards: Path, tiny_source: Path,
+                                                             tmp_path: Path, train_buildings):
+    root = tmp_path / "copy"
+    shutil.copytree(tiny_shards, root)
+    (root / "train" / "manifest.json").write_text("")
+    with pytest.raises(ValueError, match=r"manifest.json is not valid JSON .*--resume"):
+        read_manifest(root, "train")
+    # Repacking with --resume writes the manifest anew from the shards' records.
+    pack(PackConfig(source=tiny_source, out=root, split="train", buildings=list(train_buildings),
+                    shard_size=3, resume=True), progress=False)
+    assert read_manifest(root, "train") == read_manifest(tiny_shards, "train")
+    (root / "train" / "plan.json").write_text("{")
+    with pytest.raises(ValueError, match=r"plan.json is not valid JSON .*delete the split"):
+        pack(PackConfig(source=tiny_source, out=root, split="train",
+                        buildings=list(train_buildings), shard_size=3, resume=True),
+             progress=False)

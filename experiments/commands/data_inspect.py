@@ -48,6 +48,8 @@ def run(args: argparse.Namespace) -> int:
     task_names()  # imports the task plugins, which register their label domains
     if args.views < 1:  # before anything is read, shard root or building
         raise ValueError(f"--views must be at least 1, got {args.views}")
+    if args.out is not None and Path(args.out).suffix.lower() != ".png":
+        raise ValueError(f"--out must end in .png (the contact sheet is a PNG), got {args.out}")
     folder = Path(args.building_dir)
     if is_split_folder(folder):
         raise ValueError(
