@@ -214,9 +214,17 @@ def inspect_offline_run(run_dir: str | os.PathLike[str]) -> dict[str, Any]:
     command = [sys.executable, "-m", "wandb", "leet", "inspect", "--summary", "--json", str(path)]
     done = subprocess.run(command, capture_output=True, text=True, timeout=300, check=False)
     if done.returncode != 0:
+        from importlib.metadata import version
+
+        installed = version("wandb")
+        major_minor = tuple(int(p) for p in installed.split(".")[:2] if p.isdigit())
+        cause = (f"this wandb is {installed}; reading offline runs needs wandb >= 0.31"
+                 if major_minor < (0, 31) else
+                 "the run's .wandb log is damaged or not a W&B log (a run killed while "
+                 "writing can lose its tail); leave the folder out, or rerun that run")
         raise ValueError(
             f"`wandb leet inspect` failed on {path} (exit {done.returncode}): "
-            f"{done.stderr.strip()[-500:]}; it needs wandb >= 0.31"
+            f"{done.stderr.strip()[-500:]}; {cause}"
         )
     try:
         result = json.loads(done.stdout)

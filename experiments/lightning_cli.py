@@ -340,6 +340,23 @@ class TaskonomyCLI(LightningCLI):
             raise ValueError("no task given; pass --model.task=NAME (see `taskonomy tasks`)")
         return self.role, str(task), ()
 
+    def parse_arguments(self, parser: LightningArgumentParser, args: Any) -> None:
+        """Parse, after refusing an empty ``--config`` file.
+
+        jsonargparse reported one as "Unexpected config:" and nothing more.
+        """
+        raw = sys.argv[1:] if args is None else args
+        if isinstance(raw, (list, tuple)):
+            listed = [str(a) for a in raw]
+            named = [listed[i + 1] for i, a in enumerate(listed[:-1]) if a == "--config"]
+            named += [a.split("=", 1)[1] for a in listed if a.startswith("--config=")]
+            for name in named:
+                path = Path(name)
+                if path.is_file() and not path.read_text(errors="replace").strip():
+                    raise ValueError(f"config file {name} is empty; give a YAML mapping of "
+                                     "settings (see experiments/configs/), or leave it out")
+        super().parse_arguments(parser, args)
+
     def _parse_ckpt_path(self) -> None:
         """Refuse a ``--ckpt_path`` that is no whole checkpoint, then let Lightning read it.
 

@@ -46,3 +46,12 @@ def test_an_interrupt_says_what_it_left(tmp_path: Path, capsys: pytest.CaptureFi
     assert main(["data", "pack", str(tmp_path), "--out", str(tmp_path / "o")]) == 130
     assert "interrupted: nothing is left half-written; repeat the command with --resume" in (
         _error(capsys))
+
+
+def test_an_empty_config_file_is_named(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    empty = tmp_path / "empty.yaml"
+    empty.write_text("\n")
+    assert main(["train", "fit", "--config", str(empty), "--model.task=normal"]) == 2
+    assert f"config file {empty} is empty" in _error(capsys)
+    assert main(["transfer", "fit", f"--config={empty}"]) == 2
+    assert f"config file {empty} is empty" in _error(capsys)

@@ -255,3 +255,13 @@ def test_an_online_project_without_a_login_says_how_to_log_in(monkeypatch):
     with pytest.raises(ValueError, match="needs a W&B login .*run `wandb login` or set "
                                          "WANDB_API_KEY; .*--wandb-offline"):
         read_project("me/taskonomy")
+
+
+def test_a_damaged_offline_log_is_named_as_damaged(tmp_path):
+    from taskonomy.analysis.wandb_source import inspect_offline_run
+
+    run_dir = tmp_path / "offline-run-20261207_000000-abc"
+    run_dir.mkdir()
+    (run_dir / "run-abc.wandb").write_bytes(b"garbage" * 10)
+    with pytest.raises(ValueError, match="damaged or not a W&B log"):
+        inspect_offline_run(run_dir)
