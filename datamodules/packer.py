@@ -380,9 +380,9 @@ def _ordered_views(config: PackConfig, layout: SourceLayout, buildings: list[str
         "kind": config.point_order,
         "graph": sources,
         "window": PARTNER_WINDOW,
-        "edges": sum(o.edges for o in orders),
-        "reachable_by_number": sum(o.reachable_before for o in orders),
-        "reachable": sum(o.reachable for o in orders),
+        "points": sum(o.points for o in orders),
+        "paired_by_number": sum(o.paired_before for o in orders),
+        "paired": sum(o.paired for o in orders),
     }
     return [ref for o in orders for ref in o.views], summary
 

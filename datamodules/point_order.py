@@ -6,9 +6,11 @@ stream can only reach the points read just before and after
 (:data:`~taskonomy.datamodules.multiview.PARTNER_WINDOW` on each side). Released point numbers
 do not follow visibility (the sample record's point 0 sees points 171 to 1418), so packing in
 point-number order leaves most real pairs out of reach. The packer therefore orders each
-building's points by the reverse Cuthill–McKee permutation of the building's co-visibility
-graph (two points are linked when images of theirs see a common point, or one sees the other),
-the classic ordering that keeps the edges of a sparse graph near its diagonal.
+building's points by reverse Cuthill–McKee, the classic ordering that keeps the edges of a
+sparse graph near its diagonal, run on the graph linking each point to the points its images
+see (and to itself, which they show at their centre): two points that share a neighbour there
+have images that see a common point. This graph has one edge per sighting, where the graph of
+co-visible pairs grows with the square of how many points see a point (an open hall: millions).
 
 Sightings come from the per-point ``nonfixated_matches`` files (every image in which a point
 is visible) where a building has them, else from the per-view ``point_info`` records'
@@ -35,57 +37,75 @@ class BuildingOrder:
 
     Attributes:
         views: The building's views, grouped by point (views of a point in view order).
-        source: Where the visibility graph came from (``nonfixated_matches``, ``point_info``),
-            or ``none`` (point-number order kept).
-        edges: Co-visibility edges between two of the building's points.
-        reachable_before: Edges within the partner window in point-number order.
-        reachable: Edges within the partner window in the chosen order.
+        source: Where the sightings came from (``nonfixated_matches``, ``point_info``), or
+            ``none`` (point-number order kept).
+        points: The building's points.
+        paired_before: Points with a co-visible point within the partner window, in
+            point-number order.
+        paired: The same in the chosen order.
     """
 
     views: list[ViewRef]
     source: str
-    edges: int
-    reachable_before: int
-    reachable: int
+    points: int
+    paired_before: int
+    paired: int
 
 
-def visibility_order(points: Sequence[str], edges: Iterable[tuple[str, str]]) -> list[str]:
-    """Points in reverse Cuthill–McKee order of their co-visibility graph.
+def sighting_sets(points: Sequence[str], seen: Iterable[tuple[str, str]]) -> dict[str, set[str]]:
+    """Per point, the points its images show: those they see, and itself (at their centre).
+
+    Two points whose sets meet have images that see a common point: a non-fixated pair
+    (:func:`~taskonomy.datamodules.multiview.overlapping`). Sightings of points outside
+    ``points`` (another building, or absent from the pack) are ignored.
 
     Args:
-        points: The points (the same list gives the same order; without edges it is kept).
-        edges: Pairs of linked points (:func:`covisibility_edges`); pairs naming other points
-            (of another building, or absent from the pack) are ignored.
+        points: The building's points.
+        seen: ``(point whose image sees, point seen)`` pairs (:func:`sightings`).
+    """
+    shows = {p: {p} for p in points}
+    for viewer, point in seen:
+        if viewer in shows and point in shows:
+            shows[viewer].add(point)
+    return shows
+
+
+def visibility_order(points: Sequence[str], shows: dict[str, set[str]]) -> list[str]:
+    """Points in reverse Cuthill–McKee order of their sightings.
+
+    Args:
+        points: The points (the same list gives the same order; without sightings it is kept).
+        shows: :func:`sighting_sets` of the points.
 
     Returns:
-        ``points`` reordered; connected points come out close together.
+        ``points`` reordered; points whose images see common points come out close together.
     """
     from scipy.sparse import coo_matrix
     from scipy.sparse.csgraph import reverse_cuthill_mckee
 
     index = {p: i for i, p in enumerate(points)}
-    pairs = {(index[a], index[b]) for a, b in edges if a in index and b in index and a != b}
-    if not pairs:
-        return list(points)
-    rows, cols = np.array(sorted(pairs)).T
     n = len(points)
-    graph = coo_matrix((np.ones(len(rows)), (rows, cols)), shape=(n, n)).tocsr()
+    # Nodes 0..n-1 are the points, n..2n-1 the points as seen: one edge per sighting.
+    pairs = sorted({(index[p], n + index[q]) for p in points for q in shows.get(p, ()) if q != p}
+                   | {(index[p], n + index[p]) for p in points})
+    if len(pairs) == n:  # nothing but the points themselves
+        return list(points)
+    rows, cols = np.array(pairs).T
+    graph = coo_matrix((np.ones(len(rows)), (rows, cols)), shape=(2 * n, 2 * n)).tocsr()
     graph = ((graph + graph.T) > 0).astype(np.int8).tocsr()
-    return [points[i] for i in reverse_cuthill_mckee(graph, symmetric_mode=True)]
+    return [points[i] for i in reverse_cuthill_mckee(graph, symmetric_mode=True) if i < n]
 
 
-def reachable_edges(order: Sequence[str], edges: Iterable[tuple[str, str]],
-                    window: int = PARTNER_WINDOW) -> tuple[int, int]:
-    """How many distinct visibility edges lie within ``window`` positions in ``order``.
-
-    Returns:
-        ``(reachable, total)`` over the edges between points of ``order``.
-    """
-    position = {p: i for i, p in enumerate(order)}
-    pairs = {tuple(sorted((a, b))) for a, b in edges
-             if a in position and b in position and a != b}
-    near = sum(1 for a, b in pairs if abs(position[a] - position[b]) <= window)
-    return near, len(pairs)
+def paired_points(order: Sequence[str], shows: dict[str, set[str]],
+                  window: int = PARTNER_WINDOW) -> int:
+    """How many points of ``order`` have a co-visible point within ``window`` positions."""
+    count = 0
+    for i, point in enumerate(order):
+        near = order[max(0, i - window):i + window + 1]
+        mine = shows.get(point, set())
+        count += any(other != point and not mine.isdisjoint(shows.get(other, ()))
+                     for other in near)
+    return count
 
 
 def _read_json(path: Path) -> dict[str, Any] | None:
@@ -123,26 +143,6 @@ def sightings(layout: SourceLayout, building: str, views: Sequence[ViewRef]
     return "none", pairs
 
 
-def covisibility_edges(seen: Iterable[tuple[str, str]]) -> list[tuple[str, str]]:
-    """Pairs of points whose images can make a non-fixated pair.
-
-    Args:
-        seen: ``(point whose image sees, point seen)`` pairs (:func:`sightings`).
-
-    Returns:
-        Each point linked to the points it is seen from, and those points to each other (their
-        images share the seen point), once per unordered pair.
-    """
-    seen_from: dict[str, set[str]] = {}
-    for viewer, point in seen:
-        seen_from.setdefault(point, set()).add(viewer)
-    edges: set[tuple[str, str]] = set()
-    for point, viewers in seen_from.items():
-        group = sorted(viewers | {point})
-        edges.update((a, b) for i, a in enumerate(group) for b in group[i + 1:])
-    return sorted(edges)
-
-
 def order_building(layout: SourceLayout, building: str, views: Sequence[ViewRef],
                    window: int = PARTNER_WINDOW) -> BuildingOrder:
     """Order one building's views for packing (see the module docstring).
@@ -158,11 +158,12 @@ def order_building(layout: SourceLayout, building: str, views: Sequence[ViewRef]
         by_point.setdefault(ref.point, []).append(ref)
     numbered = list(by_point)
     source, seen = sightings(layout, building, views)
-    edges = covisibility_edges(seen)
-    order = visibility_order(numbered, edges)
-    before, total = reachable_edges(numbered, edges, window)
-    after, _ = reachable_edges(order, edges, window)
+    shows = sighting_sets(numbered, seen)
+    order = visibility_order(numbered, shows)
+    before = paired_points(numbered, shows, window)
+    after = paired_points(order, shows, window)
     if after < before:  # the heuristic can lose on an already banded numbering
         order, after = numbered, before
     return BuildingOrder(views=[ref for point in order for ref in by_point[point]],
-                         source=source, edges=total, reachable_before=before, reachable=after)
+                         source=source, points=len(numbered), paired_before=before,
+                         paired=after)

@@ -99,11 +99,11 @@ def run(args: argparse.Namespace) -> int:
         f"{result.shards_skipped} already complete, {len(result.skipped_files)} files skipped"
     )
     order = result.point_order
-    if order.get("edges"):
+    if order.get("graph", ["none"]) != ["none"] and order.get("points"):
         console.print(
-            f"point order {order['kind']}: {order['reachable']} of {order['edges']} visibility "
-            f"edges within {order['window']} points in the stream (non-fixated pose pairs; "
-            f"{order['reachable_by_number']} in point-number order)"
+            f"point order {order['kind']}: {order['paired']} of {order['points']} points have a "
+            f"non-fixated pose partner within {order['window']} points in the stream "
+            f"({order['paired_by_number']} in point-number order)"
         )
     for item in result.skipped_files[:20]:
         console.print(f"  skipped {item['key']} {item['domain']}: {item['reason']}")
