@@ -679,6 +679,11 @@ class TaskonomyDataModule(L.LightningDataModule):
         self.domains = list(dict.fromkeys(task_domains(self.tasks) + list(domains)))
         if resolution < 8:
             raise ValueError(f"resolution must be at least 8, got {resolution}")
+        if batch_size < 1:  # before the run exists (the loader would say so once it does)
+            raise ValueError(f"data.batch_size must be at least 1, got {batch_size}")
+        if num_workers < 0:
+            raise ValueError(f"data.num_workers must be ≥ 0 (0 reads in the main process), "
+                             f"got {num_workers}")
         self.resolution, self.batch_size, self.num_workers = resolution, batch_size, num_workers
         self.splits = {"train": train_split, "val": val_split, "test": test_split}
         self.limit, self.epoch_size, self.seed = limit, epoch_size, seed

@@ -55,3 +55,16 @@ def test_an_empty_config_file_is_named(tmp_path: Path, capsys: pytest.CaptureFix
     assert f"config file {empty} is empty" in _error(capsys)
     assert main(["transfer", "fit", f"--config={empty}"]) == 2
     assert f"config file {empty} is empty" in _error(capsys)
+
+
+def test_a_bad_batch_size_is_refused_before_the_run_exists(
+        tmp_path: Path, tiny_shards: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    args = ["train", "fit", "--config", str(Path(__file__).resolve().parents[1] / "experiments"
+                                           / "configs" / "cpu.yaml"),
+            "--model.task=normal", f"--data.root={tiny_shards}", "--model.resolution=32",
+            f"--runs_dir={tmp_path / 'runs'}"]
+    assert main([*args, "--data.batch_size=-4"]) == 2
+    assert "data.batch_size must be at least 1, got -4" in _error(capsys)
+    assert main([*args, "--data.num_workers=-1"]) == 2
+    assert "data.num_workers must be ≥ 0" in _error(capsys)
+    assert not (tmp_path / "runs").exists()
