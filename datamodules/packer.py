@@ -131,7 +131,7 @@ def parse_part(text: str) -> tuple[int, int]:
 
 
 def plan_shards(views: Sequence[ViewRef], shard_size: int) -> list[list[ViewRef]]:
-    """Cut sorted views into shards of about ``shard_size``, never splitting a fixated point."""
+    """Cut views (grouped by point) into shards of about ``shard_size``, never splitting a point."""
     if shard_size < 1:
         raise ValueError(f"shard_size must be at least 1, got {shard_size}")
     shards: list[list[ViewRef]] = []

@@ -348,8 +348,8 @@ class TaskonomyCLI(LightningCLI):
         raw = sys.argv[1:] if args is None else args
         if isinstance(raw, (list, tuple)):
             listed = [str(a) for a in raw]
-            named = [listed[i + 1] for i, a in enumerate(listed[:-1]) if a == "--config"]
-            named += [a.split("=", 1)[1] for a in listed if a.startswith("--config=")]
+            named = [listed[i + 1] for i, a in enumerate(listed[:-1]) if a in ("--config", "-c")]
+            named += [a.split("=", 1)[1] for a in listed if a.startswith(("--config=", "-c="))]
             for name in named:
                 path = Path(name)
                 if path.is_file() and not path.read_text(errors="replace").strip():
@@ -662,9 +662,9 @@ class TaskonomyCLI(LightningCLI):
             return None
         if checkpoint_intact(last):
             return str(last)
-        others = sorted((p for p in folder.glob("*.ckpt") if p != last and checkpoint_intact(p)),
-                        key=lambda p: p.stat().st_mtime)
-        fallback = str(others[-1]) if others else None
+        others = sorted((p for p in folder.glob("*.ckpt") if p != last),
+                        key=lambda p: p.stat().st_mtime, reverse=True)
+        fallback = next((str(p) for p in others if checkpoint_intact(p)), None)
         warnings.warn(f"{last} is incomplete (the run was killed while saving); resuming from "
                       f"{fallback or 'scratch'}", RuntimeWarning, stacklevel=2)
         return fallback
@@ -835,7 +835,8 @@ class TaskonomyCLI(LightningCLI):
 def checkpoint_intact(path: Path) -> bool:
     """Whether ``path`` is a whole checkpoint: a zip archive whose members pass their CRC.
 
-    Reading it through costs about as much as loading it, once per resume.
+    Reading it through costs about as much as loading it (a resumed run's checkpoint, or a
+    given ``--ckpt_path``, is read twice).
     """
     try:
         with zipfile.ZipFile(path) as archive:

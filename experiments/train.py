@@ -13,7 +13,9 @@ prediction panels are drawn each validation epoch by
 
 from __future__ import annotations
 
+import contextlib
 import copy
+import io
 import math
 import sys
 import warnings
@@ -426,18 +428,25 @@ class TrainCLI(TaskonomyCLI):
         raw = sys.argv[1:] if args is None else args
         listed = [str(a) for a in raw] if isinstance(raw, (list, tuple)) else None
         self.explicit_keys = command_line_keys(listed) if listed is not None else set()
-        if listed is None or "--print_config" not in listed:
+        printing = [a for a in listed or [] if a.split("=", 1)[0] == "--print_config"]
+        if listed is None or not printing:
             super().parse_arguments(parser, args)
             return
-        super().parse_arguments(parser, [a for a in listed if a != "--print_config"])
+        flags = printing[-1].partition("=")[2].split(",")
+        try:  # without --print_config, to apply the overrides before printing
+            with contextlib.redirect_stderr(io.StringIO()):
+                super().parse_arguments(parser, [a for a in listed if a not in printing])
+        except SystemExit:  # e.g. no task yet: print the starter config as jsonargparse does
+            super().parse_arguments(parser, args)
+            return
         subcommand = self.config.get("subcommand")
         if subcommand is not None:
             self._apply_task_overrides(self.config[subcommand])
             sys.stdout.write(self._subcommand_parsers[subcommand].dump(
-                self.config[subcommand], skip_validation=True))
-        else:
-            sys.stdout.write(parser.dump(self.config, skip_validation=True))
-        sys.exit(0)
+                self.config[subcommand], skip_validation=True, skip_none="skip_null" in flags,
+                skip_default="skip_default" in flags))
+            sys.exit(0)
+        super().parse_arguments(parser, args)
 
     def _apply_task_overrides(self, namespace: Any) -> Path | None:
         """Apply the task's entry of the ``task_overrides`` file, if one is named.

@@ -227,9 +227,28 @@ def test_a_failed_or_refused_analysis_leaves_the_out_folder_as_it_was(tmp_path, 
 
     monkeypatch.setattr(analyze_command, "all_figures", broken)
     assert main([*args, "--budgets", "1..3", "--targets", "normal,reshading"]) == 130
-    assert "interrupted: the results folder is as it was before" in stderr(capsys)
+    assert "interrupted: the results folder holds the previous analysis" in stderr(capsys)
     assert contents() == before
-    assert {p.name for p in tmp_path.iterdir()} == {"runs", "out"}  # no staging folder left
+    assert {p.name for p in tmp_path.iterdir()} == {"runs", "out"}
+    assert not list(out.glob(".partial-*"))  # no staging folder left
+    monkeypatch.undo()
+
+    # A Ctrl-C while publishing waits until the new analysis is whole, summary included.
+    import os
+    import signal
+
+    publish = analyze_command._publish
+
+    def interrupted_publish(stage, folder):
+        os.kill(os.getpid(), signal.SIGINT)
+        return publish(stage, folder)
+
+    monkeypatch.setattr(analyze_command, "_publish", interrupted_publish)
+    assert main([*args, "--budgets", "1..3", "--targets", "normal,reshading"]) == 130
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["targets"] == ["normal", "reshading"]
+    assert all((out / name).is_file() for name in summary["files"])
+    assert not (out / "winrates" / "edge_texture.png").exists()
 
 
 def test_the_suites_warnings_print_as_one_line_without_source(tmp_path):

@@ -53,7 +53,7 @@ def test_an_empty_config_file_is_named(tmp_path: Path, capsys: pytest.CaptureFix
     empty.write_text("\n")
     assert main(["train", "fit", "--config", str(empty), "--model.task=normal"]) == 2
     assert f"config file {empty} is empty" in _error(capsys)
-    assert main(["transfer", "fit", f"--config={empty}"]) == 2
+    assert main(["transfer", "fit", "-c", str(empty)]) == 2
     assert f"config file {empty} is empty" in _error(capsys)
 
 

@@ -159,6 +159,16 @@ def test_print_config_shows_the_task_exceptions(capsys: pytest.CaptureFixture[st
     printed = yaml.safe_load(capsys.readouterr().out)
     assert printed["data"]["batch_size"] == get_spec("jigsaw").batch_size == 4
     assert printed["model"]["lr"] == 0.01
+    assert "ckpt_path" in printed and printed["ckpt_path"] is None  # unset keys are listed
+    with pytest.raises(SystemExit):  # jsonargparse's flags still work
+        TrainCLI(task_model, TaskonomyDataModule, args=[
+            "fit", "--config", str(CONFIGS / "paper.yaml"), "--model.task=jigsaw",
+            "--print_config=skip_null"])
+    printed = yaml.safe_load(capsys.readouterr().out)
+    assert printed["data"]["batch_size"] == 4 and "ckpt_path" not in printed
+    with pytest.raises(SystemExit) as stopped:  # no task yet: a starter config
+        TrainCLI(task_model, TaskonomyDataModule, args=["fit", "--print_config"])
+    assert stopped.value.code == 0 and "model:" in capsys.readouterr().out
 
 
 def test_a_class_weights_file_is_loaded_into_the_config(tmp_path: Path) -> None:

@@ -3,14 +3,17 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import math
 import os
 import shutil
+import signal
 import sys
 import tempfile
+import threading
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -40,7 +43,8 @@ from taskonomy.datamodules.domains import atomic_write_bytes
 COMMAND = ("analyze",)
 HELP = "Turn run records into win rates, AHP affinities, quality/gain, figures and taxonomies."
 #: What an interrupt (Ctrl-C) leaves, printed in its place.
-INTERRUPTED = "the results folder is as it was before; repeat the command"
+INTERRUPTED = ("the results folder holds the previous analysis, or the new one whole; repeat "
+               "the command")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -313,27 +317,43 @@ def _publish(stage: Path, out: Path) -> list[Path]:
     return published
 
 
-def _write_staged(out: Path, write: Callable[[Path], dict[str, Any] | None]) -> int:
-    """Run ``write`` into a staging folder beside ``out``, then publish it with its summary.
+@contextlib.contextmanager
+def _deferred_interrupt() -> Iterator[None]:
+    """Hold a Ctrl-C until the block is done (it is raised then), so the block runs whole."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    caught: list[int] = []
+    previous = signal.signal(signal.SIGINT, lambda signum, frame: caught.append(signum))
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
+    if caught:
+        raise KeyboardInterrupt
 
-    A failure or an interrupt part-way leaves ``out`` as it was (the staging folder is
-    removed); the summary, written last, names the files of one whole analysis.
+
+def _write_staged(out: Path, write: Callable[[Path], dict[str, Any] | None]) -> int:
+    """Run ``write`` into a staging folder inside ``out``, then publish it with its summary.
+
+    A failure or an interrupt while writing leaves ``out`` as it was (the staging folder is
+    removed); publishing (renames within one file system) holds a Ctrl-C until it is done, and
+    the summary, written last, names the files of one whole analysis.
 
     Returns:
         The number of files published.
     """
-    out.parent.mkdir(parents=True, exist_ok=True)
-    stage = Path(tempfile.mkdtemp(prefix=f".{out.name}.partial-", dir=out.parent))
+    out.mkdir(parents=True, exist_ok=True)
+    stage = Path(tempfile.mkdtemp(prefix=".partial-", dir=out))
     try:
         summary = write(stage)
-        out.mkdir(exist_ok=True)
-        paths = _publish(stage, out)
+        with _deferred_interrupt():
+            paths = _publish(stage, out)
+            if summary is not None:
+                paths.append(_write_summary(out, paths, summary))
     finally:
         shutil.rmtree(stage, ignore_errors=True)
-    if summary is None:  # nothing of a whole analysis (a novel-task placement alone)
-        return len(paths)
-    _write_summary(out, paths, summary)
-    return len(paths) + 1
+    return len(paths)
 
 
 def run(args: argparse.Namespace) -> int:
