@@ -66,6 +66,13 @@ def test_bad_values_are_rejected_too(tmp_path: Path, capsys: pytest.CaptureFixtu
     assert main(["sweep", "run", str(sweep), "--set", "novalue"]) == 2
     assert main(["sweep", "run", str(sweep), "--set", "runs_dir=/elsewhere"]) == 2
     assert "use --runs DIR" in capsys.readouterr().err
+    assert main(["sweep", "run", str(sweep), "--set", "data.root="]) == 2
+    assert "--set data.root= is empty" in capsys.readouterr().err
+    # A --set of a key the grid varies would train one thing under every point's name.
+    assert main(["sweep", "run", str(sweep), "--dry-run", "--set",
+                 "model.sources=[normal]"]) == 2
+    assert "would replace the grid's 2 values of model.sources" in " ".join(
+        capsys.readouterr().err.split())
     source_only = write_sweep(tmp_path / "source_only.yaml", {
         "model.target": {"values": ["jigsaw"]}, "model.sources": {"values": [["normal"]]}})
     assert main(["sweep", "run", str(source_only), "--dry-run"]) == 2

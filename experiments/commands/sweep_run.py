@@ -347,8 +347,28 @@ def extra_arguments(pairs: Sequence[str]) -> list[str]:
             raise ValueError(f"--set {key.lstrip('-')}=... would move the points' records out of "
                              "the executor's sight; it names each run itself: use --runs DIR "
                              "for the runs folder")
+        if key.lstrip("-") == "data.root" and not value.strip():
+            raise ValueError("--set data.root= is empty; give the shard root (--set "
+                             "data.root=/data/shards)")
         extra.append(f"--{key.lstrip('-')}={value}")
     return extra
+
+
+def check_set_against_grid(extra: Sequence[str], parameters: dict[str, list[Any]]) -> None:
+    """Refuse a ``--set`` of a key the grid varies: every point would train the same thing.
+
+    Raises:
+        ValueError: Naming the parameter and its values.
+    """
+    for argument in extra:
+        key = argument[2:].split("=", 1)[0]
+        values = parameters.get(key, [])
+        if len(values) > 1:
+            raise ValueError(
+                f"--set {key}=... would replace the grid's {len(values)} values of {key} "
+                f"({', '.join(map(str, values[:5]))}{', ...' if len(values) > 5 else ''}) in "
+                "every point, under each point's own name; drop it, or edit the sweep file"
+            )
 
 
 def matching_task_sweep(path: Path) -> Path | None:
@@ -387,6 +407,7 @@ def run(args: argparse.Namespace) -> int:
         raise ValueError(f"--runs {args.runs} is a file; it names the folder of the run folders")
     sweep = load_sweep_file(args.file)
     extra = extra_arguments(args.set)
+    check_set_against_grid(extra, sweep.parameters)
     console = Console()
     points = sweep.points(extra)
     indexes: dict[str, Any] = {}  # each task-runs folder is scanned once
