@@ -1125,6 +1125,8 @@ def register_task_run(module: TaskModule, runs_dir: str | os.PathLike[str], *,
     """
     task = module.spec.name
     run_id = run_id or f"task__{task}__{regime}__registered"
+    # Validates the run id (it names a folder) before the weights are written.
+    RunRecord(run_id=run_id, role="task", target=task, regime=regime)
     folder = record_path(runs_dir, run_id).parent
     checkpoint = Path("checkpoints") / "last.ckpt"
     buffer = io.BytesIO()

@@ -138,6 +138,24 @@ def test_mismatched_or_foreign_files_are_refused(tmp_path: Path) -> None:
     assert "weights_only=False" not in str(caught.value)
 
 
+def test_a_bad_run_id_or_task_name_writes_nothing(tmp_path: Path,
+                                                  capsys: pytest.CaptureFixture[str]) -> None:
+    encoder = _save(tmp_path / "normal_encoder-aa11.pth", "encoder")
+    runs = tmp_path / "runs"
+    for bad in ("normal/v2", "../x"):
+        assert cli(["weights", "import", str(encoder), "--runs_dir", str(runs),
+                    "--run_id", bad]) == 2
+        assert "run_id must be" in capsys.readouterr().err
+    assert not runs.exists() and not (tmp_path / "x").exists()
+    typo = _save(tmp_path / "nromal_encoder-dd44.pth", "encoder")
+    assert cli(["weights", "import", str(encoder), str(typo), "--runs_dir", str(runs)]) == 2
+    assert "nromal" in capsys.readouterr().err and not runs.exists()
+    cut = tmp_path / "reshading_encoder-cc33.pth"
+    cut.write_bytes(encoder.read_bytes()[:100])
+    assert cli(["weights", "import", str(encoder), str(cut), "--runs_dir", str(runs)]) == 2
+    assert "imported already: normal" in " ".join(capsys.readouterr().err.split())
+
+
 def test_an_import_never_replaces_a_trained_run_but_may_replace_an_import(tmp_path: Path) -> None:
     runs = tmp_path / "runs"
     trained = build_task("normal", encoder="resnet50", resolution=256)

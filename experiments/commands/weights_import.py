@@ -59,11 +59,21 @@ def run(args: argparse.Namespace) -> int:
         if getattr(args, option) is not None and len(pairs) > 1:
             raise ValueError(f"--{option} is of one task, but the files are of {len(pairs)} "
                              "tasks; import that task alone")
+    for task in pairs:  # every name, before any file is converted
+        get_spec(task)
     console = Console()
+    imported: list[str] = []
     for task, parts in sorted(pairs.items()):
-        record = import_visualpriors(args.runs_dir, parts["encoder"], parts.get("decoder"),
-                                     task=task, run_id=args.run_id,
-                                     class_weights=args.class_weights)
+        try:
+            record = import_visualpriors(args.runs_dir, parts["encoder"], parts.get("decoder"),
+                                         task=task, run_id=args.run_id,
+                                         class_weights=args.class_weights)
+        except (ValueError, FileNotFoundError) as error:
+            if not imported:
+                raise
+            raise ValueError(f"{task}: {error} (imported already: {', '.join(imported)}; "
+                             "import the rest once fixed)") from None
+        imported.append(task)
         head = "with its decoder" if "decoder" in parts else "encoder only (a source, not `self`)"
         console.print(f"{task}: task run {record.run_id} in {args.runs_dir}, {head}")
         if uses_class_weights(get_spec(task)) and args.class_weights is None:
