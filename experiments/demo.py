@@ -349,6 +349,11 @@ class Demo:
         self.workers = workers
         self.console = console or Console()
         self.result = DemoResult(self.out, settings)
+        if (self.out.is_dir() and not (self.out / STATE_FILE).is_file()
+                and any(self.out.iterdir())):
+            # Its runs would join the demo's analysis, and its files the demo's data.
+            raise ValueError(f"--out {self.out} holds files that no demo made (no {STATE_FILE}); "
+                             "choose a new or empty folder")
         self.state = _load_state(self.out)
         previous = self.state.get("settings")
         if previous is not None and previous != _settings_key(settings):
@@ -360,6 +365,8 @@ class Demo:
             )
         self.state["settings"] = _settings_key(settings)
         self.state.setdefault("stages", {})
+        self.out.mkdir(parents=True, exist_ok=True)
+        _save_state(self.out, self.state)  # claims the folder, even if the first stage is killed
 
     # ------------------------------------------------------------------ helpers
     def path(self, name: str) -> Path:

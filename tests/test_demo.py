@@ -63,6 +63,11 @@ def test_bad_settings_name_the_problem(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match=r"transfer_limit=256 exceeds the 60 training images "
                        r"\(4 training buildings × 5 points × 3 views\)"):
         DemoSettings(buildings=8).check()  # before any building is rendered
+    other = tmp_path / "other"
+    (other / "runs").mkdir(parents=True)
+    with pytest.raises(ValueError, match="holds files that no demo made"):
+        run_demo(other, ["normal", "reshading"])
+    assert [p.name for p in other.iterdir()] == ["runs"]
 
 
 def test_minimal_demo_end_to_end_and_rerun_redoes_nothing(tmp_path: Path) -> None:
