@@ -679,6 +679,9 @@ class TaskonomyDataModule(L.LightningDataModule):
         self.domains = list(dict.fromkeys(task_domains(self.tasks) + list(domains)))
         if resolution < 8:
             raise ValueError(f"resolution must be at least 8, got {resolution}")
+        if limit is not None and limit < 1:
+            raise ValueError(f"data.limit must be at least 1 (or null: the whole split), got "
+                             f"{limit}")
         if batch_size < 1:  # before the run exists (the loader would say so once it does)
             raise ValueError(f"data.batch_size must be at least 1, got {batch_size}")
         if num_workers < 0:
@@ -726,6 +729,11 @@ class TaskonomyDataModule(L.LightningDataModule):
             split = self.splits[role]
             if split is not None and split not in self.manifests:
                 self.manifests[split] = self._check_split(split)
+            if role == "train" and split is not None and self.limit is not None:
+                count = int(self.manifests[split]["count"])
+                if self.limit > count:  # found here, before a run exists, not when training
+                    raise ValueError(f"data.limit {self.limit} exceeds the {count} samples of "
+                                     f"split {split!r}; lower it or pack more buildings")
 
     def _manifest(self, role: str) -> tuple[str, dict[str, Any]]:
         split = self.splits[role]

@@ -219,6 +219,12 @@ def test_a_failed_or_refused_analysis_leaves_the_out_folder_as_it_was(tmp_path, 
     assert main([*args, "--budgets", "1", "--figure-budgets", "-2"]) == 2
     assert "--figure-budgets -2: budgets must be integers ≥ 0" in stderr(capsys)
 
+    # A new --out is not left behind, empty, by a failed analysis.
+    assert main(["analyze", str(runs), "--out", str(tmp_path / "new"), "--novel-task",
+                 "no_such_task"]) == 2
+    capsys.readouterr()
+    assert not (tmp_path / "new").exists()
+
     # A failure part-way (here: drawing the figures) publishes nothing of the new analysis.
     import taskonomy.experiments.commands.analyze as analyze_command
 

@@ -67,4 +67,8 @@ def test_a_bad_batch_size_is_refused_before_the_run_exists(
     assert "data.batch_size must be at least 1, got -4" in _error(capsys)
     assert main([*args, "--data.num_workers=-1"]) == 2
     assert "data.num_workers must be ≥ 0" in _error(capsys)
+    assert main([*args, "--data.limit=0"]) == 2
+    assert "data.limit must be at least 1" in _error(capsys)
+    assert main([*args, "--data.limit=100000"]) == 2
+    assert "data.limit 100000 exceeds the" in _error(capsys)
     assert not (tmp_path / "runs").exists()

@@ -343,6 +343,7 @@ def _write_staged(out: Path, write: Callable[[Path], dict[str, Any] | None]) -> 
     Returns:
         The number of files published.
     """
+    created = not out.exists()
     out.mkdir(parents=True, exist_ok=True)
     stage = Path(tempfile.mkdtemp(prefix=".partial-", dir=out))
     try:
@@ -351,8 +352,12 @@ def _write_staged(out: Path, write: Callable[[Path], dict[str, Any] | None]) -> 
             paths = _publish(stage, out)
             if summary is not None:
                 paths.append(_write_summary(out, paths, summary))
-    finally:
+    except BaseException:
         shutil.rmtree(stage, ignore_errors=True)
+        if created and not any(out.iterdir()):  # no empty results folder after an error
+            out.rmdir()
+        raise
+    shutil.rmtree(stage, ignore_errors=True)
     return len(paths)
 
 
