@@ -428,8 +428,9 @@ def parse_transfer(text: str) -> tuple[str, list[str]]:
         ValueError: The text is not of that form.
     """
     target, sep, rest = text.partition(":")
-    sources = [s for s in rest.split("+") if s]
-    if not sep or not target or not sources:
+    sources = rest.split("+")
+    # An empty part ('a:b+') is refused: it would name the same transfer under another run id.
+    if not sep or not target or not all(s.strip() for s in sources):
         raise ValueError(
             f"transfer {text!r} must read 'target:source[+source...]', e.g. "
             "'normal:reshading+depth_zbuffer' or 'normal:pixels'"

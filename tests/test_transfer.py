@@ -56,8 +56,9 @@ def test_identity_sorts_sources_and_names_baselines() -> None:
     spelled = resolve_identity(None, None, transfer="normal:reshading+depth_zbuffer")
     assert spelled == ident
     assert parse_transfer("room_layout:random") == ("room_layout", ["random"])
-    with pytest.raises(ValueError, match="target:source"):
-        parse_transfer("normal")
+    for bad in ("normal", "normal:reshading+", "normal:+reshading", "normal:a++b", "normal:"):
+        with pytest.raises(ValueError, match="target:source"):
+            parse_transfer(bad)
     with pytest.raises(ValueError, match="unknown kind"):
         resolve_identity("normal", None, "bogus")
     with pytest.raises(ValueError, match="takes no sources"):
