@@ -317,6 +317,11 @@ class AffinityTable:
             raise ValueError(f"unknown {role} {name!r}; valid {role}s: {', '.join(valid)}")
 
 
+
+def _row_name(index: int) -> str:
+    """A table row as a user finds it: counted from 1, and its line in a CSV with a header."""
+    return f"row {index + 1} (line {index + 2} of a CSV file)"
+
 def _validate(frame: pd.DataFrame) -> pd.DataFrame:
     """Check and canonicalize a DataFrame into the table format (returns a new frame)."""
     if not isinstance(frame, pd.DataFrame):
@@ -356,7 +361,7 @@ def _validate(frame: pd.DataFrame) -> pd.DataFrame:
         if wrong.any():
             index = int(np.flatnonzero(wrong)[0])
             raise ValueError(
-                f"row {index}: order {frame['order'].iloc[index]!r} does not match sources "
+                f"{_row_name(index)}: order {frame['order'].iloc[index]} does not match sources "
                 f"{canonical[index]!r} (expected {orders[index]}; baselines have order 0)"
             )
     out["order"] = np.asarray(orders, dtype=np.int64)
@@ -371,7 +376,7 @@ def _validate(frame: pd.DataFrame) -> pd.DataFrame:
             raise ValueError(f"column {column!r} must be numeric: {error}") from error
         if column == "affinity" and np.isnan(values).any():
             row = int(np.flatnonzero(np.isnan(values))[0])
-            raise ValueError(f"row {row}: affinity is missing; every candidate needs one")
+            raise ValueError(f"{_row_name(row)}: affinity is missing; every candidate needs one")
         finite = values[~np.isnan(values)]
         if column != "affinity" and ((finite < 0) | (finite > 1)).any():
             raise ValueError(f"column {column!r} holds win rates and must lie in [0, 1]")

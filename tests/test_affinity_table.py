@@ -53,7 +53,8 @@ def test_join_and_split_sources():
     [
         (lambda f: f.drop(columns=["affinity"]), "lacks column"),
         (lambda f: pd.concat([f, f.iloc[:1]]), "duplicate rows"),
-        (lambda f: f.assign(order=[0, 0, 1, 1, 1, 0, 0, 2]), "does not match"),
+        (lambda f: f.assign(order=[0, 0, 1, 1, 1, 0, 0, 2]),
+         r"row 5 \(line 6 of a CSV file\): order 1 does not match"),
         (lambda f: f.assign(quality=[2.0] + [0.5] * 7), r"\[0, 1\]"),
         (lambda f: f.assign(affinity=["x"] + [0.1] * 7), "numeric"),
         (lambda f: f.assign(target=["self"] + ["normal"] * 7), "baseline"),
