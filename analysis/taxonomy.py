@@ -316,13 +316,15 @@ def parse_range(text: str) -> list[int]:
     try:
         if ".." in text:
             low, high = (int(part) for part in text.split("..", 1))
-            if high < low:
-                raise ValueError
-            return list(range(low, high + 1))
-        return [int(part) for part in text.split(",") if part.strip()]
+        else:
+            return [int(part) for part in text.split(",") if part.strip()]
     except ValueError:
         raise ValueError(f"budget range {text!r} is not of the form A..B (e.g. 1..26) or a "
                          "comma list of integers") from None
+    if high < low:
+        raise ValueError(f"budget range {text!r} runs backwards; write it from low to high "
+                         f"({high}..{low})")
+    return list(range(low, high + 1))
 
 
 @dataclass(frozen=True)

@@ -127,7 +127,7 @@ def test_budget_sweep_json_reports_each_status(capsys):
         (["--budget", "0"], "smallest budget .* is 1"),
         (["--budget", "2", "--importance", "normal"], "task=number"),
         (["--budget", "2", "--cost", "warp=1"], "unknown task"),
-        (["--budget-sweep", "5..1"], "A..B"),
+        (["--budget-sweep", "5..1"], "runs backwards"),
         ([], "exactly one of --budget"),
         (["--budget", "2", "--affinities", "nowhere.csv"], "neither a shipped data set"),
         (["--budget", "2", "--max-order", "0"], "max-order"),
