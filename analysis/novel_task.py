@@ -14,6 +14,7 @@ each target, which only a joint analysis of all records can do (:func:`source_us
 
 from __future__ import annotations
 
+import difflib
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
@@ -140,10 +141,13 @@ def place_novel_task_from_records(records: Sequence[RunRecord], task: str,
     """
     own = [r for r in records if r.target == task]
     if not any(r.role == "transfer" for r in own):
-        targets_seen = sorted({r.target for r in records})
+        targets_seen = sorted({r.target for r in records if r.role == "transfer"})
+        near = difflib.get_close_matches(task, targets_seen, n=1)
+        typo = f" (did you mean {near[0]!r}?)" if near else ""
         raise ValueError(
-            f"no transfer records into the novel task {task!r}; record transfers whose target "
-            f"is {task!r} (targets in these records: {', '.join(targets_seen) or 'none'})"
+            f"no transfer records into the novel task {task!r}{typo}. Record transfers whose "
+            f"target is {task!r} (targets of transfers in these records: "
+            f"{', '.join(targets_seen) or 'none'})"
         )
     if task in base.targets():
         merge_target(base, base, task)  # raises the explanatory error

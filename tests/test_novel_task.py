@@ -93,6 +93,8 @@ def test_novel_task_bad_input():
     recs = _novel_records(rng, keys, {"normal": 0.1})
     with pytest.raises(ValueError, match="no transfer records into the novel task 'other'"):
         place_novel_task_from_records(recs, "other", base, budget=2)
+    with pytest.raises(ValueError, match="'surface_wetnes' \\(did you mean 'surface_wetness'"):
+        place_novel_task_from_records(recs, "surface_wetnes", base, budget=2)
     moved = [RunRecord.from_dict({**r.to_dict(), "target": "normal"}) for r in recs]
     with pytest.raises(ValueError, match="already a target of the base"):
         place_novel_task_from_records(moved, "normal", base, budget=2)
