@@ -144,9 +144,10 @@ def overlapping(a: dict[str, Any], b: dict[str, Any]) -> bool:
     ra, rb = parse_key(a["__key__"]), parse_key(b["__key__"])
     if ra.building != rb.building or ra.point == rb.point:
         return False
-    seen_a, seen_b = _points_in_view(a), _points_in_view(b)
-    return (rb.point in seen_a or ra.point in seen_b or not seen_a.isdisjoint(seen_b)
-            or _listed_in_matches(a, b) or _listed_in_matches(b, a))
+    # Each image shows its own point (at its centre) and the points it sees.
+    shown_a, shown_b = _points_in_view(a) | {ra.point}, _points_in_view(b) | {rb.point}
+    return (not shown_a.isdisjoint(shown_b) or _listed_in_matches(a, b)
+            or _listed_in_matches(b, a))
 
 
 def _with_lookahead(groups: Iterable[Sequence[dict[str, Any]]], size: int

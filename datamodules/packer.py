@@ -25,7 +25,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -347,6 +347,16 @@ def _load_or_make_plan(config: PackConfig, progress: bool = False) -> dict[str, 
     return plan
 
 
+def _map_in_workers(function: Callable[..., Any], args: Sequence[tuple[Any, ...]],
+                    workers: int) -> Iterator[Any]:
+    """``function`` over argument tuples, in order; in ``workers`` processes when above 1."""
+    if workers == 1 or not args:
+        yield from (function(*job) for job in args)
+        return
+    with worker_pool(workers) as pool:
+        yield from pool.map(function, *zip(*args, strict=True))
+
+
 def _building_views(layout: SourceLayout, building: str, point_order: str) -> BuildingOrder:
     views = layout.views(building)
     if point_order == "number":
@@ -364,17 +374,10 @@ def _ordered_views(config: PackConfig, layout: SourceLayout, buildings: list[str
     orders: list[BuildingOrder] = []
     with bar:
         task = bar.add_task(f"planning {config.split} (buildings)", total=len(buildings))
-        args = ([layout] * len(buildings), buildings, [config.point_order] * len(buildings))
-        if config.workers == 1:
-            results = map(_building_views, *args)
-            for order in results:
-                orders.append(order)
-                bar.advance(task)
-        else:
-            with worker_pool(config.workers) as pool:
-                for order in pool.map(_building_views, *args):
-                    orders.append(order)
-                    bar.advance(task)
+        args = [(layout, building, config.point_order) for building in buildings]
+        for order in _map_in_workers(_building_views, args, config.workers):
+            orders.append(order)
+            bar.advance(task)
     sources = sorted({o.source for o in orders})
     summary = {
         "kind": config.point_order,
@@ -549,13 +552,8 @@ def _run_jobs(config: PackConfig, source: str, layout_kind: str, split_dir: Path
             if on_progress is not None:
                 on_progress(done, views)
 
-        if config.workers == 1:
-            for job in args:
-                advance(_pack_one(*job))
-        else:
-            with worker_pool(config.workers) as pool:
-                for record in pool.map(_pack_one, *zip(*args, strict=True)) if args else ():
-                    advance(record)
+        for record in _map_in_workers(_pack_one, args, config.workers):
+            advance(record)
 
 
 def _grouping(plan: dict[str, Any]) -> str:

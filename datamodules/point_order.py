@@ -86,8 +86,7 @@ def visibility_order(points: Sequence[str], shows: dict[str, set[str]]) -> list[
     index = {p: i for i, p in enumerate(points)}
     n = len(points)
     # Nodes 0..n-1 are the points, n..2n-1 the points as seen: one edge per sighting.
-    pairs = sorted({(index[p], n + index[q]) for p in points for q in shows.get(p, ()) if q != p}
-                   | {(index[p], n + index[p]) for p in points})
+    pairs = sorted({(index[p], n + index[q]) for p in points for q in shows.get(p, set()) | {p}})
     if len(pairs) == n:  # nothing but the points themselves
         return list(points)
     rows, cols = np.array(pairs).T

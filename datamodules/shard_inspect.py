@@ -254,7 +254,9 @@ def repack_hint(root: str | os.PathLike[str], split: str) -> str:
     one to repeat; the options the plan records are filled in.
     """
     manifest = read_manifest(str(root), split)
-    plan_path = Path(str(root)) / split / "plan.json"
+    from taskonomy.datamodules.packer import PLAN_NAME
+
+    plan_path = Path(str(root)) / split / PLAN_NAME
     identity: dict[str, Any] = {}
     if plan_path.is_file():
         identity = json.loads(plan_path.read_text()).get("identity", {})

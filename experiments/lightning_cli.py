@@ -73,7 +73,8 @@ from taskonomy.analysis.records import (
     write_record,
 )
 from taskonomy.datamodules.datamodule import SkippedSamplesCallback, TaskonomyDataModule
-from taskonomy.experiments.sweep_files import WANDB_PROJECT, file_digest
+from taskonomy.datamodules.shards import is_url
+from taskonomy.experiments.sweep_files import WANDB_PROJECT, config_paths, file_digest
 from taskonomy.tasks.specs import metric_key
 
 #: Top-level arguments the base class adds to every subcommand.
@@ -347,10 +348,7 @@ class TaskonomyCLI(LightningCLI):
         """
         raw = sys.argv[1:] if args is None else args
         if isinstance(raw, (list, tuple)):
-            listed = [str(a) for a in raw]
-            named = [listed[i + 1] for i, a in enumerate(listed[:-1]) if a in ("--config", "-c")]
-            named += [a.split("=", 1)[1] for a in listed if a.startswith(("--config=", "-c="))]
-            for name in named:
+            for name in config_paths([str(a) for a in raw]):
                 path = Path(name)
                 if path.is_file() and not path.read_text(errors="replace").strip():
                     raise ValueError(f"config file {name} is empty; give a YAML mapping of "
@@ -365,7 +363,7 @@ class TaskonomyCLI(LightningCLI):
         """
         subcommand = self.config.get("subcommand")
         path = self.config[subcommand].get("ckpt_path") if subcommand else None
-        if path and "://" not in str(path) and str(path) not in ("last", "best", "hpc") and (
+        if path and not is_url(path) and str(path) not in ("last", "best", "hpc") and (
                 not checkpoint_intact(Path(path))):
             raise ValueError(f"--ckpt_path {path} is not a complete Lightning checkpoint "
                              "(missing, cut short or damaged); give another one, or leave it "

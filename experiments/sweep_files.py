@@ -148,9 +148,9 @@ class SweepFile:
 
 
 def config_paths(argv: Sequence[str]) -> list[str]:
-    """The config files a command line names (``--config F``, ``-c F``, ``--config=F``)."""
+    """The config files a command line names (``--config F``, ``-c F``, ``--config=F``...)."""
     named = [argv[i + 1] for i, a in enumerate(argv[:-1]) if a in ("--config", "-c")]
-    return named + [a.split("=", 1)[1] for a in argv if a.startswith("--config=")]
+    return named + [a.split("=", 1)[1] for a in argv if a.startswith(("--config=", "-c="))]
 
 
 def label_set_paths(argv: Sequence[str]) -> list[str]:

@@ -29,6 +29,8 @@ from rich.table import Table
 
 COMMAND = ("sweep", "run")
 HELP = "run a W&B grid sweep file locally (skips finished points; resumable)"
+#: What an interrupt (Ctrl-C) leaves, printed in its place.
+INTERRUPTED = "finished points are kept; run the same command again to run the rest"
 
 
 class _Parsed(Exception):
@@ -467,13 +469,8 @@ def run(args: argparse.Namespace) -> int:
     slots = gpu_slots(visible_gpus(), args.workers, args.gpus_per_point)
     if slots is not None and args.workers > 1:
         console.print("GPUs per worker: " + "; ".join(slots))
-    try:
-        results = run_sweep(sweep, args.runs, workers=args.workers, extra_args=extra,
-                            device_slots=slots, start=args.start)
-    except KeyboardInterrupt:
-        console.print(f"[yellow]interrupted[/yellow]: finished points are kept; run the same "
-                      f"command again to run the rest (runs folder {args.runs})")
-        return 130
+    results = run_sweep(sweep, args.runs, workers=args.workers, extra_args=extra,
+                        device_slots=slots, start=args.start)
     counts: dict[str, int] = {}
     for result in results:
         counts[result.outcome] = counts.get(result.outcome, 0) + 1
