@@ -279,6 +279,11 @@ def test_cli_synth_and_its_errors(tmp_path, capsys):
                  "--split", "val"]) == 2
     assert "lists no 'val' buildings" in capsys.readouterr().err
     assert not (tmp_path / "shards").exists()
+    # A count beside names would be dropped silently: refused before anything is written.
+    assert main(["data", "synth", "--out", str(tmp_path / "named"), "--buildings", "5",
+                 "--names", "a", "b"]) == 2
+    assert "--buildings 5 with --names" in capsys.readouterr().err
+    assert not (tmp_path / "named").exists()
 
 
 @pytest.mark.skipif((os.cpu_count() or 1) < 2, reason="needs two cores")

@@ -17,7 +17,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--out", required=True, help="output folder (new, empty, or a run to resume)",
     )
-    parser.add_argument("--buildings", type=int, default=3, help="number of buildings")
+    parser.add_argument("--buildings", type=int, default=None,
+                        help="number of buildings (default 3; not with --names or --splits)")
     parser.add_argument("--names", nargs="+", default=None,
                         help="explicit building names (instead of --buildings)")
     parser.add_argument("--resolution", type=int, default=256, help="image side in pixels")
@@ -34,8 +35,15 @@ def run(args: argparse.Namespace) -> int:
     from taskonomy.datamodules.synth import read_split_csv, synthesize
     from taskonomy.datamodules.synth.dataset import SPLITS
 
+    if args.buildings is not None and (args.names or args.splits is not None):
+        # The names (or the split file) fix the count; a second count would be dropped.
+        raise ValueError(
+            f"--buildings {args.buildings} with --{'names' if args.names else 'splits'}: the "
+            "building names fix the count; drop --buildings, or drop the names to render "
+            "numbered buildings"
+        )
     split_names = None
-    buildings: int | list[str] = args.buildings
+    buildings: int | list[str] = 3 if args.buildings is None else args.buildings
     if args.splits is not None:
         split_names = read_split_csv(args.splits)
         buildings = args.names or list(split_names)
