@@ -31,8 +31,9 @@ _MACROS = ("${env}", "${interpreter}", "${program}", "${args}", "${args_no_hyphe
 _UNSUPPORTED_MACROS = ("${args_json_file}", "${args_no_boolean_flags}", "${args_no_equals}",
                        "${args_append_hydra}", "${args_override_hydra}")
 _DEFAULT_COMMAND = ["${env}", "${interpreter}", "${program}", "${args}"]
-#: Arguments naming label-set files (their contents make the labels).
-_LABEL_SET_ARGS = ("--data.ab_bins", "--data.jigsaw_permutations")
+#: Arguments naming label-set files (their contents make the labels): the datamodule's
+#: ``LABEL_SET_OPTIONS``, spelled out so that reading a sweep file does not import OpenCV.
+LABEL_SET_ARGS = ("--data.ab_bins", "--data.jigsaw_permutations")
 
 
 @dataclass(frozen=True)
@@ -89,7 +90,7 @@ class SweepFile:
             # A config or label-set file among the parameters counts by its contents too.
             files = {name: config_digest(value) if name == "config" else file_digest(value)
                      for name, value in params.items()
-                     if (name == "config" or f"--{name}" in _LABEL_SET_ARGS)
+                     if (name == "config" or f"--{name}" in LABEL_SET_ARGS)
                      and isinstance(value, str) and Path(value).is_file()}
             point_context = (context if not files
                              else f"{context}\n{json.dumps(files, sort_keys=True)}")
@@ -155,8 +156,8 @@ def config_paths(argv: Sequence[str]) -> list[str]:
 
 def label_set_paths(argv: Sequence[str]) -> list[str]:
     """The label-set files a command line names (``--data.ab_bins F`` or ``=F``, and jigsaw's)."""
-    named = [argv[i + 1] for i, a in enumerate(argv[:-1]) if a in _LABEL_SET_ARGS]
-    return named + [a.split("=", 1)[1] for a in argv if a.split("=", 1)[0] in _LABEL_SET_ARGS
+    named = [argv[i + 1] for i, a in enumerate(argv[:-1]) if a in LABEL_SET_ARGS]
+    return named + [a.split("=", 1)[1] for a in argv if a.split("=", 1)[0] in LABEL_SET_ARGS
                     and "=" in a]
 
 
@@ -197,7 +198,7 @@ def config_label_sets(files: Sequence[Path]) -> list[Path]:
 
     Names are resolved against the working directory, as the CLI reads them.
     """
-    keys = {argument.rsplit(".", 1)[1] for argument in _LABEL_SET_ARGS}
+    keys = {argument.rsplit(".", 1)[1] for argument in LABEL_SET_ARGS}
     found: list[Path] = []
 
     def visit(data: Any) -> None:

@@ -174,3 +174,10 @@ def test_a_transfer_sweep_names_the_task_sweep_of_its_setting() -> None:
         sweeps / "tasks_cpu.yaml")
     assert matching_task_sweep(sweeps / "transfers_demo_cpu.yaml") == sweeps / "tasks_demo_cpu.yaml"
     assert matching_task_sweep(sweeps / "higher_order.yaml") is None
+
+
+def test_the_label_set_arguments_are_the_datamodules_label_set_options() -> None:
+    from taskonomy.datamodules.selfsupervised import LABEL_SET_OPTIONS
+    from taskonomy.experiments.sweep_files import LABEL_SET_ARGS
+
+    assert LABEL_SET_ARGS == tuple(f"--data.{option}" for option in LABEL_SET_OPTIONS)
