@@ -79,8 +79,9 @@ from taskonomy.tasks.specs import metric_key
 
 #: Top-level arguments the base class adds to every subcommand.
 RUN_ARGUMENTS = ("run_id", "runs_dir", "regime", "test_checkpoint")
-#: Config keys left out of the run-id hash: they name the run or where it lives, not what it is.
-_UNHASHED = (*RUN_ARGUMENTS, "config", "ckpt_path")
+#: Config keys left out of the run-id hash: they name the run or where it lives, not what it is
+#: (``task_overrides_keep`` says why a value beat a task override; the value is hashed).
+_UNHASHED = (*RUN_ARGUMENTS, "config", "ckpt_path", "task_overrides_keep")
 #: Name of the checkpoint folder inside a run folder.
 CHECKPOINT_DIR = "checkpoints"
 #: The checkpoint that resumes a run.
@@ -718,11 +719,12 @@ class TaskonomyCLI(LightningCLI):
         def setting(config: dict[str, Any]) -> dict[str, Any]:
             # Left out: where it resumed from, the source runs found (a retrained source makes
             # a stale transfer, which `sweep run --redo-stale` handles), what testing added,
-            # where the task overrides file lies (its values are in the config), and class
-            # weights that fitting resolves (`auto` or a file becomes the list).
+            # where the task overrides file lies and which keys beat it (the values are in the
+            # config), and class weights that fitting resolves (`auto` or a file becomes the
+            # list).
             out = {k: v for k, v in config.items() if k not in (
                 "ckpt_path", "source_runs", ENCODER_FINGERPRINT_KEY, "task_overrides",
-                CONFIG_FILES_KEY)}
+                "task_overrides_keep", CONFIG_FILES_KEY)}
             model = out.get("model")
             if isinstance(model, dict) and "class_weights" in model:
                 out["model"] = {**model, "class_weights": None}

@@ -400,6 +400,11 @@ class TrainCLI(TaskonomyCLI):
                  "A relative path is looked up beside the --config files, in the working "
                  "directory, then among the packaged configs, so a run's saved config.yaml "
                  "works from any folder.")
+        parser.add_argument(
+            "--task_overrides_keep", type=list[str] | None, default=None,
+            help="dotted keys (data.batch_size) that keep their configured value over the task "
+                 "overrides. A run's saved config.yaml lists here the keys typed on its command "
+                 "line, so that a rerun from it keeps them.")
         parser.link_arguments("model.task", "data.tasks", compute_fn=_as_task_list)
         parser.link_arguments("model.resolution", "data.resolution")
 
@@ -461,8 +466,23 @@ class TrainCLI(TaskonomyCLI):
         given_here = "task_overrides" in getattr(self, "explicit_keys", set())
         found = find_task_overrides(path, [] if given_here else [
             Path(str(getattr(c, "absolute", c))).parent for c in namespace.get("config") or []])
-        apply_task_overrides(namespace, load_task_overrides(found),
-                             getattr(self, "explicit_keys", set()))
+        overrides = load_task_overrides(found)
+        typed: set[str] = getattr(self, "explicit_keys", set())
+        for name in namespace.get("task_overrides_keep") or []:
+            section, _, key = str(name).partition(".")
+            group = namespace.get(section)
+            if group is None or not hasattr(group, "__contains__") or key not in group:
+                raise ValueError(f"task_overrides_keep names {name!r}, which the config does not "
+                                 "have; name dotted keys such as data.batch_size")
+        apply_task_overrides(namespace, overrides,
+                             typed | set(namespace.get("task_overrides_keep") or []))
+        # The saved config.yaml cannot tell a typed value from a configured one: it names the
+        # typed keys that an override would replace, so that a rerun from it keeps them too.
+        listed = {f"{section}.{key}" for section, values
+                  in overrides.get(namespace.get("model", {}).get("task"), {}).items()
+                  for key in values}
+        kept = sorted(set(namespace.get("task_overrides_keep") or []) | (typed & listed))
+        namespace["task_overrides_keep"] = kept or None
         return found
 
     def before_instantiate_classes(self) -> None:

@@ -476,6 +476,30 @@ def test_a_runs_saved_config_runs_from_any_folder(tiny_shards: Path, tmp_path: P
     assert read_record(record_path(runs, "here")).config["model"]["lr"] == 0.003
 
 
+def test_a_typed_value_beats_a_task_override_in_a_rerun_from_the_saved_config(
+        tiny_shards: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+        capsys: pytest.CaptureFixture[str]) -> None:
+    # The saved config.yaml names the typed keys an override would replace: a rerun from it
+    # is the same run (finished, not retrained with the override's value).
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    overrides = tmp_path / "exceptions.yaml"
+    overrides.write_text("normal: {model: {lr: 0.002}, data: {batch_size: 3}}\n")
+    runs = tmp_path / "runs"
+    args = ["train", "fit", "--config", str(tiny_config(tmp_path, tiny_shards)),
+            "--model.task=normal", f"--runs_dir={runs}", "--trainer.logger=false",
+            f"--task_overrides={overrides}"]
+    assert taskonomy_main([*args, "--model.lr=0.005"]) == 0
+    (record,) = read_records(runs)
+    assert record.config["model"]["lr"] == 0.005 and record.config["data"]["batch_size"] == 3
+    assert record.config["task_overrides_keep"] == ["model.lr"]
+    saved = runs / record.run_id / "config.yaml"
+    assert taskonomy_main([*args[:2], "--config", str(saved), *args[4:]]) == 0
+    assert "is already finished" in capsys.readouterr().out
+    # The key list is checked.
+    assert taskonomy_main([*args, "--task_overrides_keep=[model.lrr]"]) == 2
+    assert "task_overrides_keep names 'model.lrr'" in capsys.readouterr().err
+
+
 def test_the_failing_rank_records_its_cause(tmp_path: Path) -> None:
     # A rank that fails alone gets rank 0 killed or cut off: it writes its cause itself, and
     # rank 0, if it gets there, adds its own (a lost connection) instead of replacing it.
