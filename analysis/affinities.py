@@ -17,6 +17,7 @@ since been retrained: a warning lists those transfers.
 from __future__ import annotations
 
 import warnings
+from collections import Counter
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from itertools import combinations
@@ -278,7 +279,13 @@ def compute_affinities(records: Sequence[RunRecord], *, targets: Iterable[str] |
                 MissingTransferWarning, stacklevel=2,
             )
     if not chosen:
-        raise ValueError(f"no finished transfer records in regime {regime!r}")
+        held = Counter(r.role for r in records if r.regime == regime)
+        what = ", ".join(f"{n} {role} run(s)" for role, n in sorted(held.items())) or "nothing"
+        raise ValueError(
+            f"no finished transfer records in regime {regime!r} (it holds {what}); win rates "
+            "compare transfers into a target with its baselines: run the first-order transfer "
+            "sweep (sweeps/transfers_first_order_*.yaml) first"
+        )
     stale = [item for item in stale_transfers(finished)
              if item[0].regime == regime and item[0].target in chosen]
     if stale:

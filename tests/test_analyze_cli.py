@@ -110,6 +110,11 @@ def test_analyze_bad_input_is_reported(tmp_path, capsys):
     assert "does not exist" in stderr(capsys)
     assert main(["analyze", str(runs), "--out", str(out), "--max-order", "0"]) == 2
     assert "--max-order must be ≥ 1" in stderr(capsys)
+    # Baselines alone: what the folder holds, and which sweep makes the transfers.
+    only = tmp_path / "baselines"
+    _write_runs(only, skip={f"{t}--{s}" for t in TASKS for s in [*TASKS, "reshading+normal"]})
+    assert main(["analyze", str(only), "--out", str(out)]) == 2
+    assert f"(it holds {2 * len(TASKS)} baseline run(s))" in stderr(capsys)
 
 
 def test_analyze_places_a_novel_task(tmp_path, capsys):
