@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import warnings
 from collections import Counter
-from collections.abc import Iterable, Sequence
+from collections.abc import Collection, Iterable, Sequence
 from dataclasses import dataclass, field
 from itertools import combinations
 
@@ -223,10 +223,33 @@ class AffinityResult:
         return pd.DataFrame(rows)
 
 
+def warn_stale_transfers(records: Sequence[RunRecord], regime: str,
+                         targets: Collection[str]) -> None:
+    """Warn (:class:`StaleSourceWarning`) of the transfers into ``targets`` read stale sources.
+
+    Args:
+        records: Finished run records.
+        regime: The data regime analyzed.
+        targets: The targets analyzed.
+    """
+    stale = [item for item in stale_transfers(records)
+             if item[0].regime == regime and item[0].target in targets]
+    if stale:
+        listed = "; ".join(f"{r.run_id} ({task}: trained on {old}, latest {new})"
+                           for r, task, old, new in stale[:10])
+        more = f" and {len(stale) - 10} more" if len(stale) > 10 else ""
+        warnings.warn(
+            f"{len(stale)} task run(s) were retrained after the transfers (or self baselines) "
+            f"that read them ran: {listed}{more}. For a study on one set of encoders, rerun "
+            "their sweep with `taskonomy sweep run FILE --redo-stale` (or delete those run "
+            "folders and rerun it)", StaleSourceWarning, stacklevel=3,
+        )
+
+
 def compute_affinities(records: Sequence[RunRecord], *, targets: Iterable[str] | None = None,
                        regime: str | None = None, strict: bool = False, bootstrap: int = 0,
-                       level: float = 0.95, seed: int = 0,
-                       progress: bool = False) -> AffinityResult:
+                       level: float = 0.95, seed: int = 0, progress: bool = False,
+                       check_stale: bool = True) -> AffinityResult:
     """Compute the tournament of every target and stack them into an affinity table.
 
     Args:
@@ -238,6 +261,8 @@ def compute_affinities(records: Sequence[RunRecord], *, targets: Iterable[str] |
         level: Confidence level of the intervals.
         seed: Bootstrap seed.
         progress: Show a progress bar.
+        check_stale: Warn of transfers that read since-retrained sources
+            (:func:`warn_stale_transfers`); off for a caller that warns once for many calls.
 
     Raises:
         ValueError: Unknown target names (valid names listed); a requested target without
@@ -286,18 +311,8 @@ def compute_affinities(records: Sequence[RunRecord], *, targets: Iterable[str] |
             "compare transfers into a target with its baselines: run the first-order transfer "
             "sweep (sweeps/transfers_first_order_*.yaml) first"
         )
-    stale = [item for item in stale_transfers(finished)
-             if item[0].regime == regime and item[0].target in chosen]
-    if stale:
-        listed = "; ".join(f"{r.run_id} ({task}: trained on {old}, latest {new})"
-                           for r, task, old, new in stale[:10])
-        more = f" and {len(stale) - 10} more" if len(stale) > 10 else ""
-        warnings.warn(
-            f"{len(stale)} task run(s) were retrained after the transfers (or self baselines) "
-            f"that read them ran: {listed}{more}. For a study on one set of encoders, rerun "
-            "their sweep with `taskonomy sweep run FILE --redo-stale` (or delete those run "
-            "folders and rerun it)", StaleSourceWarning, stacklevel=2,
-        )
+    if check_stale:
+        warn_stale_transfers(finished, regime, chosen)
     tournaments: dict[str, Tournament] = {}
     used: dict[str, dict[str, RunRecord]] = {}
     rows = []

@@ -26,7 +26,12 @@ from typing import Any
 
 import yaml
 
-from taskonomy.analysis.affinities import choose_regime, compute_affinities, record_targets
+from taskonomy.analysis.affinities import (
+    choose_regime,
+    compute_affinities,
+    record_targets,
+    warn_stale_transfers,
+)
 from taskonomy.analysis.records import CONFIG_FILES_KEY, RunRecord
 from taskonomy.datamodules.domains import atomic_write_bytes
 from taskonomy.experiments.sweep_files import WANDB_PROJECT
@@ -84,10 +89,13 @@ def rank_sources(records: Sequence[RunRecord], *, targets: Iterable[str] | None 
     requested = targets is not None
     names = (list(dict.fromkeys(targets)) if targets is not None
              else record_targets([r for r in first if r.per_image_losses], chosen_regime))
+    # One warning for all targets: ranking them one by one would repeat the scan per target.
+    warn_stale_transfers(first, chosen_regime, names)
     ranking: dict[str, list[str]] = {}
     for target in names:
         try:
-            result = compute_affinities(first, targets=[target], regime=chosen_regime)
+            result = compute_affinities(first, targets=[target], regime=chosen_regime,
+                                        check_stale=False)
         except ValueError as error:
             if requested:
                 raise

@@ -239,3 +239,28 @@ def test_beam_ranks_each_target_on_its_own(tmp_path: Path) -> None:
                       regime="1k").finished(metrics={}, per_image_losses=same)
             for s in reversed(SOURCES) if s != "normal"]
     assert rank_sources(tied)["normal"] == sorted(s for s in SOURCES if s != "normal")
+
+
+def test_ranking_warns_once_of_transfers_on_since_retrained_sources() -> None:
+    import dataclasses
+    import warnings
+
+    from taskonomy.analysis.affinities import StaleSourceWarning
+
+    def reading_old_normal(record: RunRecord) -> RunRecord:
+        if record.sources != ("normal",):
+            return record
+        return dataclasses.replace(record, config={"source_runs": {
+            "normal": {"run_id": "normal-old", "fingerprint": "abc"}}})
+
+    tasks = [RunRecord(run_id=run_id, role="task", target="normal", sources=(), regime="full",
+                       finished_at=when) for run_id, when in
+             (("normal-old", "2026-01-01T00:00:00"), ("normal-new", "2026-02-01T00:00:00"))]
+    records = [reading_old_normal(r) for target in ("depth_zbuffer", "reshading")
+               for r in first_order_records(target, strengths_for(target))]
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        rank_sources([*records, *(dataclasses.replace(t, status="finished") for t in tasks)])
+    stale = [str(w.message) for w in caught if issubclass(w.category, StaleSourceWarning)]
+    assert len(stale) == 1
+    assert "depth_zbuffer-normal" in stale[0] and "reshading-normal" in stale[0]
