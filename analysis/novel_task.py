@@ -114,7 +114,7 @@ def place_novel_task_from_records(records: Sequence[RunRecord], task: str,
                                   base: AffinityTable, budget: float, *,
                                   targets: Sequence[str] | None = None, regime: str | None = None,
                                   strict: bool = False, bootstrap: int = 0, seed: int = 0,
-                                  solver: str = "auto", max_order: int = DEFAULT_MAX_ORDER,
+                                  solver: str = "highs", max_order: int = DEFAULT_MAX_ORDER,
                                   log: Callable[[str], None] | None = None,
                                   convention: str = "paper") -> NovelTaskResult:
     """Rank a novel task's sources from its run records and re-solve the taxonomy with it.
@@ -129,7 +129,7 @@ def place_novel_task_from_records(records: Sequence[RunRecord], task: str,
         strict: Raise on mismatched sample keys.
         bootstrap: Bootstrap resamples for confidence intervals of its affinities.
         seed: Bootstrap seed.
-        solver: ``auto``, ``highs`` or ``gurobi``.
+        solver: ``highs`` (the default), ``gurobi`` or ``auto``.
         max_order: Highest transfer order in the taxonomy.
         log: Receives one-line solver messages (e.g. a Gurobi fallback).
         convention: The taxonomy's program (:func:`~taskonomy.analysis.taxonomy.build_problem`).

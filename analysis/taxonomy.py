@@ -243,7 +243,7 @@ class SweepPoint:
     min_budget: float | None = None
 
 
-def budget_sweep(problem: TaxonomyProblem, budgets: Iterable[float], *, solver: str = "auto",
+def budget_sweep(problem: TaxonomyProblem, budgets: Iterable[float], *, solver: str = "highs",
                  time_limit: float | None = None, log: Callable[[str], None] | None = None,
                  progress: Callable[[SweepPoint], None] | None = None) -> list[SweepPoint]:
     """Solve one problem under several budgets; infeasible budgets are reported, not raised.
@@ -344,7 +344,7 @@ class NovelPlacement:
 
 
 def place_novel_task(table: AffinityTable, task: str, budget: float, *,
-                     targets: Sequence[str] | None = None, solver: str = "auto",
+                     targets: Sequence[str] | None = None, solver: str = "highs",
                      max_order: int = DEFAULT_MAX_ORDER,
                      log: Callable[[str], None] | None = None,
                      convention: str = "paper") -> NovelPlacement:

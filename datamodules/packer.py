@@ -265,7 +265,9 @@ def _other_pack_hint(config: PackConfig, plan: dict[str, Any], buildings: list[s
     """What to do when a split folder holds the plan of another pack (``diff``: what differs)."""
     options = {"shard_size": "--shard-size", "resolution": "--resolution", "split": "--split",
                "layout": "the source's layout"}
-    was = [f"{options[k]} {plan['identity'].get(k)}" for k in diff if k in options]
+    # An option the original command left out is named as left out (it has no value to repeat).
+    was = [f"{options[k]} {plan['identity'][k]}" if plan["identity"].get(k) is not None
+           else f"no {options[k]}" for k in diff if k in options]
     if "buildings_sha1" in diff:
         was.append("the buildings of its --split-file (or --all-buildings)")
     hint = ("repeat the original command with --resume" if not config.resume else

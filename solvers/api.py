@@ -20,14 +20,15 @@ def print_note(message: str) -> None:
     print(message, file=sys.stderr)
 
 
-def solve(problem: TaxonomyProblem, solver: str = "auto", *, time_limit: float | None = None,
+def solve(problem: TaxonomyProblem, solver: str = "highs", *, time_limit: float | None = None,
           log: Callable[[str], None] | None = None) -> TaxonomySolution:
     """Solve the taxonomy BIP.
 
     Args:
         problem: The problem.
-        solver: ``auto`` (Gurobi if importable and licensed, else HiGHS), ``highs``, ``gurobi``
-            or ``brute_force`` (at most 16 tasks; no time limit). When Gurobi cannot solve the
+        solver: ``highs`` (free; the default), ``gurobi``, ``auto`` (Gurobi if importable and
+            licensed, else HiGHS) or ``brute_force`` (at most 16 tasks; no time limit). When
+            Gurobi cannot solve the
             problem (not installed, no licence, over the size-limited licence) the solve falls
             back to HiGHS and says so in one line.
         time_limit: Seconds before the backend returns its best solution (status

@@ -108,6 +108,11 @@ def test_resume_refusal_and_added_domain(tiny_source: Path, tmp_path: Path, trai
                             "resume": True})
     with pytest.raises(ValueError, match="differs in: shard_size; .*packed with --shard-size 3"):
         pack(resized, progress=False)
+    # An option the pack was made without is named as absent, not as "None".
+    assert base.resolution is None
+    sized = PackConfig(**{**base.__dict__, "resolution": 16, "resume": True})
+    with pytest.raises(ValueError, match="packed with no --resolution"):
+        pack(sized, progress=False)
 
 
 def test_a_building_downloaded_after_planning_is_named(tmp_path: Path, building_factory):

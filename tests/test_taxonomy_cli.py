@@ -244,6 +244,11 @@ def test_gurobi_banner_never_reaches_stdout(capsys):
     assert code == 0 and json.loads(out)["solver"] in ("gurobi", "highs")
 
 
+def test_highs_is_the_default_solver(capsys):
+    code, out, err = _run(capsys, "--affinities", "paper-2018", "--budget", "2", "--json")
+    assert code == 0 and json.loads(out)["solver"] == "highs" and "Gurobi" not in err
+
+
 def test_help_lists_the_options(capsys):
     with pytest.raises(SystemExit) as exited:
         main(["taxonomy", "--help"])

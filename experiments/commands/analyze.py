@@ -75,8 +75,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="budgets whose taxonomy graph is drawn, A..B or a comma list "
                              "(default: 4 spread over the feasible budgets)")
     parser.add_argument("--max-order", type=int, default=4, help="highest transfer order")
-    parser.add_argument("--solver", default="auto", choices=("auto", "highs", "gurobi"),
-                        help="BIP backend")
+    parser.add_argument("--solver", default="highs", choices=("highs", "gurobi", "auto"),
+                        help="BIP backend (highs, the default; gurobi; auto: Gurobi if "
+                             "importable and licensed, else HiGHS)")
     parser.add_argument("--convention", choices=CONVENTIONS, default="paper",
                         help="the taxonomies' program: paper (default) or supervision-api "
                              "(the authors' released solver; see `taskonomy taxonomy --help`)")

@@ -70,8 +70,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "(√affinity rewards, a supervised target keeps its own network, "
                              "random is a paid source, no t→t edges)")
     parser.add_argument("--solver", choices=[s for s in SOLVERS if s != "brute_force"],
-                        default="auto",
-                        help="auto: Gurobi if importable and licensed, else HiGHS (default)")
+                        default="highs",
+                        help="BIP backend: highs (free; the default), gurobi (falls back to "
+                             "HiGHS past the pip licence's size), or auto (Gurobi if importable "
+                             "and licensed, else HiGHS)")
     parser.add_argument("--time-limit", type=float, help="seconds per solve (default: none)")
     parser.add_argument("--out", type=Path,
                         help="folder for taxonomy.json and the figures (PNG and SVG)")
