@@ -79,8 +79,9 @@ import taskonomy.experiments as experiments_package
 from taskonomy.datamodules.datamodule import TaskonomyDataModule, task_domains
 from taskonomy.tasks.build import build_task
 from taskonomy.tasks.registry import get_spec, task_names
+from taskonomy.tasks.source_runs import FrozenSource, register_task_run
 from taskonomy.tasks.testing import fake_batch
-from taskonomy.tasks.transfer import FrozenSource, TransferTask, register_task_run
+from taskonomy.tasks.transfer import TransferTask
 
 #: The CPU transfer setting the defaults come from.
 CONFIG = Path(experiments_package.__file__).parent / "configs" / "transfer_cpu.yaml"

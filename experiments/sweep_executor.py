@@ -123,7 +123,7 @@ def missing_task_runs(points: Sequence[SweepPoint], runs_dir: str | Path,
     Returns:
         Task → number of points that need it (``self`` baselines need their target's run).
     """
-    from taskonomy.tasks.transfer import resolve_identity
+    from taskonomy.tasks.transfer_identity import resolve_identity
 
     runs = Path(runs_dir)
     default = str(runs)

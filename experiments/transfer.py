@@ -45,7 +45,8 @@ from lightning.pytorch.cli import LightningArgumentParser
 from taskonomy.datamodules.datamodule import TaskonomyDataModule
 from taskonomy.experiments.lightning_cli import TaskonomyCLI, run_main
 from taskonomy.experiments.panels import PredictionPanels
-from taskonomy.tasks.transfer import TransferTask, parse_transfer, resolve_identity
+from taskonomy.tasks.transfer import TransferTask
+from taskonomy.tasks.transfer_identity import parse_transfer, resolve_identity
 
 #: Sub-folder of the runs folder holding the shared representation cache.
 CACHE_FOLDER = "representations"

@@ -30,6 +30,7 @@ from taskonomy.analysis.records import RunRecord, read_record, record_path
 from taskonomy.tasks.build import build_task
 from taskonomy.tasks.families.base import TaskModule
 from taskonomy.tasks.registry import get_spec
+from taskonomy.tasks.source_runs import register_task_run
 from taskonomy.tasks.specs import TaskSpec
 
 #: Name of the import format in run records.
@@ -324,8 +325,6 @@ def import_visualpriors(runs_dir: str | os.PathLike[str], encoder: str | os.Path
         load_decoder(module, read_state_dict(decoder), f"decoder weights {decoder}")
         sources |= {"decoder": decoder.name, "decoder_sha256": _sha256(decoder)}
     module.eval()
-    from taskonomy.tasks.transfer import register_task_run  # the transfer module imports this one
-
     return register_task_run(module, runs_dir, run_id=run_id,
                              extra_config={IMPORTED_KEY: sources})
 

@@ -3,7 +3,8 @@
 A transfer for target t from sources S (order |S| = 1..4, or longer beam chains):
 
 1. each source's encoder is taken from its finished task run (found through the run records of
-   ``task_runs``; the record names the checkpoint), frozen and kept in eval mode;
+   ``task_runs``; the record names the checkpoint), frozen and kept in eval mode
+   (:mod:`taskonomy.tasks.source_runs`);
 2. the sources' representations of the image (``B×8×h×w`` each; each encoder reads the image
    as its task did: colorization's the L channel, denoising's a noisy copy, inpainting's one
    with the centre blanked, as the authors extracted representations through each source's own
@@ -34,34 +35,21 @@ and ``self`` baselines read their own inputs and never use the cache.
 from __future__ import annotations
 
 import contextlib
-import io
-import os
 import warnings
-from collections.abc import Iterable, Iterator, Sequence
-from dataclasses import dataclass
-from pathlib import Path
+from collections.abc import Iterable, Iterator
 from typing import Any, cast
 
 import lightning as L
-import numpy as np
 import torch
 from lightning.pytorch.utilities import rank_zero_info
 from torch import nn
 from torchmetrics import Metric
 
 from taskonomy.analysis.records import (
-    ENCODER_FINGERPRINT_KEY,
     RunRecord,
-    latest_task_runs,
-    network_setting,
     other_weights,
-    record_path,
-    scan_records,
-    write_record,
 )
 from taskonomy.datamodules.datamodule import TaskonomyDataModule
-from taskonomy.datamodules.domains import atomic_write_bytes
-from taskonomy.datamodules.selfsupervised import DENOISE_VARIANCE, rgb_to_lab
 from taskonomy.tasks.baselines import (
     PixelsEncoder,
     freeze,
@@ -84,12 +72,7 @@ from taskonomy.tasks.families.base import (
 from taskonomy.tasks.losses import Reduction
 from taskonomy.tasks.metrics import labelled_images, log_loss, loss_means
 from taskonomy.tasks.networks.encoders import (
-    ENCODER_LAYOUT,
-    ENCODER_LAYOUT_KEY,
-    ENCODERS,
     REPRESENTATION_CHANNELS,
-    TaskonomyEncoder,
-    build_encoder,
     representation_shape,
 )
 from taskonomy.tasks.networks.readout import TransferReadout
@@ -108,10 +91,16 @@ from taskonomy.tasks.schedules import (
     step_decay,
     upgrade_scheduler_states,
 )
-from taskonomy.tasks.specs import BASELINES, TaskSpec, metric_key
-
-#: What a :class:`TransferTask` trains: a transfer or one of the baselines.
-KINDS = ("transfer", "pixels", "random", "self")
+from taskonomy.tasks.source_runs import (
+    FrozenSource,
+    find_task_runs,
+    latest_task_run,
+    load_source,
+    resolve_checkpoint,
+    run_class_weights,
+)
+from taskonomy.tasks.specs import TaskSpec, metric_key
+from taskonomy.tasks.transfer_identity import TransferIdentity, resolve_identity
 
 #: The encoder of CPU settings, used to build the (encoder-less) loss module of a target.
 _LOSS_MODULE_ENCODER = "resnet10_tiny"
@@ -124,267 +113,9 @@ FIRST_ORDER_WEIGHT_DECAY = 1e-5
 HIGHER_ORDER_WEIGHT_DECAY = 1e-6
 
 
-# --------------------------------------------------------------------------- finding source runs
-def _run_class_weights(record: RunRecord | None, *, resolution: int | None,
-                       encoder: str | None) -> list[float] | None:
-    if record is None:
-        return None
-    trained_at, architecture = network_setting(record)
-    if (resolution is not None and trained_at not in (None, resolution)) or (
-            encoder is not None and architecture not in (None, encoder)):
-        return None  # only a run of another setting: not this transfer's weights
-    model = record.config.get("model", {}) if isinstance(record.config, dict) else {}
-    weights = model.get("class_weights") if isinstance(model, dict) else None
-    return [float(w) for w in weights] if isinstance(weights, list) else None
 
-
-def _latest_task_run(runs_dir: str | os.PathLike[str], task: str, *,
-                     resolution: int | None = None,
-                     encoder: str | None = None) -> RunRecord | None:
-    try:
-        return find_task_runs(runs_dir, [task], resolution=resolution, encoder=encoder)[task]
-    except (FileNotFoundError, ValueError):
-        return None
-
-
-def find_task_runs(runs_dir: str | os.PathLike[str], tasks: Sequence[str], *,
-                   resolution: int | None = None,
-                   encoder: str | None = None) -> dict[str, RunRecord]:
-    """The latest finished task run of each task under a runs folder.
-
-    Args:
-        runs_dir: Folder of run records (``<run_id>/record.json``).
-        tasks: Tasks whose task-specific networks are needed.
-        resolution: Prefer task runs trained at this resolution: a runs folder may hold
-            several settings (the CPU and the paper one). A task with runs of other settings
-            only gets its latest run, which :func:`load_source` then rejects, naming the
-            mismatch.
-        encoder: Prefer task runs of this encoder architecture, likewise.
-
-    Raises:
-        FileNotFoundError: ``runs_dir`` does not exist.
-        ValueError: Some tasks have no finished task run; the message lists them all and how to
-            train them.
-    """
-    wanted = list(dict.fromkeys(tasks))
-    if not Path(runs_dir).is_dir():
-        raise FileNotFoundError(
-            f"no runs folder {runs_dir} (from {Path.cwd()}) to find the task runs of "
-            f"{', '.join(wanted)} in; pass --runs_dir=FOLDER, or --model.task_runs=FOLDER, "
-            "naming the folder your task runs wrote (the default is ./runs)"
-        )
-    scan = scan_records(runs_dir, statuses=("finished", "running", "failed"))
-    found = {**latest_task_runs(scan.records),
-             **latest_task_runs(scan.records, resolution=resolution, encoder=encoder)}
-    unfinished = {r.target: f"{r.run_id} ({r.status})" for r in scan.records
-                  if r.role == "task" and r.status != "finished"}
-    missing = [t for t in wanted if t not in found]
-    if missing:
-        details = ", ".join(
-            f"{t} (only {unfinished[t]})" if t in unfinished else t for t in missing
-        )
-        raise ValueError(
-            f"no finished task run under {runs_dir} for source(s): {details}; train them first "
-            "with the config of this transfer's setting, e.g. `taskonomy train fit --config "
-            f"experiments/configs/cpu.yaml --model.task={missing[0]} --runs_dir={runs_dir}` "
-            "(paper.yaml for the paper setting; or run the tasks sweep file), or point "
-            "--model.task_runs at the folder holding their run records"
-        )
-    return {t: found[t] for t in wanted}
-
-
-def resolve_checkpoint(record: RunRecord, runs_dir: str | os.PathLike[str]) -> Path:
-    """The checkpoint file of a finished run.
-
-    A relative path is looked up in the run folder, then as given. An absolute path that no
-    longer exists (the runs folder was moved, copied from a GPU box or mounted elsewhere) falls
-    back to the file of the same name in the run folder's ``checkpoints/``.
-
-    Raises:
-        ValueError: The record names no checkpoint.
-        FileNotFoundError: The checkpoint file is missing.
-    """
-    if not record.checkpoint:
-        raise ValueError(
-            f"task run {record.run_id!r} ({record.target}) has no checkpoint in its record; "
-            "rerun it so that it saves one"
-        )
-    path = Path(record.checkpoint)
-    folder = record_path(runs_dir, record.run_id).parent
-    candidates = ([path, folder / "checkpoints" / path.name] if path.is_absolute()
-                  else [folder / path, path])
-    for candidate in candidates:
-        if candidate.is_file():
-            return candidate
-    raise FileNotFoundError(
-        f"task run {record.run_id!r} ({record.target}): checkpoint {record.checkpoint} not "
-        f"found (looked in {', '.join(map(str, candidates))}); rerun that task run"
-    )
-
-
-# --------------------------------------------------------------------------- frozen sources
 #: Checkpoint entry naming the task runs a transfer's readout was trained on.
 SOURCE_RUNS_KEY = "taskonomy_source_runs"
-
-
-#: Integer weights of the image hash that seeds the denoising source's noise, by pixel count.
-_HASH_WEIGHTS: dict[tuple[int, str], torch.Tensor] = {}
-
-
-def _image_seeds(images: torch.Tensor) -> list[int]:
-    """One seed per ``B×C×H×W`` image in [-1,1], from its 8-bit levels.
-
-    An integer sum is exact in any order, so an image gets one seed on any device and in any
-    batch (a float hash would depend on how the reduction was split).
-    """
-    levels = ((images.detach().float().clamp(-1.0, 1.0) + 1.0) * 127.5).round().long()
-    levels = levels.flatten(1)
-    key = (levels.shape[1], str(levels.device))
-    if key not in _HASH_WEIGHTS:
-        weights = torch.randint(1, 2**20, (levels.shape[1],),
-                                generator=torch.Generator().manual_seed(0))
-        _HASH_WEIGHTS[key] = weights.to(levels.device)
-    return [int(v) % 2**31 for v in (levels * _HASH_WEIGHTS[key]).sum(1).tolist()]
-
-
-def noisy_images(images: torch.Tensor) -> torch.Tensor:
-    """Denoising's input made of ``B×3×H×W`` images in [-1,1]: each with its own fixed noise.
-
-    The denoising task's corruption (Gaussian noise of variance 0.01 on the [0,1] image,
-    clipped), drawn on the images' device from a seed hashed from each image's pixels, so a
-    representation does not depend on the batch, the epoch or whether it came from the cache
-    (the authors extracted each one once). The seed is the same on every device; torch's CPU
-    and CUDA generators draw different noise from it.
-    """
-    pixels = (images.detach().float() + 1.0) / 2.0
-    noise = torch.empty_like(pixels)
-    for i, seed in enumerate(_image_seeds(images)):
-        generator = torch.Generator(device=pixels.device).manual_seed(seed)
-        noise[i] = torch.randn(pixels.shape[1:], generator=generator, device=pixels.device)
-    noisy = (pixels + DENOISE_VARIANCE**0.5 * noise).clamp(0.0, 1.0)
-    return (noisy * 2.0 - 1.0).to(images.dtype)
-
-
-def centre_blanked(images: torch.Tensor) -> torch.Tensor:
-    """Inpainting's input: ``B×3×H×W`` images with the centre block (H/4:3H/4, W/4:3W/4) at 0."""
-    out = images.clone()
-    h, w = images.shape[-2:]
-    out[..., h // 4: 3 * h // 4, w // 4: 3 * w // 4] = 0.0
-    return out
-
-
-def source_input(spec: TaskSpec, images: torch.Tensor) -> torch.Tensor:
-    """The image in the form a source's encoder reads, as it did when its task was trained.
-
-    RGB in [-1,1]; colorization's L; denoising's noisy image (:func:`noisy_images`); inpainting's
-    image with its centre blanked (:func:`centre_blanked`). The authors extracted every source's
-    representations through its task's own input step; jigsaw's through the whole image, not
-    tiles.
-    """
-    if spec.name == "denoising":
-        return noisy_images(images)
-    if spec.name == "inpainting":
-        return centre_blanked(images)
-    if spec.input_channels == 3:
-        return images
-    if spec.input_channels == 1:
-        rgb01 = ((images.detach().float().cpu() + 1.0) / 2.0).clamp(0.0, 1.0)
-        lightness = [
-            rgb_to_lab(np.ascontiguousarray(image.permute(1, 2, 0).numpy()))[:, :, 0]
-            for image in rgb01
-        ]
-        out = torch.from_numpy(np.stack(lightness) / 100.0 * 2.0 - 1.0).float()[:, None]
-        return out.to(images.device)
-    raise ValueError(
-        f"source {spec.name!r} reads {spec.input_channels}-channel inputs; transfers can make "
-        "RGB (3) or lightness (1) inputs only"
-    )
-
-
-class FrozenSource(nn.Module):
-    """A frozen encoder of one source task; always in eval mode, never trained.
-
-    Args:
-        spec: The source task's spec (its input form).
-        encoder: The encoder with trained (or, for ``random``, seeded) weights.
-        run_id: The task run it came from (keys the representation cache).
-        fingerprint: Identity of its weights for the representation cache.
-    """
-
-    def __init__(self, spec: TaskSpec, encoder: TaskonomyEncoder, run_id: str,
-                 fingerprint: str) -> None:
-        super().__init__()
-        self.spec = spec
-        self.encoder = freeze(encoder)
-        self.run_id = run_id
-        self.fingerprint = fingerprint
-
-    def train(self, mode: bool = True) -> FrozenSource:
-        """Stay in eval mode whatever the parent does (BN statistics are part of the source)."""
-        return super().train(False)
-
-    @torch.no_grad()
-    def forward(self, images: torch.Tensor) -> torch.Tensor:
-        """``B×3×H×W`` (or ``B×V×3×H×W``) → ``B×8×h×w`` (or ``B×V×8×h×w``)."""
-        if images.ndim == 5:
-            b, v = images.shape[:2]
-            flat = self.encoder(source_input(self.spec, images.flatten(0, 1)))
-            return flat.unflatten(0, (b, v))
-        return self.encoder(source_input(self.spec, images))
-
-
-def load_source(record: RunRecord, runs_dir: str | os.PathLike[str], *, resolution: int,
-                encoder: str | None = None) -> FrozenSource:
-    """The frozen encoder of a finished task run.
-
-    Args:
-        record: The source's finished task-run record.
-        runs_dir: Its runs folder (resolves a relative checkpoint path).
-        resolution: The transfer's resolution; the source must have been trained at it.
-        encoder: The encoder architecture the transfer expects (``None``: the checkpoint's).
-
-    Raises:
-        ValueError: The checkpoint is not a task checkpoint, is of another task, resolution or
-            architecture, or its weights do not fit the architecture it declares.
-    """
-    path = resolve_checkpoint(record, runs_dir)
-    what = f"source {record.target!r} (task run {record.run_id!r})"
-    data = load_checkpoint(path, what)
-    hparams = dict(data["hyper_parameters"])
-    task = hparams.get("task")
-    if task != record.target:
-        raise ValueError(f"{what}: checkpoint {path} is of task {task!r}, not {record.target!r}")
-    arch = hparams.get("encoder")
-    if arch not in ENCODERS:
-        raise ValueError(
-            f"{what}: checkpoint {path} declares encoder {arch!r}, which is not a known "
-            f"architecture ({', '.join(ENCODERS)})"
-        )
-    if encoder is not None and arch != encoder:
-        raise ValueError(
-            f"{what}: checkpoint {path} holds a {arch!r} encoder but this transfer expects "
-            f"{encoder!r}; set --model.encoder={arch} or retrain the source with {encoder}"
-        )
-    trained_at = hparams.get("resolution")
-    if trained_at != resolution:
-        raise ValueError(
-            f"{what}: trained at resolution {trained_at}, the transfer runs at {resolution}; "
-            "use the same resolution for the task runs and their transfers"
-        )
-    spec = get_spec(record.target)
-    network = build_encoder(arch, spec.input_channels)
-    state = {k[len("encoder."):]: v for k, v in data["state_dict"].items()
-             if k.startswith("encoder.")}
-    try:
-        network.load_state_dict(state, strict=True)
-    except RuntimeError as error:
-        first = str(error).splitlines()[:3]
-        raise ValueError(
-            f"{what}: the encoder weights in {path} do not fit the {arch!r} architecture "
-            f"({' '.join(first)}); the checkpoint was written by another network version — "
-            "retrain the source"
-        ) from error
-    return FrozenSource(spec, network, record.run_id, weights_fingerprint(network))
 
 
 # --------------------------------------------------------------------------- the module
@@ -406,95 +137,6 @@ def _own_hyperparameters() -> Iterator[None]:
         _given_hyperparameters.reset(token)
 
 
-@dataclass(frozen=True)
-class TransferIdentity:
-    """What a transfer run is, for its run record.
-
-    Attributes:
-        role: ``"transfer"`` or ``"baseline"``.
-        target: The target task.
-        sources: Sorted sources, or the baseline's name as a 1-tuple.
-    """
-
-    role: str
-    target: str
-    sources: tuple[str, ...]
-
-
-def parse_transfer(text: str) -> tuple[str, list[str]]:
-    """Parse ``"target:source+source"`` (or ``"target:pixels"``) into target and sources.
-
-    Raises:
-        ValueError: The text is not of that form.
-    """
-    target, sep, rest = text.partition(":")
-    sources = rest.split("+")
-    # An empty part ('a:b+') is refused: it would name the same transfer under another run id.
-    if not sep or not target or not all(s.strip() for s in sources):
-        raise ValueError(
-            f"transfer {text!r} must read 'target:source[+source...]', e.g. "
-            "'normal:reshading+depth_zbuffer' or 'normal:pixels'"
-        )
-    return target, sources
-
-
-def resolve_identity(target: str | None, sources: Sequence[str] | None, kind: str = "transfer",
-                     transfer: str | None = None) -> TransferIdentity:
-    """Check and normalize what a transfer run is from its arguments (see :class:`TransferTask`).
-
-    Raises:
-        ValueError: No target, an unknown kind or task, sources for a baseline, baselines or
-            duplicates among sources, or ``transfer`` contradicting ``target``/``sources``.
-    """
-    source_list = list(sources or [])
-    if transfer is not None:
-        parsed_target, parsed = parse_transfer(transfer)
-        if target is not None and target != parsed_target:
-            raise ValueError(
-                f"--model.transfer={transfer} names target {parsed_target!r} but "
-                f"--model.target={target}; give one of them"
-            )
-        if source_list and sorted(source_list) != sorted(parsed):
-            raise ValueError(
-                f"--model.transfer={transfer} and --model.sources={source_list} disagree; "
-                "give one of them"
-            )
-        target = parsed_target
-        source_list = parsed
-    if target is None:
-        raise ValueError("no target: set --model.target=TASK (or --model.transfer=T:S+S)")
-    if not get_spec(target).target:  # checked here too, so a sweep is rejected before it runs
-        raise ValueError(
-            f"task {target!r} is source-only (the paper never reads out into it); "
-            "choose a target task (`taskonomy tasks` lists their roles)"
-        )
-    if kind == "transfer" and len(source_list) == 1 and source_list[0] in BASELINES:
-        # A baseline name as the only source selects it: sweep grids over target × sources.
-        kind, source_list = source_list[0], []
-    if kind not in KINDS:
-        raise ValueError(f"unknown kind {kind!r}; valid kinds: {', '.join(KINDS)}")
-    if kind == "transfer":
-        if not source_list:
-            raise ValueError(
-                f"a transfer into {target!r} needs sources: --model.sources=[a,b]"
-            )
-        bad = [s for s in source_list if s in BASELINES]
-        if bad:
-            raise ValueError(
-                f"{bad} are baselines, not sources; use --model.kind={bad[0]} instead"
-            )
-        if len(set(source_list)) != len(source_list):
-            raise ValueError(f"duplicate sources in {source_list}")
-        for name in source_list:
-            get_spec(name)  # unknown names list the valid ones
-    elif source_list:
-        raise ValueError(
-            f"the {kind!r} baseline takes no sources (got {source_list}); drop "
-            "--model.sources or use --model.kind=transfer"
-        )
-    if kind == "transfer":
-        return TransferIdentity("transfer", target, tuple(sorted(source_list)))
-    return TransferIdentity("baseline", target, (kind,))
 
 
 class TransferTask(L.LightningModule):
@@ -619,9 +261,9 @@ class TransferTask(L.LightningModule):
             if uses_class_weights(self.spec) and "class_weights" not in options and runs:
                 # Per-image losses are compared with the target's own network (``self``): a
                 # class-weighted target must be scored with the weights its task run used.
-                task_run = _latest_task_run(runs, target, resolution=resolution,
+                task_run = latest_task_run(runs, target, resolution=resolution,
                                             encoder=encoder)
-                weights = _run_class_weights(task_run, resolution=resolution, encoder=encoder)
+                weights = run_class_weights(task_run, resolution=resolution, encoder=encoder)
                 if task_run is None:
                     warnings.warn(
                         f"target {target!r} is class-weighted, but {runs} holds no finished "
@@ -1108,37 +750,3 @@ def _other_weights(saved: dict[str, str], now: dict[str, str]) -> bool:
     return (saved.get("run_id") != now.get("run_id") or other_weights(was, is_now)
             or (random_source and was != is_now))
 
-
-def register_task_run(module: TaskModule, runs_dir: str | os.PathLike[str], *,
-                      run_id: str | None = None, regime: str = "full",
-                      metrics: dict[str, float] | None = None,
-                      per_image_losses: dict[str, float] | None = None,
-                      extra_config: dict[str, Any] | None = None) -> RunRecord:
-    """Save a task network as a finished task run, so transfers can use it as a source.
-
-    For networks trained outside ``taskonomy train`` (an external encoder, a test fixture): the
-    weights go to ``RUNS_DIR/RUN_ID/checkpoints/last.ckpt`` in Lightning's layout and a finished
-    ``task`` record points at them (relative to the run folder). ``extra_config`` joins the
-    record's config (e.g. where imported weights came from).
-
-    Returns:
-        The written record.
-    """
-    task = module.spec.name
-    run_id = run_id or f"task__{task}__{regime}__registered"
-    # Validates the run id (it names a folder) before the weights are written.
-    RunRecord(run_id=run_id, role="task", target=task, regime=regime)
-    folder = record_path(runs_dir, run_id).parent
-    checkpoint = Path("checkpoints") / "last.ckpt"
-    buffer = io.BytesIO()
-    torch.save({"state_dict": module.state_dict(), "hyper_parameters": dict(module.hparams),
-                ENCODER_LAYOUT_KEY: ENCODER_LAYOUT}, buffer)
-    atomic_write_bytes(folder / checkpoint, buffer.getvalue())
-    config = {"model": dict(module.hparams), **(extra_config or {}),
-              ENCODER_FINGERPRINT_KEY: weights_fingerprint(module.encoder)}
-    record = RunRecord(run_id=run_id, role="task", target=task, regime=regime,
-                       config=config).finished(
-        metrics=metrics or {}, per_image_losses=per_image_losses or {},
-        checkpoint=str(checkpoint))
-    write_record(record, runs_dir)
-    return record

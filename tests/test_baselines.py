@@ -13,8 +13,9 @@ from taskonomy.tasks.baselines import PixelsEncoder, load_checkpoint, random_enc
 from taskonomy.tasks.build import build_task
 from taskonomy.tasks.networks.encoders import build_encoder, representation_shape
 from taskonomy.tasks.registry import get_spec
+from taskonomy.tasks.source_runs import register_task_run
 from taskonomy.tasks.testing import fake_batch
-from taskonomy.tasks.transfer import TransferTask, register_task_run
+from taskonomy.tasks.transfer import TransferTask
 
 RES = 32
 SMALL = {"encoder": "resnet10_tiny", "resolution": RES, "decoder_width": 0.25,
@@ -78,7 +79,7 @@ def test_pixels_baseline_reads_the_targets_own_input() -> None:
 def test_random_baseline_reads_the_plain_image_under_its_own_name() -> None:
     # Into denoising, a source named after the target read the noisy input; and keyed by the
     # target's name, the target's task run looked like a retrained source of the baseline.
-    from taskonomy.tasks.transfer import source_input
+    from taskonomy.tasks.source_runs import source_input
 
     model = TransferTask(target="denoising", kind="random", **SMALL)  # type: ignore[arg-type]
     (source,) = model.sources

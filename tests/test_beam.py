@@ -22,7 +22,7 @@ from taskonomy.experiments.beam import (
 )
 from taskonomy.experiments.cli import main
 from taskonomy.experiments.sweep_files import load_sweep_file
-from taskonomy.tasks.transfer import resolve_identity
+from taskonomy.tasks.transfer_identity import resolve_identity
 
 ROOT = Path(__file__).resolve().parents[1]
 SOURCES = ["autoencoding", "depth_zbuffer", "edge_texture", "keypoints2d", "normal", "reshading",

@@ -18,7 +18,7 @@ from taskonomy.experiments.train import run_cli
 from taskonomy.tasks.baselines import load_checkpoint
 from taskonomy.tasks.build import build_task
 from taskonomy.tasks.networks.encoders import ENCODER_LAYOUT, ENCODER_LAYOUT_KEY
-from taskonomy.tasks.transfer import register_task_run
+from taskonomy.tasks.source_runs import register_task_run
 
 
 def _config(tmp_path: Path, root: Path) -> Path:

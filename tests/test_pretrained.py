@@ -17,13 +17,9 @@ from taskonomy.tasks.pretrained import (
     released_file_task,
     released_pairs,
 )
+from taskonomy.tasks.source_runs import find_task_runs, load_source, register_task_run
 from taskonomy.tasks.testing import seeded_state_dict
-from taskonomy.tasks.transfer import (
-    TransferTask,
-    find_task_runs,
-    load_source,
-    register_task_run,
-)
+from taskonomy.tasks.transfer import TransferTask
 
 #: The authors' port run on seeded weights (tests/data/make_visualpriors_reference.py).
 REFERENCE = json.loads(

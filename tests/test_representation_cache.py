@@ -18,7 +18,8 @@ from taskonomy.tasks.representations import (
     cache_file,
     weights_fingerprint,
 )
-from taskonomy.tasks.transfer import TransferTask, register_task_run
+from taskonomy.tasks.source_runs import register_task_run
+from taskonomy.tasks.transfer import TransferTask
 
 RES = 32
 #: Cached and uncached transfers must agree on every per-image test loss within this tolerance

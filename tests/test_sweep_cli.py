@@ -16,7 +16,7 @@ import torch
 from taskonomy.analysis.records import read_record
 from taskonomy.experiments.cli import main
 from taskonomy.tasks.build import build_task
-from taskonomy.tasks.transfer import register_task_run
+from taskonomy.tasks.source_runs import register_task_run
 
 ROOT = Path(__file__).resolve().parents[1]
 RES = 32

@@ -19,8 +19,8 @@ from taskonomy.analysis.records import read_records
 from taskonomy.experiments.cli import main
 from taskonomy.experiments.sweep_files import SweepPoint, load_sweep_file
 from taskonomy.tasks.build import build_task
+from taskonomy.tasks.source_runs import register_task_run
 from taskonomy.tasks.specs import BASELINES
-from taskonomy.tasks.transfer import register_task_run
 
 ROOT = Path(__file__).resolve().parents[1]
 SWEEPS = sorted((ROOT / "sweeps").glob("*.yaml"))

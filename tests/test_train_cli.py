@@ -100,7 +100,7 @@ def test_run_leaves_a_finished_record_keyed_by_test_shard_keys(wandb_run: Path,
     assert (wandb_run / record.run_id / "checkpoints" / "last.ckpt").is_file()
     assert (wandb_run / record.run_id / "config.yaml").is_file()
     # The fingerprint of the tested encoder is that of the weights transfers load from it.
-    from taskonomy.tasks.transfer import load_source
+    from taskonomy.tasks.source_runs import load_source
     assert record.config["encoder_fingerprint"] == load_source(
         record, wandb_run, resolution=32).fingerprint
 

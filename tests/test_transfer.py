@@ -16,15 +16,10 @@ import torch
 from taskonomy.analysis.records import RunRecord, read_record, write_record
 from taskonomy.tasks.build import build_task
 from taskonomy.tasks.registry import get_spec
+from taskonomy.tasks.source_runs import find_task_runs, register_task_run, source_input
 from taskonomy.tasks.testing import fake_batch
-from taskonomy.tasks.transfer import (
-    TransferTask,
-    find_task_runs,
-    parse_transfer,
-    register_task_run,
-    resolve_identity,
-    source_input,
-)
+from taskonomy.tasks.transfer import TransferTask
+from taskonomy.tasks.transfer_identity import parse_transfer, resolve_identity
 
 RES = 32
 SMALL = {"encoder": "resnet10_tiny", "resolution": RES, "decoder_width": 0.25,
@@ -273,7 +268,7 @@ def test_cli_transfer_writes_its_record(runs: Path, tiny_shards: Path, tmp_path:
 
 
 def test_a_moved_runs_folder_still_finds_its_checkpoints(runs: Path, tmp_path: Path) -> None:
-    from taskonomy.tasks.transfer import resolve_checkpoint
+    from taskonomy.tasks.source_runs import resolve_checkpoint
 
     record = find_task_runs(runs, ["reshading"])["reshading"]
     elsewhere = f"/gone/box/runs/{record.run_id}/checkpoints/last.ckpt"
@@ -420,7 +415,8 @@ def test_cli_transfers_in_separate_processes_encode_a_source_once(
 def test_class_weighted_target_is_scored_with_its_task_runs_weights(tmp_path: Path) -> None:
     """Transfers and baselines into segment_semantic use the weights its task run trained with."""
     from taskonomy.experiments.train import task_model
-    from taskonomy.tasks.transfer import TransferTask, register_task_run
+    from taskonomy.tasks.source_runs import register_task_run
+    from taskonomy.tasks.transfer import TransferTask
 
     weights = [0.5] + [float(i) for i in range(1, 17)]
     network = task_model("segment_semantic", encoder="resnet10_tiny", resolution=32,

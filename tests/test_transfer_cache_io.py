@@ -23,7 +23,8 @@ import taskonomy.datamodules.datamodule as datamodule_module
 from taskonomy.datamodules.datamodule import TaskonomyDataModule, labels_need_rgb
 from taskonomy.experiments.transfer import TransferPanels
 from taskonomy.tasks.build import build_task
-from taskonomy.tasks.transfer import TransferTask, register_task_run
+from taskonomy.tasks.source_runs import register_task_run
+from taskonomy.tasks.transfer import TransferTask
 
 RES = 32
 #: The tolerance of the cache's equivalence tests (tests/test_representation_cache.py).
