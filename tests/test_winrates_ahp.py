@@ -67,7 +67,25 @@ def test_ahp_of_an_inconsistent_tournament_is_the_principal_eigenvector_of_its_o
         vector = odds @ vector
         vector /= vector.sum()
     np.testing.assert_allclose(ahp_weights(w), vector, rtol=1e-9)
+    # Saaty's index (λ_max − n) / (n − 1), λ_max from the same iteration.
+    largest = float((odds @ vector)[0] / vector[0])
+    assert consistency_index(w) == pytest.approx((largest - 3) / 2, rel=1e-9)
     assert consistency_index(w) > 1e-4  # inconsistent, if mildly
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_ahp_of_a_large_random_tournament_is_the_perron_vector(seed):
+    # Twelve candidates with arbitrary win rates: the eigen-solver must pick the Perron root
+    # (the largest eigenvalue), not another eigenvector that happens to look larger.
+    rng = np.random.default_rng(seed)
+    upper = np.triu(rng.uniform(0.0, 1.0, (12, 12)), 1)
+    w = upper + np.tril(1.0 - upper.T, -1) + 0.5 * np.eye(12)
+    odds = ratio_matrix(w)
+    vector = np.ones(12)
+    for _ in range(2000):
+        vector = odds @ vector
+        vector /= vector.sum()
+    np.testing.assert_allclose(ahp_weights(w), vector, rtol=1e-7)
 
 
 def test_a_diverged_candidate_is_refused_not_counted_as_ties():
@@ -124,6 +142,25 @@ def test_quality_and_gain_on_planted_losses():
     assert frame["affinity"].idxmax() == "self" and frame["affinity"].idxmin() == "random"
 
 
+def test_a_tie_with_pixels_is_no_gain():
+    # Gain counts images where a candidate's loss is strictly below pixels' (spec §4.2).
+    keys = [f"k{i}" for i in range(6)]
+    same = dict.fromkeys(keys, 0.0)
+    t = tournament("normal", {"a": same, "b": dict.fromkeys(keys, 1.0), "pixels": dict(same)})
+    assert t.gain[t.candidates.index("a")] == 0.0
+
+
+def test_bootstrap_intervals_are_ordered_at_every_level():
+    # The interval of level L spans the (1−L)/2 and 1−(1−L)/2 quantiles of the draws.
+    rng = np.random.default_rng(8)
+    losses = _losses(rng, {"a": 0.1, "b": 0.3, "random": 1.0, "self": 0.0, "pixels": 0.5})
+    narrow = tournament("normal", losses, bootstrap=200, seed=1, level=0.02)
+    wide = tournament("normal", losses, bootstrap=200, seed=1, level=0.98)
+    for name in ("affinity", "quality", "gain"):
+        (low, high), (wide_low, wide_high) = narrow.ci[name], wide.ci[name]
+        assert np.all(low <= high) and np.all(wide_low <= low) and np.all(high <= wide_high)
+
+
 def test_bootstrap_intervals_contain_the_estimate():
     rng = np.random.default_rng(3)
     losses = _losses(rng, {"a": 0.1, "b": 0.3, "random": 1.0, "self": 0.0, "pixels": 0.5})
@@ -174,6 +211,8 @@ def test_images_pixels_lacks_leave_the_tournament_whole():
     a = t.candidates.index("a")
     expected = np.mean([losses["a"][k] < losses["pixels"][k] for k in kept])
     assert t.gain[a] == expected and np.isfinite(t.ci["gain"][0]).all()
+    low, high = t.ci["gain"]  # each draw's gain is a share of the images pixels has
+    assert np.all(low <= t.gain + 1e-12) and np.all(t.gain <= high + 1e-12)
     with pytest.raises(ValueError, match="'pixels' lacks 40"):
         tournament("normal", partial, strict=True)
     with pytest.raises(ValueError, match="same test split"):
