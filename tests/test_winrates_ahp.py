@@ -306,6 +306,10 @@ def test_duplicate_runs_use_the_latest_and_self_prefers_the_baseline_record():
     assert found["reshading"].run_id == "new" and found["self"].run_id == "task"
     found = candidate_records([new, task, self_baseline], "normal", "16k")
     assert found["self"].run_id == "self16k"
+    # The task network of the full data is self, also when a later run trained on less.
+    later = RunRecord.from_dict({**task.to_dict(), "run_id": "task16k", "regime": "16k",
+                                 "finished_at": "2026-03-01T00:00:00"})
+    assert candidate_records([new, task, later], "normal", "16k")["self"].run_id == "task"
 
 
 def test_a_target_without_its_self_or_pixels_baseline_is_named():
@@ -328,10 +332,13 @@ def test_requested_target_with_gaps_warns_with_the_missing_pairs():
     recs = [_record("n-r", "transfer", "normal", ("reshading",), loss["x"]),
             _record("n-rand", "baseline", "normal", ("random",), loss["z"]),
             _record("d-n", "transfer", "depth_zbuffer", ("normal",), loss["y"])]
-    # No study here transfers a task into itself: normal → normal is not missing.
+    # No study here transfers a task into itself: normal → normal is not missing. A source
+    # seen only in another regime is not missing from this one either.
+    other_regime = _record("n-e", "transfer", "depth_zbuffer", ("edge_texture",), loss["y"],
+                           regime="1k")
     with warnings.catch_warnings():
         warnings.simplefilter("error", MissingTransferWarning)
-        result = compute_affinities(recs, targets=["normal"])
+        result = compute_affinities([*recs, other_regime], targets=["normal"], regime="16k")
     assert result.table.targets() == ["normal"]
     recs.append(_record("d-d", "transfer", "depth_zbuffer", ("depth_zbuffer",), loss["z"]))
     with pytest.warns(MissingTransferWarning, match="2 first-order transfers are missing for "
