@@ -173,6 +173,31 @@ def test_auto_without_gurobipy_falls_back_with_one_message(monkeypatch):
     assert "HiGHS" in messages[0] and solution.notes == tuple(messages)
 
 
+def test_the_fallback_keeps_the_time_limit(monkeypatch):
+    from taskonomy.solvers import api
+
+    monkeypatch.setattr(api, "gurobi_available", lambda: False)
+    seen = []
+
+    def spy(problem, **kwargs):
+        seen.append(kwargs.get("time_limit"))
+        return real(problem, **kwargs)
+
+    real = api.solve_highs
+    monkeypatch.setattr(api, "solve_highs", spy)
+    solve(_tiny(), "auto", time_limit=7.0, log=lambda message: None)
+    assert seen == [7.0]
+
+
+def test_brute_force_may_supervise_every_task():
+    # Both targets' own networks fit the budget exactly: the best set is all tasks.
+    edges = (Edge("a", ("a",), 0.6, 0, "self"), Edge("b", ("b",), 0.5, 0, "self"))
+    problem = TaxonomyProblem(("a", "b"), (), edges, budget=2)
+    solution = solve_brute_force(problem)
+    assert set(solution.supervised) == {"a", "b"}
+    assert solution.objective == pytest.approx(solve(problem, "highs").objective)
+
+
 @pytest.mark.gurobi
 @needs_gurobi
 def test_size_limited_licence_falls_back_to_highs(monkeypatch):
