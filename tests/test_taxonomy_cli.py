@@ -163,6 +163,10 @@ def test_target_only_task_is_served_by_a_transfer_never_by_itself():
     # normal is a target but not among the sources: the paper's target-only task (T − T∩S).
     table = _results_table()
     assert missing_transfers(table, ["normal"], ["reshading", "depth_zbuffer"]) == []
+    frame = table.frame  # nor is its own `self` row needed: it cannot be supervised
+    no_self = AffinityTable.from_frame(
+        frame[~((frame["target"] == "normal") & (frame["sources"] == "self"))])
+    assert missing_transfers(no_self, ["normal"], ["reshading", "depth_zbuffer"]) == []
     problem = build_problem(table, 1, targets=["normal"],
                             sources=["reshading", "depth_zbuffer"])
     assert all(not edge.is_self for edge in problem.edges)
@@ -218,6 +222,8 @@ def test_shipped_16k_sweep_1_to_26_max_order_4():
     frame = sweep_frame(table, points)
     assert list(frame["status"]) == ["optimal"] * 26
     assert frame["objective"].is_monotonic_increasing
+    # Importance 1 under the paper's program: the objective sums the edges' affinities.
+    assert np.allclose(frame["mean_affinity"], frame["objective"] / len(problem.targets))
     # Once every target can afford its best edge, more budget changes nothing.
     assert frame["objective"].iloc[-1] == pytest.approx(
         sum(table.candidates(t)["affinity"].iloc[0] for t in table.targets()), rel=0.05)
@@ -235,6 +241,12 @@ def test_novel_task_is_ranked_and_placed():
     assert placement.solution.edges["sketch"].label == "normal"
     with pytest.raises(ValueError, match="no transfers into 'nothing'"):
         place_novel_task(table, "nothing", budget=3)
+    # Its own network, however good, is not an option: the novel task has few labels.
+    mine = novel.assign(affinity=np.where(novel["sources"] == "self", 0.9, novel["affinity"]))
+    table = AffinityTable.from_frame(pd.concat([frame, mine], ignore_index=True))
+    placement = place_novel_task(table, "sketch", budget=3, solver="highs")
+    assert not placement.solution.edges["sketch"].is_self
+    assert "sketch" not in placement.solution.supervised
 
 
 def test_gurobi_banner_never_reaches_stdout(capsys):
