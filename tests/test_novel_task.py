@@ -51,6 +51,7 @@ def test_novel_task_ranking_and_placement_on_constructed_records():
     transfers = [s for s in result.best_sources(10) if "+" not in s]
     assert transfers == ["reshading", "normal", "depth_zbuffer", "edge_texture"]
     assert result.ranking["affinity"].sum() == pytest.approx(1.0)
+    assert result.ranking["affinity"].is_monotonic_decreasing
     assert set(result.ranking["sources"]) >= {"self", "random", "normal+reshading"}
     assert "pixels" not in set(result.ranking["sources"])
     assert result.unknown_sources == ()
@@ -82,6 +83,7 @@ def test_novel_task_against_the_paper_affinities():
     warning = candidate_scale_warning(base, NOVEL, len(result.ranking))
     assert warning in notes and "Record transfers into it from more sources" in warning
     assert candidate_scale_warning(base, NOVEL, 80) is None
+    assert candidate_scale_warning(base, NOVEL, 30) is not None  # under half the mean (~78)
     assert NOVEL in result.placement.solution.edges
     assert len(result.placement.solution.edges) == len(base.targets()) + 1
 
@@ -105,6 +107,10 @@ def test_transfers_from_the_novel_task_are_named_and_the_joint_analysis_weighs_t
     keys = [f"k{i}" for i in range(100)]
     recs = _novel_records(rng, keys, {"normal": 0.1, "reshading": 0.5})
     assert source_use_note(recs, NOVEL) is None
+    # The novel task read out into itself is a candidate of its own, not a use as a source.
+    into_itself: list[RunRecord] = []
+    _add(into_itself, rng, keys, f"{NOVEL}-{NOVEL}", "transfer", NOVEL, (NOVEL,), 0.1)
+    assert source_use_note([*recs, *into_itself], NOVEL) is None
     out_of_it = []
     for t in DICTIONARY:
         for s in (*DICTIONARY, NOVEL):
@@ -120,3 +126,40 @@ def test_transfers_from_the_novel_task_are_named_and_the_joint_analysis_weighs_t
     joint = compute_affinities([*recs, *out_of_it])
     assert NOVEL in joint.table.sources()
     assert all(joint.table.candidates(t).iloc[0]["sources"] == NOVEL for t in DICTIONARY)
+
+
+def test_a_source_that_is_a_target_only_of_the_base_is_known():
+    # edge_texture is a target of the base but never one of its sources.
+    rng = np.random.default_rng(5)
+    keys = [f"k{i}" for i in range(60)]
+    recs: list[RunRecord] = []
+    for t in DICTIONARY:
+        for s in DICTIONARY[:3]:
+            _add(recs, rng, keys, f"{t}-{s}", "transfer", t, (s,), 0.1 if s == t else 0.5)
+        _add(recs, rng, keys, f"{t}-random", "baseline", t, ("random",), 2.0)
+    base = compute_affinities(recs).table
+    assert "edge_texture" in base.targets() and "edge_texture" not in base.sources()
+    novel = _novel_records(rng, keys, {"normal": 0.1, "edge_texture": 0.5})
+    result = place_novel_task_from_records(novel, NOVEL, base, budget=4, solver="highs")
+    assert result.unknown_sources == ()
+
+
+def test_the_ranking_follows_affinity_where_quality_disagrees():
+    # normal beats self on more images (quality 0.4 vs 0.3) but loses to reshading on most.
+    keys = [f"k{i}" for i in range(10)]
+    losses = {
+        "normal": [0.5] * 4 + [5.0] * 6,
+        "reshading": [2.0] * 4 + [1.1] * 3 + [0.9] * 3,
+        "self": [1.0] * 10,
+        "random": [9.0] * 10,
+    }
+    recs = [RunRecord(run_id=f"{NOVEL}-{name}",
+                      role="baseline" if name in ("self", "random") else "transfer",
+                      target=NOVEL, sources=(name,), regime="1k", status="finished",
+                      per_image_losses=dict(zip(keys, values, strict=True)))
+            for name, values in losses.items()]
+    result = place_novel_task_from_records(recs, NOVEL, _base(np.random.default_rng(6), keys),
+                                           budget=2, solver="highs")
+    frame = result.ranking.set_index("sources")
+    assert frame.loc["normal", "quality"] > frame.loc["reshading", "quality"]
+    assert list(result.ranking["sources"][:3]) == ["self", "reshading", "normal"]
