@@ -125,6 +125,38 @@ def test_a_building_is_ordered_by_either_visibility_record(tmp_path: Path, graph
                for i in range(0, len(keys), VIEWS))
 
 
+def test_both_visibility_records_give_one_order(tmp_path: Path):
+    # The same sightings written either way (who sees whom is read in the right direction),
+    # from views listed in any order.
+    points, edges = _rooms(seed=4, rooms=20)
+    orders = {}
+    for domain in ("point_info", "nonfixated_matches"):
+        _write_building(tmp_path / domain, "hanson", points, edges, domain)
+        layout = detect_layout(tmp_path / domain)
+        made = order_building(layout, "hanson", list(reversed(layout.views("hanson"))))
+        orders[domain] = ([(ref.point, ref.view) for ref in made.views], made.paired)
+    assert orders["point_info"] == orders["nonfixated_matches"]
+    views = orders["point_info"][0]
+    assert views[:VIEWS] == [(views[0][0], str(v)) for v in range(VIEWS)]
+
+
+def test_an_order_worse_than_the_numbers_is_not_used(tmp_path: Path,
+                                                     monkeypatch: pytest.MonkeyPatch):
+    from taskonomy.datamodules import point_order
+
+    points, edges = _rooms(seed=5, rooms=40)
+    # Numbered room by room (as the edges list them): a banded numbering, every room in reach.
+    numbering = {p: str(i) for i, p in enumerate(dict.fromkeys([a for a, _ in edges] + points))}
+    banded = [(numbering[a], numbering[b]) for a, b in edges]
+    _write_building(tmp_path, "b", sorted(numbering.values(), key=int), banded, "point_info")
+    monkeypatch.setattr(point_order, "visibility_order", lambda numbered, shows: list(
+        np.random.default_rng(0).permutation(numbered)))  # scatters every room
+    layout = detect_layout(tmp_path)
+    made = order_building(layout, "b", layout.views("b"))
+    assert made.paired == made.paired_before
+    assert [ref.point for ref in made.views][::VIEWS] == sorted(numbering.values(), key=int)
+
+
 def test_a_building_without_visibility_records_keeps_point_numbers(tmp_path: Path):
     (tmp_path / "b" / "rgb").mkdir(parents=True)
     for p in (10, 2, 1):
