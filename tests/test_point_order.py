@@ -229,3 +229,45 @@ def test_point_matching_negatives_also_come_from_beyond_the_recent_points():
             other_building += a.building != b.building
     assert min(gaps) >= 1 and max(gaps) > PARTNER_WINDOW and other_building > 0
     assert 0.3 < len(gaps) / len(units) < 0.7
+
+
+def test_a_match_listed_by_either_image_pairs_them_both_ways():
+    from taskonomy.datamodules.multiview import overlapping
+
+    def view(point: str, view_id: int = 0, matches: list[tuple[str, int]] | None = None) -> dict:
+        sample: dict = {"__key__": f"b__{point}__{view_id}", "point_info": {}}
+        if matches is not None:  # the views in which this point is visible
+            sample["nonfixated_matches"] = {"views": [
+                {"point_uuid": p, "view_id": str(v)} for p, v in matches]}
+        return sample
+
+    a, b = view("1"), view("2", matches=[("1", 0)])  # b's point is visible in a's view 0
+    assert overlapping(a, b) and overlapping(b, a)
+    elsewhere = view("2", matches=[("1", 5)])  # visible in another view of point 1 only
+    assert not overlapping(a, elsewhere) and not overlapping(elsewhere, a)
+
+
+def test_a_partner_at_the_edge_of_the_window_is_reached_from_both_sides():
+    # Point 0's image shows point 16, PARTNER_WINDOW points later: 0 reads ahead to it, and 16
+    # still holds 0 among its recent points. Nothing else overlaps.
+    groups = [[{"__key__": f"b__{p}__0",
+                "point_info": {"nonfixated_points_in_view": [str(PARTNER_WINDOW)] if p == 0
+                               else []}}] for p in range(PARTNER_WINDOW + 4)]
+    units = list(build_units(groups, ["nonfixated_pose"], lambda key: np.random.default_rng(0)))
+    assert sorted(unit["__key__"] for unit in units) == [
+        f"b__0__0+b__{PARTNER_WINDOW}__0", f"b__{PARTNER_WINDOW}__0+b__0__0"]
+
+
+def test_the_negatives_reservoir_is_a_uniform_sample_of_earlier_views():
+    from taskonomy.datamodules.multiview import _Reservoir
+
+    positions = []
+    for seed in range(300):
+        rng, reservoir = np.random.default_rng(seed), _Reservoir(32)
+        for start in range(0, 320, 8):
+            reservoir.add([{"at": start + i} for i in range(8)], rng)
+        positions += [view["at"] for view in reservoir.views]
+    positions_array = np.array(positions)
+    assert len(positions) == 300 * 32
+    assert abs(positions_array.mean() - 159.5) < 5  # a uniform position's mean, ±5 standard errors
+    assert 0.08 < float(np.mean(positions_array < 32)) < 0.12  # the first tenth of the stream
