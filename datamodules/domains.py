@@ -38,8 +38,9 @@ class Domain:
         file_domain: The ``domain_...`` part of file names (``segmentsemantic`` for
             ``segment_semantic``, ``class_places`` for ``class_scene``).
         ext: File extension without the dot.
-        kind: ``rgb8`` (8-bit RGB PNG), ``gray16`` (16-bit grey PNG), ``gray8`` (8-bit labels),
-            ``rgb8_channels`` (8-bit RGB storing channel-wise values), ``npy`` or ``json``.
+        kind: ``rgb8`` (8-bit RGB PNG, decoded H×W×3 ``uint8``; also channel-wise values
+            such as normals), ``gray16`` (16-bit grey PNG, H×W ``uint16``), ``gray8`` (8-bit
+            labels, H×W ``uint8``), ``npy`` (the array) or ``json`` (the parsed object).
         per_point: One file per fixated point rather than per view.
         description: The encoding in words.
     """

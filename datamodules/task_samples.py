@@ -38,7 +38,12 @@ def register_sample_builder(task: str, builder: SampleBuilder) -> None:
     """Register how a (plugin) task makes its sample from decoded single-view domains.
 
     ``builder(decoded, rng, resolution)`` returns numpy arrays or tensors under ``"input"``,
-    ``"target"`` and optionally ``"mask"``/``"raw"``.
+    ``"target"`` and optionally ``"mask"``/``"raw"``. ``decoded`` maps each domain read to its
+    decoded file at its stored size (:func:`~taskonomy.datamodules.domains.decode_domain`; each
+    :class:`~taskonomy.datamodules.domains.Domain` kind says what it gives), which the builder
+    resizes itself (:func:`~taskonomy.datamodules.encodings.resize`). A sample missing a
+    file of the task's domains is skipped before the builder is called; a builder may raise
+    :class:`BadSampleError` to skip one too.
 
     Raises:
         ValueError: the task already has a builder.
@@ -148,7 +153,11 @@ def _single_view(task: str, d: dict[str, Any], rng: np.random.Generator, r: int,
         out["target"] = enc.room_layout_target(_need(d, "point_info"))
     elif task == "vanishing_point":
         out["target"] = enc.vanishing_point_target(_need(d, "point_info"))
-    elif task in _BUILDERS:
+    elif (domains := _plugin_domains(task)) is not None:
+        # A plugin's builder gets only usable files: a missing one skips the sample, as for
+        # the built-in tasks, instead of reaching the builder as None.
+        for domain in domains:
+            _need(d, domain)
         return _BUILDERS[task](d, rng, r)
     else:
         raise ValueError(
@@ -156,6 +165,20 @@ def _single_view(task: str, d: dict[str, Any], rng: np.random.Generator, r: int,
             "taskonomy.datamodules.task_samples.register_sample_builder"
         )
     return out
+
+
+def _plugin_domains(task: str) -> tuple[str, ...] | None:
+    """The domains of a plugin task with a sample builder; ``None`` if it has none.
+
+    Looking the task up loads its plugin, which registers the builder on import.
+    """
+    from taskonomy.tasks.registry import get_spec
+
+    try:
+        domains = get_spec(task).domains
+    except ValueError:  # not a task at all
+        return None
+    return domains if task in _BUILDERS else None
 
 
 def _same_point(a: dict[str, Any], b: dict[str, Any]) -> bool:

@@ -42,6 +42,19 @@ def _sample(decoded, rng, resolution):
 
 
 register_sample_builder("grayscale", _sample)
+
+#: A second task, whose label is another domain's file (the depth PNG's grey level).
+DEPTH_GREY = TaskSpec("depth_grey", "depth_grey", "dense_regression", ("rgb", "depth_zbuffer"),
+                      1, "dense", "depth PNG level in [0,1]", "l1", ("l1",))
+
+
+def _depth_sample(decoded, rng, resolution):
+    level = decoded["depth_zbuffer"].astype("float32") / 65535.0
+    return {"input": encodings.rgb_encoding(decoded["rgb"], resolution),
+            "target": encodings.resize(level, resolution)[None]}
+
+
+register_sample_builder("depth_grey", _depth_sample)
 '''
 
 
@@ -59,12 +72,14 @@ def installed_plugin(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
     info.mkdir()
     (info / "METADATA").write_text("Metadata-Version: 2.1\nName: grayscale-task\nVersion: 0.1\n")
     (info / "entry_points.txt").write_text(
-        "[taskonomy.tasks]\ngrayscale = grayscale_task:GRAYSCALE\n")
+        "[taskonomy.tasks]\ngrayscale = grayscale_task:GRAYSCALE\n"
+        "depth_grey = grayscale_task:DEPTH_GREY\n")
     monkeypatch.syspath_prepend(str(site))
     reload_registry()
     yield site
     monkeypatch.delitem(sys.modules, "grayscale_task", raising=False)
     monkeypatch.delitem(task_samples._BUILDERS, "grayscale", raising=False)
+    monkeypatch.delitem(task_samples._BUILDERS, "depth_grey", raising=False)
     monkeypatch.undo()
     reload_registry()
     assert "grayscale" not in task_names()  # uninstalled: the registry forgets the task
@@ -96,6 +111,21 @@ def test_plugin_task_trains_through_the_train_command(installed_plugin: Path, tm
         manifest_keys(read_manifest(tiny_shards, "test")))
     assert {"test/loss", "test/l1", "test/rmse"} <= set(record.metrics)
     assert list((runs / "plugin" / "panels").glob("grayscale_step*.png"))
+
+
+def test_a_plugin_sample_missing_a_file_is_skipped_before_its_builder(
+        installed_plugin: Path) -> None:
+    import numpy as np
+
+    from taskonomy.datamodules.task_samples import BadSampleError, make_task_sample
+
+    rgb = np.zeros((8, 8, 3), np.uint8)
+    with pytest.raises(BadSampleError, match="b__1__0: no usable 'depth_zbuffer' file"):
+        make_task_sample("depth_grey", {"__key__": "b__1__0", "rgb": rgb, "depth_zbuffer": None},
+                         np.random.default_rng(0), resolution=8)
+    sample = make_task_sample("depth_grey", {"rgb": rgb, "depth_zbuffer": np.full(
+        (8, 8), 65535, np.uint16)}, np.random.default_rng(0), resolution=4)
+    assert sample["target"].shape == (1, 4, 4) and float(sample["target"].min()) == 1.0
 
 
 OWN_FAMILY = '''
