@@ -97,7 +97,7 @@ def source_use_note(records: Sequence[RunRecord], task: str) -> str | None:
     A source's affinity into a target comes from its tournament against the target's other
     candidates on the same test images. Base affinities (the paper's, or a results table) hold
     no per-image losses, so the novel task joins the taxonomy as a target only; analyzing all
-    records together (``taskonomy analyze runs RUNS``) weighs it as a source too.
+    records together (``taskonomy analyze RUNS``) weighs it as a source too.
     """
     used = sorted({r.target for r in records
                    if r.role == "transfer" and task in r.sources and r.target != task})
@@ -107,7 +107,7 @@ def source_use_note(records: Sequence[RunRecord], task: str) -> str | None:
             f" have transfers from the novel task {task!r}; the base affinities hold no "
             "per-image losses to rank it against their other candidates, so this placement "
             f"uses {task!r} as a target only. To weigh it as a source too, analyze all records "
-            "together (`taskonomy analyze runs RUNS`, with every candidate of those targets)")
+            "together (`taskonomy analyze RUNS`, with every candidate of those targets)")
 
 
 def place_novel_task_from_records(records: Sequence[RunRecord], task: str,

@@ -121,6 +121,7 @@ def test_transfers_from_the_novel_task_are_named_and_the_joint_analysis_weighs_t
                                   solver="highs", log=notes.append)
     assert any("4 target(s) (depth_zbuffer, edge_texture, normal, reshading) have transfers "
                f"from the novel task {NOVEL!r}" in n and "analyze all records" in n
+               and "`taskonomy analyze RUNS`" in n
                for n in notes)
     # Analyzed together, the novel task is a source of every target (here, the best one).
     joint = compute_affinities([*recs, *out_of_it])
