@@ -128,6 +128,14 @@ class DemoSettings:
             raise ValueError("the demo needs at least two tasks (a source and a target)")
         if not any(get_spec(t).target for t in self.tasks):
             raise ValueError(f"none of {list(self.tasks)} can be a transfer target")
+        unlabelled = {t: missing for t in self.tasks if (missing := unrendered_domains(t))}
+        if unlabelled:
+            listed = "; ".join(f"{t} reads {', '.join(d)}" for t, d in unlabelled.items())
+            raise ValueError(
+                f"the synthetic renderer makes no files of the domains these tasks read: "
+                f"{listed}. Leave them out of --tasks (the demo trains on the data it renders); "
+                "train them with `taskonomy train fit` on data that has those files"
+            )
         if self.buildings < 5:
             raise ValueError(f"the demo needs at least 5 buildings (2 val, 2 test, 1 train), "
                              f"got {self.buildings}")
@@ -174,11 +182,20 @@ QUICK = DemoSettings(tasks=("depth_zbuffer", "normal", "reshading"), buildings=6
                      beam_width=2)
 
 
+def unrendered_domains(task: str) -> list[str]:
+    """The domains ``task`` reads that synthetic buildings lack (a plugin's own domains)."""
+    from taskonomy.datamodules.synth.labels import RENDERED_DOMAINS
+    from taskonomy.tasks.registry import get_spec
+
+    return [d for d in get_spec(task).domains if d not in RENDERED_DOMAINS]
+
+
 def full_settings() -> DemoSettings:
-    """All registered tasks (the 26 of the paper plus plugins); not a quick run."""
+    """Every registered task the renderer labels (the paper's 26, plugins on its domains)."""
     from taskonomy.tasks.registry import task_names
 
-    return DemoSettings(tasks=tuple(task_names()), buildings=64, points=6, views=3,
+    tasks = tuple(t for t in task_names() if not unrendered_domains(t))
+    return DemoSettings(tasks=tasks, buildings=64, points=6, views=3,
                         resolution=64, encoder="resnet10", task_steps=400, beam_width=5)
 
 

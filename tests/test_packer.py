@@ -270,6 +270,13 @@ def test_bad_input_messages(tmp_path: Path, tiny_source: Path, capsys):
     assert not (tmp_path / "o" / "test").exists()
     assert cli_main(["data", "pack", str(tiny_source), "--out", str(tmp_path / "o"),
                      "--split", "test", "--all-buildings", "--domains", "rgb", "--quiet"]) == 0
+    # A domain asked for that no building has is packed as markers, and said so.
+    bare = tmp_path / "bare"
+    shutil.copytree(tiny_source, bare, ignore=shutil.ignore_patterns("keypoints2d"))
+    assert cli_main(["data", "pack", str(bare), "--out", str(tmp_path / "o2"), "--split", "test",
+                     "--all-buildings", "--domains", "rgb", "keypoints2d", "--quiet"]) == 0
+    err = " ".join(capsys.readouterr().err.split())
+    assert "no sample of split 'test' has a file of keypoints2d" in err and "rgb" not in err
     # The authors' zip of split CSVs, and a source holding several split CSVs.
     archive = tmp_path / "splits_taskonomy.zip"
     with zipfile.ZipFile(archive, "w") as zipped:

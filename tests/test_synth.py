@@ -9,6 +9,7 @@ from taskonomy.datamodules.cameras import camera_from_point_info, room_box_world
 from taskonomy.datamodules.domains import DEPTH_MISSING, DOMAINS, read_domain_file
 from taskonomy.datamodules.synth import MANIFEST, SPLIT_FILE, read_split_csv, synthesize
 from taskonomy.datamodules.synth.classes import places_home_workspace_mask
+from taskonomy.datamodules.synth.labels import RENDERED_DOMAINS
 from taskonomy.experiments.cli import main
 
 RES = 48
@@ -51,6 +52,7 @@ def _to_camera_units(record):
 def test_every_domain_file_exists_and_decodes(dataset):
     for building in _buildings(dataset):
         assert sorted(p.name for p in building.iterdir()) == sorted(DOMAINS)
+        assert sorted(RENDERED_DOMAINS) == sorted(DOMAINS)  # what the demo checks tasks against
         for name, spec in DOMAINS.items():
             files = sorted((building / spec.name).iterdir())
             assert len(files) == (POINTS if spec.per_point else POINTS * VIEWS), name

@@ -11,6 +11,7 @@ import yaml
 
 from taskonomy.analysis.records import read_record, record_path
 from taskonomy.datamodules import task_samples
+from taskonomy.datamodules.domains import DOMAINS
 from taskonomy.datamodules.shards import manifest_keys, read_manifest
 from taskonomy.experiments.cli import main as taskonomy_main
 from taskonomy.tasks.registry import get_registered, reload_registry, task_names
@@ -29,6 +30,7 @@ PLUGIN = '''
 """A third-party task: predict the grey level of the image."""
 
 from taskonomy.datamodules import encodings
+from taskonomy.datamodules.domains import Domain, register_domain
 from taskonomy.datamodules.task_samples import register_sample_builder
 from taskonomy.tasks.specs import TaskSpec
 
@@ -55,6 +57,12 @@ def _depth_sample(decoded, rng, resolution):
 
 
 register_sample_builder("depth_grey", _depth_sample)
+
+#: A third task, on a domain of the plugin's own (no synthetic building has its files).
+register_domain(Domain("grey_level", "grey_level", "png", "gray8"))
+GREY_LEVEL = TaskSpec("grey_level", "grey_level", "dense_regression", ("rgb", "grey_level"), 1,
+                      "dense", "stored grey level in [0,1]", "l1", ("l1",))
+register_sample_builder("grey_level", _depth_sample)
 '''
 
 
@@ -73,13 +81,15 @@ def installed_plugin(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
     (info / "METADATA").write_text("Metadata-Version: 2.1\nName: grayscale-task\nVersion: 0.1\n")
     (info / "entry_points.txt").write_text(
         "[taskonomy.tasks]\ngrayscale = grayscale_task:GRAYSCALE\n"
-        "depth_grey = grayscale_task:DEPTH_GREY\n")
+        "depth_grey = grayscale_task:DEPTH_GREY\ngrey_level = grayscale_task:GREY_LEVEL\n")
     monkeypatch.syspath_prepend(str(site))
     reload_registry()
     yield site
     monkeypatch.delitem(sys.modules, "grayscale_task", raising=False)
     monkeypatch.delitem(task_samples._BUILDERS, "grayscale", raising=False)
     monkeypatch.delitem(task_samples._BUILDERS, "depth_grey", raising=False)
+    monkeypatch.delitem(task_samples._BUILDERS, "grey_level", raising=False)
+    monkeypatch.delitem(DOMAINS, "grey_level", raising=False)
     monkeypatch.undo()
     reload_registry()
     assert "grayscale" not in task_names()  # uninstalled: the registry forgets the task
@@ -126,6 +136,18 @@ def test_a_plugin_sample_missing_a_file_is_skipped_before_its_builder(
     sample = make_task_sample("depth_grey", {"rgb": rgb, "depth_zbuffer": np.full(
         (8, 8), 65535, np.uint16)}, np.random.default_rng(0), resolution=4)
     assert sample["target"].shape == (1, 4, 4) and float(sample["target"].min()) == 1.0
+
+
+def test_the_demo_refuses_a_plugin_task_on_a_domain_it_does_not_render(
+        installed_plugin: Path) -> None:
+    from taskonomy.experiments.demo import DemoSettings, full_settings
+
+    with pytest.raises(ValueError, match="makes no files of the domains these tasks read: "
+                                         "grey_level reads grey_level"):
+        DemoSettings(tasks=("normal", "grey_level")).check()
+    DemoSettings(tasks=("normal", "depth_grey")).check()  # on a rendered domain: fine
+    tasks = full_settings().tasks
+    assert "grey_level" not in tasks and {"grayscale", "depth_grey", "normal"} <= set(tasks)
 
 
 OWN_FAMILY = '''

@@ -394,6 +394,15 @@ def class_scene(room_type: str) -> np.ndarray:
     return scene_distribution(room_type)
 
 
+#: The image domains :func:`view_labels` makes, in its order.
+VIEW_DOMAINS = ("rgb", "depth_euclidean", "depth_zbuffer", "normal", "reshading",
+                "principal_curvature", "edge_texture", "edge_occlusion", "keypoints2d",
+                "keypoints3d", "segment_unsup2d", "segment_unsup25d", "segment_semantic",
+                "class_object", "class_scene")
+#: Every domain a synthetic building has: the image domains and the camera records.
+RENDERED_DOMAINS = (*VIEW_DOMAINS, "point_info", "nonfixated_matches")
+
+
 def view_labels(buffers: ViewBuffers, room_type: str) -> dict[str, np.ndarray]:
     """Every image domain of one view, encoded for :func:`domains.write_domain_file`."""
     return {

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import sys
 from pathlib import Path
 
 from rich.console import Console
@@ -118,6 +119,13 @@ def run(args: argparse.Namespace) -> int:
             f"{', '.join(m['excluded_buildings']) or 'none'}; absent from the source: "
             f"{len(m['absent_buildings'])}"
         )
+        empty = [d for d, info in m["domains"].items() if info["count"] and
+                 info["missing"] == info["count"]]
+        if empty:
+            print(f"warning: no sample of split {args.split!r} has a file of "
+                  f"{', '.join(empty)}: every member is a missing-file marker. Check that the "
+                  "source's buildings have those folders (a plugin's labels are written by the "
+                  "plugin's own tools), or leave them out of --domains", file=sys.stderr)
         if m["absent_buildings"]:
             absent = m["absent_buildings"]
             # A pack is planned once: buildings downloaded later go into another pack.
