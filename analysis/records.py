@@ -371,6 +371,9 @@ ENCODER_FINGERPRINT_KEY = "encoder_fingerprint"
 #: Key of a record's config listing the ``--config`` files the run was started with (absolute;
 #: the dumped config leaves them out): ``sweep beam`` runs higher orders with the same ones.
 CONFIG_FILES_KEY = "config_files"
+#: Key of a record's config naming where its plugin tasks came from (entry point, package and
+#: version): a plugin's code is not part of a run's identity, so the record keeps its version.
+TASK_ORIGINS_KEY = "task_origins"
 #: Prefix of content fingerprints of weights (earlier versions used a file's path, size and
 #: mtime, which say nothing of the weights).
 WEIGHTS_FINGERPRINT = "weights:"

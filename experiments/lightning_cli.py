@@ -66,6 +66,7 @@ from lightning.pytorch.loggers import Logger, WandbLogger
 from taskonomy.analysis.records import (
     CONFIG_FILES_KEY,
     ENCODER_FINGERPRINT_KEY,
+    TASK_ORIGINS_KEY,
     RunRecord,
     read_record,
     record_path,
@@ -219,6 +220,15 @@ def _with_label_set_digests(config: dict[str, Any]) -> dict[str, Any]:
         return config
     digests = {key: file_digest(value) for key, value in named.items()}
     return {**config, "data": {**data, **{k: f"{named[k]}#{d}" for k, d in digests.items()}}}
+
+
+def plugin_origins(tasks: Sequence[str]) -> dict[str, str]:
+    """Where the plugin tasks among ``tasks`` came from (baselines and built-ins left out)."""
+    from taskonomy.tasks.registry import get_registered, task_names
+
+    known = set(task_names())
+    found = {task: get_registered(task).origin for task in tasks if task in known}
+    return {task: origin for task, origin in found.items() if origin != "builtin"}
 
 
 def _global_rank() -> int:
@@ -556,6 +566,10 @@ class TaskonomyCLI(LightningCLI):
         config["ckpt_path"] = self.resumed_from or config.get("ckpt_path")
         config[CONFIG_FILES_KEY] = [os.path.abspath(str(path))
                                     for path in self._namespace().get("config") or []]
+        _, target, sources = self.record_identity()
+        origins = plugin_origins([target, *sources])
+        if origins:
+            config[TASK_ORIGINS_KEY] = origins
         return config
 
     def _start_record(self) -> RunRecord:
@@ -720,11 +734,11 @@ class TaskonomyCLI(LightningCLI):
             # Left out: where it resumed from, the source runs found (a retrained source makes
             # a stale transfer, which `sweep run --redo-stale` handles), what testing added,
             # where the task overrides file lies and which keys beat it (the values are in the
-            # config), and class weights that fitting resolves (`auto` or a file becomes the
-            # list).
+            # config), the plugin versions (provenance only), and class weights that fitting
+            # resolves (`auto` or a file becomes the list).
             out = {k: v for k, v in config.items() if k not in (
                 "ckpt_path", "source_runs", ENCODER_FINGERPRINT_KEY, "task_overrides",
-                "task_overrides_keep", CONFIG_FILES_KEY)}
+                "task_overrides_keep", CONFIG_FILES_KEY, TASK_ORIGINS_KEY)}
             model = out.get("model")
             if isinstance(model, dict) and "class_weights" in model:
                 out["model"] = {**model, "class_weights": None}

@@ -35,7 +35,9 @@ def _load_plugins() -> list[RegisteredTask]:
     found = []
     for ep in sorted(entry_points(group=ENTRY_POINT_GROUP), key=lambda e: e.name):
         obj = ep.load()
-        origin = f"{ep.value} (entry point {ep.name!r})"
+        dist = getattr(ep, "dist", None)  # the installed package that declares it
+        package = f" of {dist.name} {dist.version}" if dist is not None else ""
+        origin = f"{ep.value} (entry point {ep.name!r}{package})"
         if isinstance(obj, TaskSpec):
             if obj.family not in FAMILIES:
                 raise ValueError(
@@ -93,7 +95,8 @@ def get_registered(name: str) -> RegisteredTask:
     """The registry entry of a task (spec, custom family class, origin)."""
     registry = _registry()
     if name not in registry:
-        raise ValueError(f"unknown task {name!r}; valid tasks: {', '.join(registry)}")
+        raise ValueError(f"unknown task {name!r}; valid tasks: {', '.join(registry)} (a plugin's "
+                         "tasks are listed once its package is installed in this environment)")
     return registry[name]
 
 

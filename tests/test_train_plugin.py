@@ -95,10 +95,14 @@ def installed_plugin(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
     assert "grayscale" not in task_names()  # uninstalled: the registry forgets the task
 
 
-def test_plugin_task_trains_through_the_train_command(installed_plugin: Path, tmp_path: Path,
-                                                      tiny_shards: Path) -> None:
+def test_plugin_task_trains_through_the_train_command(
+        installed_plugin: Path, tmp_path: Path, tiny_shards: Path,
+        capsys: pytest.CaptureFixture[str]) -> None:
     assert "grayscale" in task_names()
-    assert "entry point 'grayscale'" in get_registered("grayscale").origin
+    assert taskonomy_main(["tasks"]) == 0
+    assert "grayscale: plugin grayscale_task:GRAYSCALE (entry point 'grayscale' of " \
+        "grayscale-task 0.1)" in " ".join(capsys.readouterr().out.split())
+    assert "entry point 'grayscale' of grayscale-task 0.1" in get_registered("grayscale").origin
     config = {
         "trainer": {"accelerator": "cpu", "devices": 1, "precision": "bf16-mixed",
                     "max_steps": 2, "max_epochs": -1, "num_sanity_val_steps": 0,
@@ -120,6 +124,8 @@ def test_plugin_task_trains_through_the_train_command(installed_plugin: Path, tm
     assert sorted(record.per_image_losses) == sorted(
         manifest_keys(read_manifest(tiny_shards, "test")))
     assert {"test/loss", "test/l1", "test/rmse"} <= set(record.metrics)
+    # The plugin's package and version are kept beside the results they made.
+    assert record.config["task_origins"] == {"grayscale": get_registered("grayscale").origin}
     assert list((runs / "plugin" / "panels").glob("grayscale_step*.png"))
 
 

@@ -8,7 +8,7 @@ import json
 from rich.console import Console
 from rich.table import Table
 
-from taskonomy.tasks.registry import all_specs
+from taskonomy.tasks.registry import all_specs, get_registered
 
 COMMAND = ("tasks",)
 HELP = "List the tasks of the dictionary (name, family, domains, output, loss, role)."
@@ -37,6 +37,7 @@ def run(args: argparse.Namespace) -> int:
                 "mask": s.mask,
                 "views": s.views,
                 "target": s.target,
+                "origin": get_registered(s.name).origin,
             }
             for s in specs
         ]
@@ -56,5 +57,10 @@ def run(args: argparse.Namespace) -> int:
             str(s.views),
             "target+source" if s.target else "source-only",
         )
-    Console(width=200).print(table)
+    console = Console(width=200)
+    console.print(table)
+    for s in specs:  # a plugin's task names its package, whose code makes its labels
+        origin = get_registered(s.name).origin
+        if origin != "builtin":
+            console.print(f"{s.name}: plugin {origin}")
     return 0
