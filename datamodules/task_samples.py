@@ -167,6 +167,23 @@ def _single_view(task: str, d: dict[str, Any], rng: np.random.Generator, r: int,
     return out
 
 
+def require_sample_builder(task: str) -> None:
+    """Check that a registered task's samples can be made (a plugin must register a builder).
+
+    Raises:
+        ValueError: a plugin task without a sample builder, naming the call that registers one.
+    """
+    from taskonomy.tasks.specs import BUILTIN_TASKS
+
+    if any(spec.name == task for spec in BUILTIN_TASKS) or _plugin_domains(task) is not None:
+        return
+    raise ValueError(
+        f"no sample builder for task {task!r}: its plugin must call taskonomy.datamodules."
+        f"task_samples.register_sample_builder({task!r}, build) when the module its entry "
+        "point names is imported"
+    )
+
+
 def _plugin_domains(task: str) -> tuple[str, ...] | None:
     """The domains of a plugin task with a sample builder; ``None`` if it has none.
 

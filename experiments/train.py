@@ -39,6 +39,7 @@ from taskonomy.datamodules.datamodule import (
     task_domains,
 )
 from taskonomy.datamodules.selfsupervised import AB_BIN_COUNT, smooth_ab_distribution
+from taskonomy.datamodules.task_samples import require_sample_builder
 from taskonomy.experiments.lightning_cli import TaskonomyCLI, run_main
 from taskonomy.experiments.panels import PredictionPanels
 from taskonomy.tasks.build import build_task
@@ -416,6 +417,7 @@ class TrainCLI(TaskonomyCLI):
         """
         role, task, sources = super().record_identity()
         get_spec(task)
+        require_sample_builder(task)
         return role, task, sources
 
     def preflight(self) -> None:

@@ -43,6 +43,7 @@ from lightning.pytorch.callbacks import Callback
 from lightning.pytorch.cli import LightningArgumentParser
 
 from taskonomy.datamodules.datamodule import TaskonomyDataModule
+from taskonomy.datamodules.task_samples import require_sample_builder
 from taskonomy.experiments.lightning_cli import TaskonomyCLI, run_main
 from taskonomy.experiments.panels import PredictionPanels
 from taskonomy.tasks.transfer import TransferTask
@@ -142,6 +143,7 @@ class TransferCLI(TaskonomyCLI):
         option = self.model_option
         identity = resolve_identity(option("target"), option("sources"),
                                     option("kind") or "transfer", option("transfer"))
+        require_sample_builder(identity.target)  # its labels are read: before any run starts
         self.role = identity.role
         return identity.role, identity.target, identity.sources
 

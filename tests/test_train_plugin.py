@@ -59,10 +59,11 @@ def _depth_sample(decoded, rng, resolution):
 register_sample_builder("depth_grey", _depth_sample)
 
 #: A third task, on a domain of the plugin's own (no synthetic building has its files).
-register_domain(Domain("grey_level", "grey_level", "png", "gray8"))
-GREY_LEVEL = TaskSpec("grey_level", "grey_level", "dense_regression", ("rgb", "grey_level"), 1,
-                      "dense", "stored grey level in [0,1]", "l1", ("l1",))
-register_sample_builder("grey_level", _depth_sample)
+register_domain(Domain("stored_grey", "stored_grey", "png", "gray8"))
+STORED_GREY = TaskSpec("stored_grey", "stored_grey", "dense_regression",
+                       ("rgb", "stored_grey"), 1, "dense", "stored grey level in [0,1]", "l1",
+                       ("l1",))
+register_sample_builder("stored_grey", _depth_sample)
 '''
 
 
@@ -81,15 +82,15 @@ def installed_plugin(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
     (info / "METADATA").write_text("Metadata-Version: 2.1\nName: grayscale-task\nVersion: 0.1\n")
     (info / "entry_points.txt").write_text(
         "[taskonomy.tasks]\ngrayscale = grayscale_task:GRAYSCALE\n"
-        "depth_grey = grayscale_task:DEPTH_GREY\ngrey_level = grayscale_task:GREY_LEVEL\n")
+        "depth_grey = grayscale_task:DEPTH_GREY\nstored_grey = grayscale_task:STORED_GREY\n")
     monkeypatch.syspath_prepend(str(site))
     reload_registry()
     yield site
     monkeypatch.delitem(sys.modules, "grayscale_task", raising=False)
     monkeypatch.delitem(task_samples._BUILDERS, "grayscale", raising=False)
     monkeypatch.delitem(task_samples._BUILDERS, "depth_grey", raising=False)
-    monkeypatch.delitem(task_samples._BUILDERS, "grey_level", raising=False)
-    monkeypatch.delitem(DOMAINS, "grey_level", raising=False)
+    monkeypatch.delitem(task_samples._BUILDERS, "stored_grey", raising=False)
+    monkeypatch.delitem(DOMAINS, "stored_grey", raising=False)
     monkeypatch.undo()
     reload_registry()
     assert "grayscale" not in task_names()  # uninstalled: the registry forgets the task
@@ -149,11 +150,11 @@ def test_the_demo_refuses_a_plugin_task_on_a_domain_it_does_not_render(
     from taskonomy.experiments.demo import DemoSettings, full_settings
 
     with pytest.raises(ValueError, match="makes no files of the domains these tasks read: "
-                                         "grey_level reads grey_level"):
-        DemoSettings(tasks=("normal", "grey_level")).check()
+                                         "stored_grey reads stored_grey"):
+        DemoSettings(tasks=("normal", "stored_grey")).check()
     DemoSettings(tasks=("normal", "depth_grey")).check()  # on a rendered domain: fine
     tasks = full_settings().tasks
-    assert "grey_level" not in tasks and {"grayscale", "depth_grey", "normal"} <= set(tasks)
+    assert "stored_grey" not in tasks and {"grayscale", "depth_grey", "normal"} <= set(tasks)
 
 
 OWN_FAMILY = '''
@@ -174,7 +175,8 @@ PAIR = (SPEC, GreyFamily)
 
 @pytest.mark.parametrize("target", ["PAIR", "SPEC"])
 def test_a_plugin_family_needs_its_class(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
-                                         target: str) -> None:
+                                         target: str,
+                                         capsys: pytest.CaptureFixture[str]) -> None:
     from taskonomy.tasks.build import build_task
 
     site = tmp_path / "site"
@@ -191,6 +193,14 @@ def test_a_plugin_family_needs_its_class(tmp_path: Path, monkeypatch: pytest.Mon
             model = build_task("grey_level", encoder="resnet10_tiny", resolution=32,
                                decoder_width=0.125)
             assert type(model).__name__ == "GreyFamily" and model.spec.family == "grey_family"
+            # It registers no sample builder: refused before a run starts, naming the call.
+            runs = tmp_path / "runs"
+            assert taskonomy_main(["train", "fit", "--model.task=grey_level",
+                                   f"--data.root={tmp_path / 'shards'}", f"--runs_dir={runs}",
+                                   "--trainer.logger=false"]) == 2
+            assert "register_sample_builder('grey_level', build)" in " ".join(
+                capsys.readouterr().err.split())
+            assert not runs.exists()
         else:
             with pytest.raises(ValueError, match=r"family 'grey_family', which has no built-in "
                                                  r"class.*\(TaskSpec, family_class\) pair"):

@@ -703,7 +703,8 @@ def check_same_shape(task: str, prediction: torch.Tensor, target: torch.Tensor) 
         raise ValueError(
             f"task {task!r}: target shape {tuple(target.shape)} does not match the prediction "
             f"{tuple(prediction.shape)}; check that the data resolution equals the model's "
-            "`resolution` and that the datamodule encodes this task's target"
+            "`resolution`, and that the task's sample builder (a plugin's "
+            "register_sample_builder) makes a target of the spec's output shape"
         )
 
 
