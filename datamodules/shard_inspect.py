@@ -17,7 +17,7 @@ import numpy as np
 from rich.console import Console
 from rich.table import Table
 
-from taskonomy.datamodules.domains import decode_domain
+from taskonomy.datamodules.domains import DOMAINS, decode_domain
 from taskonomy.datamodules.layouts import parse_key
 from taskonomy.datamodules.multiview import group_by_point
 from taskonomy.datamodules.shards import (
@@ -84,8 +84,10 @@ def _sample_stats(root: str, split: str, manifest: dict[str, Any], domains: list
             continue  # statistics of the readable shards; `inspect --verify` names the others
         if len(values[domains[0]]) >= limit:
             break
-    return {d: {**_value_stats(d, values[d]), "sampled": len(values[d]),
-                "decode_errors": errors[d]} for d in domains}
+    # A domain no installed package registers (its plugin is gone) cannot be decoded.
+    return {d: {**(_value_stats(d, values[d]) if d in DOMAINS else
+                   {"kind": "unregistered: install its plugin"}),
+                "sampled": len(values[d]), "decode_errors": errors[d]} for d in domains}
 
 
 def inspect_shards(root: str | os.PathLike[str], *, stats_samples: int = 16) -> dict[str, Any]:

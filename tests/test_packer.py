@@ -336,6 +336,13 @@ def test_inspect_shards_summary_and_views(tiny_shards: Path, tmp_path: Path, cap
     depth = train["domains"]["depth_zbuffer"]
     assert depth["dtype"] == "uint16" and depth["max"] == 65535 and depth["missing_fraction"] > 0
     assert train["domains"]["rgb"]["bytes_per_sample"] > 0
+    # A domain whose plugin is no longer installed is named so, not shown blank.
+    from taskonomy.datamodules import domains
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.delitem(domains.DOMAINS, "normal")
+        gone = inspect_shards(tiny_shards)["splits"]["train"]["domains"]["normal"]
+    assert gone["kind"] == "unregistered: install its plugin"
     samples = shard_samples(tiny_shards, "train", views=4)
     assert len(samples) == 4
     assert len({s["key"].split("_view_")[0] for s in samples}) == 4  # four different points
