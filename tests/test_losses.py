@@ -65,6 +65,12 @@ def test_weighted_cross_entropy_masks_uncertain_and_weights_classes() -> None:
     plain = weighted_cross_entropy(wrong, labels, mask)
     weighted = weighted_cross_entropy(wrong, labels, mask, class_weights=weights)
     assert weighted.item() > plain.item() > 10
+    # A label outside the classes (an unexpected file value) is left out even where the mask
+    # keeps the pixel: it is not the last class.
+    two = torch.tensor([[[0, 3]]])
+    logits = torch.randn(1, 3, 1, 2)
+    assert weighted_cross_entropy(logits, two, torch.ones(1, 1, 2)).item() == pytest.approx(
+        weighted_cross_entropy(logits[..., :1], two[..., :1], torch.ones(1, 1, 1)).item())
 
 
 def test_soft_cross_entropy_classification_and_colorization() -> None:
@@ -147,6 +153,10 @@ def test_pose_cycle_loss_weights_the_composed_pair_by_half() -> None:
     offset = torch.zeros(3, 18)
     offset[:, 6] = 2.0  # only the 0→2 pose is off by 2
     assert pose_cycle_loss(target + offset, target).item() == pytest.approx(1.0, rel=1e-4)
+    for column in (0, 12):  # the 0→1 and 1→2 poses weigh 1
+        offset = torch.zeros(3, 18)
+        offset[:, column] = 2.0
+        assert pose_cycle_loss(target + offset, target).item() == pytest.approx(2.0, rel=1e-4)
     with pytest.raises(ValueError, match="B×18"):
         pose_cycle_loss(torch.zeros(2, 6), torch.zeros(2, 6))
 
@@ -157,6 +167,9 @@ def test_gan_losses_use_one_sided_label_smoothing() -> None:
     best = torch.full((2, 1, 4, 4), math.log(9.0))
     fake = torch.full((2, 1, 4, 4), -20.0)
     assert gan_discriminator_loss(best, fake) < gan_discriminator_loss(confident, fake)
+    best.requires_grad_(True)  # log 9 is the minimum exactly: the real label is 0.9
+    gan_discriminator_loss(best, fake).backward()
+    assert best.grad is not None and best.grad.abs().max().item() < 1e-7
     assert gan_generator_loss(confident).item() < 1e-6
 
 
@@ -202,6 +215,19 @@ def test_depth_metrics_in_metres_with_mask() -> None:
     for metric in raw_metrics.values():
         metric.update(_encode_depth(torch.tensor([[[[2.2, 2.2], [9.0, 4.0]]]])), with_raw)
     assert raw_metrics["abs_rel"].compute().item() == pytest.approx(0.2 / 3, rel=1e-4)
+    # A 0 target (no depth) counts nowhere, even where the mask keeps the pixel.
+    holes = _metrics("depth_zbuffer")["abs_rel"]
+    holes.update(_encode_depth(torch.full((1, 1, 1, 2), 2.2)),
+                 {"target": _encode_depth(torch.tensor([[[[2.0, 0.0]]]])),
+                  "mask": torch.ones(1, 1, 1, 2)})
+    assert holes.compute().item() == pytest.approx(0.1, rel=1e-4)
+    # A prediction below 0 (the head's tanh) is the nearest depth, one raw unit: 1/512 m.
+    negative = _metrics("depth_zbuffer")
+    for metric in negative.values():
+        metric.update(torch.full((1, 1, 1, 1), -0.5),
+                      {"target": _encode_depth(torch.full((1, 1, 1, 1), 2.0))})
+    assert negative["abs_rel"].compute().item() == pytest.approx(1 - 1 / 1024, rel=1e-4)
+    assert negative["delta1"].compute().item() == 0.0
 
 
 def test_normal_angle_metrics() -> None:
@@ -227,6 +253,11 @@ def test_semantic_miou_and_pixel_accuracy_ignore_uncertain() -> None:
         metric.update(logits, batch)
     # class 0: inter 1, union 2; class 1: inter 2, union 3.
     assert metrics["miou"].compute().item() == pytest.approx((1 / 2 + 2 / 3) / 2)
+    # A class of the targets that is never predicted counts with IoU 0.
+    missed = _metrics("segment_semantic")["miou"]
+    never = torch.nn.functional.one_hot(torch.zeros(1, 1, 4, dtype=torch.long), 17)
+    missed.update(never.permute(0, 3, 1, 2).float(), batch)
+    assert missed.compute().item() == pytest.approx((2 / 4 + 0) / 2)
     assert metrics["pixel_accuracy"].compute().item() == pytest.approx(0.75)
     uncertain = {"target": torch.tensor([[[5, 5, 5, 5]]]), "mask": torch.zeros(1, 1, 1, 4)}
     for metric in metrics.values():
@@ -289,6 +320,26 @@ def test_pair_accuracy_of_separating_embeddings_is_one() -> None:
     collapsed = _metrics("segment_unsup2d")["pair_accuracy"]
     collapsed.update(torch.zeros(2, 64, 16, 16), {"target": segments})
     assert 0.3 < collapsed.compute().item() < 0.7  # "all same" is right only for same pairs
+    # Every pixel its own segment: "all same" is always wrong (a pixel with itself not counted).
+    distinct = torch.arange(400).reshape(1, 20, 20)
+    alone = _metrics("segment_unsup2d")["pair_accuracy"]
+    alone.update(torch.zeros(1, 8, 20, 20), {"target": distinct})
+    assert alone.compute().item() == 0.0
+
+
+def test_pair_accuracy_calls_pixels_one_segment_below_a_squared_distance_of_ln_3() -> None:
+    segments = torch.zeros(1, 16, 16, dtype=torch.long)
+    segments[:, :, 8:] = 1
+
+    def accuracy(d2: float) -> float:
+        embeddings = torch.zeros(1, 4, 16, 16)
+        embeddings[:, 0, :, 8:] = math.sqrt(d2)  # segment 1 lies d2 (squared) from segment 0
+        metric = _metrics("segment_unsup2d")["pair_accuracy"]
+        metric.update(embeddings, {"target": segments})
+        return metric.compute().item()
+
+    assert accuracy(math.log(3.0) + 0.01) == 1.0
+    assert accuracy(math.log(3.0) - 0.01) < 0.6  # the two segments are called one
 
 
 def test_metrics_accumulate_exactly_over_batches() -> None:
@@ -327,6 +378,9 @@ def test_class_balancing_weights_boost_rare_classes_with_unit_expected_weight() 
     skewed = class_balancing_weights(torch.tensor([90.0, 9.0, 1.0, 0.0]))
     assert torch.all(skewed[1:] > skewed[:-1])
     assert torch.allclose(class_balancing_weights(torch.ones(5)), torch.ones(5))
+    # p = (¾, ¼), mix ½: w ∝ 1 / (½p + ¼) = (1.6, 8/3), scaled to Σ p·w = 1.
+    assert torch.allclose(class_balancing_weights(torch.tensor([3.0, 1.0])),
+                          torch.tensor([6 / 7, 10 / 7]))
 
 
 @pytest.mark.parametrize("counts, mix", [([1.0, -1.0], 0.5), ([0.0, 0.0], 0.5), ([1.0], 0.0)])
