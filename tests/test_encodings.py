@@ -35,6 +35,13 @@ def test_depth_log_encoding_mask_and_metres():
     assert metres[0, 0, 1] == pytest.approx(511 / 512) and metres[0, 1, 1] == 0.0
     mask = enc.depth_valid_mask(raw, 2)
     assert mask[0].tolist() == [[1.0, 1.0], [1.0, 0.0]]
+    # The log comes before the resize (the authors'), so a resized target is a mean of logs.
+    mixed = np.array([[1, 1], [4095, 4095]], dtype=np.uint16)
+    logs = np.log1p(mixed.astype(np.float64)) / math.log(2**16)
+    assert enc.depth_encoding(mixed, 1)[0].item() == pytest.approx(logs.mean(), rel=1e-5)
+    # Metres resize by nearest neighbour: no depth between a surface and a hole is made up.
+    checker = np.where((np.indices((4, 4)).sum(0) % 2) == 0, 1024, 65535).astype(np.uint16)
+    assert set(np.unique(enc.depth_encoding(checker, 2)[1]).tolist()) <= {0.0, 2.0}
     big = np.full((8, 8), 1000, np.uint16)
     big[0, 0] = 65535
     down = enc.depth_valid_mask(big, 4)  # a partly invalid pixel becomes invalid (< 0.99)
@@ -141,6 +148,25 @@ def test_relative_pose_identity_and_egomotion():
     ego = enc.egomotion_target([POINT_INFO, other, POINT_INFO])
     assert ego.shape == (18,)
     assert np.allclose(ego[:6], enc.relative_pose(POINT_INFO, other))
+
+
+def test_relative_pose_of_two_turned_cameras_is_view_1_in_the_frame_of_view_2():
+    # Two cameras turned about different axes (their rotations do not commute).
+    first = dict(POINT_INFO, camera_rotation_final=[0.3, 0.0, 0.0], camera_location=[1, 2, 3])
+    second = dict(POINT_INFO, camera_rotation_final=[0.0, 0.0, math.pi / 2],
+                  camera_location=[0.0, 0.0, 0.0])
+    r1, r2 = (enc.euler_to_matrix(v["camera_rotation_final"]) for v in (first, second))
+    pose = enc.relative_pose(first, second, normalize=False)
+    assert np.allclose(enc.euler_to_matrix(pose[:3]), r2.T @ r1, atol=1e-6)
+    assert not np.allclose(r2.T @ r1, r1.T @ r2, atol=1e-3)
+    assert np.allclose(pose[3:], r2.T @ np.array([1.0, 2.0, 3.0]), atol=1e-6)
+    assert not np.allclose(pose[3:], r1.T @ np.array([1.0, 2.0, 3.0]), atol=1e-3)
+    # Egomotion's pairs are (0, 1), (0, 2), (1, 2), in that order.
+    third = dict(POINT_INFO, camera_location=[0.5, -1.0, 2.0])
+    views = [first, second, third]
+    ego = enc.egomotion_target(views)
+    for k, (i, j) in enumerate(((0, 1), (0, 2), (1, 2))):
+        assert np.allclose(ego[6 * k:6 * k + 6], enc.relative_pose(views[i], views[j]))
 
 
 def test_jigsaw_permutation_set_and_tiles():
