@@ -211,6 +211,32 @@ def test_readout_shapes_and_training_time_clipping() -> None:
     assert torch.equal(bounded[1:, 0], x[1:, 0])  # inliers untouched
     with pytest.raises(ValueError, match="B×16"):
         readout(torch.randn(2, 8, 2, 2))
+    low = x.clone()
+    low[0, 0, 0, 0] = -1e6  # clipped from below too
+    mean, std = low[:, 0].mean(), low[:, 0].std(unbiased=False)
+    assert clip_to_batch_sigma(low, 5.0)[0, 0, 0, 0] >= mean - 5 * std - 1e-3
+
+
+def test_the_readout_clips_while_training_only_and_normalizes_its_input_and_output() -> None:
+    torch.manual_seed(0)
+    readout = TransferReadout(in_channels=8)
+    unclipped = TransferReadout(in_channels=8, clip_sigmas=None)
+    unclipped.load_state_dict(readout.state_dict())
+    x = torch.randn(16, 8, 4, 4)
+    x[0, 0, 0, 0] = 1e4  # an outlier
+    readout.eval(), unclipped.eval()
+    with torch.no_grad():
+        assert torch.equal(readout(x), unclipped(x))  # no clip at evaluation
+        readout.train(), unclipped.train()
+        assert not torch.allclose(readout(x), unclipped(x))
+        # Training mode: batch norm first, so a per-channel affine change of the input does
+        # not change the output, and the output channels are standardized.
+        inliers = torch.randn(16, 8, 4, 4)
+        scale, shift = torch.rand(1, 8, 1, 1) + 0.5, torch.randn(1, 8, 1, 1)
+        out = readout(inliers)
+        assert torch.allclose(readout(inliers * scale + shift), out, atol=1e-4)
+        assert torch.allclose(out.mean(dim=(0, 2, 3)), torch.zeros(16), atol=1e-4)
+        assert torch.allclose(out.var(dim=(0, 2, 3), unbiased=False), torch.ones(16), atol=1e-2)
 
 
 def test_discriminator_gives_4x4_logits_at_256() -> None:
