@@ -73,6 +73,7 @@ def test_combinations_follow_the_papers_counts() -> None:
                                                      ("a", "b", "c")]
     with pytest.raises(ValueError, match="at least 2"):
         beam_combinations(ranked, max_order=1)
+    assert ("a", "b", "c", "d", "e") in beam_combinations(list("abcde"), max_order=5)
 
 
 def test_ranking_uses_first_order_affinities() -> None:
@@ -183,6 +184,16 @@ def test_sweep_beam_carries_the_settings_of_the_regime_it_ranks(tmp_path: Path) 
     sweep = load_sweep_file(out)
     argv = sweep.argv(sweep.points()[0].params)
     assert "--data.limit=64" in argv and "--model.resolution=32" in argv
+    # A setting the ranked transfers disagree on is not carried over.
+    mixed = tmp_path / "mixed"
+    for k, record in enumerate(first_order_records("normal", strengths_for("normal"))):
+        write_record(RunRecord.from_dict({**record.to_dict(), "config": {
+            "data": {"limit": 32 + k}, "model": {"resolution": 32}}}), mixed)
+    assert main(["sweep", "beam", "--runs", str(mixed), "--max-order", "2", "--out",
+                 str(out)]) == 0
+    argv = load_sweep_file(out).argv(load_sweep_file(out).points()[0].params)
+    assert "--model.resolution=32" in argv
+    assert not any(a.startswith("--data.limit=3") for a in argv)
 
 
 def test_sweep_beam_runs_the_higher_orders_with_the_first_orders_config(
@@ -217,6 +228,13 @@ def test_sweep_beam_runs_the_higher_orders_with_the_first_orders_config(
     mixed[1] = RunRecord.from_dict({**mixed[1].to_dict(), "config": {CONFIG_FILES_KEY: ["b.yaml"]}})
     with pytest.raises(ValueError, match=r"different configs \(a.yaml; b.yaml\).*--config"):
         recorded_configs(mixed)
+    # A failed transfer's configs do not count; nor do those of another regime than asked.
+    failed = [*mixed[:1], RunRecord.from_dict({**mixed[1].to_dict(), "status": "failed"}),
+              *mixed[2:]]
+    assert recorded_configs(failed) == ["a.yaml"]
+    other = [*mixed[:1], RunRecord.from_dict({**mixed[1].to_dict(), "regime": "16k"}),
+             *mixed[2:]]
+    assert recorded_configs(other, "1k") == ["a.yaml"]
 
 
 def test_beam_ranks_each_target_on_its_own(tmp_path: Path) -> None:
