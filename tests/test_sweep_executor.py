@@ -47,6 +47,8 @@ time.sleep(a.sleep)
 if a.task == "boom":
     print("ValueError: boom is not a task", file=sys.stderr)
     sys.exit(3)
+if a.task == "silent":  # exits 0 without writing its record
+    sys.exit(0)
 (out / "record.json").write_text(json.dumps({"status": "finished", "task": a.task, "lr": a.lr}))
 '''
 
@@ -92,12 +94,47 @@ def test_runs_skips_finished_and_survives_a_failure(tmp_path: Path) -> None:
     # Why a point failed, in one line: the log's last error line, or its record's error.
     boom = again[2].point.run_id
     assert failure_reason(runs, boom) == "ValueError: boom is not a task"
+    entry = json.loads((runs / ".sweeps" / "demo.json").read_text())["points"][boom]
+    assert entry["attempts"] == 2 and entry["returncode"] == 3 and entry["status"] == "failed"
     with open(runs / boom / "executor.log", "a") as log:  # a later attempt, killed silently
         log.write("\n=== attempt 3: python program.py\nKilled\n")
     assert failure_reason(runs, boom) == "Killed"
     (runs / boom / "record.json").write_text(json.dumps(
         {"status": "failed", "error": "RuntimeError: CUDA out of\nmemory"}))
     assert failure_reason(runs, boom) == "RuntimeError: CUDA out of memory"
+    # The last error line is found whatever its case, even with plain lines after it.
+    (runs / boom / "record.json").unlink()
+    with open(runs / boom / "executor.log", "a") as log:
+        log.write("\n=== attempt 4: python program.py\nRuntimeError: x\nplain line\n")
+    assert failure_reason(runs, boom) == "RuntimeError: x"
+
+
+def test_a_point_that_exits_0_without_finishing_its_record_failed(tmp_path: Path) -> None:
+    sweep = load_sweep_file(_sweep(tmp_path, ["silent"]))
+    results = run_sweep(sweep, tmp_path / "runs", workers=1)
+    assert [r.outcome for r in results] == ["failed", "failed"]
+    assert [r.returncode for r in results] == [0, 0]
+
+
+def test_a_point_left_running_by_a_killed_executor_is_stopped_before_it_reruns(
+        tmp_path: Path) -> None:
+    sweep = load_sweep_file(_sweep(tmp_path, ["a"]))
+    runs = tmp_path / "runs"
+    orphan = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"],
+                              start_new_session=True)
+    try:
+        identity = process_identity(orphan.pid)
+        if identity is None:
+            pytest.skip("no /proc: process identities are not available here")
+        point = sweep.points()[0]
+        Ledger(runs, sweep).update(point.run_id, status="running", pid=orphan.pid,
+                                   host=os.uname().nodename, process=identity)
+        results = run_sweep(sweep, runs, workers=1)
+        assert results[0].outcome == "finished"
+        assert orphan.wait(timeout=10) < 0  # stopped by a signal
+    finally:
+        orphan.kill()
+        orphan.wait()
 
 
 def _start_executor(sweep_path: Path, runs: Path, workers: int,
@@ -452,3 +489,20 @@ def test_a_copied_runs_folder_checks_staleness_against_its_own_task_runs(tmp_pat
     assert set(stale_transfer_points(points, copy)) == {"n-r"}
     finished(elsewhere, "task-new", "task", when="2026-02-01T00:00:00")
     assert set(stale_transfer_points(points, copy)) == {"n-r", "n-r-elsewhere"}
+
+
+def test_missing_task_runs_count_the_sources_and_self_targets_of_points_to_run(
+        tmp_path: Path) -> None:
+    from taskonomy.experiments.sweep_executor import missing_task_runs
+    from taskonomy.experiments.sweep_files import SweepPoint
+
+    runs = tmp_path / "runs"
+    (runs / "done").mkdir(parents=True)
+    (runs / "done" / "record.json").write_text(json.dumps({"status": "finished"}))
+    points = [SweepPoint(0, {"model.transfer": "normal:self"}, "self-baseline"),
+              SweepPoint(1, {"model.transfer": "normal:reshading"}, "done"),
+              SweepPoint(2, {"model.transfer": "depth_zbuffer:reshading+normal"}, "to-do"),
+              SweepPoint(3, {"model.transfer": "normal:pixels"}, "pixels"),
+              SweepPoint(4, {"model.task": "normal"}, "a-task-run")]
+    # self reads its target's network; a finished point and pixels read none.
+    assert missing_task_runs(points, runs) == {"normal": 2, "reshading": 1}
