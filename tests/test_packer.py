@@ -37,6 +37,9 @@ def test_released_split_csvs_parse():
         parse_split_csv("id,train,val,test\nfoo,1,0,0\nfoo,0,0,1\n")
     with pytest.raises(ValueError, match="row 2: building 'foo' is in more than one part"):
         parse_split_csv("id,train,val,test\nfoo,1,0,1\n")
+    for row in ("foo,yes,0,0", ",1,0,0"):  # flags are 0 or 1; every row names a building
+        with pytest.raises(ValueError, match="row 2: expected 'building,0|1,0|1,0|1'"):
+            parse_split_csv(f"id,train,val,test\n{row}\n")
     with pytest.raises(FileNotFoundError, match="give a released split"):
         load_split("huge")
 

@@ -46,6 +46,30 @@ def test_rewrite_replaces_running_record(tmp_path):
     assert read_records(tmp_path)[0].candidate == "self"
 
 
+def test_a_run_id_found_twice_is_named(tmp_path):
+    write_record(_finished("same"), tmp_path / "a")
+    write_record(_finished("same"), tmp_path / "a" / "copy")
+    (tmp_path / "a" / "copy" / "same").rename(tmp_path / "a" / "elsewhere")
+    with pytest.raises(ValueError, match="run id 'same' appears twice"):
+        scan_records(tmp_path / "a")
+
+
+def test_latest_task_runs_keep_to_the_setting_asked_for():
+    from taskonomy.analysis.records import latest_task_runs
+
+    def task_run(run_id, encoder, resolution, when):
+        record = RunRecord(run_id=run_id, role="task", target="normal", config={
+            "model": {"encoder": encoder, "resolution": resolution}}).finished(
+            metrics={}, per_image_losses={}, checkpoint="c")
+        return RunRecord.from_dict({**record.to_dict(), "finished_at": f"2026-0{when}-01T00:00:00"})
+
+    paper = task_run("paper", "resnet50", 256, 1)
+    cpu = task_run("cpu", "resnet10_tiny", 64, 2)  # finished later
+    assert latest_task_runs([paper, cpu])["normal"].run_id == "cpu"
+    assert latest_task_runs([paper, cpu], encoder="resnet50")["normal"].run_id == "paper"
+    assert latest_task_runs([paper, cpu], resolution=256)["normal"].run_id == "paper"
+
+
 def test_reader_skips_unfinished_with_counts(tmp_path):
     write_record(_finished("ok"), tmp_path)
     write_record(RunRecord(run_id="run", role="transfer", target="normal",

@@ -32,7 +32,7 @@ def test_a_step_stays_and_a_fraction_scales_with_the_run() -> None:
     assert milestone_step(0, 100) is None
 
 
-@pytest.mark.parametrize("bad", [1.0, 1.5, -0.2, -3, True])
+@pytest.mark.parametrize("bad", [1.0, 1.5, -0.2, -1, -3, True])
 def test_a_bad_milestone_names_both_forms(bad: object) -> None:
     with pytest.raises(ValueError, match="lr_milestone"):
         check_milestone(bad)  # type: ignore[arg-type]
@@ -101,6 +101,18 @@ def test_a_run_resumed_with_more_steps_drops_where_a_fresh_run_of_that_length_wo
          ckpt_path=tmp_path / "six.ckpt")
     # round(0.67 × 12) = 8: steps 6 and 7 at the first rate again, not the milestone saved at 4
     assert longer.seen == pytest.approx([1e-3] * 2 + [1e-4] * 4)
+
+
+def test_a_run_resumed_past_its_new_milestone_starts_at_the_dropped_rate(
+        tmp_path: Path) -> None:
+    torch.set_num_threads(1)
+    first = _fit(build_task("depth_zbuffer", **TINY, lr=1e-3, lr_milestone=0.67),
+                 _LearningRates(), 6)
+    first.save_checkpoint(tmp_path / "six.ckpt")
+    resumed = _LearningRates()
+    _fit(build_task("depth_zbuffer", **TINY, lr=1e-3, lr_milestone=0.5), resumed, 8,
+         ckpt_path=tmp_path / "six.ckpt")
+    assert resumed.seen == pytest.approx([1e-4, 1e-4])  # round(0.5 × 8) = 4 is behind it
 
 
 def test_checkpoints_of_the_former_multistep_scheduler_resume() -> None:
