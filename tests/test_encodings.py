@@ -181,6 +181,13 @@ def test_jigsaw_permutation_set_and_tiles():
     tiles, k = ss.jigsaw_sample(image, np.random.default_rng(1), 6)
     assert tiles.shape == (9, 3, 6, 6)
     assert [int(round(t.mean())) for t in tiles] == list(perms[k])
+    # Each tile is a crop of 90 % of its cell at a random offset (the authors' jitter).
+    ramp = np.repeat(np.arange(60, dtype=np.float32)[None, :, None], 60, axis=2)
+    ramp = np.repeat(ramp, 3, axis=0)  # 3×60×60: value = row
+    identity = np.tile(np.arange(9), (100, 1))
+    tops = {float(ss.jigsaw_sample(ramp, np.random.default_rng(seed), 18, identity)[0][0].min())
+            for seed in range(10)}
+    assert len(tops) > 1
 
 
 def test_jigsaw_tiles_are_cut_from_the_stored_image_not_the_resized_one():
@@ -205,6 +212,17 @@ def test_colorization_soft_encoding_peaks_at_the_true_colour():
     best = ss.ab_bins()[soft[:, 0, 0].argmax()]
     assert np.abs(best - ab).max() <= 5.0 + 1e-3
     assert ss.ab_bins().shape == (313, 2) and len(np.unique(ss.ab_bins(), axis=0)) == 313
+    # The weights of the 10 nearest bins are a Gaussian of σ = 5 in their distance.
+    weights = soft[:, 0, 0]
+    used = np.flatnonzero(weights)
+    assert len(used) == 10
+    d2 = ((ss.ab_bins()[used] - ab) ** 2).sum(1)
+    gaussian = np.exp(-d2 / 50.0)
+    assert np.allclose(weights[used], gaussian / gaussian.sum(), atol=1e-4)
+    # Lightness spans [-1, 1]: white is 1, black is −1.
+    for level, value in ((255, 1.0), (0, -1.0)):
+        flat, _ = ss.colorization_sample(np.full((16, 16, 3), level, np.uint8), 16)
+        assert np.allclose(flat, value, atol=1e-3)
 
 
 def test_colorization_target_is_the_image_sampled_bilinearly_at_a_quarter():
@@ -224,6 +242,7 @@ def test_denoising_and_inpainting_inputs():
     rgb01 = np.full((32, 32, 3), 0.5, np.float32)
     noisy = ss.denoising_input(rgb01, np.random.default_rng(0))
     assert abs(float((noisy / 2).std()) - 0.1) < 0.01  # variance 0.01 on the [0,1] image
+    assert abs(float(noisy.mean())) < 0.02  # in [-1, 1]: grey 0.5 is 0
     chw = np.ones((3, 8, 8), np.float32)
     masked = ss.inpainting_input(chw)
     assert masked[:, 2:6, 2:6].sum() == 0 and masked.sum() == 3 * (64 - 16)
