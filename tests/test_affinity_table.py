@@ -114,4 +114,9 @@ def test_restrict():
     assert set(only_reshading.frame["sources"]) == {"self", "random", "reshading"}
     with pytest.raises(ValueError, match="valid sources"):
         table.restrict(sources=["jigsaw"])
+    # random is never supervised: sets that pair a source with it stay (as in the paper's data).
+    paired = pd.concat([_frame(), pd.DataFrame([("normal", "reshading+random", 0.2, 0.4, 0.8)],
+                                               columns=_frame().columns)], ignore_index=True)
+    kept = AffinityTable.from_frame(paired).restrict(targets=["normal"], sources=["reshading"])
+    assert "random+reshading" in set(kept.frame["sources"])
     assert table.unknown_tasks(["normal", "reshading"]) == ["depth_zbuffer", "edge_occlusion"]

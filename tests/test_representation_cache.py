@@ -187,6 +187,9 @@ def test_cache_is_keyed_by_source_run(source_runs: Path) -> None:
     b = cache.store("run-b", "train", "rgb", RES, "fp", CountingEncoder())
     assert a is not b and a.path != b.path
     assert cache.store("run-a", "train", "rgb", RES, "fp", CountingEncoder()) is a
+    # The same run retrained in this process (other weights): a new store, not the old rows.
+    retrained = cache.store("run-a", "train", "rgb", RES, "fp2", CountingEncoder())
+    assert retrained is not a and retrained.fingerprint == "fp2"
 
 
 def test_store_grows_past_its_capacity_and_saves_exact_rows(tmp_path: Path) -> None:
