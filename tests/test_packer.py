@@ -178,6 +178,9 @@ def test_parts_pack_disjoint_shards_and_last_part_writes_manifest(tiny_source: P
     shutil.copytree(tiny_source, original)
     config = dict(source=original, out=out, split="train", buildings=list(train_buildings),
                   domains=["rgb"], shard_size=3, resume=True)
+    alone = pack(PackConfig(**{**config, "out": tmp_path / "alone"}, part=(2, 2)),
+                 progress=False)  # part 2 of 2 alone: its 4 of the 9 shards, no manifest
+    assert alone.shards_written == 4 and alone.manifest is None
     first = pack(PackConfig(**config, part=(1, 2)), progress=False)
     assert first.manifest is None and first.pending == 4
     assert not (out / "train" / "manifest.json").exists()
@@ -191,6 +194,9 @@ def test_parts_pack_disjoint_shards_and_last_part_writes_manifest(tiny_source: P
     next((lacking / train_buildings[0] / "rgb").glob("*.png")).unlink()
     with pytest.raises(ValueError, match="1 of its views are missing here"):
         pack(PackConfig(**{**config, "source": lacking}, part=(2, 2)), progress=False)
+    # A copy without a domain this pack does not read is enough.
+    for building in train_buildings:
+        shutil.rmtree(copy / building / "depth_zbuffer")
     second = pack(PackConfig(**{**config, "source": copy}, part=(2, 2), workers=2),
                   progress=False)
     assert second.shards_written == 4 and second.manifest["count"] == 27
