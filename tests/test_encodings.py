@@ -314,3 +314,20 @@ def test_selected_classes_keep_the_mass_of_indoor_object_targets():
     assert mask == 1.0 and math.isclose(float(restricted.sum()), 1.0, rel_tol=1e-5)
     chair = int(np.searchsorted(selected, 559))  # folding chair
     assert restricted[chair] > 10 / 100  # far above uniform
+
+
+def test_pose_statistics_are_the_authors_in_both_places():
+    # The z-scoring statistics of the authors' calculate_relative_camera_pose (the spec's
+    # rounded values); the encodings and the pose networks must agree on them exactly.
+    from taskonomy.tasks.networks import pose
+
+    authors = {
+        "FIXATED_POSE_MEAN": [-0.267, -0.0119, 0.0114, 0.0011, 0.0211, -4.020],
+        "FIXATED_POSE_STD": [10.12, 8.11, 1.09, 1.22, 0.26, 10.06],
+        "NONFIXATED_POSE_MEAN": [-0.0095, -0.0011, -0.0108, 0.0209, -0.0928, -2.5805],
+        "NONFIXATED_POSE_STD": [1.023, 0.665, 1.038, 5.757, 1.376, 7.432],
+    }
+    for name, rounded in authors.items():
+        values = np.asarray(getattr(enc, name))
+        assert np.allclose(values, rounded, rtol=0.01, atol=1e-4), name
+        assert np.array_equal(values, np.asarray(getattr(pose, name))), name
