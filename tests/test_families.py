@@ -539,3 +539,43 @@ def test_a_family_with_its_own_optimizer_resumes_it_as_saved(tmp_path) -> None:
     resumed.fit(OwnOptimizer("normal", **TINY), _loader([batch] * 4), ckpt_path=path)
     group = resumed.optimizers[0].param_groups[0]
     assert group["foreach"] is False and not group["fused"]
+
+
+def test_metric_segmentation_scores_each_image_on_its_own_key_seeded_pixels() -> None:
+    from taskonomy.tasks.families.segmentation import keyed_pixel_indices
+    from taskonomy.tasks.losses import metric_loss
+
+    cpu = torch.device("cpu")
+    one, again = (keyed_pixel_indices(["a"], 1024, 300, cpu) for _ in range(2))
+    assert torch.equal(one, again)
+    assert not torch.equal(one, keyed_pixel_indices(["b"], 1024, 300, cpu))
+    model = build_task("segment_unsup2d", **TINY)
+    task_batch = fake_batch(model.spec, 2, 32, seed=0)["segment_unsup2d"]
+    prediction = torch.randn(2, model.spec.output_channels, 32, 32).tanh()
+    samples = model.hparams["metric_samples"]
+    # Drawn over the whole image (pixel indices up to H·W), as the metric loss reads them.
+    expected = metric_loss(prediction, task_batch["target"], None, "none", samples=samples,
+                           indices=keyed_pixel_indices(["k0", "k1"], 32 * 32, samples, cpu))
+    got = model.compute_loss(prediction, task_batch, "none", ["k0", "k1"])
+    assert torch.allclose(got, expected)
+
+
+def test_classification_heads_have_the_papers_depths() -> None:
+    # Object and scene: one hidden FC layer (2048); jigsaw: two per tile tower, then 100-way.
+    def linear_layers(task: str) -> int:
+        head = build_task(task, **TINY).head
+        return sum(isinstance(m, torch.nn.Linear) for m in head.modules())
+
+    assert linear_layers("class_object") == 2 and linear_layers("class_scene") == 2
+    assert linear_layers("jigsaw") == 3
+
+
+def test_classification_loss_leaves_masked_samples_out() -> None:
+    model = build_task("class_scene", **TINY)
+    target = torch.rand(4, 63).softmax(1)
+    prediction = torch.randn(4, 63)
+    masked = model.compute_loss(prediction, {"target": target,
+                                             "mask": torch.tensor([1.0, 1.0, 1.0, 0.0])})
+    first_three = model.compute_loss(prediction[:3], {"target": target[:3],
+                                                      "mask": torch.ones(3)})
+    assert torch.allclose(masked, first_three)
