@@ -194,6 +194,17 @@ def test_mismatched_keys_warn_with_counts_or_raise_in_strict_mode():
     assert aligned.losses.shape == (2, 70) and aligned.n_dropped == 10
     with pytest.raises(ValueError, match="a lacks 10"):
         align_losses(losses, strict=True)
+    # One key short is still a mismatch; no shared key at all is an error, not an empty table.
+    with pytest.warns(SampleKeyWarning) as caught:
+        one_short = align_losses({"a": {"k1": 1.0, "k2": 2.0}, "b": {"k1": 3.0}})
+    assert one_short.missing == {"b": 1} and len(caught) == 1
+    with pytest.raises(ValueError, match="no key is shared"):
+        align_losses({"a": {"x": 1.0}, "b": {"y": 2.0}})
+    # Keys come out sorted whatever their order (a bootstrap over them is reproducible).
+    names = [f"img{i:02d}" for i in range(50)]
+    shuffled = list(np.random.default_rng(0).permutation(names))
+    aligned = align_losses({"a": dict.fromkeys(shuffled, 1.0), "b": dict.fromkeys(names, 2.0)})
+    assert aligned.keys == tuple(names)
 
 
 def test_images_pixels_lacks_leave_the_tournament_whole():
