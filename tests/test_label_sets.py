@@ -166,3 +166,14 @@ def test_a_label_set_file_counts_by_its_contents_in_run_ids(tmp_path: Path) -> N
     assert config_hash(_with_label_set_digests(config)) != first
     plain = {"data": {"ab_bins": None}, "model": {"lr": 1.0}}
     assert _with_label_set_digests(plain) == plain  # runs without label files keep their ids
+
+
+def test_run_id_hashes_ignore_key_order_and_where_a_run_resumes_from() -> None:
+    from taskonomy.experiments.lightning_cli import config_hash
+
+    config = {"model": {"lr": 1, "task": "normal"}, "data": {"x": 1}}
+    assert config_hash(config) == config_hash({"data": {"x": 1},
+                                               "model": {"task": "normal", "lr": 1}})
+    assert config_hash({**config, "ckpt_path": "/x/last.ckpt"}) == config_hash(config)
+    assert config_hash({**config, "task_overrides_keep": ["model.lr"]}) == config_hash(config)
+    assert config_hash({**config, "model": {"lr": 2, "task": "normal"}}) != config_hash(config)

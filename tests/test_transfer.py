@@ -171,6 +171,29 @@ def test_higher_orders_and_weight_decay(runs: Path) -> None:
     assert second(batch).shape == (2, 3, RES, RES)
 
 
+
+def test_sources_are_concatenated_in_sorted_order_cached_or_not(runs: Path,
+                                                                tmp_path: Path) -> None:
+    pair = transfer(runs, sources=["reshading", "depth_zbuffer"]).eval()
+    assert pair.weight_decay == 1e-6  # every higher order, 2 included
+    assert [s.spec.name for s in pair.sources] == ["depth_zbuffer", "reshading"]
+    batch = fake_batch(get_spec("normal"), 2, RES)
+    with torch.no_grad():
+        representation = pair.frozen_representation(batch, "test")
+        assert torch.allclose(representation[:, :8], pair.sources[0](batch["rgb"]))
+        assert torch.allclose(representation[:, 8:], pair.sources[1](batch["rgb"]))
+        cached = transfer(runs, sources=["reshading", "depth_zbuffer"],
+                          cache_dir=str(tmp_path / "cache")).eval()
+        assert torch.allclose(cached.frozen_representation(batch, "test"), representation,
+                              atol=1e-5)
+
+
+def test_a_random_encoder_is_a_resnet50_unless_told(tmp_path: Path) -> None:
+    random = TransferTask(target="normal", kind="random", resolution=RES,
+                          task_runs=str(tmp_path))
+    assert random.sources[0].run_id == "random-resnet50-seed0"
+
+
 def test_multi_view_target_reads_each_view(runs: Path) -> None:
     model = transfer(runs, target="fixated_pose")
     batch = fake_batch(get_spec("fixated_pose"), 2, RES)
@@ -442,3 +465,21 @@ def test_a_malformed_transfer_reads_as_its_own_error(tmp_path: Path,
     err = capsys.readouterr().err
     assert "error: transfer 'normal-reshading' must read 'target:source" in err
     assert "compute_fn" not in err  # jsonargparse's wrapping of the linked value's error
+
+
+@pytest.mark.parametrize("change, message", [
+    ({"task": "normal"}, "is of task 'normal', not 'reshading'"),
+    ({"encoder": "vgg99"}, "declares encoder 'vgg99', which is not a known architecture"),
+])
+def test_a_checkpoint_of_another_task_or_an_unknown_encoder_is_named(
+        tmp_path: Path, change: dict[str, str], message: str) -> None:
+    from taskonomy.tasks.source_runs import load_source, resolve_checkpoint
+
+    record = register_task_run(build_task("reshading", encoder="resnet10_tiny", resolution=RES,
+                                          decoder_width=0.25), tmp_path)
+    path = resolve_checkpoint(record, tmp_path)
+    data = torch.load(path, weights_only=False)
+    data["hyper_parameters"] = {**data["hyper_parameters"], **change}
+    torch.save(data, path)
+    with pytest.raises(ValueError, match=message):
+        load_source(record, tmp_path, resolution=RES)

@@ -200,6 +200,12 @@ def test_a_run_killed_before_its_record_was_logged_reads_back_as_unfinished():
     assert (back.run_id, back.status, back.target) == (record.run_id, "running", record.target)
 
 
+def test_a_run_whose_record_failed_reads_back_as_failed_though_wandb_finished_it():
+    identity = {"taskonomy": {"run_id": "r", "role": "task", "target": "normal"}}
+    back = record_from_wandb(identity, {"taskonomy/status": "failed"}, "finished", {}, "x")
+    assert back.status == "failed"
+
+
 def test_a_killed_attempt_of_a_run_finished_later_is_superseded_not_running():
     record = _records()[0]
     killed, redone = _FakeRun(record, state="running"), _FakeRun(record)
