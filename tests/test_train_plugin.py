@@ -86,12 +86,12 @@ def installed_plugin(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
     monkeypatch.syspath_prepend(str(site))
     reload_registry()
     yield site
-    monkeypatch.delitem(sys.modules, "grayscale_task", raising=False)
-    monkeypatch.delitem(task_samples._BUILDERS, "grayscale", raising=False)
-    monkeypatch.delitem(task_samples._BUILDERS, "depth_grey", raising=False)
-    monkeypatch.delitem(task_samples._BUILDERS, "stored_grey", raising=False)
-    monkeypatch.delitem(DOMAINS, "stored_grey", raising=False)
     monkeypatch.undo()
+    # What importing the plugin added; plain pops (monkeypatch's undo would put them back).
+    sys.modules.pop("grayscale_task", None)
+    for task in ("grayscale", "depth_grey", "stored_grey"):
+        task_samples._BUILDERS.pop(task, None)
+    DOMAINS.pop("stored_grey", None)
     reload_registry()
     assert "grayscale" not in task_names()  # uninstalled: the registry forgets the task
 
