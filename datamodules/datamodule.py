@@ -161,11 +161,10 @@ def labels_need_rgb(task: str) -> bool:
     True for the self-supervised tasks (autoencoding, denoising, colorization, ...) and, to be
     safe, for plugin tasks, whose sample builders may read any domain.
     """
-    from taskonomy.tasks.registry import get_spec
-    from taskonomy.tasks.specs import BUILTIN_TASKS
+    from taskonomy.tasks.registry import get_registered
 
-    spec = get_spec(task)
-    return not spec.label_domains or all(s.name != task for s in BUILTIN_TASKS)
+    registered = get_registered(task)
+    return not registered.spec.label_domains or registered.plugin
 
 
 # Stand-ins for the image where a stream delivers labels only (cached inputs): the sample

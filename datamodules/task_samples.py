@@ -173,9 +173,9 @@ def require_sample_builder(task: str) -> None:
     Raises:
         ValueError: a plugin task without a sample builder, naming the call that registers one.
     """
-    from taskonomy.tasks.specs import BUILTIN_TASKS
+    from taskonomy.tasks.registry import get_registered
 
-    if any(spec.name == task for spec in BUILTIN_TASKS) or _plugin_domains(task) is not None:
+    if not get_registered(task).plugin or _plugin_domains(task) is not None:
         return
     raise ValueError(
         f"no sample builder for task {task!r}: its plugin must call taskonomy.datamodules."

@@ -227,8 +227,8 @@ def plugin_origins(tasks: Sequence[str]) -> dict[str, str]:
     from taskonomy.tasks.registry import get_registered, task_names
 
     known = set(task_names())
-    found = {task: get_registered(task).origin for task in tasks if task in known}
-    return {task: origin for task, origin in found.items() if origin != "builtin"}
+    found = [get_registered(task) for task in tasks if task in known]
+    return {item.spec.name: item.origin for item in found if item.plugin}
 
 
 def _global_rank() -> int:

@@ -470,21 +470,20 @@ class TrainCLI(TaskonomyCLI):
             Path(str(getattr(c, "absolute", c))).parent for c in namespace.get("config") or []])
         overrides = load_task_overrides(found)
         typed: set[str] = getattr(self, "explicit_keys", set())
-        for name in namespace.get("task_overrides_keep") or []:
+        keep = set(namespace.get("task_overrides_keep") or [])
+        for name in keep:
             section, _, key = str(name).partition(".")
             group = namespace.get(section)
             if group is None or not hasattr(group, "__contains__") or key not in group:
                 raise ValueError(f"task_overrides_keep names {name!r}, which the config does not "
                                  "have; name dotted keys such as data.batch_size")
-        apply_task_overrides(namespace, overrides,
-                             typed | set(namespace.get("task_overrides_keep") or []))
+        apply_task_overrides(namespace, overrides, typed | keep)
         # The saved config.yaml cannot tell a typed value from a configured one: it names the
         # typed keys that an override would replace, so that a rerun from it keeps them too.
         listed = {f"{section}.{key}" for section, values
                   in overrides.get(namespace.get("model", {}).get("task"), {}).items()
                   for key in values}
-        kept = sorted(set(namespace.get("task_overrides_keep") or []) | (typed & listed))
-        namespace["task_overrides_keep"] = kept or None
+        namespace["task_overrides_keep"] = sorted(keep | (typed & listed)) or None
         return found
 
     def before_instantiate_classes(self) -> None:

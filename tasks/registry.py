@@ -30,6 +30,11 @@ class RegisteredTask:
     family_class: Any = None
     origin: str = "builtin"
 
+    @property
+    def plugin(self) -> bool:
+        """Whether a third-party package registered the task (not the built-in table)."""
+        return self.origin != "builtin"
+
 
 def _load_plugins() -> list[RegisteredTask]:
     found = []

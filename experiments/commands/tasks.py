@@ -60,7 +60,7 @@ def run(args: argparse.Namespace) -> int:
     console = Console(width=200)
     console.print(table)
     for s in specs:  # a plugin's task names its package, whose code makes its labels
-        origin = get_registered(s.name).origin
-        if origin != "builtin":
-            console.print(f"{s.name}: plugin {origin}")
+        registered = get_registered(s.name)
+        if registered.plugin:
+            console.print(f"{s.name}: plugin {registered.origin}")
     return 0
